@@ -1,0 +1,100 @@
+from cloudseat.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StartSessionRequest(_message.Message):
+    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VENUE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEAT_ID_FIELD_NUMBER: _ClassVar[int]
+    GAME_ID_FIELD_NUMBER: _ClassVar[int]
+    PATRON_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    venue_id: str
+    seat_id: str
+    game_id: str
+    patron_id: str
+    slots: int
+    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
+
+class StartSessionResponse(_message.Message):
+    __slots__ = ("session", "session_token", "created")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    session: _common_pb2.Session
+    session_token: str
+    created: bool
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., session_token: _Optional[str] = ..., created: bool = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("session_id", "include_history")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    include_history: bool
+    def __init__(self, session_id: _Optional[str] = ..., include_history: bool = ...) -> None: ...
+
+class GetSessionResponse(_message.Message):
+    __slots__ = ("session", "history")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    session: _common_pb2.Session
+    history: _containers.RepeatedCompositeFieldContainer[_common_pb2.SessionTransition]
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_common_pb2.SessionTransition, _Mapping]]] = ...) -> None: ...
+
+class WatchSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class SessionUpdate(_message.Message):
+    __slots__ = ("session", "queue_position", "queue_length", "warnings")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    session: _common_pb2.Session
+    queue_position: int
+    queue_length: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NegotiateRequest(_message.Message):
+    __slots__ = ("session_id", "session_token", "offer")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    session_token: str
+    offer: _common_pb2.SessionDescription
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., offer: _Optional[_Union[_common_pb2.SessionDescription, _Mapping]] = ...) -> None: ...
+
+class NegotiateResponse(_message.Message):
+    __slots__ = ("answer",)
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    answer: _common_pb2.SessionDescription
+    def __init__(self, answer: _Optional[_Union[_common_pb2.SessionDescription, _Mapping]] = ...) -> None: ...
+
+class EndSessionRequest(_message.Message):
+    __slots__ = ("session_id", "session_token", "detail")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    session_token: str
+    detail: str
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class EndSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: _common_pb2.Session
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
