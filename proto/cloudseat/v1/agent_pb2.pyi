@@ -107,20 +107,22 @@ class SessionStats(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., fps_sent: _Optional[float] = ..., bitrate_kbps: _Optional[int] = ..., rtt_ms: _Optional[float] = ..., loss_pct: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached")
+    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached", "draining")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CPU_LOAD_FIELD_NUMBER: _ClassVar[int]
     GPU_LOAD_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_CHANGED_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     seq: int
     cpu_load: float
     gpu_load: float
     sessions: _containers.RepeatedCompositeFieldContainer[SessionStats]
     games_cached_changed: bool
     games_cached: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ..., draining: bool = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("session_id", "state", "end_reason", "detail")

@@ -78,7 +78,7 @@ class Gpu(_message.Message):
     def __init__(self, model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., encoder_engines: _Optional[int] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version")
+    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class Host(_message.Message):
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
     LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     provider_id: str
     site_id: str
@@ -109,7 +110,8 @@ class Host(_message.Message):
     last_heartbeat_at: _timestamp_pb2.Timestamp
     live_sessions: int
     agent_version: str
-    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    draining: bool
+    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
     __slots__ = ("provider_id", "name")

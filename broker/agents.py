@@ -1,0 +1,184 @@
+"""The agents connected to this broker replica: one link per host, commands out, heartbeats in (batched).
+
+Commands follow from session changes (hub notifications), so it does not matter which replica placed or ended a
+session: the replica that holds the host's link sends the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+import structlog
+from cloudseat.v1 import agent_pb2, common_pb2
+
+from broker import errors, lifecycle, tiers
+from broker.rpc import convert
+from broker.store import hosts as host_store
+
+log = structlog.get_logger(__name__)
+
+# Heartbeats are written to the database in batches this often: one statement for the whole fleet.
+_FLUSH_INTERVAL_S = 0.25
+
+
+class AgentLink:
+    """One connected agent process (host + epoch) and what the broker sends it."""
+
+    def __init__(self, host_id: str, epoch: int) -> None:
+        self.host_id = host_id
+        self.epoch = epoch
+        self.outbox: asyncio.Queue[agent_pb2.BrokerMessage | None] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.negotiations: dict[str, asyncio.Future[common_pb2.SessionDescription]] = {}
+
+    def send(self, msg: agent_pb2.BrokerMessage) -> None:
+        if not self.closed.is_set():
+            self.outbox.put_nowait(msg)
+
+    def close(self, reason: str) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self.outbox.put_nowait(None)
+        for fut in self.negotiations.values():
+            if not fut.done():
+                fut.set_exception(errors.Unavailable("the host's agent disconnected"))
+
+
+def start_command(session: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
+    spec = tiers.SPECS[tiers.Tier(session["tier"])]
+    return agent_pb2.BrokerMessage(
+        start_session=agent_pb2.StartSessionCommand(
+            session_id=str(session["session_id"]),
+            game_id=session["game_id"],
+            tier=convert.tier_spec(spec),
+            slots=session["slots"],
+            venue_id=session["venue_id"],
+            seat_id=session["seat_id"],
+        )
+    )
+
+
+def stop_command(session_id: str, reason: str) -> agent_pb2.BrokerMessage:
+    return agent_pb2.BrokerMessage(
+        stop_session=agent_pb2.StopSessionCommand(
+            session_id=session_id, reason=convert.END_REASON_TO_PB[reason]
+        )
+    )
+
+
+class AgentRegistry:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._links: dict[str, AgentLink] = {}
+        self._beats: dict[str, tuple[str, int, float, float, bool]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="heartbeat-flush")
+
+    async def close(self) -> None:
+        for link in list(self._links.values()):
+            link.close("the broker is shutting down")
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        with contextlib.suppress(errors.CloudseatError):
+            await self._flush()
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def attach(self, link: AgentLink) -> None:
+        """Make `link` the host's link; an older link of the same host is closed."""
+        old = self._links.get(link.host_id)
+        if old is not None and old is not link:
+            old.close(f"replaced by a new connection (epoch {link.epoch})")
+        self._links[link.host_id] = link
+
+    def detach(self, link: AgentLink) -> None:
+        if self._links.get(link.host_id) is link:
+            del self._links[link.host_id]
+        self._beats.pop(link.host_id, None)
+        link.close(link.close_reason or "disconnected")
+
+    def link(self, host_id: str) -> AgentLink | None:
+        return self._links.get(host_id)
+
+    def hosts_lost(self, host_ids: list[str]) -> None:
+        """The leader declared these hosts lost: their current connections are stale."""
+        for host_id in host_ids:
+            link = self._links.get(host_id)
+            if link is not None:
+                link.close("the host was declared lost; restart the agent with a new epoch")
+
+    # -- session changes -> commands --------------------------------------------------------------------------
+
+    def on_change(self, change: Mapping[str, Any]) -> None:
+        host_id = change.get("host_id")
+        link = self._links.get(host_id) if host_id else None
+        if link is None:
+            return
+        state = change["state"]
+        if state == "PLACED":
+            link.send(start_command(change))
+        elif state == "ENDED" and change["end_reason"] not in lifecycle.AGENT_REASONS:
+            # The agent reported the reasons it gives itself; every other end needs telling.
+            link.send(stop_command(change["session_id"], change["end_reason"]))
+
+    # -- negotiation relay ------------------------------------------------------------------------------------
+
+    async def negotiate(
+        self, host_id: str, session_id: uuid.UUID, offer: common_pb2.SessionDescription, timeout_s: float
+    ) -> common_pb2.SessionDescription:
+        """Send the seat's offer to the agent holding the session; wait for its answer."""
+        link = self._links.get(host_id)
+        if link is None or link.closed.is_set():
+            raise errors.Unavailable(
+                f"session_id: the agent of host {host_id!r} is not connected; retry shortly"
+            )
+        correlation = uuid.uuid4().hex
+        fut: asyncio.Future[common_pb2.SessionDescription] = asyncio.get_running_loop().create_future()
+        link.negotiations[correlation] = fut
+        try:
+            link.send(
+                agent_pb2.BrokerMessage(
+                    negotiate=agent_pb2.NegotiateCommand(
+                        correlation_id=correlation, session_id=str(session_id), offer=offer
+                    )
+                )
+            )
+            async with asyncio.timeout(timeout_s):
+                return await fut
+        except TimeoutError as exc:
+            raise errors.DeadlineExceeded(
+                f"the agent of host {host_id!r} did not answer the offer in time"
+            ) from exc
+        finally:
+            link.negotiations.pop(correlation, None)
+
+    # -- heartbeats ---------------------------------------------------------------------------------------------
+
+    def beat(self, link: AgentLink, cpu_load: float, gpu_load: float, draining: bool) -> None:
+        self._beats[link.host_id] = (link.host_id, link.epoch, cpu_load, gpu_load, draining)
+
+    async def _flush(self) -> None:
+        beats, self._beats = list(self._beats.values()), {}
+        await host_store.heartbeats(self._pool, beats)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL_S)
+            try:
+                await self._flush()
+            except errors.CloudseatError as exc:
+                # The agents beat again; the database's host-lost timeout is far longer than one flush.
+                log.warning("heartbeat flush failed", error=str(exc))

@@ -1,0 +1,192 @@
+"""A typed asyncio client for the broker: what the agent, the thin client, the load test and the tests use.
+
+    async with BrokerClient("127.0.0.1:50051") as broker:
+        started = await broker.start_session("demo-cafe", "seat-01", "demo")
+        async for update in broker.watch(started.session.session_id): ...
+
+`AgentLinkClient` speaks AgentService.Connect for one host: register, heartbeat, report, read commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import grpc
+from cloudseat.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    common_pb2,
+    fleet_pb2_grpc,
+    session_pb2,
+    session_pb2_grpc,
+    venue_pb2_grpc,
+)
+from grpc import aio
+
+State = common_pb2.SessionState
+
+
+class BrokerClient:
+    def __init__(self, target: str, *, options: Sequence[tuple[str, object]] = ()) -> None:
+        self.target = target
+        self.channel = aio.insecure_channel(target, options=list(options))
+        self.sessions = session_pb2_grpc.SessionServiceStub(self.channel)
+        self.venues = venue_pb2_grpc.VenueServiceStub(self.channel)
+        self.fleet = fleet_pb2_grpc.FleetServiceStub(self.channel)
+        self.agents = agent_pb2_grpc.AgentServiceStub(self.channel)
+
+    async def __aenter__(self) -> BrokerClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def start_session(
+        self,
+        venue_id: str,
+        seat_id: str,
+        game_id: str,
+        *,
+        request_id: str | None = None,
+        patron_id: str = "",
+        slots: int = 1,
+        timeout_s: float = 10.0,
+    ) -> session_pb2.StartSessionResponse:
+        """Start a session; retried on UNAVAILABLE with the same request id, so it never starts two."""
+        request = session_pb2.StartSessionRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            venue_id=venue_id,
+            seat_id=seat_id,
+            game_id=game_id,
+            patron_id=patron_id,
+            slots=slots,
+        )
+        delay = 0.05
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                response: session_pb2.StartSessionResponse = await self.sessions.StartSession(
+                    request, timeout=max(0.1, deadline - loop.time())
+                )
+                return response
+            except aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def watch(self, session_id: str) -> AsyncIterator[session_pb2.SessionUpdate]:
+        """The session's updates as they happen, until it ends."""
+        call = self.sessions.WatchSession(session_pb2.WatchSessionRequest(session_id=session_id))
+        try:
+            async for update in call:
+                yield update
+        finally:
+            call.cancel()
+
+    async def wait_for(self, session_id: str, *states: int, timeout_s: float = 10.0) -> common_pb2.Session:
+        """Watch until the session reaches one of `states` (or ends); returns it then."""
+        async with asyncio.timeout(timeout_s):
+            async for update in self.watch(session_id):
+                if update.session.state in states or update.session.state == State.SESSION_STATE_ENDED:
+                    return update.session
+        raise RuntimeError(f"session {session_id} watch ended early")
+
+    async def end_session(self, session_id: str, token: str, detail: str = "") -> common_pb2.Session:
+        response = await self.sessions.EndSession(
+            session_pb2.EndSessionRequest(session_id=session_id, session_token=token, detail=detail)
+        )
+        return response.session
+
+
+class AgentLinkClient:
+    """One agent's AgentService.Connect stream."""
+
+    def __init__(self, client: BrokerClient, register: agent_pb2.Register) -> None:
+        self._client = client
+        self.register = register
+        self._call: aio.StreamStreamCall | None = None
+        self.registered: agent_pb2.Registered | None = None
+        self._seq = 0
+
+    async def open(self, timeout_s: float = 10.0) -> agent_pb2.Registered:
+        """Connect and register; raises the broker's refusal as an AioRpcError (a stale epoch, an unknown site)."""
+        self._call = self._client.agents.Connect()
+        await self._call.write(agent_pb2.AgentMessage(register=self.register))
+        async with asyncio.timeout(timeout_s):
+            first = await self._call.read()
+        if first is aio.EOF:
+            await self._call  # raises the status the broker closed with
+            raise RuntimeError("the broker closed the stream without a status")
+        if first.WhichOneof("body") != "registered":
+            raise RuntimeError(f"expected registered, got {first.WhichOneof('body')}")
+        self.registered = first.registered
+        return first.registered
+
+    async def send(self, msg: agent_pb2.AgentMessage) -> None:
+        assert self._call is not None, "open() first"
+        await self._call.write(msg)
+
+    async def heartbeat(
+        self,
+        cpu_load: float = 0.0,
+        gpu_load: float = 0.0,
+        sessions: Sequence[agent_pb2.SessionStats] = (),
+        games_cached: Sequence[str] | None = None,
+        draining: bool = False,
+    ) -> None:
+        self._seq += 1
+        hb = agent_pb2.Heartbeat(
+            seq=self._seq, cpu_load=cpu_load, gpu_load=gpu_load, sessions=list(sessions), draining=draining
+        )
+        if games_cached is not None:
+            hb.games_cached_changed = True
+            hb.games_cached.extend(games_cached)
+        await self.send(agent_pb2.AgentMessage(heartbeat=hb))
+
+    async def report(self, session_id: str, state: int, end_reason: int = 0, detail: str = "") -> None:
+        await self.send(
+            agent_pb2.AgentMessage(
+                session_event=agent_pb2.SessionEvent(
+                    session_id=session_id, state=state, end_reason=end_reason, detail=detail
+                )
+            )
+        )
+
+    async def answer(self, correlation_id: str, sdp: str = "", error: str = "") -> None:
+        result = agent_pb2.NegotiateResult(correlation_id=correlation_id, error=error)
+        if not error:
+            result.answer.CopyFrom(common_pb2.SessionDescription(type="answer", sdp=sdp))
+        await self.send(agent_pb2.AgentMessage(negotiate_result=result))
+
+    async def commands(self) -> AsyncIterator[agent_pb2.BrokerMessage]:
+        """The broker's commands until it closes the stream (then the call's status is raised, if not OK)."""
+        assert self._call is not None, "open() first"
+        while True:
+            msg = await self._call.read()
+            if msg is aio.EOF:
+                await self._call
+                return
+            yield msg
+
+    async def finish(self, timeout_s: float = 5.0) -> None:
+        """Say goodbye: no more messages from us; wait until the broker has taken everything sent and closed."""
+        if self._call is None:
+            return
+        await self._call.done_writing()
+        async with asyncio.timeout(timeout_s):
+            await self._call.code()
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None

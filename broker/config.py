@@ -1,0 +1,39 @@
+"""The broker's configuration: one frozen dataclass, built once by the command line from flags and CLOUDSEAT_* env."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from broker.lifecycle import Timeouts
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data when no --data-dir is given (the user's data directory)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cloudseat" / "broker"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    listen: str = "127.0.0.1:50051"
+    # None: start the embedded PostgreSQL server in data_dir.
+    database_url: str | None = None
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost.
+    heartbeat_interval_s: float = 5.0
+    host_lost_after_s: float = 15.0
+    # How long in-flight RPCs may run after SIGTERM before they are cancelled.
+    shutdown_grace_s: float = 10.0
+    # The scheduler gathers requests for this long before solving (unless a batch fills first).
+    batch_window_s: float = 0.005
+    batch_max: int = 1000
+    # How long a relayed WebRTC negotiation may wait for the agent's answer.
+    negotiate_timeout_s: float = 10.0
+    timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    # "json", "console", or "auto" (console on a terminal, JSON otherwise).
+    log_format: str = "auto"
+    log_level: str = "info"
+    db_pool_min: int = 2
+    db_pool_max: int = 10

@@ -1,0 +1,177 @@
+"""Session changes, from PostgreSQL to whoever in this broker cares.
+
+The database's trigger notifies every committed change of a session (state or pending reason) on the channel
+`cloudseat_sessions`, with the row as JSON. One listening connection per broker replica receives them, so a change
+made by any replica reaches every watcher, every agent link and the placement leader, and only committed changes do.
+
+If the listening connection drops, notifications in the gap are lost: after reconnecting, the hub tells everyone to
+resync (watchers re-read their session, the scheduler runs a round).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+
+from broker.store import sessions as session_store
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "cloudseat_sessions"
+# Queue positions are recomputed at most this often, however fast the queue moves.
+_POSITION_INTERVAL_S = 0.2
+
+Change = dict[str, Any]
+Listener = Callable[[Change], None]
+
+
+class Resync:
+    """Put on a watcher's queue when notifications may have been missed: re-read the session."""
+
+
+class QueuePosition:
+    __slots__ = ("position", "total")
+
+    def __init__(self, position: int, total: int) -> None:
+        self.position = position
+        self.total = total
+
+
+WatchItem = Change | Resync | QueuePosition | None
+
+
+class SessionHub:
+    def __init__(self, url: str, pool: asyncpg.Pool) -> None:
+        self._url = url
+        self._pool = pool
+        self._watchers: dict[uuid.UUID, set[asyncio.Queue[WatchItem]]] = {}
+        self._listeners: list[Listener] = []
+        self._resync_listeners: list[Callable[[], None]] = []
+        self._conn: asyncpg.Connection | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queue_dirty = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._closing = False
+
+    def add_listener(self, listener: Listener, on_resync: Callable[[], None] | None = None) -> None:
+        """Call `listener` with every change (in the event loop, so it must not block)."""
+        self._listeners.append(listener)
+        if on_resync is not None:
+            self._resync_listeners.append(on_resync)
+
+    async def start(self) -> None:
+        await self._connect()
+        self._tasks = [
+            asyncio.create_task(self._keep_connected(), name="hub-listen"),
+            asyncio.create_task(self._positions(), name="hub-positions"),
+        ]
+
+    async def close(self) -> None:
+        """Stop listening and end every watch (their streams end so that shutdown does not wait on them)."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for queues in self._watchers.values():
+            for q in queues:
+                q.put_nowait(None)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
+    @contextlib.asynccontextmanager
+    async def watch(self, session_id: uuid.UUID) -> AsyncIterator[asyncio.Queue[WatchItem]]:
+        """A queue of changes to one session. Subscribe before reading the session, so nothing falls between.
+        None on the queue means the broker is closing."""
+        q: asyncio.Queue[WatchItem] = asyncio.Queue()
+        self._watchers.setdefault(session_id, set()).add(q)
+        self._queue_dirty.set()
+        try:
+            yield q
+        finally:
+            queues = self._watchers.get(session_id)
+            if queues is not None:
+                queues.discard(q)
+                if not queues:
+                    del self._watchers[session_id]
+
+    # -- the listening connection ------------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._url)
+        conn.add_termination_listener(lambda _c: self._lost.set())
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self._conn = conn
+        self._lost.clear()
+
+    async def _keep_connected(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            await self._lost.wait()
+            log.warning("session notifications lost their connection; reconnecting")
+            while not self._closing:
+                try:
+                    await self._connect()
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("reconnect failed", error=str(exc), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            backoff = 0.1
+            self._resync()
+
+    def _resync(self) -> None:
+        for queues in self._watchers.values():
+            for q in queues:
+                q.put_nowait(Resync())
+        for cb in self._resync_listeners:
+            cb()
+        self._queue_dirty.set()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        change: Change = json.loads(payload)
+        self.publish(change)
+
+    def publish(self, change: Change) -> None:
+        """Hand one change to the listeners and the session's watchers."""
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("session change listener failed", session_id=change.get("session_id"))
+        sid = uuid.UUID(change["session_id"])
+        for q in self._watchers.get(sid, ()):
+            q.put_nowait(change)
+        # Any change into or out of PENDING moves the queue (the scheduler clears pending_reason on placing).
+        if change["state"] in ("PENDING", "PLACED", "ENDED"):
+            self._queue_dirty.set()
+
+    # -- queue positions ---------------------------------------------------------------------------------------
+
+    async def _positions(self) -> None:
+        last: dict[uuid.UUID, tuple[int, int]] = {}
+        while True:
+            await self._queue_dirty.wait()
+            self._queue_dirty.clear()
+            watched = list(self._watchers)
+            if watched:
+                try:
+                    positions = await session_store.queue_positions(self._pool, watched)
+                except Exception as exc:  # the database may be restarting; positions come back with it
+                    log.warning("queue positions unavailable", error=str(exc))
+                    positions = {}
+                for sid, pos in positions.items():
+                    if last.get(sid) != pos:
+                        for q in self._watchers.get(sid, ()):
+                            q.put_nowait(QueuePosition(*pos))
+                last = positions
+            await asyncio.sleep(_POSITION_INTERVAL_S)

@@ -1,0 +1,50 @@
+"""Host loss and stuck sessions, judged by the database clock on the placement leader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+from broker import errors, lifecycle
+from broker.store import hosts as host_store
+from broker.store import sessions as session_store
+
+log = structlog.get_logger(__name__)
+
+
+class Liveness:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        lost_after_s: float,
+        timeouts: lifecycle.Timeouts,
+        on_lost: Callable[[list[str]], None],
+    ) -> None:
+        self._pool = pool
+        self._lost_after_s = lost_after_s
+        self._timeouts = timeouts
+        self._on_lost = on_lost
+
+    async def run(self) -> None:
+        """Check until cancelled. For the first lost_after_s after taking over, no host is declared lost: a new
+        leader (or a restarted broker) gives every agent the time to reconnect first, as Nomad does."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        interval = min(1.0, self._lost_after_s / 5)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if loop.time() - began >= self._lost_after_s:
+                    lost, ended = await host_store.mark_lost(self._pool, self._lost_after_s)
+                    if lost:
+                        log.warning("hosts lost", hosts=lost, sessions_ended=len(ended))
+                        self._on_lost(lost)
+                timed_out = await session_store.end_timed_out(self._pool, self._timeouts)
+                if timed_out:
+                    log.info("sessions timed out", count=len(timed_out))
+            except errors.CloudseatError as exc:
+                log.warning("liveness check failed", error=str(exc))

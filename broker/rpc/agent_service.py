@@ -1,0 +1,190 @@
+"""AgentService.Connect: register, then heartbeats and session events in, commands out, until either side goes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import structlog
+from cloudseat.v1 import agent_pb2, agent_pb2_grpc
+from grpc import aio
+
+from broker import errors, lifecycle
+from broker.agents import AgentLink, AgentRegistry, start_command, stop_command
+from broker.lifecycle import EndReason, State
+from broker.rpc import convert
+from broker.rpc import validate as v
+from broker.store import hosts as host_store
+from broker.store import sessions as session_store
+
+log = structlog.get_logger(__name__)
+
+# An agent must say who it is this soon after connecting.
+_REGISTER_TIMEOUT_S = 10.0
+_AGENT_STATES = {State.STARTING, State.READY, State.STREAMING, State.ENDED}
+
+
+class AgentService(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        agents: AgentRegistry,
+        *,
+        heartbeat_interval_s: float,
+        lost_after_s: float,
+        on_register: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pool = pool
+        self._agents = agents
+        self._heartbeat_ms = int(heartbeat_interval_s * 1000)
+        self._lost_after_ms = int(lost_after_s * 1000)
+        self._on_register = on_register
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
+    ) -> None:
+        messages = request_iterator.__aiter__()
+        try:
+            async with asyncio.timeout(_REGISTER_TIMEOUT_S):
+                first = await anext(messages)
+        except (TimeoutError, StopAsyncIteration):
+            raise errors.InvalidArgument("register", "the agent must send register first") from None
+        if first.WhichOneof("body") != "register":
+            raise errors.InvalidArgument("register", "the first message must be register")
+        reg = convert.registration(first.register)
+        structlog.contextvars.bind_contextvars(host_id=reg.host_id)
+        result = await host_store.register(self._pool, reg)
+        link = AgentLink(reg.host_id, reg.epoch)
+        self._agents.attach(link)
+        log.info("agent registered", epoch=reg.epoch, slots=reg.slots, ended=len(result.ended))
+        writer = asyncio.create_task(self._write(link, context), name=f"agent-write-{reg.host_id}")
+        reader = asyncio.create_task(self._read(link, messages), name=f"agent-read-{reg.host_id}")
+        try:
+            link.send(
+                agent_pb2.BrokerMessage(
+                    registered=agent_pb2.Registered(
+                        host_id=reg.host_id,
+                        epoch=reg.epoch,
+                        heartbeat_interval_ms=self._heartbeat_ms,
+                        lost_after_ms=self._lost_after_ms,
+                        drained=result.drained,
+                    )
+                )
+            )
+            self._reconcile(link, result.live_sessions, first.register.running)
+            self._on_register()  # new capacity: the scheduler may place waiting requests
+            closed = asyncio.create_task(link.closed.wait())
+            done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if reader in done:
+                reader.result()  # raises if the stream broke
+                # The agent half-closed its side: a clean goodbye, everything it sent has been applied.
+                ended = await host_store.set_offline(self._pool, link.host_id, link.epoch)
+                log.info("agent said goodbye; host offline", sessions_ended=len(ended))
+            else:
+                raise errors.FailedPrecondition(f"register.epoch: {link.close_reason}")
+        finally:
+            self._agents.detach(link)
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    @staticmethod
+    async def _write(link: AgentLink, context: aio.ServicerContext) -> None:
+        while True:
+            msg = await link.outbox.get()
+            if msg is None:
+                return
+            await context.write(msg)
+
+    def _reconcile(self, link: AgentLink, live: list[asyncpg.Record], running: object) -> None:
+        """After (re)connecting: start what the broker placed but the agent does not run, stop what the agent runs
+        but the broker no longer has live on this host."""
+        agent_runs = {r.session_id for r in running}  # type: ignore[attr-defined]
+        broker_has = {str(r["session_id"]) for r in live}
+        for row in live:
+            if row["state"] == "PLACED" and str(row["session_id"]) not in agent_runs:
+                link.send(start_command(row))
+        for sid in agent_runs - broker_has:
+            link.send(stop_command(sid, EndReason.HOST_LOST.value))
+
+    async def _read(self, link: AgentLink, messages: AsyncIterator[agent_pb2.AgentMessage]) -> None:
+        async for msg in messages:
+            kind = msg.WhichOneof("body")
+            if kind == "heartbeat":
+                hb = msg.heartbeat
+                self._agents.beat(link, _unit(hb.cpu_load), _unit(hb.gpu_load), hb.draining)
+                if hb.games_cached_changed:
+                    await self._games_changed(link, list(hb.games_cached))
+            elif kind == "session_event":
+                await self._session_event(link, msg.session_event)
+            elif kind == "negotiate_result":
+                self._negotiate_result(link, msg.negotiate_result)
+            else:
+                log.warning("agent sent an unexpected message; ignored", kind=kind)
+
+    async def _games_changed(self, link: AgentLink, games: list[str]) -> None:
+        try:
+            clean = [v.ident(g, f"heartbeat.games_cached[{i}]") for i, g in enumerate(games)]
+        except errors.InvalidArgument as exc:
+            log.warning("agent sent a bad games list; ignored", error=exc.message)
+            return
+        await host_store.set_games_cached(self._pool, link.host_id, link.epoch, clean)
+
+    async def _session_event(self, link: AgentLink, ev: agent_pb2.SessionEvent) -> None:
+        """Apply one event from the agent; a bad event is logged and dropped, the link stays up."""
+        try:
+            sid = v.session_id(ev.session_id, "session_event.session_id")
+            state_name = convert.STATE_FROM_PB.get(ev.state)
+            if state_name is None or State(state_name) not in _AGENT_STATES:
+                raise errors.InvalidArgument(
+                    "session_event.state", "must be STARTING, READY, STREAMING or ENDED"
+                )
+            detail = v.text(ev.detail, "session_event.detail")
+            state = State(state_name)
+            if state is State.ENDED:
+                reason_name = convert.END_REASON_FROM_PB.get(ev.end_reason)
+                if reason_name is None or EndReason(reason_name) not in lifecycle.AGENT_REASONS:
+                    raise errors.InvalidArgument(
+                        "session_event.end_reason",
+                        "must be one of " + ", ".join(sorted(r.value for r in lifecycle.AGENT_REASONS)),
+                    )
+                await session_store.end(self._pool, sid, EndReason(reason_name), detail, host_id=link.host_id)
+            else:
+                await session_store.advance(self._pool, sid, state, host_id=link.host_id)
+        except (
+            errors.InvalidArgument,
+            errors.FailedPrecondition,
+            errors.PermissionDenied,
+            errors.NotFound,
+        ) as exc:
+            log.warning("agent session event refused", session_id=ev.session_id[:80], error=exc.message)
+
+    @staticmethod
+    def _negotiate_result(link: AgentLink, res: agent_pb2.NegotiateResult) -> None:
+        fut = link.negotiations.get(res.correlation_id)
+        if fut is None or fut.done():
+            log.warning(
+                "negotiate result for no pending offer; ignored", correlation_id=res.correlation_id[:64]
+            )
+            return
+        if res.error:
+            fut.set_exception(errors.FailedPrecondition(f"offer: the agent refused it: {res.error[:200]}"))
+            return
+        try:
+            v.sdp(res.answer.type, res.answer.sdp, "answer", expect="answer")
+        except errors.InvalidArgument as exc:
+            fut.set_exception(
+                errors.Unavailable(f"the agent answered with a bad description ({exc.message})")
+            )
+            return
+        fut.set_result(res.answer)
+
+
+def _unit(x: float) -> float:
+    """Clamp a load figure to 0..1 (NaN counts as 0)."""
+    return min(max(x, 0.0), 1.0) if x == x else 0.0

@@ -1,0 +1,90 @@
+"""FleetService: providers, sites, games, prices, and the provider's view and control of its hosts."""
+
+from __future__ import annotations
+
+import asyncpg
+import structlog
+from cloudseat.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc
+from grpc import aio
+
+from broker.agents import AgentRegistry
+from broker.rpc import convert
+from broker.rpc import validate as v
+from broker.store import fleet as fleet_store
+
+log = structlog.get_logger(__name__)
+
+
+class FleetService(fleet_pb2_grpc.FleetServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, agents: AgentRegistry) -> None:
+        self._pool = pool
+        self._agents = agents
+
+    async def CreateProvider(
+        self, request: fleet_pb2.CreateProviderRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Provider:
+        provider_id = v.ident(request.provider_id, "provider_id")
+        name = v.text(request.name, "name", required=True)
+        return convert.provider(await fleet_store.create_provider(self._pool, provider_id, name))
+
+    async def CreateSite(
+        self, request: fleet_pb2.CreateSiteRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Site:
+        site_id = v.ident(request.site_id, "site_id")
+        provider_id = v.ident(request.provider_id, "provider_id")
+        name = v.text(request.name, "name", required=True)
+        region = v.text(request.region, "region", max_len=64)
+        return convert.site(await fleet_store.create_site(self._pool, site_id, provider_id, name, region))
+
+    async def PutGame(
+        self, request: fleet_pb2.PutGameRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Game:
+        game_id = v.ident(request.game_id, "game_id")
+        name = v.text(request.name, "name", required=True)
+        size = v.int_range(request.image_size_bytes, "image_size_bytes", 0, 2**63 - 1)
+        return convert.game(await fleet_store.put_game(self._pool, game_id, name, size))
+
+    async def SetPrice(
+        self, request: fleet_pb2.SetPriceRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Price:
+        site_id = v.ident(request.site_id, "site_id")
+        gpu_class = v.ident(request.gpu_class, "gpu_class")
+        price = convert.price_micros(request.price_micros_per_slot_hour, "price_micros_per_slot_hour")
+        return convert.price(await fleet_store.set_price(self._pool, site_id, gpu_class, price))
+
+    async def GetHost(
+        self, request: fleet_pb2.GetHostRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Host:
+        host_id = v.ident(request.host_id, "host_id")
+        return convert.host(await fleet_store.get_host(self._pool, host_id))
+
+    async def ListHosts(
+        self, request: fleet_pb2.ListHostsRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.ListHostsResponse:
+        provider_id = v.ident(request.provider_id, "provider_id", required=False) or None
+        site_id = v.ident(request.site_id, "site_id", required=False) or None
+        rows = await fleet_store.list_hosts(self._pool, provider_id, site_id)
+        return fleet_pb2.ListHostsResponse(hosts=[convert.host(r) for r in rows])
+
+    async def DrainHost(
+        self, request: fleet_pb2.DrainHostRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Host:
+        host_id = v.ident(request.host_id, "host_id")
+        reason = v.text(request.reason, "reason")
+        row = await fleet_store.set_drained(self._pool, host_id, True)
+        log.info("host drained", host_id=host_id, reason=reason)
+        self._tell_agent(host_id, drained=True)
+        return convert.host(row)
+
+    async def UndrainHost(
+        self, request: fleet_pb2.UndrainHostRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.Host:
+        host_id = v.ident(request.host_id, "host_id")
+        row = await fleet_store.set_drained(self._pool, host_id, False)
+        self._tell_agent(host_id, drained=False)
+        return convert.host(row)
+
+    def _tell_agent(self, host_id: str, *, drained: bool) -> None:
+        link = self._agents.link(host_id)
+        if link is not None:
+            link.send(agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=drained)))

@@ -1,0 +1,109 @@
+"""SessionService: thin — validate and convert the request, call the store or the relay, convert the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+from cloudseat.v1 import session_pb2, session_pb2_grpc
+from grpc import aio
+
+from broker import errors, hub
+from broker.agents import AgentRegistry
+from broker.lifecycle import EndReason, State
+from broker.rpc import convert
+from broker.rpc import validate as v
+from broker.store import sessions as session_store
+
+# Negotiation needs a workload to connect to.
+_NEGOTIABLE = (State.READY, State.STREAMING)
+
+
+class SessionService(session_pb2_grpc.SessionServiceServicer):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session_hub: hub.SessionHub,
+        agents: AgentRegistry,
+        negotiate_timeout_s: float,
+    ) -> None:
+        self._pool = pool
+        self._hub = session_hub
+        self._agents = agents
+        self._negotiate_timeout_s = negotiate_timeout_s
+
+    async def StartSession(
+        self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.StartSessionResponse:
+        req = convert.start_request(request)
+        row, created = await session_store.start(self._pool, req)
+        return session_pb2.StartSessionResponse(
+            session=convert.session(row), session_token=row["token"], created=created
+        )
+
+    async def GetSession(
+        self, request: session_pb2.GetSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.GetSessionResponse:
+        sid = v.session_id(request.session_id)
+        row = await session_store.get(self._pool, sid)
+        history = await session_store.history(self._pool, sid) if request.include_history else []
+        return session_pb2.GetSessionResponse(
+            session=convert.session(row), history=[convert.transition(t) for t in history]
+        )
+
+    async def WatchSession(
+        self, request: session_pb2.WatchSessionRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[session_pb2.SessionUpdate]:
+        sid = v.session_id(request.session_id)
+        async with self._hub.watch(sid) as changes:
+            # Subscribed first, read second: a change in between arrives on the queue, and the seq check drops
+            # notifications older than what was read.
+            row: hub.Change = dict(await session_store.get(self._pool, sid))
+            position = (0, 0)
+            sent: tuple[object, ...] | None = None
+            while True:
+                shown = position if row["state"] == "PENDING" else (0, 0)
+                key = (row["seq"], row["pending_reason"], shown)
+                if key != sent:
+                    yield session_pb2.SessionUpdate(
+                        session=convert.session(row), queue_position=shown[0], queue_length=shown[1]
+                    )
+                    sent = key
+                if row["state"] == "ENDED":
+                    return
+                item = await changes.get()
+                if item is None:
+                    raise errors.Unavailable("the broker is shutting down; watch again")
+                if isinstance(item, hub.Resync):
+                    row = dict(await session_store.get(self._pool, sid))
+                elif isinstance(item, hub.QueuePosition):
+                    position = (item.position, item.total)
+                elif item["seq"] >= row["seq"]:
+                    row = item
+
+    async def Negotiate(
+        self, request: session_pb2.NegotiateRequest, context: aio.ServicerContext
+    ) -> session_pb2.NegotiateResponse:
+        sid = v.session_id(request.session_id)
+        token = v.token(request.session_token)
+        if not request.HasField("offer"):
+            raise errors.InvalidArgument("offer", "is required")
+        v.sdp(request.offer.type, request.offer.sdp, "offer", expect="offer")
+        row = await session_store.get(self._pool, sid)
+        session_store.check_token(row, token)
+        state = State(row["state"])
+        if state not in _NEGOTIABLE:
+            raise errors.FailedPrecondition(
+                f"session_id: the session is {state}; negotiate once it is READY (watch it for the change)"
+            )
+        answer = await self._agents.negotiate(row["host_id"], sid, request.offer, self._negotiate_timeout_s)
+        return session_pb2.NegotiateResponse(answer=answer)
+
+    async def EndSession(
+        self, request: session_pb2.EndSessionRequest, context: aio.ServicerContext
+    ) -> session_pb2.EndSessionResponse:
+        sid = v.session_id(request.session_id)
+        token = v.token(request.session_token)
+        detail = v.text(request.detail, "detail")
+        row = await session_store.end(self._pool, sid, EndReason.ENDED_BY_PATRON, detail, token=token)
+        return session_pb2.EndSessionResponse(session=convert.session(row))

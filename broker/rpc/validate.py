@@ -1,0 +1,91 @@
+"""Checks for request fields. Each returns the clean value or raises InvalidArgument naming the field.
+
+Pure: these take plain values, so they are tested without gRPC, and every RPC runs them before touching the store.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from broker.errors import InvalidArgument
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# Control characters (C0, DEL, C1) have no place in names and notes, and PostgreSQL text refuses NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+MAX_SDP_BYTES = 64 * 1024
+
+
+def ident(value: str, field: str, *, required: bool = True) -> str:
+    """An id slug: 1-64 of [A-Za-z0-9._:-], starting with a letter or digit. Empty is allowed when not required."""
+    if not value:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(
+            field,
+            "must be 1-64 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def request_id(value: str, field: str = "request_id") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required (choose one per request and reuse it on retries)")
+    if not _REQUEST_ID.fullmatch(value):
+        raise InvalidArgument(field, "must be 1-128 printable ASCII characters without spaces")
+    return value
+
+
+def text(value: str, field: str, *, max_len: int = 200, required: bool = False) -> str:
+    """Free text: no control characters, at most max_len characters."""
+    if not value.strip():
+        if required:
+            raise InvalidArgument(field, "is required")
+        return ""
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"must be at most {max_len} characters")
+    if _CONTROL.search(value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def session_id(value: str, field: str = "session_id") -> uuid.UUID:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(field, "must be a session id (a UUID)") from None
+
+
+def int_range(value: int, field: str, lo: int, hi: int) -> int:
+    if not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be between {lo} and {hi}")
+    return value
+
+
+def token(value: str, field: str = "session_token") -> str:
+    if not value:
+        raise InvalidArgument(field, "is required (StartSession returns it)")
+    if len(value) > 256 or not value.isascii():
+        raise InvalidArgument(field, "is malformed")
+    return value
+
+
+def sdp(kind: str, body: str, field: str, *, expect: str) -> tuple[str, str]:
+    """A session description of the expected type, plausibly SDP, bounded in size."""
+    if kind != expect:
+        raise InvalidArgument(f"{field}.type", f"must be {expect!r}")
+    if not body:
+        raise InvalidArgument(f"{field}.sdp", "is required")
+    if len(body.encode()) > MAX_SDP_BYTES:
+        raise InvalidArgument(f"{field}.sdp", f"must be at most {MAX_SDP_BYTES} bytes")
+    if not body.startswith("v=0"):
+        raise InvalidArgument(f"{field}.sdp", "is not an SDP description (must start with 'v=0')")
+    if "\x00" in body:
+        raise InvalidArgument(f"{field}.sdp", "must not contain NUL characters")
+    return kind, body

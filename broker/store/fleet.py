@@ -1,0 +1,65 @@
+"""Providers, sites, games, prices and the hosts' fleet-side controls (drain)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from broker import errors
+from broker.store.database import transaction, translated
+from broker.store.queries import Q
+
+
+async def create_provider(pool: asyncpg.Pool, provider_id: str, name: str) -> asyncpg.Record:
+    """Create a provider; AlreadyExists when the id is taken."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["create_provider"], provider_id, name)
+    return row
+
+
+async def create_site(
+    pool: asyncpg.Pool, site_id: str, provider_id: str, name: str, region: str
+) -> asyncpg.Record:
+    """Create a site of an existing provider."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["create_site"], site_id, provider_id, name, region)
+    return row
+
+
+async def put_game(pool: asyncpg.Pool, game_id: str, name: str, image_size_bytes: int) -> asyncpg.Record:
+    """Publish or update a game of the catalogue."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["put_game"], game_id, name, image_size_bytes)
+    return row
+
+
+async def set_price(pool: asyncpg.Pool, site_id: str, gpu_class: str, price_micros: int) -> asyncpg.Record:
+    """Set the on-demand price per slot-hour of a GPU class at a site."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["set_price"], site_id, gpu_class, price_micros)
+    return row
+
+
+async def get_host(pool: asyncpg.Pool, host_id: str) -> asyncpg.Record:
+    """A host with its price in force and live session count; NotFound when unknown."""
+    with translated():
+        row: asyncpg.Record | None = await pool.fetchrow(Q["get_host"], host_id)
+    if row is None:
+        raise errors.NotFound.of("host_id", "host", host_id)
+    return row
+
+
+async def list_hosts(
+    pool: asyncpg.Pool, provider_id: str | None, site_id: str | None
+) -> list[asyncpg.Record]:
+    """Hosts, optionally of one provider and/or one site."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["list_hosts"], provider_id, site_id)
+    return rows
+
+
+async def set_drained(pool: asyncpg.Pool, host_id: str, drained: bool) -> asyncpg.Record:
+    """Drain (no new sessions) or undrain a host; repeating either is a no-op."""
+    async with transaction(pool) as conn:
+        if await conn.fetchval(Q["set_drained"], host_id, drained) is None:
+            raise errors.NotFound.of("host_id", "host", host_id)
+    return await get_host(pool, host_id)

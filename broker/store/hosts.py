@@ -1,0 +1,137 @@
+"""Hosts as their agents see them: registration with epochs, batched heartbeats, and loss by the database clock."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import asyncpg
+
+from broker import errors
+from broker.store.database import transaction, translated
+from broker.store.queries import Q
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    host_id: str
+    provider_id: str
+    site_id: str
+    epoch: int
+    agent_version: str
+    gpu_class: str
+    slots: int
+    price_micros: int
+    games_cached: tuple[str, ...] = ()
+    media_addresses: tuple[str, ...] = ()
+    gpus: tuple[dict[str, object], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registered:
+    epoch: int
+    drained: bool
+    # Sessions the broker holds on this host (to reconcile with what the agent runs).
+    live_sessions: list[asyncpg.Record]
+    # Sessions ended because a new agent process replaced the old one.
+    ended: list[str]
+
+
+async def register(pool: asyncpg.Pool, reg: Registration) -> Registered:
+    """Register (or re-register) a host under an epoch.
+
+    The same epoch may reconnect while the host is not lost; an older epoch is refused; a newer epoch replaces the
+    old agent process, and the sessions it held end with HOST_LOST. After the host was declared lost, only a newer
+    epoch is accepted, so the old process can never serve its old sessions again.
+    """
+    async with transaction(pool) as conn:
+        site = await conn.fetchrow(Q["site_exists"], reg.site_id)
+        if site is None:
+            raise errors.NotFound.of("register.site_id", "site", reg.site_id)
+        if site["provider_id"] != reg.provider_id:
+            raise errors.PermissionDenied(
+                f"register.site_id: site {reg.site_id!r} belongs to another provider, not {reg.provider_id!r}"
+            )
+        ended: list[str] = []
+        current = await conn.fetchrow(Q["lock_host"], reg.host_id)
+        if current is not None:
+            if current["provider_id"] != reg.provider_id:
+                raise errors.PermissionDenied(
+                    f"register.host_id: host {reg.host_id!r} belongs to another provider"
+                )
+            if reg.epoch < current["epoch"]:
+                raise errors.StaleEpoch(
+                    f"register.epoch: {reg.epoch} is older than the host's current epoch {current['epoch']}"
+                )
+            if reg.epoch == current["epoch"] and current["status"] == "lost":
+                raise errors.StaleEpoch(
+                    f"register.epoch: host {reg.host_id!r} was declared lost under epoch {reg.epoch}; "
+                    "a restarted agent must present a newer epoch"
+                )
+            if reg.epoch > current["epoch"]:
+                rows = await conn.fetch(
+                    Q["end_host_sessions"], reg.host_id, "HOST_LOST", "the agent restarted under a new epoch"
+                )
+                ended = [str(r["session_id"]) for r in rows]
+        held = await conn.fetchval(Q["held_slots"], reg.host_id)
+        if reg.slots < held:
+            raise errors.FailedPrecondition(
+                f"register.inventory.slots: {reg.slots} is fewer than the {held} slots its live sessions hold"
+            )
+        row = await conn.fetchrow(
+            Q["upsert_host"],
+            reg.host_id,
+            reg.provider_id,
+            reg.site_id,
+            reg.gpu_class,
+            reg.slots,
+            held,
+            reg.price_micros,
+            list(reg.games_cached),
+            list(reg.gpus),
+            list(reg.media_addresses),
+            reg.agent_version,
+            reg.epoch,
+        )
+        live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
+    return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
+
+
+async def heartbeats(pool: asyncpg.Pool, beats: Sequence[tuple[str, int, float, float, bool]]) -> None:
+    """Record a batch of heartbeats (host_id, epoch, cpu_load, gpu_load, draining) with the database clock."""
+    if not beats:
+        return
+    columns = [list(col) for col in zip(*beats, strict=True)]
+    async with transaction(pool) as conn:
+        await conn.execute(Q["heartbeats"], *columns)
+
+
+async def set_games_cached(pool: asyncpg.Pool, host_id: str, epoch: int, games: Sequence[str]) -> None:
+    async with transaction(pool) as conn:
+        await conn.execute(Q["set_games_cached"], host_id, epoch, list(games))
+
+
+async def mark_lost(pool: asyncpg.Pool, lost_after_s: float) -> tuple[list[str], list[str]]:
+    """Declare lost every online host silent for longer than lost_after_s (by the database clock) and end its
+    sessions with HOST_LOST, in one transaction. Returns (lost host ids, ended session ids)."""
+    async with transaction(pool) as conn:
+        lost = [r["host_id"] for r in await conn.fetch(Q["mark_lost"], lost_after_s)]
+        ended = []
+        if lost:
+            ended = [str(r["session_id"]) for r in await conn.fetch(Q["end_sessions_on_hosts"], lost)]
+    return lost, ended
+
+
+async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]:
+    """The agent of `epoch` left cleanly: mark the host offline and end what it still held (HOST_LOST)."""
+    async with transaction(pool) as conn:
+        if await conn.fetchval(Q["set_offline"], host_id, epoch) is None:
+            return []  # replaced by a newer epoch meanwhile, or already lost
+        rows = await conn.fetch(Q["end_sessions_of_departed_host"], host_id)
+    return [str(r["session_id"]) for r in rows]
+
+
+async def session_on_host(pool: asyncpg.Pool, session_id: object, host_id: str) -> asyncpg.Record | None:
+    with translated():
+        row: asyncpg.Record | None = await pool.fetchrow(Q["session_on_host"], session_id, host_id)
+    return row

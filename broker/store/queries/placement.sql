@@ -1,0 +1,31 @@
+-- name: pending_batch
+-- The oldest pending requests, with how long each has waited by the database clock.
+SELECT session_id, venue_id, game_id, latency_cap_ms, slots, pending_reason,
+       (extract(epoch FROM now() - created_at) * 1000)::bigint AS waited_ms
+FROM sessions WHERE state = 'PENDING'
+ORDER BY created_at, session_id
+LIMIT $1;
+
+-- name: candidate_hosts
+SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
+FROM host_view WHERE status = 'online';
+
+-- name: venue_latency
+SELECT venue_id, site_id, rtt_ms FROM venue_site_latency WHERE venue_id = ANY($1::text[]);
+
+-- name: commit_placements
+-- The slot trigger refuses the whole statement if any host would go below zero free slots.
+UPDATE sessions s
+SET state = 'PLACED', host_id = u.host_id, site_id = u.site_id, latency_ms = u.latency_ms, price_micros = u.price
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[])
+    AS u(session_id, host_id, site_id, latency_ms, price)
+WHERE s.session_id = u.session_id AND s.state = 'PENDING'
+RETURNING s.session_id;
+
+-- name: set_pending_reasons
+UPDATE sessions s SET pending_reason = u.reason
+FROM unnest($1::uuid[], $2::text[]) AS u(session_id, reason)
+WHERE s.session_id = u.session_id AND s.state = 'PENDING' AND s.pending_reason IS DISTINCT FROM u.reason;
+
+-- name: try_leader_lock
+SELECT pg_try_advisory_lock($1);

@@ -1,0 +1,60 @@
+-- name: insert_session
+-- One round trip on the happy path: the seat's zone fixes tier and cap; no row back means the seat (or venue) is
+-- unknown, or request_id was used before (ON CONFLICT), and the caller finds out which.
+INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
+                      latency_cap_ms, state, token)
+SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8
+FROM seats st JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
+WHERE st.venue_id = $2 AND st.seat_id = $3
+ON CONFLICT (venue_id, request_id) DO NOTHING
+RETURNING *;
+
+-- name: session_by_request
+SELECT * FROM sessions WHERE venue_id = $1 AND request_id = $2;
+
+-- name: seat_exists
+SELECT 1 FROM seats WHERE venue_id = $1 AND seat_id = $2;
+
+-- name: venue_exists
+SELECT 1 FROM venues WHERE venue_id = $1;
+
+-- name: game_exists
+SELECT 1 FROM games WHERE game_id = $1;
+
+-- name: get_session
+SELECT * FROM sessions WHERE session_id = $1;
+
+-- name: session_history
+SELECT seq, from_state, to_state, end_reason, detail, at FROM session_transitions
+WHERE session_id = $1 ORDER BY seq;
+
+-- name: advance
+-- Compare-and-set: the move applies only if nobody moved the session since it was read.
+UPDATE sessions SET state = $3 WHERE session_id = $1 AND state = $2 RETURNING *;
+
+-- name: end_session
+UPDATE sessions SET state = 'ENDED', end_reason = $3, end_detail = $4
+WHERE session_id = $1 AND state = $2
+RETURNING *;
+
+-- name: queue_positions
+SELECT session_id, pos, total FROM (
+    SELECT session_id,
+           row_number() OVER (ORDER BY created_at, session_id) AS pos,
+           count(*) OVER () AS total
+    FROM sessions WHERE state = 'PENDING'
+) q
+WHERE session_id = ANY($1::uuid[]);
+
+-- name: end_timed_out
+-- Ends every session that sat too long in a waiting state. $1..$4: the limits in seconds for PENDING, PLACED,
+-- STARTING and READY; the reasons come from broker.lifecycle.Timeouts.
+UPDATE sessions
+SET state = 'ENDED',
+    end_reason = CASE WHEN state = 'PENDING' THEN 'PENDING_TIMEOUT' ELSE 'START_TIMEOUT' END,
+    end_detail = 'no progress from ' || state || ' within the time limit'
+WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')
+  AND updated_at < now() - make_interval(secs => CASE state
+        WHEN 'PENDING' THEN $1::float8 WHEN 'PLACED' THEN $2::float8 WHEN 'STARTING' THEN $3::float8
+        ELSE $4::float8 END)
+RETURNING session_id, host_id, end_reason;

@@ -1,0 +1,175 @@
+"""Sessions: creation (idempotent per request id), moves decided by broker.lifecycle, history and queue order.
+
+Every move is a compare-and-set on the state that was read, so two writers never both apply a move; the database's
+triggers number the move, stamp it with the database clock, record it in session_transitions, keep the host's free
+slots, and notify every broker replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+
+from broker import errors, lifecycle
+from broker.lifecycle import EndReason, State
+from broker.store.database import transaction, translated
+from broker.store.queries import Q
+
+# How often a move is retried when another writer moved the session between our read and our write.
+_CAS_ATTEMPTS = 5
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartRequest:
+    request_id: str
+    venue_id: str
+    seat_id: str
+    game_id: str
+    patron_id: str = ""
+    slots: int = 1
+
+
+async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, bool]:
+    """Create a PENDING session for a seat, or return the one an earlier call with the same request id created.
+
+    Returns (session row, created). Raises NotFound for an unknown venue, seat or game, FailedPrecondition when the
+    seat already has a live session, AlreadyExists when the request id was used for a different request.
+    """
+    async with transaction(pool) as conn:
+        row = await conn.fetchrow(
+            Q["insert_session"],
+            uuid.uuid4(),
+            req.venue_id,
+            req.seat_id,
+            req.request_id,
+            req.game_id,
+            req.patron_id,
+            req.slots,
+            secrets.token_urlsafe(24),
+        )
+    if row is not None:
+        return row, True
+    # Slow path: a retry, or something unknown. Find out which.
+    with translated():
+        async with pool.acquire() as conn:
+            existing = await conn.fetchrow(Q["session_by_request"], req.venue_id, req.request_id)
+            if existing is not None:
+                same = (
+                    existing["seat_id"],
+                    existing["game_id"],
+                    existing["patron_id"],
+                    existing["slots"],
+                ) == (
+                    req.seat_id,
+                    req.game_id,
+                    req.patron_id,
+                    req.slots,
+                )
+                if not same:
+                    raise errors.AlreadyExists(
+                        f"request_id: already used by this venue for a different request (session "
+                        f"{existing['session_id']})"
+                    )
+                return existing, False
+            if await conn.fetchval(Q["venue_exists"], req.venue_id) is None:
+                raise errors.NotFound.of("venue_id", "venue", req.venue_id)
+            raise errors.NotFound.of("seat_id", "seat", req.seat_id)
+
+
+async def get(pool: asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
+    with translated():
+        row: asyncpg.Record | None = await pool.fetchrow(Q["get_session"], session_id)
+    if row is None:
+        raise errors.NotFound.of("session_id", "session", str(session_id))
+    return row
+
+
+async def history(pool: asyncpg.Pool, session_id: uuid.UUID) -> list[asyncpg.Record]:
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["session_history"], session_id)
+    return rows
+
+
+def check_token(row: Mapping[str, object], token: str) -> None:
+    """PermissionDenied unless `token` is the session's capability (compared in constant time)."""
+    if not hmac.compare_digest(str(row["token"]).encode(), token.encode()):
+        raise errors.PermissionDenied("session_token: does not match the session")
+
+
+async def advance(
+    pool: asyncpg.Pool, session_id: uuid.UUID, to: State, *, host_id: str | None = None
+) -> asyncpg.Record:
+    """Move a session forward to `to` (a repeated report is a no-op). With host_id, the session must be on it."""
+    for _ in range(_CAS_ATTEMPTS):
+        row = await get(pool, session_id)
+        _check_host(row, host_id)
+        move = lifecycle.advance(State(row["state"]), to)
+        if move is None:
+            return row
+        async with transaction(pool) as conn:
+            updated: asyncpg.Record | None = await conn.fetchrow(
+                Q["advance"], session_id, move.current, move.to
+            )
+        if updated is not None:
+            return updated
+    raise errors.Unavailable("session_id: the session is changing too fast; retry")
+
+
+async def end(
+    pool: asyncpg.Pool,
+    session_id: uuid.UUID,
+    reason: EndReason,
+    detail: str = "",
+    *,
+    host_id: str | None = None,
+    token: str | None = None,
+) -> asyncpg.Record:
+    """End a session (ending an ended one returns it unchanged). With host_id it must be on that host; with token the
+    token must match."""
+    for _ in range(_CAS_ATTEMPTS):
+        row = await get(pool, session_id)
+        if token is not None:
+            check_token(row, token)
+        _check_host(row, host_id)
+        move = lifecycle.end(State(row["state"]), reason)
+        if move is None:
+            return row
+        async with transaction(pool) as conn:
+            updated: asyncpg.Record | None = await conn.fetchrow(
+                Q["end_session"], session_id, move.current, reason, detail
+            )
+        if updated is not None:
+            return updated
+    raise errors.Unavailable("session_id: the session is changing too fast; retry")
+
+
+def _check_host(row: Mapping[str, object], host_id: str | None) -> None:
+    if host_id is not None and row["host_id"] != host_id:
+        raise errors.PermissionDenied(f"session_id: session {row['session_id']} is not on host {host_id!r}")
+
+
+async def queue_positions(
+    pool: asyncpg.Pool, session_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """Queue position (1 = next) and queue length of each of the given sessions that is still PENDING."""
+    with translated():
+        rows = await pool.fetch(Q["queue_positions"], list(session_ids))
+    return {r["session_id"]: (r["pos"], r["total"]) for r in rows}
+
+
+async def end_timed_out(pool: asyncpg.Pool, timeouts: lifecycle.Timeouts) -> list[asyncpg.Record]:
+    """End every session that waited in PENDING, PLACED, STARTING or READY past its limit."""
+    async with transaction(pool) as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            Q["end_timed_out"],
+            timeouts.pending_s,
+            timeouts.placed_s,
+            timeouts.starting_s,
+            timeouts.ready_s,
+        )
+    return rows

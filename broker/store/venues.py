@@ -1,0 +1,86 @@
+"""Venues, their zones and seats, and the latency they measure to each site."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from broker import errors
+from broker.store.database import transaction, translated
+from broker.store.queries import Q
+
+
+async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str) -> asyncpg.Record:
+    """Create a venue; AlreadyExists when the id is taken."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name)
+    return row
+
+
+async def get_venue(
+    pool: asyncpg.Pool, venue_id: str
+) -> tuple[asyncpg.Record, list[asyncpg.Record], list[asyncpg.Record]]:
+    """The venue, its zones and its latest latency per site."""
+    with translated():
+        async with pool.acquire() as conn:
+            venue = await conn.fetchrow(Q["get_venue"], venue_id)
+            if venue is None:
+                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            zones = await conn.fetch(Q["venue_zones"], venue_id)
+            latencies = await conn.fetch(Q["venue_latencies"], venue_id)
+    return venue, zones, latencies
+
+
+async def put_zone(
+    pool: asyncpg.Pool, venue_id: str, zone_id: str, tier: str, latency_cap_ms: int
+) -> asyncpg.Record:
+    """Create or update a zone of an existing venue."""
+    async with transaction(pool) as conn:
+        row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
+    return row
+
+
+async def put_seat(pool: asyncpg.Pool, venue_id: str, seat_id: str, zone_id: str) -> asyncpg.Record:
+    """Create a seat in a zone, or move it to another zone of the same venue."""
+    async with transaction(pool) as conn:
+        if await conn.fetchval(Q["venue_exists"], venue_id) is None:
+            raise errors.NotFound.of("venue_id", "venue", venue_id)
+        row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
+    return row
+
+
+async def report_latency(pool: asyncpg.Pool, venue_id: str, samples: Sequence[tuple[str, int]]) -> int:
+    """Record the latest venue->site round trips; every site must exist, or nothing is written."""
+    sites = [s for s, _ in samples]
+    async with transaction(pool) as conn:
+        if await conn.fetchval(Q["venue_exists"], venue_id) is None:
+            raise errors.NotFound.of("venue_id", "venue", venue_id)
+        unknown = await conn.fetch(Q["unknown_sites"], sites)
+        if unknown:
+            index = sites.index(unknown[0]["site_id"])
+            raise errors.NotFound.of(f"samples[{index}].site_id", "site", unknown[0]["site_id"])
+        await conn.execute(Q["report_latency"], venue_id, sites, [ms for _, ms in samples])
+    return len(samples)
+
+
+async def list_seats(pool: asyncpg.Pool, venue_id: str) -> list[asyncpg.Record]:
+    """Every seat of the venue with its live session (a JSON object) or None."""
+    with translated():
+        async with pool.acquire() as conn:
+            if await conn.fetchval(Q["venue_exists"], venue_id) is None:
+                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            rows: list[asyncpg.Record] = await conn.fetch(Q["list_seats"], venue_id)
+    return rows
+
+
+async def list_sessions(
+    pool: asyncpg.Pool, venue_id: str, live_only: bool, limit: int
+) -> list[asyncpg.Record]:
+    """The venue's sessions, newest first."""
+    with translated():
+        async with pool.acquire() as conn:
+            if await conn.fetchval(Q["venue_exists"], venue_id) is None:
+                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            rows: list[asyncpg.Record] = await conn.fetch(Q["list_sessions"], venue_id, live_only, limit)
+    return rows

@@ -1,0 +1,76 @@
+"""A real broker on 127.0.0.1 port 0 over a fresh database, a client for it, and a seeded fleet and venue."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
+from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
+
+from broker.client import BrokerClient
+from broker.config import BrokerConfig
+from broker.server import Broker
+
+# Short liveness times so host loss is seen within a test's patience; the logic is the same as with 5 s / 15 s.
+FAST = BrokerConfig(
+    listen="127.0.0.1:0",
+    heartbeat_interval_s=0.3,
+    host_lost_after_s=1.5,
+    shutdown_grace_s=2.0,
+    batch_window_s=0.002,
+    db_pool_min=1,
+    db_pool_max=5,
+    log_format="json",
+)
+
+
+@pytest.fixture
+def broker_config(db_url: str) -> BrokerConfig:
+    return dataclasses.replace(FAST, database_url=db_url)
+
+
+@pytest.fixture
+async def broker(broker_config: BrokerConfig) -> AsyncIterator[Broker]:
+    b = Broker(broker_config)
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop(grace_s=1.0)
+
+
+@pytest.fixture
+async def client(broker: Broker) -> AsyncIterator[BrokerClient]:
+    async with BrokerClient(f"127.0.0.1:{broker.port}") as c:
+        yield c
+
+
+@pytest.fixture
+async def world(client: BrokerClient) -> BrokerClient:
+    """A provider with two sites, a game, and a venue with a standard zone (30 ms) and seats s1..s4 measured at
+    5 ms to site-near and 25 ms to site-far."""
+    await client.fleet.CreateProvider(fleet_pb2.CreateProviderRequest(provider_id="prov", name="Provider"))
+    for site in ("site-near", "site-far"):
+        await client.fleet.CreateSite(
+            fleet_pb2.CreateSiteRequest(site_id=site, provider_id="prov", name=site)
+        )
+    await client.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="demo", name="Demo"))
+    await client.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="cafe", name="Cafe"))
+    await client.venues.PutZone(
+        venue_pb2.PutZoneRequest(
+            venue_id="cafe", zone_id="std", tier=common_pb2.TIER_720P60, latency_cap_ms=30
+        )
+    )
+    for i in range(1, 5):
+        await client.venues.PutSeat(venue_pb2.PutSeatRequest(venue_id="cafe", seat_id=f"s{i}", zone_id="std"))
+    await client.venues.ReportLatency(
+        venue_pb2.ReportLatencyRequest(
+            venue_id="cafe",
+            samples=[
+                venue_pb2.LatencySample(site_id="site-near", rtt_ms=5),
+                venue_pb2.LatencySample(site_id="site-far", rtt_ms=25),
+            ],
+        )
+    )
+    return client

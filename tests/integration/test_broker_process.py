@@ -1,0 +1,144 @@
+"""The broker as a program: embedded PostgreSQL, health, reflection, SIGTERM, and a restart on the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2, venue_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from broker.client import BrokerClient
+
+pytestmark = pytest.mark.slow
+
+
+class BrokerProcess:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        port: int,
+        log: list[dict[str, object]],
+        reader: asyncio.Task[None],
+    ) -> None:
+        self.proc, self.port, self.log, self.reader = proc, port, log, reader
+
+    async def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def _drain(
+    stream: asyncio.StreamReader, log: list[dict[str, object]], ready: asyncio.Future[int]
+) -> None:
+    while line := await stream.readline():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        log.append(entry)
+        if entry.get("event") == "broker serving" and not ready.done():
+            ready.set_result(int(entry["port"]))  # type: ignore[call-overload]
+    if not ready.done():
+        ready.set_exception(RuntimeError(f"broker exited before serving: {log[-5:]}"))
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[object]:
+    procs: list[asyncio.subprocess.Process] = []
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLOUDSEAT_DATABASE_URL")}
+
+    async def start() -> BrokerProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "broker",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--log-format",
+            "json",
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=env,
+        )
+        procs.append(proc)
+        log: list[dict[str, object]] = []
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        assert proc.stderr is not None
+        reader = asyncio.create_task(_drain(proc.stderr, log, ready))
+        port = await asyncio.wait_for(ready, 60)
+        return BrokerProcess(proc, port, log, reader)
+
+    yield start
+    for p in procs:
+        if p.returncode is None:
+            p.kill()
+            await p.wait()
+
+
+def _health_and_services(port: int) -> tuple[int, list[str]]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="")).status
+        services = sorted(ProtoReflectionDescriptorDatabase(channel).get_services())
+    return status, services
+
+
+async def test_serve_health_reflection_sigterm_and_restart(launch) -> None:  # type: ignore[no-untyped-def]
+    first = await launch()
+    status, services = await asyncio.to_thread(_health_and_services, first.port)
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    for name in ("SessionService", "VenueService", "FleetService", "AgentService"):
+        assert f"cloudseat.v1.{name}" in services
+    assert "grpc.health.v1.Health" in services
+
+    async with BrokerClient(f"127.0.0.1:{first.port}") as c:
+        await c.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="demo", name="Demo"))
+        await c.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="cafe", name="Cafe"))
+        await c.venues.PutZone(
+            venue_pb2.PutZoneRequest(venue_id="cafe", zone_id="std", tier=2, latency_cap_ms=30)
+        )
+        await c.venues.PutSeat(venue_pb2.PutSeatRequest(venue_id="cafe", seat_id="s1", zone_id="std"))
+        started = await c.start_session("cafe", "s1", "demo", request_id="keep-me")
+        await c.end_session(started.session.session_id, started.session_token, "before restart")
+        before = await c.sessions.GetSession(
+            session_pb2.GetSessionRequest(session_id=started.session.session_id, include_history=True)
+        )
+    # One summary line per RPC, with method, status, duration and the ids.
+    rpc_lines = [e for e in first.log if e.get("event") == "rpc"]
+    assert any(
+        e["method"] == "/cloudseat.v1.SessionService/StartSession"
+        and e["status"] == "OK"
+        and e.get("venue_id") == "cafe"
+        and "duration_ms" in e
+        for e in rpc_lines
+    )
+
+    assert await first.stop() == 0
+
+    second = await launch()
+    async with BrokerClient(f"127.0.0.1:{second.port}") as c:
+        after = await c.sessions.GetSession(
+            session_pb2.GetSessionRequest(session_id=started.session.session_id, include_history=True)
+        )
+        assert after == before
+        assert after.session.state == common_pb2.SESSION_STATE_ENDED
+        assert [t.to_state for t in after.history] == [
+            common_pb2.SESSION_STATE_PENDING,
+            common_pb2.SESSION_STATE_ENDED,
+        ]
+        retry = await c.start_session("cafe", "s1", "demo", request_id="keep-me")
+        assert not retry.created and retry.session.session_id == started.session.session_id
+    migrations = [e for e in second.log if e.get("event") == "migration applied"]
+    assert migrations == []  # nothing applied twice
+    assert await second.stop() == 0

@@ -1,0 +1,161 @@
+"""The scheduler against a real PostgreSQL: atomic batches, no double placement, re-planning, loosening caps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import asyncpg
+import pytest
+
+from broker import errors, placement
+from broker.client import BrokerClient
+from broker.leader import Leadership
+from broker.scheduler import Scheduler
+from broker.store import database, hosts, sessions
+from broker.store import fleet as fleet_store
+from broker.store import placement as placement_store
+from broker.store import venues as venue_store
+from cloudseat.v1 import common_pb2, venue_pb2
+
+S = common_pb2.SessionState
+
+
+@pytest.fixture
+async def pool(db_url: str):  # type: ignore[no-untyped-def]
+    p = await database.create_pool(db_url, 1, 6)
+    await fleet_store.create_provider(p, "prov", "P")
+    await fleet_store.create_site(p, "site-a", "prov", "A", "")
+    await fleet_store.put_game(p, "demo", "Demo", 0)
+    await venue_store.create_venue(p, "cafe", "Cafe")
+    await venue_store.put_zone(p, "cafe", "std", "720P60", 30)
+    for i in range(12):
+        await venue_store.put_seat(p, "cafe", f"s{i}", "std")
+    await venue_store.report_latency(p, "cafe", [("site-a", 5)])
+    yield p
+    await p.close()
+
+
+async def _host(pool: asyncpg.Pool, host_id: str, slots: int) -> None:
+    await hosts.register(
+        pool, hosts.Registration(host_id, "prov", "site-a", 1, "t", "rtx", slots, 1_000_000, ("demo",))
+    )
+
+
+async def _pending(pool: asyncpg.Pool, n: int) -> list[uuid.UUID]:
+    out = []
+    for i in range(n):
+        row, _ = await sessions.start(pool, sessions.StartRequest(f"r{i}", "cafe", f"s{i}", "demo"))
+        out.append(row["session_id"])
+    return out
+
+
+async def _states(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT state, count(*) AS n FROM sessions GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+async def test_a_batch_commits_whole_or_not_at_all(pool: asyncpg.Pool) -> None:
+    await _host(pool, "h1", 1)
+    await _host(pool, "h2", 3)
+    sids = await _pending(pool, 3)
+    # Two sessions on a one-slot host: the database refuses the batch, including the valid placement on h2.
+    bad = [(sids[0], "h1", "site-a", 5, 1), (sids[1], "h1", "site-a", 5, 1), (sids[2], "h2", "site-a", 5, 1)]
+    with pytest.raises(errors.FailedPrecondition):
+        await placement_store.commit(pool, bad)
+    assert await _states(pool) == {"PENDING": 3}
+    assert await pool.fetchval("SELECT sum(free_slots) FROM hosts") == 4
+    good = [(sids[0], "h1", "site-a", 5, 1), (sids[1], "h2", "site-a", 5, 1), (sids[2], "h2", "site-a", 5, 1)]
+    assert sorted(await placement_store.commit(pool, good)) == sorted(sids)
+    assert await pool.fetchval("SELECT sum(free_slots) FROM hosts") == 1
+
+
+async def test_two_schedulers_never_place_one_slot_twice(pool: asyncpg.Pool) -> None:
+    await _host(pool, "h1", 2)
+    await _host(pool, "h2", 3)
+    await _pending(pool, 12)
+    a = Scheduler(pool, solver=placement.solve, window_s=0, batch_max=100)
+    b = Scheduler(pool, solver=placement.greedy.solve, window_s=0, batch_max=100)
+    for _ in range(3):
+        await asyncio.gather(a.round(), b.round())
+    assert await _states(pool) == {"PLACED": 5, "PENDING": 7}
+    per_host = await pool.fetch(
+        "SELECT h.host_id, h.slots, h.free_slots, count(s.*) AS held FROM hosts h "
+        "LEFT JOIN sessions s ON s.host_id = h.host_id AND s.state = 'PLACED' GROUP BY h.host_id"
+    )
+    for r in per_host:
+        assert r["free_slots"] == 0 and r["held"] == r["slots"]
+
+
+async def test_only_one_replica_holds_the_placement_lease(db_url: str) -> None:
+    leading: list[str] = []
+
+    def duties(name: str):  # type: ignore[no-untyped-def]
+        async def lead() -> None:
+            leading.append(name)
+            await asyncio.Event().wait()
+
+        return lambda: [lead()]
+
+    first, second = Leadership(db_url, duties("first")), Leadership(db_url, duties("second"))
+    first.start()
+    async with asyncio.timeout(5):
+        while not first.is_leader:
+            await asyncio.sleep(0.05)
+    second.start()
+    await asyncio.sleep(1.5)
+    assert (first.is_leader, second.is_leader) == (True, False)
+    await first.close()  # the leader goes; the other takes over on its next try
+    async with asyncio.timeout(5):
+        while not second.is_leader:
+            await asyncio.sleep(0.05)
+    await second.close()
+    assert leading == ["first", "second"]
+
+
+async def test_a_refused_commit_re_plans(pool: asyncpg.Pool) -> None:
+    await _host(pool, "h1", 1)
+    [mine] = await _pending(pool, 1)
+    planned, proceed = threading.Event(), threading.Event()
+    calls = 0
+
+    def racing_solver(problem: placement.Problem) -> placement.Solution:
+        nonlocal calls
+        calls += 1
+        solution = placement.solve(problem)
+        if calls == 1:  # another writer takes the slot between our read and our commit
+            planned.set()
+            proceed.wait(10)
+        return solution
+
+    scheduler = Scheduler(pool, solver=racing_solver, window_s=0, batch_max=10)
+    round_ = asyncio.create_task(scheduler.round())
+    await asyncio.to_thread(planned.wait, 10)
+    row, _ = await sessions.start(pool, sessions.StartRequest("other", "cafe", "s11", "demo"))
+    await placement_store.commit(pool, [(row["session_id"], "h1", "site-a", 5, 1)])
+    proceed.set()
+    await asyncio.wait_for(round_, 10)
+    assert scheduler.replans == 1 and calls == 2
+    again = await sessions.get(pool, mine)
+    assert again["state"] == "PENDING" and again["pending_reason"] == "NO_CAPACITY_WITHIN_CAP"
+
+
+async def test_a_waiting_request_is_placed_once_its_target_loosens(world: BrokerClient) -> None:
+    from tests.integration.scripted_agent import ScriptedAgent
+
+    # The only host is 20 ms away in a 30 ms zone: outside the first target (50% = 15 ms), inside the second
+    # (75% = 22 ms, after 2 s of waiting).
+    await world.venues.ReportLatency(
+        venue_pb2.ReportLatencyRequest(venue_id="cafe", samples=[venue_pb2.LatencySample(site_id="site-far", rtt_ms=20)])
+    )
+    async with ScriptedAgent(world, "far-1", site_id="site-far"):
+        started = await world.start_session("cafe", "s1", "demo")
+        reasons = []
+        async with asyncio.timeout(15):
+            async for u in world.watch(started.session.session_id):
+                reasons.append(u.session.pending_reason)
+                if u.session.state == S.SESSION_STATE_READY:
+                    break
+        assert common_pb2.PENDING_REASON_WAITING_FOR_LOOSER_CAP in reasons
+        assert u.session.host_id == "far-1" and u.session.latency_ms == 20
