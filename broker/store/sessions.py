@@ -40,18 +40,24 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
     Returns (session row, created). Raises NotFound for an unknown venue, seat or game, FailedPrecondition when the
     seat already has a live session, AlreadyExists when the request id was used for a different request.
     """
-    async with transaction(pool) as conn:
-        row = await conn.fetchrow(
-            Q["insert_session"],
-            uuid.uuid4(),
-            req.venue_id,
-            req.seat_id,
-            req.request_id,
-            req.game_id,
-            req.patron_id,
-            req.slots,
-            secrets.token_urlsafe(24),
-        )
+    seat_taken: errors.FailedPrecondition | None = None
+    try:
+        async with transaction(pool) as conn:
+            row = await conn.fetchrow(
+                Q["insert_session"],
+                uuid.uuid4(),
+                req.venue_id,
+                req.seat_id,
+                req.request_id,
+                req.game_id,
+                req.patron_id,
+                req.slots,
+                secrets.token_urlsafe(24),
+            )
+    except errors.FailedPrecondition as exc:
+        # The seat is taken. By a concurrent call with this very request id? PostgreSQL checks the seat index,
+        # not the request id, when the other insert is still in flight; the retry must get that session.
+        seat_taken, row = exc, None
     if row is not None:
         return row, True
     # Slow path: a retry, or something unknown. Find out which.
@@ -76,6 +82,8 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
                         f"{existing['session_id']})"
                     )
                 return existing, False
+            if seat_taken is not None:
+                raise seat_taken
             if await conn.fetchval(Q["venue_exists"], req.venue_id) is None:
                 raise errors.NotFound.of("venue_id", "venue", req.venue_id)
             raise errors.NotFound.of("seat_id", "seat", req.seat_id)

@@ -98,3 +98,16 @@ def test_pending_reason_helper() -> None:
     assert pending_reason(problem, "r0") is PendingReason.WAITING_FOR_LOOSER_CAP
     with pytest.raises(KeyError):
         pending_reason(problem, "nope")
+
+
+def test_a_measured_site_without_hosts_is_a_capacity_problem_not_a_reach_problem() -> None:
+    from broker.placement import Host, LatencyMatrix, PendingReason, Problem, Request, pending_reason
+
+    request = Request("r", "v", "g", cap_ms=30, target_ms=15, arrival_ms=0)
+    far_host = Host("h", "far", "c", free_slots=1, total_slots=1, price_micros=1, games=frozenset())
+    latency = {("v", "near"): 5, ("v", "far"): 90}
+    for mapping in (latency, LatencyMatrix.from_mapping(latency)):
+        assert pending_reason(Problem([request], [far_host], mapping), "r") is PendingReason.NO_CAPACITY_WITHIN_CAP
+        assert pending_reason(Problem([request], [], mapping), "r") is PendingReason.NO_CAPACITY_WITHIN_CAP
+    unmeasured = {("v", "far"): 90}
+    assert pending_reason(Problem([request], [far_host], unmeasured), "r") is PendingReason.NO_SITE_WITHIN_CAP
