@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from google.protobuf import timestamp_pb2
 from cloudseat.v1 import agent_pb2, common_pb2
 
 from broker import errors, lifecycle, tiers
@@ -80,6 +81,8 @@ class AgentRegistry:
         self._links: dict[str, AgentLink] = {}
         self._beats: dict[str, tuple[str, int, float, float, bool]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # Latest stream stats per session, from the heartbeats of the agents connected here.
+        self.stream_stats: dict[str, common_pb2.StreamStats] = {}
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="heartbeat-flush")
@@ -123,6 +126,8 @@ class AgentRegistry:
     # -- session changes -> commands --------------------------------------------------------------------------
 
     def on_change(self, change: Mapping[str, Any]) -> None:
+        if change["state"] == "ENDED":
+            self.stream_stats.pop(change["session_id"], None)
         host_id = change.get("host_id")
         link = self._links.get(host_id) if host_id else None
         if link is None:
@@ -167,8 +172,19 @@ class AgentRegistry:
 
     # -- heartbeats ---------------------------------------------------------------------------------------------
 
-    def beat(self, link: AgentLink, cpu_load: float, gpu_load: float, draining: bool) -> None:
-        self._beats[link.host_id] = (link.host_id, link.epoch, cpu_load, gpu_load, draining)
+    def beat(self, link: AgentLink, hb: agent_pb2.Heartbeat, cpu_load: float, gpu_load: float) -> None:
+        self._beats[link.host_id] = (link.host_id, link.epoch, cpu_load, gpu_load, hb.draining)
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        for s in hb.sessions[:256]:
+            self.stream_stats[s.session_id[:64]] = common_pb2.StreamStats(
+                fps_sent=s.fps_sent,
+                bitrate_kbps=s.bitrate_kbps,
+                rtt_ms=s.rtt_ms,
+                loss_pct=s.loss_pct,
+                encode_ms=s.encode_ms,
+                reported_at=now,
+            )
 
     async def _flush(self) -> None:
         beats, self._beats = list(self._beats.values()), {}

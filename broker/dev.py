@@ -81,7 +81,9 @@ async def start_agents(paths: list[Path]) -> list[asyncio.subprocess.Process]:
     """Start one `cloudseat-agent run` process per config; their logs go to this terminal."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "gpu_agent", "run", "--config", str(p), env=env)
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gpu_agent", "run", "--config", str(p), env=env
+        )
         for p in paths
     ]
 

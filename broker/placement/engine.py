@@ -58,8 +58,15 @@ def solve(
         base = Outcome.empty(frame.n_requests)
         greedy.place(frame, everyone, Capacity.initial(frame), base)
         out = Outcome.empty(frame.n_requests)
-        status = exact.place(frame, everyone, Capacity.initial(frame), out, time_limit_s=time_limit_s,
-                             workers=workers, hint=base)
+        status = exact.place(
+            frame,
+            everyone,
+            Capacity.initial(frame),
+            out,
+            time_limit_s=time_limit_s,
+            workers=workers,
+            hint=base,
+        )
         if not status.found or outcome_cost(frame, out) > outcome_cost(frame, base):
             return to_solution(frame, base, "engine:greedy", proven_optimal=False)
         return to_solution(frame, out, "engine:cp-sat", proven_optimal=status.proven_optimal)
@@ -112,8 +119,11 @@ def _multi_bound(frame: Frame, multi: I64) -> int:
             total += params.stay_pending_cost_micros
             continue
         leased = np.minimum(own[ok], k)
-        cost = (frame.host_price[ok] * (k - leased) + params.latency_weight_micros_per_ms * lat[ok]
-                + params.cold_start_penalty_micros * (~frame.warm[frame.host_gs[ok], frame.req_game[r]]))
+        cost = (
+            frame.host_price[ok] * (k - leased)
+            + params.latency_weight_micros_per_ms * lat[ok]
+            + params.cold_start_penalty_micros * (~frame.warm[frame.host_gs[ok], frame.req_game[r]])
+        )
         total += min(int(cost.min()), params.stay_pending_cost_micros)
     return total
 
@@ -127,13 +137,18 @@ def _left_slack(frame: Frame, cap: Capacity, out: Outcome, multi: I64) -> bool:
     usable = np.nonzero(frame.host_usable)[0]
     _, price_rank = np.unique(frame.host_price[usable], return_inverse=True)
     key = np.full(frame.n_hosts, -1, dtype=np.int64)
-    key[usable] = ((frame.host_site[usable] * len(frame.classes) + frame.host_class[usable])
-                   * (int(price_rank.max(initial=0)) + 1) + price_rank) * len(frame.gamesets) + frame.host_gs[usable]
+    key[usable] = (
+        (frame.host_site[usable] * len(frame.classes) + frame.host_class[usable])
+        * (int(price_rank.max(initial=0)) + 1)
+        + price_rank
+    ) * len(frame.gamesets) + frame.host_gs[usable]
     on_demand = hosts[out.leased[placed] < frame.req_slots[placed]]
     for pool in np.unique(key[on_demand]).tolist():
         if int(cap.open[key == pool].sum()) == 0:
             return False
-    for r, h in zip(placed[out.leased[placed] > 0].tolist(), hosts[out.leased[placed] > 0].tolist(), strict=True):
+    for r, h in zip(
+        placed[out.leased[placed] > 0].tolist(), hosts[out.leased[placed] > 0].tolist(), strict=True
+    ):
         lease = out.lease[r]
         same_part = (frame.res_lease == lease) & (key[frame.res_host] == key[h])
         if int(cap.res_left[same_part].sum()) == 0:
@@ -141,7 +156,9 @@ def _left_slack(frame: Frame, cap: Capacity, out: Outcome, multi: I64) -> bool:
     return True
 
 
-def _place_multi(frame: Frame, multi: I64, cap: Capacity, out: Outcome, time_limit_s: float, workers: int) -> bool:
+def _place_multi(
+    frame: Frame, multi: I64, cap: Capacity, out: Outcome, time_limit_s: float, workers: int
+) -> bool:
     """Multi-slot requests alone: CP-SAT with greedy's answer as hint, falling back to that answer.
 
     Returns whether the part placed was proven optimal (for these requests on this capacity).
@@ -156,8 +173,15 @@ def _place_multi(frame: Frame, multi: I64, cap: Capacity, out: Outcome, time_lim
     greedy.place(frame, multi, base_cap, base)
     trial = out.copy()
     trial_cap = cap.copy()
-    status = exact.place(frame, multi, trial_cap, trial, time_limit_s=min(time_limit_s, MULTI_TIME_LIMIT_S),
-                         workers=workers, hint=base)
+    status = exact.place(
+        frame,
+        multi,
+        trial_cap,
+        trial,
+        time_limit_s=min(time_limit_s, MULTI_TIME_LIMIT_S),
+        workers=workers,
+        hint=base,
+    )
     better = status.found and outcome_cost(frame, trial) <= outcome_cost(frame, base)
     chosen, chosen_cap = (trial, trial_cap) if better else (base, base_cap)
     out.host[multi] = chosen.host[multi]
@@ -194,7 +218,9 @@ def _each_at_its_best(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> 
                     return False  # it had room, but earlier ones took it
                 break
             leased = np.minimum(reserved[ok], k)
-            cost = frame.host_price[ok] * (k - leased) + params.latency_weight_micros_per_ms * lat[ok] + cold[ok]
+            cost = (
+                frame.host_price[ok] * (k - leased) + params.latency_weight_micros_per_ms * lat[ok] + cold[ok]
+            )
             i = int(np.argmin(cost))
             if best is not None and cost[i] != best[0]:
                 return False  # capacity it wanted went to an earlier one: a real trade-off, CP-SAT's job

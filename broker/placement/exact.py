@@ -73,15 +73,20 @@ def _pools(frame: Frame, cap: Capacity) -> tuple[I64, I64, int]:
     reserved[frame.res_host[cap.res_left > 0]] = True
     live = np.nonzero(frame.host_usable & ((cap.open > 0) | reserved))[0]
     _, price_rank = np.unique(frame.host_price[live], return_inverse=True)
-    key = ((frame.host_site[live] * len(frame.classes) + frame.host_class[live]) * (int(price_rank.max(initial=0)) + 1)
-           + price_rank) * len(frame.gamesets) + frame.host_gs[live]
+    key = (
+        (frame.host_site[live] * len(frame.classes) + frame.host_class[live])
+        * (int(price_rank.max(initial=0)) + 1)
+        + price_rank
+    ) * len(frame.gamesets) + frame.host_gs[live]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     pool_of = np.full(frame.n_hosts, -1, dtype=np.int64)
     pool_of[live] = inverse
     return pool_of, live[first], int(first.size)
 
 
-def _linear_le(model: cp_model.CpModel, x: list[cp_model.IntVar], load: list[tuple[int, int]], bound: int) -> None:
+def _linear_le(
+    model: cp_model.CpModel, x: list[cp_model.IntVar], load: list[tuple[int, int]], bound: int
+) -> None:
     model.add(cp_model.LinearExpr.weighted_sum([x[v] for v, _ in load], [c for _, c in load]) <= bound)
 
 
@@ -109,16 +114,25 @@ def place(
     if singles.size:
         pool_of, pool_rep, n_pools = _pools(frame, cap)
     else:
-        pool_of, pool_rep, n_pools = np.full(frame.n_hosts, -1, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+        pool_of, pool_rep, n_pools = (
+            np.full(frame.n_hosts, -1, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            0,
+        )
     live = pool_of >= 0
     pool_open = np.bincount(pool_of[live], weights=cap.open[live], minlength=n_pools).astype(np.int64)
     rows = np.nonzero((cap.res_left > 0) & (pool_of[frame.res_host] >= 0))[0]
-    part_keys, row_part = np.unique(frame.res_lease[rows] * n_pools + pool_of[frame.res_host[rows]],
-                                    return_inverse=True)
+    part_keys, row_part = np.unique(
+        frame.res_lease[rows] * n_pools + pool_of[frame.res_host[rows]], return_inverse=True
+    )
     part_cap = np.bincount(row_part, weights=cap.res_left[rows], minlength=part_keys.size).astype(np.int64)
     part_pool = part_keys % max(n_pools, 1)
     part_venue = frame.lease_venue[part_keys // max(n_pools, 1)]
-    pool_site, pool_price, pool_gs = frame.host_site[pool_rep], frame.host_price[pool_rep], frame.host_gs[pool_rep]
+    pool_site, pool_price, pool_gs = (
+        frame.host_site[pool_rep],
+        frame.host_price[pool_rep],
+        frame.host_gs[pool_rep],
+    )
 
     # -- one-slot groups and their options, cheapest first up to N slots -----------------------------------------
     s_venue, s_game, s_target = frame.req_venue[singles], frame.req_game[singles], frame.req_target[singles]
@@ -139,8 +153,11 @@ def place(
         o_pool = np.concatenate([p_ok, part_pool[l_ok]])
         kinds = np.concatenate([np.full(p_ok.size, _POOL), np.full(l_ok.size, _PART)])
         targets = np.concatenate([p_ok, l_ok])
-        costs = (np.where(kinds == _POOL, pool_price[o_pool], 0) + lam * lat[pool_site[o_pool]]
-                 + cold_pen * (~frame.warm[pool_gs[o_pool], game]))
+        costs = (
+            np.where(kinds == _POOL, pool_price[o_pool], 0)
+            + lam * lat[pool_site[o_pool]]
+            + cold_pen * (~frame.warm[pool_gs[o_pool], game])
+        )
         caps = np.concatenate([pool_open[p_ok], part_cap[l_ok]])
         order = np.lexsort((targets, kinds, costs))
         before = np.cumsum(caps[order]) - caps[order]
@@ -155,14 +172,21 @@ def place(
     # len(reqs) hosts always include one that stays free for it.
     keep_hosts = int(reqs.size)
     for r in multis.tolist():
-        venue, game, target, k = (int(frame.req_venue[r]), int(frame.req_game[r]), int(frame.req_target[r]),
-                                  int(frame.req_slots[r]))
+        venue, game, target, k = (
+            int(frame.req_venue[r]),
+            int(frame.req_game[r]),
+            int(frame.req_target[r]),
+            int(frame.req_slots[r]),
+        )
         rows_of_venue = frame.lessee_rows(venue)
         own = cap.own_reserved(rows_of_venue)
         lat_h = frame.lat[venue][frame.host_site]
         hosts = np.nonzero(frame.host_usable & (lat_h <= target) & (cap.open + own >= k))[0]
-        best = (frame.host_price[hosts] * (k - np.minimum(own[hosts], k)) + lam * lat_h[hosts]
-                + cold_pen * (~frame.warm[frame.host_gs[hosts], game]))
+        best = (
+            frame.host_price[hosts] * (k - np.minimum(own[hosts], k))
+            + lam * lat_h[hosts]
+            + cold_pen * (~frame.warm[frame.host_gs[hosts], game])
+        )
         for h in hosts[np.lexsort((hosts, best))][:keep_hosts].tolist():
             price = int(frame.host_price[h])
             fixed = lam * int(lat_h[h]) + cold_pen * int(not frame.warm[frame.host_gs[h], game])
@@ -226,7 +250,14 @@ def place(
 
 
 def _hint(
-    frame: Frame, vs: _Vars, singles: I64, group_of: I64, pool_of: I64, part_keys: I64, n_pools: int, hint: Outcome
+    frame: Frame,
+    vs: _Vars,
+    singles: I64,
+    group_of: I64,
+    pool_of: I64,
+    part_keys: I64,
+    n_pools: int,
+    hint: Outcome,
 ) -> None:
     """Hint every variable with its value in `hint` (a complete answer, e.g. greedy's)."""
     counts: dict[tuple[int, int, int], int] = defaultdict(int)  # (group, kind, pool or part) -> requests
@@ -264,7 +295,9 @@ def _decode(
 ) -> None:
     """Write a CP-SAT answer into `out` and `cap`: k-slot sessions first (they name their host), then the groups'
     units into their pools' hosts (most-used first), the earliest request of a group getting its cheapest unit."""
-    leased_at = {(vs.owner[i], vs.target[i]): val for i, val in enumerate(values) if vs.kind[i] == _LEASED and val}
+    leased_at = {
+        (vs.owner[i], vs.target[i]): val for i, val in enumerate(values) if vs.kind[i] == _LEASED and val
+    }
     for i, val in enumerate(values):
         if vs.kind[i] == _HOST and val:
             r, h = vs.owner[i], vs.target[i]
@@ -317,8 +350,15 @@ def solve(
     base = Outcome.empty(frame.n_requests)
     greedy.place(frame, reqs, Capacity.initial(frame), base)
     out = Outcome.empty(frame.n_requests)
-    status = place(frame, reqs, Capacity.initial(frame), out, time_limit_s=time_limit_s, workers=workers,
-                   hint=base if hint else None)
+    status = place(
+        frame,
+        reqs,
+        Capacity.initial(frame),
+        out,
+        time_limit_s=time_limit_s,
+        workers=workers,
+        hint=base if hint else None,
+    )
     if not status.found or outcome_cost(frame, out) > outcome_cost(frame, base):
         return to_solution(frame, base, "exact", proven_optimal=False)
     return to_solution(frame, out, "exact", proven_optimal=status.proven_optimal)

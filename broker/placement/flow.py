@@ -143,7 +143,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     bkey = (frame.host_site[live] * len(frame.classes) + frame.host_class[live]) * n_price + price_rank
     _, b_first, host_bucket = np.unique(bkey, return_index=True, return_inverse=True)
     n_gs = len(frame.gamesets)
-    _, p_first, host_pool = np.unique(host_bucket * n_gs + frame.host_gs[live], return_index=True, return_inverse=True)
+    _, p_first, host_pool = np.unique(
+        host_bucket * n_gs + frame.host_gs[live], return_index=True, return_inverse=True
+    )
     n_buckets, n_pools = b_first.size, p_first.size
     b_site = frame.host_site[live[b_first]]
     b_price = frame.host_price[live[b_first]]
@@ -157,7 +159,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     # warm open slots per (signature, bucket): what a W node can reach; the rest of the bucket is cold
     if cold_pen > 0:
         index = (np.arange(n_sig) * n_buckets + p_bucket[:, None]).ravel()
-        warm_slots = np.bincount(index, weights=(p_open[:, None] * p_warm).ravel(), minlength=n_sig * n_buckets)
+        warm_slots = np.bincount(
+            index, weights=(p_open[:, None] * p_warm).ravel(), minlength=n_sig * n_buckets
+        )
         warm_sb = warm_slots.astype(np.int64).reshape(n_sig, n_buckets)
     else:  # without a cold-start penalty every slot is as good as warm
         warm_sb = np.broadcast_to(b_open, (n_sig, n_buckets))
@@ -168,8 +172,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
 
     # -- lease parts: a lease's reserved slots in one pool, for its venue only (few, so always all kept) --------
     rows = np.nonzero((cap.res_left > 0) & (pool_of_host[frame.res_host] >= 0))[0]
-    part_keys, row_part = np.unique(frame.res_lease[rows] * n_pools + pool_of_host[frame.res_host[rows]],
-                                    return_inverse=True)
+    part_keys, row_part = np.unique(
+        frame.res_lease[rows] * n_pools + pool_of_host[frame.res_host[rows]], return_inverse=True
+    )
     part_pool = part_keys % n_pools
     part_cap = np.bincount(row_part, weights=cap.res_left[rows], minlength=part_keys.size).astype(np.int64)
     part_venue = frame.lease_venue[part_keys // n_pools]
@@ -193,8 +198,25 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     # a warm part is all of its bucket (then K(bucket) reaches it, as it reaches cold parts) or some of the
     # bucket's pools (then W(bucket, signature), which reaches only those)
     to_w = ~is_cold & (warm_sb[g_sig[gi], ob] < b_open[ob])
-    graph = _build(gi[~to_w], ob[~to_w], oc[~to_w], gi[to_w], ob[to_w] * n_sig + g_sig[gi[to_w]], oc[to_w],
-                   lg, lp, lc, demand, n_sig, p_open, p_warm, part_cap, pools_by_bucket, b_start, b_count)
+    graph = _build(
+        gi[~to_w],
+        ob[~to_w],
+        oc[~to_w],
+        gi[to_w],
+        ob[to_w] * n_sig + g_sig[gi[to_w]],
+        oc[to_w],
+        lg,
+        lp,
+        lc,
+        demand,
+        n_sig,
+        p_open,
+        p_warm,
+        part_cap,
+        pools_by_bucket,
+        b_start,
+        b_count,
+    )
     flow = graph.solve(params.stay_pending_cost_micros)
 
     # -- split the flow through K/W nodes into (group, pool, amount) ------------------------------------------
@@ -239,7 +261,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     positions = np.arange(frame.n_hosts)
     if n_pool_units:
         slot_hosts = live[cap.open[live] > 0]
-        slot_hosts = slot_hosts[np.lexsort((positions[slot_hosts], -used_now[slot_hosts], pool_of_host[slot_hosts]))]
+        slot_hosts = slot_hosts[
+            np.lexsort((positions[slot_hosts], -used_now[slot_hosts], pool_of_host[slot_hosts]))
+        ]
         slots = np.repeat(slot_hosts, cap.open[slot_hosts])
         pool_slot_start = np.cumsum(p_open) - p_open
         by_pool = np.argsort(u_pool, kind="stable")
@@ -249,7 +273,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
         out.host[u_req[:n_pool_units]] = hosts
         np.subtract.at(cap.open, hosts, 1)
     if u_part.size:
-        res_rows = rows[np.lexsort((positions[frame.res_host[rows]], -used_now[frame.res_host[rows]], row_part))]
+        res_rows = rows[
+            np.lexsort((positions[frame.res_host[rows]], -used_now[frame.res_host[rows]], row_part))
+        ]
         row_slots = np.repeat(res_rows, cap.res_left[res_rows])
         part_slot_start = np.cumsum(part_cap) - part_cap
         by_part = np.argsort(u_part, kind="stable")
@@ -264,9 +290,23 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
 
 
 def _build(
-    kg: I64, kb: I64, kc: I64, wg: I64, wkey: I64, wc: I64, lg: I64, lp: I64, lc: I64,
-    demand: I64, n_sig: int, p_open: I64, p_warm: np.ndarray, part_cap: I64,
-    pools_by_bucket: I64, b_start: I64, b_count: I64,
+    kg: I64,
+    kb: I64,
+    kc: I64,
+    wg: I64,
+    wkey: I64,
+    wc: I64,
+    lg: I64,
+    lp: I64,
+    lc: I64,
+    demand: I64,
+    n_sig: int,
+    p_open: I64,
+    p_warm: np.ndarray,
+    part_cap: I64,
+    pools_by_bucket: I64,
+    b_start: I64,
+    b_count: I64,
 ) -> _Graph:
     """The network for the kept options: K options (group, bucket, cost), W options (group, bucket * n_sig +
     signature, cost) and lease options (group, part, cost)."""
@@ -291,26 +331,62 @@ def _build(
     wq_tail, wq_pool = wq_tail[keep], wq_pool[keep]
 
     n_mid = kq_tail.size + wq_tail.size
-    tails = np.concatenate([
-        kg, wg, lg,  # group -> option
-        base_k + kq_tail, base_w + wq_tail,  # option -> pool
-        base_pool + np.arange(n_pools), base_part + np.arange(n_parts),  # capacity -> sink
-        np.arange(n_groups),  # stay pending
-    ])
-    heads = np.concatenate([
-        base_k + k_node_of, base_w + w_node_of, base_part + lp,
-        base_pool + kq_pool, base_pool + wq_pool,
-        np.full(n_pools + n_parts + n_groups, sink),
-    ])
-    caps = np.concatenate([
-        demand[kg], demand[wg], demand[lg], np.full(n_mid, int(demand.sum())), p_open, part_cap, demand,
-    ]).astype(np.int64)
+    tails = np.concatenate(
+        [
+            kg,
+            wg,
+            lg,  # group -> option
+            base_k + kq_tail,
+            base_w + wq_tail,  # option -> pool
+            base_pool + np.arange(n_pools),
+            base_part + np.arange(n_parts),  # capacity -> sink
+            np.arange(n_groups),  # stay pending
+        ]
+    )
+    heads = np.concatenate(
+        [
+            base_k + k_node_of,
+            base_w + w_node_of,
+            base_part + lp,
+            base_pool + kq_pool,
+            base_pool + wq_pool,
+            np.full(n_pools + n_parts + n_groups, sink),
+        ]
+    )
+    caps = np.concatenate(
+        [
+            demand[kg],
+            demand[wg],
+            demand[lg],
+            np.full(n_mid, int(demand.sum())),
+            p_open,
+            part_cap,
+            demand,
+        ]
+    ).astype(np.int64)
     costs = np.concatenate([kc, wc, lc, np.zeros(n_mid + n_pools + n_parts + n_groups, dtype=np.int64)])
     supplies = np.zeros(sink + 1, dtype=np.int64)
     supplies[:n_groups] = demand
     supplies[sink] = -int(demand.sum())
-    return _Graph(tails, heads, caps, costs.astype(np.int64), supplies, n_groups, kg.size, wg.size, lg.size,
-                  kq_tail, kq_pool, wq_tail, wq_pool, k_buckets.size, w_keys.size, base_part, base_pool)
+    return _Graph(
+        tails,
+        heads,
+        caps,
+        costs.astype(np.int64),
+        supplies,
+        n_groups,
+        kg.size,
+        wg.size,
+        lg.size,
+        kq_tail,
+        kq_pool,
+        wq_tail,
+        wq_pool,
+        k_buckets.size,
+        w_keys.size,
+        base_part,
+        base_pool,
+    )
 
 
 def solve(problem: Problem) -> Solution:
@@ -318,7 +394,9 @@ def solve(problem: Problem) -> Solution:
     frame = build_frame(problem)
     reqs = np.arange(frame.n_requests, dtype=np.int64)
     if (frame.req_slots != 1).any():
-        raise ValueError("flow.solve handles single-slot requests only; use engine.solve for multi-slot batches")
+        raise ValueError(
+            "flow.solve handles single-slot requests only; use engine.solve for multi-slot batches"
+        )
     out = Outcome.empty(frame.n_requests)
     place(frame, reqs, Capacity.initial(frame), out)
     return to_solution(frame, out, "flow", proven_optimal=True)

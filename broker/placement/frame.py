@@ -244,13 +244,20 @@ def _reserve(frame: Frame, class_index: dict[str, int]) -> None:
             near = np.nonzero(lat <= limit)[0]
             # sites at the same latency are one level: their hosts compete on price, use and position
             by_latency = sorted(zip(lat[near].tolist(), near.tolist(), strict=True))
-            levels = [[site for _, site in group] for _, group in itertools.groupby(by_latency, key=lambda x: x[0])]
+            levels = [
+                [site for _, site in group] for _, group in itertools.groupby(by_latency, key=lambda x: x[0])
+            ]
         for level in levels:
             if need == 0:
                 break
-            runs = [order_list[run_start[site * n_classes + cls]:run_end[site * n_classes + cls]] for site in level]
+            runs = [
+                order_list[run_start[site * n_classes + cls] : run_end[site * n_classes + cls]]
+                for site in level
+            ]
             # each run is sorted already; merge lazily, since a lease usually stops after a host or two
-            cand = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=lambda h: (price[h], -used_list[h], h))
+            cand = (
+                runs[0] if len(runs) == 1 else heapq.merge(*runs, key=lambda h: (price[h], -used_list[h], h))
+            )
             for h in cand:
                 room = open_list[h]
                 if room <= 0 or h in held:
@@ -272,6 +279,8 @@ def reserve_leases(problem: Problem) -> dict[str, dict[str, int]]:
     """Where each lease's unused slots are reserved for this batch: lease id -> {host id: slots}."""
     frame = build_frame(problem)
     out: dict[str, dict[str, int]] = {}
-    for li, h, c in zip(frame.res_lease.tolist(), frame.res_host.tolist(), frame.res_count.tolist(), strict=True):
+    for li, h, c in zip(
+        frame.res_lease.tolist(), frame.res_host.tolist(), frame.res_count.tolist(), strict=True
+    ):
         out.setdefault(problem.leases[li].id, {})[problem.hosts[h].id] = c
     return out

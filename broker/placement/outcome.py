@@ -93,7 +93,9 @@ def to_solution(frame: Frame, out: Outcome, solver: str, proven_optimal: bool) -
     placed = np.nonzero(out.host >= 0)[0]
     unplaced = np.nonzero(out.host < 0)[0]
     hosts = frame.problem.hosts
-    assignments = {requests[r].id: hosts[h].id for r, h in zip(placed.tolist(), out.host[placed].tolist(), strict=True)}
+    assignments = {
+        requests[r].id: hosts[h].id for r, h in zip(placed.tolist(), out.host[placed].tolist(), strict=True)
+    }
     on_lease = placed[out.leased[placed] > 0]
     lease_use = {requests[r].id: leases[int(out.lease[r])].id for r in on_lease.tolist()}
     lease_slots = {requests[r].id: int(out.leased[r]) for r in on_lease.tolist()}

@@ -113,7 +113,9 @@ def validate_solution(problem: Problem, solution: Solution) -> list[str]:
             errors.append(f"host {host_id}: {slots} slots placed, {host.free_slots} free")
         open_slots = host.free_slots - reserved_on_host[host_id]
         if open_used[host_id] > open_slots:
-            errors.append(f"host {host_id}: {open_used[host_id]} unleased slots placed, {open_slots} not reserved")
+            errors.append(
+                f"host {host_id}: {open_used[host_id]} unleased slots placed, {open_slots} not reserved"
+            )
     for (lease_id, host_id), slots in leased_on.items():
         held = reserved.get(lease_id, {}).get(host_id, 0)
         if slots > held:

@@ -117,7 +117,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             kind = msg.WhichOneof("body")
             if kind == "heartbeat":
                 hb = msg.heartbeat
-                self._agents.beat(link, _unit(hb.cpu_load), _unit(hb.gpu_load), hb.draining)
+                self._agents.beat(link, hb, _unit(hb.cpu_load), _unit(hb.gpu_load))
                 if hb.games_cached_changed:
                     await self._games_changed(link, list(hb.games_cached))
             elif kind == "session_event":

@@ -47,9 +47,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         sid = v.session_id(request.session_id)
         row = await session_store.get(self._pool, sid)
         history = await session_store.history(self._pool, sid) if request.include_history else []
-        return session_pb2.GetSessionResponse(
-            session=convert.session(row), history=[convert.transition(t) for t in history]
-        )
+        session = convert.session(row)
+        stats = self._agents.stream_stats.get(session.session_id)
+        if stats is not None:
+            session.stream_stats.CopyFrom(stats)
+        return session_pb2.GetSessionResponse(session=session, history=[convert.transition(t) for t in history])
 
     async def WatchSession(
         self, request: session_pb2.WatchSessionRequest, context: aio.ServicerContext

@@ -1,4 +1,4 @@
-"""Named SQL queries, loaded once from the .sql files in queries/.
+"""Named SQL queries, loaded once from the .sql files in sql/.
 
 Each file holds blocks that start with a `-- name: NAME` line; the text up to the next such line is the query.
 """
@@ -13,7 +13,7 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 def _load() -> dict[str, str]:
     found: dict[str, str] = {}
-    for entry in sorted(resources.files("broker.store").joinpath("queries").iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("broker.store").joinpath("sql").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         text = entry.read_text(encoding="utf-8")

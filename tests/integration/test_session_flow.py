@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2, venue_pb2
+from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 from grpc import aio
 
 from broker.client import BrokerClient
@@ -39,6 +39,16 @@ async def test_session_lifecycle_end_to_end(world: BrokerClient) -> None:
         await agent.link.report(sid, S.SESSION_STATE_STREAMING)
         streaming = await world.wait_for(sid, S.SESSION_STATE_STREAMING)
         assert streaming.state == S.SESSION_STATE_STREAMING
+
+        # Stream stats ride on the heartbeats and show on GetSession.
+        await agent.link.heartbeat(sessions=[agent_pb2.SessionStats(session_id=sid, fps_sent=59.5, encode_ms=6.5)])
+        async with asyncio.timeout(5):
+            while True:
+                got = await world.sessions.GetSession(session_pb2.GetSessionRequest(session_id=sid))
+                if got.session.HasField("stream_stats"):
+                    break
+                await asyncio.sleep(0.05)
+        assert got.session.stream_stats.fps_sent == 59.5 and got.session.stream_stats.encode_ms == 6.5
 
         host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
         assert (host.free_slots, host.live_sessions) == (1, 1)
