@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 import structlog
-from google.protobuf import timestamp_pb2
 from cloudseat.v1 import agent_pb2, common_pb2
+from google.protobuf import timestamp_pb2
 
 from broker import errors, lifecycle, tiers
 from broker.rpc import convert

@@ -1,4 +1,4 @@
-"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`; `fleet` and `stream` to come).
+"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`; `fleet` to come).
 
 Every flag falls back to an environment variable named in its help text (CLOUDSEAT_LOADTEST_<FLAG>), so a CI
 job can pin a run without long command lines. Bad input (a malformed instance file, a bad flag or variable)
@@ -102,9 +102,12 @@ class PlacementConfig:
 
 
 def _add_placement(sub: Any) -> None:
-    p = sub.add_parser("placement", help="placement solvers: engine vs greedy vs the CP-SAT optimum",
-                       description="Replay a synthetic (or given) region and trace through the engine, greedy and, "
-                                   "where batches are small enough, CP-SAT; print a table and optionally JSON.")
+    p = sub.add_parser(
+        "placement",
+        help="placement solvers: engine vs greedy vs the CP-SAT optimum",
+        description="Replay a synthetic (or given) region and trace through the engine, greedy and, "
+        "where batches are small enough, CP-SAT; print a table and optionally JSON.",
+    )
     _option(p, "--seed", int, 1, "seed of the synthetic region and trace")
     _option(p, "--hosts", _positive, 10_000, "GPU hosts in the synthetic region")
     _option(p, "--sites", _positive, 100, "edge sites in the synthetic region")
@@ -116,17 +119,36 @@ def _add_placement(sub: Any) -> None:
     _option(p, "--abandon-ms", _non_negative, 30_000, "a request waiting longer than this leaves")
     _option(p, "--instance", Path, None, "read the region and trace from this JSON file (docs/placement.md)")
     _option(p, "--write-instance", Path, None, "write the region and trace used to this JSON file")
-    _option(p, "--exact-max-requests", _non_negative, 250,
-            "replay with CP-SAT too when no batch is larger than this (0: never)")
-    _option(p, "--exact-sample", _non_negative, 2,
-            "also solve this many of the engine's own batches (spread over the trace) with CP-SAT")
-    _option(p, "--exact-time-limit", _seconds, 60.0, "CP-SAT time limit per batch in the exact replay, seconds")
+    _option(
+        p,
+        "--exact-max-requests",
+        _non_negative,
+        250,
+        "replay with CP-SAT too when no batch is larger than this (0: never)",
+    )
+    _option(
+        p,
+        "--exact-sample",
+        _non_negative,
+        2,
+        "also solve this many of the engine's own batches (spread over the trace) with CP-SAT",
+    )
+    _option(
+        p, "--exact-time-limit", _seconds, 60.0, "CP-SAT time limit per batch in the exact replay, seconds"
+    )
     _option(p, "--exact-workers", _positive, 2, "CP-SAT search workers in the exact replay")
     _option(p, "--time-limit", _seconds, 1.0, "the engine's CP-SAT time limit per batch, seconds")
-    _option(p, "--headline-batches", _non_negative, 5,
-            "batches of --batch fresh requests against the initial hosts for the headline throughput")
+    _option(
+        p,
+        "--headline-batches",
+        _non_negative,
+        5,
+        "batches of --batch fresh requests against the initial hosts for the headline throughput",
+    )
     _option(p, "--json", Path, None, "write the results as one JSON object to this file")
-    _option(p, "--assignments", Path, None, "write the engine's request id -> host id map (JSON) to this file")
+    _option(
+        p, "--assignments", Path, None, "write the engine's request id -> host id map (JSON) to this file"
+    )
     p.add_argument("--progress", action="store_true", help="show progress on stderr")
     p.set_defaults(run=run_placement)
 
@@ -138,8 +160,14 @@ def run_placement(args: argparse.Namespace) -> int:
         if cfg.instance is not None:
             inst = instance_file.read(cfg.instance)
         else:
-            inst = synthetic.generate(seed=cfg.seed, hosts=cfg.hosts, sites=cfg.sites, venues=cfg.venues,
-                                      requests=cfg.requests, duration_ms=cfg.duration_ms)
+            inst = synthetic.generate(
+                seed=cfg.seed,
+                hosts=cfg.hosts,
+                sites=cfg.sites,
+                venues=cfg.venues,
+                requests=cfg.requests,
+                duration_ms=cfg.duration_ms,
+            )
     except instance_file.InstanceError as exc:
         print(f"{PROG} placement: error: {exc}", file=sys.stderr)
         return 2
@@ -147,8 +175,15 @@ def run_placement(args: argparse.Namespace) -> int:
         instance_file.write(inst, cfg.write_instance)
     replay_cfg = placement.ReplayConfig(batch=cfg.batch, window_ms=cfg.window_ms, abandon_ms=cfg.abandon_ms)
     engine = placement.engine_solver(cfg.time_limit)
-    engine_run = placement.replay(inst, "engine", engine, replay_cfg, keep_assignments=cfg.assignments is not None,
-                                  keep_problems=cfg.exact_sample > 0, progress=cfg.progress)
+    engine_run = placement.replay(
+        inst,
+        "engine",
+        engine,
+        replay_cfg,
+        keep_assignments=cfg.assignments is not None,
+        keep_problems=cfg.exact_sample > 0,
+        progress=cfg.progress,
+    )
     greedy_run = placement.replay(inst, "greedy", placement.GREEDY, replay_cfg, progress=cfg.progress)
     exact = placement.exact_solver(cfg.exact_time_limit, cfg.exact_workers)
     exact_run = None
@@ -159,28 +194,40 @@ def run_placement(args: argparse.Namespace) -> int:
     if cfg.headline_batches:
         head = placement.headline(inst, engine, cfg.batch, cfg.headline_batches)
         head["baseline_greedy"] = placement.headline(inst, placement.GREEDY, cfg.batch, cfg.headline_batches)
-    summary = {**asdict(cfg), "instance_hosts": len(inst.hosts), "instance_requests": len(inst.requests),
-               "instance_leases": len(inst.leases)}
+    summary = {
+        **asdict(cfg),
+        "instance_hosts": len(inst.hosts),
+        "instance_requests": len(inst.requests),
+        "instance_leases": len(inst.leases),
+    }
     result = placement.report(engine_run, greedy_run, exact_run, head, _jsonable(summary), sample)
 
     print(placement.table(engine_run, greedy_run, exact_run))
     if head:
         base = head["baseline_greedy"]
-        print(f"\nheadline: {head['batches']} batches of {cfg.batch} requests over {len(inst.hosts)} hosts: "
-              f"engine {head['placements_per_s']:,.0f} placements/s (p50 {head['batch_ms_p50']:.1f} ms/batch), "
-              f"greedy {base['placements_per_s']:,.0f} placements/s")
+        print(
+            f"\nheadline: {head['batches']} batches of {cfg.batch} requests over {len(inst.hosts)} hosts: "
+            f"engine {head['placements_per_s']:,.0f} placements/s (p50 {head['batch_ms_p50']:.1f} ms/batch), "
+            f"greedy {base['placements_per_s']:,.0f} placements/s"
+        )
     if result["exact_check"]:
         check = result["exact_check"]
-        print(f"per batch: CP-SAT proved {check['proven_optimal']}/{check['batches']} batches optimal; the engine "
-              f"matched the optimum on {check['engine_equal_to_optimum']} of them "
-              f"(max gap {check['engine_max_gap_pct']:.4f}%)")
+        print(
+            f"per batch: CP-SAT proved {check['proven_optimal']}/{check['batches']} batches optimal; the engine "
+            f"matched the optimum on {check['engine_equal_to_optimum']} of them "
+            f"(max gap {check['engine_max_gap_pct']:.4f}%)"
+        )
     for item in sample:
         proven = "proven optimal" if item["exact_proven_optimal"] else "not proven in the time limit"
-        print(f"sampled batch {item['batch']} ({item['requests']} requests): engine {item['engine_cost']:,} vs "
-              f"CP-SAT {item['exact_cost']:,} ({proven}, {item['exact_s']:.0f} s): gap "
-              f"{placement._fmt_pct(item['gap_pct'])}")
-    print(f"placement cost only (no pending penalties): engine vs greedy "
-          f"{placement._fmt_pct(result['placement_cost_vs_greedy_pct'])}")
+        print(
+            f"sampled batch {item['batch']} ({item['requests']} requests): engine {item['engine_cost']:,} vs "
+            f"CP-SAT {item['exact_cost']:,} ({proven}, {item['exact_s']:.0f} s): gap "
+            f"{placement._fmt_pct(item['gap_pct'])}"
+        )
+    print(
+        f"placement cost only (no pending penalties): engine vs greedy "
+        f"{placement._fmt_pct(result['placement_cost_vs_greedy_pct'])}"
+    )
     if cfg.json is not None:
         cfg.json.write_text(json.dumps(result, indent=2))
     if cfg.assignments is not None:
@@ -197,7 +244,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="cloudseat benchmarks and load tests")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_placement(sub)
+    _add_stream(sub)
     return parser
+
+
+def _add_stream(sub: Any) -> None:
+    from loadtest import stream
+
+    p = sub.add_parser(
+        "stream",
+        help="streams through a real broker and agent to Python receivers",
+        description="Start a broker, an agent and receivers on this machine; measure fps, latency and CPU.",
+    )
+    _option(p, "--streams", _positive, 1, "concurrent streams")
+    _option(p, "--duration", float, 60.0, "seconds measured, after a 3 s warm-up")
+    p.add_argument(
+        "--tier",
+        choices=sorted(stream.TIERS),
+        default=os.environ.get(_env("--tier"), "720p60"),
+        help=f"the zone's tier (env {_env('--tier')}; default 720p60)",
+    )
+    p.add_argument(
+        "--codec",
+        choices=("h264", "vp8"),
+        default=os.environ.get(_env("--codec"), "h264"),
+        help=f"software codec (env {_env('--codec')}; default h264)",
+    )
+    _option(p, "--json", Path, None, "write the results here as JSON")
+    _option(p, "--database-url", str, None, "PostgreSQL for the broker (default: an embedded one, temporary)")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.duration <= 0:
+            p.error("--duration must be > 0")
+        cfg = stream.StreamRunConfig(
+            streams=args.streams,
+            duration_s=args.duration,
+            tier=args.tier,
+            codec=args.codec,
+            database_url=args.database_url,
+        )
+        return stream.main(cfg, args.json)
+
+    p.set_defaults(run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

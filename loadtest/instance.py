@@ -85,14 +85,18 @@ def to_json(instance: Instance) -> dict[str, Any]:
         ],
         "latency": [[v, s, ms] for (v, s), ms in sorted(instance.latency.items())],
         "leases": [
-            {k: v for k, v in {
-                "id": lease.id,
-                "venue_id": lease.venue_id,
-                "gpu_class": lease.gpu_class,
-                "slots": lease.unused_slots,
-                "site_id": lease.site_id,
-                "max_latency_ms": lease.max_latency_ms,
-            }.items() if v is not None}
+            {
+                k: v
+                for k, v in {
+                    "id": lease.id,
+                    "venue_id": lease.venue_id,
+                    "gpu_class": lease.gpu_class,
+                    "slots": lease.unused_slots,
+                    "site_id": lease.site_id,
+                    "max_latency_ms": lease.max_latency_ms,
+                }.items()
+                if v is not None
+            }
             for lease in instance.leases
         ],
         "requests": [
@@ -174,8 +178,11 @@ def _params(raw: Any) -> Params:
         steps: list[tuple[int, int]] = []
         for i, step in enumerate(steps_raw):
             where = f"instance.params.latency_policy[{i}]"
-            if (not isinstance(step, list) or len(step) != 2
-                    or not all(isinstance(x, int) and not isinstance(x, bool) for x in step)):
+            if (
+                not isinstance(step, list)
+                or len(step) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in step)
+            ):
                 raise InstanceError(f"{where}: must be [waited_ms, percent_of_cap]")
             steps.append((step[0], step[1]))
         try:
@@ -184,10 +191,12 @@ def _params(raw: Any) -> Params:
             raise InstanceError(f"instance.params.latency_policy: {str(exc).split(': ', 1)[-1]}") from exc
     pending = _int(obj, "stay_pending_cost_micros", "instance.params", 1, default.stay_pending_cost_micros)
     return Params(
-        latency_weight_micros_per_ms=_int(obj, "latency_weight_micros_per_ms", "instance.params", 0,
-                                          default.latency_weight_micros_per_ms),
-        cold_start_penalty_micros=_int(obj, "cold_start_penalty_micros", "instance.params", 0,
-                                       default.cold_start_penalty_micros),
+        latency_weight_micros_per_ms=_int(
+            obj, "latency_weight_micros_per_ms", "instance.params", 0, default.latency_weight_micros_per_ms
+        ),
+        cold_start_penalty_micros=_int(
+            obj, "cold_start_penalty_micros", "instance.params", 0, default.cold_start_penalty_micros
+        ),
         stay_pending_cost_micros=pending,
         latency_policy=policy,
     )
@@ -213,25 +222,33 @@ def from_json(raw: Any) -> Instance:
         for j, game in enumerate(games_raw):
             if not isinstance(game, str) or not game:
                 raise InstanceError(f"{path}.games[{j}]: must be a non-empty string")
-        hosts.append(Host(
-            id=_str(h, "id", path),
-            site_id=_str(h, "site_id", path),
-            gpu_class=_str(h, "gpu_class", path),
-            free_slots=free,
-            total_slots=total,
-            price_micros=_int(h, "price_micros", path, 0),
-            games=frozenset(games_raw),
-            drained=_bool(h, "drained", path, False),
-            online=_bool(h, "online", path, True),
-        ))
+        hosts.append(
+            Host(
+                id=_str(h, "id", path),
+                site_id=_str(h, "site_id", path),
+                gpu_class=_str(h, "gpu_class", path),
+                free_slots=free,
+                total_slots=total,
+                price_micros=_int(h, "price_micros", path, 0),
+                games=frozenset(games_raw),
+                drained=_bool(h, "drained", path, False),
+                online=_bool(h, "online", path, True),
+            )
+        )
     _unique([h.id for h in hosts], "instance.hosts", "host")
     host_ids = {h.id for h in hosts}
 
     pairs: dict[tuple[str, str], int] = {}
     for i, item in enumerate(_list(top.get("latency"), "instance.latency")):
         path = f"instance.latency[{i}]"
-        if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str) or not item[0]
-                or not isinstance(item[1], str) or not item[1]):
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or not item[0]
+            or not isinstance(item[1], str)
+            or not item[1]
+        ):
             raise InstanceError(f"{path}: must be [venue_id, site_id, ms]")
         if not isinstance(item[2], int) or isinstance(item[2], bool) or item[2] < 0:
             raise InstanceError(f"{path}[2]: must be an integer ≥ 0")
@@ -250,29 +267,33 @@ def from_json(raw: Any) -> Instance:
         max_lat = _int(obj, "max_latency_ms", path, 0) if obj.get("max_latency_ms") is not None else None
         if site is not None and max_lat is not None:
             raise InstanceError(f"{path}.max_latency_ms: give site_id or max_latency_ms, not both")
-        leases.append(Lease(
-            id=_str(obj, "id", path),
-            venue_id=_str(obj, "venue_id", path),
-            gpu_class=_str(obj, "gpu_class", path),
-            unused_slots=_int(obj, "slots", path, 1),
-            site_id=site,
-            max_latency_ms=max_lat,
-        ))
+        leases.append(
+            Lease(
+                id=_str(obj, "id", path),
+                venue_id=_str(obj, "venue_id", path),
+                gpu_class=_str(obj, "gpu_class", path),
+                unused_slots=_int(obj, "slots", path, 1),
+                site_id=site,
+                max_latency_ms=max_lat,
+            )
+        )
     _unique([lease.id for lease in leases], "instance.leases", "lease")
 
     requests: list[TraceRequest] = []
     for i, item in enumerate(_list(top.get("requests"), "instance.requests")):
         path = f"instance.requests[{i}]"
         obj = _obj(item, path)
-        requests.append(TraceRequest(
-            id=_str(obj, "id", path),
-            venue_id=_str(obj, "venue_id", path),
-            game_id=_str(obj, "game_id", path),
-            cap_ms=_int(obj, "cap_ms", path, 1),
-            arrival_ms=_int(obj, "arrival_ms", path, 0),
-            duration_ms=_int(obj, "duration_ms", path, 1),
-            slots=_int(obj, "slots", path, 1, 1),
-        ))
+        requests.append(
+            TraceRequest(
+                id=_str(obj, "id", path),
+                venue_id=_str(obj, "venue_id", path),
+                game_id=_str(obj, "game_id", path),
+                cap_ms=_int(obj, "cap_ms", path, 1),
+                arrival_ms=_int(obj, "arrival_ms", path, 0),
+                duration_ms=_int(obj, "duration_ms", path, 1),
+                slots=_int(obj, "slots", path, 1, 1),
+            )
+        )
     _unique([r.id for r in requests], "instance.requests", "request")
 
     running: list[Running] = []
@@ -283,7 +304,9 @@ def from_json(raw: Any) -> Instance:
         if host_id not in host_ids:
             raise InstanceError(f"{path}.host_id: unknown host {host_id!r}")
         running.append(Running(host_id, _int(obj, "slots", path, 1), _int(obj, "end_ms", path, 0)))
-    return Instance(hosts=hosts, latency=latency, leases=leases, requests=requests, running=running, params=params)
+    return Instance(
+        hosts=hosts, latency=latency, leases=leases, requests=requests, running=running, params=params
+    )
 
 
 def read(path: Path) -> Instance:

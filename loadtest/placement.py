@@ -144,7 +144,9 @@ class _State:
                 self.unused[lease] += leased
 
     def leases(self) -> list[Lease]:
-        return [dataclasses.replace(base, unused_slots=self.unused[lid]) for lid, base in self.lease_base.items()]
+        return [
+            dataclasses.replace(base, unused_slots=self.unused[lid]) for lid, base in self.lease_base.items()
+        ]
 
     def start(self, now_ms: int, solution: Solution, requests: dict[str, TraceRequest]) -> None:
         """Start the placed sessions."""
@@ -197,8 +199,15 @@ def replay(
         batch, rest = pending[: config.batch], pending[config.batch :]
         if batch:
             requests = [
-                Request(r.id, r.venue_id, r.game_id, r.cap_ms, policy.target_ms(r.cap_ms, now - r.arrival_ms),
-                        r.arrival_ms, r.slots)
+                Request(
+                    r.id,
+                    r.venue_id,
+                    r.game_id,
+                    r.cap_ms,
+                    policy.target_ms(r.cap_ms, now - r.arrival_ms),
+                    r.arrival_ms,
+                    r.slots,
+                )
                 for r in batch
             ]
             problem = Problem(requests, list(state.hosts), instance.latency, state.leases(), instance.params)
@@ -244,7 +253,9 @@ def replay(
                     still.append(r)
             pending = still + rest
             if progress:
-                print(f"\r{name}: {nxt}/{len(trace)} arrived, {result.placed} placed", end="", file=sys.stderr)
+                print(
+                    f"\r{name}: {nxt}/{len(trace)} arrived, {result.placed} placed", end="", file=sys.stderr
+                )
         now += config.window_ms
     if progress:
         print(file=sys.stderr)
@@ -262,8 +273,12 @@ def headline(instance: Instance, solve: Solver, batch: int, batches: int) -> dic
         chunk = trace[b * batch : (b + 1) * batch]
         if not chunk:
             break
-        reqs = [Request(r.id, r.venue_id, r.game_id, r.cap_ms, policy.target_ms(r.cap_ms, 0), r.arrival_ms, r.slots)
-                for r in chunk]
+        reqs = [
+            Request(
+                r.id, r.venue_id, r.game_id, r.cap_ms, policy.target_ms(r.cap_ms, 0), r.arrival_ms, r.slots
+            )
+            for r in chunk
+        ]
         problem = Problem(reqs, instance.hosts, instance.latency, instance.leases, instance.params)
         t0 = time.perf_counter()
         solution = solve(problem)
@@ -293,17 +308,19 @@ def exact_sample(run: ReplayResult, exact_solve: Solver, count: int) -> list[dic
         t0 = time.perf_counter()
         solution = exact_solve(run.problems[i])
         batch = run.batches[i]
-        out.append({
-            "batch": i,
-            "requests": batch.requests,
-            "engine_cost": batch.cost_micros,
-            "engine_proven_optimal": batch.proven_optimal,
-            "engine_path": batch.solver,
-            "exact_cost": solution.cost_micros,
-            "exact_proven_optimal": solution.proven_optimal,
-            "gap_pct": _pct(batch.cost_micros, solution.cost_micros),
-            "exact_s": time.perf_counter() - t0,
-        })
+        out.append(
+            {
+                "batch": i,
+                "requests": batch.requests,
+                "engine_cost": batch.cost_micros,
+                "engine_proven_optimal": batch.proven_optimal,
+                "engine_path": batch.solver,
+                "exact_cost": solution.cost_micros,
+                "exact_proven_optimal": solution.proven_optimal,
+                "gap_pct": _pct(batch.cost_micros, solution.cost_micros),
+                "exact_s": time.perf_counter() - t0,
+            }
+        )
     return out
 
 
@@ -359,7 +376,9 @@ def report(
         "cost_total_engine": engine_run.cost_micros,
         "cost_total_greedy": greedy_run.cost_micros,
         "cost_vs_greedy_pct": _pct(engine_run.cost_micros, greedy_run.cost_micros),
-        "placement_cost_vs_greedy_pct": _pct(engine_run.placement_cost_micros, greedy_run.placement_cost_micros),
+        "placement_cost_vs_greedy_pct": _pct(
+            engine_run.placement_cost_micros, greedy_run.placement_cost_micros
+        ),
         "gap_vs_exact_pct": _pct(engine_run.cost_micros, exact_run.cost_micros) if exact_run else None,
         "cap_violations": engine_run.cap_violations,
         "unplaced": engine_run.unplaced,
@@ -378,8 +397,10 @@ def report(
 
 def table(engine_run: ReplayResult, greedy_run: ReplayResult, exact_run: ReplayResult | None) -> str:
     """The comparison as a fixed-width text table."""
-    head = (f"{'solver':<8} {'placements/s':>12} {'batch ms p50':>12} {'p99':>8} {'total cost':>18} "
-            f"{'vs greedy':>9} {'vs exact':>9} {'cap viol.':>9} {'unplaced':>8}")
+    head = (
+        f"{'solver':<8} {'placements/s':>12} {'batch ms p50':>12} {'p99':>8} {'total cost':>18} "
+        f"{'vs greedy':>9} {'vs exact':>9} {'cap viol.':>9} {'unplaced':>8}"
+    )
     lines = [head, "-" * len(head)]
     for run in (engine_run, greedy_run, exact_run):
         if run is None:

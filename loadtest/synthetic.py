@@ -75,8 +75,10 @@ def generate(
     popularity /= popularity.sum()
     tail = np.arange(CORE_GAMES, N_GAMES)
     tail_w = popularity[tail] / popularity[tail].sum()
-    packs = [frozenset(games[int(g)] for g in rng.choice(tail, PACK_SIZE, replace=False, p=tail_w))
-             for _ in range(N_PACKS)]
+    packs = [
+        frozenset(games[int(g)] for g in rng.choice(tail, PACK_SIZE, replace=False, p=tail_w))
+        for _ in range(N_PACKS)
+    ]
     core = frozenset(games[:CORE_GAMES])
     bundles = [core, *(core | pack for pack in packs)]
     bundle_w = np.array([0.1] + [0.9 / N_PACKS] * N_PACKS)
@@ -98,17 +100,19 @@ def generate(
         host_id = f"host-{i:05d}"
         for _ in range(used):
             running.append(Running(host_id, 1, int(rng.uniform(0.05, 1.3) * duration_ms)))
-        host_list.append(Host(
-            id=host_id,
-            site_id=site_ids[int(host_site[i])],
-            gpu_class=name,
-            free_slots=slots - used,
-            total_slots=slots,
-            price_micros=int(round(base * site_level[int(host_site[i])], -3)),
-            games=bundles[int(host_bundle[i])],
-            drained=bool(state[i] < 0.02),
-            online=bool(state[i] < 0.99),
-        ))
+        host_list.append(
+            Host(
+                id=host_id,
+                site_id=site_ids[int(host_site[i])],
+                gpu_class=name,
+                free_slots=slots - used,
+                total_slots=slots,
+                price_micros=int(round(base * site_level[int(host_site[i])], -3)),
+                games=bundles[int(host_bundle[i])],
+                drained=bool(state[i] < 0.02),
+                online=bool(state[i] < 0.99),
+            )
+        )
 
     # -- zones and leases ---------------------------------------------------------------------------------------
     has_esports = rng.random(venues) < 0.3
@@ -152,5 +156,6 @@ def generate(
         )
         for i in range(requests)
     ]
-    return Instance(hosts=host_list, latency=latency, leases=leases, requests=trace, running=running,
-                    params=Params())
+    return Instance(
+        hosts=host_list, latency=latency, leases=leases, requests=trace, running=running, params=Params()
+    )

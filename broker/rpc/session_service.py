@@ -51,7 +51,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         stats = self._agents.stream_stats.get(session.session_id)
         if stats is not None:
             session.stream_stats.CopyFrom(stats)
-        return session_pb2.GetSessionResponse(session=session, history=[convert.transition(t) for t in history])
+        return session_pb2.GetSessionResponse(
+            session=session, history=[convert.transition(t) for t in history]
+        )
 
     async def WatchSession(
         self, request: session_pb2.WatchSessionRequest, context: aio.ServicerContext

@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import pytest
+from cloudseat.v1 import common_pb2, venue_pb2
 
 from broker import errors, placement
 from broker.client import BrokerClient
@@ -17,7 +18,6 @@ from broker.store import database, hosts, sessions
 from broker.store import fleet as fleet_store
 from broker.store import placement as placement_store
 from broker.store import venues as venue_store
-from cloudseat.v1 import common_pb2, venue_pb2
 
 S = common_pb2.SessionState
 
@@ -147,7 +147,9 @@ async def test_a_waiting_request_is_placed_once_its_target_loosens(world: Broker
     # The only host is 20 ms away in a 30 ms zone: outside the first target (50% = 15 ms), inside the second
     # (75% = 22 ms, after 2 s of waiting).
     await world.venues.ReportLatency(
-        venue_pb2.ReportLatencyRequest(venue_id="cafe", samples=[venue_pb2.LatencySample(site_id="site-far", rtt_ms=20)])
+        venue_pb2.ReportLatencyRequest(
+            venue_id="cafe", samples=[venue_pb2.LatencySample(site_id="site-far", rtt_ms=20)]
+        )
     )
     async with ScriptedAgent(world, "far-1", site_id="site-far"):
         started = await world.start_session("cafe", "s1", "demo")

@@ -41,7 +41,9 @@ async def test_session_lifecycle_end_to_end(world: BrokerClient) -> None:
         assert streaming.state == S.SESSION_STATE_STREAMING
 
         # Stream stats ride on the heartbeats and show on GetSession.
-        await agent.link.heartbeat(sessions=[agent_pb2.SessionStats(session_id=sid, fps_sent=59.5, encode_ms=6.5)])
+        await agent.link.heartbeat(
+            sessions=[agent_pb2.SessionStats(session_id=sid, fps_sent=59.5, encode_ms=6.5)]
+        )
         async with asyncio.timeout(5):
             while True:
                 got = await world.sessions.GetSession(session_pb2.GetSessionRequest(session_id=sid))

@@ -13,20 +13,56 @@ import pytest
 from loadtest import cli
 from loadtest import instance as instance_file
 
-SMALL = ["--hosts", "200", "--sites", "8", "--venues", "20", "--requests", "500", "--duration-ms", "20000",
-         "--batch", "100", "--exact-max-requests", "100", "--exact-time-limit", "5", "--headline-batches", "2"]
+SMALL = [
+    "--hosts",
+    "200",
+    "--sites",
+    "8",
+    "--venues",
+    "20",
+    "--requests",
+    "500",
+    "--duration-ms",
+    "20000",
+    "--batch",
+    "100",
+    "--exact-max-requests",
+    "100",
+    "--exact-time-limit",
+    "5",
+    "--headline-batches",
+    "2",
+]
 
 FIELDS = {
-    "placements_per_s", "batch_ms_p50", "batch_ms_p99", "cost_total_engine", "cost_total_greedy",
-    "cost_vs_greedy_pct", "gap_vs_exact_pct", "cap_violations", "unplaced", "baseline",
+    "placements_per_s",
+    "batch_ms_p50",
+    "batch_ms_p99",
+    "cost_total_engine",
+    "cost_total_greedy",
+    "cost_vs_greedy_pct",
+    "gap_vs_exact_pct",
+    "cap_violations",
+    "unplaced",
+    "baseline",
 }
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, str], Path]:
     out = tmp_path_factory.mktemp("placement")
-    code = cli.main(["placement", *SMALL, "--json", str(out / "r.json"), "--assignments", str(out / "a.json"),
-                     "--write-instance", str(out / "i.json")])
+    code = cli.main(
+        [
+            "placement",
+            *SMALL,
+            "--json",
+            str(out / "r.json"),
+            "--assignments",
+            str(out / "a.json"),
+            "--write-instance",
+            str(out / "i.json"),
+        ]
+    )
     assert code == 0
     return json.loads((out / "r.json").read_text()), json.loads((out / "a.json").read_text()), out / "i.json"
 
@@ -74,12 +110,29 @@ def test_written_instance_round_trips(small_run: tuple[dict[str, Any], dict[str,
 def _valid() -> dict[str, Any]:
     return {
         "version": 1,
-        "hosts": [{"id": "h0", "site_id": "s0", "gpu_class": "l4", "free_slots": 2, "total_slots": 4,
-                   "price_micros": 1_500_000, "games": ["lol"]}],
+        "hosts": [
+            {
+                "id": "h0",
+                "site_id": "s0",
+                "gpu_class": "l4",
+                "free_slots": 2,
+                "total_slots": 4,
+                "price_micros": 1_500_000,
+                "games": ["lol"],
+            }
+        ],
         "latency": [["v0", "s0", 5]],
         "leases": [{"id": "L", "venue_id": "v0", "gpu_class": "l4", "slots": 1, "site_id": "s0"}],
-        "requests": [{"id": "r0", "venue_id": "v0", "game_id": "lol", "cap_ms": 30, "arrival_ms": 0,
-                      "duration_ms": 1000}],
+        "requests": [
+            {
+                "id": "r0",
+                "venue_id": "v0",
+                "game_id": "lol",
+                "cap_ms": 30,
+                "arrival_ms": 0,
+                "duration_ms": 1000,
+            }
+        ],
     }
 
 
@@ -112,7 +165,11 @@ _DELETE = object()
         ("latency.0", ["v0", "s0"], "instance.latency[0]: must be [venue_id, site_id, ms]"),
         ("latency.0", ["v0", "s0", -3], "instance.latency[0][2]: must be an integer ≥ 0"),
         ("leases.0.slots", 0, "instance.leases[0].slots: must be an integer ≥ 1"),
-        ("leases.0.max_latency_ms", 10, "instance.leases[0].max_latency_ms: give site_id or max_latency_ms, not both"),
+        (
+            "leases.0.max_latency_ms",
+            10,
+            "instance.leases[0].max_latency_ms: give site_id or max_latency_ms, not both",
+        ),
         ("requests.0.cap_ms", True, "instance.requests[0].cap_ms: must be an integer ≥ 1"),
         ("requests.0.slots", 0, "instance.requests[0].slots: must be an integer ≥ 1"),
         ("requests", {}, "instance.requests: must be a list"),
@@ -155,8 +212,11 @@ def test_not_json_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_console_script_exit_code_and_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(_broken("hosts.0.free_slots", -1)))
-    done = subprocess.run([sys.executable, "-m", "loadtest", "placement", "--instance", str(bad)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest", "placement", "--instance", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "cloudseat-loadtest placement: error: instance.hosts[0].free_slots: must be an integer ≥ 0"
@@ -168,7 +228,10 @@ def test_runs_a_given_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_valid()))
     result = tmp_path / "r.json"
-    assert cli.main(["placement", "--instance", str(good), "--json", str(result), "--headline-batches", "1"]) == 0
+    assert (
+        cli.main(["placement", "--instance", str(good), "--json", str(result), "--headline-batches", "1"])
+        == 0
+    )
     data = json.loads(result.read_text())
     assert data["solvers"]["engine"]["placed"] == 1
     assert "engine" in capsys.readouterr().out

@@ -92,13 +92,16 @@ def _expected_reason(problem: Problem, rid: str) -> PendingReason:
             held[hid] += slots
             if venue_of[lid] == r.venue_id:
                 own[hid] += slots
+    # Every measured site counts, also one with no hosts (then it is a capacity problem, not one of reach).
     sites_within_cap = {
-        h.site_id for h in problem.hosts if problem.latency.get((r.venue_id, h.site_id), 10**9) <= r.cap_ms
+        site for (venue, site), ms in problem.latency.items() if venue == r.venue_id and ms <= r.cap_ms
     }
     if not sites_within_cap:
         return PendingReason.NO_SITE_WITHIN_CAP
     within = [h for h in problem.hosts if h.site_id in sites_within_cap]
-    usable_room = [h for h in within if h.online and not h.drained and h.free_slots - held[h.id] + own[h.id] >= r.slots]
+    usable_room = [
+        h for h in within if h.online and not h.drained and h.free_slots - held[h.id] + own[h.id] >= r.slots
+    ]
     if not usable_room:
         if any(h.free_slots >= r.slots for h in within if not (h.online and not h.drained)):
             return PendingReason.CANDIDATES_DRAINED

@@ -46,7 +46,9 @@ def test_no_latency_data_counts_as_no_site() -> None:
 
 
 def test_no_capacity_within_cap() -> None:
-    problem = Problem([request("r0")], [host("h0", free=0), host("h1", "far")], {("v0", "s0"): 5, ("v0", "far"): 90})
+    problem = Problem(
+        [request("r0")], [host("h0", free=0), host("h1", "far")], {("v0", "s0"): 5, ("v0", "far"): 90}
+    )
     assert _reason(problem) == {PendingReason.NO_CAPACITY_WITHIN_CAP}
 
 
@@ -107,7 +109,10 @@ def test_a_measured_site_without_hosts_is_a_capacity_problem_not_a_reach_problem
     far_host = Host("h", "far", "c", free_slots=1, total_slots=1, price_micros=1, games=frozenset())
     latency = {("v", "near"): 5, ("v", "far"): 90}
     for mapping in (latency, LatencyMatrix.from_mapping(latency)):
-        assert pending_reason(Problem([request], [far_host], mapping), "r") is PendingReason.NO_CAPACITY_WITHIN_CAP
+        assert (
+            pending_reason(Problem([request], [far_host], mapping), "r")
+            is PendingReason.NO_CAPACITY_WITHIN_CAP
+        )
         assert pending_reason(Problem([request], [], mapping), "r") is PendingReason.NO_CAPACITY_WITHIN_CAP
     unmeasured = {("v", "far"): 90}
     assert pending_reason(Problem([request], [far_host], unmeasured), "r") is PendingReason.NO_SITE_WITHIN_CAP

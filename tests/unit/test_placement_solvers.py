@@ -156,7 +156,10 @@ def test_multi_slot_session_takes_all_its_slots_on_one_host() -> None:
 
 def test_multi_slot_lessee_mixes_leased_and_on_demand_slots() -> None:
     problem = Problem(
-        [request("r0", slots=3)], [host("h0")], {("v0", "s0"): 3}, leases=[Lease("L", "v0", "l4", 2, site_id="s0")]
+        [request("r0", slots=3)],
+        [host("h0")],
+        {("v0", "s0"): 3},
+        leases=[Lease("L", "v0", "l4", 2, site_id="s0")],
     )
     for solve in [greedy.solve, exact.solve, engine.solve]:
         solution = solve(problem)
@@ -185,7 +188,9 @@ def test_engine_paths() -> None:
 
 
 def test_exact_reports_optimality() -> None:
-    problem = Problem([request("r0"), request("r1", slots=2)], [host("h0"), host("h1", "s0")], {("v0", "s0"): 3})
+    problem = Problem(
+        [request("r0"), request("r1", slots=2)], [host("h0"), host("h1", "s0")], {("v0", "s0"): 3}
+    )
     solution = exact.solve(problem)
     assert solution.proven_optimal
     assert validate_solution(problem, solution) == []

@@ -1,0 +1,208 @@
+"""The agent's host config: one TOML file, every field checked, errors naming the field.
+
+host_id = "host-a1"                 # id slug, unique in the region
+provider_id = "demo-provider"
+site_id = "site-a"
+broker = "127.0.0.1:50051"          # the broker's gRPC address
+slots = 2                           # concurrent sessions, 1-256
+gpu_class = "rtx4080"               # what the provider prices by
+price_micros_per_slot_hour = 1500000
+games_cached = ["demo"]             # images on local disk
+media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host candidates
+codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
+drain_grace_s = 30                  # on SIGTERM: how long running sessions may go on before they are handed back
+
+[[ice_servers]]                     # optional STUN/TURN
+urls = ["stun:stun.example.net:3478"]
+username = ""
+credential = ""
+
+[sources.trailer]                   # optional: a game id served from any FFmpeg-readable source
+url = "/srv/trailer.mp4"            # a file (looped), a device (/dev/video0) or a grab (":0.0")
+format = ""                         # FFmpeg input format, e.g. "v4l2" or "x11grab"
+options = { framerate = "60" }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gpu_agent.errors import ConfigError
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+_CODECS = ("auto", "h264", "vp8")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IceServerConfig:
+    urls: tuple[str, ...]
+    username: str = ""
+    credential: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceConfig:
+    url: str
+    format: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentConfig:
+    host_id: str
+    provider_id: str
+    site_id: str
+    broker: str
+    slots: int
+    gpu_class: str
+    price_micros_per_slot_hour: int
+    games_cached: tuple[str, ...] = ("demo",)
+    media_addresses: tuple[str, ...] = ("127.0.0.1",)
+    codec: str = "auto"
+    drain_grace_s: float = 30.0
+    ice_servers: tuple[IceServerConfig, ...] = ()
+    sources: tuple[tuple[str, SourceConfig], ...] = ()
+
+
+class _Reader:
+    """Typed access to a parsed TOML table that names the field in every complaint."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, f"{self.prefix}{key}", problem)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table[key]
+        # bool is an int in Python; a config that says slots = true is still wrong.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            name = "a number" if isinstance(kind, tuple) else _KIND_NAMES.get(kind, kind.__name__)
+            raise self.fail(key, f"must be {name}, not {type(value).__name__}")
+        return value
+
+    def ident(self, key: str, default: Any = ...) -> str:
+        value: str = self.get(key, str, default)
+        if not _ID.fullmatch(value):
+            raise self.fail(key, "must be 1-64 characters of letters, digits, '.', '_', ':' or '-'")
+        return value
+
+    def int_range(self, key: str, lo: int, hi: int, default: Any = ...) -> int:
+        value: int = self.get(key, int, default)
+        if not lo <= value <= hi:
+            raise self.fail(key, f"must be between {lo} and {hi}")
+        return value
+
+    def str_list(self, key: str, default: Any = ...) -> list[str]:
+        value: list[Any] = self.get(key, list, default)
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail(f"{key}[{i}]", "must be a string")
+        return value
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table", float: "a number"}
+_KNOWN = {
+    "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
+    "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources",
+}  # fmt: skip
+
+
+def parse(text: str, source: str = "config") -> AgentConfig:
+    """Parse and check a host config; ConfigError names the first bad field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(file)", f"is not valid TOML: {exc}") from None
+    r = _Reader(source, data)
+    for key in data:
+        if key not in _KNOWN:
+            raise r.fail(key, "is not a known setting (typo?)")
+    broker = r.get("broker", str)
+    if not _ADDRESS.fullmatch(broker) or not 0 < int(_ADDRESS.fullmatch(broker)["port"]) < 65536:  # type: ignore[index]
+        raise r.fail("broker", "must be HOST:PORT")
+    games = r.str_list("games_cached", ["demo"])
+    for i, g in enumerate(games):
+        if not _ID.fullmatch(g):
+            raise r.fail(f"games_cached[{i}]", "must be a game id")
+    addresses = r.str_list("media_addresses", ["127.0.0.1"])
+    if not addresses:
+        raise r.fail("media_addresses", "must list at least one address")
+    for i, a in enumerate(addresses):
+        try:
+            ipaddress.ip_address(a)
+        except ValueError:
+            raise r.fail(f"media_addresses[{i}]", "must be an IP address") from None
+    codec = r.get("codec", str, "auto")
+    if codec not in _CODECS:
+        raise r.fail("codec", f"must be one of {', '.join(_CODECS)}")
+    grace = r.get("drain_grace_s", (int, float), 30.0)
+    if not 0 <= grace <= 3600:
+        raise r.fail("drain_grace_s", "must be between 0 and 3600")
+    return AgentConfig(
+        host_id=r.ident("host_id"),
+        provider_id=r.ident("provider_id"),
+        site_id=r.ident("site_id"),
+        broker=broker,
+        slots=r.int_range("slots", 1, 256),
+        gpu_class=r.ident("gpu_class"),
+        price_micros_per_slot_hour=r.int_range("price_micros_per_slot_hour", 0, 10**12),
+        games_cached=tuple(games),
+        media_addresses=tuple(addresses),
+        codec=codec,
+        drain_grace_s=float(grace),
+        ice_servers=_ice_servers(r),
+        sources=_sources(r),
+    )
+
+
+def _ice_servers(r: _Reader) -> tuple[IceServerConfig, ...]:
+    out = []
+    for i, entry in enumerate(r.get("ice_servers", list, [])):
+        if not isinstance(entry, dict):
+            raise r.fail(f"ice_servers[{i}]", "must be a table")
+        e = _Reader(r.source, entry, f"ice_servers[{i}].")
+        urls = e.str_list("urls")
+        for j, url in enumerate(urls):
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise e.fail(f"urls[{j}]", "must start with stun:, turn: or turns:")
+        out.append(IceServerConfig(tuple(urls), e.get("username", str, ""), e.get("credential", str, "")))
+    return tuple(out)
+
+
+def _sources(r: _Reader) -> tuple[tuple[str, SourceConfig], ...]:
+    out = []
+    for game_id, entry in r.get("sources", dict, {}).items():
+        if not _ID.fullmatch(game_id):
+            raise r.fail(f"sources.{game_id}", "must be keyed by a game id")
+        if not isinstance(entry, dict):
+            raise r.fail(f"sources.{game_id}", "must be a table")
+        e = _Reader(r.source, entry, f"sources.{game_id}.")
+        options = e.get("options", dict, {})
+        for k, v in options.items():
+            if not isinstance(v, str):
+                raise e.fail(f"options.{k}", "must be a string")
+        out.append(
+            (game_id, SourceConfig(e.get("url", str), e.get("format", str, ""), tuple(options.items())))
+        )
+    return tuple(out)
+
+
+def load(path: Path) -> AgentConfig:
+    """Read and check the config file at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", f"cannot be read: {exc.strerror}") from None
+    return parse(text, str(path))

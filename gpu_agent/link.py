@@ -1,0 +1,231 @@
+"""The agent's live link to the broker: register, heartbeat, carry session events, take commands; reconnect.
+
+The epoch is chosen once per process (its start time in microseconds), so a restarted agent always presents a newer
+one. When the broker goes, the agent keeps its sessions running, reconnects with backoff and jitter under the same
+epoch, and tells the broker what it still runs. If the broker refuses that epoch (the host was declared lost while
+cut off), those sessions are already ended on the broker's side: the agent lets them go and registers afresh with a
+new epoch, so an old session is never served twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+
+import grpc
+import structlog
+from cloudseat.v1 import agent_pb2, fleet_pb2
+from grpc import aio
+
+from broker.client import AgentLinkClient, BrokerClient
+from gpu_agent import inventory
+from gpu_agent.config import AgentConfig
+from gpu_agent.errors import RegistrationError
+from gpu_agent.sessions import SessionManager
+
+log = structlog.get_logger(__name__)
+
+AGENT_VERSION = "cloudseat-agent/0.1"
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 10.0
+# Events queued while disconnected; beyond this the oldest go (the broker's own timeouts cover the gap).
+_OUTBOX_MAX = 10_000
+# Keepalive pings so a half-open connection to the broker is noticed within seconds, not minutes.
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def new_epoch() -> int:
+    return time.time_ns() // 1000
+
+
+class Outbox:
+    """Messages for the broker: sent at once while connected, kept while not (the oldest go first when full)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue(maxsize=_OUTBOX_MAX)
+        # Messages put and not yet written to a connection (queued or being written now); `flushed` is set when
+        # that count is zero.
+        self.unsent = 0
+        self.flushed = asyncio.Event()
+        self.flushed.set()
+
+    def put(self, msg: agent_pb2.AgentMessage) -> None:
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+                self.unsent -= 1
+        self.queue.put_nowait(msg)
+        self.unsent += 1
+        self.flushed.clear()
+
+    def sent(self) -> None:
+        self.unsent -= 1
+        if self.unsent == 0:
+            self.flushed.set()
+
+
+class BrokerLink:
+    def __init__(self, config: AgentConfig, sessions: SessionManager, outbox: Outbox) -> None:
+        self.config = config
+        self.epoch = new_epoch()
+        self.sessions = sessions
+        self.outbox = outbox.queue
+        self._outbox = outbox
+        self.registered = asyncio.Event()
+        self.connections = 0
+        self._current: AgentLinkClient | None = None
+        self._negotiations: set[asyncio.Task[None]] = set()
+        self._client = BrokerClient(config.broker, options=CHANNEL_OPTIONS)
+        self._stopping = False
+        self._gpus = [
+            fleet_pb2.Gpu(
+                model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid
+            )
+            for g in inventory.gpus()
+        ]
+
+    def _register_message(self) -> agent_pb2.Register:
+        c = self.config
+        return agent_pb2.Register(
+            host_id=c.host_id,
+            provider_id=c.provider_id,
+            site_id=c.site_id,
+            epoch=self.epoch,
+            agent_version=AGENT_VERSION,
+            inventory=agent_pb2.HostInventory(
+                gpu_class=c.gpu_class,
+                gpus=self._gpus,
+                slots=c.slots,
+                games_cached=list(c.games_cached),
+                media_addresses=list(c.media_addresses),
+                price_micros_per_slot_hour=c.price_micros_per_slot_hour,
+            ),
+            running=self.sessions.running(),
+        )
+
+    async def run(self) -> None:
+        """Stay connected until stop(); raises RegistrationError when the broker refuses this host for good."""
+        backoff = _BACKOFF_FIRST_S
+        while not self._stopping:
+            link = AgentLinkClient(self._client, self._register_message())
+            self._current = link
+            try:
+                registered = await link.open()
+                backoff = _BACKOFF_FIRST_S
+                self.connections += 1
+                log.info(
+                    "registered with the broker",
+                    broker=self.config.broker,
+                    epoch=self.epoch,
+                    reconnect=self.connections > 1,
+                )
+                self.registered.set()
+                self.sessions.draining = self.sessions.draining or registered.drained
+                await self._serve(link, registered)
+            except aio.AioRpcError as exc:
+                self._refused(exc)
+            except (TimeoutError, OSError) as exc:
+                log.warning("broker link failed", error=str(exc))
+            finally:
+                self.registered.clear()
+                self._current = None
+                await link.close()
+            if self._stopping:
+                break
+            delay = backoff * random.uniform(0.5, 1.5)
+            log.info("reconnecting to the broker", in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _refused(self, exc: aio.AioRpcError) -> None:
+        code, details = exc.code(), exc.details() or ""
+        if code in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ):
+            raise RegistrationError(f"the broker refused this host: {details}") from exc
+        if code is grpc.StatusCode.FAILED_PRECONDITION and "epoch" in details:
+            # Declared lost or replaced while we were away: our sessions are over on the broker's side.
+            log.warning("the broker retired this agent's epoch; starting afresh", detail=details)
+            for sid in list(self.sessions.sessions):
+                self.sessions.stop(sid, 0)
+            self.epoch = new_epoch()
+            return
+        log.warning("broker link closed", status=code.name, detail=details)
+
+    async def _serve(self, link: AgentLinkClient, registered: agent_pb2.Registered) -> None:
+        tasks = [
+            asyncio.create_task(self._heartbeat(link, registered.heartbeat_interval_ms / 1000)),
+            asyncio.create_task(self._send(link)),
+            asyncio.create_task(self._commands(link)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, aio.AioRpcError, Exception):
+                    await t
+
+    async def _heartbeat(self, link: AgentLinkClient, interval_s: float) -> None:
+        while True:
+            cpu, gpu = inventory.utilisation()
+            await link.heartbeat(cpu, gpu, self.sessions.stats(), draining=self.sessions.draining)
+            await asyncio.sleep(interval_s)
+
+    async def _send(self, link: AgentLinkClient) -> None:
+        while True:
+            msg = await self.outbox.get()
+            try:
+                await link.send(msg)
+                self._outbox.sent()
+            except BaseException:
+                # Not sent: keep it for the next connection (order among events of one session is kept).
+                requeue = [msg]
+                while not self.outbox.empty():
+                    requeue.append(self.outbox.get_nowait())
+                for m in requeue:
+                    self.outbox.put_nowait(m)
+                raise
+
+    async def _commands(self, link: AgentLinkClient) -> None:
+        async for msg in link.commands():
+            kind = msg.WhichOneof("body")
+            if kind == "start_session":
+                self.sessions.start(msg.start_session)
+            elif kind == "stop_session":
+                self.sessions.stop(msg.stop_session.session_id, msg.stop_session.reason)
+            elif kind == "negotiate":
+                task = asyncio.create_task(self._negotiate(msg.negotiate))
+                self._negotiations.add(task)
+                task.add_done_callback(self._negotiations.discard)
+            elif kind == "drain":
+                self.sessions.draining = msg.drain.drained
+                log.info("drain set by the provider", drained=msg.drain.drained)
+        raise ConnectionError("the broker closed the link")
+
+    async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:
+        result = await self.sessions.negotiate(cmd)
+        self._outbox.put(agent_pb2.AgentMessage(negotiate_result=result))
+
+    async def stop(self, flush_s: float = 5.0) -> None:
+        """Leave: send what is queued (sessions handed back), say goodbye so the broker marks the host offline at
+        once rather than lost later, and close."""
+        self._stopping = True
+        link = self._current
+        if link is not None and self.registered.is_set():
+            with contextlib.suppress(TimeoutError, aio.AioRpcError, asyncio.CancelledError):
+                async with asyncio.timeout(flush_s):
+                    await self._outbox.flushed.wait()
+                await link.finish(flush_s)
+        await self._client.close()

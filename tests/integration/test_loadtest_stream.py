@@ -1,0 +1,54 @@
+"""`cloudseat-loadtest stream` end to end, briefly: a broker, an agent process and a receiver process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FIELDS = (
+    "streams",
+    "fps_p50",
+    "capture_to_decoded_ms_p50",
+    "capture_to_decoded_ms_p99",
+    "encode_ms_p50",
+    "cpu_per_stream_pct",
+    "input_to_photon_ms_p50",
+    "baseline",
+)
+
+
+def test_stream_benchmark_writes_every_field(tmp_path: Path, db_url: str) -> None:
+    out = tmp_path / "stream.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "stream",
+            "--streams",
+            "1",
+            "--duration",
+            "2",
+            "--codec",
+            "vp8",
+            "--json",
+            str(out),
+            "--database-url",
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for field in FIELDS:
+        assert field in result, field
+    assert result["streams"] == 1 and result["per_stream"][0]["frames"] > 0
+    assert result["fps_p50"] > 0 and result["baseline"]["encode_ms_p50"] > 0

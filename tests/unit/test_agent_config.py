@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpu_agent import config
+from gpu_agent.errors import ConfigError
+
+GOOD = """
+host_id = "host-a1"
+provider_id = "prov"
+site_id = "site-a"
+broker = "127.0.0.1:50051"
+slots = 2
+gpu_class = "rtx4080"
+price_micros_per_slot_hour = 1500000
+games_cached = ["demo", "trailer"]
+media_addresses = ["127.0.0.1"]
+drain_grace_s = 5
+
+[[ice_servers]]
+urls = ["stun:127.0.0.1:3478"]
+
+[sources.trailer]
+url = "/srv/trailer.mp4"
+options = { stream_loop = "-1" }
+"""
+
+
+def test_a_full_config_parses() -> None:
+    c = config.parse(GOOD)
+    assert (c.host_id, c.slots, c.gpu_class, c.drain_grace_s) == ("host-a1", 2, "rtx4080", 5.0)
+    assert c.games_cached == ("demo", "trailer")
+    assert c.ice_servers[0].urls == ("stun:127.0.0.1:3478",)
+    assert dict(c.sources)["trailer"].options == (("stream_loop", "-1"),)
+
+
+def _without(key: str) -> str:
+    return "\n".join(line for line in GOOD.splitlines() if not line.startswith(f"{key} ="))
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (_without("host_id"), "host_id: is required"),
+        (GOOD.replace("slots = 2", "slots = 0"), "slots: must be between 1 and 256"),
+        (GOOD.replace("slots = 2", "slots = true"), "slots: must be an integer"),
+        (GOOD.replace("slots = 2", 'slots = "2"'), "slots: must be an integer"),
+        (GOOD.replace('broker = "127.0.0.1:50051"', 'broker = "localhost"'), "broker: must be HOST:PORT"),
+        (GOOD.replace('"127.0.0.1"]', '"not-an-ip"]'), "media_addresses[0]: must be an IP address"),
+        (GOOD.replace('"demo", "trailer"', '"demo", "bad game"'), "games_cached[1]: must be a game id"),
+        (GOOD.replace("stun:127", "http://127"), "ice_servers[0].urls[0]"),
+        (GOOD.replace('url = "/srv/trailer.mp4"', ""), "sources.trailer.url: is required"),
+        ("slotz = 3\n" + GOOD, "slotz: is not a known setting"),
+        (
+            GOOD.replace("price_micros_per_slot_hour = 1500000", "price_micros_per_slot_hour = -1"),
+            "price_micros_per_slot_hour: must be between",
+        ),
+        ("host_id = ", "(file): is not valid TOML"),
+    ],
+)
+def test_each_bad_field_is_named(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.parse(text, "host.toml")
+    assert str(e.value).startswith("host.toml: ")
+    assert field in str(e.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        config.load(tmp_path / "nope.toml")
