@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.stream_media import cpu_seconds, scripted_input
+
 TIERS = {"720p30": "720P30", "720p60": "720P60", "1080p60": "1080P60", "1080p120": "1080P120"}
 
 
@@ -69,7 +71,6 @@ async def _receivers(
     from cloudseat.v1 import common_pb2, session_pb2
 
     from broker.client import BrokerClient
-    from gpu_agent import seat_protocol as sp
     from thin_client.receiver import Receiver
 
     async with BrokerClient(target) as broker:
@@ -98,16 +99,8 @@ async def _receivers(
             return
         conn.send(("connected", None))
 
-        async def script(receiver: Receiver, offset_s: float) -> None:
-            await asyncio.sleep(offset_s)
-            down = True
-            while True:
-                await receiver.send(sp.KeyInput(0, 0, 0x4F, down))  # the demo's player moves
-                down = not down
-                await asyncio.sleep(cfg.input_every_s)
-
         scripts = [
-            asyncio.create_task(script(r, i * cfg.input_every_s / len(receivers)))
+            asyncio.create_task(scripted_input(r, i * cfg.input_every_s / len(receivers), cfg.input_every_s))
             for i, r in enumerate(receivers)
         ]
         await asyncio.sleep(cfg.warmup_s)
@@ -129,12 +122,6 @@ def _expect(conn: multiprocessing.connection.Connection, kind: str, timeout_s: f
     if got != kind:
         raise RuntimeError(f"the receiver process: {payload if got == 'error' else got}")
     return payload
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -252,12 +239,12 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
                     await asyncio.to_thread(_expect, parent, "connected", 90)
                     await asyncio.to_thread(_expect, parent, "window", cfg.warmup_s + 30)
                     assert receiver.pid is not None
-                    wall0, agent0, recv0 = time.monotonic(), _cpu_s(agent.pid), _cpu_s(receiver.pid)
+                    wall0, agent0, recv0 = time.monotonic(), cpu_seconds(agent.pid), cpu_seconds(receiver.pid)
                     encode: dict[str, list[float]] = {sid: [] for sid, _ in sessions}
                     collect = asyncio.create_task(_sample_encode(c, encode, session_pb2))
                     stats = await asyncio.to_thread(_expect, parent, "stats", cfg.duration_s + 60)
                     wall = time.monotonic() - wall0
-                    agent_cpu, recv_cpu = _cpu_s(agent.pid) - agent0, _cpu_s(receiver.pid) - recv0
+                    agent_cpu, recv_cpu = cpu_seconds(agent.pid) - agent0, cpu_seconds(receiver.pid) - recv0
                     collect.cancel()
                 finally:
                     receiver.join(timeout=15)

@@ -200,6 +200,19 @@ async def _agent(config: StreamBenchConfig, conn: multiprocessing.connection.Con
 # -- the receiver process ---------------------------------------------------------------------------------------
 
 
+async def scripted_input(receiver: Any, offset_s: float, every_s: float) -> None:
+    """Press and release the demo's right-arrow key every `every_s`, starting after `offset_s` (staggered so that
+    several receivers do not all send at once), until cancelled: what input→photon is measured on."""
+    from gpu_agent import seat_protocol as sp
+
+    await asyncio.sleep(offset_s)
+    down = True
+    while True:
+        await receiver.send(sp.KeyInput(0, 0, _DEMO_KEY, down))
+        down = not down
+        await asyncio.sleep(every_s)
+
+
 def _receiver_main(config: StreamBenchConfig, port: int, conn: multiprocessing.connection.Connection) -> None:
     _quiet()
     asyncio.run(_receivers(config, port, conn))
@@ -208,7 +221,6 @@ def _receiver_main(config: StreamBenchConfig, port: int, conn: multiprocessing.c
 async def _receivers(
     config: StreamBenchConfig, port: int, conn: multiprocessing.connection.Connection
 ) -> None:
-    from gpu_agent import seat_protocol as sp
     from thin_client.receiver import Receiver
 
     receivers = [
@@ -223,16 +235,10 @@ async def _receivers(
         return
     conn.send(("connected", None))
 
-    async def script(receiver: Receiver, offset_s: float) -> None:
-        await asyncio.sleep(offset_s)
-        down = True
-        while True:
-            await receiver.send(sp.KeyInput(0, 0, _DEMO_KEY, down))
-            down = not down
-            await asyncio.sleep(config.input_every_s)
-
     scripts = [
-        asyncio.ensure_future(script(r, i * config.input_every_s / max(1, config.streams)))
+        asyncio.ensure_future(
+            scripted_input(r, i * config.input_every_s / max(1, config.streams), config.input_every_s)
+        )
         for i, r in enumerate(receivers)
     ]
     await asyncio.sleep(config.warmup_s)
@@ -265,7 +271,7 @@ def _expect(conn: multiprocessing.connection.Connection, kind: str, timeout_s: f
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (Linux /proc; the benchmark machines are Linux)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -294,12 +300,12 @@ def run_stream_benchmark(config: StreamBenchConfig) -> StreamBenchResult:
         _expect(recv_conn, "window", config.warmup_s + 30, "receiver")
         assert agent.pid is not None and receiver.pid is not None
         agent_ps, recv_ps = agent.pid, receiver.pid
-        wall0, agent0, recv0 = time.monotonic(), _cpu_s(agent_ps), _cpu_s(recv_ps)
+        wall0, agent0, recv0 = time.monotonic(), cpu_seconds(agent_ps), cpu_seconds(recv_ps)
         start_us, end_us, stats = _expect(recv_conn, "stats", config.seconds + 60, "receiver")
         wall, agent_cpu, recv_cpu = (
             time.monotonic() - wall0,
-            _cpu_s(agent_ps) - agent0,
-            _cpu_s(recv_ps) - recv0,
+            cpu_seconds(agent_ps) - agent0,
+            cpu_seconds(recv_ps) - recv0,
         )
         agent_conn.send("stop")
         samples = _expect(agent_conn, "samples", 60, "agent")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 import structlog
@@ -101,10 +101,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 return
             await context.write(msg)
 
-    def _reconcile(self, link: AgentLink, live: list[asyncpg.Record], running: object) -> None:
+    def _reconcile(
+        self, link: AgentLink, live: list[asyncpg.Record], running: Sequence[agent_pb2.RunningSession]
+    ) -> None:
         """After (re)connecting: start what the broker placed but the agent does not run, stop what the agent runs
         but the broker no longer has live on this host."""
-        agent_runs = {r.session_id for r in running}  # type: ignore[attr-defined]
+        agent_runs = {r.session_id for r in running}
         broker_has = {str(r["session_id"]) for r in live}
         for row in live:
             if row["state"] == "PLACED" and str(row["session_id"]) not in agent_runs:
