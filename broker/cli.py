@@ -143,11 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub.add_parser("serve", help="serve the broker's gRPC services"), "127.0.0.1:50051")
     _add_common(sub.add_parser("migrate", help="apply database migrations and exit"))
-    _add_serve(
-        sub.add_parser(
-            "dev", help="the local system: serve on the embedded database with a demo venue and fleet"
-        ),
-        "127.0.0.1:50051",
+    dev_parser = sub.add_parser(
+        "dev",
+        help="the local system: serve on the embedded database with a demo venue, fleet and local agents",
+    )
+    _add_serve(dev_parser, "127.0.0.1:50051")
+    dev_parser.add_argument(
+        "--agents",
+        type=int,
+        default=int(os.environ.get("CLOUDSEAT_DEV_AGENTS", "2")),
+        help="local GPU agents to start, spread over the demo sites (env CLOUDSEAT_DEV_AGENTS; default 2)",
     )
     args = parser.parse_args(argv)
     logs.configure(args.log_format, args.log_level)

@@ -1,0 +1,56 @@
+"""The README's "bring it up" command: the broker in dev mode seeds a demo cafe and fleet and starts local agents,
+so a session is placed and streamed with nothing else to set up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from cloudseat.v1 import common_pb2, fleet_pb2
+
+from broker.client import BrokerClient
+
+pytestmark = pytest.mark.slow
+
+
+async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLOUDSEAT_DATABASE_URL")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker", "dev", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+        "--log-format", "json", "--agents", "2",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = None
+        async with asyncio.timeout(60):
+            while port is None:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the broker exited before it was up"
+                if m := re.search(r"cloudseat broker is up on 127\.0\.0\.1:(\d+)", line):
+                    port = int(m.group(1))
+        async with BrokerClient(f"127.0.0.1:{port}") as c:
+            async with asyncio.timeout(30):
+                while True:
+                    hosts = (await c.fleet.ListHosts(fleet_pb2.ListHostsRequest())).hosts
+                    if sum(h.status == fleet_pb2.HOST_STATUS_ONLINE for h in hosts) == 2:
+                        break
+                    await asyncio.sleep(0.2)
+            assert {h.site_id for h in hosts} == {"site-a", "site-b"}
+            started = await c.start_session("demo-cafe", "seat-01", "demo")
+            ready = await c.wait_for(started.session.session_id, common_pb2.SESSION_STATE_READY, timeout_s=20)
+            assert (
+                ready.state == common_pb2.SESSION_STATE_READY and ready.site_id == "site-a"
+            )  # the nearer site
+            await c.end_session(started.session.session_id, started.session_token)
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
