@@ -110,7 +110,8 @@ class AgentRegistry:
     def detach(self, link: AgentLink) -> None:
         if self._links.get(link.host_id) is link:
             del self._links[link.host_id]
-        self._beats.pop(link.host_id, None)
+            # A newer link of the same host may have beaten already; its heartbeat stays.
+            self._beats.pop(link.host_id, None)
         link.close(link.close_reason or "disconnected")
 
     def link(self, host_id: str) -> AgentLink | None:

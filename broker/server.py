@@ -145,9 +145,7 @@ class Broker:
         return self.port
 
     async def _set_health(self, name: str, status: int) -> None:
-        result = self.health.set(name, status)
-        if asyncio.iscoroutine(result):
-            await result
+        await self.health.set(name, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking RPCs, let in-flight unary RPCs finish within the grace period, end streams, release all."""

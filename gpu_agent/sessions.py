@@ -55,7 +55,7 @@ class SessionManager:
         if self.draining:
             self._end(sid, R.END_REASON_REFUSED_BY_HOST, "the host is draining")
             return
-        if sum(1 for _ in self.sessions) >= self._config.slots:
+        if len(self.sessions) >= self._config.slots:
             self._end(sid, R.END_REASON_REFUSED_BY_HOST, "no free slot on the host")
             return
         session = RunningSession(sid, cmd.game_id, S.SESSION_STATE_STARTING)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from broker import errors
-from broker.store.database import transaction, translated
+from broker.store.database import transaction
 from broker.store.queries import Q
 
 
@@ -127,11 +127,5 @@ async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]
     async with transaction(pool) as conn:
         if await conn.fetchval(Q["set_offline"], host_id, epoch) is None:
             return []  # replaced by a newer epoch meanwhile, or already lost
-        rows = await conn.fetch(Q["end_sessions_of_departed_host"], host_id)
+        rows = await conn.fetch(Q["end_host_sessions"], host_id, "HOST_LOST", "the agent went offline")
     return [str(r["session_id"]) for r in rows]
-
-
-async def session_on_host(pool: asyncpg.Pool, session_id: object, host_id: str) -> asyncpg.Record | None:
-    with translated():
-        row: asyncpg.Record | None = await pool.fetchrow(Q["session_on_host"], session_id, host_id)
-    return row

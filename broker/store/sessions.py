@@ -175,9 +175,8 @@ async def end_timed_out(pool: asyncpg.Pool, timeouts: lifecycle.Timeouts) -> lis
     async with transaction(pool) as conn:
         rows: list[asyncpg.Record] = await conn.fetch(
             Q["end_timed_out"],
-            timeouts.pending_s,
-            timeouts.placed_s,
-            timeouts.starting_s,
-            timeouts.ready_s,
+            *(timeouts.limit_s(s) for s in (State.PENDING, State.PLACED, State.STARTING, State.READY)),
+            timeouts.reason_for(State.PENDING).value,
+            timeouts.reason_for(State.PLACED).value,
         )
     return rows

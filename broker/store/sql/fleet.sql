@@ -28,6 +28,3 @@ UPDATE hosts SET drained = $2 WHERE host_id = $1 RETURNING host_id;
 
 -- name: site_exists
 SELECT provider_id FROM sites WHERE site_id = $1;
-
--- name: provider_exists
-SELECT 1 FROM providers WHERE provider_id = $1;

@@ -46,14 +46,6 @@ UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'hos
 WHERE host_id = ANY($1::text[]) AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
 RETURNING session_id;
 
--- name: session_on_host
-SELECT session_id, state, host_id FROM sessions WHERE session_id = $1 AND host_id = $2;
-
 -- name: set_offline
 -- The agent said goodbye: the host takes nothing new and is not judged lost later.
 UPDATE hosts SET status = 'offline' WHERE host_id = $1 AND epoch = $2 AND status = 'online' RETURNING host_id;
-
--- name: end_sessions_of_departed_host
-UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'the agent went offline'
-WHERE host_id = $1 AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
-RETURNING session_id;

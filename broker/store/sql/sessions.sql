@@ -12,14 +12,8 @@ RETURNING *;
 -- name: session_by_request
 SELECT * FROM sessions WHERE venue_id = $1 AND request_id = $2;
 
--- name: seat_exists
-SELECT 1 FROM seats WHERE venue_id = $1 AND seat_id = $2;
-
 -- name: venue_exists
 SELECT 1 FROM venues WHERE venue_id = $1;
-
--- name: game_exists
-SELECT 1 FROM games WHERE game_id = $1;
 
 -- name: get_session
 SELECT * FROM sessions WHERE session_id = $1;
@@ -48,10 +42,11 @@ WHERE session_id = ANY($1::uuid[]);
 
 -- name: end_timed_out
 -- Ends every session that sat too long in a waiting state. $1..$4: the limits in seconds for PENDING, PLACED,
--- STARTING and READY; the reasons come from broker.lifecycle.Timeouts.
+-- STARTING and READY; $5, $6: the end reasons for a pending and for a starting session. broker.lifecycle.Timeouts
+-- decides all six.
 UPDATE sessions
 SET state = 'ENDED',
-    end_reason = CASE WHEN state = 'PENDING' THEN 'PENDING_TIMEOUT' ELSE 'START_TIMEOUT' END,
+    end_reason = CASE WHEN state = 'PENDING' THEN $5 ELSE $6 END,
     end_detail = 'no progress from ' || state || ' within the time limit'
 WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')
   AND updated_at < now() - make_interval(secs => CASE state
