@@ -19,6 +19,7 @@ from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
     common_pb2,
+    fleet_pb2,
     fleet_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
@@ -58,9 +59,14 @@ class BrokerClient:
         request_id: str | None = None,
         patron_id: str = "",
         slots: int = 1,
+        zone_id: str = "",
+        resume: tuple[str, str] | None = None,
         timeout_s: float = 10.0,
     ) -> session_pb2.StartSessionResponse:
-        """Start a session; retried on UNAVAILABLE with the same request id, so it never starts two."""
+        """Start a session; retried on UNAVAILABLE with the same request id, so it never starts two.
+
+        `resume` is (session id, session token) of a session the seat lost through no fault of its own: the new
+        session goes to the front of the queue."""
         request = session_pb2.StartSessionRequest(
             request_id=request_id or uuid.uuid4().hex,
             venue_id=venue_id,
@@ -68,7 +74,10 @@ class BrokerClient:
             game_id=game_id,
             patron_id=patron_id,
             slots=slots,
+            zone_id=zone_id,
         )
+        if resume is not None:
+            request.resume.session_id, request.resume.session_token = resume
         delay = 0.05
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -100,6 +109,10 @@ class BrokerClient:
                 if update.session.state in states or update.session.state == State.SESSION_STATE_ENDED:
                     return update.session
         raise RuntimeError(f"session {session_id} watch ended early")
+
+    async def list_games(self, timeout_s: float = 10.0) -> list[fleet_pb2.Game]:
+        response = await self.sessions.ListGames(session_pb2.ListGamesRequest(), timeout=timeout_s)
+        return list(response.games)
 
     async def end_session(self, session_id: str, token: str, detail: str = "") -> common_pb2.Session:
         response = await self.sessions.EndSession(

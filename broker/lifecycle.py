@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from broker.errors import IllegalTransition
+from broker.errors import FailedPrecondition, IllegalTransition
 
 
 class State(enum.StrEnum):
@@ -65,6 +65,37 @@ _HOST_REASONS = frozenset(
 AGENT_REASONS: frozenset[EndReason] = frozenset(
     {EndReason.FAILED, EndReason.UNKNOWN_GAME, EndReason.HOST_DRAINED, EndReason.REFUSED_BY_HOST}
 )
+
+
+# Endings that were not the seat's doing: the seat may resume such a session, ahead of the queue, within
+# RESUME_WINDOW_S of its end (StartSessionRequest.resume).
+RESUMABLE: frozenset[EndReason] = frozenset(
+    {
+        EndReason.HOST_LOST,
+        EndReason.HOST_DRAINED,
+        EndReason.REFUSED_BY_HOST,
+        EndReason.START_TIMEOUT,
+        EndReason.FAILED,
+    }
+)
+RESUME_WINDOW_S = 300.0
+
+
+def check_resumable(state: State, reason: EndReason | None, ended_s_ago: float) -> None:
+    """Raise FailedPrecondition (naming the field) unless a session in `state`, ended for `reason` `ended_s_ago`
+    seconds ago, may be resumed."""
+    if state is not State.ENDED or reason is None:
+        raise FailedPrecondition(f"resume.session_id: the session is {state}, not ended; keep playing it")
+    if reason not in RESUMABLE:
+        raise FailedPrecondition(
+            f"resume.session_id: the session ended {reason}; only a session ended by "
+            f"{', '.join(sorted(RESUMABLE))} can be resumed"
+        )
+    if ended_s_ago > RESUME_WINDOW_S:
+        raise FailedPrecondition(
+            f"resume.session_id: the session ended {ended_s_ago:.0f} s ago; resuming is possible for "
+            f"{RESUME_WINDOW_S:.0f} s — start a new session instead"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

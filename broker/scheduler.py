@@ -41,7 +41,12 @@ def build_problem(
             venue_id=r["venue_id"],
             game_id=r["game_id"],
             cap_ms=r["latency_cap_ms"],
-            target_ms=params.latency_policy.target_ms(r["latency_cap_ms"], r["waited_ms"]),
+            # A resume was playing a moment ago: anywhere within the cap beats waiting for a near host.
+            target_ms=(
+                r["latency_cap_ms"]
+                if r["resumed"]
+                else params.latency_policy.target_ms(r["latency_cap_ms"], r["waited_ms"])
+            ),
             arrival_ms=-r["waited_ms"],
             slots=r["slots"],
         )
@@ -113,11 +118,22 @@ class Scheduler:
                 await asyncio.sleep(_TICK_S)
 
     async def round(self) -> int:
-        """One batch: returns how many pending requests it considered."""
+        """One batch: returns how many pending requests it considered.
+
+        Resumes (sessions a lost host took from their seats) are placed first, on their own: a joint solve would
+        weigh them against the rest by cost alone, and they must win any scarce slot."""
         pending = await placement_store.pending_batch(self._pool, self._batch_max)
         if not pending:
             return 0
         self.rounds += 1
+        resumes = [r for r in pending if r["resumed"]]
+        others = [r for r in pending if not r["resumed"]]
+        for part in (resumes, others):
+            if part:
+                await self._place(part)
+        return len(pending)
+
+    async def _place(self, pending: Sequence[Mapping[str, Any]]) -> None:
         venues = sorted({r["venue_id"] for r in pending})
         for attempt in range(_REPLANS):
             hosts = await placement_store.candidate_hosts(self._pool)
@@ -141,9 +157,8 @@ class Scheduler:
                 placed=len(placed),
                 solve_ms=round(solve_ms, 2),
             )
-            return len(pending)
+            return
         log.warning("batch refused repeatedly; leaving it for the next round", pending=len(pending))
-        return len(pending)
 
     @staticmethod
     def _placements(

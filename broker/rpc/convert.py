@@ -92,6 +92,7 @@ def session(row: Row) -> common_pb2.Session:
         streaming_at=timestamp(row["streaming_at"]),
         ended_at=timestamp(row["ended_at"]),
         end_detail=row["end_detail"],
+        resumes_session_id=str(row["resumes"] or ""),
     )
 
 
@@ -204,6 +205,15 @@ def start_request(msg: session_pb2.StartSessionRequest) -> session_store.StartRe
         game_id=v.ident(msg.game_id, "game_id"),
         patron_id=v.ident(msg.patron_id, "patron_id", required=False),
         slots=v.int_range(msg.slots or 1, "slots", 1, 8),
+        zone_id=v.ident(msg.zone_id, "zone_id", required=False),
+        resume=(
+            session_store.ResumeRef(
+                session_id=v.session_id(msg.resume.session_id, "resume.session_id"),
+                token=v.token(msg.resume.session_token, "resume.session_token"),
+            )
+            if msg.HasField("resume")
+            else None
+        ),
     )
 
 

@@ -111,3 +111,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         detail = v.text(request.detail, "detail")
         row = await session_store.end(self._pool, sid, EndReason.ENDED_BY_PATRON, detail, token=token)
         return session_pb2.EndSessionResponse(session=convert.session(row))
+
+    async def ListGames(
+        self, request: session_pb2.ListGamesRequest, context: aio.ServicerContext
+    ) -> session_pb2.ListGamesResponse:
+        rows = await session_store.list_games(self._pool)
+        return session_pb2.ListGamesResponse(games=[convert.game(r) for r in rows])

@@ -18,6 +18,7 @@ _UNIQUE: dict[str, Callable[[], errors.CloudseatError]] = {
     "one_live_session_per_seat": lambda: errors.FailedPrecondition(
         "seat_id: the seat already has a live session; end it first"
     ),
+    "resumed_once": lambda: errors.FailedPrecondition("resume.session_id: the session was resumed already"),
 }
 _FOREIGN: dict[str, Callable[[], errors.CloudseatError]] = {
     "sites_provider_id_fkey": lambda: errors.NotFound("provider_id: no such provider"),
@@ -26,6 +27,7 @@ _FOREIGN: dict[str, Callable[[], errors.CloudseatError]] = {
     "seats_venue_id_zone_id_fkey": lambda: errors.NotFound("zone_id: no such zone"),
     "venue_site_latency_site_id_fkey": lambda: errors.NotFound("site_id: no such site"),
     "prices_site_id_fkey": lambda: errors.NotFound("site_id: no such site"),
+    "resumes_same_seat": lambda: errors.PermissionDenied("resume.session_id: a session of another seat"),
 }
 
 

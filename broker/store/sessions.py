@@ -25,6 +25,14 @@ _CAS_ATTEMPTS = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ResumeRef:
+    """The lost session a new one resumes, and the capability that proves the seat held it."""
+
+    session_id: uuid.UUID
+    token: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class StartRequest:
     request_id: str
     venue_id: str
@@ -32,6 +40,9 @@ class StartRequest:
     game_id: str
     patron_id: str = ""
     slots: int = 1
+    # The zone the seat believes it is in ("" = do not check).
+    zone_id: str = ""
+    resume: ResumeRef | None = None
 
 
 async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, bool]:
@@ -43,16 +54,23 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
     seat_taken: errors.FailedPrecondition | None = None
     try:
         async with transaction(pool) as conn:
-            row = await conn.fetchrow(
-                Q["insert_session"],
-                uuid.uuid4(),
-                req.venue_id,
-                req.seat_id,
-                req.request_id,
-                req.game_id,
-                req.patron_id,
-                req.slots,
-                secrets.token_urlsafe(24),
+            retry = req.resume is not None and await _check_resume(conn, req, req.resume)
+            row = (
+                None
+                if retry
+                else await conn.fetchrow(
+                    Q["insert_session"],
+                    uuid.uuid4(),
+                    req.venue_id,
+                    req.seat_id,
+                    req.request_id,
+                    req.game_id,
+                    req.patron_id,
+                    req.slots,
+                    secrets.token_urlsafe(24),
+                    req.zone_id,
+                    req.resume.session_id if req.resume else None,
+                )
             )
     except errors.FailedPrecondition as exc:
         # The seat is taken. By a concurrent call with this very request id? PostgreSQL checks the seat index,
@@ -70,11 +88,13 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
                     existing["game_id"],
                     existing["patron_id"],
                     existing["slots"],
+                    existing["resumes"],
                 ) == (
                     req.seat_id,
                     req.game_id,
                     req.patron_id,
                     req.slots,
+                    req.resume.session_id if req.resume else None,
                 )
                 if not same:
                     raise errors.AlreadyExists(
@@ -86,7 +106,44 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
                 raise seat_taken
             if await conn.fetchval(Q["venue_exists"], req.venue_id) is None:
                 raise errors.NotFound.of("venue_id", "venue", req.venue_id)
-            raise errors.NotFound.of("seat_id", "seat", req.seat_id)
+            zone = await conn.fetchval(Q["seat_zone"], req.venue_id, req.seat_id)
+            if zone is None:
+                raise errors.NotFound.of("seat_id", "seat", req.seat_id)
+            if req.zone_id and zone != req.zone_id:
+                raise errors.FailedPrecondition(
+                    f"zone_id: seat {req.seat_id!r} is in zone {zone!r}, not {req.zone_id!r}; fix the seat's "
+                    "configuration"
+                )
+            raise errors.StoreError(f"session for request {req.request_id!r} neither created nor found")
+
+
+async def _check_resume(conn: asyncpg.Connection, req: StartRequest, resume: ResumeRef) -> bool:
+    """Check (with the lost session locked) that `req` may resume it. True when `req` is a retry of the call that
+    did resume it (the caller then returns that session), False when a new session may be inserted."""
+    lost = await conn.fetchrow(Q["lock_session"], resume.session_id)
+    if lost is None:
+        raise errors.NotFound.of("resume.session_id", "session", str(resume.session_id))
+    if not hmac.compare_digest(str(lost["token"]).encode(), resume.token.encode()):
+        raise errors.PermissionDenied("resume.session_token: does not match the session")
+    if (lost["venue_id"], lost["seat_id"]) != (req.venue_id, req.seat_id):
+        raise errors.PermissionDenied("resume.session_id: a session of another seat")
+    successor = await conn.fetchrow(Q["resumed_by"], resume.session_id)
+    if successor is not None:
+        if successor["request_id"] == req.request_id:
+            return True
+        raise errors.FailedPrecondition(
+            f"resume.session_id: resumed already by session {successor['session_id']}"
+        )
+    ended_s_ago = float(await conn.fetchval(Q["seconds_since"], lost["ended_at"]) or 0.0)
+    reason = EndReason(lost["end_reason"]) if lost["end_reason"] else None
+    lifecycle.check_resumable(State(lost["state"]), reason, ended_s_ago)
+    return False
+
+
+async def list_games(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["list_games"])
+    return rows
 
 
 async def get(pool: asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:

@@ -1,9 +1,9 @@
 -- name: pending_batch
--- The oldest pending requests, with how long each has waited by the database clock.
-SELECT session_id, venue_id, game_id, latency_cap_ms, slots, pending_reason,
+-- The head of the queue (resumes first, then oldest first), with how long each has waited by the database clock.
+SELECT session_id, venue_id, game_id, latency_cap_ms, slots, pending_reason, resumes IS NOT NULL AS resumed,
        (extract(epoch FROM now() - created_at) * 1000)::bigint AS waited_ms
 FROM sessions WHERE state = 'PENDING'
-ORDER BY created_at, session_id
+ORDER BY resumes IS NULL, created_at, session_id
 LIMIT $1;
 
 -- name: candidate_hosts

@@ -1,11 +1,13 @@
 -- name: insert_session
 -- One round trip on the happy path: the seat's zone fixes tier and cap; no row back means the seat (or venue) is
 -- unknown, or request_id was used before (ON CONFLICT), and the caller finds out which.
+-- $9: the zone the seat believes it is in ('' = any); $10: the lost session this one resumes (NULL = none), which
+-- the caller has checked in the same transaction.
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token)
-SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8
+                      latency_cap_ms, state, token, resumes)
+SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8, $10
 FROM seats st JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
-WHERE st.venue_id = $2 AND st.seat_id = $3
+WHERE st.venue_id = $2 AND st.seat_id = $3 AND ($9 = '' OR st.zone_id = $9)
 ON CONFLICT (venue_id, request_id) DO NOTHING
 RETURNING *;
 
@@ -14,6 +16,22 @@ SELECT * FROM sessions WHERE venue_id = $1 AND request_id = $2;
 
 -- name: venue_exists
 SELECT 1 FROM venues WHERE venue_id = $1;
+
+-- name: seat_zone
+SELECT zone_id FROM seats WHERE venue_id = $1 AND seat_id = $2;
+
+-- name: lock_session
+SELECT * FROM sessions WHERE session_id = $1 FOR UPDATE;
+
+-- name: seconds_since
+-- By the database clock, which stamped the time.
+SELECT extract(epoch FROM now() - $1::timestamptz)::float8;
+
+-- name: resumed_by
+SELECT * FROM sessions WHERE resumes = $1;
+
+-- name: list_games
+SELECT * FROM games ORDER BY name, game_id;
 
 -- name: get_session
 SELECT * FROM sessions WHERE session_id = $1;
@@ -34,7 +52,7 @@ RETURNING *;
 -- name: queue_positions
 SELECT session_id, pos, total FROM (
     SELECT session_id,
-           row_number() OVER (ORDER BY created_at, session_id) AS pos,
+           row_number() OVER (ORDER BY resumes IS NULL, created_at, session_id) AS pos,
            count(*) OVER () AS total
     FROM sessions WHERE state = 'PENDING'
 ) q

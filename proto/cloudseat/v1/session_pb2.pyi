@@ -1,4 +1,5 @@
 from cloudseat.v1 import common_pb2 as _common_pb2
+from cloudseat.v1 import fleet_pb2 as _fleet_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,20 +9,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots")
+    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots", "zone_id", "resume")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     SEAT_ID_FIELD_NUMBER: _ClassVar[int]
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     PATRON_ID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    ZONE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     venue_id: str
     seat_id: str
     game_id: str
     patron_id: str
     slots: int
-    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
+    zone_id: str
+    resume: Resume
+    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ..., zone_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+
+class Resume(_message.Message):
+    __slots__ = ("session_id", "session_token")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    session_token: str
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
     __slots__ = ("session", "session_token", "created")
@@ -98,3 +111,13 @@ class EndSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
+
+class ListGamesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGamesResponse(_message.Message):
+    __slots__ = ("games",)
+    GAMES_FIELD_NUMBER: _ClassVar[int]
+    games: _containers.RepeatedCompositeFieldContainer[_fleet_pb2.Game]
+    def __init__(self, games: _Optional[_Iterable[_Union[_fleet_pb2.Game, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class SessionServiceStub(object):
                 request_serializer=cloudseat_dot_v1_dot_session__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=cloudseat_dot_v1_dot_session__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.ListGames = channel.unary_unary(
+                '/cloudseat.v1.SessionService/ListGames',
+                request_serializer=cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.SerializeToString,
+                response_deserializer=cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer(object):
@@ -101,6 +106,13 @@ class SessionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGames(self, request, context):
+        """The game catalogue a seat can pick from, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=cloudseat_dot_v1_dot_session__pb2.EndSessionRequest.FromString,
                     response_serializer=cloudseat_dot_v1_dot_session__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'ListGames': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGames,
+                    request_deserializer=cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.FromString,
+                    response_serializer=cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +282,33 @@ class SessionService(object):
             '/cloudseat.v1.SessionService/EndSession',
             cloudseat_dot_v1_dot_session__pb2.EndSessionRequest.SerializeToString,
             cloudseat_dot_v1_dot_session__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudseat.v1.SessionService/ListGames',
+            cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.SerializeToString,
+            cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.FromString,
             options,
             channel_credentials,
             insecure,
