@@ -3,7 +3,7 @@
 host_id = "host-a1"                 # id slug, unique in the region
 provider_id = "demo-provider"
 site_id = "site-a"
-broker = "127.0.0.1:50051"          # the broker's gRPC address
+broker = "127.0.0.1:50051"          # the broker's gRPC address (HOST:PORT, or unix:/PATH)
 slots = 2                           # concurrent sessions, 1-256
 gpu_class = "rtx4080"               # what the provider prices by
 price_micros_per_slot_hour = 1500000
@@ -130,8 +130,10 @@ def parse(text: str, source: str = "config") -> AgentConfig:
         if key not in _KNOWN:
             raise r.fail(key, "is not a known setting (typo?)")
     broker = r.get("broker", str)
-    if not _ADDRESS.fullmatch(broker) or not 0 < int(_ADDRESS.fullmatch(broker)["port"]) < 65536:  # type: ignore[index]
-        raise r.fail("broker", "must be HOST:PORT")
+    address = _ADDRESS.fullmatch(broker)
+    local = broker.startswith("unix:/") and len(broker) > len("unix:/")
+    if not local and (address is None or not 0 < int(address["port"]) < 65536):
+        raise r.fail("broker", "must be HOST:PORT (or unix:/PATH for a broker on this machine)")
     games = r.str_list("games_cached", ["demo"])
     for i, g in enumerate(games):
         if not _ID.fullmatch(g):

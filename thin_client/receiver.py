@@ -106,6 +106,7 @@ class ReceiverStats:
     inputs_shown: int
     input_to_photon_p50_ms: float
     input_to_photon_p95_ms: float
+    input_to_photon_p99_ms: float
 
 
 class MarkerJitterBuffer(JitterBuffer):
@@ -336,7 +337,21 @@ class Receiver:
             inputs_shown=len(shown),
             input_to_photon_p50_ms=_percentile(shown, 50),
             input_to_photon_p95_ms=_percentile(shown, 95),
+            input_to_photon_p99_ms=_percentile(shown, 99),
         )
+
+    async def bytes_received(self) -> int:
+        """Bytes the peer connection's transport has received so far (media, RTCP, data channels); 0 before."""
+        pc = self._pc
+        if pc is None:
+            return 0
+        report = await pc.getStats()
+        return sum(int(getattr(s, "bytesReceived", 0) or 0) for s in report.values() if s.type == "transport")
+
+    @property
+    def last_frame_us(self) -> int | None:
+        """When the newest stamped frame was decoded (CLOCK_MONOTONIC µs); None before the first."""
+        return self.frames[-1].decoded_us if self.frames else None
 
     async def _close_pc(self) -> None:
         pc, consumer = self._pc, self._consumer

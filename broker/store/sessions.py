@@ -72,6 +72,11 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
                     req.resume.session_id if req.resume else None,
                 )
             )
+    except errors.NotFound as exc:
+        # The games foreign key (venue and seat are checked by the insert's join): name the game asked for.
+        if not exc.message.startswith("game_id:"):
+            raise
+        raise errors.NotFound.of("game_id", "game", req.game_id) from exc
     except errors.FailedPrecondition as exc:
         # The seat is taken. By a concurrent call with this very request id? PostgreSQL checks the seat index,
         # not the request id, when the other insert is still in flight; the retry must get that session.

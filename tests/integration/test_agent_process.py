@@ -4,68 +4,19 @@ come back under a new epoch, refuse bad input."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 
 from broker.client import BrokerClient
-from broker.server import Broker
 from gpu_agent import seat_protocol as sp
+from tests.integration.conftest import CONFIG, Launch
 from thin_client.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 S = common_pb2.SessionState
-
-CONFIG = """
-host_id = "{host}"
-provider_id = "prov"
-site_id = "site-near"
-broker = "127.0.0.1:{port}"
-slots = 2
-gpu_class = "cpu"
-price_micros_per_slot_hour = 1000000
-games_cached = ["demo"]
-media_addresses = ["127.0.0.1"]
-codec = "vp8"
-drain_grace_s = 1
-"""
-
-Launch = Callable[..., Awaitable[asyncio.subprocess.Process]]
-
-
-@pytest.fixture
-async def launch(tmp_path: Path, broker: Broker) -> AsyncIterator[Launch]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(host: str = "agent-1", text: str | None = None) -> asyncio.subprocess.Process:
-        path = tmp_path / f"{host}.toml"
-        path.write_text(text if text is not None else CONFIG.format(host=host, port=broker.port))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gpu_agent",
-            "run",
-            "--config",
-            str(path),
-            "--log-format",
-            "json",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        if p.returncode is None:
-            p.kill()
-            await p.wait()
 
 
 async def _online(client: BrokerClient, host: str, *, epoch_above: int = 0) -> fleet_pb2.Host:

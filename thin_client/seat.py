@@ -1,0 +1,260 @@
+"""A patron's session at a seat, as both seat clients run it: start, follow the queue, negotiate, resume, end.
+
+`SeatSession` holds the seat's side of one session: the broker address, the venue and seat it plays for, and the
+session token the broker gave (a capability: Negotiate, EndSession and a resume need it). The Python client
+(`thin_client.play`) and the kiosk server (`thin_client.kiosk`) both drive it; the patron-facing text comes from the
+pure functions at the top (`describe`, `explain`), so both clients say the same thing in the same words.
+
+A session lost through no fault of the seat (its host lost, drained, refused or failed it: `resumable`) is resumed
+with `SeatSession.resume`: a new session for the same game, at the front of the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
+from grpc import aio
+
+from broker import lifecycle
+from broker.client import BrokerClient
+
+S = common_pb2.SessionState
+
+# End reasons after which the seat may carry on in a new session ahead of the queue (broker.lifecycle.RESUMABLE).
+_RESUMABLE = frozenset(common_pb2.EndReason.Value(f"END_REASON_{r.value}") for r in lifecycle.RESUMABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class SeatConfig:
+    """Who this seat is to the broker."""
+
+    broker: str  # host:port of a broker replica
+    venue_id: str
+    seat_id: str
+    zone_id: str = ""  # checked by the broker when set
+    patron_id: str = ""
+
+
+class SeatError(Exception):
+    """A one-line message for the patron or the venue's staff: what went wrong and what to fix."""
+
+
+# -- patron-facing text (pure) ----------------------------------------------------------------------------------
+
+
+def state_name(state: int) -> str:
+    return common_pb2.SessionState.Name(state).removeprefix("SESSION_STATE_")
+
+
+def reason_name(reason: int) -> str:
+    return common_pb2.EndReason.Name(reason).removeprefix("END_REASON_")
+
+
+def resumable(session: common_pb2.Session) -> bool:
+    return session.state == S.SESSION_STATE_ENDED and session.end_reason in _RESUMABLE
+
+
+_PENDING_TEXT = {
+    common_pb2.PENDING_REASON_QUEUED: "waiting for the next placement round",
+    common_pb2.PENDING_REASON_NO_CAPACITY_WITHIN_CAP: "every host close enough for this zone is busy",
+    common_pb2.PENDING_REASON_NO_SITE_WITHIN_CAP: "no site is close enough for this zone",
+    common_pb2.PENDING_REASON_WAITING_FOR_LOOSER_CAP: "looking for the nearest host",
+    common_pb2.PENDING_REASON_CANDIDATES_DRAINED: "the hosts within reach are being serviced",
+}
+
+_END_TEXT = {
+    "ENDED_BY_PATRON": "you ended the session",
+    "ENDED_BY_VENUE": "the venue ended the session",
+    "PENDING_TIMEOUT": "no host became free in time; try again",
+    "START_TIMEOUT": "the game did not start in time",
+    "HOST_LOST": "the game host was lost",
+    "FAILED": "the game failed on its host",
+    "UNKNOWN_GAME": "the host does not have this game",
+    "TIME_UP": "your time is up",
+    "HOST_DRAINED": "the game host was taken out of service",
+    "REFUSED_BY_HOST": "the game host refused the session",
+}
+
+
+def describe(update: session_pb2.SessionUpdate) -> str:
+    """One line for the patron: where the session is now."""
+    s = update.session
+    if s.state == S.SESSION_STATE_PENDING:
+        where = (
+            f"in the queue: {update.queue_position} of {update.queue_length}"
+            if update.queue_position
+            else "in the queue"
+        )
+        why = _PENDING_TEXT.get(s.pending_reason)
+        return f"{where} ({why})" if why else where
+    if s.state == S.SESSION_STATE_PLACED:
+        return f"placed on {s.host_id} at {s.site_id} ({s.latency_ms} ms away)"
+    if s.state == S.SESSION_STATE_STARTING:
+        return f"starting {s.game_id} on {s.host_id}"
+    if s.state == S.SESSION_STATE_READY:
+        return f"{s.game_id} is ready on {s.host_id}; connecting"
+    if s.state == S.SESSION_STATE_STREAMING:
+        return f"playing {s.game_id} on {s.host_id} at {s.site_id}"
+    reason = reason_name(s.end_reason)
+    text = _END_TEXT.get(reason, reason.lower().replace("_", " "))
+    return f"ended: {text}" + (f" ({s.end_detail})" if s.end_detail else "")
+
+
+def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
+    """The broker's refusal as one line that says what to fix (never a traceback)."""
+    code, details = exc.code(), (exc.details() or "").strip()
+    field = details.split(":", 1)[0] if ":" in details else ""
+    if code is grpc.StatusCode.UNAVAILABLE and (
+        not details or "connect" in details.lower() or "dns" in details
+    ):
+        return SeatError(
+            f"cannot reach the broker at {cfg.broker}: check the broker address (--broker) and that the broker is "
+            "running"
+        )
+    if code is grpc.StatusCode.NOT_FOUND:
+        flag = {"venue_id": "--venue", "seat_id": "--seat", "game_id": "--game", "zone_id": "--zone"}.get(
+            field
+        )
+        return SeatError(f"{details}" + (f"; check {flag}" if flag else ""))
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return SeatError(
+            f"the broker refused this seat's credentials ({details}); check the seat's configuration"
+        )
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return SeatError(f"the broker needs valid credentials for this seat ({details})")
+    if code is grpc.StatusCode.FAILED_PRECONDITION and field == "seat_id":
+        return SeatError(
+            f"seat {cfg.seat_id!r} already has a live session: end it from the venue console, or wait for it to end"
+        )
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return SeatError(
+            f"the broker at {cfg.broker} did not answer in time ({details or 'deadline exceeded'})"
+        )
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return SeatError(f"the seat's request was refused: {details}")
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return SeatError(details)
+    return SeatError(f"{code.name.lower()}: {details}")
+
+
+# -- the session ----------------------------------------------------------------------------------------------
+
+
+class SeatSession:
+    """One patron's session at the seat (and its resumes). Call `start` first."""
+
+    def __init__(self, client: BrokerClient, cfg: SeatConfig) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.session: common_pb2.Session | None = None
+        self.token = ""
+        self.game_id = ""
+        self.resumes = 0
+
+    @property
+    def session_id(self) -> str:
+        if self.session is None:
+            raise SeatError("no session started")
+        return self.session.session_id
+
+    async def games(self) -> list[fleet_pb2.Game]:
+        try:
+            return await self.client.list_games()
+        except aio.AioRpcError as exc:
+            raise explain(exc, self.cfg) from None
+
+    async def start(self, game_id: str, *, timeout_s: float = 10.0) -> common_pb2.Session:
+        """Ask for a session (retried on UNAVAILABLE with one request id, so never two)."""
+        self.game_id = game_id
+        return await self._start(None, timeout_s)
+
+    async def resume(self, *, timeout_s: float = 10.0) -> common_pb2.Session:
+        """A new session for the same game, ahead of the queue, after this one was lost (see `resumable`)."""
+        if self.session is None or not resumable(self.session):
+            raise SeatError("only a session its host lost, drained or failed can be resumed")
+        started = await self._start((self.session.session_id, self.token), timeout_s)
+        self.resumes += 1
+        return started
+
+    async def _start(self, resume: tuple[str, str] | None, timeout_s: float) -> common_pb2.Session:
+        try:
+            response = await self.client.start_session(
+                self.cfg.venue_id,
+                self.cfg.seat_id,
+                self.game_id,
+                request_id=uuid.uuid4().hex,
+                patron_id=self.cfg.patron_id,
+                zone_id=self.cfg.zone_id,
+                resume=resume,
+                timeout_s=timeout_s,
+            )
+        except aio.AioRpcError as exc:
+            raise explain(exc, self.cfg) from None
+        self.session, self.token = response.session, response.session_token
+        return response.session
+
+    async def updates(self) -> AsyncIterator[session_pb2.SessionUpdate]:
+        """The session's updates (current state first) until it ends; a broken watch is resumed, so a broker
+        restart or a replica going away shows as a pause, not an end."""
+        delay = 0.1
+        while True:
+            try:
+                async for update in self.client.watch(self.session_id):
+                    delay = 0.1
+                    self.session = update.session
+                    yield update
+                    if update.session.state == S.SESSION_STATE_ENDED:
+                        return
+                return
+            except aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise explain(exc, self.cfg) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def wait_playable(self, *, timeout_s: float = 60.0) -> session_pb2.SessionUpdate:
+        """Follow the session until it can be negotiated (READY or STREAMING) or ends; the last update."""
+        async with asyncio.timeout(timeout_s):
+            async for update in self.updates():
+                if update.session.state in (
+                    S.SESSION_STATE_READY,
+                    S.SESSION_STATE_STREAMING,
+                    S.SESSION_STATE_ENDED,
+                ):
+                    return update
+        raise SeatError("the session's updates stopped before it was ready")
+
+    async def negotiate(self, offer_sdp: str, *, timeout_s: float = 15.0) -> str:
+        """Relay the seat's offer to the session's host; its answer."""
+        request = session_pb2.NegotiateRequest(session_id=self.session_id, session_token=self.token)
+        request.offer.type, request.offer.sdp = "offer", offer_sdp
+        try:
+            response = await self.client.sessions.Negotiate(request, timeout=timeout_s)
+        except aio.AioRpcError as exc:
+            raise explain(exc, self.cfg) from None
+        return str(response.answer.sdp)
+
+    async def stream_stats(self) -> common_pb2.StreamStats | None:
+        """What the host last reported of the stream (bitrate, RTT, loss); None before its first report."""
+        try:
+            response = await self.client.sessions.GetSession(
+                session_pb2.GetSessionRequest(session_id=self.session_id), timeout=5.0
+            )
+        except aio.AioRpcError:
+            return None
+        return response.session.stream_stats if response.session.HasField("stream_stats") else None
+
+    async def end(self, detail: str = "") -> common_pb2.Session | None:
+        """End the session (a no-op when it has ended); None when there was none."""
+        if self.session is None:
+            return None
+        try:
+            self.session = await self.client.end_session(self.session.session_id, self.token, detail)
+        except aio.AioRpcError as exc:
+            raise explain(exc, self.cfg) from None
+        return self.session
