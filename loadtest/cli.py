@@ -253,8 +253,9 @@ def _add_stream(sub: Any) -> None:
 
     p = sub.add_parser(
         "stream",
-        help="streams through a real broker and agent to Python receivers",
-        description="Start a broker, an agent and receivers on this machine; measure fps, latency and CPU.",
+        help="streams through a real broker and agent to real seats (Python client or browser kiosk)",
+        description="Start a broker, an agent and seats on this machine; measure session ready, fps, latency, "
+        "freezes and CPU.",
     )
     _option(p, "--streams", _positive, 1, "concurrent streams")
     _option(p, "--duration", float, 60.0, "seconds measured, after a 3 s warm-up")
@@ -270,6 +271,16 @@ def _add_stream(sub: Any) -> None:
         default=os.environ.get(_env("--codec"), "h264"),
         help=f"software codec (env {_env('--codec')}; default h264)",
     )
+    p.add_argument(
+        "--client",
+        choices=("python", "browser"),
+        default=os.environ.get(_env("--client"), "python"),
+        help=f"the seats: cloudseat-client play processes, or the kiosk page in headless Chromium "
+        f"(env {_env('--client')}; default python)",
+    )
+    _option(
+        p, "--ready-probes", _non_negative, 10, "short sessions started one by one to measure session ready"
+    )
     _option(p, "--json", Path, None, "write the results here as JSON")
     _option(p, "--database-url", str, None, "PostgreSQL for the broker (default: an embedded one, temporary)")
 
@@ -282,6 +293,8 @@ def _add_stream(sub: Any) -> None:
             tier=args.tier,
             codec=args.codec,
             database_url=args.database_url,
+            client=args.client,
+            ready_probes=args.ready_probes,
         )
         return stream.main(cfg, args.json)
 

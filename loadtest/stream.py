@@ -1,13 +1,17 @@
-"""`cloudseat-loadtest stream`: streams through the whole system — a real broker, a real agent process, receivers.
+"""`cloudseat-loadtest stream`: streams through the whole system — a real broker, a real agent process, real seats.
 
     parent      the broker (in process, on an embedded PostgreSQL in a temporary directory unless --database-url),
-                a venue with one seat per stream in a zone of the chosen tier, and N sessions started through it
-      ├─ agent process      `cloudseat-agent run` with N slots, the demo game: the code that runs on a GPU host
-      └─ receiver process   N receivers (thin_client.receiver) negotiating through SessionService.Negotiate
+                a venue with one seat per stream in a zone of the chosen tier
+      ├─ agent process          `cloudseat-agent run` with N slots, the demo game: the code that runs on a GPU host
+      └─ seats, --client python: `cloudseat-client play --headless` processes, one per stream (the seat's program)
+               --client browser: the kiosk page in headless Chromium (the distribution's), driven by Playwright
 
-It measures, over a window after a warm-up: delivered fps and capture→decoded latency per stream (from the frame
-stamps; agent and receivers share this machine's CLOCK_MONOTONIC), input→photon, the encoder's time per frame (as the
-agent reports it on its heartbeats, read from GetSession), and the CPU of the agent process per stream.
+Before the streams, --ready-probes short sessions are started one after another on a probe seat: each measures
+session ready, StartSession → first decoded frame, as the patron waits it (the demo game is always on the host:
+"cached"). Then the streams play for the warm-up plus --duration, with a scripted input pattern. Figures: delivered
+fps and capture→decoded latency per stream (from the frame stamps; agent and seats share this machine's
+CLOCK_MONOTONIC), input→photon, freezes, the encoder's time per frame (as the agent reports it on its heartbeats,
+read from GetSession), and the CPU of the agent and of the seats per stream.
 
 The baseline, measured in the same run because this machine is shared and noisy: the same demo frames encoded with
 the same codec and bitrate in a plain loop, no WebRTC, no broker — what one core does when nothing else is in the way.
@@ -16,10 +20,8 @@ the same codec and bitrate in a plain loop, no WebRTC, no broker — what one co
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import statistics
 import sys
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.stream_media import cpu_seconds, scripted_input
+from loadtest.stream_media import cpu_seconds
 
 TIERS = {"720p30": "720P30", "720p60": "720P60", "1080p60": "1080P60", "1080p120": "1080P120"}
 
@@ -43,85 +45,8 @@ class StreamRunConfig:
     codec: str = "h264"
     input_every_s: float = 0.25
     database_url: str | None = None
-
-
-# -- the receiver process ------------------------------------------------------------------------------------
-
-
-def _receiver_main(
-    target: str,
-    sessions: list[tuple[str, str]],
-    cfg: StreamRunConfig,
-    fps: int,
-    conn: multiprocessing.connection.Connection,
-) -> None:
-    import logging
-
-    logging.disable(logging.WARNING)
-    asyncio.run(_receivers(target, sessions, cfg, fps, conn))
-
-
-async def _receivers(
-    target: str,
-    sessions: list[tuple[str, str]],
-    cfg: StreamRunConfig,
-    fps: int,
-    conn: multiprocessing.connection.Connection,
-) -> None:
-    from cloudseat.v1 import common_pb2, session_pb2
-
-    from broker.client import BrokerClient
-    from thin_client.receiver import Receiver
-
-    async with BrokerClient(target) as broker:
-
-        def negotiator(session_id: str, token: str) -> Any:
-            async def negotiate(offer: str) -> str:
-                response = await broker.sessions.Negotiate(
-                    session_pb2.NegotiateRequest(
-                        session_id=session_id,
-                        session_token=token,
-                        offer=common_pb2.SessionDescription(type="offer", sdp=offer),
-                    )
-                )
-                return str(response.answer.sdp)
-
-            return negotiate
-
-        receivers = [Receiver(expected_fps=fps) for _ in sessions]
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.gather(
-                    *(r.connect(negotiator(*s)) for r, s in zip(receivers, sessions, strict=True))
-                )
-        except Exception as exc:
-            conn.send(("error", f"receivers did not connect: {type(exc).__name__}: {exc}"))
-            return
-        conn.send(("connected", None))
-
-        scripts = [
-            asyncio.create_task(scripted_input(r, i * cfg.input_every_s / len(receivers), cfg.input_every_s))
-            for i, r in enumerate(receivers)
-        ]
-        await asyncio.sleep(cfg.warmup_s)
-        start_us = time.monotonic_ns() // 1000
-        conn.send(("window", None))
-        await asyncio.sleep(cfg.duration_s)
-        stats = [dataclasses.asdict(r.stats(since_us=start_us)) for r in receivers]
-        conn.send(("stats", stats))
-        for task in scripts:
-            task.cancel()
-        for r in receivers:
-            await r.close()
-
-
-def _expect(conn: multiprocessing.connection.Connection, kind: str, timeout_s: float) -> Any:
-    if not conn.poll(timeout_s):
-        raise RuntimeError(f"the receiver process sent no {kind!r} within {timeout_s:.0f} s")
-    got, payload = conn.recv()
-    if got != kind:
-        raise RuntimeError(f"the receiver process: {payload if got == 'error' else got}")
-    return payload
+    client: str = "python"
+    ready_probes: int = 10
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -153,11 +78,12 @@ def encode_baseline(
 
 
 async def run(cfg: StreamRunConfig) -> dict[str, Any]:
-    from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2, venue_pb2
+    from cloudseat.v1 import fleet_pb2, venue_pb2
 
     from broker import tiers
     from broker.client import BrokerClient
     from broker.config import BrokerConfig
+    from broker.rpc.convert import TIER_TO_PB
     from broker.server import Broker
     from broker.store import embedded
 
@@ -182,21 +108,19 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
                     fleet_pb2.CreateSiteRequest(site_id="local", provider_id="bench", name="L")
                 )
                 await c.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="demo", name="Demo"))
-                await c.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="bench-cafe", name="Bench"))
-                from broker.rpc.convert import TIER_TO_PB
-
+                await c.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id=VENUE, name="Bench"))
                 await c.venues.PutZone(
                     venue_pb2.PutZoneRequest(
-                        venue_id="bench-cafe", zone_id="z", tier=TIER_TO_PB[spec.tier], latency_cap_ms=30
+                        venue_id=VENUE, zone_id="z", tier=TIER_TO_PB[spec.tier], latency_cap_ms=30
                     )
                 )
-                for i in range(cfg.streams):
+                for seat in [PROBE_SEAT, *(f"s{i}" for i in range(cfg.streams))]:
                     await c.venues.PutSeat(
-                        venue_pb2.PutSeatRequest(venue_id="bench-cafe", seat_id=f"s{i}", zone_id="z")
+                        venue_pb2.PutSeatRequest(venue_id=VENUE, seat_id=seat, zone_id="z")
                     )
                 await c.venues.ReportLatency(
                     venue_pb2.ReportLatencyRequest(
-                        venue_id="bench-cafe", samples=[venue_pb2.LatencySample(site_id="local", rtt_ms=1)]
+                        venue_id=VENUE, samples=[venue_pb2.LatencySample(site_id="local", rtt_ms=1)]
                     )
                 )
                 config_path = Path(tmp) / "agent.toml"
@@ -218,73 +142,67 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
                     stdout=asyncio.subprocess.DEVNULL,
                     stderr=asyncio.subprocess.DEVNULL,
                 )
-                started = []
-                for i in range(cfg.streams):
-                    started.append(await c.start_session("bench-cafe", f"s{i}", "demo"))
-                for s in started:
-                    ready = await c.wait_for(
-                        s.session.session_id, common_pb2.SESSION_STATE_READY, timeout_s=60
-                    )
-                    if ready.state != common_pb2.SESSION_STATE_READY:
-                        raise RuntimeError(f"session ended before it was ready: {ready.end_reason}")
-                sessions = [(s.session.session_id, s.session_token) for s in started]
+                await _host_online(c, "bench-host")
+                seats = PythonSeats(target, cfg, spec.fps, Path(tmp)) if cfg.client == "python" else None
+                if seats is None:
+                    from loadtest import stream_browser
 
-                ctx = multiprocessing.get_context("spawn")
-                parent, child = ctx.Pipe()
-                receiver = ctx.Process(
-                    target=_receiver_main, args=(target, sessions, cfg, spec.fps, child), daemon=True
-                )
-                receiver.start()
-                try:
-                    await asyncio.to_thread(_expect, parent, "connected", 90)
-                    await asyncio.to_thread(_expect, parent, "window", cfg.warmup_s + 30)
-                    assert receiver.pid is not None
-                    wall0, agent0, recv0 = time.monotonic(), cpu_seconds(agent.pid), cpu_seconds(receiver.pid)
-                    encode: dict[str, list[float]] = {sid: [] for sid, _ in sessions}
-                    collect = asyncio.create_task(_sample_encode(c, encode, session_pb2))
-                    stats = await asyncio.to_thread(_expect, parent, "stats", cfg.duration_s + 60)
-                    wall = time.monotonic() - wall0
-                    agent_cpu, recv_cpu = cpu_seconds(agent.pid) - agent0, cpu_seconds(receiver.pid) - recv0
-                    collect.cancel()
-                finally:
-                    receiver.join(timeout=15)
-                    if receiver.is_alive():
-                        receiver.kill()
-                for s in started:
-                    await c.end_session(s.session.session_id, s.session_token)
+                    browser = stream_browser.BrowserSeats(target, VENUE, cfg, spec.fps, Path(tmp))
+                    ready = await browser.probe_ready(PROBE_SEAT, cfg.ready_probes)
+                    encode: dict[str, list[float]] = {}
+                    collect = asyncio.create_task(_sample_encode(c, encode))
+                    wall0, agent0 = time.monotonic(), cpu_seconds(agent.pid)
+                    per_seat, seat_cpu = await browser.play([f"s{i}" for i in range(cfg.streams)])
+                else:
+                    ready = await seats.probe_ready(PROBE_SEAT, cfg.ready_probes)
+                    encode = {}
+                    collect = asyncio.create_task(_sample_encode(c, encode))
+                    wall0, agent0 = time.monotonic(), cpu_seconds(agent.pid)
+                    per_seat, seat_cpu = await seats.play([f"s{i}" for i in range(cfg.streams)])
+                wall = time.monotonic() - wall0
+                agent_cpu = cpu_seconds(agent.pid) - agent0
+                collect.cancel()
         finally:
             if agent is not None and agent.returncode is None:
                 agent.terminate()
                 await agent.wait()
             await broker.stop(grace_s=1)
 
+    ready += [r for seat in per_seat for r in seat.get("session_ready_ms", [])]
     encode_all = [x for values in encode.values() for x in values]
     per_stream = [
         {
-            "fps": st["fps"],
-            "capture_to_decoded_ms_p50": st["latency_p50_ms"],
-            "capture_to_decoded_ms_p99": st["latency_p99_ms"],
-            "input_to_photon_ms_p50": st["input_to_photon_p50_ms"],
-            "freezes": st["freezes"],
-            "frames": st["frames"],
-            "encode_ms_p50": _median(encode[sid]),
+            "fps": seat["fps_p50"],
+            "capture_to_decoded_ms_p50": seat["capture_to_decoded_ms_p50"],
+            "capture_to_decoded_ms_p99": seat["capture_to_decoded_ms_p99"],
+            "input_to_photon_ms_p50": seat["input_to_photon_ms_p50"],
+            "input_to_photon_ms_p99": seat["input_to_photon_ms_p99"],
+            "freezes": seat["freezes"],
+            "frames": seat["frames"],
+            "session_ready_ms": seat.get("session_ready_ms", []),
         }
-        for st, (sid, _) in zip(stats, sessions, strict=True)
+        for seat in per_seat
     ]
     return {
+        "client": cfg.client,
         "streams": cfg.streams,
         "tier": cfg.tier,
         "codec": cfg.codec,
         "duration_s": round(wall, 2),
+        "session_ready_ms_p50": _percentile(ready, 50),
+        "session_ready_ms_p95": _percentile(ready, 95),
+        "session_ready_samples": len(ready),
         "fps_p50": _median([s["fps"] for s in per_stream]),
         "fps_min": min(s["fps"] for s in per_stream),
         # Over all streams: the median of the streams' medians, and the worst stream's p99.
         "capture_to_decoded_ms_p50": _median([s["capture_to_decoded_ms_p50"] for s in per_stream]),
         "capture_to_decoded_ms_p99": max(s["capture_to_decoded_ms_p99"] for s in per_stream),
         "input_to_photon_ms_p50": _median([s["input_to_photon_ms_p50"] for s in per_stream]),
+        "input_to_photon_ms_p99": max(s["input_to_photon_ms_p99"] for s in per_stream),
+        "freezes": sum(s["freezes"] for s in per_stream),
         "encode_ms_p50": _median(encode_all),
         "cpu_per_stream_pct": round(100 * agent_cpu / wall / cfg.streams, 1),
-        "receiver_cpu_per_stream_pct": round(100 * recv_cpu / wall / cfg.streams, 1),
+        "seat_cpu_per_stream_pct": round(100 * seat_cpu / wall / cfg.streams, 1),
         "cpu_count": os.cpu_count(),
         "baseline": {
             "what": "demo frame render+encode in a plain loop, same codec and bitrate",
@@ -294,18 +212,98 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
     }
 
 
-async def _sample_encode(c: Any, into: dict[str, list[float]], session_pb2: Any) -> None:
-    """Each second, the encode time per frame each session's agent last reported (GetSession.stream_stats)."""
+VENUE = "bench-cafe"
+PROBE_SEAT = "probe"
+
+
+async def _host_online(c: Any, host_id: str, timeout_s: float = 60.0) -> None:
+    from cloudseat.v1 import fleet_pb2
+
+    async with asyncio.timeout(timeout_s):
+        while True:
+            hosts = await c.fleet.ListHosts(fleet_pb2.ListHostsRequest())
+            if any(h.host_id == host_id and h.status == fleet_pb2.HOST_STATUS_ONLINE for h in hosts.hosts):
+                return
+            await asyncio.sleep(0.1)
+
+
+class PythonSeats:
+    """Seats that run the real Python client, `cloudseat-client play --headless`, each in its own process."""
+
+    def __init__(self, target: str, cfg: StreamRunConfig, fps: int, tmp: Path) -> None:
+        self.target, self.cfg, self.fps, self.tmp = target, cfg, fps, tmp
+        self._n = 0
+
+    async def _play(self, seat: str, duration_s: float) -> tuple[dict[str, Any], float]:
+        """One client run to its end: (its --json, its CPU seconds)."""
+        self._n += 1
+        out = self.tmp / f"seat-{seat}-{self._n}.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "thin_client",
+            "play",
+            *("--broker", self.target, "--venue", VENUE, "--seat", seat, "--game", "demo"),
+            *("--headless", "--ice-address", "127.0.0.1", "--duration", str(duration_s)),
+            *("--input-hz", str(1 / self.cfg.input_every_s), "--fps", str(self.fps), "--json", str(out)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        cpu = 0.0
+        with contextlib.suppress(OSError):
+            while proc.returncode is None:
+                cpu = max(cpu, cpu_seconds(proc.pid))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.5)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"seat {seat}: cloudseat-client exited {proc.returncode}: {err.decode()[-2000:]}"
+            )
+        return json.loads(out.read_text()), cpu
+
+    async def probe_ready(self, seat: str, count: int) -> list[float]:
+        """Start `count` short sessions one after another; each one's StartSession → first frame, in ms."""
+        ready: list[float] = []
+        for _ in range(count):
+            result, _ = await self._play(seat, 0.3)
+            ready += result["session_ready_ms"]
+        return ready
+
+    async def play(self, seats: list[str]) -> tuple[list[dict[str, Any]], float]:
+        """All seats at once for the warm-up plus the duration: their results, and their CPU seconds together."""
+        runs = await asyncio.gather(*(self._play(s, self.cfg.warmup_s + self.cfg.duration_s) for s in seats))
+        return [r for r, _ in runs], sum(c for _, c in runs)
+
+
+async def _sample_encode(c: Any, into: dict[str, list[float]]) -> None:
+    """Each second, the encode time per frame each live session's agent last reported (GetSession.stream_stats)."""
+    from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
+
     while True:
         await asyncio.sleep(1.0)
-        for sid, values in into.items():
-            got = await c.sessions.GetSession(session_pb2.GetSessionRequest(session_id=sid))
+        listed = await c.venues.ListSessions(venue_pb2.ListSessionsRequest(venue_id=VENUE))
+        for session in listed.sessions:
+            if session.state != common_pb2.SESSION_STATE_STREAMING:
+                continue
+            got = await c.sessions.GetSession(session_pb2.GetSessionRequest(session_id=session.session_id))
             if got.session.HasField("stream_stats") and got.session.stream_stats.encode_ms > 0:
-                values.append(got.session.stream_stats.encode_ms)
+                into.setdefault(session.session_id, []).append(got.session.stream_stats.encode_ms)
 
 
 def _median(values: list[float]) -> float:
-    return round(statistics.median(values), 2) if values else float("nan")
+    clean = [v for v in values if v is not None]
+    return round(statistics.median(clean), 2) if clean else float("nan")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    clean = sorted(v for v in values if v is not None)
+    if not clean:
+        return float("nan")
+    rank = (len(clean) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(clean) - 1)
+    return round(clean[low] + (clean[high] - clean[low]) * (rank - low), 2)
 
 
 def main(cfg: StreamRunConfig, json_path: Path | None) -> int:
@@ -314,9 +312,12 @@ def main(cfg: StreamRunConfig, json_path: Path | None) -> int:
     logs.configure("console", "warning")
     result = asyncio.run(run(cfg))
     line = (
-        f"{result['streams']} x {result['tier']} ({result['codec']}): fps p50 {result['fps_p50']} (min "
+        f"{result['streams']} x {result['tier']} ({result['codec']}, {result['client']} seats): session ready p50 "
+        f"{result['session_ready_ms_p50']} ms p95 {result['session_ready_ms_p95']} ms, "
+        f"fps p50 {result['fps_p50']} (min "
         f"{result['fps_min']}), capture→decoded p50 {result['capture_to_decoded_ms_p50']} ms p99 "
-        f"{result['capture_to_decoded_ms_p99']} ms, input→photon p50 {result['input_to_photon_ms_p50']} ms, "
+        f"{result['capture_to_decoded_ms_p99']} ms, input→photon p50 {result['input_to_photon_ms_p50']} ms p99 "
+        f"{result['input_to_photon_ms_p99']} ms, freezes {result['freezes']}, "
         f"encode p50 {result['encode_ms_p50']} ms (baseline loop {result['baseline']['encode_ms_p50']} ms), "
         f"agent CPU {result['cpu_per_stream_pct']}% per stream"
     )

@@ -1,4 +1,4 @@
-"""`cloudseat-loadtest stream` end to end, briefly: a broker, an agent process and a receiver process."""
+"""`cloudseat-loadtest stream` end to end, briefly: a broker, an agent process and a Python client seat."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ FIELDS = (
     "encode_ms_p50",
     "cpu_per_stream_pct",
     "input_to_photon_ms_p50",
+    "input_to_photon_ms_p99",
+    "session_ready_ms_p50",
+    "session_ready_ms_p95",
+    "freezes",
     "baseline",
 )
 
@@ -37,6 +41,10 @@ def test_stream_benchmark_writes_every_field(tmp_path: Path, db_url: str) -> Non
             "2",
             "--codec",
             "vp8",
+            "--client",
+            "python",
+            "--ready-probes",
+            "2",
             "--json",
             str(out),
             "--database-url",
@@ -52,3 +60,5 @@ def test_stream_benchmark_writes_every_field(tmp_path: Path, db_url: str) -> Non
         assert field in result, field
     assert result["streams"] == 1 and result["per_stream"][0]["frames"] > 0
     assert result["fps_p50"] > 0 and result["baseline"]["encode_ms_p50"] > 0
+    # Two probes and the stream's own session each measured session ready.
+    assert result["session_ready_samples"] == 3 and result["session_ready_ms_p95"] > 0
