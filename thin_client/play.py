@@ -303,15 +303,16 @@ class Player:
             asyncio.ensure_future(self._stats()),
             asyncio.ensure_future(self._input()),
         ]
-        stopped = asyncio.ensure_future(self.stop.wait())
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
         try:
             done, _ = await asyncio.wait({ended, stopped, *tasks}, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
-                if task in done and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                failure = task.exception() if task in done else None
+                if failure is not None:
+                    raise failure
         finally:
-            for task in (*tasks, stopped):
-                task.cancel()
+            for future in (*tasks, stopped):
+                future.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -48,11 +48,11 @@ class SeatError(Exception):
 
 
 def state_name(state: int) -> str:
-    return common_pb2.SessionState.Name(state).removeprefix("SESSION_STATE_")
+    return str(common_pb2.SessionState.Name(state)).removeprefix("SESSION_STATE_")
 
 
 def reason_name(reason: int) -> str:
-    return common_pb2.EndReason.Name(reason).removeprefix("END_REASON_")
+    return str(common_pb2.EndReason.Name(reason)).removeprefix("END_REASON_")
 
 
 def resumable(session: common_pb2.Session) -> bool:
@@ -160,11 +160,12 @@ class SeatSession:
     def session_id(self) -> str:
         if self.session is None:
             raise SeatError("no session started")
-        return self.session.session_id
+        return str(self.session.session_id)
 
     async def games(self) -> list[fleet_pb2.Game]:
         try:
-            return await self.client.list_games()
+            games: list[fleet_pb2.Game] = await self.client.list_games()
+            return games
         except aio.AioRpcError as exc:
             raise explain(exc, self.cfg) from None
 
