@@ -1,4 +1,5 @@
-"""The agents connected to this broker replica: one link per host, commands out, heartbeats in (batched).
+"""The agents connected to this broker replica: one link per host, commands out, heartbeats and session reports in
+(both batched: one statement for many hosts, one transaction for many sessions).
 
 Commands follow from session changes (hub notifications), so it does not matter which replica placed or ended a
 session: the replica that holds the host's link sends the command.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,11 +22,18 @@ from google.protobuf import timestamp_pb2
 from broker import errors, lifecycle, tiers
 from broker.rpc import convert
 from broker.store import hosts as host_store
+from broker.store import sessions as session_store
 
 log = structlog.get_logger(__name__)
 
 # Heartbeats are written to the database in batches this often: one statement for the whole fleet.
 _FLUSH_INTERVAL_S = 0.25
+# Agents' reports that sessions moved on (STARTING, READY, STREAMING) are applied in batches: whatever arrived
+# while the previous batch was being written, gathered for at most this long. One transaction for many sessions
+# instead of three per session, and a slow database never holds up an agent's stream (its heartbeats).
+_REPORT_WINDOW_S = 0.002
+# A report refused for what it says (logged and dropped; the agent's stream stays up).
+_REFUSED = (errors.InvalidArgument, errors.FailedPrecondition, errors.PermissionDenied, errors.NotFound)
 
 
 class AgentLink:
@@ -36,7 +45,11 @@ class AgentLink:
         self.outbox: asyncio.Queue[agent_pb2.BrokerMessage | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        # Why the broker ended the link, when it was an error the agent should see as the stream's status.
+        self.error: errors.CloudseatError | None = None
         self.negotiations: dict[str, asyncio.Future[common_pb2.SessionDescription]] = {}
+        # Done when every report this link handed to the registry has been applied.
+        self.reported: asyncio.Future[None] | None = None
 
     def send(self, msg: agent_pb2.BrokerMessage) -> None:
         if not self.closed.is_set():
@@ -75,27 +88,41 @@ def stop_command(session_id: str, reason: str) -> agent_pb2.BrokerMessage:
     )
 
 
+@dataclasses.dataclass(slots=True)
+class _Report:
+    link: AgentLink
+    session_id: uuid.UUID
+    state: lifecycle.State
+    done: asyncio.Future[None]
+
+
 class AgentRegistry:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._links: dict[str, AgentLink] = {}
         self._beats: dict[str, tuple[str, int, float, float, bool]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._reports: list[_Report] = []
+        self._reports_waiting = asyncio.Event()
+        self._reporter: asyncio.Task[None] | None = None
         # Latest stream stats per session, from the heartbeats of the agents connected here.
         self.stream_stats: dict[str, common_pb2.StreamStats] = {}
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="heartbeat-flush")
+        self._reporter = asyncio.create_task(self._apply_reports_forever(), name="agent-reports")
 
     async def close(self) -> None:
         for link in list(self._links.values()):
             link.close("the broker is shutting down")
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._reporter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(errors.CloudseatError):
             await self._flush()
+        await self._apply_reports()
 
     def __len__(self) -> int:
         return len(self._links)
@@ -199,3 +226,58 @@ class AgentRegistry:
             except errors.CloudseatError as exc:
                 # The agents beat again; the database's host-lost timeout is far longer than one flush.
                 log.warning("heartbeat flush failed", error=str(exc))
+
+    # -- agents' reports of sessions moving on --------------------------------------------------------------
+
+    def report(self, link: AgentLink, session_id: uuid.UUID, state: lifecycle.State) -> None:
+        """Queue an agent's report that a session on its host moved forward (STARTING, READY, STREAMING).
+
+        Reports are applied in the order they arrive, in batches (host_store.advance_reported); `link.reported`
+        is done once this one and every earlier one of the link are applied."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reports.append(_Report(link, session_id, state, done))
+        link.reported = done
+        self._reports_waiting.set()
+
+    async def _apply_reports_forever(self) -> None:
+        while True:
+            await self._reports_waiting.wait()
+            await asyncio.sleep(_REPORT_WINDOW_S)
+            self._reports_waiting.clear()
+            await self._apply_reports()
+
+    async def _apply_reports(self) -> None:
+        batch, self._reports = self._reports, []
+        if not batch:
+            return
+        try:
+            outcomes = await host_store.advance_reported(
+                self._pool, [(r.session_id, r.link.host_id, r.state) for r in batch]
+            )
+        except errors.CloudseatError as exc:
+            # The batch as a whole failed (a lost connection, a deadlock with another writer): one by one, so
+            # one report's trouble is only its own.
+            log.warning("batch of agent reports failed; applying them one by one", error=str(exc))
+            outcomes = [await self._apply_one(r) for r in batch]
+        for r, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, _REFUSED):
+                log.warning(
+                    "agent session event refused",
+                    host_id=r.link.host_id,
+                    session_id=str(r.session_id),
+                    error=outcome.message,
+                )
+            elif outcome is not None:
+                # The database is out of reach: end the agent's stream with it; the agent reconnects and both
+                # sides reconcile.
+                r.link.error = outcome
+                r.link.close(outcome.message)
+            if not r.done.done():
+                r.done.set_result(None)
+
+    async def _apply_one(self, r: _Report) -> errors.CloudseatError | None:
+        try:
+            await session_store.advance(self._pool, r.session_id, r.state, host_id=r.link.host_id)
+        except errors.CloudseatError as exc:
+            return exc
+        return None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Sequence
 
 import asyncpg
 
-from broker import errors
+from broker import errors, lifecycle
+from broker.lifecycle import State
 from broker.store.database import transaction
 from broker.store.queries import Q
 
@@ -129,3 +131,52 @@ async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]
             return []  # replaced by a newer epoch meanwhile, or already lost
         rows = await conn.fetch(Q["end_host_sessions"], host_id, "HOST_LOST", "the agent went offline")
     return [str(r["session_id"]) for r in rows]
+
+
+# The forward moves an agent reports, in the order a session makes them.
+_REPORTED_STEPS = (State.STARTING, State.READY, State.STREAMING)
+
+
+async def advance_reported(
+    pool: asyncpg.Pool, reports: Sequence[tuple[uuid.UUID, str, State]]
+) -> list[errors.CloudseatError | None]:
+    """Apply agents' reports that sessions moved forward — (session id, reporting host, new state), in the order
+    they were sent — in one transaction.
+
+    Each report is judged as `sessions.advance` judges one: the session must exist and be on the reporting host,
+    a repeated or late report is a no-op, a jump is refused (broker.lifecycle). Returns, per report, None or the
+    error that refused it; refused reports change nothing, the others commit together. One statement per step
+    (STARTING, READY, STREAMING) moves every session taking that step, so the triggers record each move as usual.
+    """
+    if not reports:
+        return []
+    outcomes: list[errors.CloudseatError | None] = []
+    steps: dict[State, list[uuid.UUID]] = {s: [] for s in _REPORTED_STEPS}
+    async with transaction(pool) as conn:
+        rows = await conn.fetch(Q["lock_reported_sessions"], sorted({sid for sid, _, _ in reports}))
+        now = {r["session_id"]: (State(r["state"]), r["host_id"]) for r in rows}
+        for sid, host_id, to in reports:
+            got = now.get(sid)
+            if got is None:
+                outcomes.append(errors.NotFound.of("session_id", "session", str(sid)))
+                continue
+            state, on = got
+            if on != host_id:
+                outcomes.append(
+                    errors.PermissionDenied(f"session_id: session {sid} is not on host {host_id!r}")
+                )
+                continue
+            try:
+                move = lifecycle.advance(state, to)
+            except errors.IllegalTransition as exc:
+                outcomes.append(exc)
+                continue
+            if move is not None:
+                steps[move.to].append(sid)
+                now[sid] = (move.to, on)
+            outcomes.append(None)
+        for i, to in enumerate(_REPORTED_STEPS):
+            if steps[to]:
+                before = State.PLACED if i == 0 else _REPORTED_STEPS[i - 1]
+                await conn.execute(Q["advance_reported"], steps[to], before, to)
+    return outcomes

@@ -25,10 +25,24 @@ async def candidate_hosts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return rows
 
 
+async def hosts_by_id(pool: asyncpg.Pool, host_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """The given hosts, as `candidate_hosts` reads them (those no longer online are left out)."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["hosts_by_id"], list(host_ids))
+    return rows
+
+
 async def venue_latency(pool: asyncpg.Pool, venue_ids: Sequence[str]) -> list[asyncpg.Record]:
     with translated():
         rows: list[asyncpg.Record] = await pool.fetch(Q["venue_latency"], list(venue_ids))
     return rows
+
+
+async def venue_latency_stamps(pool: asyncpg.Pool, venue_ids: Sequence[str]) -> dict[str, object]:
+    """When each venue's latency measurements last changed (venues without any are left out)."""
+    with translated():
+        rows = await pool.fetch(Q["venue_latency_stamps"], list(venue_ids))
+    return {r["venue_id"]: r["measured_at"] for r in rows}
 
 
 async def commit(
@@ -37,8 +51,9 @@ async def commit(
 ) -> list[uuid.UUID]:
     """Place a whole batch in one transaction: (session_id, host_id, site_id, latency_ms, price_micros) each.
 
-    Sessions no longer PENDING (ended meanwhile) are skipped. If any host would go below zero free slots the
-    database refuses the whole batch and FailedPrecondition is raised: nothing was placed, re-plan.
+    Sessions no longer PENDING (ended meanwhile), and sessions whose host is no longer online or is drained or
+    draining now, are skipped: the returned ids are the ones placed. If any host would go below zero free slots
+    the database refuses the whole batch and FailedPrecondition is raised: nothing was placed, re-plan.
     """
     if not placements:
         return []

@@ -49,3 +49,13 @@ RETURNING session_id;
 -- name: set_offline
 -- The agent said goodbye: the host takes nothing new and is not judged lost later.
 UPDATE hosts SET status = 'offline' WHERE host_id = $1 AND epoch = $2 AND status = 'online' RETURNING host_id;
+
+-- name: lock_reported_sessions
+-- The sessions a batch of agents' reports is about, locked in one order (so two batches never deadlock).
+SELECT session_id, state, host_id FROM sessions WHERE session_id = ANY($1::uuid[])
+ORDER BY session_id
+FOR UPDATE;
+
+-- name: advance_reported
+-- One step of many sessions at once (locked above); the triggers record each session's move as usual.
+UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2;

@@ -10,16 +10,28 @@ LIMIT $1;
 SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
 FROM host_view WHERE status = 'online';
 
+-- name: hosts_by_id
+SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
+FROM host_view WHERE status = 'online' AND host_id = ANY($1::text[]);
+
 -- name: venue_latency
 SELECT venue_id, site_id, rtt_ms FROM venue_site_latency WHERE venue_id = ANY($1::text[]);
 
+-- name: venue_latency_stamps
+-- When each venue's measurements last changed (a report stamps every row it writes; rows are never removed).
+SELECT venue_id, max(measured_at) AS measured_at FROM venue_site_latency WHERE venue_id = ANY($1::text[])
+GROUP BY venue_id;
+
 -- name: commit_placements
--- The slot trigger refuses the whole statement if any host would go below zero free slots.
+-- The slot trigger refuses the whole statement if any host would go below zero free slots. A session whose host is
+-- not online, or is drained or draining, by now is skipped (the scheduler's view of the host was older).
 UPDATE sessions s
 SET state = 'PLACED', host_id = u.host_id, site_id = u.site_id, latency_ms = u.latency_ms, price_micros = u.price
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[])
     AS u(session_id, host_id, site_id, latency_ms, price)
+JOIN hosts h ON h.host_id = u.host_id
 WHERE s.session_id = u.session_id AND s.state = 'PENDING'
+  AND h.status = 'online' AND NOT h.drained AND NOT h.draining
 RETURNING s.session_id;
 
 -- name: set_pending_reasons
