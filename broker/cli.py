@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import structlog
 
-from broker import errors, logs
-from broker.config import BrokerConfig, default_data_dir
+from broker import errors, issuing, logs
+from broker.config import BrokerConfig, SecurityConfig, default_data_dir
 from broker.server import Broker
 
 log = structlog.get_logger("broker")
@@ -72,6 +73,52 @@ def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
         default=float(_env("CLOUDSEAT_SHUTDOWN_GRACE_S", "10") or 10),
         help="seconds in-flight RPCs may take after SIGTERM (env CLOUDSEAT_SHUTDOWN_GRACE_S; default 10)",
     )
+    sec = p.add_argument_group(
+        "security", "mutual TLS for agents, tenant tokens for everyone else; required unless --insecure"
+    )
+    sec.add_argument(
+        "--agent-listen",
+        default=_env("CLOUDSEAT_BROKER_AGENT_LISTEN", "127.0.0.1:50052"),
+        help="HOST:PORT where agents connect with mutual TLS (env CLOUDSEAT_BROKER_AGENT_LISTEN; default "
+        "127.0.0.1:50052; with --insecure agents use --listen)",
+    )
+    sec.add_argument(
+        "--tls-cert", type=Path, default=_path_env("CLOUDSEAT_TLS_CERT"), help="env CLOUDSEAT_TLS_CERT"
+    )
+    sec.add_argument(
+        "--tls-key", type=Path, default=_path_env("CLOUDSEAT_TLS_KEY"), help="env CLOUDSEAT_TLS_KEY"
+    )
+    sec.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_path_env("CLOUDSEAT_TLS_CA"),
+        help="CA bundle agents' client certificates must chain to (env CLOUDSEAT_TLS_CA)",
+    )
+    sec.add_argument(
+        "--token-key",
+        type=Path,
+        default=_path_env("CLOUDSEAT_TOKEN_KEY"),
+        help="Ed25519 key that signs patron tokens; its public half verifies all tokens (env CLOUDSEAT_TOKEN_KEY)",
+    )
+    sec.add_argument(
+        "--token-verify-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="another public key whose tokens are accepted, while keys rotate (repeat)",
+    )
+    sec.add_argument(
+        "--rate-limit",
+        type=float,
+        default=float(_env("CLOUDSEAT_RATE_LIMIT", "1000") or 1000),
+        help="calls per second per tenant, with twice that as burst (env CLOUDSEAT_RATE_LIMIT; default 1000)",
+    )
+    sec.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_env("CLOUDSEAT_INSECURE", "") in ("1", "true", "yes"),
+        help="no TLS, no tokens: every caller is trusted (tests and laptops only; env CLOUDSEAT_INSECURE=1)",
+    )
     p.add_argument(
         "--solver",
         choices=("engine", "greedy"),
@@ -80,10 +127,49 @@ def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> BrokerConfig:
+def _path_env(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
+def _security(args: argparse.Namespace) -> SecurityConfig | None:
+    """The security settings the flags give; None with --insecure. Dev mode fills them in itself."""
+    given = {
+        "--tls-cert": args.tls_cert,
+        "--tls-key": args.tls_key,
+        "--tls-ca": args.tls_ca,
+        "--token-key": args.token_key,
+    }
+    if args.insecure:
+        if any(given.values()):
+            raise SystemExit("cloudseat-broker: --insecure cannot be combined with TLS or token flags")
+        return None
+    missing = [flag for flag, value in given.items() if value is None]
+    if missing:
+        raise SystemExit(
+            f"cloudseat-broker: {', '.join(missing)} required (authentication is on by default; "
+            "`cloudseat-broker certs --out DIR` makes development credentials), or --insecure"
+        )
+    if not args.rate_limit > 0:
+        raise SystemExit("cloudseat-broker: --rate-limit must be > 0")
+    return SecurityConfig(
+        cert=args.tls_cert,
+        key=args.tls_key,
+        client_ca=args.tls_ca,
+        token_key=args.token_key,
+        extra_verify_keys=tuple(args.token_verify_key),
+        rate_per_s=args.rate_limit,
+        burst=2 * args.rate_limit,
+    )
+
+
+def _config(args: argparse.Namespace, security: SecurityConfig | None) -> BrokerConfig:
     if args.heartbeat_interval <= 0 or args.host_lost_after <= args.heartbeat_interval:
         raise SystemExit("cloudseat-broker: --host-lost-after must be longer than --heartbeat-interval (> 0)")
     return BrokerConfig(
+        security=security,
+        insecure=security is None,
+        agent_listen=args.agent_listen if security is not None else None,
         listen=args.listen,
         database_url=args.database_url or None,
         data_dir=args.data_dir,
@@ -95,30 +181,53 @@ def _config(args: argparse.Namespace) -> BrokerConfig:
     )
 
 
-async def _serve(config: BrokerConfig, solver: str, *, dev_agents: int | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. With dev_agents (the local system), seed demo data and run that many agents."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class DevOptions:
+    """What the local system starts beside the broker."""
+
+    agents: int = 2
+    kiosk_listen: str | None = "127.0.0.1:8780"  # None: no kiosk
+    play: str | None = None  # "window" or "headless": start the Python client too
+    # The development CA, certificates and token key in the data directory; None with --insecure.
+    credentials: issuing.Credentials | None = None
+
+
+async def _serve(config: BrokerConfig, solver: str, *, dev: DevOptions | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. With dev (the local system): seed demo data, run local agents, the seat's kiosk
+    and, when asked, the Python client."""
     broker = Broker(config, solver=solver)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     agents: list[asyncio.subprocess.Process] = []
+    seats: list[asyncio.subprocess.Process] = []
     try:
         await broker.start()
-        if dev_agents is not None:
-            from broker import dev
+        if dev is not None:
+            from broker import dev as local
 
             assert broker.pool is not None
-            await dev.seed(broker.pool)
-            agents = await dev.start_agents(dev.write_agent_configs(broker.port, config.data_dir, dev_agents))
-            dev.print_welcome(broker.port, config)
+            await local.seed(broker.pool)
+            creds = dev.credentials
+            agents = await local.start_agents(
+                local.write_agent_configs(broker.agent_port, config.data_dir, dev.agents, creds)
+            )
+            kiosk_url = None
+            if dev.kiosk_listen is not None:
+                kiosk, kiosk_url = await local.start_kiosk(broker.port, dev.kiosk_listen, creds)
+                seats.append(kiosk)
+            local.print_welcome(broker.port, broker.agent_port, config, kiosk_url, creds)
+            if dev.play is not None:
+                seats.append(await local.start_client(broker.port, dev.play == "headless", creds))
         await stop.wait()
         log.info("stopping", grace_s=config.shutdown_grace_s)
     finally:
-        if agents:
-            from broker import dev
+        if agents or seats:
+            from broker import dev as local
 
-            await dev.stop_agents(agents)
+            await local.stop_processes(seats)  # seats first: they end their sessions as patrons would
+            await local.stop_processes(agents)
         await broker.stop()
     return 0
 
@@ -143,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub.add_parser("serve", help="serve the broker's gRPC services"), "127.0.0.1:50051")
     _add_common(sub.add_parser("migrate", help="apply database migrations and exit"))
+    issuing.add_parsers(sub)
     dev_parser = sub.add_parser(
         "dev",
         help="the local system: serve on the embedded database with a demo venue, fleet and local agents",
@@ -154,15 +264,45 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("CLOUDSEAT_DEV_AGENTS", "2")),
         help="local GPU agents to start, spread over the demo sites (env CLOUDSEAT_DEV_AGENTS; default 2)",
     )
+    dev_parser.add_argument(
+        "--kiosk",
+        default=os.environ.get("CLOUDSEAT_DEV_KIOSK", "127.0.0.1:8780"),
+        help="HOST:PORT of the demo seat's kiosk page, or 'off' (env CLOUDSEAT_DEV_KIOSK; default 127.0.0.1:8780)",
+    )
+    dev_parser.add_argument(
+        "--play",
+        nargs="?",
+        const="window",
+        choices=("window", "headless"),
+        default=None,
+        help="also start the Python client on seat-02: in a window (default) or headless",
+    )
     args = parser.parse_args(argv)
+    if args.command in ("certs", "token"):
+        return issuing.run(args)
     logs.configure(args.log_format, args.log_level)
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(args))
-        dev_agents = args.agents if args.command == "dev" else None
-        if dev_agents is not None and not 0 <= dev_agents <= 16:
-            raise SystemExit("cloudseat-broker: --agents must be between 0 and 16")
-        return asyncio.run(_serve(_config(args), args.solver, dev_agents=dev_agents))
+        dev = None
+        security = None
+        if args.command == "dev":
+            if not 0 <= args.agents <= 16:
+                raise SystemExit("cloudseat-broker: --agents must be between 0 and 16")
+            from broker import dev as local
+
+            own = args.insecure or any((args.tls_cert, args.tls_key, args.tls_ca, args.token_key))
+            creds = None if own else issuing.dev_credentials(args.data_dir, local.host_ids(args.agents))
+            security = _security(args) if own else local.security(creds)  # type: ignore[arg-type]
+            dev = DevOptions(
+                agents=args.agents,
+                kiosk_listen=None if args.kiosk == "off" else args.kiosk,
+                play=args.play,
+                credentials=creds,
+            )
+        else:
+            security = _security(args)
+        return asyncio.run(_serve(_config(args, security), args.solver, dev=dev))
     except errors.CloudseatError as exc:
         print(f"cloudseat-broker: {exc.message}", file=sys.stderr)
         return 1

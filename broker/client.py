@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 from cloudseat.v1 import (
@@ -30,10 +31,53 @@ from grpc import aio
 State = common_pb2.SessionState
 
 
+def _with_token(details: Any, token: str) -> Any:
+    metadata = aio.Metadata(*(details.metadata or ()), ("authorization", f"Bearer {token}"))
+    return details._replace(metadata=metadata)
+
+
+# grpc.aio files an interceptor under the first call kind it implements, so one class per kind.
+class _BearerUnary(aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Puts `authorization: Bearer <token>` on every unary call."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request)
+
+
+class _BearerStream(aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """... and on every server-streaming call (WatchSession)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_with_token(client_call_details, self._token), request)
+
+
 class BrokerClient:
-    def __init__(self, target: str, *, options: Sequence[tuple[str, object]] = ()) -> None:
+    """A channel to a broker. `token` is the caller's tenant token (sent on every call); `credentials` the TLS
+    credentials (broker.tls.channel_credentials for an agent's mutual TLS, client_credentials for a token holder);
+    neither: plaintext, for a broker running with authentication off."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, object]] = (),
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.target = target
-        self.channel = aio.insecure_channel(target, options=list(options))
+        interceptors: list[Any] | None = [_BearerUnary(token), _BearerStream(token)] if token else None
+        if credentials is not None:
+            self.channel = aio.secure_channel(
+                target, credentials, options=list(options), interceptors=interceptors
+            )
+        else:
+            self.channel = aio.insecure_channel(target, options=list(options), interceptors=interceptors)
         self.sessions = session_pb2_grpc.SessionServiceStub(self.channel)
         self.venues = venue_pb2_grpc.VenueServiceStub(self.channel)
         self.fleet = fleet_pb2_grpc.FleetServiceStub(self.channel)

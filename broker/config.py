@@ -16,6 +16,24 @@ def default_data_dir() -> Path:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Mutual TLS and tenant tokens (broker.tls, broker.auth, broker.rpc.guard)."""
+
+    # The broker's certificate and key, and the CA bundle its clients' certificates (agents') must chain to.
+    cert: Path
+    key: Path
+    client_ca: Path
+    # Ed25519 private key that signs patron tokens (StartSession's session_token); its public half verifies.
+    token_key: Path
+    # More public keys accepted while a signing key is rotated.
+    extra_verify_keys: tuple[Path, ...] = ()
+    # Per tenant: calls per second, burst, concurrent streams.
+    rate_per_s: float = 1000.0
+    burst: float = 2000.0
+    streams: int = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class BrokerConfig:
     listen: str = "127.0.0.1:50051"
     # None: start the embedded PostgreSQL server in data_dir.
@@ -37,3 +55,10 @@ class BrokerConfig:
     log_level: str = "info"
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # Authentication is on unless a config says otherwise: a broker needs `security`, or `insecure` (plaintext,
+    # every caller trusted) set on purpose — tests, and `--insecure` on a laptop.
+    security: SecurityConfig | None = None
+    insecure: bool = False
+    # With security on, agents connect to their own port, where a client certificate is required (mutual TLS);
+    # everyone else uses `listen` with TLS and a token. Without security, agents use `listen` too.
+    agent_listen: str | None = None

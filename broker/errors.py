@@ -7,7 +7,9 @@
     ├── FailedPrecondition     the request conflicts with the current state
     │   ├── IllegalTransition  a lifecycle move the state machine forbids
     │   └── StaleEpoch         an agent presented an epoch older than its host's current one
-    ├── PermissionDenied       the caller may not do this (wrong session token)
+    ├── Unauthenticated        no credentials, or credentials that do not verify (token, certificate)
+    ├── PermissionDenied       the caller may not do this (another tenant's venue, seat, host or session)
+    ├── ResourceExhausted      the caller's rate limit or quota is used up; retry later
     ├── Unavailable            a dependency (database, agent) cannot be reached now; retry
     ├── DeadlineExceeded       a relay (negotiation with an agent) did not answer in time
     └── StoreError             the database refused something the broker did not expect (a bug, not a client error)
@@ -61,8 +63,16 @@ class StaleEpoch(FailedPrecondition):
     """The agent's epoch is older than its host's current one."""
 
 
+class Unauthenticated(CloudseatError):
+    """The call carries no valid credentials."""
+
+
 class PermissionDenied(CloudseatError):
     """Permission denied."""
+
+
+class ResourceExhausted(CloudseatError):
+    """A rate limit or quota is exhausted; retry later."""
 
 
 class Unavailable(CloudseatError):

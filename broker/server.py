@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
@@ -22,7 +22,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker import placement
+from broker import auth, errors, placement, tls
 from broker.agents import AgentRegistry
 from broker.config import BrokerConfig
 from broker.hub import SessionHub
@@ -30,6 +30,7 @@ from broker.leader import Leadership
 from broker.liveness import Liveness
 from broker.rpc.agent_service import AgentService
 from broker.rpc.fleet_service import FleetService
+from broker.rpc.guard import Guard, Limits
 from broker.rpc.interceptor import Interceptor
 from broker.rpc.session_service import SessionService
 from broker.rpc.venue_service import VenueService
@@ -60,6 +61,40 @@ _SERVER_OPTIONS = [
 SOLVERS = {"engine": placement.solve, "greedy": placement.greedy.solve}
 
 
+def _security(
+    cfg: BrokerConfig,
+) -> tuple[Guard, auth.SessionTokens, tuple[tls.ServerCredentials, tls.ServerCredentials] | None]:
+    """The guard at the door, the session token capability, and the server's TLS credentials (None: plaintext):
+    one for token holders, one requiring client certificates for agents."""
+    sec = cfg.security
+    if sec is None:
+        log.warning("authentication is OFF: plaintext, every caller trusted (--insecure)")
+        return Guard(None), auth.SessionTokens(None, None), None
+    try:
+        signing = auth.load_signing_key(sec.token_key)
+        verify_keys = [signing.public_key(), *(auth.load_public_key(p) for p in sec.extra_verify_keys)]
+        files = tls.CertFiles(sec.cert, sec.key, sec.client_ca)
+        credentials = (
+            tls.ServerCredentials(files, require_client_cert=False),
+            tls.ServerCredentials(files, require_client_cert=True),
+        )
+    except ValueError as exc:
+        raise errors.FailedPrecondition(f"security: {exc}") from None
+    verifier = auth.TokenVerifier(verify_keys)
+    limits = Limits(rate_per_s=sec.rate_per_s, burst=sec.burst, streams=sec.streams)
+    return Guard(verifier, limits), auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
+
+
+def _both(
+    first: Callable[[list[str]], None], second: Callable[[list[str]], None]
+) -> Callable[[list[str]], None]:
+    def call(host_ids: list[str]) -> None:
+        first(host_ids)
+        second(host_ids)
+
+    return call
+
+
 class Broker:
     """One broker replica. `await start()`, then `await stop()`; `port` is the bound port."""
 
@@ -75,9 +110,17 @@ class Broker:
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
+        self.credentials: tls.ServerCredentials | None = None
+        # Where agents connect: the mutual-TLS port with security on, else the same as `port`.
+        self.agent_port = 0
 
     async def start(self) -> int:
         cfg = self.config
+        if cfg.security is None and not cfg.insecure:
+            raise errors.FailedPrecondition(
+                "security: the broker needs TLS and token keys (--tls-cert, --tls-key, --tls-ca, --token-key; "
+                "`cloudseat-broker certs` makes development ones), or --insecure to run without authentication"
+            )
         url = cfg.database_url
         if url is None:
             url = await asyncio.to_thread(embedded.start, cfg.data_dir)
@@ -97,10 +140,13 @@ class Broker:
         )
         self._hub = hub = SessionHub(url, pool)
         hub.add_listener(agents.on_change)
-        hub.add_listener(scheduler.on_change, on_resync=scheduler.wake)
+        hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
         await hub.start()
         liveness = Liveness(
-            pool, lost_after_s=cfg.host_lost_after_s, timeouts=cfg.timeouts, on_lost=agents.hosts_lost
+            pool,
+            lost_after_s=cfg.host_lost_after_s,
+            timeouts=cfg.timeouts,
+            on_lost=_both(agents.hosts_lost, scheduler.hosts_lost),
         )
 
         def duties() -> list[Awaitable[None]]:
@@ -109,9 +155,10 @@ class Broker:
         self.leadership = Leadership(url, duties)
         self.leadership.start()
 
-        server = aio.server(interceptors=[Interceptor()], options=_SERVER_OPTIONS)
+        guard, tokens, credentials = _security(cfg)
+        server = aio.server(interceptors=[Interceptor(guard)], options=_SERVER_OPTIONS)
         session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionService(pool, hub, agents, cfg.negotiate_timeout_s), server
+            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens), server
         )
         venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool, agents), server)
@@ -121,7 +168,7 @@ class Broker:
                 agents,
                 heartbeat_interval_s=cfg.heartbeat_interval_s,
                 lost_after_s=cfg.host_lost_after_s,
-                on_register=scheduler.wake,
+                on_host_change=scheduler.host_changed,
             ),
             server,
         )
@@ -134,14 +181,25 @@ class Broker:
             ),
             server,
         )
-        self.port = server.add_insecure_port(cfg.listen)
+        if credentials is None:
+            self.port = self.agent_port = server.add_insecure_port(cfg.listen)
+        else:
+            if not cfg.agent_listen:
+                raise errors.FailedPrecondition(
+                    "agent_listen: agents need their own port when security is on"
+                )
+            self.credentials, agent_credentials = credentials
+            self.port = server.add_secure_port(cfg.listen, self.credentials.credentials())
+            self.agent_port = server.add_secure_port(cfg.agent_listen, agent_credentials.credentials())
+            if self.agent_port == 0:
+                raise OSError(f"cannot listen on {cfg.agent_listen}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
         await server.start()
         self.server = server
         for name in ("", *SERVICE_NAMES):
             await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("broker serving", listen=cfg.listen, port=self.port)
+        log.info("broker serving", listen=cfg.listen, port=self.port, agent_port=self.agent_port)
         return self.port
 
     async def _set_health(self, name: str, status: int) -> None:

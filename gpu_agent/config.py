@@ -12,6 +12,11 @@ media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host cand
 codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
 drain_grace_s = 30                  # on SIGTERM: how long running sessions may go on before they are handed back
 
+[tls]                               # mutual TLS with the broker: this host's certificate (CN = host_id, OU = agent),
+cert = "host-a1.pem"                # its key, and the CA bundle that signed the brokers; paths relative to this file.
+key = "host-a1.key"                 # `cloudseat-broker certs` makes development ones. Without [tls], the agent
+ca = "ca.pem"                       # refuses to start unless insecure = true (for a broker with authentication off).
+
 [[ice_servers]]                     # optional STUN/TURN
 urls = ["stun:stun.example.net:3478"]
 username = ""
@@ -55,6 +60,13 @@ class SourceConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AgentConfig:
     host_id: str
     provider_id: str
@@ -69,6 +81,9 @@ class AgentConfig:
     drain_grace_s: float = 30.0
     ice_servers: tuple[IceServerConfig, ...] = ()
     sources: tuple[tuple[str, SourceConfig], ...] = ()
+    tls: TlsConfig | None = None
+    # Plaintext to the broker: only for a broker that runs with authentication off (tests, a laptop).
+    insecure: bool = False
 
 
 class _Reader:
@@ -115,11 +130,11 @@ class _Reader:
 _KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table", float: "a number"}
 _KNOWN = {
     "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
-    "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources",
+    "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources", "tls", "insecure",
 }  # fmt: skip
 
 
-def parse(text: str, source: str = "config") -> AgentConfig:
+def parse(text: str, source: str = "config", base: Path | None = None) -> AgentConfig:
     """Parse and check a host config; ConfigError names the first bad field."""
     try:
         data = tomllib.loads(text)
@@ -152,6 +167,16 @@ def parse(text: str, source: str = "config") -> AgentConfig:
     grace = r.get("drain_grace_s", (int, float), 30.0)
     if not 0 <= grace <= 3600:
         raise r.fail("drain_grace_s", "must be between 0 and 3600")
+    insecure = r.get("insecure", bool, False)
+    tls = _tls(r, base or Path.cwd())
+    if tls is None and not insecure:
+        raise r.fail(
+            "tls",
+            "is required: the broker speaks mutual TLS (cert, key, ca; `cloudseat-broker certs` makes development "
+            "ones), or set insecure = true for a broker running with authentication off",
+        )
+    if tls is not None and insecure:
+        raise r.fail("insecure", "cannot be true with [tls]; choose one")
     return AgentConfig(
         host_id=r.ident("host_id"),
         provider_id=r.ident("provider_id"),
@@ -166,7 +191,27 @@ def parse(text: str, source: str = "config") -> AgentConfig:
         drain_grace_s=float(grace),
         ice_servers=_ice_servers(r),
         sources=_sources(r),
+        tls=tls,
+        insecure=insecure,
     )
+
+
+def _tls(r: _Reader, base: Path) -> TlsConfig | None:
+    entry = r.get("tls", dict, None)
+    if entry is None:
+        return None
+    t = _Reader(r.source, entry, "tls.")
+    for key in entry:
+        if key not in ("cert", "key", "ca"):
+            raise t.fail(key, "is not a known setting (cert, key, ca)")
+    paths = {}
+    for key in ("cert", "key", "ca"):
+        path = Path(t.get(key, str))
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise t.fail(key, f"{str(path)!r} does not exist")
+        paths[key] = path
+    return TlsConfig(cert=paths["cert"], key=paths["key"], ca=paths["ca"])
 
 
 def _ice_servers(r: _Reader) -> tuple[IceServerConfig, ...]:
@@ -207,4 +252,4 @@ def load(path: Path) -> AgentConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "(file)", f"cannot be read: {exc.strerror}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), path.parent)

@@ -81,7 +81,7 @@ class BrokerLink:
         self.connections = 0
         self._current: AgentLinkClient | None = None
         self._negotiations: set[asyncio.Task[None]] = set()
-        self._client = BrokerClient(config.broker, options=CHANNEL_OPTIONS)
+        self._client = BrokerClient(config.broker, options=CHANNEL_OPTIONS, credentials=_credentials(config))
         self._stopping = False
         self._gpus = [
             fleet_pb2.Gpu(
@@ -229,3 +229,12 @@ class BrokerLink:
                     await self._outbox.flushed.wait()
                 await link.finish(flush_s)
         await self._client.close()
+
+
+def _credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
+    """Mutual TLS with this host's certificate, or None (plaintext) when the config says insecure."""
+    if config.tls is None:
+        return None
+    from broker import tls
+
+    return tls.channel_credentials(tls.CertFiles(config.tls.cert, config.tls.key, config.tls.ca))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -39,6 +40,15 @@ def add_seat_arguments(parser: argparse.ArgumentParser) -> None:
     env("--seat", "CLOUDSEAT_SEAT", "this seat's id")
     env("--zone", "CLOUDSEAT_ZONE", "the zone this seat should be in (the broker checks it; empty: any)", "")
     env("--patron", "CLOUDSEAT_PATRON", "the venue's id for the patron (optional)", "")
+    env("--token", "CLOUDSEAT_TOKEN", "the seat's token from its venue (a seat token)", "")
+    ca = os.environ.get("CLOUDSEAT_CA")
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        default=Path(ca) if ca else None,
+        help="the CA bundle that signed the broker's certificate: TLS to the broker (env CLOUDSEAT_CA; none: "
+        "plaintext, for a broker running --insecure)",
+    )
     parser.add_argument(
         "--ice-address",
         action="append",

@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
@@ -38,6 +39,17 @@ class SeatConfig:
     seat_id: str
     zone_id: str = ""  # checked by the broker when set
     patron_id: str = ""
+    # The seat's credentials: its tenant token (a seat token from the venue), and the CA bundle that signed the
+    # broker's certificate (TLS). Neither: plaintext to a broker that runs with authentication off.
+    token: str = ""
+    ca: Path | None = None
+
+    def client(self) -> BrokerClient:
+        """A channel to the broker carrying this seat's credentials."""
+        from broker import tls
+
+        credentials = tls.client_credentials(self.ca) if self.ca is not None else None
+        return BrokerClient(self.broker, token=self.token or None, credentials=credentials)
 
 
 class SeatError(Exception):
@@ -126,7 +138,7 @@ def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
             f"the broker refused this seat's credentials ({details}); check the seat's configuration"
         )
     if code is grpc.StatusCode.UNAUTHENTICATED:
-        return SeatError(f"the broker needs valid credentials for this seat ({details})")
+        return SeatError(f"the broker did not accept this seat's credentials ({details}); check --token")
     if code is grpc.StatusCode.FAILED_PRECONDITION and field == "seat_id":
         return SeatError(
             f"seat {cfg.seat_id!r} already has a live session: end it from the venue console, or wait for it to end"

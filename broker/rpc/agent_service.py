@@ -11,7 +11,7 @@ import structlog
 from cloudseat.v1 import agent_pb2, agent_pb2_grpc
 from grpc import aio
 
-from broker import errors, lifecycle
+from broker import auth, errors, lifecycle
 from broker.agents import AgentLink, AgentRegistry, start_command, stop_command
 from broker.lifecycle import EndReason, State
 from broker.rpc import convert
@@ -34,13 +34,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         *,
         heartbeat_interval_s: float,
         lost_after_s: float,
-        on_register: Callable[[], None] = lambda: None,
+        on_host_change: Callable[[str], None] = lambda _host_id: None,
     ) -> None:
         self._pool = pool
         self._agents = agents
         self._heartbeat_ms = int(heartbeat_interval_s * 1000)
         self._lost_after_ms = int(lost_after_s * 1000)
-        self._on_register = on_register
+        # Told when a host registers or goes offline here (the scheduler reads it again).
+        self._on_host_change = on_host_change
 
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
@@ -54,6 +55,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         if first.WhichOneof("body") != "register":
             raise errors.InvalidArgument("register", "the first message must be register")
         reg = convert.registration(first.register)
+        # Mutual TLS: the certificate's host and no other (an agent never speaks for another host).
+        auth.caller().require_host(reg.host_id, "register.host_id")
         structlog.contextvars.bind_contextvars(host_id=reg.host_id)
         result = await host_store.register(self._pool, reg)
         link = AgentLink(reg.host_id, reg.epoch)
@@ -74,17 +77,19 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 )
             )
             self._reconcile(link, result.live_sessions, first.register.running)
-            self._on_register()  # new capacity: the scheduler may place waiting requests
+            self._on_host_change(reg.host_id)  # new capacity: the scheduler may place waiting requests
             closed = asyncio.create_task(link.closed.wait())
             done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
             closed.cancel()
             if reader in done:
                 reader.result()  # raises if the stream broke
-                # The agent half-closed its side: a clean goodbye, everything it sent has been applied.
+                # The agent half-closed its side: a clean goodbye, once everything it sent has been applied.
+                await _settled(link)
                 ended = await host_store.set_offline(self._pool, link.host_id, link.epoch)
+                self._on_host_change(link.host_id)
                 log.info("agent said goodbye; host offline", sessions_ended=len(ended))
             else:
-                raise errors.FailedPrecondition(f"register.epoch: {link.close_reason}")
+                raise link.error or errors.FailedPrecondition(f"register.epoch: {link.close_reason}")
         finally:
             self._agents.detach(link)
             for task in (reader, writer):
@@ -155,9 +160,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         "session_event.end_reason",
                         "must be one of " + ", ".join(sorted(r.value for r in lifecycle.AGENT_REASONS)),
                     )
+                # In order: the moves this agent reported before are applied first.
+                await _settled(link)
                 await session_store.end(self._pool, sid, EndReason(reason_name), detail, host_id=link.host_id)
             else:
-                await session_store.advance(self._pool, sid, state, host_id=link.host_id)
+                # Applied in a batch with other agents' reports (broker.agents), off this stream's read loop: a busy
+                # database never holds up this host's heartbeats.
+                self._agents.report(link, sid, state)
         except (
             errors.InvalidArgument,
             errors.FailedPrecondition,
@@ -185,6 +194,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             return
         fut.set_result(res.answer)
+
+
+async def _settled(link: AgentLink) -> None:
+    """Until every session report this link queued has been applied."""
+    if link.reported is not None:
+        await asyncio.shield(link.reported)
 
 
 def _unit(x: float) -> float:

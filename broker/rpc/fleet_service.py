@@ -7,6 +7,7 @@ import structlog
 from cloudseat.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc
 from grpc import aio
 
+from broker import auth
 from broker.agents import AgentRegistry
 from broker.rpc import convert
 from broker.rpc import validate as v
@@ -25,6 +26,7 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
     ) -> fleet_pb2.Provider:
         provider_id = v.ident(request.provider_id, "provider_id")
         name = v.text(request.name, "name", required=True)
+        auth.caller().require_operator("provider_id")
         return convert.provider(await fleet_store.create_provider(self._pool, provider_id, name))
 
     async def CreateSite(
@@ -34,6 +36,7 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         provider_id = v.ident(request.provider_id, "provider_id")
         name = v.text(request.name, "name", required=True)
         region = v.text(request.region, "region", max_len=64)
+        auth.caller().require_provider(provider_id)
         return convert.site(await fleet_store.create_site(self._pool, site_id, provider_id, name, region))
 
     async def PutGame(
@@ -42,6 +45,7 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         game_id = v.ident(request.game_id, "game_id")
         name = v.text(request.name, "name", required=True)
         size = v.int_range(request.image_size_bytes, "image_size_bytes", 0, 2**63 - 1)
+        auth.caller().require_operator("game_id")
         return convert.game(await fleet_store.put_game(self._pool, game_id, name, size))
 
     async def SetPrice(
@@ -50,12 +54,14 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         site_id = v.ident(request.site_id, "site_id")
         gpu_class = v.ident(request.gpu_class, "gpu_class")
         price = convert.price_micros(request.price_micros_per_slot_hour, "price_micros_per_slot_hour")
+        await self._own_site(site_id)
         return convert.price(await fleet_store.set_price(self._pool, site_id, gpu_class, price))
 
     async def GetHost(
         self, request: fleet_pb2.GetHostRequest, context: aio.ServicerContext
     ) -> fleet_pb2.Host:
         host_id = v.ident(request.host_id, "host_id")
+        await self._own_host(host_id)
         return convert.host(await fleet_store.get_host(self._pool, host_id))
 
     async def ListHosts(
@@ -63,6 +69,11 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
     ) -> fleet_pb2.ListHostsResponse:
         provider_id = v.ident(request.provider_id, "provider_id", required=False) or None
         site_id = v.ident(request.site_id, "site_id", required=False) or None
+        caller = auth.caller()
+        if not (caller.trusted or caller.role is auth.Role.OPERATOR):
+            # A provider sees its own hosts only, whatever it asked for.
+            caller.require_provider(provider_id or caller.provider_id)
+            provider_id = caller.provider_id
         rows = await fleet_store.list_hosts(self._pool, provider_id, site_id)
         return fleet_pb2.ListHostsResponse(hosts=[convert.host(r) for r in rows])
 
@@ -71,7 +82,8 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
     ) -> fleet_pb2.Host:
         host_id = v.ident(request.host_id, "host_id")
         reason = v.text(request.reason, "reason")
-        row = await fleet_store.set_drained(self._pool, host_id, True)
+        await self._own_host(host_id)
+        row = await fleet_store.set_drained(self._pool, host_id, True, reason)
         log.info("host drained", host_id=host_id, reason=reason)
         self._tell_agent(host_id, drained=True)
         return convert.host(row)
@@ -80,9 +92,20 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         self, request: fleet_pb2.UndrainHostRequest, context: aio.ServicerContext
     ) -> fleet_pb2.Host:
         host_id = v.ident(request.host_id, "host_id")
+        await self._own_host(host_id)
         row = await fleet_store.set_drained(self._pool, host_id, False)
         self._tell_agent(host_id, drained=False)
         return convert.host(row)
+
+    async def _own_site(self, site_id: str) -> None:
+        caller = auth.caller()
+        if not (caller.trusted or caller.role is auth.Role.OPERATOR):
+            caller.require_provider(await fleet_store.site_provider(self._pool, site_id), "site_id")
+
+    async def _own_host(self, host_id: str) -> None:
+        caller = auth.caller()
+        if not (caller.trusted or caller.role is auth.Role.OPERATOR):
+            caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
 
     def _tell_agent(self, host_id: str, *, drained: bool) -> None:
         link = self._agents.link(host_id)

@@ -1,7 +1,9 @@
-"""The server interceptor: ids bound into the log context, one summary line per RPC, errors mapped to statuses.
+"""The server interceptor: the caller authenticated and metered (broker.rpc.guard) before any servicer runs, ids
+bound into the log context, one summary line per RPC, errors mapped to statuses.
 
 Servicers raise the broker's own errors; this is the only place that turns them into gRPC statuses (through
 broker.rpc.status). An unexpected exception is logged with its traceback and answers INTERNAL without details.
+The caller's principal is available to servicers as `broker.auth.caller()`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import grpc
 import structlog
 from grpc import aio
 
-from broker import errors
+from broker import auth, errors
 from broker.rpc import status
+from broker.rpc.guard import Guard
+from broker.store import audit
 
 log = structlog.get_logger("broker.rpc")
 
@@ -33,13 +37,25 @@ def _ids(request: Any) -> dict[str, str]:
 
 
 class _Call:
-    """Bookkeeping for one RPC: the status it ends with and the summary line."""
+    """Bookkeeping for one RPC: the caller, the status it ends with and the summary line."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, guard: Guard) -> None:
         self.method = method
+        self.guard = guard
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
         self.ids: dict[str, str] = {}
+        self.caller = auth.TRUSTED
+
+    def admit(self, context: aio.ServicerContext) -> None:
+        """Authenticate the caller and spend one call of its tenant's rate; the servicer then sees it as
+        auth.caller()."""
+        self.caller = self.guard.authenticate(
+            self.method, tuple(context.invocation_metadata() or ()), context.auth_context() or {}
+        )
+        self.guard.spend(self.caller)
+        auth.set_caller(self.caller)
+        audit.set_actor(audit.Actor(self.caller.subject, self.caller.tenant, str(context.peer() or "")))
 
     async def fail(self, context: aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, errors.CloudseatError):
@@ -60,6 +76,7 @@ class _Call:
             "status": self.code.name,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
             **self.ids,
+            **({} if self.caller.trusted else {"caller": self.caller.subject}),
         }
         if self.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             log.error("rpc", **fields)
@@ -67,11 +84,14 @@ class _Call:
             log.info("rpc", **fields)
 
 
-def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _unary(
+    method: str, guard: Guard, behavior: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: aio.ServicerContext) -> Any:
-        call = _Call(method)
+        call = _Call(method, guard)
         call.ids = _ids(request)
         try:
+            call.admit(context)
             with structlog.contextvars.bound_contextvars(**call.ids):
                 return await behavior(request, context)
         except aio.AbortError:
@@ -85,12 +105,16 @@ def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[...
 
 
 def _server_stream(
-    method: str, behavior: Callable[..., AsyncIterator[Any]]
+    method: str, guard: Guard, behavior: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method)
+        call = _Call(method, guard)
         call.ids = _ids(request)
+        opened = False
         try:
+            call.admit(context)
+            guard.open_stream(call.caller)
+            opened = True
             with structlog.contextvars.bound_contextvars(**call.ids):
                 async for item in behavior(request, context):
                     yield item
@@ -99,20 +123,23 @@ def _server_stream(
         except Exception as exc:
             await call.fail(context, exc)
         finally:
+            if opened:
+                guard.close_stream(call.caller)
             call.done(context)
 
     return handler
 
 
-def _bidi(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _bidi(method: str, guard: Guard, behavior: Callable[..., Any]) -> Callable[..., Any]:
     # Bidirectional servicers here are coroutines that write with context.write; the ids come from the servicer,
     # which binds them into the log context itself once the first message says who is calling.
     if inspect.isasyncgenfunction(behavior):
         raise TypeError(f"{method}: write bidirectional servicers as coroutines")
 
     async def handler(request_iterator: Any, context: aio.ServicerContext) -> None:
-        call = _Call(method)
+        call = _Call(method, guard)
         try:
+            call.admit(context)
             await behavior(request_iterator, context)
         except aio.AbortError:
             raise
@@ -126,6 +153,9 @@ def _bidi(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Interceptor(aio.ServerInterceptor):
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.guard = guard or Guard(None)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -142,9 +172,13 @@ class Interceptor(aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(method, handler.unary_unary), **kw)
+            return grpc.unary_unary_rpc_method_handler(_unary(method, self.guard, handler.unary_unary), **kw)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_server_stream(method, handler.unary_stream), **kw)
+            return grpc.unary_stream_rpc_method_handler(
+                _server_stream(method, self.guard, handler.unary_stream), **kw
+            )
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(_bidi(method, handler.stream_stream), **kw)
+            return grpc.stream_stream_rpc_method_handler(
+                _bidi(method, self.guard, handler.stream_stream), **kw
+            )
         return handler

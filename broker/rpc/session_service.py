@@ -8,7 +8,7 @@ import asyncpg
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
-from broker import errors, hub
+from broker import auth, errors, hub
 from broker.agents import AgentRegistry
 from broker.lifecycle import EndReason, State
 from broker.rpc import convert
@@ -26,19 +26,22 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         session_hub: hub.SessionHub,
         agents: AgentRegistry,
         negotiate_timeout_s: float,
+        tokens: auth.SessionTokens | None = None,
     ) -> None:
         self._pool = pool
         self._hub = session_hub
         self._agents = agents
         self._negotiate_timeout_s = negotiate_timeout_s
+        self._tokens = tokens or auth.SessionTokens(None, None)
 
     async def StartSession(
         self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
     ) -> session_pb2.StartSessionResponse:
         req = convert.start_request(request)
-        row, created = await session_store.start(self._pool, req)
+        auth.caller().require_seat(req.venue_id, req.seat_id)
+        row, created = await session_store.start(self._pool, req, self._tokens.check)
         return session_pb2.StartSessionResponse(
-            session=convert.session(row), session_token=row["token"], created=created
+            session=convert.session(row), session_token=self._tokens.issue(row), created=created
         )
 
     async def GetSession(
@@ -46,6 +49,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.GetSessionResponse:
         sid = v.session_id(request.session_id)
         row = await session_store.get(self._pool, sid)
+        auth.caller().require_session(row)
         history = await session_store.history(self._pool, sid) if request.include_history else []
         session = convert.session(row)
         stats = self._agents.stream_stats.get(session.session_id)
@@ -63,6 +67,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             # Subscribed first, read second: a change in between arrives on the queue, and the seq check drops
             # notifications older than what was read.
             row: hub.Change = dict(await session_store.get(self._pool, sid))
+            auth.caller().require_session(row)
             position = (0, 0)
             sent: tuple[object, ...] | None = None
             while True:
@@ -94,7 +99,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             raise errors.InvalidArgument("offer", "is required")
         v.sdp(request.offer.type, request.offer.sdp, "offer", expect="offer")
         row = await session_store.get(self._pool, sid)
-        session_store.check_token(row, token)
+        auth.caller().require_session(row, media=True)
+        self._tokens.check(row, token)
         state = State(row["state"])
         if state not in _NEGOTIABLE:
             raise errors.FailedPrecondition(
@@ -107,9 +113,19 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.EndSessionRequest, context: aio.ServicerContext
     ) -> session_pb2.EndSessionResponse:
         sid = v.session_id(request.session_id)
-        token = v.token(request.session_token)
+        caller = auth.caller()
+        # The venue's staff (or the operator) end a seat's session without its token: ENDED_BY_VENUE.
+        by_venue = (
+            not request.session_token
+            and not caller.trusted
+            and caller.role in (auth.Role.VENUE, auth.Role.OPERATOR)
+        )
+        token = None if by_venue else v.token(request.session_token)
         detail = v.text(request.detail, "detail")
-        row = await session_store.end(self._pool, sid, EndReason.ENDED_BY_PATRON, detail, token=token)
+        row = await session_store.get(self._pool, sid)
+        caller.require_session(row)
+        reason = EndReason.ENDED_BY_VENUE if by_venue else EndReason.ENDED_BY_PATRON
+        row = await session_store.end(self._pool, sid, reason, detail, token=token, check=self._tokens.check)
         return session_pb2.EndSessionResponse(session=convert.session(row))
 
     async def ListGames(

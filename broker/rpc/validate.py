@@ -71,7 +71,8 @@ def int_range(value: int, field: str, lo: int, hi: int) -> int:
 def token(value: str, field: str = "session_token") -> str:
     if not value:
         raise InvalidArgument(field, "is required (StartSession returns it)")
-    if len(value) > 256 or not value.isascii():
+    # A random capability (32 characters) or a signed patron token (a JWT, well under 1 KiB).
+    if len(value) > 2048 or not value.isascii() or not value.isprintable():
         raise InvalidArgument(field, "is malformed")
     return value
 

@@ -6,7 +6,7 @@ import asyncpg
 from cloudseat.v1 import venue_pb2, venue_pb2_grpc
 from grpc import aio
 
-from broker import errors
+from broker import auth, errors
 from broker.rpc import convert
 from broker.rpc import validate as v
 from broker.store import venues as venue_store
@@ -23,6 +23,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
     ) -> venue_pb2.Venue:
         venue_id = v.ident(request.venue_id, "venue_id")
         name = v.text(request.name, "name", required=True)
+        auth.caller().require_operator("venue_id")
         row = await venue_store.create_venue(self._pool, venue_id, name)
         return convert.venue(row, [], [])
 
@@ -30,6 +31,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.GetVenueRequest, context: aio.ServicerContext
     ) -> venue_pb2.Venue:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         row, zones, latencies = await venue_store.get_venue(self._pool, venue_id)
         return convert.venue(row, zones, latencies)
 
@@ -37,6 +39,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.PutZoneRequest, context: aio.ServicerContext
     ) -> venue_pb2.Zone:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         zone_id = v.ident(request.zone_id, "zone_id")
         tier = convert.tier(request.tier, "tier")
         cap = v.int_range(request.latency_cap_ms, "latency_cap_ms", 1, 500)
@@ -47,6 +50,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.PutSeatRequest, context: aio.ServicerContext
     ) -> venue_pb2.Seat:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         seat_id = v.ident(request.seat_id, "seat_id")
         zone_id = v.ident(request.zone_id, "zone_id")
         row = await venue_store.put_seat(self._pool, venue_id, seat_id, zone_id)
@@ -56,6 +60,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.ReportLatencyRequest, context: aio.ServicerContext
     ) -> venue_pb2.ReportLatencyResponse:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         if not request.samples:
             raise errors.InvalidArgument("samples", "must hold at least one sample")
         if len(request.samples) > _MAX_SAMPLES:
@@ -77,6 +82,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.ListSeatsRequest, context: aio.ServicerContext
     ) -> venue_pb2.ListSeatsResponse:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         rows = await venue_store.list_seats(self._pool, venue_id)
         return venue_pb2.ListSeatsResponse(
             seats=[
@@ -91,6 +97,7 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         self, request: venue_pb2.ListSessionsRequest, context: aio.ServicerContext
     ) -> venue_pb2.ListSessionsResponse:
         venue_id = v.ident(request.venue_id, "venue_id")
+        auth.caller().require_venue(venue_id)
         limit = v.int_range(request.limit or 100, "limit", 1, 1000)
         rows = await venue_store.list_sessions(self._pool, venue_id, request.live_only, limit)
         return venue_pb2.ListSessionsResponse(sessions=[convert.session(r) for r in rows])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from broker import errors
+from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
@@ -13,6 +14,7 @@ async def create_provider(pool: asyncpg.Pool, provider_id: str, name: str) -> as
     """Create a provider; AlreadyExists when the id is taken."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_provider"], provider_id, name)
+        await audit.write(conn, "provider.create", f"provider:{provider_id}", name=name)
     return row
 
 
@@ -22,6 +24,7 @@ async def create_site(
     """Create a site of an existing provider."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_site"], site_id, provider_id, name, region)
+        await audit.write(conn, "site.create", f"site:{site_id}", provider_id=provider_id, region=region)
     return row
 
 
@@ -29,6 +32,7 @@ async def put_game(pool: asyncpg.Pool, game_id: str, name: str, image_size_bytes
     """Publish or update a game of the catalogue."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["put_game"], game_id, name, image_size_bytes)
+        await audit.write(conn, "game.put", f"game:{game_id}", name=name, image_size_bytes=image_size_bytes)
     return row
 
 
@@ -36,6 +40,9 @@ async def set_price(pool: asyncpg.Pool, site_id: str, gpu_class: str, price_micr
     """Set the on-demand price per slot-hour of a GPU class at a site."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["set_price"], site_id, gpu_class, price_micros)
+        await audit.write(
+            conn, "price.set", f"site:{site_id}/{gpu_class}", price_micros_per_slot_hour=price_micros
+        )
     return row
 
 
@@ -57,9 +64,28 @@ async def list_hosts(
     return rows
 
 
-async def set_drained(pool: asyncpg.Pool, host_id: str, drained: bool) -> asyncpg.Record:
+async def set_drained(pool: asyncpg.Pool, host_id: str, drained: bool, reason: str = "") -> asyncpg.Record:
     """Drain (no new sessions) or undrain a host; repeating either is a no-op."""
     async with transaction(pool) as conn:
         if await conn.fetchval(Q["set_drained"], host_id, drained) is None:
             raise errors.NotFound.of("host_id", "host", host_id)
+        await audit.write(conn, "host.drain" if drained else "host.undrain", f"host:{host_id}", reason=reason)
     return await get_host(pool, host_id)
+
+
+async def site_provider(pool: asyncpg.Pool, site_id: str) -> str:
+    """The provider that runs a site; NotFound when unknown."""
+    with translated():
+        provider: str | None = await pool.fetchval(Q["site_exists"], site_id)
+    if provider is None:
+        raise errors.NotFound.of("site_id", "site", site_id)
+    return provider
+
+
+async def host_provider(pool: asyncpg.Pool, host_id: str) -> str:
+    """The provider that runs a host; NotFound when unknown."""
+    with translated():
+        provider: str | None = await pool.fetchval(Q["host_provider"], host_id)
+    if provider is None:
+        raise errors.NotFound.of("host_id", "host", host_id)
+    return provider

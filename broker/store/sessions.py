@@ -11,12 +11,13 @@ import dataclasses
 import hmac
 import secrets
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
 from broker import errors, lifecycle
 from broker.lifecycle import EndReason, State
+from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
@@ -45,7 +46,19 @@ class StartRequest:
     resume: ResumeRef | None = None
 
 
-async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, bool]:
+TokenCheck = Callable[[Mapping[str, object], str, str], None]
+
+
+def check_token(row: Mapping[str, object], token: str, field: str = "session_token") -> None:
+    """PermissionDenied unless `token` is the session's stored random capability (compared in constant time). With
+    authentication on, the broker checks signed patron tokens instead (broker.auth.SessionTokens.check)."""
+    if not hmac.compare_digest(str(row["token"]).encode(), token.encode()):
+        raise errors.PermissionDenied(f"{field}: does not match the session")
+
+
+async def start(
+    pool: asyncpg.Pool, req: StartRequest, check: TokenCheck = check_token
+) -> tuple[asyncpg.Record, bool]:
     """Create a PENDING session for a seat, or return the one an earlier call with the same request id created.
 
     Returns (session row, created). Raises NotFound for an unknown venue, seat or game, FailedPrecondition when the
@@ -54,7 +67,7 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
     seat_taken: errors.FailedPrecondition | None = None
     try:
         async with transaction(pool) as conn:
-            retry = req.resume is not None and await _check_resume(conn, req, req.resume)
+            retry = req.resume is not None and await _check_resume(conn, req, req.resume, check)
             row = (
                 None
                 if retry
@@ -70,6 +83,8 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
                     secrets.token_urlsafe(24),
                     req.zone_id,
                     req.resume.session_id if req.resume else None,
+                    audit.actor().subject,
+                    audit.actor().peer,
                 )
             )
     except errors.NotFound as exc:
@@ -122,14 +137,15 @@ async def start(pool: asyncpg.Pool, req: StartRequest) -> tuple[asyncpg.Record, 
             raise errors.StoreError(f"session for request {req.request_id!r} neither created nor found")
 
 
-async def _check_resume(conn: asyncpg.Connection, req: StartRequest, resume: ResumeRef) -> bool:
+async def _check_resume(
+    conn: asyncpg.Connection, req: StartRequest, resume: ResumeRef, check: TokenCheck
+) -> bool:
     """Check (with the lost session locked) that `req` may resume it. True when `req` is a retry of the call that
     did resume it (the caller then returns that session), False when a new session may be inserted."""
     lost = await conn.fetchrow(Q["lock_session"], resume.session_id)
     if lost is None:
         raise errors.NotFound.of("resume.session_id", "session", str(resume.session_id))
-    if not hmac.compare_digest(str(lost["token"]).encode(), resume.token.encode()):
-        raise errors.PermissionDenied("resume.session_token: does not match the session")
+    check(lost, resume.token, "resume.session_token")
     if (lost["venue_id"], lost["seat_id"]) != (req.venue_id, req.seat_id):
         raise errors.PermissionDenied("resume.session_id: a session of another seat")
     successor = await conn.fetchrow(Q["resumed_by"], resume.session_id)
@@ -165,12 +181,6 @@ async def history(pool: asyncpg.Pool, session_id: uuid.UUID) -> list[asyncpg.Rec
     return rows
 
 
-def check_token(row: Mapping[str, object], token: str) -> None:
-    """PermissionDenied unless `token` is the session's capability (compared in constant time)."""
-    if not hmac.compare_digest(str(row["token"]).encode(), token.encode()):
-        raise errors.PermissionDenied("session_token: does not match the session")
-
-
 async def advance(
     pool: asyncpg.Pool, session_id: uuid.UUID, to: State, *, host_id: str | None = None
 ) -> asyncpg.Record:
@@ -198,20 +208,22 @@ async def end(
     *,
     host_id: str | None = None,
     token: str | None = None,
+    check: TokenCheck = check_token,
 ) -> asyncpg.Record:
     """End a session (ending an ended one returns it unchanged). With host_id it must be on that host; with token the
     token must match."""
     for _ in range(_CAS_ATTEMPTS):
         row = await get(pool, session_id)
         if token is not None:
-            check_token(row, token)
+            check(row, token, "session_token")
         _check_host(row, host_id)
         move = lifecycle.end(State(row["state"]), reason)
         if move is None:
             return row
         async with transaction(pool) as conn:
+            who = audit.actor()
             updated: asyncpg.Record | None = await conn.fetchrow(
-                Q["end_session"], session_id, move.current, reason, detail
+                Q["end_session"], session_id, move.current, reason, detail, who.subject, who.peer
             )
         if updated is not None:
             return updated

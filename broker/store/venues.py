@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from broker import errors
+from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
@@ -15,6 +16,7 @@ async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str) -> asyncpg.
     """Create a venue; AlreadyExists when the id is taken."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name)
+        await audit.write(conn, "venue.create", f"venue:{venue_id}", name=name)
     return row
 
 
@@ -38,6 +40,9 @@ async def put_zone(
     """Create or update a zone of an existing venue."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
+        await audit.write(
+            conn, "zone.put", f"zone:{venue_id}/{zone_id}", tier=tier, latency_cap_ms=latency_cap_ms
+        )
     return row
 
 
@@ -47,6 +52,7 @@ async def put_seat(pool: asyncpg.Pool, venue_id: str, seat_id: str, zone_id: str
         if await conn.fetchval(Q["venue_exists"], venue_id) is None:
             raise errors.NotFound.of("venue_id", "venue", venue_id)
         row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
+        await audit.write(conn, "seat.put", f"seat:{venue_id}/{seat_id}", zone_id=zone_id)
     return row
 
 

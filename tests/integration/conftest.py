@@ -26,6 +26,7 @@ FAST = BrokerConfig(
     db_pool_min=1,
     db_pool_max=5,
     log_format="json",
+    insecure=True,
 )
 
 
@@ -93,6 +94,7 @@ games_cached = ["demo"]
 media_addresses = ["127.0.0.1"]
 codec = "vp8"
 drain_grace_s = 1
+insecure = true
 """
 
 Launch = Callable[..., Awaitable[asyncio.subprocess.Process]]

@@ -18,6 +18,7 @@ price_micros_per_slot_hour = 1500000
 games_cached = ["demo", "trailer"]
 media_addresses = ["127.0.0.1"]
 drain_grace_s = 5
+insecure = true
 
 [[ice_servers]]
 urls = ["stun:127.0.0.1:3478"]
@@ -70,3 +71,25 @@ def test_each_bad_field_is_named(text: str, field: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         config.load(tmp_path / "nope.toml")
+
+
+def test_tls_is_required_unless_insecure(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tls: is required"):
+        config.parse(_without("insecure"), "host.toml")
+    for name in ("h.pem", "h.key", "ca.pem"):
+        (tmp_path / name).write_text("-")
+    with_tls = _without("insecure").replace(
+        "drain_grace_s = 5", 'drain_grace_s = 5\n[tls]\ncert = "h.pem"\nkey = "h.key"\nca = "ca.pem"'
+    )
+    assert "[tls]" in with_tls
+    path = tmp_path / "host.toml"
+    path.write_text(with_tls)
+    loaded = config.load(path)  # paths are relative to the config file
+    assert loaded.tls is not None and loaded.tls.cert == tmp_path / "h.pem" and not loaded.insecure
+    (tmp_path / "ca.pem").unlink()
+    with pytest.raises(ConfigError, match=r"tls\.ca: .* does not exist"):
+        config.load(path)
+    (tmp_path / "ca.pem").write_text("-")
+    path.write_text(with_tls.replace("drain_grace_s = 5", "drain_grace_s = 5\ninsecure = true"))
+    with pytest.raises(ConfigError, match="insecure: cannot be true with"):
+        config.load(path)

@@ -28,3 +28,6 @@ UPDATE hosts SET drained = $2 WHERE host_id = $1 RETURNING host_id;
 
 -- name: site_exists
 SELECT provider_id FROM sites WHERE site_id = $1;
+
+-- name: host_provider
+SELECT provider_id FROM hosts WHERE host_id = $1;

@@ -2,10 +2,11 @@
 -- One round trip on the happy path: the seat's zone fixes tier and cap; no row back means the seat (or venue) is
 -- unknown, or request_id was used before (ON CONFLICT), and the caller finds out which.
 -- $9: the zone the seat believes it is in ('' = any); $10: the lost session this one resumes (NULL = none), which
--- the caller has checked in the same transaction.
+-- the caller has checked in the same transaction; $11, $12: who asks, from where (for the audit trigger).
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token, resumes)
-SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8, $10
+                      latency_cap_ms, state, token, resumes, started_by, by_peer)
+SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8, $10,
+       $11, $12
 FROM seats st JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
 WHERE st.venue_id = $2 AND st.seat_id = $3 AND ($9 = '' OR st.zone_id = $9)
 ON CONFLICT (venue_id, request_id) DO NOTHING
@@ -45,7 +46,8 @@ WHERE session_id = $1 ORDER BY seq;
 UPDATE sessions SET state = $3 WHERE session_id = $1 AND state = $2 RETURNING *;
 
 -- name: end_session
-UPDATE sessions SET state = 'ENDED', end_reason = $3, end_detail = $4
+-- $5, $6: who ends it, from where (for the audit trigger).
+UPDATE sessions SET state = 'ENDED', end_reason = $3, end_detail = $4, ended_by = $5, by_peer = $6
 WHERE session_id = $1 AND state = $2
 RETURNING *;
 
@@ -64,6 +66,7 @@ WHERE session_id = ANY($1::uuid[]);
 -- decides all six.
 UPDATE sessions
 SET state = 'ENDED',
+    ended_by = 'system:liveness',
     end_reason = CASE WHEN state = 'PENDING' THEN $5 ELSE $6 END,
     end_detail = 'no progress from ' || state || ' within the time limit'
 WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')

@@ -1,0 +1,125 @@
+"""The door of every RPC: who is calling (a tenant token, or an agent's client certificate) and whether its tenant
+still has rate to spend. The interceptor asks the guard before any servicer runs; servicers then authorise what the
+caller touches with `broker.auth.caller()`.
+
+Rate limits are token buckets per tenant (a provider, a venue with its seats and patrons, an operator): a burst is
+allowed, a sustained overload answers RESOURCE_EXHAUSTED with the time to wait. Long-lived streams are counted per
+tenant too (a quota on concurrent WatchSession streams), so one venue cannot hold the broker's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from broker import auth
+from broker.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+
+AGENT_METHOD_PREFIX = "/cloudseat.v1.AgentService/"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Per tenant: calls per second sustained, the burst above it, and concurrent server streams."""
+
+    rate_per_s: float = 1000.0
+    burst: float = 2000.0
+    streams: int = 10_000
+
+
+class RateLimiter:
+    """Token buckets keyed by tenant. Pure: the caller passes the clock."""
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("a rate limit needs rate_per_s > 0 and burst >= 1")
+        self.rate = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
+
+    def take(self, key: str, now: float) -> float:
+        """Spend one call for `key`: 0.0 if allowed, else the seconds until one is available."""
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class Guard:
+    """Authenticates calls and meters them per tenant. Without a verifier every caller is `auth.TRUSTED` (the
+    broker then runs with authentication off, which it logs loudly at start)."""
+
+    def __init__(self, verifier: auth.TokenVerifier | None, limits: Limits | None = None) -> None:
+        self.verifier = verifier
+        self.limits = limits or Limits()
+        self._rate = RateLimiter(self.limits.rate_per_s, self.limits.burst)
+        self._streams: dict[str, int] = {}
+
+    def authenticate(
+        self, method: str, metadata: Sequence[tuple[str, Any]], peer: dict[str, Any]
+    ) -> auth.Principal:
+        """The caller of `method`. `metadata` is the call's invocation metadata; `peer` its TLS auth context."""
+        if self.verifier is None:
+            return auth.TRUSTED
+        if method.startswith(AGENT_METHOD_PREFIX):
+            return _agent(peer)
+        values = [str(v) for k, v in metadata if k == "authorization"]
+        if not values:
+            raise Unauthenticated("authorization: this call needs a token ('authorization: Bearer <token>')")
+        scheme, _, token = values[0].partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("authorization: expected 'Bearer <token>'")
+        return self.verifier.verify(token.strip())
+
+    def spend(self, principal: auth.Principal, now: float | None = None) -> None:
+        """One call's worth of the caller's tenant rate; ResourceExhausted when there is none left."""
+        if principal.trusted:
+            return
+        wait = self._rate.take(principal.tenant, time.monotonic() if now is None else now)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"rate limit: {principal.tenant} is over {self.limits.rate_per_s:g} calls/s; retry in {wait:.2f} s"
+            )
+
+    def open_stream(self, principal: auth.Principal) -> None:
+        if principal.trusted:
+            return
+        held = self._streams.get(principal.tenant, 0)
+        if held >= self.limits.streams:
+            raise ResourceExhausted(f"quota: {principal.tenant} holds {held} streams, the most allowed")
+        self._streams[principal.tenant] = held + 1
+
+    def close_stream(self, principal: auth.Principal) -> None:
+        if principal.trusted:
+            return
+        held = self._streams.get(principal.tenant, 1) - 1
+        if held <= 0:
+            self._streams.pop(principal.tenant, None)
+        else:
+            self._streams[principal.tenant] = held
+
+
+def _agent(peer: dict[str, Any]) -> auth.Principal:
+    """An agent is who its client certificate says: CN = its host id, OU = 'agent' (broker.tls issues them)."""
+    names = [_text(v) for v in peer.get("x509_common_name", [])]
+    pem = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in peer.get("x509_pem_cert", []))
+    if not names or not pem:
+        raise Unauthenticated("agent: connect with the host's client certificate (mutual TLS)")
+    from broker import tls
+
+    role, host_id = tls.identity(pem)
+    if role != "agent":
+        raise PermissionDenied(f"agent: the certificate is a {role!r} certificate, not an agent's")
+    return auth.Principal(role=auth.Role.AGENT, subject=f"agent:{host_id}", host_id=host_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
