@@ -66,6 +66,20 @@ else with an :class:`InputError` (a ``ValueError``)::
     ├── UnsupportedInputVersion a version this side does not speak
     ├── UnknownInputKind        a kind not in the table
     └── MalformedInput          text instead of bytes, wrong length for its kind, a field out of range
+
+Keys travel as USB HID usages; ``KEY_CODES`` maps W3C ``KeyboardEvent.code`` names ("KeyA", "ArrowLeft",
+"ShiftLeft", ...) to them, so every seat client names keys the same way (the browser reads the code from its key
+events, the Python client maps its toolkit's key names to these codes).
+
+For clients that cannot import this module
+==========================================
+
+The browser client runs JavaScript, so :func:`protocol_description` states everything above as JSON-able data: stamp
+geometry, sampling and threshold, the field layout, the CRC and its seed value, the input header and each kind's
+struct format, size, field names, narrower field ranges and channel, the channels' reliability, the limits and
+``KEY_CODES``. The kiosk
+serves it, and the page's codec is built from it alone (no constant copied into JavaScript); tests run that codec
+against this module in both directions.
 """
 
 from __future__ import annotations
@@ -85,8 +99,11 @@ STAMP_COLUMNS: Final = 40
 STAMP_ROWS: Final = 4
 STAMP_WIDTH: Final = STAMP_CELL * STAMP_COLUMNS  # 320 px
 STAMP_HEIGHT: Final = STAMP_CELL * STAMP_ROWS  # 32 px
+STAMP_SAMPLE_INSET: Final = STAMP_CELL // 4  # a reader averages each cell's central 4 x 4 pixels
+STAMP_THRESHOLD: Final = 128  # mean at or above: bit 1 (white)
 
 _STAMP_FIELDS: Final = struct.Struct("!IQI")
+_STAMP_FIELD_NAMES: Final = ("frame_number", "capture_us", "last_input_id")
 _STAMP_CRC: Final = struct.Struct("!I")
 _STAMP_SEED: Final = zlib.crc32(b"cloudseat-stamp/1")
 _STAMP_BITS: Final = (_STAMP_FIELDS.size + _STAMP_CRC.size) * 8
@@ -163,10 +180,10 @@ def read_stamp(frame: np.ndarray) -> Stamp | None:
     if region.ndim == 3:
         region = region[:, :, 1 if region.shape[2] >= 3 else 0]
     cells = region.reshape(STAMP_ROWS, STAMP_CELL, STAMP_COLUMNS, STAMP_CELL)
-    quarter = STAMP_CELL // 4
-    inner = cells[:, quarter : STAMP_CELL - quarter, :, quarter : STAMP_CELL - quarter]
+    inset = STAMP_SAMPLE_INSET
+    inner = cells[:, inset : STAMP_CELL - inset, :, inset : STAMP_CELL - inset]
     means = inner.mean(axis=(1, 3), dtype=np.float32)
-    bits = (means >= 128.0).astype(np.uint8).reshape(-1)
+    bits = (means >= STAMP_THRESHOLD).astype(np.uint8).reshape(-1)
     return parse_stamp_bytes(np.packbits(bits).tobytes())
 
 
@@ -378,3 +395,142 @@ def decode_input(data: bytes | bytearray | memoryview | str) -> InputMessage:
 def channel_for(msg: InputMessage) -> str:
     """The data channel label ``msg`` travels on: pointer motion unreliable, the rest reliable."""
     return MOTION_CHANNEL if isinstance(msg, MouseMove | MouseAbs) else RELIABLE_CHANNEL
+
+
+# -- key names --------------------------------------------------------------------------------------------------
+
+
+def _key_codes() -> dict[str, int]:
+    """W3C UI Events ``KeyboardEvent.code`` -> USB HID usage id (HID Usage Tables, keyboard/keypad page 0x07)."""
+    codes: dict[str, int] = {}
+    for i in range(26):
+        codes[f"Key{chr(ord('A') + i)}"] = 0x04 + i
+    for i in range(1, 10):
+        codes[f"Digit{i}"] = 0x1E + i - 1
+    codes["Digit0"] = 0x27
+    codes.update(
+        Enter=0x28, Escape=0x29, Backspace=0x2A, Tab=0x2B, Space=0x2C,
+        Minus=0x2D, Equal=0x2E, BracketLeft=0x2F, BracketRight=0x30, Backslash=0x31, IntlHash=0x32,
+        Semicolon=0x33, Quote=0x34, Backquote=0x35, Comma=0x36, Period=0x37, Slash=0x38, CapsLock=0x39,
+    )  # fmt: skip
+    for i in range(1, 13):
+        codes[f"F{i}"] = 0x3A + i - 1
+    codes.update(
+        PrintScreen=0x46, ScrollLock=0x47, Pause=0x48, Insert=0x49, Home=0x4A, PageUp=0x4B, Delete=0x4C,
+        End=0x4D, PageDown=0x4E, ArrowRight=0x4F, ArrowLeft=0x50, ArrowDown=0x51, ArrowUp=0x52,
+        NumLock=0x53, NumpadDivide=0x54, NumpadMultiply=0x55, NumpadSubtract=0x56, NumpadAdd=0x57,
+        NumpadEnter=0x58,
+    )  # fmt: skip
+    for i in range(1, 10):
+        codes[f"Numpad{i}"] = 0x59 + i - 1
+    codes.update(
+        Numpad0=0x62, NumpadDecimal=0x63, IntlBackslash=0x64, ContextMenu=0x65, NumpadEqual=0x67,
+        F13=0x68, F14=0x69, F15=0x6A, F16=0x6B, F17=0x6C, F18=0x6D, F19=0x6E, F20=0x6F,
+        F21=0x70, F22=0x71, F23=0x72, F24=0x73,
+        IntlRo=0x87, KanaMode=0x88, IntlYen=0x89, Convert=0x8A, NonConvert=0x8B, Lang1=0x90, Lang2=0x91,
+        ControlLeft=0xE0, ShiftLeft=0xE1, AltLeft=0xE2, MetaLeft=0xE3,
+        ControlRight=0xE4, ShiftRight=0xE5, AltRight=0xE6, MetaRight=0xE7,
+    )  # fmt: skip
+    return codes
+
+
+KEY_CODES: Final[dict[str, int]] = _key_codes()
+
+
+# -- the description for clients in other languages ----------------------------------------------------------------
+
+# Each struct field's name, in format order; together with _HEADER and _BODIES this is the whole wire format.
+_HEADER_FIELDS: Final = ("version", "kind", "input_id", "sent_us")
+_BODY_FIELDS: Final[dict[InputKind, tuple[str, ...]]] = {
+    InputKind.KEY: ("key", "flags"),
+    InputKind.MOUSE_MOVE: ("dx", "dy"),
+    InputKind.MOUSE_ABS: ("x", "y"),
+    InputKind.MOUSE_BUTTON: ("button", "down"),
+    InputKind.WHEEL: ("dx", "dy"),
+    InputKind.GAMEPAD: ("pad", "buttons",
+                        "left_x", "left_y", "right_x", "right_y", "left_trigger", "right_trigger"),
+}  # fmt: skip
+# Fields whose valid values are narrower than their struct type (the checks in the message classes above).
+_FIELD_RANGES: Final[dict[InputKind, dict[str, tuple[int, int]]]] = {
+    InputKind.KEY: {"flags": (0, KEY_DOWN | KEY_REPEAT)},
+    InputKind.MOUSE_BUTTON: {"button": (0, MAX_MOUSE_BUTTON), "down": (0, 1)},
+    InputKind.GAMEPAD: {
+        "pad": (0, MAX_GAMEPADS - 1),
+        "left_trigger": (0, 32767),
+        "right_trigger": (0, 32767),
+    },
+}
+# The kinds on the unordered, unreliable channel (what `channel_for` decides for messages).
+_MOTION_KINDS: Final = frozenset({InputKind.MOUSE_MOVE, InputKind.MOUSE_ABS})
+MOUSE_BUTTONS: Final = ("left", "right", "middle", "back", "forward")  # index = the button number on the wire
+WHEEL_NOTCH: Final = 120  # wheel units per notch
+_CRC32_POLYNOMIAL: Final = 0xEDB88320  # zlib's CRC-32, in its reflected (LSB-first) form
+
+
+def protocol_description() -> dict[str, object]:
+    """Everything a seat client needs to read stamps and write input, as JSON-able data (see the module docstring).
+
+    Built from the constants and struct formats above, so it cannot drift from what this module does."""
+    fields: list[dict[str, object]] = []
+    offset = 0
+    for name, code in zip(_STAMP_FIELD_NAMES, _STAMP_FIELDS.format[1:], strict=True):
+        size = struct.calcsize("!" + code)
+        fields.append({"name": name, "offset": offset, "bytes": size, "type": f"uint{size * 8}"})
+        offset += size
+    stamp = {
+        "cell": STAMP_CELL,
+        "columns": STAMP_COLUMNS,
+        "rows": STAMP_ROWS,
+        "width": STAMP_WIDTH,
+        "height": STAMP_HEIGHT,
+        "origin": "top-left",
+        "sample_inset": STAMP_SAMPLE_INSET,  # average the pixels [inset, cell - inset) of each cell, both axes
+        "channel": "green",  # of RGB; luma works too
+        "threshold": STAMP_THRESHOLD,  # mean >= threshold: bit 1
+        "bit_order": "most significant bit of the first byte first, cells row by row",
+        "byte_order": "big",
+        "bytes": _STAMP_FIELDS.size + _STAMP_CRC.size,
+        "fields": fields,
+        "crc": {
+            "offset": _STAMP_FIELDS.size,
+            "bytes": _STAMP_CRC.size,
+            "covers": [0, _STAMP_FIELDS.size],
+            "algorithm": "CRC-32 as zlib.crc32(data, seed): reflected, init ~seed, final xor 0xFFFFFFFF",
+            "polynomial": _CRC32_POLYNOMIAL,
+            "seed": _STAMP_SEED,
+        },
+        "clock": "capture_us is the agent's CLOCK_MONOTONIC in microseconds",
+    }
+    kinds = {
+        kind.name: {
+            "code": int(kind),
+            "format": _BODIES[kind].format,
+            "bytes": _BODIES[kind].size,
+            "fields": list(_BODY_FIELDS[kind]),
+            # [low, high] for fields narrower than their struct type; the others may take the type's whole range
+            "ranges": {name: list(r) for name, r in _FIELD_RANGES.get(kind, {}).items()},
+            "channel": MOTION_CHANNEL if kind in _MOTION_KINDS else RELIABLE_CHANNEL,
+        }
+        for kind in InputKind
+    }
+    return {
+        "stamp": stamp,
+        "input": {
+            "version": INPUT_VERSION,
+            "max_bytes": MAX_INPUT_BYTES,
+            "header": {"format": _HEADER.format, "bytes": _HEADER.size, "fields": list(_HEADER_FIELDS)},
+            "kinds": kinds,
+            "channels": {
+                MOTION_CHANNEL: {"ordered": False, "max_retransmits": 0},
+                RELIABLE_CHANNEL: {"ordered": True},
+            },
+            "key_flags": {"down": KEY_DOWN, "repeat": KEY_REPEAT},
+            "mouse_buttons": list(MOUSE_BUTTONS),
+            "max_mouse_button": MAX_MOUSE_BUTTON,
+            "max_gamepads": MAX_GAMEPADS,
+            "wheel_notch": WHEEL_NOTCH,
+            "struct_codes": "Python struct: ! big-endian; B/b 8-bit, H/h 16, I/i 32, Q/q 64 (upper: unsigned); "
+            "a count repeats the next code",
+        },
+        "key_codes": dict(KEY_CODES),
+    }

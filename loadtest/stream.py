@@ -94,7 +94,9 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cloudseat-stream-") as tmp:
         url = cfg.database_url or await asyncio.to_thread(embedded.start, Path(tmp))
         broker = Broker(
-            BrokerConfig(listen="127.0.0.1:0", database_url=url, log_format="json", log_level="warning")
+            BrokerConfig(
+                listen="127.0.0.1:0", database_url=url, log_format="json", log_level="warning", insecure=True
+            )
         )
         await broker.start()
         agent: asyncio.subprocess.Process | None = None
@@ -128,7 +130,7 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
                     f'host_id = "bench-host"\nprovider_id = "bench"\nsite_id = "local"\nbroker = "{target}"\n'
                     f'slots = {cfg.streams}\ngpu_class = "cpu"\nprice_micros_per_slot_hour = 1000000\n'
                     f'games_cached = ["demo"]\nmedia_addresses = ["127.0.0.1"]\ncodec = "{cfg.codec}"\n'
-                    "drain_grace_s = 0\n"
+                    "drain_grace_s = 0\ninsecure = true\n"
                 )
                 agent = await asyncio.create_subprocess_exec(
                     sys.executable,

@@ -1,0 +1,296 @@
+"""Browser seats for `cloudseat-loadtest stream --client browser`: the kiosk page in headless Chromium, via Playwright.
+
+`BrowserSeats` is what `loadtest.stream` calls once a broker runs and an agent is online:
+
+    seats = BrowserSeats(target, venue_id, cfg, fps, tmp)        # cfg: loadtest.stream.StreamRunConfig
+    ready_ms = await seats.probe_ready("probe", 10)               # session ready, one session after another
+    per_seat, cpu_s = await seats.play(["s0", "s1"])              # all seats at once, warm-up + duration
+
+Each seat is what a cafe seat runs: a kiosk server (`thin_client.kiosk.server.Kiosk`, here in this process, on
+127.0.0.1 port 0, ICE limited to 127.0.0.1) and its page in the distribution's Chromium (``/usr/bin/chromium``, or
+``CLOUDSEAT_CHROMIUM``; Playwright drives it through ``executable_path``, its own browser download is never used).
+All seats' pages share one headless browser, one browser context (profile) per seat. Everything goes through the
+page as a patron's would: ``window.cloudseat.start(game)`` is the game picker's click, keys are Playwright key
+events into the page (press and release of ``ArrowRight`` every ``cfg.input_every_s``), ``cloudseat.end()`` the end
+button.
+
+Per seat (``play``), over the window after the warm-up:
+
+    session_ready_ms            [StartSession asked → first frame presented], as the page measures it
+    fps_p50, fps_samples        getStats framesDecoded per second, one sample a second
+    frames                      frames decoded in the window
+    capture_to_decoded_ms_p50/_p99
+                                stamp capture time → the decoded frame handed to the compositor (rVFC
+                                presentationTime): encode, network, jitter buffer, decode, and the wait for the
+                                compositor's next frame (it picks up frames at the display rate)
+    capture_to_received_ms_p50  → its last packet received (rVFC receiveTime): encode and network
+    capture_to_display_ms_p50   → its expected display time
+    input_to_photon_ms_p50/_p99 key sent → presentation of the first frame whose stamp shows it applied
+    freezes                     getStats freezeCount over the window
+    inputs_sent, inputs_shown, stamps_read, stamps_unreadable, jitter_buffer_ms, decode_ms, codec, decoder,
+    resolution, reconnects
+
+``play`` also returns the CPU seconds the browser's processes used in the window (all seats together); the kiosk
+servers run in the caller's process and are not in it.
+
+Clocks: the stamp's capture time is the agent's CLOCK_MONOTONIC; the page measures in ``performance.now()`` and
+estimates the offset from round trips to its kiosk's ``/api/clock`` (the shortest of five; error at most half of it,
+well under a millisecond on loopback). Like the Python client's figures, capture→decoded means something only with
+the agent and the seat on one machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+    from loadtest.stream import StreamRunConfig
+    from thin_client.kiosk.server import Kiosk
+
+CHROMIUM: Final = os.environ.get("CLOUDSEAT_CHROMIUM", "/usr/bin/chromium")
+# On top of thin_client.kiosk.CHROMIUM_FLAGS: headless on a machine without a GPU or a user-namespace sandbox.
+HEADLESS_FLAGS: Final = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage")
+KEY: Final = "ArrowRight"  # the demo game moves the player while it is held
+
+
+# -- Chromium ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def chromium(executable: str = CHROMIUM) -> AsyncIterator[Browser]:
+    """Headless Chromium from the distribution (a fresh temporary profile), launched by Playwright."""
+    from playwright.async_api import async_playwright
+
+    from thin_client.kiosk import CHROMIUM_FLAGS
+
+    if not os.access(executable, os.X_OK):
+        raise RuntimeError(f"no Chromium at {executable}: install the distribution's chromium package")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=executable, headless=True, args=[*CHROMIUM_FLAGS, *HEADLESS_FLAGS]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def seat_page(browser: Browser, origin: str, *, width: int = 1280, height: int = 720) -> Page:
+    """A page in a context of its own, allowed to offer loopback ICE candidates to ``origin``: Chromium lists
+    every interface, loopback included, only for an origin that holds the camera or microphone permission;
+    otherwise it offers the default route's address alone."""
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    await context.grant_permissions(["camera", "microphone"], origin=origin.rstrip("/"))
+    return await context.new_page()
+
+
+async def wait_state(page: Page, states: Sequence[str], timeout_s: float) -> str:
+    """Wait until ``window.cloudseat.state`` is one of ``states``; the state. The page's "error" state ends the wait
+    with its message (a RuntimeError), unless "error" is among ``states``."""
+    await page.wait_for_function(
+        "(states) => window.cloudseat && (states.includes(cloudseat.state) || cloudseat.state === 'error')",
+        arg=list(states),
+        timeout=timeout_s * 1000,
+    )
+    state: str = await page.evaluate("cloudseat.state")
+    if state not in states:
+        raise RuntimeError(f"the page is in state {state}: {await page.evaluate('cloudseat.message')}")
+    return state
+
+
+def chromium_cpu_seconds(executable: str = CHROMIUM) -> float:
+    """CPU seconds of the Chromium processes this process started (directly or through Playwright's driver)."""
+    from loadtest.stream_media import cpu_seconds
+
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry.name}/stat") as f:
+                    parents[int(entry.name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= more
+        grew = bool(more)
+    home = os.path.dirname(os.path.realpath(executable))
+    home = (
+        home if home != "/usr/bin" else "/usr/lib/chromium"
+    )  # Debian's /usr/bin/chromium is a launcher script
+    total = 0.0
+    for pid in mine - {os.getpid()}:
+        with contextlib.suppress(OSError):
+            if os.path.realpath(f"/proc/{pid}/exe").startswith(home + "/"):
+                total += cpu_seconds(pid)
+    return total
+
+
+# -- the seats --------------------------------------------------------------------------------------------------
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 2)
+
+
+class BrowserSeats:
+    """Seats that run the kiosk page in headless Chromium (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: str,
+        venue_id: str,
+        cfg: StreamRunConfig,
+        fps: int,
+        tmp: Path,
+        *,
+        game_id: str = "demo",
+        executable: str = CHROMIUM,
+        ice_addresses: tuple[str, ...] = ("127.0.0.1",),
+        ready_timeout_s: float = 60.0,
+    ) -> None:
+        self.target, self.venue_id, self.cfg, self.fps, self.tmp = target, venue_id, cfg, fps, tmp
+        self.game_id, self.executable, self.ice_addresses = game_id, executable, ice_addresses
+        self.ready_timeout_s = ready_timeout_s
+        self.chromium_version = ""
+
+    @contextlib.asynccontextmanager
+    async def _seats(self, seats: Sequence[str]) -> AsyncIterator[list[Page]]:
+        """A kiosk and a loaded page per seat, in one browser."""
+        from thin_client.kiosk.server import Kiosk, KioskConfig
+        from thin_client.seat import SeatConfig
+
+        async with contextlib.AsyncExitStack() as stack:
+            browser = await stack.enter_async_context(chromium(self.executable))
+            self.chromium_version = browser.version
+            pages = []
+            for seat in seats:
+                kiosk: Kiosk = await stack.enter_async_context(
+                    Kiosk(
+                        KioskConfig(
+                            seat=SeatConfig(broker=self.target, venue_id=self.venue_id, seat_id=seat),
+                            host="127.0.0.1",
+                            port=0,
+                            ice_addresses=self.ice_addresses,
+                        )
+                    )
+                )
+                page = await seat_page(browser, kiosk.url)
+                await page.goto(kiosk.url)
+                await wait_state(page, ["idle"], 30)
+                pages.append(page)
+            yield pages
+
+    async def _start(self, page: Page) -> float:
+        """Start a session from the page and wait until it plays; its session-ready time in ms."""
+        await page.evaluate("(game) => cloudseat.start(game)", self.game_id)
+        await wait_state(page, ["playing"], self.ready_timeout_s)
+        return float(await page.evaluate("cloudseat.stats.sessionReadyMs"))
+
+    async def _end(self, page: Page) -> None:
+        await page.evaluate("cloudseat.end()")
+        await wait_state(page, ["ended"], 30)
+
+    async def probe_ready(self, seat: str, count: int) -> list[float]:
+        """Start ``count`` sessions one after another at ``seat``, each ended once it plays; their session-ready
+        times in ms."""
+        ready: list[float] = []
+        async with self._seats([seat]) as (page,):
+            for _ in range(count):
+                ready.append(await self._start(page))
+                await self._end(page)
+        return ready
+
+    async def play(self, seats: list[str]) -> tuple[list[dict[str, Any]], float]:
+        """All seats at once: start, warm up, play ``cfg.duration_s`` with scripted keys, end. The figures per seat
+        and the browser's CPU seconds in the window."""
+        cfg = self.cfg
+        async with self._seats(seats) as pages:
+            ready = await asyncio.gather(*(self._start(p) for p in pages))
+            await asyncio.sleep(cfg.warmup_s)
+            bases = [await p.evaluate("cloudseat.resetMeasurements(), ({...cloudseat.stats})") for p in pages]
+            cpu0 = chromium_cpu_seconds(self.executable)
+            every = cfg.input_every_s
+            keys = [
+                asyncio.create_task(_press_keys(p, i * every / len(pages), every))
+                for i, p in enumerate(pages)
+            ]
+            try:
+                await asyncio.sleep(cfg.duration_s)
+            finally:
+                for task in keys:
+                    task.cancel()
+                await asyncio.gather(*keys, return_exceptions=True)
+            cpu = chromium_cpu_seconds(self.executable) - cpu0
+            await asyncio.sleep(
+                1.2
+            )  # one more getStats round on every page, so its counters cover the window
+            results = []
+            for page, base, ready_ms in zip(pages, bases, ready, strict=True):
+                results.append(_figures(await page.evaluate("cloudseat.measurements()"), base, ready_ms))
+                results[-1]["chromium"] = self.chromium_version
+            await asyncio.gather(*(self._end(p) for p in pages))
+        return results, cpu
+
+
+async def _press_keys(page: Page, offset_s: float, every_s: float) -> None:
+    """Press and release KEY every ``every_s``, starting after ``offset_s`` (seats staggered), until cancelled."""
+    await asyncio.sleep(offset_s)
+    down = False
+    try:
+        while True:
+            down = not down
+            await (page.keyboard.down(KEY) if down else page.keyboard.up(KEY))
+            await asyncio.sleep(every_s)
+    finally:
+        if down:
+            with contextlib.suppress(Exception):
+                await page.keyboard.up(KEY)
+
+
+def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float) -> dict[str, Any]:
+    """One seat's figures from ``cloudseat.measurements()`` at the end of the window and its stats at the start."""
+    stats = got["stats"]
+    fps = [float(x) for x in got["fps"]]
+    c2d: list[float] = got["captureToDecodedMs"]
+    i2p: list[float] = got["inputToPhotonMs"]
+
+    def delta(name: str) -> int:
+        return int(stats[name] - base[name])
+
+    return {
+        "session_ready_ms": [round(ready_ms, 1)],
+        "fps_p50": round(statistics.median(fps), 2) if fps else float("nan"),
+        "fps_samples": [round(x, 2) for x in fps],
+        "frames": delta("framesDecoded"),
+        "capture_to_decoded_ms_p50": _pct(c2d, 50),
+        "capture_to_decoded_ms_p99": _pct(c2d, 99),
+        "capture_to_received_ms_p50": _pct(got["captureToReceivedMs"], 50),
+        "capture_to_display_ms_p50": _pct(got["captureToDisplayMs"], 50),
+        "input_to_photon_ms_p50": _pct(i2p, 50),
+        "input_to_photon_ms_p99": _pct(i2p, 99),
+        "freezes": delta("freezes"),
+        "frames_dropped": delta("framesDropped"),
+        "inputs_sent": delta("inputsSent"),
+        "inputs_shown": len(i2p),
+        "stamps_read": delta("stampsRead"),
+        "stamps_unreadable": delta("stampsUnreadable"),
+        "jitter_buffer_ms": round(float(stats["jitterBufferDelayMs"]), 2),
+        "decode_ms": round(float(stats["decodeMsPerFrame"]), 2),
+        "codec": stats["codec"],
+        "decoder": stats["decoder"],
+        "resolution": f"{stats['width']}x{stats['height']}",
+        "reconnects": delta("reconnects"),
+    }
