@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import asyncpg
 
-from broker import errors
-from broker.config import BrokerConfig
+from broker import errors, issuing
+from broker.config import BrokerConfig, SecurityConfig
 from broker.store import fleet as fleet_store
 from broker.store import venues as venue_store
 
@@ -49,15 +51,42 @@ async def seed(pool: asyncpg.Pool) -> None:
     await venue_store.report_latency(pool, VENUE, [(s, rtt) for s, (_, rtt) in SITES.items()])
 
 
-def write_agent_configs(port: int, data_dir: Path, count: int) -> list[Path]:
-    """Host configs for the local agents (one per site, round robin), in data_dir/dev-agents/."""
+def host_ids(count: int) -> list[str]:
+    return [f"dev-host-{i + 1:02d}" for i in range(count)]
+
+
+def security(creds: issuing.Credentials) -> SecurityConfig:
+    """The broker's side of the development credentials."""
+    return SecurityConfig(
+        cert=creds.broker.cert, key=creds.broker.key, client_ca=creds.ca, token_key=creds.token_key
+    )
+
+
+def seat_flags(creds: issuing.Credentials | None, seat_id: str) -> list[str]:
+    """What a seat program needs to be let in: a seat token (a day long) and the CA that signed the broker."""
+    if creds is None:
+        return []
+    token = issuing.issue_token(creds.token_key, "seat", ttl_s=86400, venue_id=VENUE, seat_id=seat_id)
+    return ["--token", token, "--ca", str(creds.ca)]
+
+
+def write_agent_configs(
+    port: int, data_dir: Path, count: int, creds: issuing.Credentials | None = None
+) -> list[Path]:
+    """Host configs for the local agents (one per site, round robin), in data_dir/dev-agents/: mutual TLS with
+    the development certificates, or plaintext when the broker runs --insecure."""
     folder = data_dir / "dev-agents"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     sites = list(SITES)
-    for i in range(count):
-        host_id = f"dev-host-{i + 1:02d}"
+    for i, host_id in enumerate(host_ids(count)):
         site = sites[i % len(sites)]
+        if creds is None:
+            security_lines = "insecure = true\n"
+        else:
+            files = creds.agent(host_id)
+            security_lines = f'[tls]\ncert = "{files.cert}"\nkey = "{files.key}"\nca = "{files.ca}"\n'
+
         path = folder / f"{host_id}.toml"
         path.write_text(
             f"""host_id = "{host_id}"
@@ -68,13 +97,73 @@ slots = 2
 gpu_class = "demo-gpu"
 price_micros_per_slot_hour = {1_200_000 + 300_000 * (i % len(sites))}
 games_cached = ["{GAME}"]
-media_addresses = ["127.0.0.1"]
+media_addresses = {json.dumps(media_addresses())}
 drain_grace_s = 2
-""",
+{security_lines}""",
             encoding="utf-8",
         )
         paths.append(path)
     return paths
+
+
+def media_addresses() -> list[str]:
+    """Where the local agents offer WebRTC: loopback, and this machine's own address, so a browser on this machine
+    (which leaves loopback out of its ICE candidates) or on the LAN reaches them."""
+    found = ["127.0.0.1"]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # sends nothing: asks the routing table which address goes out
+        address = probe.getsockname()[0]
+        if address not in found and not address.startswith("127."):
+            found.append(address)
+    return found
+
+
+# The local system's kiosk plays seat-01 (a standard seat); the Python client started by --play takes seat-02.
+KIOSK_SEAT = "seat-01"
+PLAY_SEAT = "seat-02"
+
+
+async def start_kiosk(
+    port: int, listen: str, creds: issuing.Credentials | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`cloudseat-client kiosk` for KIOSK_SEAT: the process and the URL it serves the page on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "thin_client",
+        "kiosk",
+        *("--broker", f"127.0.0.1:{port}", "--venue", VENUE, "--seat", KIOSK_SEAT, "--listen", listen),
+        *seat_flags(creds, KIOSK_SEAT),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+    except TimeoutError:
+        line = ""
+    if not line.startswith("kiosk: "):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise errors.Unavailable(f"the kiosk did not start on {listen} (see its message above)")
+    return proc, line.removeprefix("kiosk: ")
+
+
+async def start_client(
+    port: int, headless: bool, creds: issuing.Credentials | None = None
+) -> asyncio.subprocess.Process:
+    """`cloudseat-client play` on PLAY_SEAT: a window, or headless; its lines go to this terminal."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "thin_client",
+        "play",
+        *("--broker", f"127.0.0.1:{port}", "--venue", VENUE, "--seat", PLAY_SEAT, "--game", GAME),
+        *(("--headless",) if headless else ()),
+        *seat_flags(creds, PLAY_SEAT),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 async def start_agents(paths: list[Path]) -> list[asyncio.subprocess.Process]:
@@ -88,8 +177,8 @@ async def start_agents(paths: list[Path]) -> list[asyncio.subprocess.Process]:
     ]
 
 
-async def stop_agents(procs: list[asyncio.subprocess.Process]) -> None:
-    """SIGTERM (the agents drain and hand sessions back), then wait; SIGKILL whatever is still there after 10 s."""
+async def stop_processes(procs: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM (agents drain and hand sessions back, seats end theirs), then wait; SIGKILL what is left after 10 s."""
     for proc in procs:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -102,18 +191,65 @@ async def stop_agents(procs: list[asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
-def print_welcome(port: int, config: BrokerConfig) -> None:
+def write_tokens(creds: issuing.Credentials) -> dict[str, Path]:
+    """Day-long development tokens in credentials/tokens/: the operator, the demo venue and provider, seat-02."""
+    folder = creds.folder / "tokens"
+    folder.mkdir(exist_ok=True)
+    wanted = {
+        "operator": {},
+        VENUE: {"venue_id": VENUE},
+        PROVIDER: {"provider_id": PROVIDER},
+        PLAY_SEAT: {"venue_id": VENUE, "seat_id": PLAY_SEAT},
+    }
+    roles = {"operator": "operator", VENUE: "venue", PROVIDER: "provider", PLAY_SEAT: "seat"}
+    paths = {}
+    for name, claims in wanted.items():
+        path = folder / f"{name}.token"
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(issuing.issue_token(creds.token_key, roles[name], ttl_s=86400, **claims) + "\n")
+        paths[name] = path
+    return paths
+
+
+def print_welcome(
+    port: int,
+    agent_port: int,
+    config: BrokerConfig,
+    kiosk_url: str | None = None,
+    creds: issuing.Credentials | None = None,
+) -> None:
     where = (
         config.database_url and "the database at --database-url"
     ) or f"embedded PostgreSQL in {config.data_dir}"
+    kiosk = (
+        f"Play in a browser: {kiosk_url}  (the kiosk page of {KIOSK_SEAT})"
+        if kiosk_url
+        else "The kiosk is off (--kiosk off)."
+    )
+    if creds is None:
+        seat_auth, grpc_auth = "", "-plaintext "
+        security = "Authentication is OFF (--insecure): plaintext, every caller trusted."
+    else:
+        tokens = write_tokens(creds)
+        seat_auth = f' \\\n      --ca {creds.ca} --token "$(cat {tokens[PLAY_SEAT]})"'
+        grpc_auth = f'-cacert {creds.ca} -H "authorization: Bearer $(cat {tokens["operator"]})" '
+        security = (
+            f"Mutual TLS and tenant tokens are on: development CA and keys in {creds.folder}; day-long tokens in "
+            f"{creds.folder / 'tokens'}\n(operator, venue {VENUE}, provider {PROVIDER}, {PLAY_SEAT}); more with "
+            f"`cloudseat-broker token --key {creds.token_key} --role ...`."
+        )
     print(
         f"""
-cloudseat broker is up on 127.0.0.1:{port} ({where}).
+cloudseat broker is up on 127.0.0.1:{port} ({where}); agents connect on 127.0.0.1:{agent_port}.
 Demo data: provider {PROVIDER!r} with sites {", ".join(SITES)}; game {GAME!r};
            venue {VENUE!r} with seats seat-01..seat-08.
+{kiosk}
+Play in a window:  ./scripts/up --play starts it with the system, or by hand:
+  .venv/bin/cloudseat-client play --broker 127.0.0.1:{port} --venue {VENUE} --seat {PLAY_SEAT} --game {GAME}{seat_auth}
 Try it (grpcurl uses server reflection):
-  grpcurl -plaintext 127.0.0.1:{port} list
-  grpcurl -plaintext -d '{{"venue_id":"{VENUE}"}}' 127.0.0.1:{port} cloudseat.v1.VenueService/ListSeats
+  grpcurl {grpc_auth}127.0.0.1:{port} list
+  grpcurl {grpc_auth}-d '{{"venue_id":"{VENUE}"}}' 127.0.0.1:{port} cloudseat.v1.VenueService/ListSeats
+{security}
 GPU hosts join through cloudseat.v1.AgentService/Connect. Ctrl-C stops the broker; the data stays for next time.
 """,
         flush=True,

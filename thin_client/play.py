@@ -37,7 +37,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from broker.client import BrokerClient
 from thin_client import scripted
 from thin_client.receiver import Receiver, ReceiverError, monotonic_us
 from thin_client.seat import (
@@ -145,6 +144,7 @@ class Player:
         self._stats_shown = False
         self._input_n = 0
         self._started = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
 
     def _on_frame(self, frame: Any, stamp: Any) -> None:
         self.last_frame = frame
@@ -177,6 +177,8 @@ class Player:
         try:
             await self._run()
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             await self.receiver.close()
             if self._stats_shown and self._tty:
                 self.out.write("\n")
@@ -264,6 +266,9 @@ class Player:
     def _record_ready(self, asked_us: int) -> None:
         ready_ms = ((self.receiver.last_frame_us or monotonic_us()) - asked_us) / 1000
         self.outcome.session_ready_ms.append(ready_ms)
+        if self._timer is None and self.opts.duration_s:
+            # --duration counts play time, so a slow queue or start does not eat into it.
+            self._timer = asyncio.get_running_loop().call_later(self.opts.duration_s, self.stop.set)
         session = self.seat.session
         assert session is not None
         self.outcome.sessions.append(
@@ -593,7 +598,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--headless", action="store_true", help="no window: decode and measure only")
     parser.add_argument(
-        "--duration", type=positive, default=None, help="end the session after this many seconds"
+        "--duration",
+        type=positive,
+        default=None,
+        help="end the session after this many seconds of play (counted from the first frame)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the stats to this file at the end")
     parser.add_argument(
@@ -643,17 +651,16 @@ async def play(cfg: SeatConfig, opts: PlayOptions, out: TextIO = sys.stdout) -> 
             window = Window(title=f"cloudseat — {cfg.venue_id}/{cfg.seat_id}")
         except WindowError as exc:
             raise SeatError(f"{exc}; use --headless on a seat without a display") from None
-    async with BrokerClient(cfg.broker) as client:
+    if cfg.ca is not None and not cfg.ca.is_file():
+        raise SeatError(f"--ca: {str(cfg.ca)!r} does not exist")
+    async with cfg.client() as client:
         player = Player(SeatSession(client, cfg), opts, out=out, window=window)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, player.stop.set)
-        timer = loop.call_later(opts.duration_s, player.stop.set) if opts.duration_s else None
         try:
             outcome = await player.run()
         finally:
-            if timer is not None:
-                timer.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if opts.screenshot is not None:
@@ -667,7 +674,13 @@ async def play(cfg: SeatConfig, opts: PlayOptions, out: TextIO = sys.stdout) -> 
 
 def main(args: argparse.Namespace) -> int:
     cfg = SeatConfig(
-        broker=args.broker, venue_id=args.venue, seat_id=args.seat, zone_id=args.zone, patron_id=args.patron
+        broker=args.broker,
+        venue_id=args.venue,
+        seat_id=args.seat,
+        zone_id=args.zone,
+        patron_id=args.patron,
+        token=args.token,
+        ca=args.ca,
     )
     opts = options(args)
     try:

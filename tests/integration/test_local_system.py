@@ -1,5 +1,6 @@
 """The README's "bring it up" command: the broker in dev mode seeds a demo cafe and fleet and starts local agents,
-so a session is placed and streamed with nothing else to set up."""
+the demo seat's kiosk and (with --play) the Python client, so a session is placed and streamed with nothing else to
+set up."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
-from cloudseat.v1 import common_pb2, fleet_pb2
+from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
 from broker.client import BrokerClient
+from broker.tls import client_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +25,34 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLOUDSEAT_DATABASE_URL")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "dev", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
-        "--log-format", "json", "--agents", "2",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+        "--log-format", "json", "--agents", "2", "--agent-listen", "127.0.0.1:0",
+        "--kiosk", "127.0.0.1:0", "--play", "headless",
+        stdout=asyncio.subprocess.PIPE, stderr=None, env=env,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        port = None
+        port = kiosk_url = None
         async with asyncio.timeout(60):
-            while port is None:
+            while port is None or kiosk_url is None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, "the broker exited before it was up"
                 if m := re.search(r"cloudseat broker is up on 127\.0\.0\.1:(\d+)", line):
                     port = int(m.group(1))
-        async with BrokerClient(f"127.0.0.1:{port}") as c:
+                if m := re.search(r"Play in a browser: (http://\S+)", line):
+                    kiosk_url = m.group(1)
+        # The kiosk page is served, and knows its seat and the games.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(kiosk_url) as page:
+                assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+            async with http.get(kiosk_url.rstrip("/") + "/api/seat") as seat:
+                info = await seat.json()
+        assert info["seat_id"] == "seat-01" and "demo" in [g["game_id"] for g in info["games"]]
+        # Secure by default: the local system made a development CA, certificates and tokens in its data folder.
+        creds = tmp_path / "credentials"
+        operator = (creds / "tokens" / "operator.token").read_text().strip()
+        async with BrokerClient(
+            f"127.0.0.1:{port}", token=operator, credentials=client_credentials(creds / "ca.pem")
+        ) as c:
             async with asyncio.timeout(30):
                 while True:
                     hosts = (await c.fleet.ListHosts(fleet_pb2.ListHostsRequest())).hosts
@@ -48,6 +66,16 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
                 ready.state == common_pb2.SESSION_STATE_READY and ready.site_id == "site-a"
             )  # the nearer site
             await c.end_session(started.session.session_id, started.session_token)
+            # --play headless: the Python client plays seat-02.
+            async with asyncio.timeout(60):
+                while True:
+                    listed = await c.venues.ListSessions(venue_pb2.ListSessionsRequest(venue_id="demo-cafe"))
+                    if any(
+                        x.seat_id == "seat-02" and x.state == common_pb2.SESSION_STATE_STREAMING
+                        for x in listed.sessions
+                    ):
+                        break
+                    await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
