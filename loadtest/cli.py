@@ -1,4 +1,4 @@
-"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`; `fleet` to come).
+"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`).
 
 Every flag falls back to an environment variable named in its help text (CLOUDSEAT_LOADTEST_<FLAG>), so a CI
 job can pin a run without long command lines. Bad input (a malformed instance file, a bad flag or variable)
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_placement(sub)
     _add_stream(sub)
+    _add_fleet(sub)
     return parser
 
 
@@ -297,6 +298,147 @@ def _add_stream(sub: Any) -> None:
             ready_probes=args.ready_probes,
         )
         return stream.main(cfg, args.json)
+
+    p.set_defaults(run=run)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(text)
+    return value
+
+
+def _log_level(text: str) -> str:
+    if text not in ("debug", "info", "warning", "error"):
+        raise ValueError(text)
+    return text
+
+
+def _address(text: str) -> str:
+    """HOST:PORT with a port in 1..65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(text)
+    return text
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """A switch that its environment variable (1/true/yes/on or 0/false/no/off) can also turn on."""
+    name = _env(flag)
+    raw = os.environ.get(name)
+    value = False
+    if raw is not None:
+        if raw.strip().lower() not in _TRUE | _FALSE:
+            parser.error(f"{name}={raw!r}: not a valid value for {flag} (use 1 or 0)")
+        value = raw.strip().lower() in _TRUE
+    parser.add_argument(flag, action="store_true", default=value, help=f"{help_text} (env {name})")
+
+
+def _add_fleet(sub: Any) -> None:
+    p = sub.add_parser(
+        "fleet",
+        help="a simulated fleet and venues against a real broker on PostgreSQL",
+        description="Start (or, with --broker, target) a broker on PostgreSQL; connect --hosts simulated agents "
+        "on the real AgentService protocol; let --venues venues' patrons start, watch and end sessions on an "
+        "evening-peak curve (or --rate starts per second) for --duration seconds; print the figures, and write "
+        "JSON (--json) and a report with plots (--report). docs/loadtest-fleet.md explains every figure.",
+    )
+    _option(p, "--hosts", _positive, 10_000, "simulated GPU hosts (agents)")
+    _option(p, "--sites", _positive, 100, "edge sites")
+    _option(
+        p, "--venues", _positive, 500, "venues (internet cafes); their seats follow the capacity near them"
+    )
+    _option(
+        p, "--rate", _seconds, None, "StartSession calls per second (Poisson) instead of the evening curve"
+    )
+    _option(p, "--duration", _seconds, 60.0, "seconds measured (the evening is compressed into them)")
+    _option(p, "--broker", _address, None, "HOST:PORT of a running broker to target instead of starting one")
+    _option(
+        p,
+        "--database-url",
+        str,
+        None,
+        "PostgreSQL for the broker this starts (default: an embedded, temporary one)",
+    )
+    _option(p, "--json", Path, None, "write the results as one JSON object to this file")
+    _option(p, "--report", Path, None, "write report.md and PNG plots into this directory")
+    _flag(p, "--profile", "record where the broker's time goes (py-spy, else cProfile) into the report")
+    _flag(
+        p, "--compare-greedy", "run the window again with the broker on the greedy solver; compare the cost"
+    )
+    _option(p, "--seed", int, 1, "seed of the region and the arrivals")
+    _option(p, "--heartbeat-interval", _seconds, 5.0, "seconds between heartbeats (the broker this starts)")
+    _option(p, "--host-lost-after", _seconds, 15.0, "seconds of silence before a host is lost (the broker)")
+    _option(p, "--agent-procs", _non_negative, 0, "processes for the simulated agents (0: one per 10,000)")
+    _option(p, "--patron-procs", _positive, 1, "processes for the patrons")
+    _option(p, "--streams-per-connection", _positive, 1, "agent streams sharing one HTTP/2 connection")
+    _option(p, "--seats-per-slot", _seconds, 0.9, "seats per slot of capacity near each venue")
+    _option(p, "--peak-occupancy", _fraction, 0.85, "share of seats taken at the evening's peak")
+    _option(p, "--occupancy", _fraction, 0.5, "with --rate: share of the fleet's slots busy at steady state")
+    _option(p, "--multi-slot-share", _share, 0.02, "share of sessions that need two slots on one host")
+    _option(p, "--echo-s", _non_negative_float, 5.0, "seconds of the bare gRPC echo baseline")
+    _option(
+        p,
+        "--broker-log-level",
+        _log_level,
+        "info",
+        "log level of the broker this starts (info: one line per RPC)",
+    )
+    _flag(p, "--no-progress", "no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from loadtest import fleet
+
+        if args.broker is not None and (args.profile or args.compare_greedy):
+            p.error("--profile and --compare-greedy need the broker this command starts (drop --broker)")
+        if args.host_lost_after <= args.heartbeat_interval:
+            p.error("--host-lost-after must be longer than --heartbeat-interval")
+        cfg = fleet.FleetConfig(
+            hosts=args.hosts,
+            sites=args.sites,
+            venues=args.venues,
+            rate=args.rate,
+            duration_s=args.duration,
+            broker=args.broker,
+            database_url=args.database_url,
+            json_path=args.json,
+            report_dir=args.report,
+            profile=args.profile,
+            compare_greedy=args.compare_greedy,
+            seed=args.seed,
+            heartbeat_interval_s=args.heartbeat_interval,
+            host_lost_after_s=args.host_lost_after,
+            agent_procs=args.agent_procs,
+            patron_procs=args.patron_procs,
+            streams_per_connection=args.streams_per_connection,
+            seats_per_slot=args.seats_per_slot,
+            peak_occupancy=args.peak_occupancy,
+            occupancy=args.occupancy,
+            multi_slot_share=args.multi_slot_share,
+            echo_s=args.echo_s,
+            broker_log_level=args.broker_log_level,
+            progress=not args.no_progress,
+        )
+        return fleet.main(cfg)
 
     p.set_defaults(run=run)
 
