@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
@@ -14,6 +15,7 @@ from grpc import aio
 from broker import auth, errors, lifecycle
 from broker.agents import AgentLink, AgentRegistry, start_command, stop_command
 from broker.lifecycle import EndReason, State
+from broker.reconcile import Held, plan_reconcile
 from broker.rpc import convert
 from broker.rpc import validate as v
 from broker.store import hosts as host_store
@@ -24,6 +26,8 @@ log = structlog.get_logger(__name__)
 # An agent must say who it is this soon after connecting.
 _REGISTER_TIMEOUT_S = 10.0
 _AGENT_STATES = {State.STARTING, State.READY, State.STREAMING, State.ENDED}
+# What a reconnecting agent may say a session it runs has reached.
+_NOT_RUNNING_DETAIL = "not running on its host after a reconnect"
 
 
 class AgentService(agent_pb2_grpc.AgentServiceServicer):
@@ -63,7 +67,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         self._agents.attach(link)
         log.info("agent registered", epoch=reg.epoch, slots=reg.slots, ended=len(result.ended))
         writer = asyncio.create_task(self._write(link, context), name=f"agent-write-{reg.host_id}")
-        reader = asyncio.create_task(self._read(link, messages), name=f"agent-read-{reg.host_id}")
+        reader: asyncio.Task[None] | None = None
         try:
             link.send(
                 agent_pb2.BrokerMessage(
@@ -76,7 +80,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                     )
                 )
             )
-            self._reconcile(link, result.live_sessions, first.register.running)
+            # Before reading what the agent sends next: the moves it reported in its registration are queued first.
+            await self._reconcile(link, first.register.running)
+            reader = asyncio.create_task(self._read(link, messages), name=f"agent-read-{reg.host_id}")
             self._on_host_change(reg.host_id)  # new capacity: the scheduler may place waiting requests
             closed = asyncio.create_task(link.closed.wait())
             done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -92,9 +98,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 raise link.error or errors.FailedPrecondition(f"register.epoch: {link.close_reason}")
         finally:
             self._agents.detach(link)
-            for task in (reader, writer):
+            tasks = [t for t in (reader, writer) if t is not None]
+            for task in tasks:
                 task.cancel()
-            for task in (reader, writer):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
@@ -106,18 +113,45 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 return
             await context.write(msg)
 
-    def _reconcile(
-        self, link: AgentLink, live: list[asyncpg.Record], running: Sequence[agent_pb2.RunningSession]
-    ) -> None:
-        """After (re)connecting: start what the broker placed but the agent does not run, stop what the agent runs
-        but the broker no longer has live on this host."""
-        agent_runs = {r.session_id for r in running}
-        broker_has = {str(r["session_id"]) for r in live}
-        for row in live:
-            if row["state"] == "PLACED" and str(row["session_id"]) not in agent_runs:
-                link.send(start_command(row))
-        for sid in agent_runs - broker_has:
-            link.send(stop_command(sid, EndReason.HOST_LOST.value))
+    async def _reconcile(self, link: AgentLink, running: Sequence[agent_pb2.RunningSession]) -> None:
+        """After (re)connecting, bring the agent and the broker to agree (plan_reconcile decides how).
+
+        The sessions are read once the link is attached, so a change made after the read reaches the agent as a
+        command of its own (AgentRegistry.on_change) and one made before it is in the read. The agent's stream is
+        read only afterwards, so the moves its registration reports are queued before any move it reports next."""
+        claimed = [(r.session_id, _reported_state(r.state)) for r in running]
+        rows = await session_store.held_or_claimed(
+            self._pool, link.host_id, [u for u in (_uuid(sid) for sid, _ in claimed) if u is not None]
+        )
+        if link.closed.is_set():
+            return  # replaced meanwhile: the newer connection reconciles
+        by_id = {str(r["session_id"]): r for r in rows}
+        plan = plan_reconcile(link.host_id, [_held(r) for r in rows], claimed)
+        # Stops first: they free the agent's slots that the sessions placed meanwhile are to take.
+        for sid, reason in plan.stops:
+            link.send(stop_command(sid, reason.value))
+        for sid in plan.starts:
+            link.send(start_command(by_id[sid]))
+        # Queued like the agent's own reports, so they apply before whatever it reports next.
+        for sid, to in plan.advances:
+            self._agents.report(link, uuid.UUID(sid), to)
+        for sid in plan.ends:
+            try:
+                await session_store.end(
+                    self._pool, uuid.UUID(sid), EndReason.FAILED, _NOT_RUNNING_DETAIL, host_id=link.host_id
+                )
+            except (errors.FailedPrecondition, errors.PermissionDenied, errors.NotFound) as exc:
+                log.warning(
+                    "could not end a session its agent no longer runs", session_id=sid, error=exc.message
+                )
+        if plan:
+            log.info(
+                "agent reconciled",
+                stopped=len(plan.stops),
+                started=len(plan.starts),
+                advanced=len(plan.advances),
+                ended=len(plan.ends),
+            )
 
     async def _read(self, link: AgentLink, messages: AsyncIterator[agent_pb2.AgentMessage]) -> None:
         async for msg in messages:
@@ -194,6 +228,23 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             return
         fut.set_result(res.answer)
+
+
+def _held(row: asyncpg.Record) -> Held:
+    reason = EndReason(row["end_reason"]) if row["end_reason"] else None
+    return Held(str(row["session_id"]), State(row["state"]), row["host_id"], reason)
+
+
+def _reported_state(pb_state: int) -> State | None:
+    name = convert.STATE_FROM_PB.get(pb_state)
+    return State(name) if name is not None else None
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 async def _settled(link: AgentLink) -> None:

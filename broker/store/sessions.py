@@ -230,6 +230,17 @@ async def end(
     raise errors.Unavailable("session_id: the session is changing too fast; retry")
 
 
+async def held_or_claimed(
+    pool: asyncpg.Pool, host_id: str, claimed: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """The sessions live on `host_id` and the sessions in `claimed` (whatever their state or host), read at once,
+    oldest change first: what a reconnecting agent, which claims to run `claimed`, is reconciled with. Each row has
+    the session's id, state, host, end reason and what a start command needs."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["held_or_claimed"], host_id, list(claimed))
+    return rows
+
+
 def _check_host(row: Mapping[str, object], host_id: str | None) -> None:
     if host_id is not None and row["host_id"] != host_id:
         raise errors.PermissionDenied(f"session_id: session {row['session_id']} is not on host {host_id!r}")

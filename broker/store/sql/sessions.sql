@@ -74,3 +74,10 @@ WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')
         WHEN 'PENDING' THEN $1::float8 WHEN 'PLACED' THEN $2::float8 WHEN 'STARTING' THEN $3::float8
         ELSE $4::float8 END)
 RETURNING session_id, host_id, end_reason;
+
+-- name: held_or_claimed
+-- For a reconnecting agent: the sessions its host holds live ($1) and the sessions the agent says it runs ($2),
+-- whatever their state or host, read together.
+SELECT session_id, state, host_id, end_reason, game_id, tier, slots, venue_id, seat_id FROM sessions
+WHERE (host_id = $1 AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')) OR session_id = ANY($2::uuid[])
+ORDER BY updated_at, session_id;
