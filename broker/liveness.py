@@ -48,3 +48,6 @@ class Liveness:
                     log.info("sessions timed out", count=len(timed_out))
             except errors.CloudseatError as exc:
                 log.warning("liveness check failed", error=str(exc))
+            except Exception:
+                # A bug, or an error the store did not translate: keep judging (the next check may succeed).
+                log.exception("liveness check failed unexpectedly")

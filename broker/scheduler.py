@@ -242,6 +242,10 @@ class Scheduler:
             except errors.CloudseatError as exc:
                 log.warning("placement round failed", error=str(exc))
                 await asyncio.sleep(_TICK_S)
+            except Exception:
+                # A bug, or an error the store did not translate: a scheduler that stops would never place again.
+                log.exception("placement round failed unexpectedly")
+                await asyncio.sleep(_TICK_S)
 
     async def round(self) -> int:
         """One batch: returns how many pending requests it considered.

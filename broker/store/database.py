@@ -31,6 +31,30 @@ _FOREIGN: dict[str, Callable[[], errors.CloudseatError]] = {
 }
 
 
+# What a lost or dying connection, or a server going away, looks like: the caller may retry (on a new connection).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    # Class 08: the connection failed or does not exist (any longer).
+    asyncpg.PostgresConnectionError,
+    # Class 57: the server (or an operator) ended the statement or the session: admin or crash shutdown
+    # (pg_terminate_backend, a restart), starting up, database dropped, idle session timeout, query cancelled.
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    # The session was ended for idling in a transaction: the connection is gone.
+    asyncpg.IdleInTransactionSessionTimeoutError,
+    asyncpg.InterfaceError,
+    # The client's protocol state machine out of step with the server, most often because the server ended the
+    # session between two calls: a pooled connection whose backend was terminated while idle has read the FATAL
+    # error but not yet the end of the stream, so its next call finds "another operation in progress". The pool
+    # discards such a connection when it is released (its reset fails, or finds it closed) and opens a new one.
+    asyncpg.InternalClientError,
+    # 25006: a write on a server that is (now) a standby, e.g. a connection left on a demoted primary after a
+    # failover; the connection is dropped (below) and the next one reaches the new primary.
+    asyncpg.ReadOnlySQLTransactionError,
+    ConnectionError,
+    OSError,  # TimeoutError included: command_timeout
+)
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Turn asyncpg's errors into the broker's: constraint violations become client errors, lost connections
@@ -49,14 +73,7 @@ def translated() -> Iterator[None]:
         if exc.constraint_name == "free_slots_in_range":
             raise errors.FailedPrecondition("the host has no free slots for this") from exc
         raise errors.StoreError(f"unexpected check violation: {exc}") from exc
-    except (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.AdminShutdownError,
-        ConnectionError,
-        OSError,
-    ) as exc:
+    except _UNAVAILABLE as exc:
         raise errors.Unavailable(f"database unavailable: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise errors.StoreError(f"database error: {exc}") from exc
@@ -79,5 +96,18 @@ async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a transaction, with errors translated."""
     with translated():
-        async with pool.acquire() as conn, conn.transaction():
-            yield conn
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except (
+                asyncpg.InternalClientError,
+                asyncpg.ReadOnlySQLTransactionError,
+                errors.Unavailable,
+            ) as exc:
+                stale = (asyncpg.InternalClientError, asyncpg.ReadOnlySQLTransactionError)
+                if isinstance(exc, stale) or isinstance(exc.__cause__, stale):
+                    # Out of step with the server, or on a standby: never hand it out again (the pool opens
+                    # another). The pool's own release would find out only if its reset failed too.
+                    conn.terminate()
+                raise

@@ -39,5 +39,3 @@ UPDATE sessions s SET pending_reason = u.reason
 FROM unnest($1::uuid[], $2::text[]) AS u(session_id, reason)
 WHERE s.session_id = u.session_id AND s.state = 'PENDING' AND s.pending_reason IS DISTINCT FROM u.reason;
 
--- name: try_leader_lock
-SELECT pg_try_advisory_lock($1);
