@@ -1,8 +1,12 @@
 """The agents connected to this broker replica: one link per host, commands out, heartbeats and session reports in
 (both batched: one statement for many hosts, one transaction for many sessions).
 
-Commands follow from session changes (hub notifications), so it does not matter which replica placed or ended a
-session: the replica that holds the host's link sends the command.
+Commands follow from session and host changes (hub notifications), so it does not matter which replica placed or
+ended a session, or drained a host: the replica that holds the host's link sends the command. Each replica also
+learns from its own batched heartbeats which of its links the broker retired (a host declared lost by the leader,
+or replaced under a newer epoch at another replica): the beats of such a link match no online host of its epoch, and
+the link is closed, so the agent reconnects under a new epoch. The host records which replica holds its link
+(`broker_address`), so a call that needs the agent reaching another replica can be forwarded there.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import asyncpg
@@ -21,6 +25,7 @@ from google.protobuf import timestamp_pb2
 
 from broker import errors, lifecycle, tiers
 from broker.rpc import convert
+from broker.store import fleet as fleet_store
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store
 
@@ -32,6 +37,13 @@ _FLUSH_INTERVAL_S = 0.25
 # while the previous batch was being written, gathered for at most this long. One transaction for many sessions
 # instead of three per session, and a slow database never holds up an agent's stream (its heartbeats).
 _REPORT_WINDOW_S = 0.002
+# Why a link the broker retired is closed; the agent's stream ends FAILED_PRECONDITION with it, and an agent
+# told so about its epoch starts afresh under a new one.
+_LOST = "the host was declared lost; restart the agent with a new epoch"
+_RETIRED = (
+    "the host is no longer online under epoch {epoch} (declared lost, or replaced by a newer epoch); "
+    "restart the agent with a new epoch"
+)
 # A report refused for what it says (logged and dropped; the agent's stream stays up).
 _REFUSED = (errors.InvalidArgument, errors.FailedPrecondition, errors.PermissionDenied, errors.NotFound)
 
@@ -80,6 +92,10 @@ def start_command(session: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
     )
 
 
+def drain_command(drained: bool) -> agent_pb2.BrokerMessage:
+    return agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=drained))
+
+
 def stop_command(session_id: str, reason: str) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
         stop_session=agent_pb2.StopSessionCommand(
@@ -107,6 +123,10 @@ class AgentRegistry:
         self._reporter: asyncio.Task[None] | None = None
         # Latest stream stats per session, from the heartbeats of the agents connected here.
         self.stream_stats: dict[str, common_pb2.StreamStats] = {}
+        # HOST:PORT where other replicas reach this one, recorded on the hosts linked here (set once serving).
+        self.address: str | None = None
+        # Small writes started from synchronous callbacks (recording a link, re-reading drains).
+        self._chores: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_forever(), name="heartbeat-flush")
@@ -115,7 +135,7 @@ class AgentRegistry:
     async def close(self) -> None:
         for link in list(self._links.values()):
             link.close("the broker is shutting down")
-        for task in (self._flusher, self._reporter):
+        for task in (self._flusher, self._reporter, *self._chores):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -133,6 +153,20 @@ class AgentRegistry:
         if old is not None and old is not link:
             old.close(f"replaced by a new connection (epoch {link.epoch})")
         self._links[link.host_id] = link
+        if self.address is not None:
+            self._chore(self._record_link(link, self.address), f"link-{link.host_id}")
+
+    async def _record_link(self, link: AgentLink, address: str) -> None:
+        try:
+            await host_store.link_host(self._pool, link.host_id, link.epoch, address)
+        except errors.CloudseatError as exc:
+            # The link's heartbeats record it too, within one interval.
+            log.warning("could not record the host's link", host_id=link.host_id, error=str(exc))
+
+    def _chore(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def detach(self, link: AgentLink) -> None:
         if self._links.get(link.host_id) is link:
@@ -149,7 +183,29 @@ class AgentRegistry:
         for host_id in host_ids:
             link = self._links.get(host_id)
             if link is not None:
-                link.close("the host was declared lost; restart the agent with a new epoch")
+                link.close(_LOST)
+
+    # -- host changes -> commands -----------------------------------------------------------------------------
+
+    def on_host_change(self, change: Mapping[str, Any]) -> None:
+        """A host's drain changed (at any replica): tell its agent when its link is here."""
+        link = self._links.get(change["host_id"])
+        if link is not None and "drained" in change:
+            link.send(drain_command(bool(change["drained"])))
+
+    def resync_hosts(self) -> None:
+        """Host changes may have been missed: tell every agent linked here its host's drain as it stands."""
+        if self._links:
+            self._chore(self._resend_drains(), "agents-resync-drains")
+
+    async def _resend_drains(self) -> None:
+        try:
+            drained = await fleet_store.drained_of(self._pool, list(self._links))
+        except errors.CloudseatError as exc:
+            log.warning("could not re-read the hosts' drains", error=str(exc))
+            return
+        for host_id, value in drained.items():
+            self.on_host_change({"host_id": host_id, "drained": value})
 
     # -- session changes -> commands --------------------------------------------------------------------------
 
@@ -216,7 +272,16 @@ class AgentRegistry:
 
     async def _flush(self) -> None:
         beats, self._beats = list(self._beats.values()), {}
-        await host_store.heartbeats(self._pool, beats)
+        counted = await host_store.heartbeats(self._pool, beats, self.address)
+        for host_id, epoch, *_ in beats:
+            if (host_id, epoch) in counted:
+                continue
+            # No online host of this epoch: the leader declared the host lost (and told only its own links), or
+            # a newer epoch replaced it elsewhere. The process beats into the void; end its link.
+            link = self._links.get(host_id)
+            if link is not None and link.epoch == epoch:
+                log.info("heartbeat of a retired epoch; closing the link", host_id=host_id, epoch=epoch)
+                link.close(_RETIRED.format(epoch=epoch))
 
     async def _flush_forever(self) -> None:
         while True:

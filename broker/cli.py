@@ -56,6 +56,12 @@ def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
         help=f"HOST:PORT for gRPC (env CLOUDSEAT_BROKER_LISTEN; default {default_listen})",
     )
     p.add_argument(
+        "--advertise",
+        default=_env("CLOUDSEAT_BROKER_ADVERTISE"),
+        help="HOST:PORT where the other broker replicas reach this one's --listen port, to forward calls that need "
+        "an agent linked here (env CLOUDSEAT_BROKER_ADVERTISE; default: --listen with the bound port)",
+    )
+    p.add_argument(
         "--heartbeat-interval",
         type=float,
         default=float(_env("CLOUDSEAT_HEARTBEAT_INTERVAL_S", "5") or 5),
@@ -64,8 +70,8 @@ def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
     p.add_argument(
         "--host-lost-after",
         type=float,
-        default=float(_env("CLOUDSEAT_HOST_LOST_AFTER_S", "15") or 15),
-        help="seconds without heartbeats before a host is lost (env CLOUDSEAT_HOST_LOST_AFTER_S; default 15)",
+        default=float(_env("CLOUDSEAT_HOST_LOST_AFTER_S", "13") or 13),
+        help="seconds without heartbeats before a host is lost (env CLOUDSEAT_HOST_LOST_AFTER_S; default 13)",
     )
     p.add_argument(
         "--shutdown-grace",
@@ -171,6 +177,7 @@ def _config(args: argparse.Namespace, security: SecurityConfig | None) -> Broker
         insecure=security is None,
         agent_listen=args.agent_listen if security is not None else None,
         listen=args.listen,
+        advertise=args.advertise or None,
         database_url=args.database_url or None,
         data_dir=args.data_dir,
         heartbeat_interval_s=args.heartbeat_interval,

@@ -39,9 +39,11 @@ class BrokerConfig:
     # None: start the embedded PostgreSQL server in data_dir.
     database_url: str | None = None
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
-    # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost.
+    # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost. 13 s tolerates two
+    # lost heartbeats, and with the once-a-second check and the 0.25 s heartbeat flush keeps detection within 15 s
+    # of the agent's death even when it died right after a heartbeat (DESIGN.md: host loss detected ≤ 15 s).
     heartbeat_interval_s: float = 5.0
-    host_lost_after_s: float = 15.0
+    host_lost_after_s: float = 13.0
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_s: float = 10.0
     # The scheduler gathers requests for this long before solving (unless a batch fills first).
@@ -62,3 +64,9 @@ class BrokerConfig:
     # With security on, agents connect to their own port, where a client certificate is required (mutual TLS);
     # everyone else uses `listen` with TLS and a token. Without security, agents use `listen` too.
     agent_listen: str | None = None
+    # HOST:PORT where the other replicas of the region reach this one's `listen` port: recorded on the hosts whose
+    # agents link here, so a call that needs the agent (Negotiate) reaching another replica is forwarded here. With
+    # security on, a forwarding replica checks the certificate met there against the first DNS name of its own
+    # (replicas share one), not against HOST. None: `listen` with the port bound (the machine's host name when
+    # `listen` is a wildcard such as 0.0.0.0); on Kubernetes, the pod's IP.
+    advertise: str | None = None

@@ -1,11 +1,14 @@
-"""Session changes, from PostgreSQL to whoever in this broker cares.
+"""Session and host changes, from PostgreSQL to whoever in this broker cares.
 
 The database's trigger notifies every committed change of a session (state or pending reason) on the channel
 `cloudseat_sessions`, with the row as JSON. One listening connection per broker replica receives them, so a change
 made by any replica reaches every watcher, every agent link and the placement leader, and only committed changes do.
+Host changes the agents must hear of (a provider's drain or undrain) come the same way on `cloudseat_hosts`, so the
+replica holding the host's link tells the agent, whichever replica served the call.
 
 If the listening connection drops, notifications in the gap are lost: after reconnecting, the hub tells everyone to
-resync (watchers re-read their session, the scheduler runs a round).
+resync (watchers re-read their session, the scheduler runs a round, the agents linked here are told their hosts'
+drains again).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from broker.store import sessions as session_store
 log = structlog.get_logger(__name__)
 
 CHANNEL = "cloudseat_sessions"
+HOSTS_CHANNEL = "cloudseat_hosts"
 # Queue positions are recomputed at most this often, however fast the queue moves.
 _POSITION_INTERVAL_S = 0.2
 
@@ -53,6 +57,7 @@ class SessionHub:
         self._pool = pool
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[WatchItem]]] = {}
         self._listeners: list[Listener] = []
+        self._host_listeners: list[Listener] = []
         self._resync_listeners: list[Callable[[], None]] = []
         self._conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -63,6 +68,13 @@ class SessionHub:
     def add_listener(self, listener: Listener, on_resync: Callable[[], None] | None = None) -> None:
         """Call `listener` with every change (in the event loop, so it must not block)."""
         self._listeners.append(listener)
+        if on_resync is not None:
+            self._resync_listeners.append(on_resync)
+
+    def add_host_listener(self, listener: Listener, on_resync: Callable[[], None] | None = None) -> None:
+        """Call `listener` with every host change ({"host_id", "drained"}), in the event loop like session
+        changes; `on_resync` when some may have been missed."""
+        self._host_listeners.append(listener)
         if on_resync is not None:
             self._resync_listeners.append(on_resync)
 
@@ -110,6 +122,7 @@ class SessionHub:
         conn = await asyncpg.connect(self._url)
         conn.add_termination_listener(lambda _c: self._lost.set())
         await conn.add_listener(CHANNEL, self._on_notify)
+        await conn.add_listener(HOSTS_CHANNEL, self._on_host_notify)
         self._conn = conn
         self._lost.clear()
 
@@ -140,6 +153,14 @@ class SessionHub:
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         change: Change = json.loads(payload)
         self.publish(change)
+
+    def _on_host_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        change: Change = json.loads(payload)
+        for listener in self._host_listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("host change listener failed", host_id=change.get("host_id"))
 
     def publish(self, change: Change) -> None:
         """Hand one change to the listeners and the session's watchers."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -30,6 +31,7 @@ from broker.leader import Leadership
 from broker.liveness import Liveness
 from broker.rpc.agent_service import AgentService
 from broker.rpc.fleet_service import FleetService
+from broker.rpc.forward import Forwarder
 from broker.rpc.guard import Guard, Limits
 from broker.rpc.interceptor import Interceptor
 from broker.rpc.session_service import SessionService
@@ -85,6 +87,16 @@ def _security(
     return Guard(verifier, limits), auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
 
 
+def _advertised(cfg: BrokerConfig, port: int) -> str:
+    """Where the other replicas reach this one: the configured address, else `listen` with the bound port."""
+    if cfg.advertise:
+        return cfg.advertise
+    host = cfg.listen.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]", "::", "*"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
+
+
 def _both(
     first: Callable[[list[str]], None], second: Callable[[list[str]], None]
 ) -> Callable[[list[str]], None]:
@@ -106,6 +118,7 @@ class Broker:
         self.server: aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self._hub: SessionHub | None = None
+        self._forwarder: Forwarder | None = None
         self.agents: AgentRegistry | None = None
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
@@ -141,6 +154,7 @@ class Broker:
         self._hub = hub = SessionHub(url, pool)
         hub.add_listener(agents.on_change)
         hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
+        hub.add_host_listener(agents.on_host_change, on_resync=agents.resync_hosts)
         await hub.start()
         liveness = Liveness(
             pool,
@@ -157,11 +171,16 @@ class Broker:
 
         guard, tokens, credentials = _security(cfg)
         server = aio.server(interceptors=[Interceptor(guard)], options=_SERVER_OPTIONS)
+        # Calls needing an agent linked to another replica go there; over TLS trusting the region's CA when secure.
+        sec = cfg.security
+        self._forwarder = forwarder = Forwarder(
+            None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca)
+        )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens), server
+            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens, forwarder), server
         )
         venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), server)
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool, agents), server)
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
                 pool,
@@ -195,11 +214,19 @@ class Broker:
                 raise OSError(f"cannot listen on {cfg.agent_listen}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
+        # Before the first agent can link: the hosts linked here record where this replica is reached.
+        agents.address = forwarder.address = _advertised(cfg, self.port)
         await server.start()
         self.server = server
         for name in ("", *SERVICE_NAMES):
             await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("broker serving", listen=cfg.listen, port=self.port, agent_port=self.agent_port)
+        log.info(
+            "broker serving",
+            listen=cfg.listen,
+            port=self.port,
+            agent_port=self.agent_port,
+            advertise=forwarder.address,
+        )
         return self.port
 
     async def _set_health(self, name: str, status: int) -> None:
@@ -220,6 +247,8 @@ class Broker:
             await self._hub.close()
         if stopping is not None:
             await stopping
+        if self._forwarder is not None:
+            await self._forwarder.close()
         if self.leadership is not None:
             await self.leadership.close()
         if self.pool is not None:

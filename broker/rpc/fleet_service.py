@@ -1,14 +1,17 @@
-"""FleetService: providers, sites, games, prices, and the provider's view and control of its hosts."""
+"""FleetService: providers, sites, games, prices, and the provider's view and control of its hosts.
+
+A drain or undrain is a change in the database; its trigger tells every replica (broker.hub), and the one holding the
+host's agent link sends the agent the command (broker.agents), whichever replica served the call.
+"""
 
 from __future__ import annotations
 
 import asyncpg
 import structlog
-from cloudseat.v1 import agent_pb2, fleet_pb2, fleet_pb2_grpc
+from cloudseat.v1 import fleet_pb2, fleet_pb2_grpc
 from grpc import aio
 
 from broker import auth
-from broker.agents import AgentRegistry
 from broker.rpc import convert
 from broker.rpc import validate as v
 from broker.store import fleet as fleet_store
@@ -17,9 +20,8 @@ log = structlog.get_logger(__name__)
 
 
 class FleetService(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, agents: AgentRegistry) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._agents = agents
 
     async def CreateProvider(
         self, request: fleet_pb2.CreateProviderRequest, context: aio.ServicerContext
@@ -85,7 +87,6 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         await self._own_host(host_id)
         row = await fleet_store.set_drained(self._pool, host_id, True, reason)
         log.info("host drained", host_id=host_id, reason=reason)
-        self._tell_agent(host_id, drained=True)
         return convert.host(row)
 
     async def UndrainHost(
@@ -94,7 +95,6 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         host_id = v.ident(request.host_id, "host_id")
         await self._own_host(host_id)
         row = await fleet_store.set_drained(self._pool, host_id, False)
-        self._tell_agent(host_id, drained=False)
         return convert.host(row)
 
     async def _own_site(self, site_id: str) -> None:
@@ -106,8 +106,3 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         caller = auth.caller()
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
             caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
-
-    def _tell_agent(self, host_id: str, *, drained: bool) -> None:
-        link = self._agents.link(host_id)
-        if link is not None:
-            link.send(agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=drained)))

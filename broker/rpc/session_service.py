@@ -11,12 +11,15 @@ from grpc import aio
 from broker import auth, errors, hub
 from broker.agents import AgentRegistry
 from broker.lifecycle import EndReason, State
-from broker.rpc import convert
+from broker.rpc import convert, forward
 from broker.rpc import validate as v
+from broker.store import hosts as host_store
 from broker.store import sessions as session_store
 
 # Negotiation needs a workload to connect to.
 _NEGOTIABLE = (State.READY, State.STREAMING)
+# A forwarded negotiation may take this much longer than the relay at the target (the hop there and back).
+_FORWARD_MARGIN_S = 2.0
 
 
 class SessionService(session_pb2_grpc.SessionServiceServicer):
@@ -27,12 +30,14 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         agents: AgentRegistry,
         negotiate_timeout_s: float,
         tokens: auth.SessionTokens | None = None,
+        forwarder: forward.Forwarder | None = None,
     ) -> None:
         self._pool = pool
         self._hub = session_hub
         self._agents = agents
         self._negotiate_timeout_s = negotiate_timeout_s
         self._tokens = tokens or auth.SessionTokens(None, None)
+        self._forwarder = forwarder
 
     async def StartSession(
         self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
@@ -106,8 +111,33 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             raise errors.FailedPrecondition(
                 f"session_id: the session is {state}; negotiate once it is READY (watch it for the change)"
             )
-        answer = await self._agents.negotiate(row["host_id"], sid, request.offer, self._negotiate_timeout_s)
+        host_id = row["host_id"]
+        holder = await self._link_elsewhere(host_id, context)
+        if holder is not None:
+            assert self._forwarder is not None
+            remaining = context.time_remaining()
+            timeout_s = self._negotiate_timeout_s + _FORWARD_MARGIN_S
+            if remaining is not None:
+                timeout_s = min(timeout_s, remaining)
+            metadata = context.invocation_metadata()
+            response: session_pb2.NegotiateResponse = await self._forwarder.negotiate(
+                holder, request, metadata, timeout_s
+            )
+            return response
+        answer = await self._agents.negotiate(host_id, sid, request.offer, self._negotiate_timeout_s)
         return session_pb2.NegotiateResponse(answer=answer)
+
+    async def _link_elsewhere(self, host_id: str, context: aio.ServicerContext) -> str | None:
+        """The address of the replica holding the host's agent link, when it is another and the call may go there
+        (a forwarded call is served here or not at all)."""
+        if self._forwarder is None or self._agents.link(host_id) is not None:
+            return None
+        if forward.forwarded(context.invocation_metadata()):
+            return None
+        address = await host_store.broker_address(self._pool, host_id)
+        if address is None or address == self._forwarder.address:
+            return None
+        return address
 
     async def EndSession(
         self, request: session_pb2.EndSessionRequest, context: aio.ServicerContext

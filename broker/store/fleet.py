@@ -89,3 +89,10 @@ async def host_provider(pool: asyncpg.Pool, host_id: str) -> str:
     if provider is None:
         raise errors.NotFound.of("host_id", "host", host_id)
     return provider
+
+
+async def drained_of(pool: asyncpg.Pool, host_ids: list[str]) -> dict[str, bool]:
+    """Whether each of these hosts is drained (unknown hosts are left out)."""
+    with translated():
+        rows = await pool.fetch(Q["drained_of_hosts"], host_ids)
+    return {r["host_id"]: r["drained"] for r in rows}

@@ -10,7 +10,7 @@ import asyncpg
 
 from broker import errors, lifecycle
 from broker.lifecycle import State
-from broker.store.database import transaction
+from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
 
@@ -99,13 +99,36 @@ async def register(pool: asyncpg.Pool, reg: Registration) -> Registered:
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
 
 
-async def heartbeats(pool: asyncpg.Pool, beats: Sequence[tuple[str, int, float, float, bool]]) -> None:
-    """Record a batch of heartbeats (host_id, epoch, cpu_load, gpu_load, draining) with the database clock."""
+async def heartbeats(
+    pool: asyncpg.Pool,
+    beats: Sequence[tuple[str, int, float, float, bool]],
+    broker_address: str | None = None,
+) -> set[tuple[str, int]]:
+    """Record a batch of heartbeats (host_id, epoch, cpu_load, gpu_load, draining) with the database clock, and
+    that the replica at `broker_address` (when given) holds those hosts' links.
+
+    Returns the (host_id, epoch) of the beats that counted: those of an online host under that epoch. A beat
+    missing from it comes from an agent process the broker has retired (its host was declared lost, or replaced by
+    a newer epoch)."""
     if not beats:
-        return
+        return set()
     columns = [list(col) for col in zip(*beats, strict=True)]
     async with transaction(pool) as conn:
-        await conn.execute(Q["heartbeats"], *columns)
+        rows = await conn.fetch(Q["heartbeats"], *columns, broker_address)
+    return {(r["host_id"], r["epoch"]) for r in rows}
+
+
+async def link_host(pool: asyncpg.Pool, host_id: str, epoch: int, broker_address: str) -> None:
+    """Record that the replica reachable at `broker_address` holds the link of the host's agent of `epoch`."""
+    with translated():
+        await pool.execute(Q["link_host"], host_id, epoch, broker_address)
+
+
+async def broker_address(pool: asyncpg.Pool, host_id: str) -> str | None:
+    """The address of the replica that last held the host's agent link (None: unknown host or never recorded)."""
+    with translated():
+        address: str | None = await pool.fetchval(Q["host_broker_address"], host_id)
+    return address
 
 
 async def set_games_cached(pool: asyncpg.Pool, host_id: str, epoch: int, games: Sequence[str]) -> None:

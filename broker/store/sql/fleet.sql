@@ -31,3 +31,6 @@ SELECT provider_id FROM sites WHERE site_id = $1;
 
 -- name: host_provider
 SELECT provider_id FROM hosts WHERE host_id = $1;
+
+-- name: drained_of_hosts
+SELECT host_id, drained FROM hosts WHERE host_id = ANY($1::text[]);

@@ -27,11 +27,15 @@ SELECT s.session_id, s.state, s.game_id, s.tier, s.slots, s.venue_id, s.seat_id 
 WHERE s.host_id = $1 AND s.state IN ('PLACED', 'STARTING', 'READY', 'STREAMING');
 
 -- name: heartbeats
--- A batch of heartbeats in one statement; the epoch guard ignores a replaced agent process.
-UPDATE hosts h SET last_heartbeat_at = now(), cpu_load = u.cpu, gpu_load = u.gpu, draining = u.draining
+-- A batch of heartbeats in one statement; the epoch guard ignores a replaced agent process. What it returns are the
+-- beats that counted: a beat missing there comes from a process whose host was declared lost or replaced. Each beat
+-- also says which replica holds the link ($6), so a record overwritten in a race heals within one heartbeat.
+UPDATE hosts h SET last_heartbeat_at = now(), cpu_load = u.cpu, gpu_load = u.gpu, draining = u.draining,
+    broker_address = coalesce($6::text, h.broker_address)
 FROM unnest($1::text[], $2::bigint[], $3::real[], $4::real[], $5::boolean[])
     AS u(host_id, epoch, cpu, gpu, draining)
-WHERE h.host_id = u.host_id AND h.epoch = u.epoch AND h.status = 'online';
+WHERE h.host_id = u.host_id AND h.epoch = u.epoch AND h.status = 'online'
+RETURNING h.host_id, h.epoch;
 
 -- name: set_games_cached
 UPDATE hosts SET games_cached = $3 WHERE host_id = $1 AND epoch = $2;
@@ -59,3 +63,10 @@ FOR UPDATE;
 -- name: advance_reported
 -- One step of many sessions at once (locked above); the triggers record each session's move as usual.
 UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2;
+
+-- name: link_host
+-- The replica at $3 holds the link of the host's agent of epoch $2 (where calls needing the agent are forwarded).
+UPDATE hosts SET broker_address = $3 WHERE host_id = $1 AND epoch = $2;
+
+-- name: host_broker_address
+SELECT broker_address FROM hosts WHERE host_id = $1;
