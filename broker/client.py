@@ -182,8 +182,8 @@ class AgentLinkClient:
         async with asyncio.timeout(timeout_s):
             first = await self._call.read()
         if first is aio.EOF:
-            await self._call  # raises the status the broker closed with
-            raise RuntimeError("the broker closed the stream without a status")
+            # read() raises the broker's refusal itself; EOF here means it closed the stream with OK, unregistered.
+            raise RuntimeError(f"the broker closed the stream before registering ({await self._call.code()})")
         if first.WhichOneof("body") != "registered":
             raise RuntimeError(f"expected registered, got {first.WhichOneof('body')}")
         self.registered = first.registered
@@ -230,8 +230,7 @@ class AgentLinkClient:
         assert self._call is not None, "open() first"
         while True:
             msg = await self._call.read()
-            if msg is aio.EOF:
-                await self._call
+            if msg is aio.EOF:  # closed with OK (read() raises any other status)
                 return
             yield msg
 

@@ -5,6 +5,11 @@ one. When the broker goes, the agent keeps its sessions running, reconnects with
 epoch, and tells the broker what it still runs. If the broker refuses that epoch (the host was declared lost while
 cut off), those sessions are already ended on the broker's side: the agent lets them go and registers afresh with a
 new epoch, so an old session is never served twice.
+
+Certificate rotation: with mutual TLS, each (re)connect reads the [tls] files afresh and, when they changed (a renewed
+certificate, a new key or CA bundle written over the old files), opens a new channel with them, so the rotated
+certificate is presented from the next reconnect on without restarting the agent. Files that cannot be read (mid
+rewrite) leave the last good ones in use until the next attempt.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from grpc import aio
 
 from broker.client import AgentLinkClient, BrokerClient
 from gpu_agent import inventory
-from gpu_agent.config import AgentConfig
+from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
 from gpu_agent.sessions import SessionManager
 
@@ -81,7 +86,9 @@ class BrokerLink:
         self.connections = 0
         self._current: AgentLinkClient | None = None
         self._negotiations: set[asyncio.Task[None]] = set()
-        self._client = BrokerClient(config.broker, options=CHANNEL_OPTIONS, credentials=_credentials(config))
+        # The PEM files (key, certificate chain, CA bundle) the channel was made with; None for plaintext.
+        self._pem = _read_pem(config.tls) if config.tls is not None else None
+        self._client = self._new_client()
         self._stopping = False
         self._gpus = [
             fleet_pb2.Gpu(
@@ -113,6 +120,7 @@ class BrokerLink:
         """Stay connected until stop(); raises RegistrationError when the broker refuses this host for good."""
         backoff = _BACKOFF_FIRST_S
         while not self._stopping:
+            await self._follow_rotation()
             link = AgentLinkClient(self._client, self._register_message())
             self._current = link
             try:
@@ -130,7 +138,10 @@ class BrokerLink:
                 await self._serve(link, registered)
             except aio.AioRpcError as exc:
                 self._refused(exc)
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, asyncio.InvalidStateError) as exc:
+                # InvalidStateError: a write found the call already ended by the broker (say, one going away just
+                # after it registered us) before the read that carries its status; a refusal that matters (a stale
+                # epoch) is said again at the next registration.
                 log.warning("broker link failed", error=str(exc))
             finally:
                 self.registered.clear()
@@ -142,6 +153,32 @@ class BrokerLink:
             log.info("reconnecting to the broker", in_s=round(delay, 2))
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _new_client(self) -> BrokerClient:
+        credentials = None
+        if self._pem is not None:
+            key, chain, ca = self._pem
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=chain
+            )
+        return BrokerClient(self.config.broker, options=CHANNEL_OPTIONS, credentials=credentials)
+
+    async def _follow_rotation(self) -> None:
+        """Before each connect: re-read the TLS files and, if they changed, replace the channel with one that
+        presents them (a channel keeps the credentials it was made with, and its connection, for good)."""
+        if self.config.tls is None:
+            return
+        try:
+            pem = _read_pem(self.config.tls)
+        except OSError as exc:
+            log.warning("cannot read the TLS files; keeping the last ones", error=str(exc))
+            return
+        if pem == self._pem:
+            return
+        log.info("TLS files changed; connecting with them", cert=str(self.config.tls.cert))
+        old, self._pem = self._client, pem
+        self._client = self._new_client()
+        await old.close()
 
     def _refused(self, exc: aio.AioRpcError) -> None:
         code, details = exc.code(), exc.details() or ""
@@ -231,10 +268,6 @@ class BrokerLink:
         await self._client.close()
 
 
-def _credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
-    """Mutual TLS with this host's certificate, or None (plaintext) when the config says insecure."""
-    if config.tls is None:
-        return None
-    from broker import tls
-
-    return tls.channel_credentials(tls.CertFiles(config.tls.cert, config.tls.key, config.tls.ca))
+def _read_pem(files: TlsConfig) -> tuple[bytes, bytes, bytes]:
+    """This host's key, its certificate (chain) and the CA bundle that signs brokers, as they are on disk now."""
+    return files.key.read_bytes(), files.cert.read_bytes(), files.ca.read_bytes()

@@ -4,6 +4,11 @@ bound into the log context, one summary line per RPC, errors mapped to statuses.
 Servicers raise the broker's own errors; this is the only place that turns them into gRPC statuses (through
 broker.rpc.status). An unexpected exception is logged with its traceback and answers INTERNAL without details.
 The caller's principal is available to servicers as `broker.auth.caller()`.
+
+Request bytes that do not parse as their message (a string field holding invalid UTF-8, a length past the end) fail
+in gRPC's deserializer, before any handler runs, where gRPC would answer UNKNOWN or INTERNAL. Each handler's
+deserializer is wrapped so that they answer INVALID_ARGUMENT ("request: not a valid <type>") instead, once the caller
+is admitted and before the servicer sees anything.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import message
 from grpc import aio
 
 from broker import auth, errors
@@ -34,6 +40,44 @@ def _ids(request: Any) -> dict[str, str]:
         if isinstance(value, str) and value:
             out[name] = value[:80]
     return out
+
+
+class _Undecodable:
+    """What a unary request decodes to when its bytes are not a valid message: the handler raises `error` once the
+    caller is admitted (gRPC decodes a unary request before the handler runs, so it cannot raise there)."""
+
+    def __init__(self, error: errors.InvalidArgument) -> None:
+        self.error = error
+
+
+def _decoder(
+    deserializer: Callable[[bytes], Any] | None, *, streaming: bool
+) -> Callable[[bytes], Any] | None:
+    """`deserializer`, with a DecodeError turned into errors.InvalidArgument: raised for a streamed request (gRPC
+    decodes those as the servicer iterates, so it surfaces in the servicer like any broker error), returned as an
+    _Undecodable for a unary one."""
+    if deserializer is None:
+        return None
+    described = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(described, "full_name", "message")
+    wrapped = deserializer
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return wrapped(raw)
+        except message.DecodeError:
+            error = errors.InvalidArgument("request", f"not a valid {name}")
+            if streaming:
+                raise error from None
+            return _Undecodable(error)
+
+    return decode
+
+
+def _decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
 
 
 class _Call:
@@ -93,7 +137,7 @@ def _unary(
         try:
             call.admit(context)
             with structlog.contextvars.bound_contextvars(**call.ids):
-                return await behavior(request, context)
+                return await behavior(_decoded(request), context)
         except aio.AbortError:
             raise
         except Exception as exc:
@@ -113,6 +157,7 @@ def _server_stream(
         opened = False
         try:
             call.admit(context)
+            request = _decoded(request)
             guard.open_stream(call.caller)
             opened = True
             with structlog.contextvars.bound_contextvars(**call.ids):
@@ -168,7 +213,9 @@ class Interceptor(aio.ServerInterceptor):
         if method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         kw = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _decoder(
+                handler.request_deserializer, streaming=handler.request_streaming
+            ),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
