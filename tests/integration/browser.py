@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pytest
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
 from broker.client import BrokerClient
@@ -23,11 +22,7 @@ from loadtest.stream_browser import CHROMIUM, chromium, seat_page, wait_state
 from thin_client.kiosk.server import Kiosk, KioskConfig
 from thin_client.seat import SeatConfig
 
-__all__ = ["CHROMIUM", "chromium", "needs_chromium", "seat_page", "wait_state"]
-
-needs_chromium = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason=f"no Chromium at {CHROMIUM} (scripts/system-deps installs it)"
-)
+__all__ = ["CHROMIUM", "chromium", "seat_page", "wait_state"]
 
 # The agent the browser plays: the demo game; codec "auto" answers Chromium's offer with H.264. Plaintext to the
 # broker, which the tests run with authentication off (conftest.FAST).

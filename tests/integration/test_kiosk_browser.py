@@ -74,7 +74,6 @@ async def _grows(page: Any, name: str, *, by: int = 1, timeout_s: float = 15) ->
     return value
 
 
-@b.needs_chromium
 async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
     world: BrokerClient, broker: Broker, tmp_path: Path, artifacts_dir: Path
 ) -> None:
@@ -218,7 +217,6 @@ def _png(frame: Any, fmt: str = "PNG", **kw: Any) -> str:
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(out.getvalue()).decode()
 
 
-@b.needs_chromium
 async def test_the_page_codec_reads_agent_stamps_and_writes_agent_input() -> None:
     """protocol.js, built only from /api/protocol, against gpu_agent.seat_protocol: stamps the agent writes are read
     by the page (and a frame without one, or with one cell flipped, reads as nothing); every message the page
@@ -326,7 +324,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@b.needs_chromium
 async def test_the_page_says_what_to_fix_in_one_line(world: BrokerClient, broker: Broker) -> None:
     """An unknown venue, an unknown seat, a game the broker does not know and a broker that cannot be reached each
     show one line on the page that says what to fix (thin_client.seat.explain's words), never a traceback."""
@@ -518,7 +515,6 @@ async def test_the_kiosk_api_refuses_bad_input_naming_the_field_and_writes_nothi
             }
 
 
-@b.needs_chromium
 async def test_with_authentication_on_the_kiosk_presents_the_seat_token(db_url: str, tmp_path: Path) -> None:
     """A broker with TLS and tenant tokens: the kiosk holding a seat token (over TLS, trusting the broker's CA)
     lists the games and starts a session for its seat; a token the broker does not accept shows the page one line
