@@ -36,7 +36,7 @@ from tests.integration.scripted_agent import ScriptedAgent
 
 pytestmark = pytest.mark.slow
 S = common_pb2.SessionState
-HEARTBEAT_S, LOST_AFTER_S = BrokerConfig.heartbeat_interval_s, BrokerConfig.host_lost_after_s
+HEARTBEAT_S, LOST_AFTER_S = BrokerConfig().heartbeat_interval_s, BrokerConfig().host_lost_after_s
 
 
 async def test_broker_killed_under_load_and_restarted(db_url: str, tmp_path: Path) -> None:
