@@ -387,7 +387,7 @@ def _add_fleet(sub: Any) -> None:
     )
     _option(p, "--seed", int, 1, "seed of the region and the arrivals")
     _option(p, "--heartbeat-interval", _seconds, 5.0, "seconds between heartbeats (the broker this starts)")
-    _option(p, "--host-lost-after", _seconds, 15.0, "seconds of silence before a host is lost (the broker)")
+    _option(p, "--host-lost-after", _seconds, 13.0, "seconds of silence before a host is lost (the broker)")
     _option(p, "--agent-procs", _non_negative, 0, "processes for the simulated agents (0: one per 10,000)")
     _option(p, "--patron-procs", _positive, 1, "processes for the patrons")
     _option(p, "--streams-per-connection", _positive, 1, "agent streams sharing one HTTP/2 connection")

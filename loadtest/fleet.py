@@ -87,7 +87,7 @@ class FleetConfig:
     compare_greedy: bool = False
     seed: int = 1
     heartbeat_interval_s: float = 5.0
-    host_lost_after_s: float = 15.0
+    host_lost_after_s: float = 13.0
     agent_procs: int = 0  # 0: one per 10,000 hosts
     patron_procs: int = 1
     streams_per_connection: int = 1
