@@ -1,6 +1,6 @@
 """The placement lease: one replica per region places and judges liveness, the others stand by.
 
-The lease is a row in `leases` (migration 0004) that expires by the database clock. The holder renews it every
+The lease is a row in `leadership` (migration 0004) that expires by the database clock. The holder renews it every
 `renew_s` on a dedicated connection, pushing its expiry `ttl_s` ahead; the others try to take it every `retry_s`. A
 replica may take the lease when it has expired, or at once when the holder's lease connection is gone (a holder
 killed or cut off drops it, so a takeover then costs about a second, not a whole ttl). A holder that stops renewing

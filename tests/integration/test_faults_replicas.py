@@ -243,7 +243,7 @@ async def test_frozen_leader_is_replaced_within_15s(db_url: str) -> None:
             assert not leader.events("took the placement lease", since=thawed_at)
             conn = await asyncpg.connect(db_url)
             try:
-                holder = await conn.fetchval("SELECT holder FROM leases WHERE name = 'placement'")
+                holder = await conn.fetchval("SELECT holder FROM leadership WHERE name = 'placement'")
             finally:
                 await conn.close()
             assert f"/{other.pid}/" in holder, (holder, other.pid)

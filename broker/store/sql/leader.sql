@@ -1,5 +1,5 @@
 -- name: ensure_lease
-INSERT INTO leases (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
+INSERT INTO leadership (name) VALUES ($1) ON CONFLICT (name) DO NOTHING;
 
 -- name: lock_lease
 -- The lease as a taker judges it, locked until the taker's transaction ends; nothing when another taker is judging
@@ -10,13 +10,13 @@ SELECT holder, term, backend_pid,
        expires_at <= clock_timestamp() AS expired,
        EXISTS (
            SELECT 1 FROM pg_stat_activity a
-           WHERE a.pid = leases.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= leases.taken_at)
+           WHERE a.pid = leadership.backend_pid AND (a.backend_start IS NULL OR a.backend_start <= leadership.taken_at)
        ) AS holder_connected
-FROM leases WHERE name = $1
-FOR UPDATE OF leases SKIP LOCKED;
+FROM leadership WHERE name = $1
+FOR UPDATE OF leadership SKIP LOCKED;
 
 -- name: take_lease
-UPDATE leases
+UPDATE leadership
 SET holder = $2, term = term + 1, backend_pid = pg_backend_pid(), taken_at = clock_timestamp(),
     expires_at = clock_timestamp() + make_interval(secs => $3)
 WHERE name = $1
@@ -24,12 +24,12 @@ RETURNING term;
 
 -- name: renew_lease
 -- Nothing returned: another replica took the lease (a new term).
-UPDATE leases SET expires_at = clock_timestamp() + make_interval(secs => $4)
+UPDATE leadership SET expires_at = clock_timestamp() + make_interval(secs => $4)
 WHERE name = $1 AND holder = $2 AND term = $3
 RETURNING term;
 
 -- name: release_lease
-UPDATE leases SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2 AND term = $3;
+UPDATE leadership SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2 AND term = $3;
 
 -- name: end_backend
 SELECT pg_terminate_backend($1);

@@ -5,7 +5,7 @@
 --   * every take starts a new term; a holder renews only its own (term, bumped by each take, checked by each renewal)
 --   * the expiry is the database's clock, never a replica's      (expires_at set with clock_timestamp())
 
-CREATE TABLE leases (
+CREATE TABLE leadership (
     name         text PRIMARY KEY,
     holder       text NOT NULL DEFAULT '',              -- the replica (host, process, instance); '' never taken
     term         bigint NOT NULL DEFAULT 0 CHECK (term >= 0),
@@ -14,4 +14,4 @@ CREATE TABLE leases (
     expires_at   timestamptz NOT NULL DEFAULT '-infinity'
 );
 
-INSERT INTO leases (name) VALUES ('placement');
+INSERT INTO leadership (name) VALUES ('placement');
