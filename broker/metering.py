@@ -1,0 +1,435 @@
+"""Prices with time-of-day bands, metering of slot time into ledger entries, SLA minutes and statements. Pure.
+
+The model (README "Prices, metering and bills"):
+
+* A price (per GPU class and site) is a base price per slot-hour plus up to `MAX_BANDS` time-of-day bands, each
+  [start_minute, end_minute) of the day with its own price; a band with end <= start wraps midnight (18:00-02:00 is
+  1080-120). Minutes of the day are counted in a fixed UTC offset set with the price (`utc_offset_minutes`: 480 for
+  China; no daylight saving, so a band edge is one exact instant every day). Minutes outside every band cost the
+  base price.
+* A session's slot time runs from when it was placed (it holds its slots) to when it ended, in whole seconds (both
+  ends truncated to the second). It is metered into entries that never cross a *natural boundary*: a whole UTC hour
+  or a band edge. A running session's entry is written once its boundary has passed, an ended session's at once, and
+  a price change closes the open entries of its site and class at that second. So the ledger does not depend on when
+  the metering duty ran, and a statement of an hour-aligned period is exact to the second.
+* An entry's amount is price x slots x seconds / 3600 micros, rounded down (under one micro per entry).
+* SLA: each UTC minute of a STREAMING session is judged from the agent's stream stats of that minute (means of the
+  heartbeats): latency over the zone's cap, or fps under `fps_floor_pct` of the tier's, flags it. A flagged minute
+  gets a credit entry (negative amount) of `credit_pct` of that minute's charge, at the price in force in it. A
+  minute without stats is not flagged (no evidence).
+* A statement covers the entries that start in [start, end): usage, credits and the total, per site, GPU class,
+  basis (on-demand or lease) and price; the totals are the sums of the lines, which are sums of the entries.
+
+Everything here takes time as an argument (aware datetimes, UTC) and integers for money.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from broker.errors import InvalidArgument
+
+MINUTES_PER_DAY = 1440
+MAX_BANDS = 24
+MAX_PRICE_MICROS = 10**12
+MIN_UTC_OFFSET, MAX_UTC_OFFSET = -720, 840
+USAGE, CREDIT = "usage", "sla_credit"
+ON_DEMAND, LEASE = "on_demand", "lease"
+_HOUR = dt.timedelta(hours=1)
+_MINUTE = dt.timedelta(minutes=1)
+_SECOND = dt.timedelta(seconds=1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Policy:
+    """How often the leader meters, and the SLA's terms (BrokerConfig.metering)."""
+
+    # The metering duty's period: it writes the entries whose boundary has passed and those of ended sessions.
+    interval_s: float = 10.0
+    # A minute is judged this long after it ends, so the heartbeats of that minute have arrived.
+    sla_settle_s: float = 15.0
+    # A flagged minute is credited this share (percent) of its charge.
+    credit_pct: int = 100
+    # fps below this share (percent) of the tier's fps flags a minute.
+    fps_floor_pct: int = 90
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Band:
+    start_minute: int
+    end_minute: int
+    price_micros: int
+
+    def covers(self, minute: int) -> bool:
+        if self.start_minute < self.end_minute:
+            return self.start_minute <= minute < self.end_minute
+        return minute >= self.start_minute or minute < self.end_minute
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    """A price per slot-hour: the base, and the bands of the day in a fixed UTC offset."""
+
+    base_micros: int
+    bands: tuple[Band, ...] = ()
+    utc_offset_minutes: int = 0
+
+    def _local_minute(self, at: dt.datetime) -> int:
+        local = at.astimezone(dt.UTC) + dt.timedelta(minutes=self.utc_offset_minutes)
+        return local.hour * 60 + local.minute
+
+    def price_at(self, at: dt.datetime) -> int:
+        """The price in force at `at`."""
+        minute = self._local_minute(at)
+        for band in self.bands:
+            if band.covers(minute):
+                return band.price_micros
+        return self.base_micros
+
+    def next_edge(self, at: dt.datetime) -> dt.datetime | None:
+        """The first band edge strictly after `at` (None without bands)."""
+        if not self.bands:
+            return None
+        edges = sorted({b.start_minute % MINUTES_PER_DAY for b in self.bands} | {
+            b.end_minute % MINUTES_PER_DAY for b in self.bands
+        })  # fmt: skip
+        at = at.astimezone(dt.UTC)
+        local = at + dt.timedelta(minutes=self.utc_offset_minutes)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        for day in (0, 1):
+            for m in edges:
+                edge_local = midnight + dt.timedelta(days=day, minutes=m)
+                edge = edge_local - dt.timedelta(minutes=self.utc_offset_minutes)
+                if edge > at:
+                    return edge
+        raise AssertionError("a band edge within two days")  # pragma: no cover
+
+    def bands_list(self) -> list[list[int]]:
+        """The bands as stored (jsonb [[start_minute, end_minute, price_micros], ...])."""
+        return [[b.start_minute, b.end_minute, b.price_micros] for b in self.bands]
+
+    @classmethod
+    def from_row(cls, base_micros: int, bands: Any, utc_offset_minutes: int) -> Schedule:
+        """From the database's columns (bands: jsonb [[start, end, price], ...], as text or decoded)."""
+        raw = json.loads(bands) if isinstance(bands, str) else (bands or [])
+        return cls(base_micros, tuple(Band(int(s), int(e), int(p)) for s, e, p in raw), utc_offset_minutes)
+
+
+def parse_bands(
+    bands: Sequence[tuple[int, int, int]], utc_offset_minutes: int, field: str = "bands"
+) -> tuple[Band, ...]:
+    """Checked bands from (start_minute, end_minute, price) triples; InvalidArgument names the field."""
+    if not MIN_UTC_OFFSET <= utc_offset_minutes <= MAX_UTC_OFFSET:
+        raise InvalidArgument("utc_offset_minutes", f"must be between {MIN_UTC_OFFSET} and {MAX_UTC_OFFSET}")
+    if len(bands) > MAX_BANDS:
+        raise InvalidArgument(field, f"at most {MAX_BANDS} bands")
+    out: list[Band] = []
+    taken = [False] * MINUTES_PER_DAY
+    for i, (start, end, price) in enumerate(bands):
+        here = f"{field}[{i}]"
+        if not 0 <= start < MINUTES_PER_DAY:
+            raise InvalidArgument(f"{here}.start_minute", f"must be between 0 and {MINUTES_PER_DAY - 1}")
+        if not 0 <= end <= MINUTES_PER_DAY:
+            raise InvalidArgument(f"{here}.end_minute", f"must be between 0 and {MINUTES_PER_DAY}")
+        if end == start:
+            raise InvalidArgument(f"{here}.end_minute", "must differ from start_minute (a band of no time)")
+        if not 0 <= price <= MAX_PRICE_MICROS:
+            raise InvalidArgument(
+                f"{here}.price_micros_per_slot_hour", f"must be between 0 and {MAX_PRICE_MICROS}"
+            )
+        band = Band(start, end % MINUTES_PER_DAY, price)
+        for m in range(MINUTES_PER_DAY):
+            if band.covers(m):
+                if taken[m]:
+                    raise InvalidArgument(here, "overlaps an earlier band")
+                taken[m] = True
+        out.append(band)
+    return tuple(out)
+
+
+def floor_second(at: dt.datetime) -> dt.datetime:
+    return at.replace(microsecond=0)
+
+
+def floor_minute(at: dt.datetime) -> dt.datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def next_boundary(at: dt.datetime, schedule: Schedule) -> dt.datetime:
+    """The first natural boundary (a whole UTC hour or a band edge) strictly after `at`."""
+    hour = at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0) + _HOUR
+    edge = schedule.next_edge(at)
+    return hour if edge is None else min(hour, edge)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Piece:
+    start: dt.datetime
+    end: dt.datetime
+    price_micros: int
+
+    @property
+    def seconds(self) -> int:
+        return int((self.end - self.start) // _SECOND)
+
+
+def split(start: dt.datetime, end: dt.datetime, schedule: Schedule) -> list[Piece]:
+    """[start, end) cut at every natural boundary, each piece with the price in force in it."""
+    pieces: list[Piece] = []
+    at = start
+    while at < end:
+        stop = min(end, next_boundary(at, schedule))
+        pieces.append(Piece(at, stop, schedule.price_at(at)))
+        at = stop
+    return pieces
+
+
+def charge(price_micros: int, slots: int, seconds: int) -> int:
+    """What `slots` slots for `seconds` cost at `price_micros` per slot-hour, rounded down to a micro."""
+    return price_micros * slots * seconds // 3600
+
+
+def credit(price_micros: int, slots: int, seconds: int, pct: int) -> int:
+    """The (negative) credit of `pct` percent of that charge, rounded toward zero."""
+    return -(price_micros * slots * seconds * pct // 360_000)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Metered:
+    """A session as the meter sees it: who pays whom, for what, and how far it is metered."""
+
+    session_id: str
+    venue_id: str
+    provider_id: str
+    host_id: str
+    site_id: str
+    gpu_class: str
+    slots: int
+    lease_id: str | None
+    placed_at: dt.datetime  # whole second
+    ended_at: dt.datetime | None  # whole second; None while it runs
+    usage_until: dt.datetime | None  # metered up to here (None: from placed_at)
+    sla_until: dt.datetime | None  # judged up to here
+    schedule: Schedule
+    latency_cap_ms: int = 0
+    tier_fps: int = 0
+
+    @property
+    def basis(self) -> str:
+        return LEASE if self.lease_id else ON_DEMAND
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    session_id: str
+    venue_id: str
+    provider_id: str
+    host_id: str
+    site_id: str
+    gpu_class: str
+    slots: int
+    kind: str
+    basis: str
+    lease_id: str | None
+    price_micros: int
+    start: dt.datetime
+    end: dt.datetime
+    seconds: int
+    amount_micros: int
+
+
+def _entry(m: Metered, kind: str, price: int, start: dt.datetime, end: dt.datetime, amount: int) -> Entry:
+    return Entry(
+        m.session_id, m.venue_id, m.provider_id, m.host_id, m.site_id, m.gpu_class, m.slots, kind, m.basis,
+        m.lease_id, price, start, end, int((end - start) // _SECOND), amount,
+    )  # fmt: skip
+
+
+def _price(m: Metered, at: dt.datetime) -> int:
+    # Leased slots are paid for by the lease itself (its agreed price); the session's own entries cost nothing.
+    return 0 if m.lease_id else m.schedule.price_at(at)
+
+
+def usage(m: Metered, now: dt.datetime, *, force: bool = False) -> tuple[list[Entry], dt.datetime]:
+    """The usage entries due at `now`, and how far the session is then metered.
+
+    An ended session is metered to its end; a running one to the last natural boundary passed (or to `now`, whole
+    second, with `force`: a price change closes the open entry at that second)."""
+    start = m.usage_until or m.placed_at
+    if m.ended_at is not None:
+        stop = m.ended_at
+    elif force:
+        stop = max(start, floor_second(now))
+    else:
+        stop = _last_boundary(start, now, m.schedule)
+    entries = []
+    for p in split(start, stop, m.schedule):
+        price = _price(m, p.start)
+        entries.append(_entry(m, USAGE, price, p.start, p.end, charge(price, m.slots, p.seconds)))
+    return entries, max(start, stop)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MinuteStats:
+    """A session's stream in one UTC minute: the means of its heartbeats' stats."""
+
+    rtt_ms: float
+    fps: float
+
+
+def minute_flagged(stats: MinuteStats | None, latency_cap_ms: int, tier_fps: int, fps_floor_pct: int) -> bool:
+    """Whether the minute fell below the zone's promise: latency over the cap, or fps under the tier's floor."""
+    if stats is None:
+        return False
+    return stats.rtt_ms > latency_cap_ms or stats.fps * 100 < tier_fps * fps_floor_pct
+
+
+def _last_boundary(start: dt.datetime, limit: dt.datetime, schedule: Schedule) -> dt.datetime:
+    """The last natural boundary after `start` and at or before `limit` (`start` when none)."""
+    at = start
+    while (b := next_boundary(at, schedule)) <= limit:
+        at = b
+    return at
+
+
+def sla_judge_until(m: Metered, now: dt.datetime, settle_s: float) -> dt.datetime:
+    """How far the SLA is judged at `now`: a running session to the last natural boundary settled (so a running
+    session is visited once per boundary, not every minute), an ended one to its end once that has settled."""
+    start = m.sla_until or m.placed_at
+    settled = now - dt.timedelta(seconds=settle_s)
+    if m.ended_at is not None and m.ended_at <= settled:
+        return max(start, m.ended_at)
+    limit = settled if m.ended_at is None else min(settled, m.ended_at)
+    return _last_boundary(start, limit, m.schedule)
+
+
+def sla_credits(
+    m: Metered, stats: Mapping[dt.datetime, MinuteStats], now: dt.datetime, policy: Policy
+) -> tuple[list[Entry], dt.datetime]:
+    """Credit entries for the flagged minutes judged at `now` (stats by the minute's start), and the new cursor."""
+    start = m.sla_until or m.placed_at
+    until = sla_judge_until(m, now, policy.sla_settle_s)
+    entries = []
+    at = start
+    while at < until:
+        minute = floor_minute(at)
+        stop = min(until, minute + _MINUTE)
+        if minute_flagged(stats.get(minute), m.latency_cap_ms, m.tier_fps, policy.fps_floor_pct):
+            price = _price(m, at)
+            seconds = int((stop - at) // _SECOND)
+            entries.append(
+                _entry(m, CREDIT, price, at, stop, credit(price, m.slots, seconds, policy.credit_pct))
+            )
+        at = stop
+    return entries, until
+
+
+def done(m: Metered, usage_until: dt.datetime, sla_until: dt.datetime) -> bool:
+    """Whether nothing more will be written for the session."""
+    return m.ended_at is not None and usage_until >= m.ended_at and sla_until >= m.ended_at
+
+
+def next_due(m: Metered, usage_until: dt.datetime, sla_until: dt.datetime, policy: Policy) -> dt.datetime:
+    """When the session next has something to write (its next boundary, or the next minute to judge)."""
+    settle = dt.timedelta(seconds=policy.sla_settle_s)
+    if m.ended_at is not None:
+        return m.ended_at + settle
+    return next_boundary(min(usage_until, sla_until), m.schedule) + settle
+
+
+# -- statements --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a statement: the entries of a site, GPU class, basis and price."""
+
+    site_id: str
+    gpu_class: str
+    basis: str
+    price_micros: int
+    entries: int = 0
+    seconds: int = 0
+    slot_seconds: int = 0
+    usage_micros: int = 0
+    credited_seconds: int = 0
+    credit_micros: int = 0
+
+    @property
+    def total_micros(self) -> int:
+        return self.usage_micros + self.credit_micros
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    start: dt.datetime
+    end: dt.datetime
+    lines: tuple[Line, ...]
+    venue_id: str | None = None
+    provider_id: str | None = None
+
+    @property
+    def usage_micros(self) -> int:
+        return sum(line.usage_micros for line in self.lines)
+
+    @property
+    def credit_micros(self) -> int:
+        return sum(line.credit_micros for line in self.lines)
+
+    @property
+    def total_micros(self) -> int:
+        return self.usage_micros + self.credit_micros
+
+    @property
+    def seconds(self) -> int:
+        return sum(line.seconds for line in self.lines)
+
+    @property
+    def credited_seconds(self) -> int:
+        return sum(line.credited_seconds for line in self.lines)
+
+    @property
+    def entries(self) -> int:
+        return sum(line.entries for line in self.lines)
+
+
+def lines_of(entries: Iterable[Entry]) -> tuple[Line, ...]:
+    """The statement lines of these entries (what the database's GROUP BY computes, for tests and accruals)."""
+    acc: dict[tuple[str, str, str, int], Line] = {}
+    for e in entries:
+        key = (e.site_id, e.gpu_class, e.basis, e.price_micros)
+        line = acc.get(key) or Line(*key)
+        if e.kind == USAGE:
+            line = dataclasses.replace(
+                line, entries=line.entries + 1, seconds=line.seconds + e.seconds,
+                slot_seconds=line.slot_seconds + e.seconds * e.slots, usage_micros=line.usage_micros + e.amount_micros,
+            )  # fmt: skip
+        else:
+            line = dataclasses.replace(
+                line, entries=line.entries + 1, credited_seconds=line.credited_seconds + e.seconds,
+                credit_micros=line.credit_micros + e.amount_micros,
+            )  # fmt: skip
+        acc[key] = line
+    return tuple(acc[k] for k in sorted(acc))
+
+
+def statement(
+    entries: Iterable[Entry],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    venue_id: str | None = None,
+    provider_id: str | None = None,
+) -> Statement:
+    """The statement of the entries that start in [start, end), of one venue or provider (or all)."""
+    chosen = [
+        e for e in entries
+        if start <= e.start < end
+        and (venue_id is None or e.venue_id == venue_id)
+        and (provider_id is None or e.provider_id == provider_id)
+    ]  # fmt: skip
+    return Statement(start, end, lines_of(chosen), venue_id, provider_id)

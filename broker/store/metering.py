@@ -1,0 +1,280 @@
+"""The metering ledger: writing entries as sessions run and end, statements, and the stream stats the SLA judges.
+
+`meter` is the leader's duty (broker.metering_duty): it writes what is due and moves each session's cursor with a
+compare-and-set in the same transaction, so two writers (an old leader, a price change) never write a second twice;
+the database refuses overlapping entries anyway (trigger ledger_no_overlap). broker.metering decides what to write.
+
+For the consoles: `statement`, `ledger`, `running_accrual` and `cost_today`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from broker import errors, metering, tiers
+from broker.store.database import transaction, translated
+from broker.store.queries import Q
+
+_BATCH = 500
+
+
+def _metered(row: Mapping[str, Any]) -> metering.Metered:
+    try:
+        fps = tiers.SPECS[tiers.Tier(row["tier"])].fps
+    except ValueError:
+        fps = 0
+    return metering.Metered(
+        session_id=row["session_id"],
+        venue_id=row["venue_id"],
+        provider_id=row["provider_id"],
+        host_id=row["host_id"],
+        site_id=row["site_id"],
+        gpu_class=row["gpu_class"],
+        slots=row["slots"],
+        lease_id=row["lease_id"],
+        placed_at=row["placed_at"],
+        ended_at=row["ended_at"],
+        usage_until=row["usage_until"],
+        sla_until=row["sla_until"],
+        schedule=metering.Schedule.from_row(row["base_micros"], row["bands"], row["utc_offset_minutes"]),
+        latency_cap_ms=row["latency_cap_ms"],
+        tier_fps=fps,
+    )
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    moves: Sequence[tuple[metering.Metered, dt.datetime, dt.datetime, dt.datetime, bool]],
+    entries: Sequence[metering.Entry],
+) -> int:
+    """Advance the cursors (compare-and-set), then append the entries of the sessions whose cursor moved."""
+    if not moves:
+        return 0
+    rows = await conn.fetch(
+        Q["metering_advance"],
+        [uuid.UUID(m.session_id) for m, *_ in moves],
+        [m.usage_until for m, *_ in moves],
+        [m.sla_until for m, *_ in moves],
+        [u for _, u, _, _, _ in moves],
+        [s for _, _, s, _, _ in moves],
+        [d for _, _, _, d, _ in moves],
+        [f for *_, f in moves],
+    )
+    moved = {r["session_id"] for r in rows}
+    chosen = [e for e in entries if e.session_id in moved]
+    if chosen:
+        await conn.execute(
+            Q["ledger_append"],
+            [uuid.UUID(e.session_id) for e in chosen],
+            [e.venue_id for e in chosen],
+            [e.provider_id for e in chosen],
+            [e.host_id for e in chosen],
+            [e.site_id for e in chosen],
+            [e.gpu_class for e in chosen],
+            [e.slots for e in chosen],
+            [e.kind for e in chosen],
+            [e.basis for e in chosen],
+            [e.lease_id for e in chosen],
+            [e.price_micros for e in chosen],
+            [e.start for e in chosen],
+            [e.end for e in chosen],
+            [e.seconds for e in chosen],
+            [e.amount_micros for e in chosen],
+        )
+    return len(chosen)
+
+
+async def _stats(
+    conn: asyncpg.Connection, sessions: Sequence[metering.Metered]
+) -> dict[str, dict[dt.datetime, metering.MinuteStats]]:
+    if not sessions:
+        return {}
+    since = min(m.sla_until or m.placed_at for m in sessions).replace(second=0, microsecond=0)
+    rows = await conn.fetch(Q["stream_minutes_of"], [uuid.UUID(m.session_id) for m in sessions], since)
+    out: dict[str, dict[dt.datetime, metering.MinuteStats]] = {}
+    for r in rows:
+        out.setdefault(r["session_id"], {})[r["minute"]] = metering.MinuteStats(r["rtt_ms"], r["fps"])
+    return out
+
+
+async def meter(
+    pool: asyncpg.Pool, policy: metering.Policy, *, now: dt.datetime | None = None, limit: int = _BATCH
+) -> int:
+    """Write the entries due by `now` (default: the database clock) for at most `limit` sessions, in one
+    transaction; returns how many sessions it visited. The duty calls it until none is left."""
+    async with transaction(pool) as conn:
+        if now is None:
+            now = await conn.fetchval(Q["metering_clock"])
+        assert now is not None
+        sessions = [_metered(r) for r in await conn.fetch(Q["metering_due"], now, limit)]
+        stats = await _stats(conn, sessions)
+        moves = []
+        entries: list[metering.Entry] = []
+        for m in sessions:
+            used, usage_until = metering.usage(m, now)
+            credits, sla_until = metering.sla_credits(m, stats.get(m.session_id, {}), now, policy)
+            entries += used + credits
+            moves.append(
+                (
+                    m,
+                    usage_until,
+                    sla_until,
+                    metering.next_due(m, usage_until, sla_until, policy),
+                    metering.done(m, usage_until, sla_until),
+                )
+            )
+        await _write(conn, moves, entries)
+        return len(sessions)
+
+
+async def close_for_price_change(conn: asyncpg.Connection, site_id: str, gpu_class: str) -> int:
+    """In a price change's transaction, before the price is written: meter the running sessions of that site and
+    class up to this second at the price in force until now, so the new price applies from this second on."""
+    now = await conn.fetchval(Q["metering_clock"])
+    sessions = [_metered(r) for r in await conn.fetch(Q["metering_open_at_price"], site_id, gpu_class)]
+    moves = []
+    entries: list[metering.Entry] = []
+    for m in sessions:
+        used, usage_until = metering.usage(m, now, force=True)
+        sla_until = m.sla_until or m.placed_at
+        entries += used
+        # Due again at once: the SLA cursor and the next boundary are the duty's to judge with the new price.
+        moves.append((m, usage_until, sla_until, now, False))
+    return await _write(conn, moves, entries)
+
+
+def _valid_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def record_stream_samples(pool: asyncpg.Pool, samples: Sequence[tuple[str, float, float]]) -> None:
+    """Add heartbeat stats (session id, rtt ms, fps sent) to their session's current minute (database clock). Samples
+    that are not plausible (not a session id, not finite, out of range) are dropped: the SLA judges evidence."""
+    clean = [
+        (sid, rtt, fps)
+        for s, rtt, fps in samples
+        if (sid := _valid_uuid(s)) is not None
+        and math.isfinite(rtt) and math.isfinite(fps) and 0 <= rtt <= 60_000 and 0 <= fps <= 1_000
+    ]  # fmt: skip
+    if not clean:
+        return
+    with translated():
+        await pool.execute(
+            Q["stream_minutes_add"], [c[0] for c in clean], [c[1] for c in clean], [c[2] for c in clean]
+        )
+
+
+# -- reading: statements, the ledger, today's cost ----------------------------------------------------------------
+
+
+def _line(row: Mapping[str, Any]) -> metering.Line:
+    return metering.Line(
+        site_id=row["site_id"],
+        gpu_class=row["gpu_class"],
+        basis=row["basis"],
+        price_micros=row["price_micros"],
+        entries=row["entries"],
+        seconds=row["seconds"],
+        slot_seconds=row["slot_seconds"],
+        usage_micros=row["usage_micros"],
+        credited_seconds=row["credited_seconds"],
+        credit_micros=row["credit_micros"],
+    )
+
+
+async def _require_tenant(pool: asyncpg.Pool, venue_id: str | None, provider_id: str | None) -> None:
+    if venue_id is not None and await pool.fetchval(Q["metering_venue_exists"], venue_id) is None:
+        raise errors.NotFound.of("venue_id", "venue", venue_id)
+    if provider_id is not None and await pool.fetchval(Q["metering_provider_exists"], provider_id) is None:
+        raise errors.NotFound.of("provider_id", "provider", provider_id)
+
+
+async def statement(
+    pool: asyncpg.Pool,
+    *,
+    venue_id: str | None = None,
+    provider_id: str | None = None,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> metering.Statement:
+    """The statement of a venue and/or a provider (neither: everyone) for the entries that start in [start, end):
+    lines per site, GPU class, basis and price; totals are the lines' sums (integer micros). NotFound for an
+    unknown venue or provider."""
+    with translated():
+        await _require_tenant(pool, venue_id, provider_id)
+        rows = await pool.fetch(Q["statement_lines"], venue_id, provider_id, start, end)
+    return metering.Statement(start, end, tuple(_line(r) for r in rows), venue_id, provider_id)
+
+
+async def ledger(
+    pool: asyncpg.Pool,
+    *,
+    venue_id: str | None = None,
+    provider_id: str | None = None,
+    start: dt.datetime,
+    end: dt.datetime,
+    after_entry: int = 0,
+    limit: int = 1000,
+) -> list[asyncpg.Record]:
+    """The ledger entries that start in [start, end), in entry order after `after_entry`, at most `limit`."""
+    with translated():
+        await _require_tenant(pool, venue_id, provider_id)
+        rows: list[asyncpg.Record] = await pool.fetch(
+            Q["ledger_page"], venue_id, provider_id, start, end, after_entry, limit
+        )
+    return rows
+
+
+async def running_accrual(
+    pool: asyncpg.Pool, *, venue_id: str | None = None, provider_id: str | None = None
+) -> int:
+    """What the live sessions of a venue and/or provider have run up since their last ledger entry, in micros at
+    the prices in force (not in the ledger yet: the duty writes it at the next boundary or when they end)."""
+    with translated():
+        async with pool.acquire() as conn:
+            now = await conn.fetchval(Q["metering_clock"])
+            rows = await conn.fetch(Q["metering_live"], venue_id, provider_id)
+    total = 0
+    for r in rows:
+        entries, _ = metering.usage(_metered(r), now, force=True)
+        total += sum(e.amount_micros for e in entries)
+    return total
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TodayCost:
+    """Today so far (local day in a UTC offset): what the ledger holds, and what running sessions have run up."""
+
+    billed: metering.Statement
+    running_micros: int
+
+    @property
+    def total_micros(self) -> int:
+        return self.billed.total_micros + self.running_micros
+
+
+async def cost_today(
+    pool: asyncpg.Pool,
+    *,
+    venue_id: str | None = None,
+    provider_id: str | None = None,
+    utc_offset_minutes: int = 0,
+    now: dt.datetime | None = None,
+) -> TodayCost:
+    """A venue's cost (or a provider's revenue) since midnight in `utc_offset_minutes` (480 for China)."""
+    now = now or dt.datetime.now(dt.UTC)
+    offset = dt.timedelta(minutes=utc_offset_minutes)
+    midnight = (now + offset).replace(hour=0, minute=0, second=0, microsecond=0) - offset
+    billed = await statement(pool, venue_id=venue_id, provider_id=provider_id, start=midnight, end=now)
+    running = await running_accrual(pool, venue_id=venue_id, provider_id=provider_id)
+    return TodayCost(billed, running)

@@ -1,0 +1,117 @@
+-- name: metering_due
+-- Sessions with something to meter by $1 (at most $2), as broker.metering.Metered needs them, locked against a
+-- concurrent price change's close. lease_id is read through to_jsonb so this query works before and after the
+-- leases migration adds sessions.lease_id (NULL: on-demand).
+SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
+       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
+       c.usage_until, c.sla_until,
+       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
+       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
+FROM metering_cursor c
+JOIN sessions s USING (session_id)
+JOIN hosts h ON h.host_id = s.host_id
+LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
+WHERE NOT c.done AND c.next_due_at <= $1
+ORDER BY c.next_due_at
+LIMIT $2
+FOR UPDATE OF c SKIP LOCKED;
+
+-- name: metering_open_at_price
+-- The live sessions on a site's GPU class, with the schedule in force until now, for a price change to close.
+SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
+       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
+       c.usage_until, c.sla_until,
+       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
+       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
+FROM metering_cursor c
+JOIN sessions s USING (session_id)
+JOIN hosts h ON h.host_id = s.host_id
+LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
+WHERE NOT c.done AND s.site_id = $1 AND h.gpu_class = $2
+FOR UPDATE OF c;
+
+-- name: metering_live
+-- The live (not ended) sessions of a venue or provider, for the running accrual not yet in the ledger.
+SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
+       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       date_trunc('second', s.placed_at) AS placed_at, NULL::timestamptz AS ended_at,
+       c.usage_until, c.sla_until,
+       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
+       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
+FROM metering_cursor c
+JOIN sessions s USING (session_id)
+JOIN hosts h ON h.host_id = s.host_id
+LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
+WHERE NOT c.done AND s.state <> 'ENDED'
+  AND ($1::text IS NULL OR s.venue_id = $1) AND ($2::text IS NULL OR h.provider_id = $2);
+
+-- name: metering_clock
+SELECT clock_timestamp() AS now;
+
+-- name: stream_minutes_of
+-- The stats of these sessions' minutes from $2 on (means of the heartbeats of each minute).
+SELECT session_id::text AS session_id, minute, rtt_ms_sum / samples AS rtt_ms, fps_sum / samples AS fps
+FROM stream_minutes WHERE session_id = ANY($1::uuid[]) AND minute >= $2;
+
+-- name: metering_advance
+-- Move the cursors of these sessions, each only from where this writer read it (compare-and-set): a session another
+-- writer metered meanwhile is left out of what this returns, and its entries are not written.
+UPDATE metering_cursor c
+SET usage_until = u.usage_until, sla_until = u.sla_until, next_due_at = u.next_due_at, done = u.done
+FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[],
+            $6::timestamptz[], $7::boolean[])
+    AS u(session_id, old_usage, old_sla, usage_until, sla_until, next_due_at, done)
+WHERE c.session_id = u.session_id
+  AND c.usage_until IS NOT DISTINCT FROM u.old_usage AND c.sla_until IS NOT DISTINCT FROM u.old_sla
+RETURNING c.session_id::text;
+
+-- name: ledger_append
+INSERT INTO ledger (session_id, venue_id, provider_id, host_id, site_id, gpu_class, slots, kind, basis, lease_id,
+                    price_micros, start_at, end_at, seconds, amount_micros)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
+                     $8::text[], $9::text[], $10::text[], $11::bigint[], $12::timestamptz[], $13::timestamptz[],
+                     $14::integer[], $15::bigint[]);
+
+-- name: stream_minutes_add
+-- Heartbeat stats of streaming sessions into their minute (database clock); other sessions' are ignored.
+INSERT INTO stream_minutes AS m (session_id, minute, samples, rtt_ms_sum, fps_sum)
+SELECT u.session_id, date_trunc('minute', now()), count(*), sum(u.rtt_ms), sum(u.fps)
+FROM unnest($1::uuid[], $2::float8[], $3::float8[]) AS u(session_id, rtt_ms, fps)
+JOIN sessions s ON s.session_id = u.session_id AND s.state = 'STREAMING'
+GROUP BY u.session_id
+ON CONFLICT (session_id, minute) DO UPDATE
+SET samples = m.samples + excluded.samples, rtt_ms_sum = m.rtt_ms_sum + excluded.rtt_ms_sum,
+    fps_sum = m.fps_sum + excluded.fps_sum;
+
+-- name: statement_lines
+-- A statement's lines: the entries that start in [$3, $4) of a venue ($1) and/or a provider ($2).
+SELECT site_id, gpu_class, basis, price_micros,
+       count(*)::integer AS entries,
+       coalesce(sum(seconds) FILTER (WHERE kind = 'usage'), 0)::bigint AS seconds,
+       coalesce(sum(seconds::bigint * slots) FILTER (WHERE kind = 'usage'), 0)::bigint AS slot_seconds,
+       coalesce(sum(amount_micros) FILTER (WHERE kind = 'usage'), 0)::bigint AS usage_micros,
+       coalesce(sum(seconds) FILTER (WHERE kind = 'sla_credit'), 0)::bigint AS credited_seconds,
+       coalesce(sum(amount_micros) FILTER (WHERE kind = 'sla_credit'), 0)::bigint AS credit_micros
+FROM ledger
+WHERE ($1::text IS NULL OR venue_id = $1) AND ($2::text IS NULL OR provider_id = $2)
+  AND start_at >= $3 AND start_at < $4
+GROUP BY site_id, gpu_class, basis, price_micros
+ORDER BY site_id, gpu_class, basis, price_micros;
+
+-- name: ledger_page
+-- The entries that start in [$3, $4) of a venue and/or a provider, in entry order after entry $5, at most $6.
+SELECT entry_id, session_id::text AS session_id, venue_id, provider_id, host_id, site_id, gpu_class, slots, kind,
+       basis, lease_id, price_micros, start_at, end_at, seconds, amount_micros, written_at
+FROM ledger
+WHERE ($1::text IS NULL OR venue_id = $1) AND ($2::text IS NULL OR provider_id = $2)
+  AND start_at >= $3 AND start_at < $4 AND entry_id > $5
+ORDER BY entry_id
+LIMIT $6;
+
+-- name: metering_venue_exists
+SELECT 1 FROM venues WHERE venue_id = $1;
+
+-- name: metering_provider_exists
+SELECT 1 FROM providers WHERE provider_id = $1;
