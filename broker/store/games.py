@@ -1,0 +1,61 @@
+"""The game catalogue and its images: versions, and pre-warming a site's hosts.
+
+An image is GAME_ID@VERSION. A host reports the images it holds (hosts.images_cached); the database derives the
+games whose current catalogue version it holds (hosts.games_cached), which is what placement counts as warm. A game
+update (a new version) therefore makes every host cold for that game at once — new sessions prefer hosts that fetch
+the new version — while the sessions running on the old one go on: nothing ends them.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from broker import errors
+from broker.store import audit
+from broker.store.database import transaction
+from broker.store.queries import Q
+
+
+async def put_game(
+    pool: asyncpg.Pool, game_id: str, name: str, image_size_bytes: int, version: str = ""
+) -> asyncpg.Record:
+    """Publish or update a game of the catalogue; a new `version` is a game update ('' keeps the current one)."""
+    async with transaction(pool) as conn:
+        before = await conn.fetchrow(Q["game_image"], game_id)
+        row: asyncpg.Record = await conn.fetchrow(Q["put_game"], game_id, name, image_size_bytes, version)
+        await audit.write(
+            conn,
+            "game.put",
+            f"game:{game_id}",
+            name=name,
+            image_size_bytes=image_size_bytes,
+            version=row["version"],
+            previous_version=before["version"] if before is not None else None,
+        )
+    return row
+
+
+async def prewarm(pool: asyncpg.Pool, site_id: str, game_id: str) -> tuple[str, list[str]]:
+    """Have every online host of `site_id` that lacks the game's current version fetch it. Returns the version and
+    the hosts told (the command reaches them when this commits, through whichever replica holds their link).
+    NotFound for an unknown site or game."""
+    async with transaction(pool) as conn:
+        if await conn.fetchval(Q["site_exists"], site_id) is None:
+            raise errors.NotFound.of("site_id", "site", site_id)
+        game = await conn.fetchrow(Q["game_image"], game_id)
+        if game is None:
+            raise errors.NotFound.of("game_id", "game", game_id)
+        rows = await conn.fetch(
+            Q["prewarm_hosts"], site_id, game_id, game["version"], game["image_size_bytes"]
+        )
+        host_ids = [r["host_id"] for r in rows]
+        await conn.execute(Q["record_prewarm"], site_id, game_id, game["version"], host_ids)
+        await audit.write(
+            conn,
+            "game.prewarm",
+            f"site:{site_id}",
+            game_id=game_id,
+            version=game["version"],
+            host_ids=host_ids,
+        )
+    return game["version"], host_ids

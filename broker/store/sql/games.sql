@@ -1,0 +1,26 @@
+-- name: put_game
+-- $4: the image's version ('' keeps the current one; '1' for a new game). A new version re-derives which hosts are
+-- warm for the game (trigger games_version_rederive).
+INSERT INTO games (game_id, name, image_size_bytes, version) VALUES ($1, $2, $3, coalesce(nullif($4, ''), '1'))
+ON CONFLICT (game_id) DO UPDATE
+    SET name = excluded.name, image_size_bytes = excluded.image_size_bytes,
+        version = CASE WHEN $4 = '' THEN games.version ELSE $4 END, updated_at = now()
+RETURNING *;
+
+-- name: game_image
+SELECT game_id, version, image_size_bytes FROM games WHERE game_id = $1;
+
+-- name: prewarm_hosts
+-- Tell the replica holding each online host's agent link of the site to have it fetch the image (channel
+-- cloudseat_hosts, as drains), skipping hosts that hold the current version already. Sent at commit.
+SELECT host_id,
+       pg_notify('cloudseat_hosts', json_build_object(
+           'host_id', host_id,
+           'prewarm', json_build_object('game_id', $2::text, 'version', $3::text, 'image_size_bytes', $4::bigint)
+       )::text)
+FROM hosts
+WHERE site_id = $1 AND status = 'online' AND NOT ($2::text = ANY(games_cached))
+ORDER BY host_id;
+
+-- name: record_prewarm
+INSERT INTO prewarms (site_id, game_id, version, host_ids) VALUES ($1, $2, $3, $4);

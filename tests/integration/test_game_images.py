@@ -1,0 +1,182 @@
+"""Game images: pre-warming a site changes placement (real agent processes fetch the image), a game update rolls out
+without ending running sessions, bad input is named."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
+from grpc import aio
+
+from broker.client import BrokerClient
+from broker.server import Broker
+from tests.integration.conftest import Launch
+from tests.integration.scripted_agent import ScriptedAgent
+
+S = common_pb2.SessionState
+C = grpc.StatusCode
+
+AGENT = """
+host_id = "{host}"
+provider_id = "prov"
+site_id = "{site}"
+broker = "127.0.0.1:{port}"
+slots = 2
+gpu_class = "cpu"
+price_micros_per_slot_hour = 1000000
+games_cached = {games}
+media_addresses = ["127.0.0.1"]
+codec = "vp8"
+drain_grace_s = 1
+insecure = true
+image_store = "{store}"
+image_fetch_bytes_per_s = 10000000
+"""
+
+
+async def _arena(world: BrokerClient, version: str = "") -> fleet_pb2.Game:
+    game: fleet_pb2.Game = await world.fleet.PutGame(
+        fleet_pb2.PutGameRequest(game_id="arena", name="Arena", image_size_bytes=3_000_000, version=version)
+    )
+    # Both sites within the first latency target (15 ms); the near one 2 ms nearer: worth less than a cold start.
+    await world.venues.ReportLatency(
+        venue_pb2.ReportLatencyRequest(
+            venue_id="cafe",
+            samples=[
+                venue_pb2.LatencySample(site_id="site-near", rtt_ms=10),
+                venue_pb2.LatencySample(site_id="site-far", rtt_ms=12),
+            ],
+        )
+    )
+    return game
+
+
+async def _host(world: BrokerClient, host_id: str, until: str) -> fleet_pb2.Host:
+    """The host once `until` is among its warm games."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                host: fleet_pb2.Host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id=host_id))
+                if until in host.games_cached:
+                    return host
+            except aio.AioRpcError as exc:
+                if exc.code() is not C.NOT_FOUND:
+                    raise
+            await asyncio.sleep(0.1)
+
+
+async def _placed_on(world: BrokerClient, seat: str) -> str:
+    started = await world.start_session("cafe", seat, "arena")
+    placed = await world.wait_for(started.session.session_id, S.SESSION_STATE_PLACED, timeout_s=20)
+    await world.end_session(placed.session_id, started.session_token)
+    return placed.host_id
+
+
+async def test_prewarm_changes_placement(
+    world: BrokerClient, broker: Broker, launch: Launch, tmp_path: Path
+) -> None:
+    game = await _arena(world)
+    assert game.version == "1"
+    store = tmp_path / "near-images"
+    await launch(
+        "agent-far",
+        AGENT.format(
+            host="agent-far",
+            site="site-far",
+            port=broker.port,
+            games='["demo", "arena@1"]',
+            store=tmp_path / "far-images",
+        ),
+    )
+    await launch(
+        "agent-near",
+        AGENT.format(host="agent-near", site="site-near", port=broker.port, games='["demo"]', store=store),
+    )
+    far = await _host(world, "agent-far", "arena")
+    assert list(far.images_cached) == ["demo", "arena@1"]
+    await _host(world, "agent-near", "demo")
+
+    # Before: the nearer site is cold for the game, the farther one warm.
+    assert await _placed_on(world, "s1") == "agent-far"
+
+    told = await world.prewarm_game("site-near", "arena")
+    assert (told.version, list(told.host_ids)) == ("1", ["agent-near"])
+    near = await _host(world, "agent-near", "arena")
+    assert "arena@1" in near.images_cached
+    # The agent really wrote the image, at its size.
+    assert (store / "arena@1.img").stat().st_size == 3_000_000
+
+    # After: both warm, the nearer wins.
+    assert await _placed_on(world, "s2") == "agent-near"
+    # Pre-warming again tells nobody: every host of the site holds it.
+    assert list((await world.prewarm_game("site-near", "arena")).host_ids) == []
+
+
+async def test_game_update_rolls_out_without_ending_running_sessions(world: BrokerClient) -> None:
+    await _arena(world)
+    async with (
+        ScriptedAgent(world, "host-far", site_id="site-far", games=("demo", "arena@1")) as far,
+        ScriptedAgent(world, "host-near", site_id="site-near", games=("demo", "arena@1")) as near,
+    ):
+        started = await world.start_session("cafe", "s1", "arena")
+        running = started.session.session_id
+        ready = await world.wait_for(running, S.SESSION_STATE_READY)
+        assert ready.host_id == "host-near"
+        await (far if ready.host_id == "host-far" else near).link.report(running, S.SESSION_STATE_STREAMING)
+        await world.wait_for(running, S.SESSION_STATE_STREAMING)
+
+        # Version 2: every host is cold for it until it holds the new image; nothing running ends.
+        update = await world.fleet.PutGame(
+            fleet_pb2.PutGameRequest(game_id="arena", name="Arena", image_size_bytes=3_000_000, version="2")
+        )
+        assert update.version == "2"
+        for host_id in ("host-far", "host-near"):
+            host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id=host_id))
+            assert "arena" not in host.games_cached and "arena@1" in host.images_cached
+
+        # Site by site: the far site first. Its agent is told to fetch version 2 and reports it.
+        told = await world.prewarm_game("site-far", "arena")
+        assert (told.version, list(told.host_ids)) == ("2", ["host-far"])
+        async with asyncio.timeout(10):
+            while not any(m.WhichOneof("body") == "prewarm" for m in far.commands):
+                await asyncio.sleep(0.05)
+        cmd = next(m.prewarm for m in far.commands if m.WhichOneof("body") == "prewarm")
+        assert (cmd.game_id, cmd.version, cmd.image_size_bytes) == ("arena", "2", 3_000_000)
+        assert not any(m.WhichOneof("body") == "prewarm" for m in near.commands)
+        await far.link.heartbeat(games_cached=["demo", "arena@1", "arena@2"])
+        await _host(world, "host-far", "arena")
+
+        # New sessions prefer the host with the new version, though the other is nearer.
+        assert await _placed_on(world, "s2") == "host-far"
+        # Publishing again without a version keeps version 2.
+        same = await world.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="arena", name="Arena II"))
+        assert same.version == "2"
+
+        still = await world.wait_for(running, S.SESSION_STATE_STREAMING)
+        assert still.state == S.SESSION_STATE_STREAMING
+        assert not any(
+            m.WhichOneof("body") == "stop_session" and m.stop_session.session_id == running
+            for m in near.commands
+        )
+
+
+async def test_bad_input(world: BrokerClient) -> None:
+    await _arena(world)
+    pre, put = fleet_pb2.PrewarmGameRequest, fleet_pb2.PutGameRequest
+    cases = [
+        (world.fleet.PrewarmGame, pre(site_id="", game_id="arena"), C.INVALID_ARGUMENT, "site_id"),
+        (world.fleet.PrewarmGame, pre(site_id="site-near", game_id="a b"), C.INVALID_ARGUMENT, "game_id"),
+        (world.fleet.PrewarmGame, pre(site_id="nowhere", game_id="arena"), C.NOT_FOUND, "site_id"),
+        (world.fleet.PrewarmGame, pre(site_id="site-near", game_id="nogame"), C.NOT_FOUND, "game_id"),
+        (world.fleet.PutGame, put(game_id="arena", name="A", version="v 2"), C.INVALID_ARGUMENT, "version"),
+    ]
+    for method, request, code, field in cases:
+        with pytest.raises(aio.AioRpcError) as refused:
+            await method(request)
+        assert refused.value.code() is code, refused.value.details()
+        assert (refused.value.details() or "").startswith(field), refused.value.details()
+    game = await world.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="arena", name="A"))
+    assert game.version == "1"  # the refused update wrote nothing
