@@ -1,0 +1,384 @@
+"""The consoles' JSON API under /api/: thin handlers (validate the path and body, authorise with the caller's
+token, call the store, shape with broker.console.views).
+
+    GET  /api/whoami                              the caller's role, and the venues and providers it may see
+    GET  /api/venues/{venue_id}/seats             the seat map: per seat state, game, site, latency, fps, time left
+    GET  /api/venues/{venue_id}/events            Server-Sent Events: "seats" (all), "seat" (one changed), "stats"
+                                                  (fps by session, every few seconds), fed by the hub
+    GET  /api/venues/{venue_id}/service-level     per zone today: share of sessions and minutes within the cap
+    GET  /api/venues/{venue_id}/leases            lease use
+    GET  /api/venues/{venue_id}/cost              today's cost
+    GET  /api/venues/{venue_id}/statements        ?from=YYYY-MM-DD&to=YYYY-MM-DD (to exclusive)
+    GET  /api/providers/{provider_id}/fleet       sites and hosts (state, sessions, utilisation, images held)
+    GET  /api/providers/{provider_id}/events      Server-Sent Events: "fleet" whenever a host of it changes
+    GET  /api/providers/{provider_id}/revenue     revenue per site and GPU class
+    POST /api/hosts/{host_id}/drain               {"reason": "..."} -> the host
+    POST /api/hosts/{host_id}/undrain             -> the host
+
+Who may call: the same tenant tokens as the gRPC side, as `Authorization: Bearer <token>` (401 without a valid one;
+403 for another tenant's venue, provider or host, with the field named); a venue token sees its venue, a provider
+token its provider, an operator's everything. With authentication off (--insecure) every caller is trusted. Errors
+are JSON {"error": "field: what is wrong", "field": "..."}; `STATUS` below is the one table from the broker's errors
+to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from broker import auth, errors
+from broker.agents import AgentRegistry
+from broker.console import business, live, views
+from broker.console import queries as q
+from broker.rpc import validate as v
+from broker.rpc.guard import Guard
+from broker.store import audit
+from broker.store import fleet as fleet_store
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES: Final = 4 * 1024
+KEEPALIVE_S: Final = 15.0
+# How often a seat map's stream sends the fps the hosts reported (heartbeats, not notifications, carry them).
+STATS_INTERVAL_S: Final = 2.0
+
+STATUS: Final[dict[type[errors.CloudseatError], int]] = {
+    errors.InvalidArgument: 400,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.FailedPrecondition: 409,
+    errors.ResourceExhausted: 429,
+    errors.Unavailable: 503,
+    errors.DeadlineExceeded: 504,
+}
+
+
+def http_status(exc: errors.CloudseatError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _field(exc: errors.CloudseatError) -> str:
+    if isinstance(exc, errors.InvalidArgument):
+        return exc.field
+    head, sep, _ = exc.message.partition(":")
+    return head if sep and " " not in head else ""
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def middleware(guard: Guard) -> Any:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Under /api/: the caller from its token (or TRUSTED with authentication off), one call of its tenant's
+        rate spent, and the broker's errors as JSON with their status."""
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        try:
+            principal = _authenticate(guard, request)
+            guard.spend(principal)
+            auth.set_caller(principal)
+            audit.set_actor(audit.Actor(principal.subject, principal.tenant, f"http:{request.remote or ''}"))
+            return await handler(request)
+        except errors.CloudseatError as exc:
+            status = http_status(exc)
+            if status == 500:
+                log.error("console request failed", path=request.path, exc_info=exc)
+            headers = {"WWW-Authenticate": 'Bearer realm="cloudseat"'} if status == 401 else None
+            return web.json_response(
+                {"error": exc.message, "field": _field(exc)}, status=status, headers=headers
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            what = {404: "no such API path", 405: f"{request.method} is not allowed here"}.get(
+                exc.status, exc.reason
+            )
+            return web.json_response({"error": f"{request.path}: {what}", "field": "path"}, status=exc.status)
+
+    return authenticate
+
+
+def _authenticate(guard: Guard, request: web.Request) -> auth.Principal:
+    if guard.verifier is None:
+        return auth.TRUSTED
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise errors.Unauthenticated(
+            "authorization: this console needs a token ('Authorization: Bearer <token>')"
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthenticated("authorization: expected 'Bearer <token>'")
+    return guard.verifier.verify(token.strip())
+
+
+def _caller(request: web.Request) -> auth.Principal:
+    return auth.caller()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=views.dumps(data), status=status, content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """A small JSON object (empty when there is no body)."""
+    if request.content_length and request.content_length > MAX_BODY_BYTES:
+        raise errors.InvalidArgument("body", f"is more than {MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise errors.InvalidArgument("body", f"is more than {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    if request.content_type != "application/json":
+        raise errors.InvalidArgument("body", "must be JSON (Content-Type: application/json)")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise errors.InvalidArgument("body", f"is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise errors.InvalidArgument("body", "must be a JSON object")
+    return body
+
+
+def _date(request: web.Request, name: str) -> datetime.date:
+    value = request.query.get(name, "")
+    if not value:
+        raise errors.InvalidArgument(name, "is required (YYYY-MM-DD)")
+    try:
+        return datetime.date.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidArgument(name, "must be a date, YYYY-MM-DD") from None
+
+
+class Api:
+    def __init__(self, pool: asyncpg.Pool, feed: live.Feed, agents: AgentRegistry | None) -> None:
+        self._pool = pool
+        self._feed = feed
+        self._agents = agents
+
+    def add_routes(self, r: web.UrlDispatcher) -> None:
+        r.add_get("/api/whoami", self.whoami)
+        r.add_get("/api/venues/{venue_id}/seats", self.seats)
+        r.add_get("/api/venues/{venue_id}/events", self.venue_events)
+        r.add_get("/api/venues/{venue_id}/service-level", self.service_level)
+        r.add_get("/api/venues/{venue_id}/leases", self.leases)
+        r.add_get("/api/venues/{venue_id}/cost", self.cost)
+        r.add_get("/api/venues/{venue_id}/statements", self.statements)
+        r.add_get("/api/providers/{provider_id}/fleet", self.fleet)
+        r.add_get("/api/providers/{provider_id}/events", self.provider_events)
+        r.add_get("/api/providers/{provider_id}/revenue", self.revenue)
+        r.add_post("/api/hosts/{host_id}/drain", self.drain)
+        r.add_post("/api/hosts/{host_id}/undrain", self.undrain)
+
+    # -- who -------------------------------------------------------------------------------------------------
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        caller = _caller(request)
+        everything = caller.trusted or caller.role is auth.Role.OPERATOR
+        venues = (
+            await q.venues(self._pool, None if everything else caller.venue_id)
+            if everything or caller.role is auth.Role.VENUE
+            else []
+        )
+        providers = (
+            await q.providers(self._pool, None if everything else caller.provider_id)
+            if everything or caller.role is auth.Role.PROVIDER
+            else []
+        )
+        return _json(
+            {
+                "role": str(caller.role),
+                "subject": caller.subject,
+                "trusted": caller.trusted,
+                "venues": [dict(r) for r in venues],
+                "providers": [dict(r) for r in providers],
+            }
+        )
+
+    # -- venue -----------------------------------------------------------------------------------------------
+
+    def _venue(self, request: web.Request) -> str:
+        venue_id = v.ident(request.match_info["venue_id"], "venue_id")
+        _caller(request).require_venue(venue_id)
+        return venue_id
+
+    def _fps(self) -> dict[str, float]:
+        if self._agents is None:
+            return {}
+        return {sid: float(s.fps_sent) for sid, s in self._agents.stream_stats.items()}
+
+    async def _seat_views(self, venue_id: str, seat_id: str | None = None) -> list[dict[str, Any]]:
+        fps = self._fps()
+        return [views.seat(r, fps) for r in await q.seats(self._pool, venue_id, seat_id)]
+
+    async def _known_venue(self, venue_id: str) -> None:
+        if not await q.venues(self._pool, venue_id):
+            raise errors.NotFound.of("venue_id", "venue", venue_id)
+
+    async def seats(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        await self._known_venue(venue_id)
+        return _json({"venue_id": venue_id, "seats": await self._seat_views(venue_id)})
+
+    async def venue_events(self, request: web.Request) -> web.StreamResponse:
+        venue_id = self._venue(request)
+        await self._known_venue(venue_id)
+        with self._feed.venue(venue_id) as changes:  # before the first read: no change falls between
+            response = await _event_stream(request)
+            with contextlib.suppress(ConnectionResetError):
+                seats = await self._seat_views(venue_id)
+                await _send(response, "seats", {"venue_id": venue_id, "seats": seats})
+                sessions = {s["seat_id"]: s["session_id"] for s in seats}
+                while True:
+                    try:
+                        item = await asyncio.wait_for(changes.get(), STATS_INTERVAL_S)
+                    except TimeoutError:
+                        fps = self._fps()
+                        live_fps = {sid: fps[sid] for sid in sessions.values() if sid in fps}
+                        await _send(response, "stats", {"fps": live_fps})
+                        continue
+                    items = [item]
+                    while not changes.empty():  # a burst re-reads each seat once
+                        items.append(changes.get_nowait())
+                    if None in items:
+                        break
+                    if live.RESYNC in items:
+                        seats = await self._seat_views(venue_id)
+                        await _send(response, "seats", {"venue_id": venue_id, "seats": seats})
+                        sessions = {s["seat_id"]: s["session_id"] for s in seats}
+                        continue
+                    for seat_id in dict.fromkeys(str(c["seat_id"]) for c in items if isinstance(c, dict)):
+                        for seat in await self._seat_views(venue_id, seat_id):
+                            sessions[seat["seat_id"]] = seat["session_id"]
+                            await _send(response, "seat", seat)
+        return response
+
+    async def service_level(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        zones = [views.zone_service(r) for r in await q.zone_service(self._pool, venue_id)]
+        return _json({"venue_id": venue_id, "period": "today", "zones": zones})
+
+    async def leases(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        return _json(await business.lease_use(self._pool, venue_id))
+
+    async def cost(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        return _json(await business.cost_today(self._pool, venue_id))
+
+    async def statements(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        start, end = _date(request, "from"), _date(request, "to")
+        if end <= start:
+            raise errors.InvalidArgument("to", "must be after from")
+        if (end - start).days > 366:
+            raise errors.InvalidArgument("to", "a statement covers at most 366 days")
+        return _json(await business.venue_statement(self._pool, venue_id, start, end))
+
+    # -- provider --------------------------------------------------------------------------------------------
+
+    def _provider(self, request: web.Request) -> str:
+        provider_id = v.ident(request.match_info["provider_id"], "provider_id")
+        _caller(request).require_provider(provider_id)
+        return provider_id
+
+    async def _fleet(self, provider_id: str) -> dict[str, Any]:
+        sites = await q.provider_sites(self._pool, provider_id)
+        hosts = await fleet_store.list_hosts(self._pool, provider_id, None)
+        return {
+            "provider_id": provider_id,
+            "sites": [views.site(r) for r in sites],
+            "hosts": [views.host(r) for r in hosts],
+        }
+
+    async def _known_provider(self, provider_id: str) -> None:
+        if not await q.providers(self._pool, provider_id):
+            raise errors.NotFound.of("provider_id", "provider", provider_id)
+
+    async def fleet(self, request: web.Request) -> web.Response:
+        provider_id = self._provider(request)
+        await self._known_provider(provider_id)
+        return _json(await self._fleet(provider_id))
+
+    async def provider_events(self, request: web.Request) -> web.StreamResponse:
+        provider_id = self._provider(request)
+        await self._known_provider(provider_id)
+        with self._feed.hosts() as changes:
+            response = await _event_stream(request)
+            with contextlib.suppress(ConnectionResetError):
+                fleet = await self._fleet(provider_id)
+                await _send(response, "fleet", fleet)
+                while True:
+                    try:
+                        item = await asyncio.wait_for(changes.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        await response.write(b": keepalive\n\n")
+                        continue
+                    items = [item]
+                    while not changes.empty():
+                        items.append(changes.get_nowait())
+                    if None in items:
+                        break
+                    mine = {h["host_id"] for h in fleet["hosts"]}
+                    if live.RESYNC in items or any(
+                        isinstance(c, dict) and c.get("host_id") in mine for c in items
+                    ):
+                        fleet = await self._fleet(provider_id)
+                        await _send(response, "fleet", fleet)
+        return response
+
+    async def revenue(self, request: web.Request) -> web.Response:
+        provider_id = self._provider(request)
+        return _json(await business.revenue(self._pool, provider_id))
+
+    async def _own_host(self, request: web.Request) -> str:
+        host_id = v.ident(request.match_info["host_id"], "host_id")
+        caller = _caller(request)
+        if not (caller.trusted or caller.role is auth.Role.OPERATOR):
+            caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
+        return host_id
+
+    async def drain(self, request: web.Request) -> web.Response:
+        host_id = await self._own_host(request)
+        body = await _body(request)
+        reason = body.get("reason", "")
+        if not isinstance(reason, str):
+            raise errors.InvalidArgument("reason", f"must be a string, not {type(reason).__name__}")
+        reason = v.text(reason, "reason")
+        row = await fleet_store.set_drained(self._pool, host_id, True, reason)
+        log.info("host drained", host_id=host_id, reason=reason, via="console")
+        return _json(views.host(row))
+
+    async def undrain(self, request: web.Request) -> web.Response:
+        host_id = await self._own_host(request)
+        row = await fleet_store.set_drained(self._pool, host_id, False)
+        log.info("host undrained", host_id=host_id, via="console")
+        return _json(views.host(row))
+
+
+async def _event_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 1000\n\n")
+    return response
+
+
+async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
+    await response.write(f"event: {event}\ndata: {views.dumps(data)}\n\n".encode())

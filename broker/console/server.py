@@ -1,0 +1,121 @@
+"""The web consoles' server (aiohttp): the page, its JSON API under /api/ (broker.console.api) and /metrics.
+
+    GET /                  the console page: venue and provider views (static files under /static/, no build step,
+                           nothing from a CDN)
+    GET /api/...           the JSON API, with the same tenant tokens as the gRPC side
+    GET /metrics           Prometheus text exposition, tenant-free aggregates, no token (broker.console.metrics)
+
+It runs inside the broker process, beside the gRPC server, on `--http-listen`: it shares the broker's pool, its hub
+(live changes come from PostgreSQL NOTIFY, never from polling), its guard (token verification and per-tenant rate
+limits) and its agent registry (the fps the hosts linked here report).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from broker import errors
+from broker.agents import AgentRegistry
+from broker.console import api, business, live
+from broker.console import metrics as m
+from broker.console import queries as q
+from broker.hub import SessionHub
+from broker.rpc.guard import Guard
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+_LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+
+_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def parse_listen(text: str, field: str = "http_listen") -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) -> (host, port); InvalidArgument naming `field` otherwise."""
+    match = _LISTEN.fullmatch(text.strip())
+    if match is None or not 0 <= int(match["port"]) <= 65535:
+        raise errors.InvalidArgument(field, f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8781)")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: api.Handler) -> web.StreamResponse:
+    """Nothing cached (figures are live), and nothing but our own scripts run."""
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+class Console:
+    """`await start()` (the URL), then `await stop()`."""
+
+    def __init__(
+        self,
+        listen: str,
+        pool: asyncpg.Pool,
+        hub: SessionHub,
+        guard: Guard,
+        agents: AgentRegistry | None = None,
+    ) -> None:
+        self.host, self.port = parse_listen(listen)
+        self._pool = pool
+        self.feed = live.Feed()
+        self.metrics = m.Metrics()
+        hub.add_listener(self.feed.on_session, on_resync=self.feed.on_resync)
+        hub.add_listener(self.metrics.on_session)
+        hub.add_host_listener(self.feed.on_host)
+        self.app = web.Application(
+            middlewares=[_headers, api.middleware(guard)], client_max_size=api.MAX_BODY_BYTES
+        )
+        r = self.app.router
+        r.add_get("/", self._index)
+        r.add_static("/static/", STATIC_DIR, follow_symlinks=False)
+        r.add_get("/metrics", self._metrics)
+        api.Api(pool, self.feed, agents).add_routes(r)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server: Any = site._server
+        port = server.sockets[0].getsockname()[1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{port}/"
+        log.info("console serving", url=self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        """End the event streams (their pages reconnect to another replica or when this one is back), stop."""
+        self.feed.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            sessions, hosts = await q.metrics_snapshot(self._pool)
+            metered = await business.metered_seconds(self._pool)
+        except errors.CloudseatError as exc:
+            # Prometheus records the scrape as failed; the gauges never show stale figures as current.
+            return web.Response(status=503, text=f"{exc.message}\n")
+        self.metrics.update(sessions, hosts, metered)
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": m.CONTENT_TYPE})

@@ -1,0 +1,361 @@
+// The cloudseat console: a venue's live seat map and business figures, a provider's fleet with drain and undrain.
+// Talks only to this server's /api/ with the tenant token as "Authorization: Bearer"; the token comes from the
+// sign-in box or ?token= (then dropped from the address bar) and is kept in sessionStorage (this tab only).
+// Live updates are Server-Sent Events read through fetch(), so the token travels in a header, never in a URL.
+'use strict';
+
+const TOKEN_KEY = 'cloudseat.console.token';
+const $ = (id) => document.getElementById(id);
+
+// For automation and monitoring: what the page shows now.
+window.cloudseatConsole = { view: null, ready: false, seats: {}, hosts: {}, error: null };
+
+class ApiError extends Error {
+  constructor(status, message, field) { super(message); this.status = status; this.field = field; }
+}
+
+let token = null;
+let streamAbort = null;
+const timeLeft = new Map(); // seat_id -> {seconds, at (performance.now())}
+
+function takeToken() {
+  const url = new URL(location.href);
+  const given = url.searchParams.get('token');
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given.trim());
+    url.searchParams.delete('token');
+    history.replaceState(null, '', url.pathname + url.search + url.hash);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function headers(extra = {}) {
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const body = await response.json().catch(() => ({ error: `${path}: ${response.status} ${response.statusText}` }));
+  if (!response.ok) throw new ApiError(response.status, body.error || response.statusText, body.field || '');
+  return body;
+}
+
+function showError(err) {
+  const box = $('error');
+  if (!err) { box.hidden = true; box.textContent = ''; window.cloudseatConsole.error = null; return; }
+  box.hidden = false;
+  box.textContent = err.message || String(err);
+  window.cloudseatConsole.error = { status: err.status || 0, message: box.textContent };
+  if (err.status === 401) signIn();
+}
+
+function signIn() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  token = null;
+  $('login').hidden = false;
+  $('venue').hidden = true;
+  $('provider').hidden = true;
+}
+
+// Server-Sent Events over fetch (EventSource cannot send a header); reconnects after a second until aborted.
+async function stream(path, onEvent, badge, signal) {
+  while (!signal.aborted) {
+    try {
+      const response = await fetch(path, { headers: headers({ Accept: 'text/event-stream' }), signal });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        throw new ApiError(response.status, body.error || response.statusText, body.field || '');
+      }
+      badge.textContent = 'live';
+      badge.classList.add('live');
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let event = 'message';
+          const data = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event:')) event = line.slice(6).trim();
+            else if (line.startsWith('data:')) data.push(line.slice(5).trim());
+          }
+          if (data.length) onEvent(event, JSON.parse(data.join('\n')));
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (err instanceof ApiError && err.status < 500) { showError(err); return; }
+    }
+    badge.textContent = 'reconnecting…';
+    badge.classList.remove('live');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// -- formatting ---------------------------------------------------------------------------------------------------
+
+const dash = '—';
+const pct = (x) => (x === null || x === undefined ? dash : `${(100 * x).toFixed(1)}%`);
+const num = (x, digits = 0) => (x === null || x === undefined ? dash : Number(x).toFixed(digits));
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h}:${String(m).padStart(2, '0')}:${String(r).padStart(2, '0')}` : `${m}:${String(r).padStart(2, '0')}`;
+}
+function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
+
+// -- venue --------------------------------------------------------------------------------------------------------
+
+function seatCard(seat) {
+  let card = document.querySelector(`.seat[data-seat="${CSS.escape(seat.seat_id)}"]`);
+  if (!card) {
+    card = document.createElement('div');
+    card.className = 'seat';
+    card.dataset.seat = seat.seat_id;
+    $('seat-map').appendChild(card);
+  }
+  card.dataset.state = seat.state;
+  card.dataset.session = seat.session_id || '';
+  card.replaceChildren();
+  const line = (label, value, cls) => {
+    const div = document.createElement('div');
+    if (cls) div.className = cls;
+    div.textContent = label ? `${label}: ${value}` : value;
+    card.appendChild(div);
+    return div;
+  };
+  const head = line('', seat.seat_id, 'id');
+  const state = document.createElement('span');
+  state.className = 'state';
+  state.textContent = seat.state;
+  head.appendChild(state);
+  line('zone', `${seat.zone_id} (${seat.tier}, ≤ ${seat.latency_cap_ms} ms)`);
+  if (seat.state === 'IDLE') { timeLeft.delete(seat.seat_id); return; }
+  line('game', seat.game_id);
+  line('site', seat.site_id || (seat.pending_reason ? `waiting: ${seat.pending_reason}` : dash));
+  const latency = line('latency', seat.latency_ms === null ? dash : `${seat.latency_ms} ms`);
+  if (seat.latency_ms !== null && seat.latency_ms > seat.latency_cap_ms) latency.classList.add('over');
+  line('fps', num(seat.fps, 1), 'fps');
+  line('time left', seat.time_left_s === null ? 'no limit' : clock(seat.time_left_s), 'time-left');
+  if (seat.time_left_s === null) timeLeft.delete(seat.seat_id);
+  else timeLeft.set(seat.seat_id, { seconds: seat.time_left_s, at: performance.now(), counting: seat.state === 'STREAMING' });
+}
+
+function setSeat(seat) {
+  seatCard(seat);
+  window.cloudseatConsole.seats[seat.seat_id] = seat.state;
+}
+
+function tickTimeLeft() {
+  for (const [seatId, t] of timeLeft) {
+    if (!t.counting) continue;
+    const el = document.querySelector(`.seat[data-seat="${CSS.escape(seatId)}"] .time-left`);
+    if (el) el.textContent = `time left: ${clock(t.seconds - (performance.now() - t.at) / 1000)}`;
+  }
+}
+
+function business(box, data) {
+  box.replaceChildren();
+  if (data.available === false) {
+    const p = document.createElement('p');
+    p.className = 'unavailable';
+    p.textContent = `Not available: ${data.reason}.`;
+    box.appendChild(p);
+    return;
+  }
+  for (const [key, value] of Object.entries(data.summary || {})) {
+    const p = document.createElement('p');
+    p.textContent = `${key.replaceAll('_', ' ')}: ${value}`;
+    box.appendChild(p);
+  }
+  const rows = data.rows || [];
+  if (!rows.length) {
+    const p = document.createElement('p');
+    p.textContent = data.summary ? '' : 'Nothing yet.';
+    box.appendChild(p);
+    return;
+  }
+  const table = document.createElement('table');
+  const columns = Object.keys(rows[0]);
+  const head = table.createTHead().insertRow();
+  for (const c of columns) { const th = document.createElement('th'); th.textContent = c.replaceAll('_', ' '); head.appendChild(th); }
+  const body = table.createTBody();
+  for (const row of rows) { const tr = body.insertRow(); for (const c of columns) cell(tr, row[c] ?? dash); }
+  box.appendChild(table);
+}
+
+async function showVenue(venueId, signal) {
+  $('venue').hidden = false;
+  $('seat-map').replaceChildren();
+  window.cloudseatConsole.seats = {};
+  const base = `/api/venues/${encodeURIComponent(venueId)}`;
+  let serviceDue = null; // a seat's change may move the service level: re-read it, at most every 2 s
+  const refreshService = async () => {
+    const service = await api(`${base}/service-level`);
+    const tbody = $('service').tBodies[0];
+    tbody.replaceChildren();
+    for (const z of service.zones) {
+      const tr = tbody.insertRow();
+      tr.dataset.zone = z.zone_id;
+      cell(tr, z.zone_id); cell(tr, z.tier); cell(tr, `${z.latency_cap_ms} ms`); cell(tr, z.sessions);
+      cell(tr, pct(z.sessions_share)); cell(tr, num(z.minutes, 1)); cell(tr, pct(z.minutes_share));
+    }
+  };
+  stream(`${base}/events`, (event, data) => {
+    if (event === 'seats') {
+      $('seat-map').replaceChildren();
+      window.cloudseatConsole.seats = {};
+      data.seats.forEach(setSeat);
+      window.cloudseatConsole.ready = true;
+    } else if (event === 'seat') {
+      setSeat(data);
+      serviceDue ||= setTimeout(() => { serviceDue = null; refreshService().catch(showError); }, 2000);
+    } else if (event === 'stats') {
+      for (const card of document.querySelectorAll('.seat')) {
+        const fps = data.fps[card.dataset.session];
+        const el = card.querySelector('.fps');
+        if (el && fps !== undefined) el.textContent = `fps: ${fps.toFixed(1)}`;
+      }
+    }
+  }, $('live'), signal);
+  const [, leases, cost] = await Promise.all([refreshService(), api(`${base}/leases`), api(`${base}/cost`)]);
+  business($('leases'), leases);
+  business($('cost'), cost);
+  const today = new Date().toISOString().slice(0, 10);
+  const monthStart = `${today.slice(0, 8)}01`;
+  $('statement-from').value ||= monthStart;
+  $('statement-to').value ||= new Date(Date.now() + 86400000).toISOString().slice(0, 10);
+  $('statement-form').onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      const q = new URLSearchParams({ from: $('statement-from').value, to: $('statement-to').value });
+      business($('statements'), await api(`${base}/statements?${q}`));
+      showError(null);
+    } catch (err) { showError(err); }
+  };
+  $('statement-form').requestSubmit();
+}
+
+// -- provider -----------------------------------------------------------------------------------------------------
+
+function renderFleet(fleet) {
+  const sites = $('sites').tBodies[0];
+  sites.replaceChildren();
+  for (const s of fleet.sites) {
+    const tr = sites.insertRow();
+    tr.dataset.site = s.site_id;
+    cell(tr, `${s.site_id} (${s.name})`); cell(tr, s.region || dash); cell(tr, s.hosts); cell(tr, s.hosts_serving);
+    cell(tr, `${s.slots_used} / ${s.slots}`); cell(tr, pct(s.utilisation));
+  }
+  const hosts = $('hosts').tBodies[0];
+  hosts.replaceChildren();
+  window.cloudseatConsole.hosts = {};
+  for (const h of fleet.hosts) {
+    const tr = hosts.insertRow();
+    tr.dataset.host = h.host_id;
+    tr.dataset.drained = String(h.drained);
+    const state = h.status + (h.drained ? ', drained' : '') + (h.draining ? ', draining' : '');
+    cell(tr, h.host_id); cell(tr, h.site_id); cell(tr, h.gpu_class); cell(tr, state).className = 'host-state';
+    cell(tr, `${h.sessions} (${h.slots - h.free_slots}/${h.slots} slots)`); cell(tr, pct(h.utilisation));
+    cell(tr, pct(h.gpu_load)); cell(tr, h.images.join(', ') || dash);
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = h.drained ? 'undrain' : 'drain';
+    button.textContent = h.drained ? 'Undrain' : 'Drain';
+    button.onclick = () => drain(h.host_id, !h.drained, button);
+    cell(tr, '').appendChild(button);
+    window.cloudseatConsole.hosts[h.host_id] = { status: h.status, drained: h.drained, sessions: h.sessions };
+  }
+  window.cloudseatConsole.ready = true;
+}
+
+let refreshFleet = null;
+
+async function drain(hostId, drained, button) {
+  button.disabled = true;
+  try {
+    const path = `/api/hosts/${encodeURIComponent(hostId)}/${drained ? 'drain' : 'undrain'}`;
+    const body = drained ? JSON.stringify({ reason: $('drain-reason').value }) : '{}';
+    await api(path, { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
+    showError(null);
+    if (refreshFleet) await refreshFleet();
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function showProvider(providerId, signal) {
+  $('provider').hidden = false;
+  window.cloudseatConsole.hosts = {};
+  const base = `/api/providers/${encodeURIComponent(providerId)}`;
+  refreshFleet = async () => renderFleet(await api(`${base}/fleet`));
+  stream(`${base}/events`, (event, data) => { if (event === 'fleet') renderFleet(data); }, $('fleet-live'), signal);
+  business($('revenue'), await api(`${base}/revenue`));
+}
+
+// -- navigation ---------------------------------------------------------------------------------------------------
+
+function route(who) {
+  const [kind, id] = location.hash.slice(1).split('/').map(decodeURIComponent);
+  if ((kind === 'venue' || kind === 'provider') && id) return { kind, id };
+  if (who.venues.length) return { kind: 'venue', id: who.venues[0].venue_id };
+  if (who.providers.length) return { kind: 'provider', id: who.providers[0].provider_id };
+  return null;
+}
+
+async function show(who) {
+  if (streamAbort) streamAbort.abort();
+  streamAbort = new AbortController();
+  $('venue').hidden = true;
+  $('provider').hidden = true;
+  window.cloudseatConsole.ready = false;
+  const where = route(who);
+  window.cloudseatConsole.view = where;
+  if (!where) { showError(new Error('This token sees no venue or provider.')); return; }
+  $('pick').value = `${where.kind}/${where.id}`;
+  document.title = `cloudseat · ${where.kind} ${where.id}`;
+  try {
+    showError(null);
+    if (where.kind === 'venue') await showVenue(where.id, streamAbort.signal);
+    else await showProvider(where.id, streamAbort.signal);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function start() {
+  token = takeToken();
+  $('login').hidden = true;
+  let who;
+  try {
+    who = await api('/api/whoami');
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  $('who').textContent = who.trusted ? 'authentication off' : `${who.role} ${who.subject}`;
+  $('signout').hidden = who.trusted;
+  const pick = $('pick');
+  pick.replaceChildren();
+  for (const v of who.venues) pick.add(new Option(`venue ${v.name} (${v.venue_id})`, `venue/${v.venue_id}`));
+  for (const p of who.providers) pick.add(new Option(`provider ${p.name} (${p.provider_id})`, `provider/${p.provider_id}`));
+  pick.onchange = () => { location.hash = pick.value; };
+  window.onhashchange = () => show(who);
+  await show(who);
+}
+
+$('login').addEventListener('submit', (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
+  start();
+});
+$('signout').addEventListener('click', () => { if (streamAbort) streamAbort.abort(); signIn(); });
+setInterval(tickTimeLeft, 1000);
+start();

@@ -1,0 +1,344 @@
+"""The web consoles (broker.console): the JSON API with tenant tokens, /metrics, and both pages in headless Chromium.
+
+A broker with security on serves the consoles on 127.0.0.1 (a free port). Two venues (cafe, rival) and two providers
+(prov, other) share it, each provider with one scripted agent (a real AgentService client over mutual TLS). The API
+must refuse a call without a token (401) and another tenant's venue, provider or host (403); a provider's drain from
+the console goes through the same store function as FleetService.DrainHost, so it is audited and reaches the agent.
+The browser test drives the distribution's Chromium (tests/integration/browser.py) and keeps screenshots in
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
+
+from broker import issuing, tls
+from broker.client import BrokerClient
+from broker.config import BrokerConfig, SecurityConfig
+from broker.server import Broker
+from broker.store import audit
+from tests.integration import browser as b
+from tests.integration.conftest import FAST
+from tests.integration.scripted_agent import ScriptedAgent
+
+pytestmark = pytest.mark.slow
+
+VENUE_SEATS = {"cafe": ["c1", "c2", "c3"], "rival": ["r1", "r2"]}
+PROVIDER_HOSTS = {"prov": "host-1", "other": "host-2"}
+
+
+@pytest.fixture
+def creds(tmp_path: Path) -> issuing.Credentials:
+    return issuing.make(tmp_path / "creds", list(PROVIDER_HOSTS.values()))
+
+
+@pytest.fixture
+def broker_config(db_url: str, creds: issuing.Credentials) -> BrokerConfig:
+    security = SecurityConfig(
+        cert=creds.broker.cert, key=creds.broker.key, client_ca=creds.ca, token_key=creds.token_key
+    )
+    return dataclasses.replace(
+        FAST,
+        database_url=db_url,
+        insecure=False,
+        security=security,
+        agent_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+    )
+
+
+Token = Callable[..., str]
+
+
+@pytest.fixture
+def token(creds: issuing.Credentials) -> Token:
+    def make(role: str, **claims: str) -> str:
+        return issuing.issue_token(creds.token_key, role, ttl_s=600, **claims)
+
+    return make
+
+
+@dataclasses.dataclass
+class Region:
+    broker: Broker
+    op: BrokerClient
+    agents: dict[str, ScriptedAgent]
+    url: str
+
+    async def start(self, venue: str, seat: str) -> session_pb2.Session:
+        reply = await self.op.sessions.StartSession(
+            session_pb2.StartSessionRequest(
+                request_id=f"r-{seat}", venue_id=venue, seat_id=seat, game_id="demo"
+            )
+        )
+        return reply.session
+
+
+@pytest.fixture
+async def region(broker: Broker, creds: issuing.Credentials, token: Token) -> AsyncIterator[Region]:
+    """Two providers with a site and an online host each, two venues with a zone and seats, measured near."""
+    assert broker.console_url is not None
+    op = BrokerClient(
+        f"127.0.0.1:{broker.port}", token=token("operator"), credentials=tls.client_credentials(creds.ca)
+    )
+    await op.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="demo", name="Demo"))
+    for provider in PROVIDER_HOSTS:
+        await op.fleet.CreateProvider(fleet_pb2.CreateProviderRequest(provider_id=provider, name=provider))
+        await op.fleet.CreateSite(
+            fleet_pb2.CreateSiteRequest(
+                site_id=f"{provider}-site", provider_id=provider, name=f"{provider} site"
+            )
+        )
+    for venue, seats in VENUE_SEATS.items():
+        await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id=venue, name=venue.title()))
+        await op.venues.PutZone(
+            venue_pb2.PutZoneRequest(
+                venue_id=venue, zone_id="std", tier=common_pb2.TIER_720P60, latency_cap_ms=30
+            )
+        )
+        for seat in seats:
+            await op.venues.PutSeat(venue_pb2.PutSeatRequest(venue_id=venue, seat_id=seat, zone_id="std"))
+        await op.venues.ReportLatency(
+            venue_pb2.ReportLatencyRequest(
+                venue_id=venue,
+                samples=[venue_pb2.LatencySample(site_id=f"{p}-site", rtt_ms=5) for p in PROVIDER_HOSTS],
+            )
+        )
+    agents: dict[str, ScriptedAgent] = {}
+    links: list[BrokerClient] = []
+    try:
+        for provider, host in PROVIDER_HOSTS.items():
+            link = BrokerClient(
+                f"127.0.0.1:{broker.agent_port}", credentials=tls.channel_credentials(creds.agent(host))
+            )
+            links.append(link)
+            agents[host] = await ScriptedAgent(
+                link, host, site_id=f"{provider}-site", provider_id=provider
+            ).__aenter__()
+        yield Region(broker, op, agents, broker.console_url)
+    finally:
+        for agent in agents.values():
+            await agent.close()
+        for link in links:
+            await link.close()
+        await op.close()
+
+
+async def _get(http: aiohttp.ClientSession, url: str, tok: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    async with http.get(url, headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, tok: str | None, body: dict[str, Any]
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    async with http.post(url, headers=headers, json=body) as r:
+        return r.status, await r.json()
+
+
+async def _drain_command(agent: ScriptedAgent, drained: bool) -> None:
+    async with asyncio.timeout(10):
+        while not any(m.WhichOneof("body") == "drain" and m.drain.drained == drained for m in agent.commands):
+            await asyncio.sleep(0.05)
+
+
+async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: Token) -> None:
+    api = region.url + "api"
+    cafe, rival = token("venue", venue_id="cafe"), token("venue", venue_id="rival")
+    prov = token("provider", provider_id="prov")
+    async with aiohttp.ClientSession() as http:
+        # No token, a malformed one, a forged one: 401 naming the authorization.
+        for tok in (None, "not-a-jwt"):
+            status, body = await _get(http, f"{api}/venues/cafe/seats", tok)
+            assert status == 401, body
+            assert body["field"] == "authorization"
+        status, _ = await _get(http, f"{api}/whoami")
+        assert status == 401
+
+        # A venue sees its own seats, and only them; another venue's are 403 (the feed too).
+        status, body = await _get(http, f"{api}/venues/cafe/seats", cafe)
+        assert status == 200
+        assert [s["seat_id"] for s in body["seats"]] == VENUE_SEATS["cafe"]
+        assert {s["state"] for s in body["seats"]} == {"IDLE"}
+        for path in (
+            "seats",
+            "events",
+            "service-level",
+            "leases",
+            "cost",
+            "statements?from=2025-01-01&to=2025-02-01",
+        ):
+            status, body = await _get(http, f"{api}/venues/rival/{path}", cafe)
+            assert (status, body["field"]) == (403, "venue_id"), (path, body)
+        status, body = await _get(http, f"{api}/whoami", cafe)
+        assert [v["venue_id"] for v in body["venues"]] == ["cafe"] and body["providers"] == []
+        status, body = await _get(http, f"{api}/venues/rival/seats", rival)
+        assert [s["seat_id"] for s in body["seats"]] == VENUE_SEATS["rival"]
+
+        # Every input validated, the field named.
+        status, body = await _get(http, f"{api}/venues/no%20such/seats", cafe)
+        assert (status, body["field"]) == (400, "venue_id")
+        status, body = await _get(http, f"{api}/venues/cafe/statements?from=2025-01-01", cafe)
+        assert (status, body["field"]) == (400, "to")
+        status, body = await _get(http, f"{api}/venues/cafe/statements?from=2025-13-01&to=2025-01-02", cafe)
+        assert (status, body["field"]) == (400, "from")
+
+        # A session started at the venue shows on its seat map (placed on a host, with site and latency).
+        await region.start("cafe", "c2")
+        async with asyncio.timeout(15):
+            while True:
+                _, body = await _get(http, f"{api}/venues/cafe/seats", cafe)
+                seat = next(s for s in body["seats"] if s["seat_id"] == "c2")
+                if seat["state"] == "READY":
+                    break
+                await asyncio.sleep(0.05)
+        assert seat["game_id"] == "demo" and seat["site_id"] in ("prov-site", "other-site")
+        assert seat["latency_ms"] == 5
+        # The business sections come from the leases and metering modules (nothing made up when they are empty).
+        for path in ("leases", "cost", "statements?from=2025-01-01&to=2025-02-01"):
+            status, body = await _get(http, f"{api}/venues/cafe/{path}", cafe)
+            assert status == 200 and body["available"] is True, (path, body)
+        status, body = await _get(http, f"{api}/venues/cafe/service-level", cafe)
+        assert status == 200 and body["zones"][0]["zone_id"] == "std" and body["zones"][0]["sessions"] == 1
+        assert body["zones"][0]["sessions_share"] == 1.0
+
+        # A provider sees its hosts only, drains its own host, not another's; a venue drains nothing.
+        status, body = await _get(http, f"{api}/providers/prov/fleet", prov)
+        assert status == 200 and [h["host_id"] for h in body["hosts"]] == ["host-1"]
+        assert [s["site_id"] for s in body["sites"]] == ["prov-site"]
+        for path in ("fleet", "events", "revenue"):
+            status, body = await _get(http, f"{api}/providers/other/{path}", prov)
+            assert (status, body["field"]) == (403, "provider_id"), (path, body)
+        status, body = await _get(http, f"{api}/providers/prov/revenue", prov)
+        assert status == 200 and body["available"] is True
+        status, body = await _post(http, f"{api}/hosts/host-2/drain", prov, {"reason": "x"})
+        assert (status, body["field"]) == (403, "host_id")
+        status, body = await _post(http, f"{api}/hosts/host-1/drain", cafe, {"reason": "x"})
+        assert (status, body["field"]) == (403, "host_id")
+        status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": 7})
+        assert (status, body["field"]) == (400, "reason")
+        status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "fan swap"})
+        assert status == 200 and body["drained"] is True
+        _, body = await _get(http, f"{api}/providers/prov/fleet", prov)
+        assert body["hosts"][0]["drained"] is True
+
+    # The same drain as FleetService's: the host is drained for gRPC too, the agent told, the action audited.
+    host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
+    assert host.drained
+    await _drain_command(region.agents["host-1"], True)
+    assert region.broker.pool is not None
+    rows = await audit.read(region.broker.pool, "provider:prov")
+    assert any(r["action"] == "host.drain" and r["target"] == "host:host-1" for r in rows)
+
+
+async def test_metrics_are_tenant_free_and_need_no_token(region: Region) -> None:
+    await region.start("cafe", "c1")
+    async with aiohttp.ClientSession() as http:
+        async with asyncio.timeout(15):
+            while True:
+                async with http.get(region.url + "metrics") as r:
+                    assert r.status == 200
+                    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                    text = await r.text()
+                if (
+                    "cloudseat_placements_total 1.0" in text
+                    and 'cloudseat_sessions{state="READY"} 1.0' in text
+                ):
+                    break
+                await asyncio.sleep(0.05)
+    for series in (
+        'cloudseat_sessions{state="PENDING"} 0.0',
+        "cloudseat_queue_length 0.0",
+        'cloudseat_hosts{drained="false",status="online"} 2.0',
+        "cloudseat_placement_latency_seconds_count 1.0",
+        "cloudseat_metered_seconds_total ",
+        'cloudseat_placement_latency_seconds_bucket{le="+Inf"} 1.0',
+    ):
+        assert series in text, series
+    # Aggregates only: no tenant's or host's id anywhere.
+    for name in ("cafe", "rival", "prov", "host-1", "c1"):
+        assert name not in text.replace("provider", ""), name
+
+
+async def test_with_authentication_off_everything_is_allowed(db_url: str) -> None:
+    broker = Broker(dataclasses.replace(FAST, database_url=db_url, http_listen="127.0.0.1:0"))
+    await broker.start()
+    try:
+        async with BrokerClient(f"127.0.0.1:{broker.port}") as op:
+            await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="cafe", name="Cafe"))
+        async with aiohttp.ClientSession() as http:
+            status, body = await _get(http, f"{broker.console_url}api/whoami")
+            assert status == 200 and body["trusted"] is True and body["venues"][0]["venue_id"] == "cafe"
+            status, body = await _get(http, f"{broker.console_url}api/venues/cafe/seats")
+            assert status == 200 and body["seats"] == []
+            status, body = await _get(http, f"{broker.console_url}api/venues/nowhere/seats")
+            assert (status, body["field"]) == (404, "venue_id")
+    finally:
+        await broker.stop(grace_s=1.0)
+
+
+@pytest.mark.skipif(not os.access(b.CHROMIUM, os.X_OK), reason=f"no Chromium at {b.CHROMIUM}")
+async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
+    region: Region, token: Token, artifacts_dir: Path
+) -> None:
+    """In headless Chromium:
+    1. the venue page (token from ?token=, then kept in sessionStorage and gone from the address bar) shows the
+       cafe's seats; a session started elsewhere changes its seat's state on the page without a reload;
+    2. asking the same page for the rival venue shows the refusal and none of the rival's seats;
+    3. the provider page drains its host with the button: the row shows it, the broker has it, the agent is told.
+    """
+    cafe, prov = token("venue", venue_id="cafe"), token("provider", provider_id="prov")
+    async with b.chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(f"{region.url}?token={cafe}#venue/cafe")
+        await page.wait_for_function(
+            "() => window.cloudseatConsole.ready && window.cloudseatConsole.seats.c3 === 'IDLE'"
+        )
+        assert "token=" not in page.url
+        assert await page.evaluate("sessionStorage.getItem('cloudseat.console.token')") == cafe
+        assert (
+            sorted(await page.evaluate("Object.keys(window.cloudseatConsole.seats)")) == VENUE_SEATS["cafe"]
+        )
+        await page.evaluate("window.notReloaded = true")
+
+        await region.start("cafe", "c3")
+        await page.wait_for_function("() => window.cloudseatConsole.seats.c3 === 'READY'", timeout=15_000)
+        assert await page.evaluate("window.notReloaded") is True
+        card = page.locator('.seat[data-seat="c3"]')
+        assert await card.get_attribute("data-state") == "READY"
+        assert "demo" in await card.inner_text()
+        await page.screenshot(path=str(artifacts_dir / "console-venue.png"), full_page=True)
+
+        await page.evaluate("location.hash = '#venue/rival'")
+        await page.wait_for_function(
+            "() => window.cloudseatConsole.error && window.cloudseatConsole.error.status === 403"
+        )
+        assert "venue_id" in await page.locator("#error").inner_text()
+        assert await page.locator('.seat[data-seat^="r"]').count() == 0
+        await page.screenshot(path=str(artifacts_dir / "console-venue-refused.png"), full_page=True)
+
+        provider = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await provider.goto(f"{region.url}?token={prov}")
+        await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="false"]')
+        assert await provider.locator('#hosts tr[data-host="host-2"]').count() == 0
+        await provider.fill("#drain-reason", "fan swap")
+        await provider.click('#hosts tr[data-host="host-1"] button.drain')
+        await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="true"]')
+        assert "drained" in await provider.locator('#hosts tr[data-host="host-1"] .host-state').inner_text()
+        await provider.screenshot(path=str(artifacts_dir / "console-provider.png"), full_page=True)
+
+    host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
+    assert host.drained and host.status == fleet_pb2.HOST_STATUS_ONLINE
+    await _drain_command(region.agents["host-1"], True)
+    assert agent_pb2.DrainCommand(drained=True) in [m.drain for m in region.agents["host-1"].commands]
