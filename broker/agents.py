@@ -27,6 +27,7 @@ from broker import errors, lifecycle, tiers
 from broker.rpc import convert
 from broker.store import fleet as fleet_store
 from broker.store import hosts as host_store
+from broker.store import metering as metering_store
 from broker.store import sessions as session_store
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,14 @@ def drain_command(drained: bool) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=drained))
 
 
+def prewarm_command(image: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
+    return agent_pb2.BrokerMessage(
+        prewarm=agent_pb2.PrewarmCommand(
+            game_id=image["game_id"], version=image["version"], image_size_bytes=image["image_size_bytes"]
+        )
+    )
+
+
 def stop_command(session_id: str, reason: str) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
         stop_session=agent_pb2.StopSessionCommand(
@@ -123,6 +132,8 @@ class AgentRegistry:
         self._reporter: asyncio.Task[None] | None = None
         # Latest stream stats per session, from the heartbeats of the agents connected here.
         self.stream_stats: dict[str, common_pb2.StreamStats] = {}
+        # (session id, rtt ms, fps sent) of the heartbeats since the last flush: the SLA's evidence (store.metering).
+        self._stream_samples: list[tuple[str, float, float]] = []
         # HOST:PORT where other replicas reach this one, recorded on the hosts linked here (set once serving).
         self.address: str | None = None
         # Small writes started from synchronous callbacks (recording a link, re-reading drains).
@@ -192,6 +203,8 @@ class AgentRegistry:
         link = self._links.get(change["host_id"])
         if link is not None and "drained" in change:
             link.send(drain_command(bool(change["drained"])))
+        if link is not None and "prewarm" in change:
+            link.send(prewarm_command(change["prewarm"]))
 
     def resync_hosts(self) -> None:
         """Host changes may have been missed: tell every agent linked here its host's drain as it stands."""
@@ -269,9 +282,11 @@ class AgentRegistry:
                 encode_ms=s.encode_ms,
                 reported_at=now,
             )
+            self._stream_samples.append((s.session_id[:64], s.rtt_ms, s.fps_sent))
 
     async def _flush(self) -> None:
         beats, self._beats = list(self._beats.values()), {}
+        samples, self._stream_samples = self._stream_samples, []
         counted = await host_store.heartbeats(self._pool, beats, self.address)
         for host_id, epoch, *_ in beats:
             if (host_id, epoch) in counted:
@@ -282,6 +297,7 @@ class AgentRegistry:
             if link is not None and link.epoch == epoch:
                 log.info("heartbeat of a retired epoch; closing the link", host_id=host_id, epoch=epoch)
                 link.close(_RETIRED.format(epoch=epoch))
+        await metering_store.record_stream_samples(self._pool, samples)
 
     async def _flush_forever(self) -> None:
         while True:

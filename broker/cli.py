@@ -48,12 +48,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default=_env("CLOUDSEAT_LOG_LEVEL", "info"), help="env CLOUDSEAT_LOG_LEVEL")
 
 
-def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
+def _add_serve(p: argparse.ArgumentParser, default_listen: str, default_http: str | None = None) -> None:
     _add_common(p)
     p.add_argument(
         "--listen",
         default=_env("CLOUDSEAT_BROKER_LISTEN", default_listen),
         help=f"HOST:PORT for gRPC (env CLOUDSEAT_BROKER_LISTEN; default {default_listen})",
+    )
+    p.add_argument(
+        "--http-listen",
+        default=_env("CLOUDSEAT_HTTP_LISTEN", default_http),
+        help="HOST:PORT of the web consoles (venue and provider pages, their JSON API under /api/ with the same "
+        f"tenant tokens, and /metrics), or 'off' (env CLOUDSEAT_HTTP_LISTEN; default {default_http or 'off'})",
     )
     p.add_argument(
         "--advertise",
@@ -78,6 +84,13 @@ def _add_serve(p: argparse.ArgumentParser, default_listen: str) -> None:
         type=float,
         default=float(_env("CLOUDSEAT_SHUTDOWN_GRACE_S", "10") or 10),
         help="seconds in-flight RPCs may take after SIGTERM (env CLOUDSEAT_SHUTDOWN_GRACE_S; default 10)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=int(_env("CLOUDSEAT_MAX_INFLIGHT", "256") or 256),
+        help="unary calls in progress beyond which new ones are shed with RESOURCE_EXHAUSTED; 0: never "
+        "(env CLOUDSEAT_MAX_INFLIGHT; default 256)",
     )
     sec = p.add_argument_group(
         "security", "mutual TLS for agents, tenant tokens for everyone else; required unless --insecure"
@@ -172,6 +185,18 @@ def _security(args: argparse.Namespace) -> SecurityConfig | None:
 def _config(args: argparse.Namespace, security: SecurityConfig | None) -> BrokerConfig:
     if args.heartbeat_interval <= 0 or args.host_lost_after <= args.heartbeat_interval:
         raise SystemExit("cloudseat-broker: --host-lost-after must be longer than --heartbeat-interval (> 0)")
+    if args.max_inflight < 0:
+        raise SystemExit("cloudseat-broker: --max-inflight must be 0 (no limit) or more")
+    http_listen = None if args.http_listen in (None, "", "off") else args.http_listen
+    if http_listen is not None:
+        from broker.console.server import parse_listen
+
+        try:
+            parse_listen(http_listen)
+        except errors.InvalidArgument:
+            raise SystemExit(
+                f"cloudseat-broker: --http-listen: {http_listen!r} is not HOST:PORT (e.g. 127.0.0.1:8781) or 'off'"
+            ) from None
     return BrokerConfig(
         security=security,
         insecure=security is None,
@@ -183,8 +208,10 @@ def _config(args: argparse.Namespace, security: SecurityConfig | None) -> Broker
         heartbeat_interval_s=args.heartbeat_interval,
         host_lost_after_s=args.host_lost_after,
         shutdown_grace_s=args.shutdown_grace,
+        max_inflight=args.max_inflight,
         log_format=args.log_format,
         log_level=args.log_level,
+        http_listen=http_listen,
     )
 
 
@@ -224,7 +251,9 @@ async def _serve(config: BrokerConfig, solver: str, *, dev: DevOptions | None = 
             if dev.kiosk_listen is not None:
                 kiosk, kiosk_url = await local.start_kiosk(broker.port, dev.kiosk_listen, creds)
                 seats.append(kiosk)
-            local.print_welcome(broker.port, broker.agent_port, config, kiosk_url, creds)
+            local.print_welcome(
+                broker.port, broker.agent_port, config, kiosk_url, creds, console_url=broker.console_url
+            )
             if dev.play is not None:
                 seats.append(await local.start_client(broker.port, dev.play == "headless", creds))
         await stop.wait()
@@ -264,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "dev",
         help="the local system: serve on the embedded database with a demo venue, fleet and local agents",
     )
-    _add_serve(dev_parser, "127.0.0.1:50051")
+    _add_serve(dev_parser, "127.0.0.1:50051", "127.0.0.1:8781")
     dev_parser.add_argument(
         "--agents",
         type=int,

@@ -19,11 +19,14 @@ import grpc
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    billing_pb2_grpc,
     common_pb2,
     fleet_pb2,
     fleet_pb2_grpc,
+    lease_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
+    venue_pb2,
     venue_pb2_grpc,
 )
 from grpc import aio
@@ -81,6 +84,8 @@ class BrokerClient:
         self.sessions = session_pb2_grpc.SessionServiceStub(self.channel)
         self.venues = venue_pb2_grpc.VenueServiceStub(self.channel)
         self.fleet = fleet_pb2_grpc.FleetServiceStub(self.channel)
+        self.billing = billing_pb2_grpc.BillingServiceStub(self.channel)
+        self.leases = lease_pb2_grpc.LeaseServiceStub(self.channel)
         self.agents = agent_pb2_grpc.AgentServiceStub(self.channel)
 
     async def __aenter__(self) -> BrokerClient:
@@ -105,12 +110,13 @@ class BrokerClient:
         slots: int = 1,
         zone_id: str = "",
         resume: tuple[str, str] | None = None,
+        paid_time_s: int = 0,
         timeout_s: float = 10.0,
     ) -> session_pb2.StartSessionResponse:
         """Start a session; retried on UNAVAILABLE with the same request id, so it never starts two.
 
         `resume` is (session id, session token) of a session the seat lost through no fault of its own: the new
-        session goes to the front of the queue."""
+        session goes to the front of the queue. `paid_time_s`: the patron's paid time (0 = unlimited)."""
         request = session_pb2.StartSessionRequest(
             request_id=request_id or uuid.uuid4().hex,
             venue_id=venue_id,
@@ -119,6 +125,7 @@ class BrokerClient:
             patron_id=patron_id,
             slots=slots,
             zone_id=zone_id,
+            paid_time_s=paid_time_s,
         )
         if resume is not None:
             request.resume.session_id, request.resume.session_token = resume
@@ -157,6 +164,20 @@ class BrokerClient:
     async def list_games(self, timeout_s: float = 10.0) -> list[fleet_pb2.Game]:
         response = await self.sessions.ListGames(session_pb2.ListGamesRequest(), timeout=timeout_s)
         return list(response.games)
+
+    async def add_time(self, venue_id: str, session_id: str, seconds: int) -> venue_pb2.AddTimeResponse:
+        """Add paid time to a live session of the venue (VenueService.AddTime)."""
+        response: venue_pb2.AddTimeResponse = await self.venues.AddTime(
+            venue_pb2.AddTimeRequest(venue_id=venue_id, session_id=session_id, seconds=seconds)
+        )
+        return response
+
+    async def prewarm_game(self, site_id: str, game_id: str) -> fleet_pb2.PrewarmGameResponse:
+        """Have a site's hosts fetch the game's current image (FleetService.PrewarmGame)."""
+        response: fleet_pb2.PrewarmGameResponse = await self.fleet.PrewarmGame(
+            fleet_pb2.PrewarmGameRequest(site_id=site_id, game_id=game_id)
+        )
+        return response
 
     async def end_session(self, session_id: str, token: str, detail: str = "") -> common_pb2.Session:
         response = await self.sessions.EndSession(

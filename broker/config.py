@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from broker.lifecycle import Timeouts
+from broker.metering import Policy as MeteringPolicy
+from broker.patron_time import PatronTimeConfig
 
 
 def default_data_dir() -> Path:
@@ -46,12 +48,19 @@ class BrokerConfig:
     host_lost_after_s: float = 13.0
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_s: float = 10.0
+    # Overload protection: unary calls in progress on this replica beyond this are shed with RESOURCE_EXHAUSTED
+    # (0: never shed). broker.rpc.guard.Guard.enter explains why.
+    max_inflight: int = 256
     # The scheduler gathers requests for this long before solving (unless a batch fills first).
     batch_window_s: float = 0.005
     batch_max: int = 1000
     # How long a relayed WebRTC negotiation may wait for the agent's answer.
     negotiate_timeout_s: float = 10.0
     timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    # The metering duty's period and the SLA's terms (broker.metering.Policy).
+    metering: MeteringPolicy = dataclasses.field(default_factory=MeteringPolicy)
+    # Patron time: when WatchSession warns, and the grace after the paid time runs out before the end (TIME_UP).
+    patron_time: PatronTimeConfig = dataclasses.field(default_factory=PatronTimeConfig)
     # "json", "console", or "auto" (console on a terminal, JSON otherwise).
     log_format: str = "auto"
     log_level: str = "info"
@@ -70,3 +79,5 @@ class BrokerConfig:
     # (replicas share one), not against HOST. None: `listen` with the port bound (the machine's host name when
     # `listen` is a wildcard such as 0.0.0.0); on Kubernetes, the pod's IP.
     advertise: str | None = None
+    # HOST:PORT of the web consoles (venue and provider pages, their JSON API, /metrics; broker.console); None: off.
+    http_listen: str | None = None

@@ -19,6 +19,7 @@ import asyncpg
 from broker import errors, issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.store import fleet as fleet_store
+from broker.store import games as game_store
 from broker.store import venues as venue_store
 
 PROVIDER = "demo-provider"
@@ -42,7 +43,7 @@ async def seed(pool: asyncpg.Pool) -> None:
     await ignore_existing(fleet_store.create_provider(pool, PROVIDER, "Demo edge provider"))
     for site_id, (name, _) in SITES.items():
         await ignore_existing(fleet_store.create_site(pool, site_id, PROVIDER, name, "local"))
-    await fleet_store.put_game(pool, GAME, "cloudseat demo game", 0)
+    await game_store.put_game(pool, GAME, "cloudseat demo game", 0)
     await ignore_existing(venue_store.create_venue(pool, VENUE, "Demo internet cafe"))
     for zone_id, (tier, cap) in ZONES.items():
         await venue_store.put_zone(pool, VENUE, zone_id, tier, cap)
@@ -217,6 +218,8 @@ def print_welcome(
     config: BrokerConfig,
     kiosk_url: str | None = None,
     creds: issuing.Credentials | None = None,
+    *,
+    console_url: str | None = None,
 ) -> None:
     where = (
         config.database_url and "the database at --database-url"
@@ -226,11 +229,20 @@ def print_welcome(
         if kiosk_url
         else "The kiosk is off (--kiosk off)."
     )
+    console = "The consoles are off (--http-listen off)."
     if creds is None:
         seat_auth, grpc_auth = "", "-plaintext "
         security = "Authentication is OFF (--insecure): plaintext, every caller trusted."
+        if console_url:
+            console = f"Consoles on {console_url} (venue and provider pages, /metrics too)"
     else:
         tokens = write_tokens(creds)
+        if console_url:
+            console = (
+                f"Consoles on {console_url} (/metrics too): open one with the venue's or the provider's token:\n"
+                f'  xdg-open "{console_url}?token=$(cat {tokens[VENUE]})"\n'
+                f'  xdg-open "{console_url}?token=$(cat {tokens[PROVIDER]})"'
+            )
         seat_auth = f' \\\n      --ca {creds.ca} --token "$(cat {tokens[PLAY_SEAT]})"'
         grpc_auth = f'-cacert {creds.ca} -H "authorization: Bearer $(cat {tokens["operator"]})" '
         security = (
@@ -244,6 +256,7 @@ cloudseat broker is up on 127.0.0.1:{port} ({where}); agents connect on 127.0.0.
 Demo data: provider {PROVIDER!r} with sites {", ".join(SITES)}; game {GAME!r};
            venue {VENUE!r} with seats seat-01..seat-08.
 {kiosk}
+{console}
 Play in a window:  ./scripts/up --play starts it with the system, or by hand:
   .venv/bin/cloudseat-client play --broker 127.0.0.1:{port} --venue {VENUE} --seat {PLAY_SEAT} --game {GAME}{seat_auth}
 Try it (grpcurl uses server reflection):

@@ -1,4 +1,4 @@
-"""Host loss and stuck sessions, judged by the database clock on the placement leader."""
+"""Host loss, stuck sessions and patron time run out, judged by the database clock on the placement leader."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import structlog
 
 from broker import errors, lifecycle
 from broker.store import hosts as host_store
+from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store
 
 log = structlog.get_logger(__name__)
@@ -23,11 +24,13 @@ class Liveness:
         lost_after_s: float,
         timeouts: lifecycle.Timeouts,
         on_lost: Callable[[list[str]], None],
+        time_up_grace_s: float = 30.0,
     ) -> None:
         self._pool = pool
         self._lost_after_s = lost_after_s
         self._timeouts = timeouts
         self._on_lost = on_lost
+        self._time_up_grace_s = time_up_grace_s
 
     async def run(self) -> None:
         """Check until cancelled. For the first lost_after_s after taking over, no host is declared lost: a new
@@ -46,6 +49,9 @@ class Liveness:
                 timed_out = await session_store.end_timed_out(self._pool, self._timeouts)
                 if timed_out:
                     log.info("sessions timed out", count=len(timed_out))
+                time_up = await patron_time_store.end_time_up(self._pool, self._time_up_grace_s)
+                if time_up:
+                    log.info("sessions ended: paid time up", count=len(time_up))
             except errors.CloudseatError as exc:
                 log.warning("liveness check failed", error=str(exc))
             except Exception:

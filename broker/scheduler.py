@@ -20,6 +20,7 @@ import numpy as np
 import structlog
 
 from broker import errors, placement
+from broker.store import leases as lease_store
 from broker.store import placement as placement_store
 
 log = structlog.get_logger(__name__)
@@ -54,9 +55,11 @@ def build_problem(
     hosts: Sequence[placement.Host],
     latencies: placement.LatencyMatrix | Sequence[Mapping[str, Any]],
     params: placement.Params,
+    leases: Sequence[Mapping[str, Any]] = (),
 ) -> placement.Problem:
     """Turn database rows into the pure placement problem (targets loosened by how long each request waited).
-    `latencies` is a LatencyMatrix (LatencyCache) or venue_site_latency rows."""
+    `latencies` is a LatencyMatrix (LatencyCache) or venue_site_latency rows; `leases` the leases in force
+    (store.leases.in_force), every one of them, so their slots are kept for their venues whoever is in the batch."""
     requests = [
         placement.Request(
             id=str(r["session_id"]),
@@ -79,7 +82,19 @@ def build_problem(
         if isinstance(latencies, placement.LatencyMatrix)
         else {(r["venue_id"], r["site_id"]): r["rtt_ms"] for r in latencies}
     )
-    return placement.Problem(requests=requests, hosts=list(hosts), latency=latency, params=params)
+    in_force = [
+        placement.Lease(
+            id=row["lease_id"],
+            venue_id=row["venue_id"],
+            gpu_class=row["gpu_class"],
+            unused_slots=row["unused_slots"],
+            site_id=row["site_id"],
+        )
+        for row in leases
+    ]
+    return placement.Problem(
+        requests=requests, hosts=list(hosts), latency=latency, leases=in_force, params=params
+    )
 
 
 class HostCache:
@@ -266,16 +281,19 @@ class Scheduler:
     async def _place(self, pending: Sequence[Mapping[str, Any]]) -> None:
         venues = sorted({r["venue_id"] for r in pending})
         for attempt in range(_REPLANS):
+            began = time.perf_counter()
             hosts = await self._cache.hosts(self._pool)
             latency = await self._latency.matrix(self._pool, venues)
-            problem = build_problem(pending, hosts, latency, self._params)
+            leases = await lease_store.in_force(self._pool)
+            problem = build_problem(pending, hosts, latency, self._params, leases)
             started = time.perf_counter()
             solution = await asyncio.to_thread(self._solver, problem)
             self._last_solve_s = time.perf_counter() - started
             solve_ms = self._last_solve_s * 1000
             planned = self._placements(problem, solution)
+            committing = time.perf_counter()
             try:
-                placed = await placement_store.commit(self._pool, planned)
+                placed = await placement_store.commit(self._pool, planned, self._leased(solution))
             except errors.FailedPrecondition:
                 self.replans += 1
                 self._cache.invalidate()
@@ -295,10 +313,21 @@ class Scheduler:
                 "placement round",
                 pending=len(pending),
                 placed=len(placed),
+                read_ms=round((started - began) * 1000, 2),
                 solve_ms=round(solve_ms, 2),
+                commit_ms=round((time.perf_counter() - committing) * 1000, 2),
             )
             return
         log.warning("batch refused repeatedly; leaving it for the next round", pending=len(pending))
+
+    @staticmethod
+    def _leased(solution: placement.Solution) -> dict[uuid.UUID, tuple[str, int]]:
+        """The sessions the solution places under a lease: session id -> (lease id, slots the lease pays)."""
+        return {
+            uuid.UUID(rid): (lease_id, solution.lease_slots[rid])
+            for rid, lease_id in solution.lease_use.items()
+            if solution.lease_slots.get(rid, 0) > 0
+        }
 
     @staticmethod
     def _placements(

@@ -12,8 +12,12 @@ import structlog
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    billing_pb2,
+    billing_pb2_grpc,
     fleet_pb2,
     fleet_pb2_grpc,
+    lease_pb2,
+    lease_pb2_grpc,
     session_pb2,
     session_pb2_grpc,
     venue_pb2,
@@ -26,14 +30,18 @@ from grpc_reflection.v1alpha import reflection
 from broker import auth, errors, placement, tls
 from broker.agents import AgentRegistry
 from broker.config import BrokerConfig
+from broker.console.server import Console
 from broker.hub import SessionHub
 from broker.leader import Leadership
 from broker.liveness import Liveness
+from broker.metering_duty import MeteringDuty
 from broker.rpc.agent_service import AgentService
+from broker.rpc.billing_service import BillingService
 from broker.rpc.fleet_service import FleetService
 from broker.rpc.forward import Forwarder
 from broker.rpc.guard import Guard, Limits
 from broker.rpc.interceptor import Interceptor
+from broker.rpc.lease_service import LeaseService
 from broker.rpc.session_service import SessionService
 from broker.rpc.venue_service import VenueService
 from broker.scheduler import Scheduler
@@ -45,6 +53,8 @@ SERVICE_NAMES = (
     session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     venue_pb2.DESCRIPTOR.services_by_name["VenueService"].full_name,
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
+    billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
+    lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
 
@@ -71,7 +81,7 @@ def _security(
     sec = cfg.security
     if sec is None:
         log.warning("authentication is OFF: plaintext, every caller trusted (--insecure)")
-        return Guard(None), auth.SessionTokens(None, None), None
+        return Guard(None, max_inflight=cfg.max_inflight), auth.SessionTokens(None, None), None
     try:
         signing = auth.load_signing_key(sec.token_key)
         verify_keys = [signing.public_key(), *(auth.load_public_key(p) for p in sec.extra_verify_keys)]
@@ -84,7 +94,8 @@ def _security(
         raise errors.FailedPrecondition(f"security: {exc}") from None
     verifier = auth.TokenVerifier(verify_keys)
     limits = Limits(rate_per_s=sec.rate_per_s, burst=sec.burst, streams=sec.streams)
-    return Guard(verifier, limits), auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
+    guard = Guard(verifier, limits, max_inflight=cfg.max_inflight)
+    return guard, auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
 
 
 def _advertised(cfg: BrokerConfig, port: int) -> str:
@@ -126,6 +137,9 @@ class Broker:
         self.credentials: tls.ServerCredentials | None = None
         # Where agents connect: the mutual-TLS port with security on, else the same as `port`.
         self.agent_port = 0
+        # The web consoles and /metrics (--http-listen); console_url once serving, None when off.
+        self.console: Console | None = None
+        self.console_url: str | None = None
 
     async def start(self) -> int:
         cfg = self.config
@@ -161,10 +175,13 @@ class Broker:
             lost_after_s=cfg.host_lost_after_s,
             timeouts=cfg.timeouts,
             on_lost=_both(agents.hosts_lost, scheduler.hosts_lost),
+            time_up_grace_s=cfg.patron_time.grace_s,
         )
 
+        meter = MeteringDuty(pool, cfg.metering)
+
         def duties() -> list[Awaitable[None]]:
-            return [scheduler.run(), liveness.run()]
+            return [scheduler.run(), liveness.run(), meter.run()]
 
         self.leadership = Leadership(url, duties)
         self.leadership.start()
@@ -177,10 +194,13 @@ class Broker:
             None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca)
         )
         session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens, forwarder), server
+            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens, forwarder, cfg.patron_time),
+            server,
         )
         venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), server)
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), server)
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingService(pool), server)
+        lease_pb2_grpc.add_LeaseServiceServicer_to_server(LeaseService(pool), server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
                 pool,
@@ -218,6 +238,9 @@ class Broker:
         agents.address = forwarder.address = _advertised(cfg, self.port)
         await server.start()
         self.server = server
+        if cfg.http_listen is not None:
+            self.console = Console(cfg.http_listen, pool, hub, guard, agents)
+            self.console_url = await self.console.start()
         for name in ("", *SERVICE_NAMES):
             await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -240,6 +263,8 @@ class Broker:
         stopping = None
         if self.server is not None:
             stopping = asyncio.ensure_future(self.server.stop(grace))
+        if self.console is not None:
+            await self.console.stop()
         # Long-lived streams would otherwise hold the whole grace period: end them now; clients reconnect.
         if self.agents is not None:
             await self.agents.close()

@@ -7,7 +7,9 @@ broker = "127.0.0.1:50051"          # the broker's gRPC address (HOST:PORT, or u
 slots = 2                           # concurrent sessions, 1-256
 gpu_class = "rtx4080"               # what the provider prices by
 price_micros_per_slot_hour = 1500000
-games_cached = ["demo"]             # images on local disk
+games_cached = ["demo"]             # images on local disk: GAME_ID or GAME_ID@VERSION
+image_store = "/var/lib/cloudseat/images"   # optional: where pre-warmed images are written (gpu_agent.images)
+image_fetch_bytes_per_s = 125000000 # how fast a pre-warm fetches (simulated; default 1 Gbit/s)
 media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host candidates
 codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
 drain_grace_s = 30                  # on SIGTERM: how long running sessions may go on before they are handed back
@@ -84,6 +86,8 @@ class AgentConfig:
     tls: TlsConfig | None = None
     # Plaintext to the broker: only for a broker that runs with authentication off (tests, a laptop).
     insecure: bool = False
+    image_store: Path | None = None
+    image_fetch_bytes_per_s: float = 125_000_000.0
 
 
 class _Reader:
@@ -131,6 +135,7 @@ _KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a tabl
 _KNOWN = {
     "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
     "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources", "tls", "insecure",
+    "image_store", "image_fetch_bytes_per_s",
 }  # fmt: skip
 
 
@@ -151,8 +156,13 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         raise r.fail("broker", "must be HOST:PORT (or unix:/PATH for a broker on this machine)")
     games = r.str_list("games_cached", ["demo"])
     for i, g in enumerate(games):
-        if not _ID.fullmatch(g):
-            raise r.fail(f"games_cached[{i}]", "must be a game id")
+        game, sep, version = g.partition("@")
+        if not _ID.fullmatch(game) or (sep and not _ID.fullmatch(version)):
+            raise r.fail(f"games_cached[{i}]", "must be a game id (or GAME_ID@VERSION)")
+    store = r.get("image_store", str, None)
+    rate = r.get("image_fetch_bytes_per_s", (int, float), 125_000_000.0)
+    if not 1 <= rate <= 1e12:
+        raise r.fail("image_fetch_bytes_per_s", "must be between 1 and 1e12")
     addresses = r.str_list("media_addresses", ["127.0.0.1"])
     if not addresses:
         raise r.fail("media_addresses", "must list at least one address")
@@ -193,6 +203,10 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         sources=_sources(r),
         tls=tls,
         insecure=insecure,
+        image_store=None
+        if store is None
+        else (Path(store) if Path(store).is_absolute() else (base or Path.cwd()) / store),
+        image_fetch_bytes_per_s=float(rate),
     )
 
 

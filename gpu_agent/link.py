@@ -28,6 +28,7 @@ from broker.client import AgentLinkClient, BrokerClient
 from gpu_agent import inventory
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
+from gpu_agent.images import ImageCache
 from gpu_agent.sessions import SessionManager
 
 log = structlog.get_logger(__name__)
@@ -90,6 +91,7 @@ class BrokerLink:
         self._pem = _read_pem(config.tls) if config.tls is not None else None
         self._client = self._new_client()
         self._stopping = False
+        self.images = ImageCache(config.games_cached, config.image_store, config.image_fetch_bytes_per_s)
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid
@@ -109,7 +111,7 @@ class BrokerLink:
                 gpu_class=c.gpu_class,
                 gpus=self._gpus,
                 slots=c.slots,
-                games_cached=list(c.games_cached),
+                games_cached=self.images.held(),
                 media_addresses=list(c.media_addresses),
                 price_micros_per_slot_hour=c.price_micros_per_slot_hour,
             ),
@@ -217,7 +219,13 @@ class BrokerLink:
     async def _heartbeat(self, link: AgentLinkClient, interval_s: float) -> None:
         while True:
             cpu, gpu = inventory.utilisation()
-            await link.heartbeat(cpu, gpu, self.sessions.stats(), draining=self.sessions.draining)
+            await link.heartbeat(
+                cpu,
+                gpu,
+                self.sessions.stats(),
+                games_cached=self.images.take_changes(),
+                draining=self.sessions.draining,
+            )
             await asyncio.sleep(interval_s)
 
     async def _send(self, link: AgentLinkClient) -> None:
@@ -249,6 +257,9 @@ class BrokerLink:
             elif kind == "drain":
                 self.sessions.draining = msg.drain.drained
                 log.info("drain set by the provider", drained=msg.drain.drained)
+            elif kind == "prewarm":
+                p = msg.prewarm
+                self.images.prewarm(p.game_id, p.version, p.image_size_bytes)
         raise ConnectionError("the broker closed the link")
 
     async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:
@@ -259,6 +270,7 @@ class BrokerLink:
         """Leave: send what is queued (sessions handed back), say goodbye so the broker marks the host offline at
         once rather than lost later, and close."""
         self._stopping = True
+        await self.images.close()
         link = self._current
         if link is not None and self.registered.is_set():
             with contextlib.suppress(TimeoutError, aio.AioRpcError, asyncio.CancelledError):

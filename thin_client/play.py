@@ -140,6 +140,8 @@ class Player:
         )
         self.outcome = Outcome()
         self.stop = asyncio.Event()
+        # Patron time as the broker last said it (None: unlimited, or not streaming yet).
+        self.time_left_s: int | None = None
         self._tty = out.isatty()
         self._stats_shown = False
         self._input_n = 0
@@ -331,6 +333,11 @@ class Player:
                 return
             for warning in update.warnings:
                 self.say(f"note: {warning}")
+            if update.HasField("time_left_s") and update.time_left_s != self.time_left_s:
+                # Patron time: said with each change and warning (the broker sends no ticks in between).
+                self.time_left_s = update.time_left_s
+                minutes, seconds = divmod(update.time_left_s, 60)
+                self.say(f"time left: {minutes}:{seconds:02d}")
 
     async def _keep_connected(self, ended: asyncio.Future[Any]) -> None:
         """A network loss shows as no video: negotiate afresh on the same session until it flows again."""

@@ -170,11 +170,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
 
     async def _games_changed(self, link: AgentLink, games: list[str]) -> None:
         try:
-            clean = [v.ident(g, f"heartbeat.games_cached[{i}]") for i, g in enumerate(games)]
+            clean = [v.image_ref(g, f"heartbeat.games_cached[{i}]") for i, g in enumerate(games)]
         except errors.InvalidArgument as exc:
             log.warning("agent sent a bad games list; ignored", error=exc.message)
             return
         await host_store.set_games_cached(self._pool, link.host_id, link.epoch, clean)
+        self._on_host_change(link.host_id)  # warm for other games now: the scheduler reads the host again
 
     async def _session_event(self, link: AgentLink, ev: agent_pb2.SessionEvent) -> None:
         """Apply one event from the agent; a bad event is logged and dropped, the link stays up."""

@@ -13,7 +13,7 @@ from typing import Any
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 from google.protobuf import timestamp_pb2
 
-from broker import tiers
+from broker import metering, patron_time, tiers
 from broker.errors import InvalidArgument
 from broker.rpc import validate as v
 from broker.store import hosts as host_store
@@ -93,6 +93,8 @@ def session(row: Row) -> common_pb2.Session:
         ended_at=timestamp(row["ended_at"]),
         end_detail=row["end_detail"],
         resumes_session_id=str(row["resumes"] or ""),
+        paid_time_s=row.get("paid_time_s") or 0,
+        paid_until=timestamp(row.get("paid_until")),
     )
 
 
@@ -160,6 +162,7 @@ def host(row: Row) -> fleet_pb2.Host:
         free_slots=row["free_slots"],
         price_micros_per_slot_hour=row["price_micros"],
         games_cached=row["games_cached"],
+        images_cached=row.get("images_cached") or [],
         gpus=[fleet_pb2.Gpu(**g) for g in row["gpus"]],
         epoch=row["epoch"],
         last_heartbeat_at=timestamp(row["last_heartbeat_at"]),
@@ -185,12 +188,38 @@ def site(row: Row) -> fleet_pb2.Site:
 
 
 def game(row: Row) -> fleet_pb2.Game:
-    return fleet_pb2.Game(game_id=row["game_id"], name=row["name"], image_size_bytes=row["image_size_bytes"])
+    return fleet_pb2.Game(
+        game_id=row["game_id"],
+        name=row["name"],
+        image_size_bytes=row["image_size_bytes"],
+        version=row.get("version") or "",
+    )
 
 
 def price(row: Row) -> fleet_pb2.Price:
+    schedule = metering.Schedule.from_row(row["price_micros"], row["bands"], row["utc_offset_minutes"])
     return fleet_pb2.Price(
-        site_id=row["site_id"], gpu_class=row["gpu_class"], price_micros_per_slot_hour=row["price_micros"]
+        site_id=row["site_id"],
+        gpu_class=row["gpu_class"],
+        price_micros_per_slot_hour=row["price_micros"],
+        bands=[
+            fleet_pb2.PriceBand(
+                start_minute=b.start_minute,
+                end_minute=b.end_minute,
+                price_micros_per_slot_hour=b.price_micros,
+            )
+            for b in schedule.bands
+        ],
+        utc_offset_minutes=row["utc_offset_minutes"],
+        price_now_micros_per_slot_hour=row["price_now_micros"],
+    )
+
+
+def price_bands(msg: fleet_pb2.SetPriceRequest) -> tuple[metering.Band, ...]:
+    """The request's time-of-day bands, checked (InvalidArgument names the field)."""
+    return metering.parse_bands(
+        [(b.start_minute, b.end_minute, b.price_micros_per_slot_hour) for b in msg.bands],
+        msg.utc_offset_minutes,
     )
 
 
@@ -214,6 +243,7 @@ def start_request(msg: session_pb2.StartSessionRequest) -> session_store.StartRe
             if msg.HasField("resume")
             else None
         ),
+        paid_time_s=v.int_range(msg.paid_time_s, "paid_time_s", 0, patron_time.MAX_START_S),
     )
 
 
@@ -251,7 +281,7 @@ def registration(msg: agent_pb2.Register) -> host_store.Registration:
             inv.price_micros_per_slot_hour, "register.inventory.price_micros_per_slot_hour"
         ),
         games_cached=tuple(
-            v.ident(g, f"register.inventory.games_cached[{i}]") for i, g in enumerate(inv.games_cached)
+            v.image_ref(g, f"register.inventory.games_cached[{i}]") for i, g in enumerate(inv.games_cached)
         ),
         media_addresses=tuple(
             v.text(a, f"register.inventory.media_addresses[{i}]", max_len=256, required=True)

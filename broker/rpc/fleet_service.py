@@ -15,6 +15,7 @@ from broker import auth
 from broker.rpc import convert
 from broker.rpc import validate as v
 from broker.store import fleet as fleet_store
+from broker.store import games as game_store
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +48,19 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         game_id = v.ident(request.game_id, "game_id")
         name = v.text(request.name, "name", required=True)
         size = v.int_range(request.image_size_bytes, "image_size_bytes", 0, 2**63 - 1)
+        version = v.ident(request.version, "version", required=False)
         auth.caller().require_operator("game_id")
-        return convert.game(await fleet_store.put_game(self._pool, game_id, name, size))
+        return convert.game(await game_store.put_game(self._pool, game_id, name, size, version))
+
+    async def PrewarmGame(
+        self, request: fleet_pb2.PrewarmGameRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.PrewarmGameResponse:
+        site_id = v.ident(request.site_id, "site_id")
+        game_id = v.ident(request.game_id, "game_id")
+        await self._own_site(site_id)
+        version, host_ids = await game_store.prewarm(self._pool, site_id, game_id)
+        log.info("game pre-warm", site_id=site_id, game_id=game_id, version=version, hosts=len(host_ids))
+        return fleet_pb2.PrewarmGameResponse(version=version, host_ids=host_ids)
 
     async def SetPrice(
         self, request: fleet_pb2.SetPriceRequest, context: aio.ServicerContext
@@ -56,8 +68,12 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         site_id = v.ident(request.site_id, "site_id")
         gpu_class = v.ident(request.gpu_class, "gpu_class")
         price = convert.price_micros(request.price_micros_per_slot_hour, "price_micros_per_slot_hour")
+        bands = convert.price_bands(request)
         await self._own_site(site_id)
-        return convert.price(await fleet_store.set_price(self._pool, site_id, gpu_class, price))
+        row = await fleet_store.set_price(
+            self._pool, site_id, gpu_class, price, bands, request.utc_offset_minutes
+        )
+        return convert.price(row)
 
     async def GetHost(
         self, request: fleet_pb2.GetHostRequest, context: aio.ServicerContext

@@ -29,6 +29,10 @@ class Limits:
     streams: int = 10_000
 
 
+# Calls that end or serve a session already placed: shedding them would hold capacity longer, not free it.
+_ALWAYS_ADMITTED = ("/EndSession", "/Negotiate")
+
+
 class RateLimiter:
     """Token buckets keyed by tenant. Pure: the caller passes the clock."""
 
@@ -57,11 +61,34 @@ class Guard:
     """Authenticates calls and meters them per tenant. Without a verifier every caller is `auth.TRUSTED` (the
     broker then runs with authentication off, which it logs loudly at start)."""
 
-    def __init__(self, verifier: auth.TokenVerifier | None, limits: Limits | None = None) -> None:
+    def __init__(
+        self, verifier: auth.TokenVerifier | None, limits: Limits | None = None, *, max_inflight: int = 0
+    ) -> None:
         self.verifier = verifier
         self.limits = limits or Limits()
         self._rate = RateLimiter(self.limits.rate_per_s, self.limits.burst)
         self._streams: dict[str, int] = {}
+        # Overload: at most this many unary calls in this replica at once (0: no limit); see enter().
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.shed = 0
+
+    def enter(self, method: str) -> bool:
+        """Admit one unary call to this replica's work, or shed it with ResourceExhausted when `max_inflight` are
+        already in progress. Past its capacity a broker that takes every call slows every call down until they all
+        miss their deadlines (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once
+        keeps the admitted ones fast and tells the others to retry. Calls that finish or serve a session already
+        placed (EndSession, Negotiate) are always admitted. True when the call counts (leave() it afterwards)."""
+        if not self.max_inflight or method.endswith(_ALWAYS_ADMITTED):
+            return False
+        if self.inflight >= self.max_inflight:
+            self.shed += 1
+            raise ResourceExhausted(f"overloaded: {self.inflight} calls in progress here; retry in a moment")
+        self.inflight += 1
+        return True
+
+    def leave(self) -> None:
+        self.inflight -= 1
 
     def authenticate(
         self, method: str, metadata: Sequence[tuple[str, Any]], peer: dict[str, Any]

@@ -134,8 +134,10 @@ def _unary(
     async def handler(request: Any, context: aio.ServicerContext) -> Any:
         call = _Call(method, guard)
         call.ids = _ids(request)
+        entered = False
         try:
             call.admit(context)
+            entered = guard.enter(method)
             with structlog.contextvars.bound_contextvars(**call.ids):
                 return await behavior(_decoded(request), context)
         except aio.AbortError:
@@ -143,6 +145,8 @@ def _unary(
         except Exception as exc:
             await call.fail(context, exc)
         finally:
+            if entered:
+                guard.leave()
             call.done(context)
 
     return handler

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import asyncpg
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
-from broker import auth, errors, hub
+from broker import auth, errors, hub, patron_time
 from broker.agents import AgentRegistry
 from broker.lifecycle import EndReason, State
 from broker.rpc import convert, forward
 from broker.rpc import validate as v
 from broker.store import hosts as host_store
+from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store
 
 # Negotiation needs a workload to connect to.
@@ -31,6 +34,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         negotiate_timeout_s: float,
         tokens: auth.SessionTokens | None = None,
         forwarder: forward.Forwarder | None = None,
+        patron_time_config: patron_time.PatronTimeConfig | None = None,
     ) -> None:
         self._pool = pool
         self._hub = session_hub
@@ -38,6 +42,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self._negotiate_timeout_s = negotiate_timeout_s
         self._tokens = tokens or auth.SessionTokens(None, None)
         self._forwarder = forwarder
+        self._patron_time = patron_time_config or patron_time.PatronTimeConfig()
 
     async def StartSession(
         self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
@@ -75,17 +80,23 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             auth.caller().require_session(row)
             position = (0, 0)
             sent: tuple[object, ...] | None = None
+            clock = _PatronClock(self._pool, self._patron_time)
             while True:
                 shown = position if row["state"] == "PENDING" else (0, 0)
-                key = (row["seq"], row["pending_reason"], shown)
-                if key != sent:
-                    yield session_pb2.SessionUpdate(
-                        session=convert.session(row), queue_position=shown[0], queue_length=shown[1]
-                    )
+                reading = await clock.read(row)
+                key = (row["seq"], row["pending_reason"], shown, row.get("paid_time_s"))
+                news = reading is not None and (reading.warning_s is not None or reading.announce_time_up)
+                if key != sent or news:
+                    yield _update(row, shown, reading)
                     sent = key
                 if row["state"] == "ENDED":
                     return
-                item = await changes.get()
+                try:
+                    # Wake for the next warning (or the time up) when nothing changes before it.
+                    async with asyncio.timeout(reading.next_due_s if reading is not None else None):
+                        item = await changes.get()
+                except TimeoutError:
+                    continue
                 if item is None:
                     raise errors.Unavailable("the broker is shutting down; watch again")
                 if isinstance(item, hub.Resync):
@@ -163,3 +174,54 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.ListGamesResponse:
         rows = await session_store.list_games(self._pool)
         return session_pb2.ListGamesResponse(games=[convert.game(r) for r in rows])
+
+
+def _update(
+    row: hub.Change, shown: tuple[int, int], reading: patron_time.Reading | None
+) -> session_pb2.SessionUpdate:
+    update = session_pb2.SessionUpdate(
+        session=convert.session(row), queue_position=shown[0], queue_length=shown[1]
+    )
+    if reading is not None:
+        update.time_left_s = reading.time_left_s
+        update.time_up = reading.time_up
+        update.grace_left_s = reading.grace_left_s
+        if reading.warning_s is not None:
+            update.time_warning_s = int(reading.warning_s)
+            update.warnings.append(patron_time.warning_text(reading.warning_s))
+        if reading.announce_time_up:
+            update.warnings.append(patron_time.time_up_text(reading.grace_left_s))
+    return update
+
+
+class _PatronClock:
+    """One watcher's view of its session's patron time: the deadline the database keeps, measured once by the
+    database clock each time it changes (streaming began, time added) and counted down on the event loop's clock
+    in between; and the warnings this watcher has given (broker.patron_time decides)."""
+
+    def __init__(self, pool: asyncpg.Pool, config: patron_time.PatronTimeConfig) -> None:
+        self._pool = pool
+        self._config = config
+        self._deadline: dt.datetime | None = None
+        self._at = 0.0  # loop time of the deadline
+        self._announced: frozenset[float] = frozenset()
+
+    async def read(self, row: hub.Change) -> patron_time.Reading | None:
+        """None when the session has no limit or its time has not started (not STREAMING)."""
+        deadline = _instant(row.get("paid_until"))
+        if row["state"] != "STREAMING" or deadline is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if deadline != self._deadline:
+            left = await patron_time_store.seconds_until(self._pool, deadline)
+            self._deadline, self._at = deadline, loop.time() + left
+        reading = patron_time.read(self._at - loop.time(), self._config, self._announced)
+        self._announced = reading.announced
+        return reading
+
+
+def _instant(value: object) -> dt.datetime | None:
+    """A timestamp from a row (a datetime) or a notification (ISO text)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))

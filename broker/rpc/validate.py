@@ -5,8 +5,10 @@ Pure: these take plain values, so they are tested without gRPC, and every RPC ru
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
+import zoneinfo
 
 from broker.errors import InvalidArgument
 
@@ -29,6 +31,16 @@ def ident(value: str, field: str, *, required: bool = True) -> str:
             field,
             "must be 1-64 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
         )
+    return value
+
+
+def image_ref(value: str, field: str) -> str:
+    """A game image a host holds: GAME_ID@VERSION, or a bare GAME_ID (taken as the catalogue's current version)."""
+    game, sep, version = value.partition("@")
+    ident(game, field)
+    if sep:
+        if not _ID.fullmatch(version):
+            raise InvalidArgument(field, "must be GAME_ID or GAME_ID@VERSION (both id slugs)")
     return value
 
 
@@ -90,3 +102,39 @@ def sdp(kind: str, body: str, field: str, *, expect: str) -> tuple[str, str]:
     if "\x00" in body:
         raise InvalidArgument(f"{field}.sdp", "must not contain NUL characters")
     return kind, body
+
+
+# Timestamps a caller may send: 1970-01-01 up to the end of 9999 (what a datetime holds).
+_MAX_SECONDS = 253_402_300_799
+
+
+def instant(seconds: int, nanos: int, field: str) -> dt.datetime:
+    """A protobuf Timestamp's (seconds, nanos) as an aware UTC datetime (microseconds), 1970 to 9999."""
+    if not 0 <= seconds <= _MAX_SECONDS or not 0 <= nanos < 1_000_000_000:
+        raise InvalidArgument(field, "must be a time between 1970 and 9999")
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=nanos // 1000)
+
+
+_ZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]{0,29}(/[A-Za-z0-9_+-]{1,30}){0,2}")
+
+
+def time_zone(value: str, field: str = "time_zone") -> str:
+    """An IANA time zone name (e.g. Asia/Shanghai); empty means UTC."""
+    if not value:
+        return "UTC"
+    if not _ZONE.fullmatch(value):
+        raise InvalidArgument(field, "must be an IANA time zone name such as 'Asia/Shanghai'")
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument(field, f"unknown time zone {value!r}") from None
+    return value
+
+
+def period(start: dt.datetime, end: dt.datetime, *, max_days: int = 366) -> tuple[dt.datetime, dt.datetime]:
+    """A period [start, end): start before end, at most max_days long; errors name `end`."""
+    if end <= start:
+        raise InvalidArgument("end", "must be after start")
+    if end - start > dt.timedelta(days=max_days):
+        raise InvalidArgument("end", f"must be at most {max_days} days after start")
+    return start, end

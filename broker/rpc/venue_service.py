@@ -6,9 +6,10 @@ import asyncpg
 from cloudseat.v1 import venue_pb2, venue_pb2_grpc
 from grpc import aio
 
-from broker import auth, errors
+from broker import auth, errors, patron_time
 from broker.rpc import convert
 from broker.rpc import validate as v
+from broker.store import patron_time as patron_time_store
 from broker.store import venues as venue_store
 
 _MAX_SAMPLES = 1000
@@ -101,3 +102,16 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         limit = v.int_range(request.limit or 100, "limit", 1, 1000)
         rows = await venue_store.list_sessions(self._pool, venue_id, request.live_only, limit)
         return venue_pb2.ListSessionsResponse(sessions=[convert.session(r) for r in rows])
+
+    async def AddTime(
+        self, request: venue_pb2.AddTimeRequest, context: aio.ServicerContext
+    ) -> venue_pb2.AddTimeResponse:
+        venue_id = v.ident(request.venue_id, "venue_id")
+        session_id = v.session_id(request.session_id)
+        seconds = v.int_range(request.seconds, "seconds", 1, patron_time.MAX_ADD_S)
+        auth.caller().require_venue(venue_id)
+        row, left_s = await patron_time_store.add_time(self._pool, venue_id, session_id, seconds)
+        response = venue_pb2.AddTimeResponse(session=convert.session(row))
+        if left_s is not None:
+            response.time_left_s = patron_time.read(left_s, patron_time.PatronTimeConfig()).time_left_s
+        return response

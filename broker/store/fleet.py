@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from broker import errors
+from broker import errors, metering
 from broker.store import audit
+from broker.store import metering as metering_store
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
@@ -28,20 +29,29 @@ async def create_site(
     return row
 
 
-async def put_game(pool: asyncpg.Pool, game_id: str, name: str, image_size_bytes: int) -> asyncpg.Record:
-    """Publish or update a game of the catalogue."""
+async def set_price(
+    pool: asyncpg.Pool,
+    site_id: str,
+    gpu_class: str,
+    price_micros: int,
+    bands: tuple[metering.Band, ...] = (),
+    utc_offset_minutes: int = 0,
+) -> asyncpg.Record:
+    """Set the on-demand price per slot-hour of a GPU class at a site, with its time-of-day bands (broker.metering).
+    The running sessions of that site and class are metered up to this second at the old price first."""
+    schedule = metering.Schedule(price_micros, bands, utc_offset_minutes)
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["put_game"], game_id, name, image_size_bytes)
-        await audit.write(conn, "game.put", f"game:{game_id}", name=name, image_size_bytes=image_size_bytes)
-    return row
-
-
-async def set_price(pool: asyncpg.Pool, site_id: str, gpu_class: str, price_micros: int) -> asyncpg.Record:
-    """Set the on-demand price per slot-hour of a GPU class at a site."""
-    async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["set_price"], site_id, gpu_class, price_micros)
+        await metering_store.close_for_price_change(conn, site_id, gpu_class)
+        row: asyncpg.Record = await conn.fetchrow(
+            Q["set_price"], site_id, gpu_class, price_micros, schedule.bands_list(), utc_offset_minutes
+        )
         await audit.write(
-            conn, "price.set", f"site:{site_id}/{gpu_class}", price_micros_per_slot_hour=price_micros
+            conn,
+            "price.set",
+            f"site:{site_id}/{gpu_class}",
+            price_micros_per_slot_hour=price_micros,
+            bands=schedule.bands_list(),
+            utc_offset_minutes=utc_offset_minutes,
         )
     return row
 

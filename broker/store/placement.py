@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
@@ -48,8 +48,10 @@ async def venue_latency_stamps(pool: asyncpg.Pool, venue_ids: Sequence[str]) -> 
 async def commit(
     pool: asyncpg.Pool,
     placements: Sequence[tuple[uuid.UUID, str, str, int, int]],
+    leased: Mapping[uuid.UUID, tuple[str, int]] | None = None,
 ) -> list[uuid.UUID]:
     """Place a whole batch in one transaction: (session_id, host_id, site_id, latency_ms, price_micros) each.
+    `leased` names the sessions placed under a lease: session_id -> (lease_id, slots the lease pays).
 
     Sessions no longer PENDING (ended meanwhile), and sessions whose host is no longer online or is drained or
     draining now, are skipped: the returned ids are the ones placed. If any host would go below zero free slots
@@ -58,8 +60,11 @@ async def commit(
     if not placements:
         return []
     cols = list(zip(*placements, strict=True))
+    leased = leased or {}
+    lease_ids = [leased[p[0]][0] if p[0] in leased else None for p in placements]
+    lease_slots = [leased[p[0]][1] if p[0] in leased else 0 for p in placements]
     async with transaction(pool) as conn:
-        rows = await conn.fetch(Q["commit_placements"], *[list(c) for c in cols])
+        rows = await conn.fetch(Q["commit_placements"], *[list(c) for c in cols], lease_ids, lease_slots)
     return [r["session_id"] for r in rows]
 
 

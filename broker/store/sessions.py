@@ -44,6 +44,8 @@ class StartRequest:
     # The zone the seat believes it is in ("" = do not check).
     zone_id: str = ""
     resume: ResumeRef | None = None
+    # The patron's paid time in seconds, counted from STREAMING (broker.patron_time); 0 = unlimited.
+    paid_time_s: int = 0
 
 
 TokenCheck = Callable[[Mapping[str, object], str, str], None]
@@ -85,6 +87,7 @@ async def start(
                     req.resume.session_id if req.resume else None,
                     audit.actor().subject,
                     audit.actor().peer,
+                    req.paid_time_s,
                 )
             )
     except errors.NotFound as exc:
@@ -109,12 +112,14 @@ async def start(
                     existing["patron_id"],
                     existing["slots"],
                     existing["resumes"],
+                    existing["paid_time_s"],
                 ) == (
                     req.seat_id,
                     req.game_id,
                     req.patron_id,
                     req.slots,
                     req.resume.session_id if req.resume else None,
+                    req.paid_time_s,
                 )
                 if not same:
                     raise errors.AlreadyExists(

@@ -48,6 +48,7 @@ from broker.client import AgentLinkClient, BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from broker.store import fleet as fleet_store
+from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import venues as venue_store
 
@@ -464,7 +465,7 @@ async def seed_store(pool: asyncpg.Pool, *, seats: int) -> list[str]:
     await fleet_store.create_provider(pool, "prov", "Provider")
     for site in ("site-near", "site-far"):
         await fleet_store.create_site(pool, site, "prov", site, "")
-    await fleet_store.put_game(pool, "demo", "Demo", 0)
+    await game_store.put_game(pool, "demo", "Demo", 0)
     await venue_store.create_venue(pool, "cafe", "Cafe")
     await venue_store.put_zone(pool, "cafe", "std", "720P60", 30)
     ids = [f"s{i:03d}" for i in range(1, seats + 1)]

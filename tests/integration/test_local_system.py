@@ -26,20 +26,22 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "dev", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
         "--log-format", "json", "--agents", "2", "--agent-listen", "127.0.0.1:0",
-        "--kiosk", "127.0.0.1:0", "--play", "headless",
+        "--kiosk", "127.0.0.1:0", "--play", "headless", "--http-listen", "127.0.0.1:0",
         stdout=asyncio.subprocess.PIPE, stderr=None, env=env,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        port = kiosk_url = None
+        port = kiosk_url = console_url = None
         async with asyncio.timeout(60):
-            while port is None or kiosk_url is None:
+            while port is None or kiosk_url is None or console_url is None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, "the broker exited before it was up"
                 if m := re.search(r"cloudseat broker is up on 127\.0\.0\.1:(\d+)", line):
                     port = int(m.group(1))
                 if m := re.search(r"Play in a browser: (http://\S+)", line):
                     kiosk_url = m.group(1)
+                if m := re.search(r"Consoles on (http://\S+)", line):
+                    console_url = m.group(1)
         # The kiosk page is served, and knows its seat and the games.
         async with aiohttp.ClientSession() as http:
             async with http.get(kiosk_url) as page:
@@ -47,6 +49,12 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
             async with http.get(kiosk_url.rstrip("/") + "/api/seat") as seat:
                 info = await seat.json()
         assert info["seat_id"] == "seat-01" and "demo" in [g["game_id"] for g in info["games"]]
+        # The consoles are served too, their API behind the tokens the banner points to.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{console_url}api/whoami") as who:
+                assert who.status == 401
+            async with http.get(f"{console_url}metrics") as metrics:
+                assert metrics.status == 200 and "cloudseat_sessions" in await metrics.text()
         # Secure by default: the local system made a development CA, certificates and tokens in its data folder.
         creds = tmp_path / "credentials"
         operator = (creds / "tokens" / "operator.token").read_text().strip()

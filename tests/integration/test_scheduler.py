@@ -16,6 +16,7 @@ from broker.leader import Leadership
 from broker.scheduler import Scheduler
 from broker.store import database, hosts, sessions
 from broker.store import fleet as fleet_store
+from broker.store import games as game_store
 from broker.store import placement as placement_store
 from broker.store import venues as venue_store
 
@@ -27,7 +28,7 @@ async def pool(db_url: str):  # type: ignore[no-untyped-def]
     p = await database.create_pool(db_url, 1, 6)
     await fleet_store.create_provider(p, "prov", "P")
     await fleet_store.create_site(p, "site-a", "prov", "A", "")
-    await fleet_store.put_game(p, "demo", "Demo", 0)
+    await game_store.put_game(p, "demo", "Demo", 0)
     await venue_store.create_venue(p, "cafe", "Cafe")
     await venue_store.put_zone(p, "cafe", "std", "720P60", 30)
     for i in range(12):

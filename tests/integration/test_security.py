@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 
 import grpc
 import pytest
-from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
+from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, session_pb2, venue_pb2
+from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from broker import issuing, tls
@@ -143,6 +145,26 @@ async def test_every_rpc_refuses_other_tenants(
     )
     site = fleet_pb2.CreateSiteRequest(site_id="x", provider_id="prov", name="X")
     price = fleet_pb2.SetPriceRequest(site_id="prov-site", gpu_class="rtx", price_micros_per_slot_hour=1)
+    t0, t1 = timestamp_pb2.Timestamp(seconds=1_700_000_000), timestamp_pb2.Timestamp(seconds=1_700_086_400)
+
+    def statement(**who: str) -> billing_pb2.GetStatementRequest:
+        return billing_pb2.GetStatementRequest(start=t0, end=t1, **who)
+
+    def ledger(**who: str) -> billing_pb2.ListLedgerRequest:
+        return billing_pb2.ListLedgerRequest(start=t0, end=t1, **who)
+
+    # A lease prov wrote for cafe on host-1's slots.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    lease = lease_pb2.CreateLeaseRequest(
+        lease_id="cafe-lease", venue_id="cafe", gpu_class="rtx", slots=1, site_id="prov-site",
+        starts_at=_ts(now), ends_at=_ts(now + dt.timedelta(days=1)), price_micros_per_slot_hour=1,
+    )  # fmt: skip
+    await prov.leases.CreateLease(lease)
+    cancel = lease_pb2.CancelLeaseRequest(lease_id="cafe-lease")
+    use = lease_pb2.GetLeaseUseRequest(
+        lease_id="cafe-lease", start=_ts(now), end=_ts(now + dt.timedelta(hours=1))
+    )
+    venue_use = lease_pb2.GetLeaseUseRequest(venue_id="cafe", start=use.start, end=use.end)
 
     probes: dict[str, list[tuple[BrokerClient, Callable[[BrokerClient], Awaitable[Any]]]]] = {
         "SessionService/StartSession": [
@@ -188,6 +210,11 @@ async def test_every_rpc_refuses_other_tenants(
             (rival, lambda c: c.venues.ListSessions(venue_pb2.ListSessionsRequest(venue_id="cafe"))),
             (prov, lambda c: c.venues.ListSessions(venue_pb2.ListSessionsRequest(venue_id="cafe"))),
         ],
+        "VenueService/AddTime": [
+            (rival, lambda c: c.add_time("cafe", sid, 60)),
+            (seat1, lambda c: c.add_time("cafe", sid, 60)),  # the seat cannot buy itself time
+            (prov, lambda c: c.add_time("cafe", sid, 60)),
+        ],
         "FleetService/CreateProvider": [
             (prov, lambda c: c.fleet.CreateProvider(fleet_pb2.CreateProviderRequest(provider_id="p3", name="P"))),
         ],
@@ -196,6 +223,10 @@ async def test_every_rpc_refuses_other_tenants(
             (cafe, lambda c: c.fleet.CreateSite(site)),
         ],
         "FleetService/PutGame": [(prov, lambda c: c.fleet.PutGame(fleet_pb2.PutGameRequest(game_id="g", name="G")))],
+        "FleetService/PrewarmGame": [
+            (other_prov, lambda c: c.prewarm_game("prov-site", "demo")),
+            (cafe, lambda c: c.prewarm_game("prov-site", "demo")),
+        ],
         "FleetService/SetPrice": [
             (other_prov, lambda c: c.fleet.SetPrice(price)),
         ],
@@ -210,7 +241,36 @@ async def test_every_rpc_refuses_other_tenants(
         "FleetService/UndrainHost": [
             (other_prov, lambda c: c.fleet.UndrainHost(fleet_pb2.UndrainHostRequest(host_id="host-1"))),
         ],
+        "BillingService/GetStatement": [
+            (rival, lambda c: c.billing.GetStatement(statement(venue_id="cafe"))),
+            (seat1, lambda c: c.billing.GetStatement(statement(venue_id="cafe"))),
+            (other_prov, lambda c: c.billing.GetStatement(statement(provider_id="prov"))),
+            (cafe, lambda c: c.billing.GetStatement(statement(provider_id="prov"))),
+        ],
+        "BillingService/ListLedger": [
+            (rival, lambda c: c.billing.ListLedger(ledger(venue_id="cafe"))),
+            (other_prov, lambda c: c.billing.ListLedger(ledger(provider_id="prov"))),
+        ],
         "AgentService/Connect": [],  # certificates, below
+        "LeaseService/CreateLease": [
+            (other_prov, lambda c: c.leases.CreateLease(lease)),
+            (cafe, lambda c: c.leases.CreateLease(lease)),  # a venue does not write its own leases
+        ],
+        "LeaseService/ListLeases": [
+            (rival, lambda c: c.leases.ListLeases(lease_pb2.ListLeasesRequest(venue_id="cafe"))),
+            (other_prov, lambda c: c.leases.ListLeases(lease_pb2.ListLeasesRequest(provider_id="prov"))),
+            (seat1, lambda c: c.leases.ListLeases(lease_pb2.ListLeasesRequest(venue_id="cafe"))),
+        ],
+        "LeaseService/CancelLease": [
+            (rival, lambda c: c.leases.CancelLease(cancel)),
+            (other_prov, lambda c: c.leases.CancelLease(cancel)),
+            (seat1, lambda c: c.leases.CancelLease(cancel)),
+        ],
+        "LeaseService/GetLeaseUse": [
+            (rival, lambda c: c.leases.GetLeaseUse(use)),
+            (other_prov, lambda c: c.leases.GetLeaseUse(use)),
+            (rival, lambda c: c.leases.GetLeaseUse(venue_use)),
+        ],
     }  # fmt: skip
     every = {f"{svc.split('.')[-1]}/{m.name}" for svc in SERVICE_NAMES for m in _service(svc).methods}
     assert set(probes) == every, "every RPC is probed"
@@ -229,7 +289,20 @@ async def test_every_rpc_refuses_other_tenants(
     )
     assert ended.session.end_reason == common_pb2.END_REASON_ENDED_BY_VENUE
     assert [g.game_id for g in await seat2.list_games()] == ["demo"]
+    assert [x.lease_id for x in (await cafe.leases.ListLeases(lease_pb2.ListLeasesRequest())).leases] == [
+        "cafe-lease"
+    ]
+    assert (await other_prov.leases.ListLeases(lease_pb2.ListLeasesRequest())).leases == []
+    assert (await prov.leases.GetLeaseUse(use)).leased_slot_seconds == 3600
     await link.close()
+
+
+def _ts(t: dt.datetime) -> Any:
+    from google.protobuf import timestamp_pb2
+
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(t)
+    return out
 
 
 def _service(full_name: str) -> Any:

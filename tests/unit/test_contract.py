@@ -22,7 +22,9 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
     assert not stale, f"generated code is stale, run scripts/gen-proto: {stale}"
 
 
-@pytest.mark.parametrize("module", ["broker.lifecycle", "broker.tiers", "broker.rpc.validate"])
+@pytest.mark.parametrize(
+    "module", ["broker.lifecycle", "broker.tiers", "broker.rpc.validate", "broker.metering"]
+)
 def test_pure_modules_import_no_io(module: str) -> None:
     code = (
         f"import sys, {module}\n"

@@ -217,6 +217,10 @@ def session_json(update: session_pb2.SessionUpdate) -> dict[str, Any]:
         "queue_position": update.queue_position,
         "queue_length": update.queue_length,
         "warnings": list(update.warnings),
+        # Patron time: seconds left when the broker sent this (null: no limit, or not streaming yet).
+        "time_left_s": update.time_left_s if update.HasField("time_left_s") else None,
+        "time_up": update.time_up,
+        "grace_left_s": update.grace_left_s,
         "text": seat_flow.describe(update),
     }
 

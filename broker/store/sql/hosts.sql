@@ -11,13 +11,14 @@ WHERE host_id = $1 AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
 RETURNING session_id;
 
 -- name: upsert_host
-INSERT INTO hosts (host_id, provider_id, site_id, gpu_class, slots, free_slots, declared_price_micros, games_cached,
+-- $8: the images the agent holds (hosts_derive_games_cached derives games_cached from them).
+INSERT INTO hosts (host_id, provider_id, site_id, gpu_class, slots, free_slots, declared_price_micros, images_cached,
                    gpus, media_addresses, agent_version, epoch, status, registered_at, last_heartbeat_at)
 VALUES ($1, $2, $3, $4, $5::integer, $5::integer - $6::integer, $7, $8, $9, $10, $11, $12, 'online', now(), now())
 ON CONFLICT (host_id) DO UPDATE SET
     site_id = excluded.site_id, gpu_class = excluded.gpu_class, slots = excluded.slots,
     free_slots = excluded.free_slots, declared_price_micros = excluded.declared_price_micros,
-    games_cached = excluded.games_cached, gpus = excluded.gpus, media_addresses = excluded.media_addresses,
+    images_cached = excluded.images_cached, gpus = excluded.gpus, media_addresses = excluded.media_addresses,
     agent_version = excluded.agent_version, epoch = excluded.epoch, status = 'online', draining = false,
     registered_at = now(), last_heartbeat_at = now()
 RETURNING host_id, epoch, drained;
@@ -38,7 +39,8 @@ WHERE h.host_id = u.host_id AND h.epoch = u.epoch AND h.status = 'online'
 RETURNING h.host_id, h.epoch;
 
 -- name: set_games_cached
-UPDATE hosts SET games_cached = $3 WHERE host_id = $1 AND epoch = $2;
+-- $3: the images the agent holds now (hosts_derive_games_cached derives games_cached from them).
+UPDATE hosts SET images_cached = $3 WHERE host_id = $1 AND epoch = $2;
 
 -- name: mark_lost
 UPDATE hosts SET status = 'lost'

@@ -7,12 +7,17 @@ ORDER BY resumes IS NULL, created_at, session_id
 LIMIT $1;
 
 -- name: candidate_hosts
-SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
-FROM host_view WHERE status = 'online';
+-- price_micros: the site's class price in force now, its time-of-day band (prices_now, migration 0007), else the
+-- host's declared price.
+SELECT host_id, site_id, gpu_class, free_slots, slots, coalesce(pn.price_micros, v.price_micros) AS price_micros,
+       games_cached, drained OR draining AS drained
+FROM host_view v LEFT JOIN prices_now pn USING (site_id, gpu_class) WHERE status = 'online';
 
 -- name: hosts_by_id
-SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
-FROM host_view WHERE status = 'online' AND host_id = ANY($1::text[]);
+SELECT host_id, site_id, gpu_class, free_slots, slots, coalesce(pn.price_micros, v.price_micros) AS price_micros,
+       games_cached, drained OR draining AS drained
+FROM host_view v LEFT JOIN prices_now pn USING (site_id, gpu_class)
+WHERE status = 'online' AND host_id = ANY($1::text[]);
 
 -- name: venue_latency
 SELECT venue_id, site_id, rtt_ms FROM venue_site_latency WHERE venue_id = ANY($1::text[]);
@@ -25,10 +30,12 @@ GROUP BY venue_id;
 -- name: commit_placements
 -- The slot trigger refuses the whole statement if any host would go below zero free slots. A session whose host is
 -- not online, or is drained or draining, by now is skipped (the scheduler's view of the host was older).
+-- A session placed under a lease names it, with how many of its slots the lease pays ($6, $7: NULL and 0 for none).
 UPDATE sessions s
-SET state = 'PLACED', host_id = u.host_id, site_id = u.site_id, latency_ms = u.latency_ms, price_micros = u.price
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[])
-    AS u(session_id, host_id, site_id, latency_ms, price)
+SET state = 'PLACED', host_id = u.host_id, site_id = u.site_id, latency_ms = u.latency_ms, price_micros = u.price,
+    lease_id = u.lease_id, lease_slots = u.lease_slots
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $7::integer[])
+    AS u(session_id, host_id, site_id, latency_ms, price, lease_id, lease_slots)
 JOIN hosts h ON h.host_id = u.host_id
 WHERE s.session_id = u.session_id AND s.state = 'PENDING'
   AND h.status = 'online' AND NOT h.drained AND NOT h.draining
@@ -39,3 +46,16 @@ UPDATE sessions s SET pending_reason = u.reason
 FROM unnest($1::uuid[], $2::text[]) AS u(session_id, reason)
 WHERE s.session_id = u.session_id AND s.state = 'PENDING' AND s.pending_reason IS DISTINCT FROM u.reason;
 
+
+-- name: active_leases
+-- The leases in force now (a window running by the database clock), each with what the live sessions placed under
+-- it leave unused.
+SELECT l.lease_id, l.venue_id, l.gpu_class, l.site_id,
+       greatest(w.slots - coalesce(u.used, 0), 0)::integer AS unused_slots
+FROM lease_windows w
+JOIN leases l ON l.lease_id = w.lease_id
+LEFT JOIN LATERAL (
+    SELECT sum(s.lease_slots) AS used FROM sessions s
+    WHERE s.lease_id = l.lease_id AND s.state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
+) u ON true
+WHERE w.during @> now() AND l.cancelled_at IS NULL;

@@ -2,11 +2,12 @@
 -- One round trip on the happy path: the seat's zone fixes tier and cap; no row back means the seat (or venue) is
 -- unknown, or request_id was used before (ON CONFLICT), and the caller finds out which.
 -- $9: the zone the seat believes it is in ('' = any); $10: the lost session this one resumes (NULL = none), which
--- the caller has checked in the same transaction; $11, $12: who asks, from where (for the audit trigger).
+-- the caller has checked in the same transaction; $11, $12: who asks, from where (for the audit trigger); $13: the
+-- patron's paid seconds (0 = unlimited).
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token, resumes, started_by, by_peer)
+                      latency_cap_ms, state, token, resumes, started_by, by_peer, paid_time_s)
 SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8, $10,
-       $11, $12
+       $11, $12, $13
 FROM seats st JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
 WHERE st.venue_id = $2 AND st.seat_id = $3 AND ($9 = '' OR st.zone_id = $9)
 ON CONFLICT (venue_id, request_id) DO NOTHING

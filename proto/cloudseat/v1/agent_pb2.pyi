@@ -21,18 +21,20 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_event: _Optional[_Union[SessionEvent, _Mapping]] = ..., negotiate_result: _Optional[_Union[NegotiateResult, _Mapping]] = ...) -> None: ...
 
 class BrokerMessage(_message.Message):
-    __slots__ = ("registered", "start_session", "stop_session", "negotiate", "drain")
+    __slots__ = ("registered", "start_session", "stop_session", "negotiate", "drain", "prewarm")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     START_SESSION_FIELD_NUMBER: _ClassVar[int]
     STOP_SESSION_FIELD_NUMBER: _ClassVar[int]
     NEGOTIATE_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    PREWARM_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     start_session: StartSessionCommand
     stop_session: StopSessionCommand
     negotiate: NegotiateCommand
     drain: DrainCommand
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ...) -> None: ...
+    prewarm: PrewarmCommand
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ..., prewarm: _Optional[_Union[PrewarmCommand, _Mapping]] = ...) -> None: ...
 
 class HostInventory(_message.Message):
     __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour")
@@ -185,3 +187,13 @@ class DrainCommand(_message.Message):
     DRAINED_FIELD_NUMBER: _ClassVar[int]
     drained: bool
     def __init__(self, drained: bool = ...) -> None: ...
+
+class PrewarmCommand(_message.Message):
+    __slots__ = ("game_id", "version", "image_size_bytes")
+    GAME_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    game_id: str
+    version: str
+    image_size_bytes: int
+    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...

@@ -94,7 +94,7 @@ class TierSpec(_message.Message):
     def __init__(self, tier: _Optional[_Union[Tier, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[int] = ..., bitrate_kbps: _Optional[int] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "venue_id", "seat_id", "zone_id", "game_id", "request_id", "patron_id", "state", "end_reason", "pending_reason", "host_id", "site_id", "tier", "latency_cap_ms", "slots", "latency_ms", "price_micros_per_slot_hour", "created_at", "updated_at", "placed_at", "ready_at", "streaming_at", "ended_at", "end_detail", "stream_stats", "resumes_session_id")
+    __slots__ = ("session_id", "venue_id", "seat_id", "zone_id", "game_id", "request_id", "patron_id", "state", "end_reason", "pending_reason", "host_id", "site_id", "tier", "latency_cap_ms", "slots", "latency_ms", "price_micros_per_slot_hour", "created_at", "updated_at", "placed_at", "ready_at", "streaming_at", "ended_at", "end_detail", "stream_stats", "resumes_session_id", "paid_time_s", "paid_until")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     SEAT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,8 @@ class Session(_message.Message):
     END_DETAIL_FIELD_NUMBER: _ClassVar[int]
     STREAM_STATS_FIELD_NUMBER: _ClassVar[int]
     RESUMES_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    PAID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     venue_id: str
     seat_id: str
@@ -147,7 +149,9 @@ class Session(_message.Message):
     end_detail: str
     stream_stats: StreamStats
     resumes_session_id: str
-    def __init__(self, session_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., game_id: _Optional[str] = ..., request_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., pending_reason: _Optional[_Union[PendingReason, str]] = ..., host_id: _Optional[str] = ..., site_id: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., latency_cap_ms: _Optional[int] = ..., slots: _Optional[int] = ..., latency_ms: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streaming_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_detail: _Optional[str] = ..., stream_stats: _Optional[_Union[StreamStats, _Mapping]] = ..., resumes_session_id: _Optional[str] = ...) -> None: ...
+    paid_time_s: int
+    paid_until: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., game_id: _Optional[str] = ..., request_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., state: _Optional[_Union[SessionState, str]] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., pending_reason: _Optional[_Union[PendingReason, str]] = ..., host_id: _Optional[str] = ..., site_id: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., latency_cap_ms: _Optional[int] = ..., slots: _Optional[int] = ..., latency_ms: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streaming_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_detail: _Optional[str] = ..., stream_stats: _Optional[_Union[StreamStats, _Mapping]] = ..., resumes_session_id: _Optional[str] = ..., paid_time_s: _Optional[int] = ..., paid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StreamStats(_message.Message):
     __slots__ = ("fps_sent", "bitrate_kbps", "rtt_ms", "loss_pct", "encode_ms", "reported_at")

@@ -46,24 +46,42 @@ class Site(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Game(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour")
+    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "price_now_micros_per_slot_hour")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    UTC_OFFSET_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    PRICE_NOW_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     gpu_class: str
     price_micros_per_slot_hour: int
-    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+    bands: _containers.RepeatedCompositeFieldContainer[PriceBand]
+    utc_offset_minutes: int
+    price_now_micros_per_slot_hour: int
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ..., price_now_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+
+class PriceBand(_message.Message):
+    __slots__ = ("start_minute", "end_minute", "price_micros_per_slot_hour")
+    START_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    END_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    start_minute: int
+    end_minute: int
+    price_micros_per_slot_hour: int
+    def __init__(self, start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
 
 class Gpu(_message.Message):
     __slots__ = ("model", "memory_bytes", "encoder_engines", "uuid")
@@ -78,7 +96,7 @@ class Gpu(_message.Message):
     def __init__(self, model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., encoder_engines: _Optional[int] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining")
+    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining", "images_cached")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +113,7 @@ class Host(_message.Message):
     LIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_CACHED_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     provider_id: str
     site_id: str
@@ -111,7 +130,8 @@ class Host(_message.Message):
     live_sessions: int
     agent_version: str
     draining: bool
-    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ...) -> None: ...
+    images_cached: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ..., images_cached: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
     __slots__ = ("provider_id", "name")
@@ -134,24 +154,46 @@ class CreateSiteRequest(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class PutGameRequest(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class PrewarmGameRequest(_message.Message):
+    __slots__ = ("site_id", "game_id")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    GAME_ID_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    game_id: str
+    def __init__(self, site_id: _Optional[str] = ..., game_id: _Optional[str] = ...) -> None: ...
+
+class PrewarmGameResponse(_message.Message):
+    __slots__ = ("version", "host_ids")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOST_IDS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    host_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., host_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetPriceRequest(_message.Message):
-    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour")
+    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    BANDS_FIELD_NUMBER: _ClassVar[int]
+    UTC_OFFSET_MINUTES_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     gpu_class: str
     price_micros_per_slot_hour: int
-    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+    bands: _containers.RepeatedCompositeFieldContainer[PriceBand]
+    utc_offset_minutes: int
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ...) -> None: ...
 
 class GetHostRequest(_message.Message):
     __slots__ = ("host_id",)

@@ -49,6 +49,11 @@ class FleetServiceStub(object):
                 request_serializer=cloudseat_dot_v1_dot_fleet__pb2.PutGameRequest.SerializeToString,
                 response_deserializer=cloudseat_dot_v1_dot_fleet__pb2.Game.FromString,
                 _registered_method=True)
+        self.PrewarmGame = channel.unary_unary(
+                '/cloudseat.v1.FleetService/PrewarmGame',
+                request_serializer=cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameRequest.SerializeToString,
+                response_deserializer=cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameResponse.FromString,
+                _registered_method=True)
         self.SetPrice = channel.unary_unary(
                 '/cloudseat.v1.FleetService/SetPrice',
                 request_serializer=cloudseat_dot_v1_dot_fleet__pb2.SetPriceRequest.SerializeToString,
@@ -100,8 +105,17 @@ class FleetServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PrewarmGame(self, request, context):
+        """Have every online host of a site fetch the current version of a game's image now (before the evening peak);
+        each host reports it cached when done, and placement then prefers it. Answers at once, with the hosts told.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetPrice(self, request, context):
-        """Set the on-demand price of a GPU class at a site; it overrides the price the hosts declare.
+        """Set the on-demand price of a GPU class at a site, with optional time-of-day bands; it overrides the price the
+        hosts declare.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,6 +164,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.PutGame,
                     request_deserializer=cloudseat_dot_v1_dot_fleet__pb2.PutGameRequest.FromString,
                     response_serializer=cloudseat_dot_v1_dot_fleet__pb2.Game.SerializeToString,
+            ),
+            'PrewarmGame': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrewarmGame,
+                    request_deserializer=cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameRequest.FromString,
+                    response_serializer=cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameResponse.SerializeToString,
             ),
             'SetPrice': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPrice,
@@ -258,6 +277,33 @@ class FleetService(object):
             '/cloudseat.v1.FleetService/PutGame',
             cloudseat_dot_v1_dot_fleet__pb2.PutGameRequest.SerializeToString,
             cloudseat_dot_v1_dot_fleet__pb2.Game.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrewarmGame(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudseat.v1.FleetService/PrewarmGame',
+            cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameRequest.SerializeToString,
+            cloudseat_dot_v1_dot_fleet__pb2.PrewarmGameResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots", "zone_id", "resume")
+    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots", "zone_id", "resume", "paid_time_s")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     SEAT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class StartSessionRequest(_message.Message):
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     ZONE_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    PAID_TIME_S_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     venue_id: str
     seat_id: str
@@ -26,7 +27,8 @@ class StartSessionRequest(_message.Message):
     slots: int
     zone_id: str
     resume: Resume
-    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ..., zone_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ...) -> None: ...
+    paid_time_s: int
+    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ..., zone_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., paid_time_s: _Optional[int] = ...) -> None: ...
 
 class Resume(_message.Message):
     __slots__ = ("session_id", "session_token")
@@ -69,16 +71,24 @@ class WatchSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class SessionUpdate(_message.Message):
-    __slots__ = ("session", "queue_position", "queue_length", "warnings")
+    __slots__ = ("session", "queue_position", "queue_length", "warnings", "time_left_s", "time_warning_s", "time_up", "grace_left_s")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    TIME_LEFT_S_FIELD_NUMBER: _ClassVar[int]
+    TIME_WARNING_S_FIELD_NUMBER: _ClassVar[int]
+    TIME_UP_FIELD_NUMBER: _ClassVar[int]
+    GRACE_LEFT_S_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     queue_position: int
     queue_length: int
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    time_left_s: int
+    time_warning_s: int
+    time_up: bool
+    grace_left_s: int
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., time_left_s: _Optional[int] = ..., time_warning_s: _Optional[int] = ..., time_up: bool = ..., grace_left_s: _Optional[int] = ...) -> None: ...
 
 class NegotiateRequest(_message.Message):
     __slots__ = ("session_id", "session_token", "offer")

@@ -151,3 +151,21 @@ class ListSessionsResponse(_message.Message):
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Session]
     def __init__(self, sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ...) -> None: ...
+
+class AddTimeRequest(_message.Message):
+    __slots__ = ("venue_id", "session_id", "seconds")
+    VENUE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    venue_id: str
+    session_id: str
+    seconds: int
+    def __init__(self, venue_id: _Optional[str] = ..., session_id: _Optional[str] = ..., seconds: _Optional[int] = ...) -> None: ...
+
+class AddTimeResponse(_message.Message):
+    __slots__ = ("session", "time_left_s")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TIME_LEFT_S_FIELD_NUMBER: _ClassVar[int]
+    session: _common_pb2.Session
+    time_left_s: int
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., time_left_s: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,11 @@ class VenueServiceStub(object):
                 request_serializer=cloudseat_dot_v1_dot_venue__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=cloudseat_dot_v1_dot_venue__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.AddTime = channel.unary_unary(
+                '/cloudseat.v1.VenueService/AddTime',
+                request_serializer=cloudseat_dot_v1_dot_venue__pb2.AddTimeRequest.SerializeToString,
+                response_deserializer=cloudseat_dot_v1_dot_venue__pb2.AddTimeResponse.FromString,
+                _registered_method=True)
 
 
 class VenueServiceServicer(object):
@@ -122,6 +127,14 @@ class VenueServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTime(self, request, context):
+        """Add paid time to a live session of the venue that has a limit (StartSessionRequest.paid_time_s); it postpones
+        the end, also during the grace after the time ran out. FAILED_PRECONDITION for an ended or unlimited session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VenueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +172,11 @@ def add_VenueServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=cloudseat_dot_v1_dot_venue__pb2.ListSessionsRequest.FromString,
                     response_serializer=cloudseat_dot_v1_dot_venue__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'AddTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTime,
+                    request_deserializer=cloudseat_dot_v1_dot_venue__pb2.AddTimeRequest.FromString,
+                    response_serializer=cloudseat_dot_v1_dot_venue__pb2.AddTimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +368,33 @@ class VenueService(object):
             '/cloudseat.v1.VenueService/ListSessions',
             cloudseat_dot_v1_dot_venue__pb2.ListSessionsRequest.SerializeToString,
             cloudseat_dot_v1_dot_venue__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudseat.v1.VenueService/AddTime',
+            cloudseat_dot_v1_dot_venue__pb2.AddTimeRequest.SerializeToString,
+            cloudseat_dot_v1_dot_venue__pb2.AddTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -271,6 +271,7 @@ function onUpdate(update) {
   if (cloudseat.session && update.session_id !== cloudseat.session.session_id) return; // a stale stream
   cloudseat.session = update;
   renderWarnings(update.warnings || [], update.state);
+  renderTimeLeft(update);
   switch (update.state) {
     case "PENDING":
     case "PLACED":
@@ -337,6 +338,28 @@ function renderWarnings(warnings, state) {
   } else if (state === "ENDED") {
     box.hidden = true;
   }
+}
+
+// The patron's paid time: the broker sends the seconds left with each change and warning (time_left_s, null when
+// unlimited); the page counts down between them on its own clock.
+let timeLeftTimer = null;
+
+function renderTimeLeft(update) {
+  const box = $("time-left");
+  clearInterval(timeLeftTimer);
+  if (update.time_left_s === null || update.time_left_s === undefined || update.state !== "STREAMING") {
+    box.hidden = true;
+    return;
+  }
+  const until = performance.now() + (update.time_up ? update.grace_left_s : update.time_left_s) * 1000;
+  const show = () => {
+    const s = Math.max(0, Math.ceil((until - performance.now()) / 1000));
+    const clock = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    box.textContent = update.time_up ? `time is up · ending in ${clock}` : `time left ${clock}`;
+  };
+  show();
+  box.hidden = false;
+  timeLeftTimer = setInterval(show, 1000);
 }
 
 // -- the connection: one RTCPeerConnection, replaced on loss ---------------------------------------------------
