@@ -1,9 +1,8 @@
 -- name: metering_due
 -- Sessions with something to meter by $1 (at most $2), as broker.metering.Metered needs them, locked against a
--- concurrent price change's close. lease_id is read through to_jsonb so this query works before and after the
--- leases migration adds sessions.lease_id (NULL: on-demand).
+-- concurrent price change's close. lease_id NULL: on-demand.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
@@ -20,7 +19,7 @@ FOR UPDATE OF c SKIP LOCKED;
 -- name: metering_open_at_price
 -- The live sessions on a site's GPU class, with the schedule in force until now, for a price change to close.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
@@ -35,7 +34,7 @@ FOR UPDATE OF c;
 -- name: metering_live
 -- The live (not ended) sessions of a venue or provider, for the running accrual not yet in the ledger.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       to_jsonb(s) ->> 'lease_id' AS lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, NULL::timestamptz AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
