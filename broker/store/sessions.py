@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
-from broker import errors, lifecycle
+from broker import errors, lifecycle, patron_time
 from broker.lifecycle import EndReason, State
 from broker.store import audit
 from broker.store.database import transaction, translated
@@ -69,7 +69,9 @@ async def start(
     seat_taken: errors.FailedPrecondition | None = None
     try:
         async with transaction(pool) as conn:
-            retry = req.resume is not None and await _check_resume(conn, req, req.resume, check)
+            retry, carried = (
+                await _check_resume(conn, req, req.resume, check) if req.resume is not None else (False, 0)
+            )
             row = (
                 None
                 if retry
@@ -87,7 +89,7 @@ async def start(
                     req.resume.session_id if req.resume else None,
                     audit.actor().subject,
                     audit.actor().peer,
-                    req.paid_time_s,
+                    req.paid_time_s or carried,
                 )
             )
     except errors.NotFound as exc:
@@ -112,14 +114,16 @@ async def start(
                     existing["patron_id"],
                     existing["slots"],
                     existing["resumes"],
-                    existing["paid_time_s"],
                 ) == (
                     req.seat_id,
                     req.game_id,
                     req.patron_id,
                     req.slots,
                     req.resume.session_id if req.resume else None,
-                    req.paid_time_s,
+                ) and (
+                    # A resume that named no paid time carried the lost session's over.
+                    existing["paid_time_s"] == req.paid_time_s
+                    or (req.resume is not None and not req.paid_time_s)
                 )
                 if not same:
                     raise errors.AlreadyExists(
@@ -144,9 +148,10 @@ async def start(
 
 async def _check_resume(
     conn: asyncpg.Connection, req: StartRequest, resume: ResumeRef, check: TokenCheck
-) -> bool:
-    """Check (with the lost session locked) that `req` may resume it. True when `req` is a retry of the call that
-    did resume it (the caller then returns that session), False when a new session may be inserted."""
+) -> tuple[bool, int]:
+    """Check (with the lost session locked) that `req` may resume it. (True, 0) when `req` is a retry of the call
+    that did resume it (the caller then returns that session); else (False, the paid seconds the lost session had
+    left, which the new one keeps unless the request names its own: broker.patron_time.carried_over)."""
     lost = await conn.fetchrow(Q["lock_session"], resume.session_id)
     if lost is None:
         raise errors.NotFound.of("resume.session_id", "session", str(resume.session_id))
@@ -156,14 +161,14 @@ async def _check_resume(
     successor = await conn.fetchrow(Q["resumed_by"], resume.session_id)
     if successor is not None:
         if successor["request_id"] == req.request_id:
-            return True
+            return True, 0
         raise errors.FailedPrecondition(
             f"resume.session_id: resumed already by session {successor['session_id']}"
         )
     ended_s_ago = float(await conn.fetchval(Q["seconds_since"], lost["ended_at"]) or 0.0)
     reason = EndReason(lost["end_reason"]) if lost["end_reason"] else None
     lifecycle.check_resumable(State(lost["state"]), reason, ended_s_ago)
-    return False
+    return False, patron_time.carried_over(lost["paid_time_s"], lost["paid_until"], lost["ended_at"])
 
 
 async def list_games(pool: asyncpg.Pool) -> list[asyncpg.Record]:

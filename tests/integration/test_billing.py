@@ -174,6 +174,11 @@ async def test_placement_sees_the_price_in_force_now(world: BrokerClient, broker
 
         rows = await placement_store.candidate_hosts(broker.pool)
         assert [r["price_micros"] for r in rows] == [PEAK]
+        # The provider sees the same price on its hosts.
+        host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
+        assert host.price_micros_per_slot_hour == PEAK
+        listed = await world.fleet.ListHosts(fleet_pb2.ListHostsRequest(site_id="site-near"))
+        assert [h.price_micros_per_slot_hour for h in listed.hosts] == [PEAK]
 
 
 async def test_a_price_change_bills_running_sessions_at_the_old_price_up_to_that_second(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+
 import grpc
 import pytest
 from cloudseat.v1 import common_pb2
@@ -134,3 +137,39 @@ async def test_zone_check_and_game_catalogue(world: BrokerClient) -> None:
     assert right.session.zone_id == "std"
     games = await world.list_games()
     assert [g.game_id for g in games] == ["demo"] and games[0].name
+
+
+async def test_a_resumed_session_keeps_the_paid_time_the_lost_one_had_left(world: BrokerClient) -> None:
+    async with ScriptedAgent(world, "host-1", slots=1) as lost_agent:
+        lost = await world.start_session("cafe", "s1", "demo", paid_time_s=3600)
+        sid = lost.session.session_id
+        await world.wait_for(sid, S.SESSION_STATE_READY)
+        await lost_agent.link.report(sid, S.SESSION_STATE_STREAMING)
+        await world.wait_for(sid, S.SESSION_STATE_STREAMING)
+        lost_agent.heartbeating = False
+        ended = await world.wait_for(sid, S.SESSION_STATE_ENDED, timeout_s=15)
+        assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
+        played_s = ended.ended_at.ToDatetime() - ended.paid_until.ToDatetime() + dt.timedelta(seconds=3600)
+
+        # The seat's resume names no paid time: the lost session's remainder carries over (rounded up).
+        resumed = await world.start_session("cafe", "s1", "demo", resume=(sid, lost.session_token))
+        left = resumed.session.paid_time_s
+        assert 0 < left <= 3600 and left == math.ceil(3600 - played_s.total_seconds())
+        # A retry of that resume is the same request, whatever it carried.
+        again = await world.start_session(
+            "cafe", "s1", "demo", request_id=resumed.session.request_id, resume=(sid, lost.session_token)
+        )
+        assert not again.created and again.session.paid_time_s == left
+        await world.end_session(resumed.session.session_id, resumed.session_token)
+
+    # An unlimited session resumes unlimited.
+    async with ScriptedAgent(world, "host-2", slots=1) as agent:
+        free = await world.start_session("cafe", "s2", "demo")
+        await world.wait_for(free.session.session_id, S.SESSION_STATE_READY)
+        agent.heartbeating = False
+        await world.wait_for(free.session.session_id, S.SESSION_STATE_ENDED, timeout_s=15)
+        unlimited = await world.start_session(
+            "cafe", "s2", "demo", resume=(free.session.session_id, free.session_token)
+        )
+        assert unlimited.session.paid_time_s == 0
+        await world.end_session(unlimited.session.session_id, unlimited.session_token)

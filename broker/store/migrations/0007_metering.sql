@@ -34,6 +34,19 @@ CREATE VIEW prices_now AS
 SELECT site_id, gpu_class, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_micros
 FROM prices;
 
+-- A host's price is the one in force now (GetHost, ListHosts, the consoles), as placement and metering use it.
+CREATE OR REPLACE VIEW host_view AS
+SELECT h.host_id, h.provider_id, h.site_id, h.gpu_class, h.slots, h.free_slots, h.games_cached, h.gpus,
+       h.media_addresses, h.agent_version, h.epoch, h.status, h.drained, h.draining, h.cpu_load, h.gpu_load,
+       h.registered_at, h.last_heartbeat_at, h.declared_price_micros,
+       coalesce(price_in_force(p.price_micros, p.bands, p.utc_offset_minutes, now()), h.declared_price_micros)
+           AS price_micros,
+       (SELECT count(*) FROM sessions s
+         WHERE s.host_id = h.host_id AND s.state IN ('PLACED', 'STARTING', 'READY', 'STREAMING'))::integer
+           AS live_sessions
+FROM hosts h
+LEFT JOIN prices p ON p.site_id = h.site_id AND p.gpu_class = h.gpu_class;
+
 CREATE TABLE ledger (
     entry_id       bigserial PRIMARY KEY,
     session_id     uuid NOT NULL REFERENCES sessions,
