@@ -13,11 +13,12 @@ from cloudseat.v1 import agent_pb2, agent_pb2_grpc
 from grpc import aio
 
 from broker import auth, errors, lifecycle
-from broker.agents import AgentLink, AgentRegistry, start_command, stop_command
+from broker.agents import AgentLink, AgentRegistry, prewarm_command, start_command, stop_command
 from broker.lifecycle import EndReason, State
 from broker.reconcile import Held, plan_reconcile
 from broker.rpc import convert
 from broker.rpc import validate as v
+from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store
 
@@ -82,6 +83,9 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             # Before reading what the agent sends next: the moves it reported in its registration are queued first.
             await self._reconcile(link, first.register.running)
+            # Images the provider pre-warmed at this site while the host was away (or before it joined).
+            for image in await game_store.prewarms_missed(self._pool, reg.host_id):
+                link.send(prewarm_command(image))
             reader = asyncio.create_task(self._read(link, messages), name=f"agent-read-{reg.host_id}")
             self._on_host_change(reg.host_id)  # new capacity: the scheduler may place waiting requests
             closed = asyncio.create_task(link.closed.wait())

@@ -12,7 +12,7 @@ import asyncpg
 
 from broker import errors
 from broker.store import audit
-from broker.store.database import transaction
+from broker.store.database import transaction, translated
 from broker.store.queries import Q
 
 
@@ -59,3 +59,11 @@ async def prewarm(pool: asyncpg.Pool, site_id: str, game_id: str) -> tuple[str, 
             host_ids=host_ids,
         )
     return game["version"], host_ids
+
+
+async def prewarms_missed(pool: asyncpg.Pool, host_id: str) -> list[asyncpg.Record]:
+    """The images pre-warmed at the host's site (current versions) that it does not hold: what a host that was
+    away, or is new to the site, should fetch now."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["prewarms_missed"], host_id)
+    return rows

@@ -115,6 +115,22 @@ async def test_prewarm_changes_placement(
     assert list((await world.prewarm_game("site-near", "arena")).host_ids) == []
 
 
+async def test_a_host_away_at_the_prewarm_fetches_the_image_when_it_registers(
+    world: BrokerClient, broker: Broker, launch: Launch, tmp_path: Path
+) -> None:
+    await _arena(world)
+    told = await world.prewarm_game("site-near", "arena")
+    assert list(told.host_ids) == []  # nobody online at the site yet
+    store = tmp_path / "late-images"
+    await launch(
+        "agent-late",
+        AGENT.format(host="agent-late", site="site-near", port=broker.port, games='["demo"]', store=store),
+    )
+    late = await _host(world, "agent-late", "arena")
+    assert "arena@1" in late.images_cached
+    assert (store / "arena@1.img").stat().st_size == 3_000_000
+
+
 async def test_game_update_rolls_out_without_ending_running_sessions(world: BrokerClient) -> None:
     await _arena(world)
     async with (

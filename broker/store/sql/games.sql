@@ -24,3 +24,13 @@ ORDER BY host_id;
 
 -- name: record_prewarm
 INSERT INTO prewarms (site_id, game_id, version, host_ids) VALUES ($1, $2, $3, $4);
+
+-- name: prewarms_missed
+-- Images pre-warmed at the host's site, in the game's current version, that the host does not hold: a host that was
+-- offline when the provider asked, or joined the site since, fetches them when it registers.
+SELECT DISTINCT g.game_id, g.version, g.image_size_bytes
+FROM prewarms p
+JOIN hosts h ON h.site_id = p.site_id
+JOIN games g ON g.game_id = p.game_id AND g.version = p.version
+WHERE h.host_id = $1 AND NOT (g.game_id = ANY(h.games_cached))
+ORDER BY g.game_id;
