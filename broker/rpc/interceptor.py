@@ -128,6 +128,14 @@ class _Call:
             log.info("rpc", **fields)
 
 
+def _check_not_expired(context: aio.ServicerContext) -> None:
+    """A call whose deadline passed while it waited to be served: its caller has gone, so doing it is wasted work
+    at best (and under overload, work taken from calls that can still be answered). Nothing is written."""
+    left = context.time_remaining()
+    if left is not None and left <= 0:
+        raise errors.DeadlineExceeded("the call's deadline passed before it was served; nothing was done")
+
+
 def _unary(
     method: str, guard: Guard, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
@@ -138,6 +146,7 @@ def _unary(
         try:
             call.admit(context)
             entered = guard.enter(method)
+            _check_not_expired(context)
             with structlog.contextvars.bound_contextvars(**call.ids):
                 return await behavior(_decoded(request), context)
         except aio.AbortError:

@@ -36,3 +36,23 @@ def test_no_limit_counts_nothing() -> None:
     for _ in range(1000):
         assert guard.enter(START) is False
     assert guard.inflight == 0
+
+
+class _Deadline:
+    """Only what _check_not_expired reads of a servicer context (a real one needs a call in flight)."""
+
+    def __init__(self, left: float | None) -> None:
+        self.left = left
+
+    def time_remaining(self) -> float | None:
+        return self.left
+
+
+def test_a_call_whose_deadline_passed_while_it_waited_is_not_served() -> None:
+    from broker.errors import DeadlineExceeded
+    from broker.rpc.interceptor import _check_not_expired
+
+    _check_not_expired(_Deadline(None))  # type: ignore[arg-type]  # no deadline
+    _check_not_expired(_Deadline(0.5))  # type: ignore[arg-type]
+    with pytest.raises(DeadlineExceeded, match="deadline passed before it was served"):
+        _check_not_expired(_Deadline(0.0))  # type: ignore[arg-type]
