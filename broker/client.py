@@ -185,6 +185,24 @@ class BrokerClient:
         )
         return response.session
 
+    async def report_stream_stats(
+        self,
+        session_id: str,
+        token: str,
+        samples: Sequence[tuple[float, float, float | None]],
+        timeout_s: float = 5.0,
+    ) -> int:
+        """Report the seat's own stream stats: (at as Unix seconds, fps, rtt ms or None) per window. Returns how
+        many the broker recorded (SessionService.ReportStreamStats)."""
+        request = session_pb2.ReportStreamStatsRequest(session_id=session_id, session_token=token)
+        for at, fps, rtt_ms in samples:
+            sample = request.samples.add(fps=fps)
+            sample.at.FromNanoseconds(int(at * 1e9))
+            if rtt_ms is not None:
+                sample.rtt_ms = rtt_ms
+        response = await self.sessions.ReportStreamStats(request, timeout=timeout_s)
+        return int(response.accepted)
+
 
 class AgentLinkClient:
     """One agent's AgentService.Connect stream."""

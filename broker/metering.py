@@ -13,8 +13,13 @@ The model (README "Prices, metering and bills"):
   a price change closes the open entries of its site and class at that second. So the ledger does not depend on when
   the metering duty ran, and a statement of an hour-aligned period is exact to the second.
 * An entry's amount is price x slots x seconds / 3600 micros, rounded down (under one micro per entry).
+* A session's slots are metered in parts (`Metered.parts`): those a lease pays (`lease_slots`, basis `lease`, price
+  0: the lease is paid at its agreed price off the ledger) and the rest (basis `on_demand`, the price in force). A
+  session placed partly on a lease has two entries for each interval, and an SLA credit for each part at that
+  part's price (0 on the leased slots, whose terms are the lease agreement's).
 * SLA: each UTC minute of a STREAMING session is judged from the agent's stream stats of that minute (means of the
-  heartbeats): latency over the zone's cap, or fps under `fps_floor_pct` of the tier's, flags it. A flagged minute
+  heartbeats) and the seat's own (means of its reports): latency (RTT) over the zone's cap, or fps under
+  `fps_floor_pct` of the tier's, by either side, flags it. A flagged minute
   gets a credit entry (negative amount) of `credit_pct` of that minute's charge, at the price in force in it. A
   minute without stats is not flagged (no evidence).
 * A statement covers the entries that start in [start, end): usage, credits and the total, per site, GPU class,
@@ -199,6 +204,16 @@ def credit(price_micros: int, slots: int, seconds: int, pct: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Part:
+    """Some of a session's slots, paid one way: `lease` (lease_id set; the lease pays them, so their entries cost
+    0) or `on_demand` (the price in force). Each part is metered into entries of its own."""
+
+    basis: str
+    lease_id: str | None
+    slots: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Metered:
     """A session as the meter sees it: who pays whom, for what, and how far it is metered."""
 
@@ -209,7 +224,8 @@ class Metered:
     site_id: str
     gpu_class: str
     slots: int
-    lease_id: str | None
+    lease_id: str | None  # the lease that pays `lease_slots` of its slots (None: all on demand)
+    lease_slots: int  # 0 without a lease, else 1..slots (sessions.lease_slots)
     placed_at: dt.datetime  # whole second
     ended_at: dt.datetime | None  # whole second; None while it runs
     usage_until: dt.datetime | None  # metered up to here (None: from placed_at)
@@ -218,9 +234,17 @@ class Metered:
     latency_cap_ms: int = 0
     tier_fps: int = 0
 
+    def __post_init__(self) -> None:
+        # The database's check session_lease_slots, so a part never has no slots.
+        if (self.lease_id is None) != (self.lease_slots == 0) or not 0 <= self.lease_slots <= self.slots:
+            raise ValueError(f"lease_slots {self.lease_slots} of {self.slots} with lease {self.lease_id!r}")
+
     @property
-    def basis(self) -> str:
-        return LEASE if self.lease_id else ON_DEMAND
+    def parts(self) -> tuple[Part, ...]:
+        """How its slots are paid: the leased ones by the lease, the rest on demand (one part or two)."""
+        leased = (Part(LEASE, self.lease_id, self.lease_slots),) if self.lease_id is not None else ()
+        rest = self.slots - self.lease_slots
+        return leased + ((Part(ON_DEMAND, None, rest),) if rest else ())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,16 +266,18 @@ class Entry:
     amount_micros: int
 
 
-def _entry(m: Metered, kind: str, price: int, start: dt.datetime, end: dt.datetime, amount: int) -> Entry:
+def _entry(
+    m: Metered, part: Part, kind: str, price: int, start: dt.datetime, end: dt.datetime, amount: int
+) -> Entry:
     return Entry(
-        m.session_id, m.venue_id, m.provider_id, m.host_id, m.site_id, m.gpu_class, m.slots, kind, m.basis,
-        m.lease_id, price, start, end, int((end - start) // _SECOND), amount,
+        m.session_id, m.venue_id, m.provider_id, m.host_id, m.site_id, m.gpu_class, part.slots, kind, part.basis,
+        part.lease_id, price, start, end, int((end - start) // _SECOND), amount,
     )  # fmt: skip
 
 
-def _price(m: Metered, at: dt.datetime) -> int:
-    # Leased slots are paid for by the lease itself (its agreed price); the session's own entries cost nothing.
-    return 0 if m.lease_id else m.schedule.price_at(at)
+def _price(m: Metered, part: Part, at: dt.datetime) -> int:
+    # Leased slots are paid for by the lease itself (its agreed price, off the ledger); their entries cost nothing.
+    return 0 if part.basis == LEASE else m.schedule.price_at(at)
 
 
 def usage(m: Metered, now: dt.datetime, *, force: bool = False) -> tuple[list[Entry], dt.datetime]:
@@ -268,24 +294,35 @@ def usage(m: Metered, now: dt.datetime, *, force: bool = False) -> tuple[list[En
         stop = _last_boundary(start, now, m.schedule)
     entries = []
     for p in split(start, stop, m.schedule):
-        price = _price(m, p.start)
-        entries.append(_entry(m, USAGE, price, p.start, p.end, charge(price, m.slots, p.seconds)))
+        for part in m.parts:
+            price = _price(m, part, p.start)
+            entries.append(
+                _entry(m, part, USAGE, price, p.start, p.end, charge(price, part.slots, p.seconds))
+            )
     return entries, max(start, stop)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MinuteStats:
-    """A session's stream in one UTC minute: the means of its heartbeats' stats."""
+    """A session's stream in one UTC minute: the means of the agent's heartbeats' stats and of the seat's own
+    reports (SessionService.ReportStreamStats); None where that side sent none (the seat's RTT: none it knew)."""
 
-    rtt_ms: float
-    fps: float
+    rtt_ms: float | None
+    fps: float | None
+    seat_rtt_ms: float | None = None
+    seat_fps: float | None = None
 
 
 def minute_flagged(stats: MinuteStats | None, latency_cap_ms: int, tier_fps: int, fps_floor_pct: int) -> bool:
-    """Whether the minute fell below the zone's promise: latency over the cap, or fps under the tier's floor."""
+    """Whether the minute fell below the zone's promise: latency over the cap, or fps under the tier's floor, by the
+    agent's means OR the seat's. Either side's evidence is enough: the agent sees the host's encoder and its RTCP
+    round trip, the seat what the patron saw. Latency is the network round trip (the cap is a venue-to-site RTT
+    promise), never the stamp latencies, which include encoding, decoding and display."""
     if stats is None:
         return False
-    return stats.rtt_ms > latency_cap_ms or stats.fps * 100 < tier_fps * fps_floor_pct
+    rtts = [r for r in (stats.rtt_ms, stats.seat_rtt_ms) if r is not None]
+    fpss = [f for f in (stats.fps, stats.seat_fps) if f is not None]
+    return any(r > latency_cap_ms for r in rtts) or any(f * 100 < tier_fps * fps_floor_pct for f in fpss)
 
 
 def _last_boundary(start: dt.datetime, limit: dt.datetime, schedule: Schedule) -> dt.datetime:
@@ -319,11 +356,13 @@ def sla_credits(
         minute = floor_minute(at)
         stop = min(until, minute + _MINUTE)
         if minute_flagged(stats.get(minute), m.latency_cap_ms, m.tier_fps, policy.fps_floor_pct):
-            price = _price(m, at)
+            # Each part at its own price, as its usage is billed: the leased slots' credit is 0 (their SLA is the
+            # lease agreement's, like their price); the entry still records the flagged seconds on them.
             seconds = int((stop - at) // _SECOND)
-            entries.append(
-                _entry(m, CREDIT, price, at, stop, credit(price, m.slots, seconds, policy.credit_pct))
-            )
+            for part in m.parts:
+                price = _price(m, part, at)
+                amount = credit(price, part.slots, seconds, policy.credit_pct)
+                entries.append(_entry(m, part, CREDIT, price, at, stop, amount))
         at = stop
     return entries, until
 

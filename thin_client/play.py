@@ -27,10 +27,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,6 +62,8 @@ class PlayOptions:
     scripted_input: bool = False
     input_hz: float = 10.0
     stats_every_s: float = 1.0
+    # How often the seat sends the broker its own stats windows (SessionService.ReportStreamStats) for the SLA.
+    report_every_s: float = 10.0
     expected_fps: float = 60.0
     ice_addresses: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
@@ -112,6 +116,11 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
 
 
+_log = logging.getLogger(__name__)
+# At most this many stats windows in one report (the broker takes up to 60).
+_MAX_REPORT = 60
+
+
 def _pct(values: list[float], q: float) -> float | None:
     clean = [v for v in values if not math.isnan(v)]
     return round(float(np.percentile(clean, q)), 2) if clean else None
@@ -147,6 +156,10 @@ class Player:
         self._input_n = 0
         self._started = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        # Stats windows not yet reported to the broker: (at, Unix seconds; fps; rtt ms or None). The RTT shown is
+        # the host's own report, so it is not sent back as the seat's: the seat reports only what it measured.
+        self._unreported: deque[tuple[float, float, float | None]] = deque(maxlen=_MAX_REPORT)
+        self.reported = 0
 
     def _on_frame(self, frame: Any, stamp: Any) -> None:
         self.last_frame = frame
@@ -308,6 +321,7 @@ class Player:
             asyncio.ensure_future(self._watch(ended)),
             asyncio.ensure_future(self._keep_connected(ended)),
             asyncio.ensure_future(self._stats()),
+            asyncio.ensure_future(self._report()),
             asyncio.ensure_future(self._input()),
         ]
         stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
@@ -434,7 +448,25 @@ class Player:
                 freezes=total.freezes,
             )
             self.outcome.samples.append(sample)
+            self._unreported.append((time.time(), fps, None))
             self._show_stats(sample)
+
+    async def _report(self) -> None:
+        """Every report_every_s, send the stats windows since the last report; a failure is logged and the play
+        goes on (those windows are dropped: the SLA counts evidence, and stale evidence is refused anyway)."""
+        while True:
+            await asyncio.sleep(self.opts.report_every_s)
+            batch = list(self._unreported)
+            self._unreported.clear()
+            if not batch:
+                continue
+            try:
+                async with asyncio.timeout(5.0):
+                    self.reported += await self.seat.report_stats(batch)
+            except (SeatError, TimeoutError) as exc:
+                _log.warning("stream stats not reported: %s", exc or "the broker did not answer in time")
+            except Exception:  # reporting never interrupts play, whatever went wrong
+                _log.exception("stream stats not reported")
 
     async def _input(self) -> None:
         interval = 1.0 / self.opts.input_hz
@@ -524,6 +556,7 @@ class Player:
             "longest_gap_ms": round(s.longest_gap_ms, 1),
             "bitrate_kbps_p50": _pct([x.bitrate_kbps for x in o.samples[1:]] or [math.nan], 50),
             "rtt_ms_p50": _pct([x.rtt_ms for x in o.samples], 50),
+            "stats_reported": self.reported,
             "reconnects": o.reconnects,
             "reconnect_ms": [round(v, 1) for v in o.reconnect_ms],
             "resumes": self.seat.resumes,
@@ -622,6 +655,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stats-every", type=positive, default=1.0, help="seconds between stats lines")
     parser.add_argument(
+        "--report-every",
+        type=positive,
+        default=10.0,
+        help="seconds between the seat's stream stats reports to the broker, which count for the SLA (default 10)",
+    )
+    parser.add_argument(
         "--fps", type=positive, default=60.0, help="the stream's frame rate, for freeze counting"
     )
     parser.add_argument(
@@ -641,6 +680,7 @@ def options(args: argparse.Namespace) -> PlayOptions:
         scripted_input=args.scripted_input or args.headless,
         input_hz=args.input_hz,
         stats_every_s=args.stats_every,
+        report_every_s=args.report_every,
         expected_fps=args.fps,
         ice_addresses=tuple(args.ice_address or ()),
         reconnect_after_s=args.reconnect_after,

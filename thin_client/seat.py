@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,6 +261,14 @@ class SeatSession:
         except aio.AioRpcError:
             return None
         return response.session.stream_stats if response.session.HasField("stream_stats") else None
+
+    async def report_stats(self, samples: Sequence[tuple[float, float, float | None]]) -> int:
+        """Send the seat's own view of the stream, (at as Unix seconds, fps, rtt ms or None) per window, so it
+        counts for the SLA; how many the broker recorded. SeatError when it refused or could not be reached."""
+        try:
+            return await self.client.report_stream_stats(self.session_id, self.token, samples)
+        except aio.AioRpcError as exc:
+            raise explain(exc, self.cfg) from None
 
     async def end(self, detail: str = "") -> common_pb2.Session | None:
         """End the session (a no-op when it has ended); None when there was none."""

@@ -247,6 +247,33 @@ def start_request(msg: session_pb2.StartSessionRequest) -> session_store.StartRe
     )
 
 
+# A seat's stream stats report (SessionService.ReportStreamStats): how many samples, how old and how far ahead.
+MAX_STREAM_SAMPLES = 60
+SAMPLE_MAX_AGE_S = 300.0
+SAMPLE_MAX_AHEAD_S = 5.0
+
+
+def stream_samples(
+    msg: session_pb2.ReportStreamStatsRequest, now: dt.datetime
+) -> list[tuple[dt.datetime, float, float | None]]:
+    """The seat's samples as (at, fps, rtt ms or None), each checked; InvalidArgument names the field."""
+    if not msg.samples:
+        raise InvalidArgument("samples", "at least one sample is required")
+    if len(msg.samples) > MAX_STREAM_SAMPLES:
+        raise InvalidArgument("samples", f"at most {MAX_STREAM_SAMPLES} samples per report")
+    out = []
+    for i, sample in enumerate(msg.samples):
+        here = f"samples[{i}]"
+        if not sample.HasField("at"):
+            raise InvalidArgument(f"{here}.at", "is required")
+        at = v.instant(sample.at.seconds, sample.at.nanos, f"{here}.at")
+        v.recent(at, now, f"{here}.at", max_age_s=SAMPLE_MAX_AGE_S, max_ahead_s=SAMPLE_MAX_AHEAD_S)
+        fps = v.number(sample.fps, f"{here}.fps", 0, 1_000)
+        rtt = v.number(sample.rtt_ms, f"{here}.rtt_ms", 0, 60_000) if sample.HasField("rtt_ms") else None
+        out.append((at, fps, rtt))
+    return out
+
+
 def tier(value: int, field: str) -> tiers.Tier:
     if value not in TIER_FROM_PB:
         raise InvalidArgument(

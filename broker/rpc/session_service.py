@@ -16,6 +16,7 @@ from broker.lifecycle import EndReason, State
 from broker.rpc import convert, forward
 from broker.rpc import validate as v
 from broker.store import hosts as host_store
+from broker.store import metering as metering_store
 from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store
 
@@ -168,6 +169,26 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         reason = EndReason.ENDED_BY_VENUE if by_venue else EndReason.ENDED_BY_PATRON
         row = await session_store.end(self._pool, sid, reason, detail, token=token, check=self._tokens.check)
         return session_pb2.EndSessionResponse(session=convert.session(row))
+
+    async def ReportStreamStats(
+        self, request: session_pb2.ReportStreamStatsRequest, context: aio.ServicerContext
+    ) -> session_pb2.ReportStreamStatsResponse:
+        sid = v.session_id(request.session_id)
+        token = v.token(request.session_token)
+        samples = convert.stream_samples(request, dt.datetime.now(dt.UTC))
+        row = await session_store.get(self._pool, sid)
+        # The stream is the seat's (or its patron's), as for Negotiate: the venue's staff do not speak for it.
+        auth.caller().require_session(row, media=True)
+        self._tokens.check(row, token)
+        if row["state"] != State.STREAMING:
+            raise errors.FailedPrecondition(
+                f"session_id: the session is {row['state']}; report stream stats while it is STREAMING"
+            )
+        # What the seat saw before the broker had it STREAMING is not the stream the SLA promises.
+        kept = [s for s in samples if s[0] >= row["streaming_at"]]
+        if kept and not await metering_store.record_seat_samples(self._pool, sid, kept):
+            raise errors.FailedPrecondition("session_id: the session is no longer STREAMING")
+        return session_pb2.ReportStreamStatsResponse(accepted=len(kept))
 
     async def ListGames(
         self, request: session_pb2.ListGamesRequest, context: aio.ServicerContext

@@ -6,6 +6,7 @@ Pure: these take plain values, so they are tested without gRPC, and every RPC ru
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import uuid
 import zoneinfo
@@ -78,6 +79,26 @@ def int_range(value: int, field: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise InvalidArgument(field, f"must be between {lo} and {hi}")
     return value
+
+
+def number(value: float, field: str, lo: float, hi: float) -> float:
+    """A finite number in [lo, hi] (NaN and infinities refused)."""
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise InvalidArgument(field, f"must be a number between {lo:g} and {hi:g}")
+    return value
+
+
+def recent(
+    at: dt.datetime, now: dt.datetime, field: str, *, max_age_s: float, max_ahead_s: float
+) -> dt.datetime:
+    """A time a caller observed something: at most max_age_s before `now`, at most max_ahead_s after (clock skew)."""
+    if at < now - dt.timedelta(seconds=max_age_s):
+        raise InvalidArgument(field, f"must be within the last {max_age_s:g} s")
+    if at > now + dt.timedelta(seconds=max_ahead_s):
+        raise InvalidArgument(
+            field, f"is in the future (more than {max_ahead_s:g} s ahead of the broker's clock)"
+        )
+    return at
 
 
 def token(value: str, field: str = "session_token") -> str:

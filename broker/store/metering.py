@@ -39,6 +39,7 @@ def _metered(row: Mapping[str, Any]) -> metering.Metered:
         gpu_class=row["gpu_class"],
         slots=row["slots"],
         lease_id=row["lease_id"],
+        lease_slots=row["lease_slots"],
         placed_at=row["placed_at"],
         ended_at=row["ended_at"],
         usage_until=row["usage_until"],
@@ -100,7 +101,9 @@ async def _stats(
     rows = await conn.fetch(Q["stream_minutes_of"], [uuid.UUID(m.session_id) for m in sessions], since)
     out: dict[str, dict[dt.datetime, metering.MinuteStats]] = {}
     for r in rows:
-        out.setdefault(r["session_id"], {})[r["minute"]] = metering.MinuteStats(r["rtt_ms"], r["fps"])
+        out.setdefault(r["session_id"], {})[r["minute"]] = metering.MinuteStats(
+            r["rtt_ms"], r["fps"], r["seat_rtt_ms"], r["seat_fps"]
+        )
     return out
 
 
@@ -172,6 +175,24 @@ async def record_stream_samples(pool: asyncpg.Pool, samples: Sequence[tuple[str,
         await pool.execute(
             Q["stream_minutes_add"], [c[0] for c in clean], [c[1] for c in clean], [c[2] for c in clean]
         )
+
+
+async def record_seat_samples(
+    pool: asyncpg.Pool, session_id: uuid.UUID, samples: Sequence[tuple[dt.datetime, float, float | None]]
+) -> int:
+    """Add a seat's own samples (at, fps, rtt ms or None), already validated, to the minutes they were taken in, in
+    one statement, if the session is STREAMING; how many minutes were written (0: it no longer streams)."""
+    if not samples:
+        return 0
+    with translated():
+        rows = await pool.fetch(
+            Q["stream_minutes_add_seat"],
+            session_id,
+            [at for at, _, _ in samples],
+            [fps for _, fps, _ in samples],
+            [rtt for _, _, rtt in samples],
+        )
+    return len(rows)
 
 
 # -- reading: statements, the ledger, today's cost ----------------------------------------------------------------

@@ -14,7 +14,7 @@ import datetime as dt
 import asyncpg
 import grpc
 import pytest
-from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2
+from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
@@ -163,6 +163,73 @@ async def test_a_session_across_a_band_edge_is_billed_at_both_prices_to_the_seco
             " start_at, end_at, seconds, amount_micros FROM ledger WHERE session_id = $1::uuid LIMIT 1",
             sid,
         )
+
+
+async def test_a_session_partly_on_a_lease_is_billed_on_demand_for_the_slots_the_lease_does_not_pay(
+    world: BrokerClient, broker: Broker
+) -> None:
+    assert broker.pool is not None
+    await set_price(world, [])
+    now = dt.datetime.now(UTC)
+    # A 2-slot session on a 2-slot host, one of whose slots the cafe leases: placed with 1 slot on the lease.
+    async with ScriptedAgent(world, "host-1", slots=2):
+        await world.leases.CreateLease(
+            lease_pb2.CreateLeaseRequest(
+                lease_id="cafe-lease", venue_id="cafe", site_id="site-near", gpu_class="rtx4080", slots=1,
+                starts_at=ts(now - dt.timedelta(hours=1)), ends_at=ts(now + dt.timedelta(days=1)),
+                price_micros_per_slot_hour=500_000,
+            )
+        )  # fmt: skip
+        started = await world.start_session("cafe", "s1", "demo", slots=2)
+        sid = started.session.session_id
+        await world.wait_for(sid, S.SESSION_STATE_READY)
+        await world.end_session(sid, started.session_token)
+    row = await broker.pool.fetchrow(
+        "SELECT slots, lease_id, lease_slots FROM sessions WHERE session_id = $1::uuid", sid
+    )
+    assert tuple(row) == (2, "cafe-lease", 1)
+    hour = dt.datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    await move(broker.pool, sid, hour + dt.timedelta(seconds=10), hour + dt.timedelta(seconds=110))
+    await metering_store.meter(broker.pool, POLICY, now=later())
+    period = (hour, hour + dt.timedelta(hours=1))
+    entries = await ledger(world, *period, venue_id="cafe")
+    # One slot at the price in force, one as lease (paid by the lease: 0 here), over the same 100 seconds.
+    assert sorted(
+        (e.basis, e.lease_id, e.slots, e.price_micros_per_slot_hour, e.seconds, e.amount_micros)
+        for e in entries
+    ) == [
+        (billing_pb2.BASIS_ON_DEMAND, "", 1, BASE, 100, 100_000),
+        (billing_pb2.BASIS_LEASE, "cafe-lease", 1, 0, 100, 0),
+    ]
+    # The statement's lines are the ledger's sums, per basis.
+    st = await world.billing.GetStatement(
+        billing_pb2.GetStatementRequest(venue_id="cafe", start=ts(period[0]), end=ts(period[1]))
+    )
+    assert sorted(
+        (ln.basis, ln.price_micros_per_slot_hour, ln.seconds, ln.slot_seconds, ln.usage_micros)
+        for ln in st.lines
+    ) == [(billing_pb2.BASIS_ON_DEMAND, BASE, 100, 100, 100_000), (billing_pb2.BASIS_LEASE, 0, 100, 100, 0)]
+    assert st.total_micros == sum(e.amount_micros for e in entries) == 100_000
+    # Metering again writes nothing twice; the database refuses a second of a part billed twice, and a slot billed
+    # on both bases (the whole session on demand while its lease part is billed).
+    await metering_store.meter(broker.pool, POLICY, now=later())
+    assert len(await ledger(world, *period, venue_id="cafe")) == 2
+    insert = (
+        "INSERT INTO ledger (session_id, venue_id, provider_id, host_id, site_id, gpu_class, slots, kind, basis,"
+        " lease_id, price_micros, start_at, end_at, seconds, amount_micros)"
+        " SELECT session_id, venue_id, provider_id, host_id, site_id, gpu_class, $2, kind, basis, lease_id,"
+        " price_micros, start_at + $4::interval, end_at + $4::interval, seconds, amount_micros FROM ledger"
+        " WHERE session_id = $1::uuid AND basis = $3"
+    )
+    for basis in ("on_demand", "lease"):
+        with pytest.raises(asyncpg.ExclusionViolationError):
+            await broker.pool.execute(insert, sid, 1, basis, dt.timedelta(0))
+    with pytest.raises(asyncpg.ExclusionViolationError):
+        async with broker.pool.acquire() as conn, conn.transaction():
+            # Later seconds (test data): both slots on demand, then the lease's slot too would be three.
+            await conn.execute(insert, sid, 2, "on_demand", dt.timedelta(hours=1))
+            await conn.execute(insert, sid, 1, "lease", dt.timedelta(hours=1))
+    assert len(await ledger(world, *period, venue_id="cafe")) == 2
 
 
 async def test_placement_sees_the_price_in_force_now(world: BrokerClient, broker: Broker) -> None:

@@ -97,7 +97,7 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
         epoch = await b.online(world, "agent-1")
         async with b.kiosk(f"127.0.0.1:{broker.port}") as kiosk, b.chromium() as chromium:
             page = await b.seat_page(chromium, kiosk.url)
-            await page.goto(kiosk.url)
+            await page.goto(f"{kiosk.url}?report_every_ms=1000")  # the page reports its stats every second
             await b.wait_state(page, ["idle"], 15)
 
             # 1. Through the picker to a playing stream.
@@ -110,6 +110,15 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             assert (
                 stats["codec"] == "H264"
             )  # the agent's "auto" answers Chromium's offer with H.264, and it decodes
+            # The page's own fps and RTT reached the broker through the kiosk, for the SLA.
+            await page.wait_for_function("() => cloudseat.stats.statsReported > 0")
+            assert broker.pool is not None
+            seat_minutes = await broker.pool.fetch(
+                "SELECT seat_samples, seat_fps_sum, seat_rtt_samples FROM stream_minutes"
+                " WHERE session_id = $1::uuid AND seat_samples > 0",
+                session_id,
+            )
+            assert seat_minutes and all(r["seat_fps_sum"] > 0 for r in seat_minutes), seat_minutes
 
             # 2. A key changes the picture: the player takes the key's colour.
             before = await page.evaluate(PLAYER_PROBE)

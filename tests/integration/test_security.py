@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,12 @@ async def test_every_rpc_refuses_other_tenants(
             (seat2, lambda c: c.end_session(sid, token)),
             # A patron's token opens only its own session.
             (seat1, lambda c: c.end_session(theirs.session.session_id, token)),
+        ],
+        "SessionService/ReportStreamStats": [
+            # The stream is the seat's: not the venue's staff, nor the neighbouring seat even with the token.
+            (cafe, lambda c: c.report_stream_stats(sid, token, [(time.time(), 60.0, None)])),
+            (seat2, lambda c: c.report_stream_stats(sid, token, [(time.time(), 60.0, None)])),
+            (rival, lambda c: c.report_stream_stats(sid, token, [(time.time(), 60.0, None)])),
         ],
         "SessionService/ListGames": [],  # the catalogue is public to every authenticated caller
         "VenueService/CreateVenue": [

@@ -78,6 +78,7 @@ async def test_headless_client_plays_sends_input_and_ends(
         f"127.0.0.1:{broker.port}",
         *("--venue", "cafe", "--seat", "s1", "--zone", "std", "--game", "demo"),
         *("--headless", "--duration", "4", "--stats-every", "0.5", "--json", str(out_json)),
+        *("--report-every", "1"),
     )
     code, out, err = await _finish(proc)
     assert code == 0, out + err
@@ -98,6 +99,14 @@ async def test_headless_client_plays_sends_input_and_ends(
     assert result["capture_to_decoded_ms_p50"] is not None and result["session_ready_ms_p50"] is not None
     assert len(result["sessions"]) == 1 and result["resumes"] == 0 and result["reconnects"] == 0
     assert result["samples"] and all("fps" in s for s in result["samples"])
+    # The seat reported its own stats windows, and the broker keeps them for the SLA.
+    assert result["stats_reported"] > 0, err
+    assert broker.pool is not None
+    seat_samples = await broker.pool.fetchval(
+        "SELECT coalesce(sum(seat_samples), 0) FROM stream_minutes WHERE session_id = $1::uuid",
+        result["sessions"][0]["session_id"],
+    )
+    assert seat_samples == result["stats_reported"]
     # Ended cleanly, by the patron.
     session = await _ended(world, result["sessions"][0]["session_id"])
     assert (

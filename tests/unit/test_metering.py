@@ -37,7 +37,7 @@ def session(
 ) -> m.Metered:
     fields: dict[str, object] = dict(
         session_id="s1", venue_id="cafe", provider_id="prov", host_id="h1", site_id="site", gpu_class="rtx",
-        slots=slots, lease_id=None, placed_at=placed, ended_at=ended, usage_until=None, sla_until=None,
+        slots=slots, lease_id=None, lease_slots=0, placed_at=placed, ended_at=ended, usage_until=None, sla_until=None,
         schedule=schedule, latency_cap_ms=30, tier_fps=60,
     )  # fmt: skip
     fields.update(kw)
@@ -125,6 +125,20 @@ def test_sla_minutes_are_flagged_from_the_streams_means() -> None:
     assert m.minute_flagged(m.MinuteStats(rtt_ms=5, fps=53.9), 30, 60, 90)
 
 
+def test_a_minute_is_flagged_by_the_agents_means_or_the_seats() -> None:
+    fine, cap, fps, floor = dict(rtt_ms=5.0, fps=60.0), 30, 60, 90
+    assert not m.minute_flagged(m.MinuteStats(**fine, seat_rtt_ms=30, seat_fps=54), cap, fps, floor)
+    # The agent saw a fine stream; the patron did not (fps, or the network round trip): flagged.
+    assert m.minute_flagged(m.MinuteStats(**fine, seat_fps=20), cap, fps, floor)
+    assert m.minute_flagged(m.MinuteStats(**fine, seat_rtt_ms=31, seat_fps=60), cap, fps, floor)
+    # The seat saw a fine stream; the agent did not: flagged all the same.
+    assert m.minute_flagged(m.MinuteStats(rtt_ms=80, fps=60, seat_rtt_ms=5, seat_fps=60), cap, fps, floor)
+    # Only one side reported: judged on that side alone (a seat that knew no RTT is judged on its fps).
+    assert m.minute_flagged(m.MinuteStats(None, None, seat_fps=53.9), cap, fps, floor)
+    assert not m.minute_flagged(m.MinuteStats(None, None, seat_rtt_ms=None, seat_fps=60), cap, fps, floor)
+    assert not m.minute_flagged(m.MinuteStats(None, None), cap, fps, floor)
+
+
 def test_flagged_minutes_are_credited_at_the_configured_rate() -> None:
     s = session(local(17, 58, 30), local(18, 1, 10))
     bad = {local(17, 58): m.MinuteStats(50, 60), local(18, 0): m.MinuteStats(5, 20)}
@@ -141,11 +155,36 @@ def test_flagged_minutes_are_credited_at_the_configured_rate() -> None:
 
 
 def test_leased_sessions_are_metered_at_no_charge() -> None:
-    s = session(local(17, 0), local(17, 10), lease_id="L1")
+    s = session(local(17, 0), local(17, 10), lease_id="L1", lease_slots=1)
     entries, _ = m.usage(s, local(18, 0))
     assert [(e.basis, e.lease_id, e.price_micros, e.amount_micros, e.seconds) for e in entries] == [
         (m.LEASE, "L1", 0, 0, 600)
     ]
+
+
+def test_a_partly_leased_session_is_billed_on_demand_for_the_slots_the_lease_does_not_pay() -> None:
+    # 3 slots, 1 of them leased, across the 18:00 band edge.
+    s = session(local(17, 59, 30), local(18, 0, 45), slots=3, lease_id="L1", lease_slots=1)
+    entries, _ = m.usage(s, local(19, 0))
+    assert sorted(
+        (e.start, e.basis, e.lease_id, e.slots, e.price_micros, e.amount_micros) for e in entries
+    ) == [
+        (local(17, 59, 30), m.LEASE, "L1", 1, 0, 0),
+        (local(17, 59, 30), m.ON_DEMAND, None, 2, BASE, 60_000),  # 2 slots, 30 s at 1000 micros/s
+        (local(18, 0), m.LEASE, "L1", 1, 0, 0),
+        (local(18, 0), m.ON_DEMAND, None, 2, PEAK, 180_000),  # 2 slots, 45 s at 2000 micros/s
+    ]
+    # A flagged minute is credited on each part at its own price: nothing on the leased slot.
+    bad = {local(18, 0): m.MinuteStats(50, 60)}
+    credits, _ = m.sla_credits(s, bad, local(19, 0), m.Policy(sla_settle_s=15, credit_pct=100))
+    assert sorted((c.basis, c.slots, c.seconds, c.amount_micros) for c in credits) == [
+        (m.LEASE, 1, 45, 0),
+        (m.ON_DEMAND, 2, 45, -180_000),
+    ]
+    # A lease's slots are 1..slots, and only with a lease (the database's session_lease_slots).
+    for lease_id, lease_slots in (("L1", 0), ("L1", 4), (None, 1)):
+        with pytest.raises(ValueError):
+            session(local(17, 0), None, slots=3, lease_id=lease_id, lease_slots=lease_slots)
 
 
 # -- property: statements equal ledger sums over random session histories ----------------------------------------
@@ -181,12 +220,15 @@ def histories(
         placed = T0 + dt.timedelta(seconds=draw(st.integers(0, 2 * 86_400)))
         length = draw(st.integers(0, 30 * 3600))
         sid = f"s{i}"
+        slots = draw(st.integers(1, 8))
+        lease_id = draw(st.sampled_from([None, None, "L1"]))
+        # On a lease, wholly or partly (the lease pays 1..slots of its slots).
+        lease_slots = 0 if lease_id is None else draw(st.integers(1, slots))
         sessions.append(
             session(
-                placed, placed + dt.timedelta(seconds=length), slots=draw(st.integers(1, 8)), schedule=schedule,
+                placed, placed + dt.timedelta(seconds=length), slots=slots, schedule=schedule,
                 session_id=sid, venue_id=draw(st.sampled_from(["cafe", "hotel"])),
-                provider_id=draw(st.sampled_from(["p", "q"])),
-                lease_id=draw(st.sampled_from([None, None, "L1"])),
+                provider_id=draw(st.sampled_from(["p", "q"])), lease_id=lease_id, lease_slots=lease_slots,
             )
         )  # fmt: skip
         minutes = length // 60 + 1
@@ -227,19 +269,30 @@ def test_statements_equal_ledger_sums_over_random_session_histories(
     assert sorted(ledger, key=repr) == sorted(_meter(sessions, [], stats), key=repr)
     for s in sessions:
         assert s.ended_at is not None
-        used = sorted(
-            (e for e in ledger if e.session_id == s.session_id and e.kind == m.USAGE), key=lambda e: e.start
+        held = int((s.ended_at - s.placed_at).total_seconds())
+        mine = [e for e in ledger if e.session_id == s.session_id]
+        # The leased slots are billed as lease at no charge, the rest on demand at the price in force: each part
+        # with its own slots, the two together the session's.
+        part_slots = {m.LEASE: s.lease_slots, m.ON_DEMAND: s.slots - s.lease_slots}
+        lease_of = {m.LEASE: s.lease_id, m.ON_DEMAND: None}
+        assert {(e.basis, e.lease_id, e.slots) for e in mine} == (
+            {(b, lease_of[b], n) for b, n in part_slots.items() if n} if held else set()
         )
-        # Usage tiles the session's slot time exactly: no second twice, none missed; no entry crosses an hour.
-        assert [e.start for e in used[1:]] == [e.end for e in used[:-1]]
-        assert sum(e.seconds for e in used) == (s.ended_at - s.placed_at).total_seconds()
-        assert all(e.end <= m.next_boundary(e.start, s.schedule) for e in used)
-        # Each entry rounds down by under a micro.
-        exact = sum(Fraction(e.price_micros * e.slots * e.seconds, 3600) for e in used)
-        assert 0 <= exact - sum(e.amount_micros for e in used) < max(1, len(used))
-        credits = [e for e in ledger if e.session_id == s.session_id and e.kind == m.CREDIT]
-        assert all(e.amount_micros <= 0 for e in credits)
-        assert sum(-e.amount_micros for e in credits) <= sum(e.amount_micros for e in used) + len(credits)
+        assert all(e.price_micros == 0 for e in mine if e.basis == m.LEASE)
+        assert all(e.price_micros == s.schedule.price_at(e.start) for e in mine if e.basis == m.ON_DEMAND)
+        assert sum(e.seconds * e.slots for e in mine if e.kind == m.USAGE) == held * s.slots
+        for basis in (m.LEASE, m.ON_DEMAND):
+            used = sorted((e for e in mine if e.kind == m.USAGE and e.basis == basis), key=lambda e: e.start)
+            # Usage tiles each part's slot time exactly: no second twice, none missed; no entry crosses an hour.
+            assert [e.start for e in used[1:]] == [e.end for e in used[:-1]]
+            assert sum(e.seconds for e in used) == (held if part_slots[basis] else 0)
+            assert all(e.end <= m.next_boundary(e.start, s.schedule) for e in used)
+            # Each entry rounds down by under a micro.
+            exact = sum(Fraction(e.price_micros * e.slots * e.seconds, 3600) for e in used)
+            assert 0 <= exact - sum(e.amount_micros for e in used) < max(1, len(used))
+            credits = [e for e in mine if e.kind == m.CREDIT and e.basis == basis]
+            assert all(e.amount_micros <= 0 for e in credits)
+            assert sum(-e.amount_micros for e in credits) <= sum(e.amount_micros for e in used) + len(credits)
     start, end = T0 - dt.timedelta(days=1), T0 + dt.timedelta(days=40)
     whole = m.statement(ledger, start, end)
     assert whole.total_micros == sum(e.amount_micros for e in ledger)
@@ -263,3 +316,5 @@ def test_statements_equal_ledger_sums_over_random_session_histories(
             == (line.site_id, line.gpu_class, line.basis, line.price_micros)
         ]  # fmt: skip
         assert line.total_micros == sum(e.amount_micros for e in mine)
+        assert line.slot_seconds == sum(e.seconds * e.slots for e in mine if e.kind == m.USAGE)
+        assert line.credited_seconds == sum(e.seconds for e in mine if e.kind == m.CREDIT)

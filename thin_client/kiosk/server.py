@@ -15,6 +15,8 @@ browser's WebRTC stack connects straight to the agent; only the offer and the an
     POST /api/sessions/{id}/negotiate    {"sdp": offer} -> {"sdp": answer}
     POST /api/sessions/{id}/resume       a lost session's successor at the front of the queue -> 201 {"session"}
     POST /api/sessions/{id}/end          -> {"session"}
+    POST /api/sessions/{id}/stats        {"samples": [{"at_ms", "fps", "rtt_ms"?}, ...]} -> {"accepted"}: the page's
+                                         getStats windows, relayed to the broker (ReportStreamStats) for the SLA
 
 Errors are JSON ``{"error": one line that says what to fix, "field": what it is about}`` with a fitting status:
 400 malformed input (nothing is sent to the broker), 403 a request from another origin, 404 an unknown id, 409 a
@@ -34,6 +36,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import re
 import signal
@@ -427,6 +430,7 @@ class Kiosk:
         r.add_post("/api/sessions/{session_id}/negotiate", self._negotiate)
         r.add_post("/api/sessions/{session_id}/resume", self._resume)
         r.add_post("/api/sessions/{session_id}/end", self._end)
+        r.add_post("/api/sessions/{session_id}/stats", self._stats)
 
     async def __aenter__(self) -> Kiosk:
         await self.start()
@@ -701,6 +705,49 @@ class Kiosk:
         assert session is not None
         log.info("session ended at the seat", session_id=session_id)
         return web.json_response({"session": session_json(session_pb2.SessionUpdate(session=session))})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        session_id, seat = self._known(request)
+        body = await _json_body(request, MAX_STATS_BODY_BYTES)
+        samples = _stats_samples(body)
+        self._current_only(session_id, seat)
+        try:
+            accepted = await seat.report_stats(samples)
+        except SeatError as exc:
+            # The page carries on either way; the seat's log says why its evidence did not count.
+            log.warning("stream stats not reported", session_id=session_id, error=str(exc))
+            raise _from_seat_error(exc, self.cfg.seat) from None
+        return web.json_response({"accepted": accepted})
+
+
+MAX_STATS_BODY_BYTES: Final = 16 * 1024
+_MAX_STATS_SAMPLES: Final = 60
+
+
+def _number(value: Any, field: str) -> float:
+    # bool is an int to Python, and json.loads takes NaN and Infinity: none of them is a measurement.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(400, f"{field}: must be a finite number", field)
+    return float(value)
+
+
+def _stats_samples(body: dict[str, Any]) -> list[tuple[float, float, float | None]]:
+    """The page's samples as (at, Unix seconds; fps; rtt ms or None). Their shape is checked here; their ranges and
+    times by the broker, which names the field the same way."""
+    raw = body.get("samples")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "samples: must be a non-empty list", "samples")
+    if len(raw) > _MAX_STATS_SAMPLES:
+        raise ApiError(400, f"samples: at most {_MAX_STATS_SAMPLES} per report", "samples")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"samples[{i}]: must be an object", f"samples[{i}]")
+        at_ms = _number(item.get("at_ms"), f"samples[{i}].at_ms")
+        fps = _number(item.get("fps"), f"samples[{i}].fps")
+        rtt = item.get("rtt_ms")
+        out.append((at_ms / 1000, fps, None if rtt is None else _number(rtt, f"samples[{i}].rtt_ms")))
+    return out
 
 
 def _explained(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:

@@ -3,8 +3,10 @@
 --   * nothing in ledger is ever changed or removed                    (triggers ledger_append_only, ledger_no_truncate)
 --   * an entry is whole seconds, its seconds match its interval, usage never negative, credits never positive
 --     (checks on ledger)
---   * a session's entries of one kind never overlap: no second is billed (or credited) twice (trigger ledger_no_overlap,
---     and the metering cursor's compare-and-set in broker/store/metering.py)
+--   * a session's entries of one kind and basis never overlap: no second of a part (its leased slots, its slots on
+--     demand) is billed (or credited) twice; entries of the two parts of a partly leased session cover the same
+--     seconds, but never more slots than the session holds (trigger ledger_no_overlap, and the metering cursor's
+--     compare-and-set in broker/store/metering.py: one cursor per session, both parts written with it)
 --   * every ledger entry is audited, atomically with it (trigger ledger_audit)
 --   * every placed session has a metering cursor from the moment it is placed (trigger sessions_metering)
 
@@ -73,7 +75,7 @@ CREATE TABLE ledger (
 );
 CREATE INDEX ledger_venue_start ON ledger (venue_id, start_at);
 CREATE INDEX ledger_provider_start ON ledger (provider_id, start_at);
-CREATE INDEX ledger_session_start ON ledger (session_id, kind, start_at);
+CREATE INDEX ledger_session_start ON ledger (session_id, kind, basis, start_at);
 
 CREATE FUNCTION ledger_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -84,12 +86,25 @@ CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE ON ledger
 CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse();
 
+-- A session placed partly on a lease (sessions.lease_slots < slots) has two parts, each metered on its own basis:
+-- its leased slots (`lease`) and the rest (`on_demand`). Each part's entries tile its time; together, the entries
+-- of one kind covering a second never hold more slots than the session (so no slot is billed on both bases).
 CREATE FUNCTION ledger_no_overlap() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM ledger l
-               WHERE l.session_id = NEW.session_id AND l.kind = NEW.kind
+               WHERE l.session_id = NEW.session_id AND l.kind = NEW.kind AND l.basis = NEW.basis
                  AND l.start_at < NEW.end_at AND l.end_at > NEW.start_at) THEN
-        RAISE EXCEPTION 'ledger: session % already has a % entry overlapping [%, %)',
+        RAISE EXCEPTION 'ledger: session % already has a % % entry overlapping [%, %)',
+            NEW.session_id, NEW.basis, NEW.kind, NEW.start_at, NEW.end_at
+            USING ERRCODE = 'exclusion_violation', CONSTRAINT = 'ledger_no_overlap';
+    END IF;
+    -- The other basis's entries overlapping this one do not overlap each other (the rule above), so the most slots
+    -- billed at any second of it is this entry's plus the largest of theirs.
+    IF NEW.slots + coalesce((SELECT max(l.slots) FROM ledger l
+                             WHERE l.session_id = NEW.session_id AND l.kind = NEW.kind AND l.basis <> NEW.basis
+                               AND l.start_at < NEW.end_at AND l.end_at > NEW.start_at), 0)
+       > (SELECT s.slots FROM sessions s WHERE s.session_id = NEW.session_id) THEN
+        RAISE EXCEPTION 'ledger: session % would hold more slots in % entries than it has over [%, %)',
             NEW.session_id, NEW.kind, NEW.start_at, NEW.end_at
             USING ERRCODE = 'exclusion_violation', CONSTRAINT = 'ledger_no_overlap';
     END IF;

@@ -1,8 +1,8 @@
 -- name: metering_due
 -- Sessions with something to meter by $1 (at most $2), as broker.metering.Metered needs them, locked against a
--- concurrent price change's close. lease_id NULL: on-demand.
+-- concurrent price change's close. lease_id NULL: on-demand; else the lease pays lease_slots of the slots.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
@@ -19,7 +19,7 @@ FOR UPDATE OF c SKIP LOCKED;
 -- name: metering_open_at_price
 -- The live sessions on a site's GPU class, with the schedule in force until now, for a price change to close.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
@@ -34,7 +34,7 @@ FOR UPDATE OF c;
 -- name: metering_live
 -- The live (not ended) sessions of a venue or provider, for the running accrual not yet in the ledger.
 SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.latency_cap_ms, s.tier,
+       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
        date_trunc('second', s.placed_at) AS placed_at, NULL::timestamptz AS ended_at,
        c.usage_until, c.sla_until,
        coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
@@ -50,8 +50,11 @@ WHERE NOT c.done AND s.state <> 'ENDED'
 SELECT clock_timestamp() AS now;
 
 -- name: stream_minutes_of
--- The stats of these sessions' minutes from $2 on (means of the heartbeats of each minute).
-SELECT session_id::text AS session_id, minute, rtt_ms_sum / samples AS rtt_ms, fps_sum / samples AS fps
+-- The stats of these sessions' minutes from $2 on: the means of the agent's heartbeats and of the seat's reports of
+-- each minute, NULL where that side sent none.
+SELECT session_id::text AS session_id, minute,
+       rtt_ms_sum / nullif(samples, 0) AS rtt_ms, fps_sum / nullif(samples, 0) AS fps,
+       seat_rtt_ms_sum / nullif(seat_rtt_samples, 0) AS seat_rtt_ms, seat_fps_sum / nullif(seat_samples, 0) AS seat_fps
 FROM stream_minutes WHERE session_id = ANY($1::uuid[]) AND minute >= $2;
 
 -- name: metering_advance
@@ -83,6 +86,22 @@ GROUP BY u.session_id
 ON CONFLICT (session_id, minute) DO UPDATE
 SET samples = m.samples + excluded.samples, rtt_ms_sum = m.rtt_ms_sum + excluded.rtt_ms_sum,
     fps_sum = m.fps_sum + excluded.fps_sum;
+
+-- name: stream_minutes_add_seat
+-- A seat's samples ($2 at, $3 fps, $4 rtt ms or NULL) of session $1 into the minutes they were taken in, if it is
+-- STREAMING; the minutes written.
+INSERT INTO stream_minutes AS m (session_id, minute, samples, rtt_ms_sum, fps_sum, seat_samples, seat_fps_sum,
+                                 seat_rtt_samples, seat_rtt_ms_sum)
+SELECT s.session_id, date_trunc('minute', u.at), 0, 0, 0, count(*), sum(u.fps), count(u.rtt_ms),
+       coalesce(sum(u.rtt_ms), 0)
+FROM unnest($2::timestamptz[], $3::float8[], $4::float8[]) AS u(at, fps, rtt_ms)
+JOIN sessions s ON s.session_id = $1 AND s.state = 'STREAMING'
+GROUP BY s.session_id, date_trunc('minute', u.at)
+ON CONFLICT (session_id, minute) DO UPDATE
+SET seat_samples = m.seat_samples + excluded.seat_samples, seat_fps_sum = m.seat_fps_sum + excluded.seat_fps_sum,
+    seat_rtt_samples = m.seat_rtt_samples + excluded.seat_rtt_samples,
+    seat_rtt_ms_sum = m.seat_rtt_ms_sum + excluded.seat_rtt_ms_sum
+RETURNING m.minute;
 
 -- name: statement_lines
 -- A statement's lines: the entries that start in [$3, $4) of a venue ($1) and/or a provider ($2).

@@ -1,4 +1,7 @@
+import datetime
+
 from cloudseat.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from cloudseat.v1 import fleet_pb2 as _fleet_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -121,6 +124,32 @@ class EndSessionResponse(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ...) -> None: ...
+
+class ReportStreamStatsRequest(_message.Message):
+    __slots__ = ("session_id", "session_token", "samples")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    session_token: str
+    samples: _containers.RepeatedCompositeFieldContainer[StreamSample]
+    def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[StreamSample, _Mapping]]] = ...) -> None: ...
+
+class StreamSample(_message.Message):
+    __slots__ = ("at", "fps", "rtt_ms")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    FPS_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    fps: float
+    rtt_ms: float
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fps: _Optional[float] = ..., rtt_ms: _Optional[float] = ...) -> None: ...
+
+class ReportStreamStatsResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class ListGamesRequest(_message.Message):
     __slots__ = ()

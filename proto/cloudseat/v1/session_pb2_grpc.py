@@ -64,6 +64,11 @@ class SessionServiceStub(object):
                 request_serializer=cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.SerializeToString,
                 response_deserializer=cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.FromString,
                 _registered_method=True)
+        self.ReportStreamStats = channel.unary_unary(
+                '/cloudseat.v1.SessionService/ReportStreamStats',
+                request_serializer=cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsRequest.SerializeToString,
+                response_deserializer=cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer(object):
@@ -113,6 +118,16 @@ class SessionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportStreamStats(self, request, context):
+        """The seat's own view of the stream (what the patron sees), a few samples at a time while it plays. They count
+        for the SLA beside the agent's: a minute is flagged when either side's means fall below the zone's promise.
+        Only the seat that owns the session (or its patron), with the session token, and only while it is STREAMING
+        (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +160,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListGames,
                     request_deserializer=cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.FromString,
                     response_serializer=cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.SerializeToString,
+            ),
+            'ReportStreamStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStreamStats,
+                    request_deserializer=cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsRequest.FromString,
+                    response_serializer=cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +329,33 @@ class SessionService(object):
             '/cloudseat.v1.SessionService/ListGames',
             cloudseat_dot_v1_dot_session__pb2.ListGamesRequest.SerializeToString,
             cloudseat_dot_v1_dot_session__pb2.ListGamesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStreamStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudseat.v1.SessionService/ReportStreamStats',
+            cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsRequest.SerializeToString,
+            cloudseat_dot_v1_dot_session__pb2.ReportStreamStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

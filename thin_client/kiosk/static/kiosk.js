@@ -8,6 +8,7 @@
 
 import { SeatProtocol } from "./protocol.js";
 
+const params = new URLSearchParams(location.search);
 const RECONNECT_DELAYS_MS = [0, 500, 1000, 2000, 4000]; // one try per entry, then the page gives up
 const DISCONNECTED_GRACE_MS = 2000; // ICE "disconnected" this long counts as lost
 const STALL_MS = 3000; // no new frame this long while playing counts as lost
@@ -15,6 +16,9 @@ const GATHER_TIMEOUT_MS = 5000; // non-trickle ICE: the offer goes when gatherin
 const FIRST_FRAME_TIMEOUT_MS = 15000;
 const MAX_RESUMES = 3; // a session lost this many times in a row is not resumed again
 const STATS_EVERY_MS = 1000;
+// How often the page's stats windows go to the broker (through the kiosk) to count for the SLA; ?report_every_ms=.
+const REPORT_EVERY_MS = Number(params.get("report_every_ms")) || 10000;
+const MAX_REPORT = 60; // samples per report, as the broker takes them
 const CLOCK_SYNC_EVERY_MS = 20000;
 const MAX_SAMPLES = 20000; // per series; the oldest go first
 const MAX_PENDING_INPUTS = 4096;
@@ -22,7 +26,6 @@ const LIVE_WINDOW = 300; // the overlay's percentiles: over this many recent sam
 const WARNING_SHOWN_MS = 30000;
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
 
 // -- the public object ----------------------------------------------------------------------------------------
 
@@ -58,6 +61,7 @@ const emptyStats = () => ({
   resumes: 0,
   clockOffsetMs: null,
   clockRttMs: null,
+  statsReported: 0,
 });
 
 const cloudseat = {
@@ -624,7 +628,12 @@ async function pollStats() {
     if (dt > 0) {
       st.fps = frames / dt;
       st.bitrateKbps = ((inbound.bytesReceived - previous.bytesReceived) * 8) / dt / 1000;
-      if (cloudseat.state === "playing") push("fps", st.fps);
+      if (cloudseat.state === "playing") {
+        push("fps", st.fps);
+        // The seat's own view for the SLA: its fps, and the network round trip (what the zone's cap promises).
+        unreported.push({ at_ms: Date.now(), fps: st.fps, rtt_ms: rtt === undefined ? null : rtt * 1000 });
+        if (unreported.length > MAX_REPORT) unreported.shift();
+      }
     }
     const emitted = inbound.jitterBufferEmittedCount - previous.jitterBufferEmittedCount;
     if (emitted > 0) {
@@ -658,6 +667,25 @@ setInterval(async () => {
   if (link && performance.now() - clock.lastSync > CLOCK_SYNC_EVERY_MS) syncClock().catch(() => {});
   renderOverlay();
 }, STATS_EVERY_MS);
+
+// Every REPORT_EVERY_MS: the windows since the last report, to the kiosk (which relays them with the seat's
+// credentials). A failure is the kiosk's to log; the play goes on and those windows are dropped.
+let unreported = [];
+
+async function reportStats() {
+  const session = cloudseat.session;
+  const batch = unreported;
+  unreported = [];
+  if (!batch.length || !session || session.state !== "STREAMING") return;
+  try {
+    const { accepted } = await api("POST", `/api/sessions/${session.session_id}/stats`, { samples: batch });
+    cloudseat.stats.statsReported += accepted;
+  } catch {
+    // not reported: the kiosk's log says why
+  }
+}
+
+setInterval(reportStats, REPORT_EVERY_MS);
 
 function renderOverlay() {
   const s = cloudseat.stats;
