@@ -31,7 +31,7 @@ def _metered(row: Mapping[str, Any]) -> metering.Metered:
     except ValueError:
         fps = 0
     return metering.Metered(
-        session_id=row["session_id"],
+        session_id=str(row["session_id"]),
         venue_id=row["venue_id"],
         provider_id=row["provider_id"],
         host_id=row["host_id"],

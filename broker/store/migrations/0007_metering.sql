@@ -31,12 +31,7 @@ RETURNS bigint LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         base)
 $$;
 
--- Each site's class price in force now (placement reads it: broker/store/sql/placement.sql).
-CREATE VIEW prices_now AS
-SELECT site_id, gpu_class, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_micros
-FROM prices;
-
--- A host's price is the one in force now (GetHost, ListHosts, the consoles), as placement and metering use it.
+-- A host's price is the one in force now (placement, GetHost, ListHosts, the consoles), as metering uses it.
 CREATE OR REPLACE VIEW host_view AS
 SELECT h.host_id, h.provider_id, h.site_id, h.gpu_class, h.slots, h.free_slots, h.games_cached, h.gpus,
        h.media_addresses, h.agent_version, h.epoch, h.status, h.drained, h.draining, h.cpu_load, h.gpu_load,
@@ -167,3 +162,15 @@ CREATE TABLE stream_minutes (
     fps_sum     double precision NOT NULL CHECK (fps_sum >= 0),
     PRIMARY KEY (session_id, minute)
 );
+
+-- A placed session as the meter sees it (broker.metering.Metered): who pays whom, its slots and lease share, its
+-- zone's promise, and its site's price schedule (the host's declared price where the site has none).
+CREATE VIEW metered_sessions AS
+SELECT s.session_id, s.state, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
+       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
+       date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
+       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
+       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
+FROM sessions s
+JOIN hosts h ON h.host_id = s.host_id
+LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class;

@@ -1,16 +1,7 @@
 -- name: metering_due
--- Sessions with something to meter by $1 (at most $2), as broker.metering.Metered needs them, locked against a
--- concurrent price change's close. lease_id NULL: on-demand; else the lease pays lease_slots of the slots.
-SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
-       date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
-       c.usage_until, c.sla_until,
-       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
-       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
-FROM metering_cursor c
-JOIN sessions s USING (session_id)
-JOIN hosts h ON h.host_id = s.host_id
-LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
+-- Sessions with something to meter by $1 (at most $2), locked against a concurrent price change's close.
+SELECT m.*, c.usage_until, c.sla_until
+FROM metering_cursor c JOIN metered_sessions m USING (session_id)
 WHERE NOT c.done AND c.next_due_at <= $1
 ORDER BY c.next_due_at
 LIMIT $2
@@ -18,33 +9,17 @@ FOR UPDATE OF c SKIP LOCKED;
 
 -- name: metering_open_at_price
 -- The live sessions on a site's GPU class, with the schedule in force until now, for a price change to close.
-SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
-       date_trunc('second', s.placed_at) AS placed_at, date_trunc('second', s.ended_at) AS ended_at,
-       c.usage_until, c.sla_until,
-       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
-       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
-FROM metering_cursor c
-JOIN sessions s USING (session_id)
-JOIN hosts h ON h.host_id = s.host_id
-LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
-WHERE NOT c.done AND s.site_id = $1 AND h.gpu_class = $2
+SELECT m.*, c.usage_until, c.sla_until
+FROM metering_cursor c JOIN metered_sessions m USING (session_id)
+WHERE NOT c.done AND m.site_id = $1 AND m.gpu_class = $2
 FOR UPDATE OF c;
 
 -- name: metering_live
 -- The live (not ended) sessions of a venue or provider, for the running accrual not yet in the ledger.
-SELECT s.session_id::text AS session_id, s.venue_id, h.provider_id, s.host_id, s.site_id, h.gpu_class, s.slots,
-       s.lease_id, s.lease_slots, s.latency_cap_ms, s.tier,
-       date_trunc('second', s.placed_at) AS placed_at, NULL::timestamptz AS ended_at,
-       c.usage_until, c.sla_until,
-       coalesce(p.price_micros, h.declared_price_micros) AS base_micros,
-       coalesce(p.bands, '[]'::jsonb) AS bands, coalesce(p.utc_offset_minutes, 0) AS utc_offset_minutes
-FROM metering_cursor c
-JOIN sessions s USING (session_id)
-JOIN hosts h ON h.host_id = s.host_id
-LEFT JOIN prices p ON p.site_id = s.site_id AND p.gpu_class = h.gpu_class
-WHERE NOT c.done AND s.state <> 'ENDED'
-  AND ($1::text IS NULL OR s.venue_id = $1) AND ($2::text IS NULL OR h.provider_id = $2);
+SELECT m.*, c.usage_until, c.sla_until
+FROM metering_cursor c JOIN metered_sessions m USING (session_id)
+WHERE NOT c.done AND m.state <> 'ENDED'
+  AND ($1::text IS NULL OR m.venue_id = $1) AND ($2::text IS NULL OR m.provider_id = $2);
 
 -- name: metering_clock
 SELECT clock_timestamp() AS now;

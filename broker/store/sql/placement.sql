@@ -7,17 +7,14 @@ ORDER BY resumes IS NULL, created_at, session_id
 LIMIT $1;
 
 -- name: candidate_hosts
--- price_micros: the site's class price in force now, its time-of-day band (prices_now, migration 0007), else the
+-- price_micros: the site's class price in force now, its time-of-day band (host_view, migration 0007), else the
 -- host's declared price.
-SELECT host_id, site_id, gpu_class, free_slots, slots, coalesce(pn.price_micros, v.price_micros) AS price_micros,
-       games_cached, drained OR draining AS drained
-FROM host_view v LEFT JOIN prices_now pn USING (site_id, gpu_class) WHERE status = 'online';
+SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
+FROM host_view WHERE status = 'online';
 
 -- name: hosts_by_id
-SELECT host_id, site_id, gpu_class, free_slots, slots, coalesce(pn.price_micros, v.price_micros) AS price_micros,
-       games_cached, drained OR draining AS drained
-FROM host_view v LEFT JOIN prices_now pn USING (site_id, gpu_class)
-WHERE status = 'online' AND host_id = ANY($1::text[]);
+SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
+FROM host_view WHERE status = 'online' AND host_id = ANY($1::text[]);
 
 -- name: venue_latency
 SELECT venue_id, site_id, rtt_ms FROM venue_site_latency WHERE venue_id = ANY($1::text[]);
