@@ -20,10 +20,11 @@ from typing import Any
 
 import asyncpg
 import structlog
+from cloudseat import errors
 from cloudseat.v1 import agent_pb2, common_pb2
 from google.protobuf import timestamp_pb2
 
-from broker import errors, lifecycle, tiers
+from broker import lifecycle, tiers
 from broker.rpc import convert
 from broker.store import fleet as fleet_store
 from broker.store import hosts as host_store

@@ -19,7 +19,7 @@ patron      venue, seat, session                that one session: watch, negotia
                                                 it as session_token; a resume presents the lost one's)
 ==========  ==================================  ==============================================================
 
-Agents do not use tokens: they prove their host with a client certificate (broker.tls).
+Agents do not use tokens: they prove their host with a client certificate (cloudseat.tls).
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cloudseat.errors import PermissionDenied, Unauthenticated
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from broker.errors import PermissionDenied, Unauthenticated
 
 ALGORITHM = "EdDSA"
 AUDIENCE = "cloudseat"
@@ -53,7 +52,7 @@ class Role(enum.StrEnum):
     VENUE = "venue"
     SEAT = "seat"
     PATRON = "patron"
-    # Not a token role: an agent proves its host with its client certificate (broker.tls).
+    # Not a token role: an agent proves its host with its client certificate (cloudseat.tls).
     AGENT = "agent"
 
 

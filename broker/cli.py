@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import structlog
+from cloudseat import errors, logs
 
-from broker import errors, issuing, logs
+from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig, default_data_dir
 from broker.server import Broker
 

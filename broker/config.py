@@ -19,7 +19,7 @@ def default_data_dir() -> Path:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SecurityConfig:
-    """Mutual TLS and tenant tokens (broker.tls, broker.auth, broker.rpc.guard)."""
+    """Mutual TLS and tenant tokens (cloudseat.tls, broker.auth, broker.guard)."""
 
     # The broker's certificate and key, and the CA bundle its clients' certificates (agents') must chain to.
     cert: Path
@@ -49,7 +49,7 @@ class BrokerConfig:
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_s: float = 10.0
     # Overload protection: unary calls in progress on this replica beyond this are shed with RESOURCE_EXHAUSTED
-    # (0: never shed). broker.rpc.guard.Guard.enter explains why.
+    # (0: never shed). broker.guard.Guard.enter explains why.
     max_inflight: int = 256
     # The scheduler gathers requests for this long before solving (unless a batch fills first).
     batch_window_s: float = 0.005

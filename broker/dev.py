@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, issuing
+from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.store import fleet as fleet_store
 from broker.store import games as game_store

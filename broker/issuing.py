@@ -17,7 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-from broker import auth, tls
+from cloudseat import tls
+
+from broker import auth
 
 _TTL = re.compile(r"(?P<n>\d+)(?P<unit>[smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -130,8 +132,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.errors import InvalidArgument
-    from broker.rpc import validate
+    from cloudseat import validate
+    from cloudseat.errors import InvalidArgument
 
     try:
         if args.command == "certs":

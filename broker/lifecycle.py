@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from broker.errors import FailedPrecondition, IllegalTransition
+from cloudseat import resume
+from cloudseat.errors import FailedPrecondition, IllegalTransition
 
 
 class State(enum.StrEnum):
@@ -68,17 +69,9 @@ AGENT_REASONS: frozenset[EndReason] = frozenset(
 
 
 # Endings that were not the seat's doing: the seat may resume such a session, ahead of the queue, within
-# RESUME_WINDOW_S of its end (StartSessionRequest.resume).
-RESUMABLE: frozenset[EndReason] = frozenset(
-    {
-        EndReason.HOST_LOST,
-        EndReason.HOST_DRAINED,
-        EndReason.REFUSED_BY_HOST,
-        EndReason.START_TIMEOUT,
-        EndReason.FAILED,
-    }
-)
-RESUME_WINDOW_S = 300.0
+# RESUME_WINDOW_S of its end (the contract's rule, cloudseat.resume).
+RESUMABLE: frozenset[EndReason] = frozenset(EndReason(r) for r in resume.RESUMABLE_REASONS)
+RESUME_WINDOW_S = resume.RESUME_WINDOW_S
 
 
 def check_resumable(state: State, reason: EndReason | None, ended_s_ago: float) -> None:

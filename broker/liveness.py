@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import asyncpg
 import structlog
+from cloudseat import errors
 
-from broker import errors, lifecycle
+from broker import lifecycle
 from broker.store import hosts as host_store
 from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store

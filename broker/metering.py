@@ -36,7 +36,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from broker.errors import InvalidArgument
+from cloudseat.errors import InvalidArgument
 
 MINUTES_PER_DAY = 1440
 MAX_BANDS = 24

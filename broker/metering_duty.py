@@ -6,8 +6,9 @@ import asyncio
 
 import asyncpg
 import structlog
+from cloudseat import errors
 
-from broker import errors, metering
+from broker import metering
 from broker.store import metering as metering_store
 
 log = structlog.get_logger(__name__)

@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 import structlog
+from cloudseat import errors
 
-from broker import errors, placement
+from broker import placement
 from broker.store import leases as lease_store
 from broker.store import placement as placement_store
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
+from cloudseat import errors, tls
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -27,10 +28,11 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker import auth, errors, placement, tls
+from broker import auth, placement
 from broker.agents import AgentRegistry
 from broker.config import BrokerConfig
 from broker.console.server import Console
+from broker.guard import Guard, Limits
 from broker.hub import SessionHub
 from broker.leader import Leadership
 from broker.liveness import Liveness
@@ -39,7 +41,6 @@ from broker.rpc.agent_service import AgentService
 from broker.rpc.billing_service import BillingService
 from broker.rpc.fleet_service import FleetService
 from broker.rpc.forward import Forwarder
-from broker.rpc.guard import Guard, Limits
 from broker.rpc.interceptor import Interceptor
 from broker.rpc.lease_service import LeaseService
 from broker.rpc.session_service import SessionService

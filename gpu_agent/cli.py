@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import structlog
+from cloudseat import logs
 
-from broker import logs
 from gpu_agent import config as config_module
 from gpu_agent.errors import AgentError
 from gpu_agent.link import BrokerLink, Outbox

@@ -21,10 +21,10 @@ import time
 
 import grpc
 import structlog
-from cloudseat.v1 import agent_pb2, fleet_pb2
+from cloudseat.client import AgentLinkClient, BrokerClient
+from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2
 from grpc import aio
 
-from broker.client import AgentLinkClient, BrokerClient
 from gpu_agent import inventory
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
@@ -194,7 +194,7 @@ class BrokerLink:
             # Declared lost or replaced while we were away: our sessions are over on the broker's side.
             log.warning("the broker retired this agent's epoch; starting afresh", detail=details)
             for sid in list(self.sessions.sessions):
-                self.sessions.stop(sid, 0)
+                self.sessions.stop(sid, common_pb2.END_REASON_UNSPECIFIED)
             self.epoch = new_epoch()
             return
         log.warning("broker link closed", status=code.name, detail=details)

@@ -33,7 +33,7 @@ Report = Callable[[agent_pb2.AgentMessage], None]
 class RunningSession:
     session_id: str
     game_id: str
-    state: int
+    state: common_pb2.SessionState
     media: MediaSession | None = None
     gone_timer: asyncio.TimerHandle | None = None
 
@@ -98,7 +98,7 @@ class SessionManager:
             tier=f"{cmd.tier.width}x{cmd.tier.height}@{cmd.tier.fps}",
         )
 
-    def stop(self, session_id: str, reason: int) -> None:
+    def stop(self, session_id: str, reason: common_pb2.EndReason) -> None:
         """The broker ended the session: let go of it (no report: the broker knows)."""
         session = self.sessions.pop(session_id, None)
         if session is None:
@@ -151,7 +151,7 @@ class SessionManager:
 
     # -- ending -----------------------------------------------------------------------------------------------
 
-    def fail(self, session_id: str, detail: str, reason: int = R.END_REASON_FAILED) -> None:
+    def fail(self, session_id: str, detail: str, reason: common_pb2.EndReason = R.END_REASON_FAILED) -> None:
         """End a session from this side (the workload failed, the seat is gone, the host drains)."""
         session = self.sessions.pop(session_id, None)
         if session is None:
@@ -217,7 +217,13 @@ class SessionManager:
             with contextlib.suppress(Exception):
                 await session.media.close()
 
-    def _event(self, session_id: str, state: int, reason: int = 0, detail: str = "") -> None:
+    def _event(
+        self,
+        session_id: str,
+        state: common_pb2.SessionState,
+        reason: common_pb2.EndReason = R.END_REASON_UNSPECIFIED,
+        detail: str = "",
+    ) -> None:
         self._report(
             agent_pb2.AgentMessage(
                 session_event=agent_pb2.SessionEvent(
@@ -226,7 +232,7 @@ class SessionManager:
             )
         )
 
-    def _end(self, session_id: str, reason: int, detail: str) -> None:
+    def _end(self, session_id: str, reason: common_pb2.EndReason, detail: str) -> None:
         log.info(
             "session ended here",
             session_id=session_id,

@@ -922,7 +922,8 @@ def one_line(result: Mapping[str, Any]) -> str:
 def main(cfg: FleetConfig) -> int:
     # gRPC's C core logs a line at every fork while its threads run (this process forks its workers): quiet it.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from broker import logs
+    from cloudseat import logs
+
     from loadtest import report
 
     logs.configure("console", "warning")

@@ -1,7 +1,7 @@
 """Simulated GPU hosts for the fleet load test: many agents per process, each on the real AgentService protocol.
 
 Each simulated host is what `gpu_agent` is to the broker, without media: its own `AgentService.Connect` stream
-(broker.client.AgentLinkClient), a Register with its inventory and a fresh epoch, a heartbeat every interval the
+(cloudseat.client.AgentLinkClient), a Register with its inventory and a fresh epoch, a heartbeat every interval the
 broker asks for (with per-session stream stats, as a real agent sends), and the session flow: on a start command
 it reports STARTING, then READY and STREAMING after a short start-up; on a stop command it lets the session go.
 
@@ -28,7 +28,10 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloudseat.v1 import common_pb2
 
 #: Bucket width for the heartbeat counts sent back (seconds).
 BEAT_BUCKET_S = 0.1
@@ -123,7 +126,7 @@ class _Fleet:
         )
 
     async def connect(self) -> dict[str, Any]:
-        from broker.client import AgentLinkClient, BrokerClient
+        from cloudseat.client import AgentLinkClient, BrokerClient
 
         per = max(1, self.spec.streams_per_connection)
         n_clients = -(-len(self.spec.hosts) // per)
@@ -175,7 +178,7 @@ class _Fleet:
         async with agent.lock:
             await agent.link.send(msg)
 
-    async def _report(self, agent: _Agent, sid: str, state: int) -> None:
+    async def _report(self, agent: _Agent, sid: str, state: common_pb2.SessionState) -> None:
         await self._send(
             agent, self.pb.AgentMessage(session_event=self.pb.SessionEvent(session_id=sid, state=state))
         )

@@ -242,9 +242,8 @@ async def seed(
 ) -> float:
     """Create the provider and its sites, the games, the venues with their zones, seats (a venue's first
     `esports_seats` are in its esports zone) and measured latency to the sites; returns the seconds it took."""
-    from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
-
-    from broker.client import BrokerClient
+    from cloudseat.client import BrokerClient
+    from cloudseat.v1 import fleet_pb2, venue_pb2
 
     started = time.monotonic()
     async with BrokerClient(target) as c:
@@ -265,7 +264,7 @@ async def seed(
         )
         zones = [
             venue_pb2.PutZoneRequest(
-                venue_id=x.venue_id, zone_id=zone, tier=common_pb2.Tier.Value(tier), latency_cap_ms=cap
+                venue_id=x.venue_id, zone_id=zone, tier=tier, latency_cap_ms=cap
             )
             for x in venues
             for zone, cap, tier in (STANDARD, ESPORTS)
@@ -335,9 +334,8 @@ _Live = tuple[float, int, str, str, int, str]
 
 class _Patrons:
     def __init__(self, spec: PatronWorkerSpec, conn: multiprocessing.connection.Connection) -> None:
+        from cloudseat.client import BrokerClient
         from cloudseat.v1 import common_pb2, session_pb2
-
-        from broker.client import BrokerClient
 
         self.spec = spec
         self.conn = conn

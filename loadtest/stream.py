@@ -78,10 +78,10 @@ def encode_baseline(
 
 
 async def run(cfg: StreamRunConfig) -> dict[str, Any]:
+    from cloudseat.client import BrokerClient
     from cloudseat.v1 import fleet_pb2, venue_pb2
 
     from broker import tiers
-    from broker.client import BrokerClient
     from broker.config import BrokerConfig
     from broker.rpc.convert import TIER_TO_PB
     from broker.server import Broker
@@ -309,7 +309,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def main(cfg: StreamRunConfig, json_path: Path | None) -> int:
-    from broker import logs
+    from cloudseat import logs
 
     logs.configure("console", "warning")
     result = asyncio.run(run(cfg))

@@ -203,7 +203,7 @@ async def _agent(config: StreamBenchConfig, conn: multiprocessing.connection.Con
 async def scripted_input(receiver: Any, offset_s: float, every_s: float) -> None:
     """Press and release the demo's right-arrow key every `every_s`, starting after `offset_s` (staggered so that
     several receivers do not all send at once), until cancelled: what input→photon is measured on."""
-    from gpu_agent import seat_protocol as sp
+    from cloudseat import seat_protocol as sp
 
     await asyncio.sleep(offset_s)
     down = True

@@ -9,7 +9,7 @@ session:
     print(receiver.stats())
     await receiver.close()
 
-The offer has a recvonly video transceiver and the two input channels of `gpu_agent.seat_protocol` (pointer motion
+The offer has a recvonly video transceiver and the two input channels of `cloudseat.seat_protocol` (pointer motion
 unordered without retransmission, the rest reliable), bundled on one transport.
 
 Per frame it records when it was decoded (this process's CLOCK_MONOTONIC) and the stamp: frame number, capture time
@@ -52,9 +52,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
-
-from gpu_agent import seat_protocol as sp
-from gpu_agent.media import ice
+from cloudseat import ice
+from cloudseat import seat_protocol as sp
 
 log = structlog.get_logger(__name__)
 

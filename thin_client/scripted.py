@@ -1,14 +1,14 @@
 """The scripted input a headless seat plays (and a windowed one can be told to): pure, deterministic.
 
 A patron-like mix at a fixed rate: the right-arrow key pressed and released, the mouse nudged, a button clicked,
-the wheel turned and the left stick moved, in a fixed cycle. Each message is of `gpu_agent.seat_protocol`'s input
+the wheel turned and the left stick moved, in a fixed cycle. Each message is of `cloudseat.seat_protocol`'s input
 format; the sender fills in the input id and the send time. Every kind changes the demo game's state, so every
 message shows in a later frame's stamp (what input→photon is measured on).
 """
 
 from __future__ import annotations
 
-from gpu_agent import seat_protocol as sp
+from cloudseat import seat_protocol as sp
 
 # USB HID usage ids (keyboard page): the right and left arrows.
 RIGHT_ARROW = 0x4F

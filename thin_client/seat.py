@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cloudseat import resume
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
-from broker import lifecycle
-from broker.client import BrokerClient
-
 S = common_pb2.SessionState
 
-# End reasons after which the seat may carry on in a new session ahead of the queue (broker.lifecycle.RESUMABLE).
-_RESUMABLE = frozenset(common_pb2.EndReason.Value(f"END_REASON_{r.value}") for r in lifecycle.RESUMABLE)
+# End reasons after which the seat may carry on in a new session ahead of the queue (cloudseat.resume).
+_RESUMABLE = frozenset(common_pb2.EndReason.Value(f"END_REASON_{r}") for r in resume.RESUMABLE_REASONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +45,7 @@ class SeatConfig:
 
     def client(self) -> BrokerClient:
         """A channel to the broker carrying this seat's credentials."""
-        from broker import tls
+        from cloudseat import tls
 
         credentials = tls.client_credentials(self.ca) if self.ca is not None else None
         return BrokerClient(self.broker, token=self.token or None, credentials=credentials)

@@ -1,6 +1,6 @@
 """The Python client's window: SDL 2 through pygame-ce. Shows the stream, turns the window's input into messages.
 
-Input, in `gpu_agent.seat_protocol`'s format:
+Input, in `cloudseat.seat_protocol`'s format:
 
 - keys: SDL's scancodes *are* USB HID usage ids (keyboard page 0x07), which is what `KeyInput.key` carries, so a key
   travels as the physical key pressed whatever the seat's keyboard layout;
@@ -19,8 +19,7 @@ import os
 from typing import Any
 
 import av
-
-from gpu_agent import seat_protocol as sp
+from cloudseat import seat_protocol as sp
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 

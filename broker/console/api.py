@@ -34,13 +34,14 @@ from typing import Any, Final
 import asyncpg
 import structlog
 from aiohttp import web
+from cloudseat import errors
+from cloudseat import validate as v
 
-from broker import auth, errors
+from broker import auth
 from broker.agents import AgentRegistry
 from broker.console import business, live, views
 from broker.console import queries as q
-from broker.rpc import validate as v
-from broker.rpc.guard import Guard
+from broker.guard import Guard
 from broker.store import audit
 from broker.store import fleet as fleet_store
 

@@ -19,14 +19,14 @@ from typing import Any, Final
 import asyncpg
 import structlog
 from aiohttp import web
+from cloudseat import errors
 
-from broker import errors
 from broker.agents import AgentRegistry
 from broker.console import api, business, live
 from broker.console import metrics as m
 from broker.console import queries as q
+from broker.guard import Guard
 from broker.hub import SessionHub
-from broker.rpc.guard import Guard
 
 log = structlog.get_logger(__name__)
 

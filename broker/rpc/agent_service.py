@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 import structlog
+from cloudseat import errors
+from cloudseat import validate as v
 from cloudseat.v1 import agent_pb2, agent_pb2_grpc
 from grpc import aio
 
-from broker import auth, errors, lifecycle
+from broker import auth, lifecycle
 from broker.agents import AgentLink, AgentRegistry, prewarm_command, start_command, stop_command
 from broker.lifecycle import EndReason, State
 from broker.reconcile import Held, plan_reconcile
 from broker.rpc import convert
-from broker.rpc import validate as v
 from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store

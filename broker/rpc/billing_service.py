@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+from cloudseat import validate as v
+from cloudseat.errors import InvalidArgument
 from cloudseat.v1 import billing_pb2, billing_pb2_grpc
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from broker import auth, metering
-from broker.errors import InvalidArgument
 from broker.rpc import convert
-from broker.rpc import validate as v
 from broker.store import metering as metering_store
 
 _BASIS = {metering.ON_DEMAND: billing_pb2.BASIS_ON_DEMAND, metering.LEASE: billing_pb2.BASIS_LEASE}

@@ -8,42 +8,44 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from cloudseat import validate as v
+from cloudseat.errors import InvalidArgument
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 from google.protobuf import timestamp_pb2
 
 from broker import metering, patron_time, tiers
-from broker.errors import InvalidArgument
-from broker.rpc import validate as v
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store
 
 Row = Mapping[str, Any]
 
-STATE_TO_PB = {
-    name: common_pb2.SessionState.Value(f"SESSION_STATE_{name}")
+# The contract's enums by the names the store uses. The generated stubs type an enum's values as the enum, while
+# `Value()` and `items()` give plain ints: the casts say they are the same thing.
+STATE_TO_PB: dict[str, common_pb2.SessionState] = {
+    name: cast(common_pb2.SessionState, common_pb2.SessionState.Value(f"SESSION_STATE_{name}"))
     for name in ("PENDING", "PLACED", "STARTING", "READY", "STREAMING", "ENDED")
 }
-STATE_FROM_PB = {value: name for name, value in STATE_TO_PB.items()}
-END_REASON_TO_PB = {
-    name[len("END_REASON_") :]: value
+STATE_FROM_PB: dict[int, str] = {value: name for name, value in STATE_TO_PB.items()}
+END_REASON_TO_PB: dict[str, common_pb2.EndReason] = {
+    name[len("END_REASON_") :]: cast(common_pb2.EndReason, value)
     for name, value in common_pb2.EndReason.items()
     if value != common_pb2.END_REASON_UNSPECIFIED
 }
-END_REASON_FROM_PB = {value: name for name, value in END_REASON_TO_PB.items()}
-PENDING_REASON_TO_PB = {
-    name[len("PENDING_REASON_") :]: value
+END_REASON_FROM_PB: dict[int, str] = {value: name for name, value in END_REASON_TO_PB.items()}
+PENDING_REASON_TO_PB: dict[str, common_pb2.PendingReason] = {
+    name[len("PENDING_REASON_") :]: cast(common_pb2.PendingReason, value)
     for name, value in common_pb2.PendingReason.items()
     if value != common_pb2.PENDING_REASON_UNSPECIFIED
 }
-TIER_TO_PB = {
+TIER_TO_PB: dict[tiers.Tier, common_pb2.Tier] = {
     tiers.Tier.T720P30: common_pb2.TIER_720P30,
     tiers.Tier.T720P60: common_pb2.TIER_720P60,
     tiers.Tier.T1080P60: common_pb2.TIER_1080P60,
     tiers.Tier.T1080P120: common_pb2.TIER_1080P120,
 }
-TIER_FROM_PB = {value: tier for tier, value in TIER_TO_PB.items()}
+TIER_FROM_PB: dict[int, tiers.Tier] = {value: tier for tier, value in TIER_TO_PB.items()}
 HOST_STATUS_TO_PB = {
     "online": fleet_pb2.HOST_STATUS_ONLINE,
     "lost": fleet_pb2.HOST_STATUS_LOST,
@@ -76,8 +78,10 @@ def session(row: Row) -> common_pb2.Session:
         request_id=row["request_id"],
         patron_id=row["patron_id"],
         state=STATE_TO_PB[row["state"]],
-        end_reason=END_REASON_TO_PB.get(row["end_reason"] or "", 0),
-        pending_reason=PENDING_REASON_TO_PB.get(row["pending_reason"] or "", 0),
+        end_reason=END_REASON_TO_PB.get(row["end_reason"] or "", common_pb2.END_REASON_UNSPECIFIED),
+        pending_reason=PENDING_REASON_TO_PB.get(
+            row["pending_reason"] or "", common_pb2.PENDING_REASON_UNSPECIFIED
+        ),
         host_id=row["host_id"] or "",
         site_id=row["site_id"] or "",
         tier=TIER_TO_PB[tiers.Tier(row["tier"])],
@@ -101,9 +105,9 @@ def session(row: Row) -> common_pb2.Session:
 def transition(row: Row) -> common_pb2.SessionTransition:
     return common_pb2.SessionTransition(
         seq=row["seq"],
-        from_state=STATE_TO_PB.get(row["from_state"] or "", 0),
+        from_state=STATE_TO_PB.get(row["from_state"] or "", common_pb2.SESSION_STATE_UNSPECIFIED),
         to_state=STATE_TO_PB[row["to_state"]],
-        end_reason=END_REASON_TO_PB.get(row["end_reason"] or "", 0),
+        end_reason=END_REASON_TO_PB.get(row["end_reason"] or "", common_pb2.END_REASON_UNSPECIFIED),
         at=timestamp(row["at"]),
         detail=row["detail"],
     )

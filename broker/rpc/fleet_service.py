@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
+from cloudseat import validate as v
 from cloudseat.v1 import fleet_pb2, fleet_pb2_grpc
 from grpc import aio
 
 from broker import auth
 from broker.rpc import convert
-from broker.rpc import validate as v
 from broker.store import fleet as fleet_store
 from broker.store import games as game_store
 

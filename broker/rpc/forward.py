@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cloudseat import errors, tls
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from cryptography import x509
 from grpc import aio
 
-from broker import errors, tls
 from broker.rpc import status
 
 # Metadata on a forwarded call: the address of the replica that forwarded it.

@@ -1,4 +1,4 @@
-"""The server interceptor: the caller authenticated and metered (broker.rpc.guard) before any servicer runs, ids
+"""The server interceptor: the caller authenticated and metered (broker.guard) before any servicer runs, ids
 bound into the log context, one summary line per RPC, errors mapped to statuses.
 
 Servicers raise the broker's own errors; this is the only place that turns them into gRPC statuses (through
@@ -20,12 +20,13 @@ from typing import Any
 
 import grpc
 import structlog
+from cloudseat import errors
 from google.protobuf import message
 from grpc import aio
 
-from broker import auth, errors
+from broker import auth
+from broker.guard import Guard
 from broker.rpc import status
-from broker.rpc.guard import Guard
 from broker.store import audit
 
 log = structlog.get_logger("broker.rpc")

@@ -17,13 +17,14 @@ from typing import Any
 
 import asyncpg
 import structlog
+from cloudseat import errors
+from cloudseat import validate as v
 from cloudseat.v1 import lease_pb2, lease_pb2_grpc
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
-from broker import auth, errors, leasing
+from broker import auth, leasing
 from broker.rpc import convert
-from broker.rpc import validate as v
 from broker.store import leases as lease_store
 
 log = structlog.get_logger(__name__)

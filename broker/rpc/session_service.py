@@ -7,14 +7,15 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import asyncpg
+from cloudseat import errors
+from cloudseat import validate as v
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
-from broker import auth, errors, hub, patron_time
+from broker import auth, hub, patron_time
 from broker.agents import AgentRegistry
 from broker.lifecycle import EndReason, State
 from broker.rpc import convert, forward
-from broker.rpc import validate as v
 from broker.store import hosts as host_store
 from broker.store import metering as metering_store
 from broker.store import patron_time as patron_time_store

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import grpc
-
-from broker import errors
+from cloudseat import errors
 
 STATUS: dict[type[errors.CloudseatError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,

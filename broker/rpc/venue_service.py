@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncpg
+from cloudseat import errors
+from cloudseat import validate as v
 from cloudseat.v1 import venue_pb2, venue_pb2_grpc
 from grpc import aio
 
-from broker import auth, errors, patron_time
+from broker import auth, patron_time
 from broker.rpc import convert
-from broker.rpc import validate as v
 from broker.store import patron_time as patron_time_store
 from broker.store import venues as venue_store
 

@@ -7,8 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
-
-from broker import errors
+from cloudseat import errors
 
 # Constraint name -> the error a caller sees. Anything not listed here is a bug in the broker (StoreError).
 _UNIQUE: dict[str, Callable[[], errors.CloudseatError]] = {

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, metering
+from broker import metering
 from broker.store import audit
 from broker.store import metering as metering_store
 from broker.store.database import transaction, translated

@@ -9,8 +9,8 @@ the new version — while the sessions running on the old one go on: nothing end
 from __future__ import annotations
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors
 from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, lifecycle
+from broker import lifecycle
 from broker.lifecycle import State
 from broker.store.database import transaction, translated
 from broker.store.queries import Q

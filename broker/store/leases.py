@@ -13,8 +13,9 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, leasing
+from broker import leasing
 from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q

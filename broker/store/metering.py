@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, metering, tiers
+from broker import metering, tiers
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
 

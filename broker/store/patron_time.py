@@ -9,8 +9,8 @@ import datetime as dt
 import uuid
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors
 from broker.patron_time import MAX_PAID_TIME_S
 from broker.store import audit
 from broker.store.database import transaction, translated

@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors, lifecycle, patron_time
+from broker import lifecycle, patron_time
 from broker.lifecycle import EndReason, State
 from broker.store import audit
 from broker.store.database import transaction, translated

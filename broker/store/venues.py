@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+from cloudseat import errors
 
-from broker import errors
 from broker.store import audit
 from broker.store.database import transaction, translated
 from broker.store.queries import Q

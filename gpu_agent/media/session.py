@@ -1,6 +1,6 @@
 """One session's WebRTC: a peer connection to the seat, our video track on it, the seat's input channels into it.
 
-The seat offers (a recvonly video transceiver and two data channels, see `gpu_agent.seat_protocol`); `answer()`
+The seat offers (a recvonly video transceiver and two data channels, see `cloudseat.seat_protocol`); `answer()`
 answers. A later offer with the same ICE credentials renegotiates the running peer connection. An offer with new
 ICE credentials is the seat starting over after a network blip (an ICE restart, which aiortc cannot do in place),
 and so is any offer after the connection failed: the session then builds a fresh peer connection and track on the
@@ -46,9 +46,8 @@ from aiortc.rtp import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+from cloudseat import ice, seat_protocol
 
-from gpu_agent import seat_protocol
-from gpu_agent.media import ice
 from gpu_agent.media.config import MediaConfig
 from gpu_agent.media.encoder import VideoEncoder, nvenc_available
 from gpu_agent.media.errors import InvalidOffer, MediaError, SessionClosed

@@ -5,7 +5,7 @@
     └── SourceFailed       an FFmpeg-readable source could not be opened or read
 
 A source renders (or grabs) frames on demand and stamps each with its frame number, capture time and the highest
-input id applied before it (`gpu_agent.seat_protocol`). The media track calls `next_picture` from one worker thread
+input id applied before it (`cloudseat.seat_protocol`). The media track calls `next_picture` from one worker thread
 at the tier's pace; `apply_input` is called from the event loop thread and only queues the message, which the next
 frame applies first, so a source's state is touched by one thread only and "the last input applied" is exact for
 every frame.
@@ -29,8 +29,7 @@ from typing import ClassVar
 
 import av
 import numpy as np
-
-from gpu_agent import seat_protocol
+from cloudseat import seat_protocol
 
 # A seat that floods input faster than frames are rendered loses the oldest messages, not the agent's memory.
 MAX_QUEUED_INPUTS = 1024

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import av
 import numpy as np
+from cloudseat import seat_protocol as sp
 
-from gpu_agent import seat_protocol as sp
 from gpu_agent.workloads.base import FrameSource, i420_planes
 
 # USB HID usage ids (keyboard page 0x07) that move the player: (dx, dy) per key.

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
-from broker.client import BrokerClient
 from loadtest.stream_browser import CHROMIUM, chromium, seat_page, wait_state
 from thin_client.kiosk.server import Kiosk, KioskConfig
 from thin_client.seat import SeatConfig

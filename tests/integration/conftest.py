@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 

@@ -40,11 +40,11 @@ from typing import Any
 
 import asyncpg
 import grpc
+from cloudseat.client import AgentLinkClient, BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 from grpc import aio
 
 from broker import lifecycle
-from broker.client import AgentLinkClient, BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from broker.store import fleet as fleet_store

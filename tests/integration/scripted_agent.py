@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from cloudseat.client import AgentLinkClient, BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2
-
-from broker.client import AgentLinkClient, BrokerClient
 
 ANSWER_SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 

@@ -2,7 +2,7 @@
 without restarting it.
 
 The agent's real link (gpu_agent.link.BrokerLink) connects to a stand-in AgentService on 127.0.0.1 that serves the
-broker's own rotating mutual-TLS credentials (broker.tls.ServerCredentials, client certificates required) and
+broker's own rotating mutual-TLS credentials (cloudseat.tls.ServerCredentials, client certificates required) and
 records the serial of the certificate each connection presents. The stand-in hangs up after each rotation, which
 makes the agent reconnect while its old HTTP/2 connection could still be reused: only a link that re-reads its
 files and opens a new channel presents the new certificate. Two rotations: a certificate re-issued by the same CA,
@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from cloudseat import tls
 from cloudseat.v1 import agent_pb2, agent_pb2_grpc
 from cryptography import x509
 from grpc import aio
 
-from broker import issuing, tls
+from broker import issuing
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.link import BrokerLink, Outbox
 from gpu_agent.media import MediaConfig

@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
-from broker.client import BrokerClient
 from tests.integration.scripted_agent import ScriptedAgent
 
 S = common_pb2.SessionState

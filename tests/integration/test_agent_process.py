@@ -8,10 +8,10 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import pytest
+from cloudseat import seat_protocol as sp
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 
-from broker.client import BrokerClient
-from gpu_agent import seat_protocol as sp
 from tests.integration.conftest import CONFIG, Launch
 from thin_client.receiver import Receiver
 

@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2, venue_pb2
 from grpc import aio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.client import BrokerClient
 from broker.server import Broker
 
 C = grpc.StatusCode

@@ -14,12 +14,12 @@ import datetime as dt
 import asyncpg
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from broker import metering
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from broker.store import metering as metering_store

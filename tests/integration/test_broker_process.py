@@ -14,13 +14,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
+from cloudseat.tls import client_credentials
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2, venue_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-
-from broker.client import BrokerClient
-from broker.tls import client_credentials
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cloudseat import tls
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 
-from broker import issuing, tls
-from broker.client import BrokerClient
+from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import Broker
 from broker.store import audit

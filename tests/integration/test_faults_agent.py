@@ -23,10 +23,10 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from cloudseat.client import AgentLinkClient, BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
-from broker.client import AgentLinkClient, BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from broker.store import database

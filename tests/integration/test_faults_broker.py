@@ -25,9 +25,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from tests.integration import faults

@@ -24,11 +24,11 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from cloudseat import errors
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2
 from grpc import aio
 
-from broker import errors
-from broker.client import BrokerClient
 from broker.store import database, migrate
 from broker.store import sessions as session_store
 from tests.integration import faults

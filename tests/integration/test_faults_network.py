@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 
-from broker.client import BrokerClient
 from tests.integration import faults
 from tests.integration.conftest import FAST
 

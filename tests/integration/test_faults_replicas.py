@@ -22,11 +22,12 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from cloudseat import tls
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
-from broker import issuing, tls
-from broker.client import BrokerClient
+from broker import issuing
 from broker.config import SecurityConfig
 from tests.integration import faults
 from tests.integration.conftest import FAST

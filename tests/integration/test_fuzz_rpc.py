@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, session_pb2, venue_pb2
 from google.protobuf import descriptor, message
 from grpc import aio
@@ -32,7 +33,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from broker.client import BrokerClient
 from broker.server import Broker
 from tests.integration.scripted_agent import ScriptedAgent
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 from grpc import aio
 
-from broker.client import BrokerClient
 from broker.server import Broker
 from tests.integration.conftest import Launch
 from tests.integration.scripted_agent import ScriptedAgent

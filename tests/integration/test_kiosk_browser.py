@@ -3,7 +3,7 @@
 Real parts throughout: the broker on a fresh PostgreSQL database (the `world` fixture), the agent as its own process
 (`python -m gpu_agent run`, the demo game), the kiosk server, and the distribution's Chromium driven by Playwright;
 everything on 127.0.0.1 (the kiosk keeps only 127.0.0.1 candidates in the browser's offers, the agent offers only
-127.0.0.1). Also here: the page's protocol codec against gpu_agent.seat_protocol, the one-line messages the page
+127.0.0.1). Also here: the page's protocol codec against cloudseat.seat_protocol, the one-line messages the page
 shows, the kiosk's JSON API on bad input, and the kiosk against a broker with authentication on.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cloudseat import tls
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
-from broker import tls
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from broker.server import Broker
 from tests.integration import browser as b
@@ -183,7 +183,7 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             await b.stop(successor)
 
 
-# -- one protocol, two codecs: the page's JavaScript against gpu_agent.seat_protocol --------------------------------
+# -- one protocol, two codecs: the page's JavaScript against cloudseat.seat_protocol --------------------------------
 
 CONFORMANCE = """async ({frames, messages, outOfRange}) => {
   const { SeatProtocol } = await import('/static/protocol.js');
@@ -227,12 +227,11 @@ def _png(frame: Any, fmt: str = "PNG", **kw: Any) -> str:
 
 
 async def test_the_page_codec_reads_agent_stamps_and_writes_agent_input() -> None:
-    """protocol.js, built only from /api/protocol, against gpu_agent.seat_protocol: stamps the agent writes are read
+    """protocol.js, built only from /api/protocol, against cloudseat.seat_protocol: stamps the agent writes are read
     by the page (and a frame without one, or with one cell flipped, reads as nothing); every message the page
     encodes is what the agent decodes, byte for byte what Python encodes; out-of-range fields are refused."""
     import numpy as np
-
-    from gpu_agent import seat_protocol as sp
+    from cloudseat import seat_protocol as sp
 
     rng = np.random.default_rng(7)
     stamps = [
@@ -429,7 +428,7 @@ async def test_the_kiosk_api_refuses_bad_input_naming_the_field_and_writes_nothi
     world: BrokerClient, broker: Broker
 ) -> None:
 
-    from gpu_agent import seat_protocol as sp
+    from cloudseat import seat_protocol as sp
 
     await b.kiosk_seat(world)
 

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, lease_pb2, venue_pb2
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from broker import leasing
-from broker.client import BrokerClient
 from tests.integration.scripted_agent import ScriptedAgent
 
 S = common_pb2.SessionState

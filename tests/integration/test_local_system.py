@@ -13,10 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cloudseat.client import BrokerClient
+from cloudseat.tls import client_credentials
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
-
-from broker.client import BrokerClient
-from broker.tls import client_credentials
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudseat import seat_protocol as sp
 
-from gpu_agent import seat_protocol as sp
 from gpu_agent import workloads
 from gpu_agent.media import InvalidOffer, MediaConfig, MediaSession, NoCommonCodec
 from gpu_agent.media.feedback import BitrateController, reception_report
@@ -254,8 +254,7 @@ async def test_vp8_streams_too() -> None:
 async def _offer(codec: str | None = None) -> str:
     """A real offer from an aiortc peer, as the seat makes it."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
-
-    from gpu_agent.media import ice
+    from cloudseat import ice
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:

@@ -27,11 +27,12 @@ from typing import ClassVar, TypeVar
 
 import asyncpg
 import pytest
+from cloudseat import errors
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from broker import errors, lifecycle, placement
+from broker import lifecycle, placement
 from broker.lifecycle import EndReason, State
 from broker.scheduler import Scheduler
 from broker.store import database, migrate

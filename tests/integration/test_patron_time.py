@@ -9,10 +9,10 @@ import dataclasses
 import asyncpg
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
 from grpc import aio
 
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from broker.patron_time import PatronTimeConfig
 from tests.integration.scripted_agent import ScriptedAgent

@@ -8,10 +8,11 @@ import uuid
 
 import asyncpg
 import pytest
+from cloudseat import errors
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, venue_pb2
 
-from broker import errors, placement
-from broker.client import BrokerClient
+from broker import placement
 from broker.leader import Leadership
 from broker.scheduler import Scheduler
 from broker.store import database, hosts, sessions

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
 
-from broker.client import BrokerClient
 from broker.config import BrokerConfig
 from tests.integration.conftest import CONFIG
 

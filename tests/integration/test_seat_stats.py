@@ -12,10 +12,10 @@ import math
 
 import grpc
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, session_pb2
 from grpc import aio
 
-from broker.client import BrokerClient
 from broker.server import Broker
 from broker.store import metering as metering_store
 from tests.integration.scripted_agent import ScriptedAgent

@@ -18,12 +18,13 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudseat import tls
+from cloudseat.client import AgentLinkClient, BrokerClient
 from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, session_pb2, venue_pb2
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
-from broker import issuing, tls
-from broker.client import AgentLinkClient, BrokerClient
+from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import SERVICE_NAMES, Broker
 from tests.integration.conftest import FAST

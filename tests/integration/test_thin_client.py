@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 
-from broker.client import BrokerClient
 from broker.server import Broker
 from tests.integration.conftest import Launch
 

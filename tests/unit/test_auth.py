@@ -9,10 +9,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cloudseat import tls
+from cloudseat.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 
-from broker import auth, tls
-from broker.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from broker.rpc.guard import Guard, Limits, RateLimiter
+from broker import auth
+from broker.guard import Guard, Limits, RateLimiter
 
 KEY = auth.new_signing_key()
 ISSUER = auth.TokenIssuer(KEY)

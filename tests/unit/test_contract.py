@@ -23,7 +23,7 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["broker.lifecycle", "broker.tiers", "broker.rpc.validate", "broker.metering"]
+    "module", ["broker.lifecycle", "broker.tiers", "cloudseat.validate", "broker.metering"]
 )
 def test_pure_modules_import_no_io(module: str) -> None:
     code = (

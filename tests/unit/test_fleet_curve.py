@@ -112,7 +112,7 @@ def test_the_curve_needs_no_grpc_or_database() -> None:
     code = (
         "import sys, numpy as np; from loadtest import fleet_venues as fv; "
         "fv.peak_schedule(np.random.default_rng(1), seats=[5], game_weights=[1], duration_s=5); "
-        "print(sorted(m for m in ('grpc', 'asyncpg', 'broker.client') if m in sys.modules))"
+        "print(sorted(m for m in ('grpc', 'asyncpg', 'cloudseat.client') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,11 +1,11 @@
-"""Overload shedding (broker.rpc.guard.Guard.enter): past max_inflight unary calls, new work is refused at once."""
+"""Overload shedding (broker.guard.Guard.enter): past max_inflight unary calls, new work is refused at once."""
 
 from __future__ import annotations
 
 import pytest
+from cloudseat.errors import ResourceExhausted
 
-from broker.errors import ResourceExhausted
-from broker.rpc.guard import Guard
+from broker.guard import Guard
 
 START = "/cloudseat.v1.SessionService/StartSession"
 END = "/cloudseat.v1.SessionService/EndSession"
@@ -49,7 +49,8 @@ class _Deadline:
 
 
 def test_a_call_whose_deadline_passed_while_it_waited_is_not_served() -> None:
-    from broker.errors import DeadlineExceeded
+    from cloudseat.errors import DeadlineExceeded
+
     from broker.rpc.interceptor import _check_not_expired
 
     _check_not_expired(_Deadline(None))  # type: ignore[arg-type]  # no deadline

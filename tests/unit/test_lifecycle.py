@@ -3,11 +3,11 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from cloudseat.errors import IllegalTransition
 from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import lifecycle
-from broker.errors import IllegalTransition
 from broker.lifecycle import EndReason, State
 
 CHAIN = [State.PENDING, State.PLACED, State.STARTING, State.READY, State.STREAMING]

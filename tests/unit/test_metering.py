@@ -9,11 +9,11 @@ import itertools
 from fractions import Fraction
 
 import pytest
+from cloudseat.errors import InvalidArgument
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker import metering as m
-from broker.errors import InvalidArgument
 
 UTC = dt.UTC
 CST = 480  # China Standard Time, UTC+8

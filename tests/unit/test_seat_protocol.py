@@ -9,10 +9,9 @@ import textwrap
 
 import numpy as np
 import pytest
+from cloudseat import seat_protocol as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from gpu_agent import seat_protocol as sp
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -25,7 +24,7 @@ def test_the_module_stays_pure() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import gpu_agent.seat_protocol
+        import cloudseat.seat_protocol
         heavy = {"asyncio", "aiortc", "av", "grpc", "structlog"} & {m.split(".")[0] for m in sys.modules}
         print(",".join(sorted(heavy)))
         """

@@ -1,4 +1,4 @@
-"""The protocol description is enough: a codec built from it alone agrees with gpu_agent.seat_protocol.
+"""The protocol description is enough: a codec built from it alone agrees with cloudseat.seat_protocol.
 
 The browser's codec (thin_client/kiosk/static/protocol.js) is built from `protocol_description()` and nothing else;
 here a small Python reader and writer built the same way (from the JSON, no module constants) must agree with the
@@ -14,10 +14,9 @@ import zlib
 from typing import Any
 
 import numpy as np
+from cloudseat import seat_protocol as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from gpu_agent import seat_protocol as sp
 
 DESCRIPTION: dict[str, Any] = json.loads(json.dumps(sp.protocol_description()))  # exactly what the page gets
 

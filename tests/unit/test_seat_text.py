@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from cloudseat import seat_protocol as sp
 from cloudseat.v1 import common_pb2, session_pb2
 from grpc import aio
 
 from broker import lifecycle
-from gpu_agent import seat_protocol as sp
 from thin_client import scripted
 from thin_client.seat import SeatConfig, describe, explain, resumable
 

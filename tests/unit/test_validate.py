@@ -3,11 +3,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from cloudseat import validate as v
+from cloudseat.errors import InvalidArgument
 from hypothesis import given
 from hypothesis import strategies as st
-
-from broker.errors import InvalidArgument
-from broker.rpc import validate as v
 
 
 @pytest.mark.parametrize("good", ["a", "seat-01", "cafe.sh:3", "A_b-9", "x" * 64])

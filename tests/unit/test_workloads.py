@@ -9,8 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from cloudseat import seat_protocol as sp
 
-from gpu_agent import seat_protocol as sp
 from gpu_agent import workloads
 from gpu_agent.workloads.demo import KEY_RIGHT
 

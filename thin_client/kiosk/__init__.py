@@ -2,7 +2,7 @@
 
     server.py       the aiohttp server on the seat: the page, its JSON API, the seat's credentials, the gRPC relay
     static/         the page: index.html, kiosk.css, kiosk.js (the app) and protocol.js (the stamp and input codec,
-                    built from `gpu_agent.seat_protocol.protocol_description()`, which the server hands out)
+                    built from `cloudseat.seat_protocol.protocol_description()`, which the server hands out)
 
 The browser's own WebRTC stack is the agent's peer; the server only relays the offer and the answer. docs/kiosk.md
 describes the page, its API and `window.cloudseat`.

@@ -7,7 +7,7 @@ browser's WebRTC stack connects straight to the agent; only the offer and the an
 
     GET  /                               the page (static files under /static/)
     GET  /api/seat                       venue, seat, zone, the games (ListGames), the seat's current session
-    GET  /api/protocol                   gpu_agent.seat_protocol.protocol_description(): stamps and input
+    GET  /api/protocol                   cloudseat.seat_protocol.protocol_description(): stamps and input
     GET  /api/clock                      {"monotonic_us"}: this machine's CLOCK_MONOTONIC, for capture→decoded
     POST /api/sessions                   {"game_id"} -> 201 {"session"}
     GET  /api/sessions/{id}/events       Server-Sent Events: "update" (the session as JSON, with a one-line "text"),
@@ -50,13 +50,12 @@ from typing import Any, Final
 import grpc
 import structlog
 from aiohttp import web
+from cloudseat import seat_protocol, validate
+from cloudseat.client import BrokerClient
+from cloudseat.errors import InvalidArgument
 from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
 from grpc import aio
 
-from broker.client import BrokerClient
-from broker.errors import InvalidArgument
-from broker.rpc import validate
-from gpu_agent import seat_protocol
 from thin_client import seat as seat_flow
 from thin_client.seat import SeatConfig, SeatError, SeatSession
 
@@ -173,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
     except KioskConfigError as exc:
         print(f"cloudseat-client kiosk: error: {exc}", file=sys.stderr)
         return 2
-    from broker import logs
+    from cloudseat import logs
 
     logs.configure(args.log_format, args.log_level)
     try:

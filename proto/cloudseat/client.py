@@ -16,6 +16,8 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from grpc import aio
+
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -29,7 +31,6 @@ from cloudseat.v1 import (
     venue_pb2,
     venue_pb2_grpc,
 )
-from grpc import aio
 
 State = common_pb2.SessionState
 
@@ -62,7 +63,7 @@ class _BearerStream(aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
 
 class BrokerClient:
     """A channel to a broker. `token` is the caller's tenant token (sent on every call); `credentials` the TLS
-    credentials (broker.tls.channel_credentials for an agent's mutual TLS, client_credentials for a token holder);
+    credentials (cloudseat.tls.channel_credentials for an agent's mutual TLS, client_credentials for a token holder);
     neither: plaintext, for a broker running with authentication off."""
 
     def __init__(
@@ -180,7 +181,7 @@ class BrokerClient:
         return response
 
     async def end_session(self, session_id: str, token: str, detail: str = "") -> common_pb2.Session:
-        response = await self.sessions.EndSession(
+        response: session_pb2.EndSessionResponse = await self.sessions.EndSession(
             session_pb2.EndSessionRequest(session_id=session_id, session_token=token, detail=detail)
         )
         return response.session
@@ -225,8 +226,9 @@ class AgentLinkClient:
             raise RuntimeError(f"the broker closed the stream before registering ({await self._call.code()})")
         if first.WhichOneof("body") != "registered":
             raise RuntimeError(f"expected registered, got {first.WhichOneof('body')}")
-        self.registered = first.registered
-        return first.registered
+        registered: agent_pb2.Registered = first.registered
+        self.registered = registered
+        return registered
 
     async def send(self, msg: agent_pb2.AgentMessage) -> None:
         assert self._call is not None, "open() first"
@@ -249,7 +251,13 @@ class AgentLinkClient:
             hb.games_cached.extend(games_cached)
         await self.send(agent_pb2.AgentMessage(heartbeat=hb))
 
-    async def report(self, session_id: str, state: int, end_reason: int = 0, detail: str = "") -> None:
+    async def report(
+        self,
+        session_id: str,
+        state: common_pb2.SessionState,
+        end_reason: common_pb2.EndReason = common_pb2.END_REASON_UNSPECIFIED,
+        detail: str = "",
+    ) -> None:
         await self.send(
             agent_pb2.AgentMessage(
                 session_event=agent_pb2.SessionEvent(

@@ -11,7 +11,7 @@ import re
 import uuid
 import zoneinfo
 
-from broker.errors import InvalidArgument
+from cloudseat.errors import InvalidArgument
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")

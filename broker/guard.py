@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from cloudseat.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+
 from broker import auth
-from broker.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 
 AGENT_METHOD_PREFIX = "/cloudseat.v1.AgentService/"
 
@@ -135,12 +136,12 @@ class Guard:
 
 
 def _agent(peer: dict[str, Any]) -> auth.Principal:
-    """An agent is who its client certificate says: CN = its host id, OU = 'agent' (broker.tls issues them)."""
+    """An agent is who its client certificate says: CN = its host id, OU = 'agent' (cloudseat.tls issues them)."""
     names = [_text(v) for v in peer.get("x509_common_name", [])]
     pem = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in peer.get("x509_pem_cert", []))
     if not names or not pem:
         raise Unauthenticated("agent: connect with the host's client certificate (mutual TLS)")
-    from broker import tls
+    from cloudseat import tls
 
     role, host_id = tls.identity(pem)
     if role != "agent":
