@@ -43,7 +43,7 @@ class BrokerConfig:
     data_dir: Path = dataclasses.field(default_factory=default_data_dir)
     # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost. 13 s tolerates two
     # lost heartbeats, and with the once-a-second check and the 0.25 s heartbeat flush keeps detection within 15 s
-    # of the agent's death even when it died right after a heartbeat (DESIGN.md: host loss detected ≤ 15 s).
+    # of the agent's death even when it died right after a heartbeat (docs/architecture.md: host loss detected ≤ 15 s).
     heartbeat_interval_s: float = 5.0
     host_lost_after_s: float = 13.0
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
