@@ -1,4 +1,8 @@
-"""The broker's configuration: one frozen dataclass, built once by the command line from flags and CLOUDSEAT_* env."""
+"""The broker's configuration: one frozen dataclass, built once by the command line (broker.cli).
+
+The fields marked `setting(...)` are also the broker's flags and CLOUDSEAT_* environment variables, with their
+defaults written once, here (cloudseat.settings derives the rest); the others are set by code and tests.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,15 @@ import dataclasses
 import os
 from pathlib import Path
 
+from cloudseat import validate
+from cloudseat.errors import InvalidArgument
+from cloudseat.settings import above, at_least, setting
+
 from broker.lifecycle import Timeouts
 from broker.metering import Policy as MeteringPolicy
 from broker.patron_time import PatronTimeConfig
+
+SOLVERS = ("engine", "greedy")
 
 
 def default_data_dir() -> Path:
@@ -17,40 +27,101 @@ def default_data_dir() -> Path:
     return Path(base) / "cloudseat" / "broker"
 
 
+def host_port(value: str) -> str | None:
+    """check=: HOST:PORT."""
+    try:
+        validate.host_port(value, "address")
+    except InvalidArgument as exc:
+        return exc.message.removeprefix("address: ")
+    return None
+
+
+def listen_or_off(text: str) -> str | None:
+    """parse=: HOST:PORT, or 'off' (or empty) for None."""
+    return None if text.strip() in ("", "off") else text
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """Mutual TLS and tenant tokens (cloudseat.tls, broker.auth, broker.guard)."""
 
     # The broker's certificate and key, and the CA bundle its clients' certificates (agents') must chain to.
-    cert: Path
-    key: Path
-    client_ca: Path
+    cert: Path = setting(help="the broker's certificate (PEM)", flag="--tls-cert", env="CLOUDSEAT_TLS_CERT")
+    key: Path = setting(help="the broker's private key (PEM)", flag="--tls-key", env="CLOUDSEAT_TLS_KEY")
+    client_ca: Path = setting(
+        help="CA bundle agents' client certificates must chain to", flag="--tls-ca", env="CLOUDSEAT_TLS_CA"
+    )
     # Ed25519 private key that signs patron tokens (StartSession's session_token); its public half verifies.
-    token_key: Path
+    token_key: Path = setting(
+        help="Ed25519 key that signs patron tokens; its public half verifies all tokens",
+        env="CLOUDSEAT_TOKEN_KEY",
+    )
     # More public keys accepted while a signing key is rotated.
-    extra_verify_keys: tuple[Path, ...] = ()
+    extra_verify_keys: tuple[Path, ...] = setting(
+        (),
+        "another public key whose tokens are accepted while keys rotate (repeat; the variable takes a comma list)",
+        flag="--token-verify-key",
+        env="CLOUDSEAT_TOKEN_VERIFY_KEYS",
+    )
     # Per tenant: calls per second, burst, concurrent streams.
-    rate_per_s: float = 1000.0
+    rate_per_s: float = setting(
+        1000.0,
+        "calls per second per tenant, with twice that as burst",
+        flag="--rate-limit",
+        env="CLOUDSEAT_RATE_LIMIT",
+        check=above(0),
+    )
     burst: float = 2000.0
     streams: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    listen: str = "127.0.0.1:50051"
+    listen: str = setting(
+        "127.0.0.1:50051", "HOST:PORT for gRPC", env="CLOUDSEAT_BROKER_LISTEN", check=host_port
+    )
     # None: start the embedded PostgreSQL server in data_dir.
-    database_url: str | None = None
-    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    database_url: str | None = setting(
+        None,
+        "PostgreSQL URL; none: start the embedded server in --data-dir",
+        env=("CLOUDSEAT_DATABASE_URL", "DATABASE_URL"),
+        parse=lambda text: text or None,
+    )
+    data_dir: Path = setting(
+        default_factory=default_data_dir,
+        help="where the embedded PostgreSQL keeps its data",
+        env="CLOUDSEAT_BROKER_DATA_DIR",
+        shown="$XDG_DATA_HOME/cloudseat/broker, else ~/.local/share/cloudseat/broker",
+    )
     # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost. 13 s tolerates two
     # lost heartbeats, and with the once-a-second check and the 0.25 s heartbeat flush keeps detection within 15 s
-    # of the agent's death even when it died right after a heartbeat (docs/architecture.md: host loss detected ≤ 15 s).
-    heartbeat_interval_s: float = 5.0
-    host_lost_after_s: float = 13.0
+    # of the agent's death even when it died right after a heartbeat (docs/architecture.md: host loss ≤ 15 s).
+    heartbeat_interval_s: float = setting(
+        5.0, "seconds between agent heartbeats", flag="--heartbeat-interval", check=above(0)
+    )
+    host_lost_after_s: float = setting(
+        13.0,
+        "seconds without heartbeats before a host is lost (more than --heartbeat-interval)",
+        flag="--host-lost-after",
+    )
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
-    shutdown_grace_s: float = 10.0
+    shutdown_grace_s: float = setting(
+        10.0, "seconds in-flight RPCs may take after SIGTERM", flag="--shutdown-grace", check=at_least(0)
+    )
     # Overload protection: unary calls in progress on this replica beyond this are shed with RESOURCE_EXHAUSTED
     # (0: never shed). broker.guard.Guard.enter explains why.
-    max_inflight: int = 256
+    max_inflight: int = setting(
+        256,
+        "unary calls in progress beyond which new ones are shed with RESOURCE_EXHAUSTED; 0: never",
+        check=at_least(0),
+    )
+    # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the
+    # greedy baseline the benchmarks compare against.
+    solver: str = setting(
+        "engine",
+        "placement solver: engine (min-cost flow / CP-SAT) or greedy (the baseline)",
+        choices=SOLVERS,
+    )
     # The scheduler gathers requests for this long before solving (unless a batch fills first).
     batch_window_s: float = 0.005
     batch_max: int = 1000
@@ -61,23 +132,43 @@ class BrokerConfig:
     metering: MeteringPolicy = dataclasses.field(default_factory=MeteringPolicy)
     # Patron time: when WatchSession warns, and the grace after the paid time runs out before the end (TIME_UP).
     patron_time: PatronTimeConfig = dataclasses.field(default_factory=PatronTimeConfig)
-    # "json", "console", or "auto" (console on a terminal, JSON otherwise).
-    log_format: str = "auto"
-    log_level: str = "info"
     db_pool_min: int = 2
     db_pool_max: int = 10
     # Authentication is on unless a config says otherwise: a broker needs `security`, or `insecure` (plaintext,
     # every caller trusted) set on purpose — tests, and `--insecure` on a laptop.
     security: SecurityConfig | None = None
-    insecure: bool = False
+    insecure: bool = setting(False, "no TLS, no tokens: every caller is trusted (tests and laptops only)")
     # With security on, agents connect to their own port, where a client certificate is required (mutual TLS);
     # everyone else uses `listen` with TLS and a token. Without security, agents use `listen` too.
-    agent_listen: str | None = None
+    agent_listen: str | None = setting(
+        "127.0.0.1:50052",
+        "HOST:PORT where agents connect with mutual TLS (with --insecure agents use --listen)",
+        env="CLOUDSEAT_BROKER_AGENT_LISTEN",
+        check=host_port,
+    )
     # HOST:PORT where the other replicas of the region reach this one's `listen` port: recorded on the hosts whose
     # agents link here, so a call that needs the agent (Negotiate) reaching another replica is forwarded here. With
     # security on, a forwarding replica checks the certificate met there against the first DNS name of its own
     # (replicas share one), not against HOST. None: `listen` with the port bound (the machine's host name when
     # `listen` is a wildcard such as 0.0.0.0); on Kubernetes, the pod's IP.
-    advertise: str | None = None
+    advertise: str | None = setting(
+        None,
+        "HOST:PORT where the other broker replicas reach this one's --listen port, to forward calls that need an "
+        "agent linked here; none: --listen with the bound port",
+        env="CLOUDSEAT_BROKER_ADVERTISE",
+        parse=lambda text: text or None,
+        check=host_port,
+    )
     # HOST:PORT of the web consoles (venue and provider pages, their JSON API, /metrics; broker.console); None: off.
-    http_listen: str | None = None
+    http_listen: str | None = setting(
+        None,
+        "HOST:PORT of the web consoles (venue and provider pages, their JSON API under /api/ with the same tenant "
+        "tokens, and /metrics), or 'off'",
+        parse=listen_or_off,
+        check=host_port,
+        shown="off",
+    )
+
+    def __post_init__(self) -> None:
+        if self.host_lost_after_s <= self.heartbeat_interval_s:
+            raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")

@@ -122,9 +122,8 @@ def _both(
 class Broker:
     """One broker replica. `await start()`, then `await stop()`; `port` is the bound port."""
 
-    def __init__(self, config: BrokerConfig, *, solver: str = "engine") -> None:
+    def __init__(self, config: BrokerConfig) -> None:
         self.config = config
-        self._solver_name = solver
         self.port = 0
         self.pool: asyncpg.Pool | None = None
         self.server: aio.Server | None = None
@@ -164,7 +163,7 @@ class Broker:
         self.agents = agents = AgentRegistry(pool)
         agents.start()
         self.scheduler = scheduler = Scheduler(
-            pool, solver=SOLVERS[self._solver_name], window_s=cfg.batch_window_s, batch_max=cfg.batch_max
+            pool, solver=SOLVERS[cfg.solver], window_s=cfg.batch_window_s, batch_max=cfg.batch_max
         )
         self._hub = hub = SessionHub(url, pool)
         hub.add_listener(agents.on_change)

@@ -94,9 +94,7 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cloudseat-stream-") as tmp:
         url = cfg.database_url or await asyncio.to_thread(embedded.start, Path(tmp))
         broker = Broker(
-            BrokerConfig(
-                listen="127.0.0.1:0", database_url=url, log_format="json", log_level="warning", insecure=True
-            )
+            BrokerConfig(listen="127.0.0.1:0", database_url=url, insecure=True)
         )
         await broker.start()
         agent: asyncio.subprocess.Process | None = None

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import sys
 
 import structlog
+
+from cloudseat import settings
+from cloudseat.settings import setting
+
+FORMATS = ("auto", "console", "json")
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -32,3 +40,27 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogConfig:
+    """The log flags every program takes (cloudseat.settings derives them)."""
+
+    log_format: str = setting(
+        "auto",
+        "log lines on stderr: auto (console on a terminal, else JSON), console or json",
+        choices=FORMATS,
+        parse=str.lower,
+    )
+    log_level: str = setting("info", "the least severe level logged", choices=LEVELS, parse=str.lower)
+
+
+def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--log-format and --log-level, with CLOUDSEAT_LOG_FORMAT and CLOUDSEAT_LOG_LEVEL."""
+    settings.add_arguments(parser, LogConfig)
+
+
+def configure_from(args: argparse.Namespace) -> None:
+    """Configure logging from the flags add_arguments() added."""
+    cfg: LogConfig = settings.build(LogConfig, args)
+    configure(cfg.log_format, cfg.log_level)

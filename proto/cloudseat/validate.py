@@ -13,6 +13,7 @@ import zoneinfo
 
 from cloudseat.errors import InvalidArgument
 
+_LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # Control characters (C0, DEL, C1) have no place in names and notes, and PostgreSQL text refuses NUL.
@@ -33,6 +34,17 @@ def ident(value: str, field: str, *, required: bool = True) -> str:
             "must be 1-64 characters of letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
         )
     return value
+
+
+def host_port(value: str, field: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets; port 0 lets the system choose) -> (host without brackets, port)."""
+    match = _LISTEN.fullmatch(value.strip())
+    if match is None:
+        raise InvalidArgument(field, f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8781)")
+    port = int(match["port"])
+    if port > 65535:
+        raise InvalidArgument(field, f"port {port} is above 65535")
+    return match["host"].strip("[]"), port
 
 
 def image_ref(value: str, field: str) -> str:

@@ -25,7 +25,6 @@ FAST = BrokerConfig(
     batch_window_s=0.002,
     db_pool_min=1,
     db_pool_max=5,
-    log_format="json",
     insecure=True,
 )
 

@@ -8,13 +8,14 @@ host config template is a valid agent config once the per-node placeholders are 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cloudseat import logs, settings
 
+from broker.config import BrokerConfig, SecurityConfig
 from gpu_agent import config as agent_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +89,11 @@ def test_agents_are_a_daemonset_on_gpu_nodes_with_their_certificates_from_a_secr
 
 
 def test_every_setting_the_manifests_give_is_one_the_broker_reads() -> None:
-    read = set(re.findall(r"\"(CLOUDSEAT_[A-Z_]+)\"", (ROOT / "broker" / "cli.py").read_text()))
+    read = {
+        name
+        for config in (BrokerConfig, SecurityConfig, logs.LogConfig)
+        for name in settings.variables(config)
+    }
     given: set[str] = set()
     for d in _all_docs():
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("cloudseat-broker"):
