@@ -16,7 +16,7 @@ from cloudseat import errors, logs, settings
 from cloudseat.settings import setting
 
 from broker import issuing
-from broker.config import BrokerConfig, SecurityConfig, host_port, listen_or_off
+from broker.config import BrokerConfig, SecurityConfig
 from broker.server import Broker
 
 log = structlog.get_logger("broker")
@@ -33,15 +33,15 @@ def _add_serve(p: argparse.ArgumentParser, **defaults: str) -> None:
     settings.add_arguments(sec, SecurityConfig)
 
 
-def _security(args: argparse.Namespace) -> SecurityConfig | None:
-    """The security settings the flags give; None with --insecure. Dev mode fills them in itself."""
+def _security(args: argparse.Namespace, insecure: bool) -> SecurityConfig | None:
+    """The security settings the flags give; None with --insecure."""
     given = {
         "--tls-cert": args.cert,
         "--tls-key": args.key,
         "--tls-ca": args.client_ca,
         "--token-key": args.token_key,
     }
-    if args.insecure:
+    if insecure:
         if any(given.values()):
             raise settings.SettingsError("--insecure cannot be combined with TLS or token flags")
         return None
@@ -51,14 +51,16 @@ def _security(args: argparse.Namespace) -> SecurityConfig | None:
             f"{', '.join(missing)} required (authentication is on by default; "
             "`cloudseat-broker certs --out DIR` makes development credentials), or --insecure"
         )
-    sec: SecurityConfig = settings.build(SecurityConfig, args)
+    sec = settings.build(SecurityConfig, args)
     return dataclasses.replace(sec, burst=2 * sec.rate_per_s)
 
 
-def _config(args: argparse.Namespace, security: SecurityConfig | None) -> BrokerConfig:
-    config: BrokerConfig = settings.build(BrokerConfig, args, security=security, insecure=security is None)
-    # Without security, agents use --listen (there is no client certificate to require on a port of their own).
-    return config if security is not None else dataclasses.replace(config, agent_listen=None)
+def _secured(config: BrokerConfig, security: SecurityConfig | None) -> BrokerConfig:
+    """`config` with its security; without, agents use --listen (no client certificate to require on a port of
+    their own)."""
+    if security is None:
+        return dataclasses.replace(config, security=None, insecure=True, agent_listen=None)
+    return dataclasses.replace(config, security=security, insecure=False)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,8 +77,8 @@ class DevOptions:
         "HOST:PORT of the demo seat's kiosk page, or 'off'",
         flag="--kiosk",
         env="CLOUDSEAT_DEV_KIOSK",
-        parse=listen_or_off,
-        check=host_port,
+        parse=settings.none_if_off,
+        check=settings.host_port,
     )
     play: str | None = None  # "window" or "headless": start the Python client too
     # The development CA, certificates and token key in the data directory; None with --insecure.
@@ -125,12 +127,12 @@ async def _serve(config: BrokerConfig, *, dev: DevOptions | None = None) -> int:
     return 0
 
 
-async def _migrate(args: argparse.Namespace) -> int:
+async def _migrate(config: BrokerConfig) -> int:
     import asyncpg
 
     from broker.store import embedded, migrate
 
-    url = args.database_url or await asyncio.to_thread(embedded.start, args.data_dir)
+    url = config.database_url or await asyncio.to_thread(embedded.start, config.data_dir)
     conn = await asyncpg.connect(url)
     try:
         applied = await migrate.apply(conn)
@@ -167,22 +169,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("certs", "token"):
             return issuing.run(args)
         logs.configure_from(args)
+        # Every setting is read through its config: the parsed namespace holds flags as typed.
+        config = settings.build(BrokerConfig, args)
         if args.command == "migrate":
-            return asyncio.run(_migrate(args))
+            return asyncio.run(_migrate(config))
         dev = None
         if args.command == "dev":
             from broker import dev as local
 
-            own = args.insecure or any((args.cert, args.key, args.client_ca, args.token_key))
-            creds = None if own else issuing.dev_credentials(args.data_dir, local.host_ids(args.agents))
-            security = _security(args) if own else local.security(creds)  # type: ignore[arg-type]
-            options: DevOptions = settings.build(DevOptions, args, play=args.play, credentials=creds)
-            dev = dataclasses.replace(
-                options, kiosk_listen=None if options.kiosk_listen == "off" else options.kiosk_listen
-            )
+            options = settings.build(DevOptions, args, play=args.play)
+            own = config.insecure or any((args.cert, args.key, args.client_ca, args.token_key))
+            creds = None if own else issuing.dev_credentials(config.data_dir, local.host_ids(options.agents))
+            security = _security(args, config.insecure) if own else local.security(creds)  # type: ignore[arg-type]
+            dev = dataclasses.replace(options, credentials=creds)
         else:
-            security = _security(args)
-        return asyncio.run(_serve(_config(args, security), dev=dev))
+            security = _security(args, config.insecure)
+        return asyncio.run(_serve(_secured(config, security), dev=dev))
     except settings.SettingsError as exc:
         print(f"cloudseat-broker: {exc}", file=sys.stderr)
         return 2

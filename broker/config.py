@@ -10,8 +10,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from cloudseat import validate
-from cloudseat.errors import InvalidArgument
+from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
 from broker.lifecycle import Timeouts
@@ -25,20 +24,6 @@ def default_data_dir() -> Path:
     """Where the embedded PostgreSQL keeps its data when no --data-dir is given (the user's data directory)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "cloudseat" / "broker"
-
-
-def host_port(value: str) -> str | None:
-    """check=: HOST:PORT."""
-    try:
-        validate.host_port(value, "address")
-    except InvalidArgument as exc:
-        return exc.message.removeprefix("address: ")
-    return None
-
-
-def listen_or_off(text: str) -> str | None:
-    """parse=: HOST:PORT, or 'off' (or empty) for None."""
-    return None if text.strip() in ("", "off") else text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,7 +63,7 @@ class SecurityConfig:
 @dataclasses.dataclass(frozen=True, slots=True)
 class BrokerConfig:
     listen: str = setting(
-        "127.0.0.1:50051", "HOST:PORT for gRPC", env="CLOUDSEAT_BROKER_LISTEN", check=host_port
+        "127.0.0.1:50051", "HOST:PORT for gRPC", env="CLOUDSEAT_BROKER_LISTEN", check=settings.host_port
     )
     # None: start the embedded PostgreSQL server in data_dir.
     database_url: str | None = setting(
@@ -144,7 +129,7 @@ class BrokerConfig:
         "127.0.0.1:50052",
         "HOST:PORT where agents connect with mutual TLS (with --insecure agents use --listen)",
         env="CLOUDSEAT_BROKER_AGENT_LISTEN",
-        check=host_port,
+        check=settings.host_port,
     )
     # HOST:PORT where the other replicas of the region reach this one's `listen` port: recorded on the hosts whose
     # agents link here, so a call that needs the agent (Negotiate) reaching another replica is forwarded here. With
@@ -157,15 +142,15 @@ class BrokerConfig:
         "agent linked here; none: --listen with the bound port",
         env="CLOUDSEAT_BROKER_ADVERTISE",
         parse=lambda text: text or None,
-        check=host_port,
+        check=settings.host_port,
     )
     # HOST:PORT of the web consoles (venue and provider pages, their JSON API, /metrics; broker.console); None: off.
     http_listen: str | None = setting(
         None,
         "HOST:PORT of the web consoles (venue and provider pages, their JSON API under /api/ with the same tenant "
         "tokens, and /metrics), or 'off'",
-        parse=listen_or_off,
-        check=host_port,
+        parse=settings.none_if_off,
+        check=settings.host_port,
         shown="off",
     )
 

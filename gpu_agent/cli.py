@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
+import dataclasses
 import signal
 import sys
 from pathlib import Path
 
 import structlog
-from cloudseat import logs
+from cloudseat import logs, settings
+from cloudseat.settings import setting
 
 from gpu_agent import config as config_module
 from gpu_agent.errors import AgentError
@@ -57,30 +58,28 @@ async def run(cfg: config_module.AgentConfig) -> int:
     return 0
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunOptions:
+    """`cloudseat-agent run`'s flags; everything about the host is in its config file."""
+
+    config: Path = setting(help="the host config file, TOML", env="CLOUDSEAT_AGENT_CONFIG", required=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cloudseat-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the agent of this host")
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get("CLOUDSEAT_AGENT_CONFIG"),
-        required=os.environ.get("CLOUDSEAT_AGENT_CONFIG") is None,
-        help="the host config file, TOML (env CLOUDSEAT_AGENT_CONFIG)",
-    )
-    p.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=os.environ.get("CLOUDSEAT_LOG_FORMAT", "auto"),
-        help="env CLOUDSEAT_LOG_FORMAT",
-    )
-    p.add_argument(
-        "--log-level", default=os.environ.get("CLOUDSEAT_LOG_LEVEL", "info"), help="env CLOUDSEAT_LOG_LEVEL"
-    )
-    args = parser.parse_args(argv)
-    logs.configure(args.log_format, args.log_level)
     try:
-        cfg = config_module.load(args.config)
+        settings.add_arguments(p, RunOptions)
+        logs.add_arguments(p)
+        args = parser.parse_args(argv)
+        options: RunOptions = settings.build(RunOptions, args)
+        logs.configure_from(args)
+    except settings.SettingsError as exc:
+        print(f"cloudseat-agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = config_module.load(options.config)
         return asyncio.run(run(cfg))
     except AgentError as exc:
         print(f"cloudseat-agent: {exc}", file=sys.stderr)

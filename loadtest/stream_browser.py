@@ -180,10 +180,13 @@ class BrowserSeats:
                 kiosk: Kiosk = await stack.enter_async_context(
                     Kiosk(
                         KioskConfig(
-                            seat=SeatConfig(broker=self.target, venue_id=self.venue_id, seat_id=seat),
-                            host="127.0.0.1",
-                            port=0,
-                            ice_addresses=self.ice_addresses,
+                            seat=SeatConfig(
+                                broker=self.target,
+                                venue_id=self.venue_id,
+                                seat_id=seat,
+                                ice_addresses=self.ice_addresses,
+                            ),
+                            listen="127.0.0.1:0",
                         )
                     )
                 )

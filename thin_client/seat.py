@@ -12,6 +12,7 @@ with `SeatSession.resume`: a new session for the same game, at the front of the 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 import grpc
 from cloudseat import resume
 from cloudseat.client import BrokerClient
+from cloudseat.settings import setting
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
@@ -29,19 +31,49 @@ S = common_pb2.SessionState
 _RESUMABLE = frozenset(common_pb2.EndReason.Value(f"END_REASON_{r}") for r in resume.RESUMABLE_REASONS)
 
 
-@dataclass(frozen=True, slots=True)
-class SeatConfig:
-    """Who this seat is to the broker."""
+def _ip_address(text: str) -> str:
+    """parse=: an IP address, written the canonical way."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address") from None
 
-    broker: str  # host:port of a broker replica
-    venue_id: str
-    seat_id: str
-    zone_id: str = ""  # checked by the broker when set
-    patron_id: str = ""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeatConfig:
+    """Who this seat is to the broker, and where it may take WebRTC connections (both seat clients' flags: a
+    seat's image can carry them in its environment)."""
+
+    # host:port of a broker replica
+    broker: str = setting("127.0.0.1:50051", "the broker's HOST:PORT", env="CLOUDSEAT_BROKER")
+    venue_id: str = setting(help="this seat's venue id", flag="--venue", env="CLOUDSEAT_VENUE", required=True)
+    seat_id: str = setting(help="this seat's id", flag="--seat", env="CLOUDSEAT_SEAT", required=True)
+    zone_id: str = setting(
+        "",
+        "the zone this seat should be in (the broker checks it; empty: any)",
+        flag="--zone",
+        env="CLOUDSEAT_ZONE",
+    )
+    patron_id: str = setting(
+        "", "the venue's id for the patron (optional)", flag="--patron", env="CLOUDSEAT_PATRON"
+    )
     # The seat's credentials: its tenant token (a seat token from the venue), and the CA bundle that signed the
     # broker's certificate (TLS). Neither: plaintext to a broker that runs with authentication off.
-    token: str = ""
-    ca: Path | None = None
+    token: str = setting("", "the seat's token from its venue (a seat token)", env="CLOUDSEAT_TOKEN")
+    ca: Path | None = setting(
+        None,
+        "the CA bundle that signed the broker's certificate: TLS to the broker (none: plaintext, for a broker "
+        "running --insecure)",
+        env="CLOUDSEAT_CA",
+    )
+    # Host candidates WebRTC may use (the kiosk keeps only these in the browser's offers); empty: all of them.
+    ice_addresses: tuple[str, ...] = setting(
+        (),
+        "an address WebRTC may use for host candidates (repeat; default: every address of the seat)",
+        flag="--ice-address",
+        env="CLOUDSEAT_ICE_ADDRESSES",
+        parse=_ip_address,
+    )
 
     def client(self) -> BrokerClient:
         """A channel to the broker carrying this seat's credentials."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -36,6 +35,7 @@ import structlog
 from aiohttp import web
 from cloudseat import errors
 from cloudseat import validate as v
+from cloudseat import web as web_plumbing
 
 from broker import auth
 from broker.agents import AgentRegistry
@@ -100,16 +100,11 @@ def middleware(guard: Guard) -> Any:
             if status == 500:
                 log.error("console request failed", path=request.path, exc_info=exc)
             headers = {"WWW-Authenticate": 'Bearer realm="cloudseat"'} if status == 401 else None
-            return web.json_response(
-                {"error": exc.message, "field": _field(exc)}, status=status, headers=headers
-            )
+            return web_plumbing.refusal(status, exc.message, _field(exc), headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            what = {404: "no such API path", 405: f"{request.method} is not allowed here"}.get(
-                exc.status, exc.reason
-            )
-            return web.json_response({"error": f"{request.path}: {what}", "field": "path"}, status=exc.status)
+            return web_plumbing.routing_refusal(request, exc)
 
     return authenticate
 
@@ -138,22 +133,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """A small JSON object (empty when there is no body)."""
-    if request.content_length and request.content_length > MAX_BODY_BYTES:
+    raw = await web_plumbing.read_limited(request, MAX_BODY_BYTES)
+    if raw is None:
         raise errors.InvalidArgument("body", f"is more than {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise errors.InvalidArgument("body", f"is more than {MAX_BODY_BYTES} bytes")
-    if not raw.strip():
-        return {}
-    if request.content_type != "application/json":
+    if raw.strip() and request.content_type != "application/json":
         raise errors.InvalidArgument("body", "must be JSON (Content-Type: application/json)")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise errors.InvalidArgument("body", f"is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise errors.InvalidArgument("body", "must be a JSON object")
-    return body
+        return web_plumbing.json_object(raw)
+    except ValueError as exc:
+        raise errors.InvalidArgument("body", str(exc)) from None
 
 
 def _date(request: web.Request, name: str) -> datetime.date:
@@ -240,7 +228,7 @@ class Api:
         venue_id = self._venue(request)
         await self._known_venue(venue_id)
         with self._feed.venue(venue_id) as changes:  # before the first read: no change falls between
-            response = await _event_stream(request)
+            response = await web_plumbing.event_stream(request)
             with contextlib.suppress(ConnectionResetError):
                 seats = await self._seat_views(venue_id)
                 await _send(response, "seats", {"venue_id": venue_id, "seats": seats})
@@ -320,7 +308,7 @@ class Api:
         provider_id = self._provider(request)
         await self._known_provider(provider_id)
         with self._feed.hosts() as changes:
-            response = await _event_stream(request)
+            response = await web_plumbing.event_stream(request)
             with contextlib.suppress(ConnectionResetError):
                 fleet = await self._fleet(provider_id)
                 await _send(response, "fleet", fleet)
@@ -372,14 +360,5 @@ class Api:
         return _json(views.host(row))
 
 
-async def _event_stream(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    await response.write(b"retry: 1000\n\n")
-    return response
-
-
 async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
-    await response.write(f"event: {event}\ndata: {views.dumps(data)}\n\n".encode())
+    await web_plumbing.send_event(response, event, views.dumps(data))

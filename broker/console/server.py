@@ -12,14 +12,14 @@ limits) and its agent registry (the fps the hosts linked here report).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import structlog
 from aiohttp import web
 from cloudseat import errors
+from cloudseat import web as web_plumbing
 
 from broker.agents import AgentRegistry
 from broker.console import api, business, live
@@ -31,32 +31,7 @@ from broker.hub import SessionHub
 log = structlog.get_logger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
-_LISTEN = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
-
-_CSP: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-)
-
-
-def parse_listen(text: str, field: str = "http_listen") -> tuple[str, int]:
-    """HOST:PORT (an IPv6 host in brackets) -> (host, port); InvalidArgument naming `field` otherwise."""
-    match = _LISTEN.fullmatch(text.strip())
-    if match is None or not 0 <= int(match["port"]) <= 65535:
-        raise errors.InvalidArgument(field, f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8781)")
-    return match["host"].strip("[]"), int(match["port"])
-
-
-@web.middleware
-async def _headers(request: web.Request, handler: api.Handler) -> web.StreamResponse:
-    """Nothing cached (figures are live), and nothing but our own scripts run."""
-    response = await handler(request)
-    if not response.prepared:
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy", _CSP)
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response
+_CSP: Final = web_plumbing.content_security_policy()
 
 
 class Console:
@@ -70,7 +45,7 @@ class Console:
         guard: Guard,
         agents: AgentRegistry | None = None,
     ) -> None:
-        self.host, self.port = parse_listen(listen)
+        self.host, self.port = web_plumbing.listen_address(listen, "http_listen")
         self._pool = pool
         self.feed = live.Feed()
         self.metrics = m.Metrics()
@@ -78,7 +53,8 @@ class Console:
         hub.add_listener(self.metrics.on_session)
         hub.add_host_listener(self.feed.on_host)
         self.app = web.Application(
-            middlewares=[_headers, api.middleware(guard)], client_max_size=api.MAX_BODY_BYTES
+            middlewares=[web_plumbing.security_headers(_CSP), api.middleware(guard)],
+            client_max_size=api.MAX_BODY_BYTES,
         )
         r = self.app.router
         r.add_get("/", self._index)
@@ -89,14 +65,7 @@ class Console:
         self.url = ""
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server: Any = site._server
-        port = server.sockets[0].getsockname()[1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{port}/"
+        self._runner, self.url = await web_plumbing.serve(self.app, self.host, self.port)
         log.info("console serving", url=self.url)
         return self.url
 

@@ -28,9 +28,13 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from cloudseat import validate
+from cloudseat.errors import InvalidArgument
 
 _KEY = "cloudseat.setting"
+T = TypeVar("T")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -128,11 +132,16 @@ def _unwrap(kind: Any) -> Any:
 
 
 def _parser(kind: Any, where: str) -> Callable[[str], Any]:
-    if kind is bool:
-        return _boolean
-    if kind in (str, int, float, Path):
-        return typing.cast(Callable[[str], Any], kind)
-    raise TypeError(f"{where}: no parser for {kind!r}; give the setting parse=")
+    parsers: dict[Any, Callable[[str], Any]] = {
+        bool: _boolean,
+        str: str,
+        int: _integer,
+        float: _number,
+        Path: _path,
+    }
+    if kind not in parsers:
+        raise TypeError(f"{where}: no parser for {kind!r}; give the setting parse=")
+    return parsers[kind]
 
 
 def _boolean(text: str) -> bool:
@@ -141,7 +150,32 @@ def _boolean(text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE[:-1])}")
+    raise ValueError(f"{text!r} is not one of {', '.join(_TRUE + _FALSE[:-1])}")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _path(text: str) -> Path:
+    if not text:
+        raise ValueError("is empty; give a path")
+    return Path(text)
+
+
+class _Raw(str):
+    """A value as typed on the command line, parsed (and its errors named after the flag) when the config is
+    built, so that a bad value reads the same whether it came from a flag or from the environment."""
 
 
 def _shown(b: _Bound) -> str:
@@ -176,10 +210,10 @@ def _from_env(b: _Bound) -> tuple[bool, Any]:
             else:
                 value = b.parse(raw)
         except (TypeError, ValueError) as exc:
-            raise SettingsError(f"{name}={raw!r}: not a valid value for {b.flag} ({exc})") from None
+            raise SettingsError(f"{name}: {exc}") from None
         problem = _problem(b, value)
         if problem:
-            raise SettingsError(f"{name}={raw!r}: {problem}")
+            raise SettingsError(f"{name}: {problem}")
         return True, value
     return False, None
 
@@ -213,12 +247,14 @@ def add_arguments(
             kwargs["metavar"] = b.spec.metavar or b.flag.lstrip("-").upper().replace("-", "_")
         if b.spec.required and not found:
             kwargs["required"] = True
+        if b.spec.choices and not b.spec.metavar:
+            kwargs["metavar"] = "{" + ",".join(b.spec.choices) + "}"
         if b.boolean:
             parser.add_argument(b.flag, action=argparse.BooleanOptionalAction, **kwargs)
         elif b.repeat:
-            parser.add_argument(b.flag, action=_Append, type=b.parse, **kwargs)
+            parser.add_argument(b.flag, action=_Append, type=_Raw, **kwargs)
         else:
-            parser.add_argument(b.flag, type=b.parse, choices=b.spec.choices, **kwargs)
+            parser.add_argument(b.flag, type=_Raw, **kwargs)
 
 
 class _Append(argparse.Action):
@@ -250,8 +286,13 @@ def values(cls: type[Any], args: argparse.Namespace, *, env_prefix: str = "CLOUD
         if not hasattr(args, b.name):
             continue
         value = getattr(args, b.name)
-        if b.repeat and isinstance(value, list):
-            value = tuple(value)
+        try:
+            if b.repeat and isinstance(value, list):
+                value = tuple(b.parse(v) if isinstance(v, _Raw) else v for v in value)
+            elif isinstance(value, _Raw):
+                value = b.parse(str(value))
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{b.flag}: {exc}") from None
         problem = _problem(b, value)
         if problem:
             raise SettingsError(f"{b.flag}: {problem}")
@@ -259,7 +300,7 @@ def values(cls: type[Any], args: argparse.Namespace, *, env_prefix: str = "CLOUD
     return out
 
 
-def build(cls: type[Any], args: argparse.Namespace, *, env_prefix: str = "CLOUDSEAT_", **others: Any) -> Any:
+def build(cls: type[T], args: argparse.Namespace, *, env_prefix: str = "CLOUDSEAT_", **others: Any) -> T:
     """An instance of `cls` from the parsed settings, plus `others` (fields that are not settings, or values the
     program worked out). A ValueError from the class's own checks (__post_init__) comes back as SettingsError."""
     try:
@@ -278,3 +319,17 @@ def at_least(low: float) -> Callable[[Any], str | None]:
 def above(low: float) -> Callable[[Any], str | None]:
     """check=: a number larger than `low`."""
     return lambda v: None if v > low else f"must be more than {low:g}"
+
+
+def host_port(value: str) -> str | None:
+    """check=: HOST:PORT (an IPv6 host in brackets; port 0: any free port)."""
+    try:
+        validate.host_port(value, "address")
+    except InvalidArgument as exc:
+        return exc.message.removeprefix("address: ")
+    return None
+
+
+def none_if_off(text: str) -> str | None:
+    """parse=: a value, or None for 'off' (or nothing): an optional listener."""
+    return None if text.strip() in ("", "off") else text

@@ -40,7 +40,7 @@ def host_port(value: str, field: str) -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets; port 0 lets the system choose) -> (host without brackets, port)."""
     match = _LISTEN.fullmatch(value.strip())
     if match is None:
-        raise InvalidArgument(field, f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8781)")
+        raise InvalidArgument(field, f"{value!r} is not HOST:PORT")
     port = int(match["port"])
     if port > 65535:
         raise InvalidArgument(field, f"port {port} is above 65535")

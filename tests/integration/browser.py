@@ -96,10 +96,8 @@ async def online(client: BrokerClient, host: str, *, epoch_above: int = 0, timeo
 async def kiosk(broker: str, seat: str = SEAT, venue: str = VENUE, **kw: Any) -> AsyncIterator[Kiosk]:
     """A kiosk server in this process on 127.0.0.1 (a free port), ICE limited to 127.0.0.1."""
     cfg = KioskConfig(
-        seat=SeatConfig(broker=broker, venue_id=venue, seat_id=seat, **kw),
-        host="127.0.0.1",
-        port=0,
-        ice_addresses=("127.0.0.1",),
+        seat=SeatConfig(broker=broker, venue_id=venue, seat_id=seat, ice_addresses=("127.0.0.1",), **kw),
+        listen="127.0.0.1:0",
     )
     async with Kiosk(cfg) as k:
         yield k

@@ -410,7 +410,7 @@ OFFER = (
 
 
 def test_only_udp_candidates_on_the_ice_addresses_are_relayed() -> None:
-    from thin_client.kiosk.server import filter_candidates
+    from thin_client.kiosk.api import filter_candidates
 
     kept, total, count = filter_candidates(OFFER, ("127.0.0.1",))
     assert (total, count) == (4, 1)

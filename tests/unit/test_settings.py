@@ -67,10 +67,10 @@ def test_a_repeated_flag_replaces_the_environments_list(monkeypatch: pytest.Monk
 
 def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EX_GRACE_S", "soon")
-    with pytest.raises(SettingsError, match=r"^EX_GRACE_S='soon': not a valid value for --grace"):
+    with pytest.raises(SettingsError, match=r"^EX_GRACE_S: 'soon' is not a number$"):
         _parse([])
     monkeypatch.setenv("EX_GRACE_S", "-1")
-    with pytest.raises(SettingsError, match=r"^EX_GRACE_S='-1': must be at least 0"):
+    with pytest.raises(SettingsError, match=r"^EX_GRACE_S: must be at least 0$"):
         _parse([])
     monkeypatch.setenv("EX_GRACE_S", "1")
     monkeypatch.setenv("EX_MODE", "sideways")
@@ -79,8 +79,12 @@ def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_bad_flag_value_names_the_flag() -> None:
-    with pytest.raises(SettingsError, match=r"^--grace: must be at least 0"):
+    with pytest.raises(SettingsError, match=r"^--grace: must be at least 0$"):
         settings.build(Example, _parse(["--grace", "-2"]))
+    with pytest.raises(SettingsError, match=r"^--grace: 'later' is not a number$"):
+        settings.build(Example, _parse(["--grace", "later"]))
+    with pytest.raises(SettingsError, match=r"^--mode: must be one of fast, slow$"):
+        settings.build(Example, _parse(["--mode", "sideways"]))
 
 
 def test_help_names_the_variable_and_the_default() -> None:
