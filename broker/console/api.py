@@ -273,10 +273,9 @@ class Api:
     async def statements(self, request: web.Request) -> web.Response:
         venue_id = self._venue(request)
         start, end = _date(request, "from"), _date(request, "to")
-        if end <= start:
-            raise errors.InvalidArgument("to", "must be after from")
-        if (end - start).days > 366:
-            raise errors.InvalidArgument("to", "a statement covers at most 366 days")
+        v.period(
+            start, end, max_days=366, fields=("from", "to"), too_long="a statement covers at most 366 days"
+        )
         return _json(await business.venue_statement(self._pool, venue_id, start, end))
 
     # -- provider --------------------------------------------------------------------------------------------

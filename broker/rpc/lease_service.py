@@ -90,10 +90,13 @@ def lease_spec(request: lease_pb2.CreateLeaseRequest) -> lease_store.LeaseSpec:
         raise errors.InvalidArgument("ends_at", "is required")
     starts_at = _instant(request.starts_at, "starts_at")
     ends_at = _instant(request.ends_at, "ends_at")
-    if ends_at <= starts_at:
-        raise errors.InvalidArgument("ends_at", "must be after starts_at")
-    if ends_at - starts_at > leasing.MAX_TERM:
-        raise errors.InvalidArgument("ends_at", f"the term may be at most {leasing.MAX_TERM.days} days")
+    v.period(
+        starts_at,
+        ends_at,
+        max_days=leasing.MAX_TERM.days,
+        fields=("starts_at", "ends_at"),
+        too_long=f"the term may be at most {leasing.MAX_TERM.days} days",
+    )
     daily = None
     if request.HasField("daily"):
         start_minute = v.int_range(request.daily.start_minute, "daily.start_minute", 0, 24 * 60 - 1)
@@ -194,10 +197,12 @@ class LeaseService(lease_pb2_grpc.LeaseServiceServicer):
             raise errors.InvalidArgument("end", "is required")
         start = _instant(request.start, "start")
         end = _instant(request.end, "end")
-        if end <= start:
-            raise errors.InvalidArgument("end", "must be after start")
-        if end - start > leasing.MAX_REPORT:
-            raise errors.InvalidArgument("end", f"the period may be at most {leasing.MAX_REPORT.days} days")
+        v.period(
+            start,
+            end,
+            max_days=leasing.MAX_REPORT.days,
+            too_long=f"the period may be at most {leasing.MAX_REPORT.days} days",
+        )
         time_zone = v.time_zone(request.time_zone)
         if lease_id:
             _may_touch(await lease_store.get(self._pool, lease_id))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import asyncpg
 from cloudseat import errors
+
+from broker.store.queries import Q
 
 # Constraint name -> the error a caller sees. Anything not listed here is a bug in the broker (StoreError).
 _UNIQUE: dict[str, Callable[[], errors.CloudseatError]] = {
@@ -76,6 +79,30 @@ def translated() -> Iterator[None]:
         raise errors.Unavailable(f"database unavailable: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise errors.StoreError(f"database error: {exc}") from exc
+
+
+async def required_row(
+    db: asyncpg.Pool | asyncpg.Connection, query: str, *args: object, missing: errors.NotFound
+) -> asyncpg.Record:
+    """The one row the named query returns; `missing` raised when it returns none. `db` is the pool, or a
+    connection when the read belongs to a transaction (a row locked FOR UPDATE, a check before a write)."""
+    with translated():
+        row: asyncpg.Record | None = await db.fetchrow(Q[query], *args)
+    if row is None:
+        raise missing
+    return row
+
+
+async def required_value(
+    db: asyncpg.Pool | asyncpg.Connection, query: str, *args: object, missing: errors.NotFound
+) -> Any:
+    """The first column of the one row the named query returns; `missing` raised when it returns none (or NULL:
+    the queries used so select a column that is never NULL, so both mean "no such thing")."""
+    with translated():
+        value = await db.fetchval(Q[query], *args)
+    if value is None:
+        raise missing
+    return value
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

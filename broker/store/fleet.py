@@ -8,7 +8,7 @@ from cloudseat import errors
 from broker import metering
 from broker.store import audit
 from broker.store import metering as metering_store
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
 
 
@@ -59,11 +59,9 @@ async def set_price(
 
 async def get_host(pool: asyncpg.Pool, host_id: str) -> asyncpg.Record:
     """A host with its price in force and live session count; NotFound when unknown."""
-    with translated():
-        row: asyncpg.Record | None = await pool.fetchrow(Q["get_host"], host_id)
-    if row is None:
-        raise errors.NotFound.of("host_id", "host", host_id)
-    return row
+    return await required_row(
+        pool, "get_host", host_id, missing=errors.NotFound.of("host_id", "host", host_id)
+    )
 
 
 async def list_hosts(
@@ -78,27 +76,26 @@ async def list_hosts(
 async def set_drained(pool: asyncpg.Pool, host_id: str, drained: bool, reason: str = "") -> asyncpg.Record:
     """Drain (no new sessions) or undrain a host; repeating either is a no-op."""
     async with transaction(pool) as conn:
-        if await conn.fetchval(Q["set_drained"], host_id, drained) is None:
-            raise errors.NotFound.of("host_id", "host", host_id)
+        await required_value(
+            conn, "set_drained", host_id, drained, missing=errors.NotFound.of("host_id", "host", host_id)
+        )
         await audit.write(conn, "host.drain" if drained else "host.undrain", f"host:{host_id}", reason=reason)
     return await get_host(pool, host_id)
 
 
 async def site_provider(pool: asyncpg.Pool, site_id: str) -> str:
     """The provider that runs a site; NotFound when unknown."""
-    with translated():
-        provider: str | None = await pool.fetchval(Q["site_exists"], site_id)
-    if provider is None:
-        raise errors.NotFound.of("site_id", "site", site_id)
+    provider: str = await required_value(
+        pool, "site_exists", site_id, missing=errors.NotFound.of("site_id", "site", site_id)
+    )
     return provider
 
 
 async def host_provider(pool: asyncpg.Pool, host_id: str) -> str:
     """The provider that runs a host; NotFound when unknown."""
-    with translated():
-        provider: str | None = await pool.fetchval(Q["host_provider"], host_id)
-    if provider is None:
-        raise errors.NotFound.of("host_id", "host", host_id)
+    provider: str = await required_value(
+        pool, "host_provider", host_id, missing=errors.NotFound.of("host_id", "host", host_id)
+    )
     return provider
 
 

@@ -12,7 +12,7 @@ import asyncpg
 from cloudseat import errors
 
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
 
 
@@ -40,11 +40,12 @@ async def prewarm(pool: asyncpg.Pool, site_id: str, game_id: str) -> tuple[str, 
     the hosts told (the command reaches them when this commits, through whichever replica holds their link).
     NotFound for an unknown site or game."""
     async with transaction(pool) as conn:
-        if await conn.fetchval(Q["site_exists"], site_id) is None:
-            raise errors.NotFound.of("site_id", "site", site_id)
-        game = await conn.fetchrow(Q["game_image"], game_id)
-        if game is None:
-            raise errors.NotFound.of("game_id", "game", game_id)
+        await required_value(
+            conn, "site_exists", site_id, missing=errors.NotFound.of("site_id", "site", site_id)
+        )
+        game = await required_row(
+            conn, "game_image", game_id, missing=errors.NotFound.of("game_id", "game", game_id)
+        )
         rows = await conn.fetch(
             Q["prewarm_hosts"], site_id, game_id, game["version"], game["image_size_bytes"]
         )

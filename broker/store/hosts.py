@@ -11,7 +11,7 @@ from cloudseat import errors
 
 from broker import lifecycle
 from broker.lifecycle import State
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, transaction, translated
 from broker.store.queries import Q
 
 
@@ -48,9 +48,12 @@ async def register(pool: asyncpg.Pool, reg: Registration) -> Registered:
     epoch is accepted, so the old process can never serve its old sessions again.
     """
     async with transaction(pool) as conn:
-        site = await conn.fetchrow(Q["site_exists"], reg.site_id)
-        if site is None:
-            raise errors.NotFound.of("register.site_id", "site", reg.site_id)
+        site = await required_row(
+            conn,
+            "site_exists",
+            reg.site_id,
+            missing=errors.NotFound.of("register.site_id", "site", reg.site_id),
+        )
         if site["provider_id"] != reg.provider_id:
             raise errors.PermissionDenied(
                 f"register.site_id: site {reg.site_id!r} belongs to another provider, not {reg.provider_id!r}"

@@ -17,7 +17,7 @@ from cloudseat import errors
 
 from broker import leasing
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
 
 
@@ -63,10 +63,9 @@ def _oversold(exc: BaseException) -> bool:
 
 async def site_provider(pool: asyncpg.Pool, site_id: str) -> str:
     """The provider of a site; NotFound (naming site_id) when there is no such site."""
-    with translated():
-        provider: str | None = await pool.fetchval(Q["lease_site_provider"], site_id)
-    if provider is None:
-        raise errors.NotFound.of("site_id", "site", site_id)
+    provider: str = await required_value(
+        pool, "lease_site_provider", site_id, missing=errors.NotFound.of("site_id", "site", site_id)
+    )
     return provider
 
 
@@ -146,11 +145,9 @@ async def create(pool: asyncpg.Pool, spec: LeaseSpec) -> asyncpg.Record:
 
 async def get(pool: asyncpg.Pool, lease_id: str) -> asyncpg.Record:
     """A lease (lease_view); NotFound naming lease_id."""
-    with translated():
-        row: asyncpg.Record | None = await pool.fetchrow(Q["lease_get"], lease_id)
-    if row is None:
-        raise errors.NotFound.of("lease_id", "lease", lease_id)
-    return row
+    return await required_row(
+        pool, "lease_get", lease_id, missing=errors.NotFound.of("lease_id", "lease", lease_id)
+    )
 
 
 async def list_leases(
@@ -169,9 +166,10 @@ async def cancel(pool: asyncpg.Pool, lease_id: str, reason: str) -> asyncpg.Reco
             await conn.execute(Q["lease_windows_drop_coming"], lease_id)
             await conn.execute(Q["lease_windows_cut_running"], lease_id)
             await audit.write(conn, "lease.cancel", f"lease:{lease_id}", reason=reason)
-        row: asyncpg.Record | None = await conn.fetchrow(Q["lease_get"], lease_id)
-    if row is None:
-        raise errors.NotFound.of("lease_id", "lease", lease_id)
+        # No lease: the cancel above changed nothing, so leaving the transaction by raising undoes nothing.
+        row = await required_row(
+            conn, "lease_get", lease_id, missing=errors.NotFound.of("lease_id", "lease", lease_id)
+        )
     return row
 
 

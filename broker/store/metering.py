@@ -20,7 +20,7 @@ import asyncpg
 from cloudseat import errors
 
 from broker import metering, tiers
-from broker.store.database import transaction, translated
+from broker.store.database import required_value, transaction, translated
 from broker.store.queries import Q
 
 _BATCH = 500
@@ -215,10 +215,17 @@ def _line(row: Mapping[str, Any]) -> metering.Line:
 
 
 async def _require_tenant(pool: asyncpg.Pool, venue_id: str | None, provider_id: str | None) -> None:
-    if venue_id is not None and await pool.fetchval(Q["metering_venue_exists"], venue_id) is None:
-        raise errors.NotFound.of("venue_id", "venue", venue_id)
-    if provider_id is not None and await pool.fetchval(Q["metering_provider_exists"], provider_id) is None:
-        raise errors.NotFound.of("provider_id", "provider", provider_id)
+    if venue_id is not None:
+        await required_value(
+            pool, "metering_venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+        )
+    if provider_id is not None:
+        await required_value(
+            pool,
+            "metering_provider_exists",
+            provider_id,
+            missing=errors.NotFound.of("provider_id", "provider", provider_id),
+        )
 
 
 async def statement(

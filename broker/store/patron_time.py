@@ -13,7 +13,7 @@ from cloudseat import errors
 
 from broker.patron_time import MAX_PAID_TIME_S
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, transaction, translated
 from broker.store.queries import Q
 
 
@@ -31,9 +31,11 @@ async def add_time(
     now (None while it is not STREAMING: its time has not started). NotFound for an unknown session or one of
     another venue, FailedPrecondition for an ended or unlimited one."""
     async with transaction(pool) as conn:
-        row = await conn.fetchrow(Q["lock_session"], session_id)
-        if row is None or row["venue_id"] != venue_id:
-            raise errors.NotFound.of("session_id", "session", str(session_id))
+        missing = errors.NotFound.of("session_id", "session", str(session_id))
+        row = await required_row(conn, "lock_session", session_id, missing=missing)
+        if row["venue_id"] != venue_id:
+            # Another venue's session is as unknown to this venue as one that does not exist.
+            raise missing
         if row["state"] == "ENDED":
             raise errors.FailedPrecondition(f"session_id: the session has ended ({row['end_reason']})")
         if row["paid_time_s"] == 0:

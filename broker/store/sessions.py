@@ -19,7 +19,7 @@ from cloudseat import errors
 from broker import lifecycle, patron_time
 from broker.lifecycle import EndReason, State
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
 
 # How often a move is retried when another writer moved the session between our read and our write.
@@ -134,11 +134,19 @@ async def start(
                 return existing, False
             if seat_taken is not None:
                 raise seat_taken
-            if await conn.fetchval(Q["venue_exists"], req.venue_id) is None:
-                raise errors.NotFound.of("venue_id", "venue", req.venue_id)
-            zone = await conn.fetchval(Q["seat_zone"], req.venue_id, req.seat_id)
-            if zone is None:
-                raise errors.NotFound.of("seat_id", "seat", req.seat_id)
+            await required_value(
+                conn,
+                "venue_exists",
+                req.venue_id,
+                missing=errors.NotFound.of("venue_id", "venue", req.venue_id),
+            )
+            zone = await required_value(
+                conn,
+                "seat_zone",
+                req.venue_id,
+                req.seat_id,
+                missing=errors.NotFound.of("seat_id", "seat", req.seat_id),
+            )
             if req.zone_id and zone != req.zone_id:
                 raise errors.FailedPrecondition(
                     f"zone_id: seat {req.seat_id!r} is in zone {zone!r}, not {req.zone_id!r}; fix the seat's "
@@ -153,9 +161,12 @@ async def _check_resume(
     """Check (with the lost session locked) that `req` may resume it. (True, 0) when `req` is a retry of the call
     that did resume it (the caller then returns that session); else (False, the paid seconds the lost session had
     left, which the new one keeps unless the request names its own: broker.patron_time.carried_over)."""
-    lost = await conn.fetchrow(Q["lock_session"], resume.session_id)
-    if lost is None:
-        raise errors.NotFound.of("resume.session_id", "session", str(resume.session_id))
+    lost = await required_row(
+        conn,
+        "lock_session",
+        resume.session_id,
+        missing=errors.NotFound.of("resume.session_id", "session", str(resume.session_id)),
+    )
     check(lost, resume.token, "resume.session_token")
     if (lost["venue_id"], lost["seat_id"]) != (req.venue_id, req.seat_id):
         raise errors.PermissionDenied("resume.session_id: a session of another seat")
@@ -179,11 +190,9 @@ async def list_games(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def get(pool: asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
-    with translated():
-        row: asyncpg.Record | None = await pool.fetchrow(Q["get_session"], session_id)
-    if row is None:
-        raise errors.NotFound.of("session_id", "session", str(session_id))
-    return row
+    return await required_row(
+        pool, "get_session", session_id, missing=errors.NotFound.of("session_id", "session", str(session_id))
+    )
 
 
 async def history(pool: asyncpg.Pool, session_id: uuid.UUID) -> list[asyncpg.Record]:

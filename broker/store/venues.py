@@ -8,7 +8,7 @@ import asyncpg
 from cloudseat import errors
 
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
 
 
@@ -26,9 +26,9 @@ async def get_venue(
     """The venue, its zones and its latest latency per site."""
     with translated():
         async with pool.acquire() as conn:
-            venue = await conn.fetchrow(Q["get_venue"], venue_id)
-            if venue is None:
-                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            venue = await required_row(
+                conn, "get_venue", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+            )
             zones = await conn.fetch(Q["venue_zones"], venue_id)
             latencies = await conn.fetch(Q["venue_latencies"], venue_id)
     return venue, zones, latencies
@@ -49,8 +49,9 @@ async def put_zone(
 async def put_seat(pool: asyncpg.Pool, venue_id: str, seat_id: str, zone_id: str) -> asyncpg.Record:
     """Create a seat in a zone, or move it to another zone of the same venue."""
     async with transaction(pool) as conn:
-        if await conn.fetchval(Q["venue_exists"], venue_id) is None:
-            raise errors.NotFound.of("venue_id", "venue", venue_id)
+        await required_value(
+            conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+        )
         row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
         await audit.write(conn, "seat.put", f"seat:{venue_id}/{seat_id}", zone_id=zone_id)
     return row
@@ -60,8 +61,9 @@ async def report_latency(pool: asyncpg.Pool, venue_id: str, samples: Sequence[tu
     """Record the latest venue->site round trips; every site must exist, or nothing is written."""
     sites = [s for s, _ in samples]
     async with transaction(pool) as conn:
-        if await conn.fetchval(Q["venue_exists"], venue_id) is None:
-            raise errors.NotFound.of("venue_id", "venue", venue_id)
+        await required_value(
+            conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+        )
         unknown = await conn.fetch(Q["unknown_sites"], sites)
         if unknown:
             index = sites.index(unknown[0]["site_id"])
@@ -74,8 +76,9 @@ async def list_seats(pool: asyncpg.Pool, venue_id: str) -> list[asyncpg.Record]:
     """Every seat of the venue with its live session (a JSON object) or None."""
     with translated():
         async with pool.acquire() as conn:
-            if await conn.fetchval(Q["venue_exists"], venue_id) is None:
-                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            await required_value(
+                conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+            )
             rows: list[asyncpg.Record] = await conn.fetch(Q["list_seats"], venue_id)
     return rows
 
@@ -86,7 +89,8 @@ async def list_sessions(
     """The venue's sessions, newest first."""
     with translated():
         async with pool.acquire() as conn:
-            if await conn.fetchval(Q["venue_exists"], venue_id) is None:
-                raise errors.NotFound.of("venue_id", "venue", venue_id)
+            await required_value(
+                conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
+            )
             rows: list[asyncpg.Record] = await conn.fetch(Q["list_sessions"], venue_id, live_only, limit)
     return rows

@@ -10,6 +10,7 @@ import math
 import re
 import uuid
 import zoneinfo
+from typing import TypeVar
 
 from cloudseat.errors import InvalidArgument
 
@@ -164,10 +165,24 @@ def time_zone(value: str, field: str = "time_zone") -> str:
     return value
 
 
-def period(start: dt.datetime, end: dt.datetime, *, max_days: int = 366) -> tuple[dt.datetime, dt.datetime]:
-    """A period [start, end): start before end, at most max_days long; errors name `end`."""
+# Instants or whole days (a datetime is a date too).
+_Day = TypeVar("_Day", bound=dt.date)
+
+
+def period(
+    start: _Day,
+    end: _Day,
+    *,
+    max_days: int = 366,
+    fields: tuple[str, str] = ("start", "end"),
+    too_long: str = "",
+) -> tuple[_Day, _Day]:
+    """A period [start, end): start before end, at most max_days long; errors name the end field. `fields` are the
+    request's names for (start, end); `too_long` words the second refusal for a request that has always said it in
+    its own words (empty: "must be at most N days after START")."""
+    start_field, end_field = fields
     if end <= start:
-        raise InvalidArgument("end", "must be after start")
+        raise InvalidArgument(end_field, f"must be after {start_field}")
     if end - start > dt.timedelta(days=max_days):
-        raise InvalidArgument("end", f"must be at most {max_days} days after start")
+        raise InvalidArgument(end_field, too_long or f"must be at most {max_days} days after {start_field}")
     return start, end

@@ -6,6 +6,8 @@
   network namespace.
 - `NetNS`: a network namespace of the test's own (`unshare --net`), with its own loopback, where nftables drops
   packets to make a real network fault; nothing outside the namespace is touched.
+- `partitioned`: an agent and a broker replica in such a namespace, and a second replica outside that the test's
+  calls go to, so the network between agent and broker can be cut while the test watches.
 - `Postgres`: a PostgreSQL server of the test's own (the pgserver wheel's binaries), which the test may stop and
   start again: the session-wide server is shared with every other test and must not be restarted.
 - `FleetAgent`: a scripted agent on the real AgentService protocol that reconnects like the real one (same epoch,
@@ -51,6 +53,7 @@ from broker.store import fleet as fleet_store
 from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import venues as venue_store
+from tests.integration.conftest import FAST
 
 S = common_pb2.SessionState
 ON_HOST = ("PLACED", "STARTING", "READY", "STREAMING")
@@ -322,28 +325,90 @@ class NetNS:
             raise RuntimeError(f"{shlex.join(argv)}: {out.decode()}")
         return out.decode()
 
-    async def cut(self, port: int) -> None:
-        """Drop every TCP packet to or from `port` on this namespace's loopback, silently: no reset, no ICMP, so
-        both ends see a half-open connection."""
+    async def drop(self, *matches: str) -> None:
+        """Drop every packet sent in this namespace that one of the nftables `matches` (e.g. "meta l4proto udp")
+        selects, silently: no reset, no ICMP. Until `heal`."""
+        rules = "".join(f"    {m} drop\n" for m in matches)
         await self.run(
             "nft",
             "-f",
             "-",
             stdin=(
                 "table inet cloudseat_fault {\n"
-                "  chain out { type filter hook output priority 0; policy accept;\n"
-                f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n"
+                f"  chain out {{ type filter hook output priority 0; policy accept;\n{rules}  }}\n"
                 "}\n"
             ),
         )
 
+    async def cut(self, port: int) -> None:
+        """Drop every TCP packet to or from `port` on this namespace's loopback, so both ends see a half-open
+        connection."""
+        await self.drop(f"tcp dport {port}", f"tcp sport {port}")
+
     async def heal(self) -> None:
+        """Remove what `drop` (or `cut`) put in place."""
         await self.run("nft", "delete", "table", "inet", "cloudseat_fault")
 
     def close(self) -> None:
         if self._holder is not None and self._holder.poll() is None:
             self._holder.kill()
             self._holder.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class Partitioned:
+    """An agent and the broker replica it links to ("inner"), both in a network namespace of the test's own, and a
+    second replica outside ("outer", on the same database, which learns every change through PostgreSQL) that the
+    test's own calls go to: `cut()` drops every packet between agent and inner replica, the test still sees all."""
+
+    ns: NetNS
+    inner: BrokerProcess
+    outer: Broker
+    client: BrokerClient
+    agent: LogProcess
+
+    async def cut(self) -> None:
+        await self.ns.cut(self.inner.port)
+
+    async def heal(self) -> None:
+        await self.ns.heal()
+
+
+@contextlib.asynccontextmanager
+async def partitioned(
+    database_url: str,
+    folder: Path,
+    *,
+    heartbeat_s: float,
+    lost_after_s: float,
+    seats: int,
+    host: str = "agent-1",
+) -> AsyncIterator[Partitioned]:
+    """The world `seed` makes, served by an inner replica (heartbeat and lost-after as given) in a new network
+    namespace and an outer one, and the real agent `host` started in the namespace, linked to the inner replica
+    (not yet registered: wait for that). The processes are killed and the namespace removed on the way out."""
+    ns = NetNS().open()
+    inner: BrokerProcess | None = None
+    agent: LogProcess | None = None
+    try:
+        inner = await start_broker(
+            database_url, name="inner", heartbeat_s=heartbeat_s, lost_after_s=lost_after_s, netns=ns
+        )
+        # The inner replica leads (it judges liveness), as the only replica that holds the agent's link.
+        await inner.wait_event("took the placement lease", timeout_s=15)
+        async with (
+            running_broker(dataclasses.replace(FAST, database_url=database_url)) as outer,
+            BrokerClient(f"127.0.0.1:{outer.port}") as client,
+        ):
+            await seed(client, seats=seats)
+            agent = await start_agent(folder, host, inner.target, netns=ns)
+            yield Partitioned(ns, inner, outer, client, agent)
+    finally:
+        if agent is not None:
+            await agent.kill()
+        if inner is not None:
+            await inner.kill()
+        ns.close()
 
 
 # -- a PostgreSQL server the test may restart ---------------------------------------------------------------------

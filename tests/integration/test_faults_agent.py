@@ -313,72 +313,55 @@ async def test_agent_cut_off_is_lost_and_its_old_epoch_refused_on_return(db_url:
     """The agent and the broker replica it links to run in a network namespace; nftables there drops every packet
     between them (no reset). The test's own calls go to a second replica outside, on the same database, which
     learns every change through PostgreSQL. Heartbeat 1 s, lost after 3 s."""
-    ns = faults.NetNS().open()
-    inner: faults.BrokerProcess | None = None
-    agent: faults.LogProcess | None = None
-    try:
-        inner = await faults.start_broker(db_url, name="inner", heartbeat_s=1.0, lost_after_s=3.0, netns=ns)
-        # The inner replica leads (it judges liveness), as the only replica that holds the agent's link.
-        await inner.wait_event("took the placement lease", timeout_s=15)
-        async with (
-            faults.running_broker(dataclasses.replace(FAST, database_url=db_url)) as outer,
-            BrokerClient(f"127.0.0.1:{outer.port}") as client,
-        ):
-            await faults.seed(client, seats=4)
-            agent = await faults.start_agent(tmp_path, "agent-1", inner.target, netns=ns)
-            spare = faults.FleetAgent([f"127.0.0.1:{outer.port}"], "spare-1", slots=1)
-            try:
-                first = await _online(client, "agent-1")
-                started = await client.start_session("cafe", "s001", "demo")
-                sid = started.session.session_id
-                assert await _placed_on(client, sid, timeout_s=20) == "agent-1"
-                spare.start()
-                await _online(client, "spare-1")
-                watcher = Watcher(client, sid)
+    async with faults.partitioned(db_url, tmp_path, heartbeat_s=1.0, lost_after_s=3.0, seats=4) as world:
+        client, inner, agent = world.client, world.inner, world.agent
+        spare = faults.FleetAgent([f"127.0.0.1:{world.outer.port}"], "spare-1", slots=1)
+        try:
+            first = await _online(client, "agent-1")
+            started = await client.start_session("cafe", "s001", "demo")
+            sid = started.session.session_id
+            assert await _placed_on(client, sid, timeout_s=20) == "agent-1"
+            spare.start()
+            await _online(client, "spare-1")
+            watcher = Watcher(client, sid)
 
-                cut_at_wall, cut_at = time.time(), time.monotonic()
-                await ns.cut(inner.port)
-                ended = await watcher.wait(timeout_s=HOST_LOST_BOUND_S + 5)
-                assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
-                ended_at, _ = await _ended_at(db_url, sid)
-                lost_after = ended_at - cut_at_wall
-                told_after = watcher.ended_at_wall - ended_at
-                assert lost_after <= HOST_LOST_BOUND_S
-                assert told_after <= TOLD_AT_ONCE_S
-                second = await client.start_session("cafe", "s002", "demo")
-                assert await _placed_on(client, second.session.session_id) == "spare-1"
+            cut_at_wall, cut_at = time.time(), time.monotonic()
+            await world.cut()
+            ended = await watcher.wait(timeout_s=HOST_LOST_BOUND_S + 5)
+            assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
+            ended_at, _ = await _ended_at(db_url, sid)
+            lost_after = ended_at - cut_at_wall
+            told_after = watcher.ended_at_wall - ended_at
+            assert lost_after <= HOST_LOST_BOUND_S
+            assert told_after <= TOLD_AT_ONCE_S
+            second = await client.start_session("cafe", "s002", "demo")
+            assert await _placed_on(client, second.session.session_id) == "spare-1"
 
-                # The agent's keepalive gives up on the dead connection; only then is the network healed, so the
-                # agent comes back with its old epoch, which is refused, and registers under a new one.
-                t_gave_up, _ = await agent.wait_event("broker link closed", since=cut_at, timeout_s=30)
-                await ns.heal()
-                await agent.wait_event("the broker retired this agent's epoch; starting afresh", timeout_s=30)
-                await agent.wait_event("session stopped by the broker", session_id=sid, timeout_s=5)
-                back = await _online(client, "agent-1", epoch_above=first.epoch, timeout_s=30)
-                refusals = [
-                    e
-                    for _, e in inner.events("rpc", method="/cloudseat.v1.AgentService/Connect")
-                    if e.get("status") == "FAILED_PRECONDITION"
-                ]
-                assert refusals, "the old epoch's return must be refused"
-                await _old_epoch_refused(client, "agent-1", first.epoch, sid)
-                await _never_served_twice(client, started)
-                faults.report(
-                    "agent cut off (1 s / 3 s)",
-                    cut_to_host_lost_s=round(lost_after, 2),
-                    host_lost_to_patron_told_s=round(told_after, 3),
-                    agent_keepalive_gave_up_s=round(t_gave_up - cut_at, 2),
-                    epochs=f"{first.epoch}->{back.epoch}",
-                )
-                await faults.check_store(db_url)
-            finally:
-                await spare.close()
-    finally:
-        if agent is not None:
-            await agent.kill()
-        if inner is not None:
-            await inner.kill()
-        ns.close()
+            # The agent's keepalive gives up on the dead connection; only then is the network healed, so the
+            # agent comes back with its old epoch, which is refused, and registers under a new one.
+            t_gave_up, _ = await agent.wait_event("broker link closed", since=cut_at, timeout_s=30)
+            await world.heal()
+            await agent.wait_event("the broker retired this agent's epoch; starting afresh", timeout_s=30)
+            await agent.wait_event("session stopped by the broker", session_id=sid, timeout_s=5)
+            back = await _online(client, "agent-1", epoch_above=first.epoch, timeout_s=30)
+            refusals = [
+                e
+                for _, e in inner.events("rpc", method="/cloudseat.v1.AgentService/Connect")
+                if e.get("status") == "FAILED_PRECONDITION"
+            ]
+            assert refusals, "the old epoch's return must be refused"
+            await _old_epoch_refused(client, "agent-1", first.epoch, sid)
+            await _never_served_twice(client, started)
+            faults.report(
+                "agent cut off (1 s / 3 s)",
+                cut_to_host_lost_s=round(lost_after, 2),
+                host_lost_to_patron_told_s=round(told_after, 3),
+                agent_keepalive_gave_up_s=round(t_gave_up - cut_at, 2),
+                epochs=f"{first.epoch}->{back.epoch}",
+            )
+            await faults.check_store(db_url)
+        finally:
+            await spare.close()
 
 
 # -- a batch planned before the host was lost ----------------------------------------------------------------------

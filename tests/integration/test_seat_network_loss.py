@@ -1,6 +1,6 @@
 """A short network loss between seat and host: the stream comes back on the same session, without a new one.
 
-The loss is real: the agent and the client run in a network namespace this test creates (`unshare --net`), with its
+The loss is real: the agent and the client run in a network namespace of the test's own (faults.NetNS), with its
 own loopback, and an nftables rule in that namespace drops every UDP packet (all of WebRTC: ICE, DTLS, SRTP, SCTP)
 for a few seconds. The broker stays outside and is reached over a unix socket, which no packet filter touches, so
 only the media path fails, as when a seat's Wi-Fi or a switch drops out. Needs root (or user namespaces) and nft,
@@ -17,7 +17,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
 
 from broker.config import BrokerConfig
+from tests.integration import faults
 from tests.integration.conftest import CONFIG
 
 pytestmark = pytest.mark.slow
@@ -49,16 +50,16 @@ async def client(broker: object, socket_path: Path) -> AsyncIterator[BrokerClien
         yield c
 
 
-async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, f"{shlex.join(argv)}: {out.decode()}"
+@pytest.fixture
+def ns() -> Iterator[faults.NetNS]:
+    """The seat's network: the agent and the client run in it, the broker outside."""
+    netns = faults.NetNS().open()
+    yield netns
+    netns.close()
 
 
 async def test_media_path_loss_recovers_on_the_same_session(
-    world: BrokerClient, socket_path: Path, tmp_path: Path
+    world: BrokerClient, socket_path: Path, tmp_path: Path, ns: faults.NetNS
 ) -> None:
     agent_toml = tmp_path / "agent.toml"
     agent_toml.write_text(
@@ -67,7 +68,6 @@ async def test_media_path_loss_recovers_on_the_same_session(
     out_json = tmp_path / "play.json"
     python = shlex.quote(sys.executable)
     script = (
-        "ip link set lo up && "
         f"{python} -m gpu_agent run --config {shlex.quote(str(agent_toml))} --log-format json "
         f"> {shlex.quote(str(tmp_path / 'agent.log'))} 2>&1 & "
         f"exec {python} -m thin_client play --broker unix:{shlex.quote(str(socket_path))} "
@@ -75,8 +75,7 @@ async def test_media_path_loss_recovers_on_the_same_session(
         f"--reconnect-after 1.5 --json {shlex.quote(str(out_json))}"
     )
     seat = await asyncio.create_subprocess_exec(
-        "unshare",
-        "--net",
+        *ns.prefix(),
         "sh",
         "-c",
         script,
@@ -86,7 +85,6 @@ async def test_media_path_loss_recovers_on_the_same_session(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert seat.stdout is not None
-    netns = f"--net=/proc/{seat.pid}/ns/net"
     seen: list[str] = []
 
     async def until(prefix: str, timeout_s: float) -> None:
@@ -103,15 +101,10 @@ async def test_media_path_loss_recovers_on_the_same_session(
         await until("playing demo", 60)
         await asyncio.sleep(1.0)
         # The seat's network drops every UDP packet for a few seconds.
-        await _run("nsenter", netns, "nft", "add table inet seat_loss")
-        await _run(
-            "nsenter", netns, "nft",
-            "add chain inet seat_loss out { type filter hook output priority 0 ; policy accept ; }",
-        )  # fmt: skip
-        await _run("nsenter", netns, "nft", "add rule inet seat_loss out meta l4proto udp drop")
+        await ns.drop("meta l4proto udp")
         await until("no video for", 15)
         await asyncio.sleep(DROP_S)
-        await _run("nsenter", netns, "nft", "delete table inet seat_loss")
+        await ns.heal()
         await until("reconnected after", 30)
         await asyncio.sleep(1.0)
         seat.send_signal(signal.SIGINT)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
@@ -53,6 +54,24 @@ def test_sdp() -> None:
         v.sdp("offer", "hello", "offer", expect="offer")
     with pytest.raises(InvalidArgument, match=r"offer\.sdp: must be at most"):
         v.sdp("offer", "v=0" + "a" * v.MAX_SDP_BYTES, "offer", expect="offer")
+
+
+def test_period_names_the_callers_fields_and_keeps_their_words() -> None:
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert v.period(t0, t0 + dt.timedelta(days=366)) == (t0, t0 + dt.timedelta(days=366))
+    with pytest.raises(InvalidArgument, match=r"^end: must be after start$"):
+        v.period(t0, t0)
+    with pytest.raises(InvalidArgument, match=r"^end: must be at most 366 days after start$"):
+        v.period(t0, t0 + dt.timedelta(days=366, microseconds=1))
+    with pytest.raises(InvalidArgument, match=r"^ends_at: must be after starts_at$"):
+        v.period(t0, t0 - dt.timedelta(seconds=1), fields=("starts_at", "ends_at"))
+    with pytest.raises(InvalidArgument, match=r"^end: the period may be at most 31 days$"):
+        v.period(t0, t0 + dt.timedelta(days=32), max_days=31, too_long="the period may be at most 31 days")
+    # Whole days (the console's statements).
+    day = dt.date(2025, 1, 1)
+    assert v.period(day, day + dt.timedelta(days=366), fields=("from", "to")) == (day, dt.date(2026, 1, 2))
+    with pytest.raises(InvalidArgument, match=r"^to: must be at most 366 days after from$"):
+        v.period(day, day + dt.timedelta(days=367), fields=("from", "to"))
 
 
 @given(st.text(max_size=200))
