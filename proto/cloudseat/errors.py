@@ -1,4 +1,4 @@
-"""The broker's exceptions: one root, each class's docstring is its default message.
+"""The contract's errors: one root, each class's docstring is its default message, each class one gRPC status.
 
     CloudseatError
     ├── InvalidArgument        a request field is missing or malformed (names the field)
@@ -14,7 +14,8 @@
     ├── DeadlineExceeded       a relay (negotiation with an agent) did not answer in time
     └── StoreError             the database refused something the broker did not expect (a bug, not a client error)
 
-`broker.rpc.status` maps each class to one gRPC status code; nothing else in the broker chooses status codes.
+The broker raises them and `broker.rpc.status` maps each class to its status code (nothing else in the broker
+chooses status codes); the shared validation (cloudseat.validate) and the seat's kiosk raise InvalidArgument too.
 """
 
 from __future__ import annotations
