@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cloudseat import logs, settings
+from cloudseat.settings import above, at_least, setting
 
 from loadtest import fleet_agents, fleet_venues, synthetic
 
@@ -70,35 +72,118 @@ class FleetError(Exception):
     """The run could not go on (a broker or server would not start, seeding failed); the message says why."""
 
 
+def _fraction(value: float) -> str | None:
+    """check=: a share of something, more than none."""
+    return None if 0 < value <= 1 else "must be more than 0 and at most 1"
+
+
+def _share(value: float) -> str | None:
+    """check=: a share that may be none but not all."""
+    return None if 0 <= value < 1 else "must be at least 0 and less than 1"
+
+
+def _address(value: str) -> str | None:
+    """check=: HOST:PORT of a broker to call."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "must be HOST:PORT with a port in 1..65535"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class FleetConfig:
-    """Everything one `fleet` run was asked to do, built once from the command line (loadtest.cli)."""
+    """Everything one `fleet` run was asked to do. The settings are the subcommand's flags and
+    CLOUDSEAT_LOADTEST_* variables (loadtest.cli builds it with cloudseat.settings)."""
 
-    hosts: int = 10_000
-    sites: int = 100
-    venues: int = 500
-    rate: float | None = None  # None: the evening-peak curve
-    duration_s: float = 60.0
-    broker: str | None = None  # target this broker instead of starting one
-    database_url: str | None = None
-    json_path: Path | None = None
-    report_dir: Path | None = None
-    profile: bool = False
-    compare_greedy: bool = False
-    seed: int = 1
-    heartbeat_interval_s: float = 5.0
-    host_lost_after_s: float = 13.0
-    agent_procs: int = 0  # 0: one per 10,000 hosts
-    patron_procs: int = 1
-    streams_per_connection: int = 1
-    seats_per_slot: float = 0.9
-    peak_occupancy: float = 0.85
-    occupancy: float = 0.5
-    multi_slot_share: float = 0.02
-    echo_s: float = 5.0
+    hosts: int = setting(10_000, "simulated GPU hosts (agents)", check=at_least(1))
+    sites: int = setting(100, "edge sites", check=at_least(1))
+    venues: int = setting(
+        500, "venues (internet cafes); their seats follow the capacity near them", check=at_least(1)
+    )
+    # None: the evening-peak curve.
+    rate: float | None = setting(
+        None, "StartSession calls per second (Poisson) instead of the evening curve", check=above(0)
+    )
+    duration_s: float = setting(
+        60.0,
+        "seconds measured (the evening is compressed into them)",
+        flag="--duration",
+        env="CLOUDSEAT_LOADTEST_DURATION",
+        check=above(0),
+    )
+    # Target this broker instead of starting one.
+    broker: str | None = setting(
+        None, "HOST:PORT of a running broker to target instead of starting one", check=_address
+    )
+    database_url: str | None = setting(
+        None,
+        "PostgreSQL for the broker this starts; none: an embedded, temporary one",
+        parse=lambda text: text or None,
+    )
+    json_path: Path | None = setting(
+        None,
+        "write the results as one JSON object to this file",
+        flag="--json",
+        env="CLOUDSEAT_LOADTEST_JSON",
+    )
+    report_dir: Path | None = setting(
+        None,
+        "write report.md and PNG plots into this directory",
+        flag="--report",
+        env="CLOUDSEAT_LOADTEST_REPORT",
+    )
+    profile: bool = setting(
+        False, "record where the broker's time goes (py-spy, else cProfile) into the report"
+    )
+    compare_greedy: bool = setting(
+        False, "run the window again with the broker on the greedy solver; compare the cost"
+    )
+    seed: int = setting(1, "seed of the region and the arrivals")
+    # The broker this starts: as its own --heartbeat-interval and --host-lost-after.
+    heartbeat_interval_s: float = setting(
+        5.0,
+        "seconds between heartbeats (the broker this starts)",
+        flag="--heartbeat-interval",
+        env="CLOUDSEAT_LOADTEST_HEARTBEAT_INTERVAL",
+        check=above(0),
+    )
+    host_lost_after_s: float = setting(
+        13.0,
+        "seconds of silence before a host is lost (the broker; more than --heartbeat-interval)",
+        flag="--host-lost-after",
+        env="CLOUDSEAT_LOADTEST_HOST_LOST_AFTER",
+        check=above(0),
+    )
+    # 0: one per 10,000 hosts.
+    agent_procs: int = setting(0, "processes for the simulated agents (0: one per 10,000)", check=at_least(0))
+    patron_procs: int = setting(1, "processes for the patrons", check=at_least(1))
+    streams_per_connection: int = setting(1, "agent streams sharing one HTTP/2 connection", check=at_least(1))
+    seats_per_slot: float = setting(0.9, "seats per slot of capacity near each venue", check=above(0))
+    peak_occupancy: float = setting(0.85, "share of seats taken at the evening's peak", check=_fraction)
+    occupancy: float = setting(
+        0.5, "with --rate: share of the fleet's slots busy at steady state", check=_fraction
+    )
+    multi_slot_share: float = setting(0.02, "share of sessions that need two slots on one host", check=_share)
+    echo_s: float = setting(5.0, "seconds of the bare gRPC echo baseline", check=at_least(0))
     echo_concurrency: int = 64
-    broker_log_level: str = "info"
-    progress: bool = True
+    broker_log_level: str = setting(
+        "info", "log level of the broker this starts (info: one line per RPC)", choices=logs.LEVELS
+    )
+    # The variable is named for the opposite, as the switch was: CLOUDSEAT_LOADTEST_NO_PROGRESS=1 turns it off.
+    progress: bool = setting(
+        True,
+        "a progress bar on stderr (CLOUDSEAT_LOADTEST_NO_PROGRESS=1 turns it off)",
+        env="CLOUDSEAT_LOADTEST_NO_PROGRESS",
+        parse=settings.negated,
+    )
+
+    def __post_init__(self) -> None:
+        if self.broker is not None and (self.profile or self.compare_greedy):
+            raise ValueError(
+                "--profile and --compare-greedy need the broker this command starts (drop --broker)"
+            )
+        if self.host_lost_after_s <= self.heartbeat_interval_s:
+            raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")
 
 
 # -- the region -----------------------------------------------------------------------------------------------
@@ -922,8 +1007,6 @@ def one_line(result: Mapping[str, Any]) -> str:
 def main(cfg: FleetConfig) -> int:
     # gRPC's C core logs a line at every fork while its threads run (this process forks its workers): quiet it.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from cloudseat import logs
-
     from loadtest import report
 
     logs.configure("console", "warning")
