@@ -316,7 +316,7 @@ class PatronWorkerSpec:
     seed: int = 1
 
 
-#: What each placed session's record holds, in order (loadtest.fleet.summarise reads them).
+#: What each placed session's record holds, in order (loadtest.fleet_summary.summarise reads them).
 RECORD_FIELDS = (
     "t_start",  # seconds into the run when StartSession was sent
     "placed_ms",  # StartSession sent -> the WatchSession update that says PLACED arrived

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloudseat.settings import above, at_least, setting
+
 from loadtest.stream_media import cpu_seconds
 
 TIERS = {"720p30": "720P30", "720p60": "720P60", "1080p60": "1080P60", "1080p120": "1080P120"}
@@ -38,15 +40,35 @@ TIERS = {"720p30": "720P30", "720p60": "720P60", "1080p60": "1080P60", "1080p120
 
 @dataclass(frozen=True)
 class StreamRunConfig:
-    streams: int = 1
-    duration_s: float = 60.0
+    """One `stream` run. The settings are the subcommand's flags and CLOUDSEAT_LOADTEST_* variables (loadtest.cli)."""
+
+    streams: int = setting(1, "concurrent streams", check=at_least(1))
+    duration_s: float = setting(
+        60.0,
+        "seconds measured, after a 3 s warm-up",
+        flag="--duration",
+        env="CLOUDSEAT_LOADTEST_DURATION",
+        check=above(0),
+    )
+    tier: str = setting("720p60", "the zone's tier", choices=sorted(TIERS))
+    codec: str = setting("h264", "software codec", choices=("h264", "vp8"))
+    client: str = setting(
+        "python",
+        "the seats: cloudseat-client play processes, or the kiosk page in headless Chromium",
+        choices=("python", "browser"),
+    )
+    ready_probes: int = setting(
+        10, "short sessions started one by one to measure session ready", check=at_least(0)
+    )
+    json_path: Path | None = setting(
+        None, "write the results here as JSON", flag="--json", env="CLOUDSEAT_LOADTEST_JSON"
+    )
+    # None: an embedded PostgreSQL in a temporary directory.
+    database_url: str | None = setting(
+        None, "PostgreSQL for the broker; none: an embedded, temporary one", parse=lambda text: text or None
+    )
     warmup_s: float = 3.0
-    tier: str = "720p60"
-    codec: str = "h264"
     input_every_s: float = 0.25
-    database_url: str | None = None
-    client: str = "python"
-    ready_probes: int = 10
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -306,7 +328,7 @@ def _percentile(values: list[float], q: float) -> float:
     return round(clean[low] + (clean[high] - clean[low]) * (rank - low), 2)
 
 
-def main(cfg: StreamRunConfig, json_path: Path | None) -> int:
+def main(cfg: StreamRunConfig) -> int:
     from cloudseat import logs
 
     logs.configure("console", "warning")
@@ -322,6 +344,6 @@ def main(cfg: StreamRunConfig, json_path: Path | None) -> int:
         f"agent CPU {result['cpu_per_stream_pct']}% per stream"
     )
     print(line)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2))
+    if cfg.json_path is not None:
+        cfg.json_path.write_text(json.dumps(result, indent=2))
     return 0

@@ -178,6 +178,12 @@ class _Raw(str):
     built, so that a bad value reads the same whether it came from a flag or from the environment."""
 
 
+def negated(text: str) -> bool:
+    """parse=: a switch whose variable is named for the opposite (`progress` read from CLOUDSEAT_…_NO_PROGRESS:
+    1 turns it off). The flag itself is unchanged (`--progress` / `--no-progress`)."""
+    return not _boolean(text)
+
+
 def _shown(b: _Bound) -> str:
     if b.spec.shown is not None:
         return b.spec.shown
@@ -243,7 +249,7 @@ def add_arguments(
         tail = f"env {envs}" if b.spec.required else f"env {envs}; default {_shown(b)}"
         text = f"{b.spec.help} ({tail})" if b.spec.help else tail
         kwargs: dict[str, Any] = {"dest": b.name, "default": value, "help": text.replace("%", "%%")}
-        if not b.boolean:
+        if b.spec.metavar or not (b.boolean or b.spec.choices):  # argparse shows choices as {a,b}
             kwargs["metavar"] = b.spec.metavar or b.flag.lstrip("-").upper().replace("-", "_")
         if b.spec.required and not found:
             kwargs["required"] = True

@@ -93,6 +93,7 @@ def test_help_names_the_variable_and_the_default() -> None:
     text = parser.format_help()
     assert "(env EX_GRACE_S; default 10.0)" in text
     assert "(env EX_URL or FALLBACK_URL; default none)" in text
+    assert "--mode {fast,slow}" in text
     assert "not-a-flag" not in text
 
 
@@ -132,3 +133,24 @@ def test_variables_lists_every_name_read() -> None:
         "EX_URL",
         "FALLBACK_URL",
     ]
+
+
+def test_a_switch_may_read_a_variable_named_for_the_opposite(monkeypatch: pytest.MonkeyPatch) -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Bar:
+        progress: bool = setting(True, "a progress bar", env="EX_NO_PROGRESS", parse=settings.negated)
+
+    def parse(argv: list[str]) -> bool:
+        parser = argparse.ArgumentParser()
+        settings.add_arguments(parser, Bar, env_prefix="EX_")
+        return bool(settings.build(Bar, parser.parse_args(argv)).progress)
+
+    monkeypatch.delenv("EX_NO_PROGRESS", raising=False)
+    assert parse([]) is True and parse(["--no-progress"]) is False
+    monkeypatch.setenv("EX_NO_PROGRESS", "1")
+    assert parse([]) is False and parse(["--progress"]) is True
+    monkeypatch.setenv("EX_NO_PROGRESS", "0")
+    assert parse([]) is True
+    monkeypatch.setenv("EX_NO_PROGRESS", "maybe")
+    with pytest.raises(SettingsError, match=r"^EX_NO_PROGRESS='maybe': not a valid value for --progress"):
+        parse([])

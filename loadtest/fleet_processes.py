@@ -1,0 +1,220 @@
+"""The processes a fleet run starts besides its workers, and how it watches them: the broker (`python -m broker
+serve`, under cProfile when asked), the echo server, PostgreSQL's postmaster found from its URL, py-spy; and CPU
+accounting from /proc for each role.
+
+The agent and patron workers are loadtest.fleet_agents' and loadtest.fleet_venues'; loadtest.fleet starts these
+and runs the phases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loadtest import fleet
+
+
+class StartError(Exception):
+    """A process the run needs did not start or serve (the broker, the echo server); the message says why."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User + system CPU of a process so far, in clock ticks; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """% of one core each role (broker, postgres, agents, ...) used between start() and stop()."""
+
+    def __init__(self, roles: Mapping[str, Sequence[int]], postmaster: int | None) -> None:
+        self.roles = {k: list(v) for k, v in roles.items() if v}
+        self.postmaster = postmaster
+        self.first: dict[str, dict[int, int]] = {}
+        self.t0 = 0.0
+
+    def _snapshot(self) -> dict[str, dict[int, int]]:
+        roles = {**self.roles, "load test (this process)": [os.getpid()]}
+        if self.postmaster is not None:
+            roles["postgres"] = [self.postmaster, *_children(self.postmaster)]
+        return {role: {p: t for p in pids if (t := cpu_ticks(p)) is not None} for role, pids in roles.items()}
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.first = self._snapshot()
+
+    def stop(self) -> dict[str, float]:
+        wall = max(1e-9, time.monotonic() - self.t0)
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for role, ticks in self._snapshot().items():
+            before = self.first.get(role, {})
+            out[role] = round(100 * sum(t - before.get(p, 0) for p, t in ticks.items()) / hz / wall, 1)
+        out[f"total (of {100 * (os.cpu_count() or 1)})"] = round(sum(out.values()), 1)
+        return out
+
+
+async def stop(proc: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s`."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@dataclasses.dataclass
+class BrokerProcess:
+    """`python -m broker serve` (under cProfile when asked), its log in a file."""
+
+    proc: asyncio.subprocess.Process
+    target: str
+    log: Path
+
+    @classmethod
+    async def start(
+        cls, cfg: fleet.FleetConfig, url: str, solver: str, log: Path, cprofile: Path | None
+    ) -> BrokerProcess:
+        port = _free_port()
+        args = [
+            "-m",
+            "broker",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--database-url",
+            url,
+            "--solver",
+            solver,
+        ]
+        args += ["--log-format", "json", "--log-level", cfg.broker_log_level]
+        args += [
+            "--heartbeat-interval",
+            str(cfg.heartbeat_interval_s),
+            "--host-lost-after",
+            str(cfg.host_lost_after_s),
+        ]
+        if cprofile is not None:
+            args = ["-m", "cProfile", "-o", str(cprofile), *args]
+        # Plaintext, no tenant tokens: the run measures placement, not TLS (docs/loadtest-fleet.md).
+        env = {**os.environ, "CLOUDSEAT_INSECURE": "1"}
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, *args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+            )
+        broker = cls(proc, f"127.0.0.1:{port}", log)
+        await wait_serving(broker.target, 60.0, broker)
+        return broker
+
+    def tail(self, lines: int = 3) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])[-600:]
+        return ""
+
+
+async def wait_serving(target: str, timeout_s: float, broker: BrokerProcess | None = None) -> None:
+    """Until the gRPC health service at `target` says SERVING."""
+    from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    async with aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if broker is not None and broker.proc.returncode is not None:
+                raise StartError(f"the broker exited with code {broker.proc.returncode}: {broker.tail()}")
+            with contextlib.suppress(aio.AioRpcError):
+                got = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if got.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise StartError(f"the broker at {target} was not serving within {timeout_s:.0f} s")
+            await asyncio.sleep(0.2)
+
+
+async def start_echo() -> tuple[asyncio.subprocess.Process, str]:
+    """`python -m loadtest.echo` on a free port, and its HOST:PORT."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loadtest.echo", "--listen", "127.0.0.1:0", stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        line = (await proc.stdout.readline()).decode()
+    if not line.startswith("port "):
+        raise StartError(f"the echo server did not start: {line!r}")
+    return proc, f"127.0.0.1:{int(line.split()[1])}"
+
+
+async def postmaster(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine and says where its data is."""
+    import asyncpg
+
+    with contextlib.suppress(Exception):
+        conn = await asyncpg.connect(url)
+        try:
+            data_dir = await conn.fetchval("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        finally:
+            await conn.close()
+        return int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+    return None
+
+
+def _pyspy() -> list[str]:
+    """py-spy from this environment's scripts, or from PATH."""
+    local = Path(sys.executable).with_name("py-spy")
+    return [str(local)] if local.exists() else [shutil.which("py-spy") or "py-spy"]
+
+
+def pyspy_works(pid: int) -> str:
+    """'' when py-spy can attach to `pid` (ptrace allowed here), else why not."""
+    try:
+        done = subprocess.run([*_pyspy(), "dump", "--pid", str(pid)], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return "" if done.returncode == 0 else done.stderr.decode(errors="replace").strip()[-300:]
+
+
+async def pyspy_record(pid: int, duration_s: float, out: Path) -> asyncio.subprocess.Process:
+    """py-spy recording `pid` for `duration_s` into `out` (raw stacks, 100 samples/s), without pausing it; its
+    stderr is piped (why it failed)."""
+    return await asyncio.create_subprocess_exec(
+        *_pyspy(),
+        *("record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))), "--rate"),
+        *("100", "--nonblocking", "--format", "raw", "-o", str(out)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

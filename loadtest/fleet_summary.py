@@ -1,0 +1,266 @@
+"""A fleet run's figures: one measured window (loadtest.fleet.Window) into the results JSON and the samples the
+report plots (loadtest.report.fleet_report), the comparison with greedy, what was run on what, and the line for
+the terminal. Computation only (`about` also looks at the machine); docs/loadtest-fleet.md explains
+every figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from loadtest import fleet_agents, fleet_region, fleet_venues
+
+if TYPE_CHECKING:
+    from loadtest import fleet
+
+#: The figures a comparison shows side by side.
+HEADLINE = (
+    "starts_per_s",
+    "placed_ms_p50",
+    "placed_ms_p99",
+    "queue_wait_ms_p50",
+    "queue_wait_ms_p99",
+    "errors",
+    "hosts_connected",
+    "heartbeats_per_s",
+    "cost_per_session",
+    "cap_violations",
+    "utilisation_fleet",
+)
+F64 = npt.NDArray[np.float64]
+
+
+def _q(values: F64, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values.size else None
+
+
+def _mean(values: F64) -> float | None:
+    return round(float(values.mean()), 1) if values.size else None
+
+
+def _per_second(times: F64, length: int) -> list[int]:
+    idx = np.floor(times).astype(np.int64)
+    counts: list[int] = np.bincount(idx[(idx >= 0) & (idx < length)], minlength=length).tolist()
+    return counts
+
+
+def _utilisation(
+    region: fleet_region.Region, win: fleet.Window, d: float
+) -> tuple[dict[str, float], float, list[float]]:
+    """Per site: busy slots ÷ slots, averaged over the window; the fleet's; busy slots per second (plot)."""
+    site_slots = region.site_slots()
+    busy: dict[str, float] = {}
+    grid = np.arange(0, int(np.ceil(d)) + 1, dtype=np.float64)
+    fleet_busy = np.zeros(grid.size)
+    for a in win.agents:  # each agent process samples its own hosts' busy slots once a second
+        samples = [(t - win.t_zero, b) for t, b in a["busy_samples"]]
+        inside = [b for t, b in samples if 0 <= t <= d]
+        for site in {s for b in inside for s in b}:
+            busy[site] = busy.get(site, 0.0) + float(np.mean([b.get(site, 0) for b in inside]))
+        if samples:
+            ts = np.array([t for t, _ in samples])
+            fleet_busy += np.interp(
+                grid, ts, np.array([sum(b.values()) for _, b in samples], dtype=float), left=0.0
+            )
+    per_site = {s: round(busy.get(s, 0.0) / n, 4) for s in region.sites if (n := site_slots.get(s, 0)) > 0}
+    return per_site, round(sum(busy.values()) / max(1, region.slots), 4), fleet_busy.round(1).tolist()
+
+
+def summarise(
+    cfg: fleet.FleetConfig, region: fleet_region.Region, win: fleet.Window
+) -> tuple[dict[str, Any], dict[str, F64]]:
+    """The window's figures (the JSON object) and the samples the report plots."""
+    from broker.placement import Params
+
+    params = Params()
+    d = cfg.duration_s
+    n = len(fleet_venues.RECORD_FIELDS)
+    rec = np.array([r for p in win.patrons for r in p["records"]], dtype=np.float64).reshape(-1, n)
+    t_start, placed_ms, queue_ms, lat, cap, price, slots = (rec[:, i] for i in range(n))
+    placed_at = t_start + placed_ms / 1000
+    start_ok = np.array([t for p in win.patrons for t in p["start_ok_at"]], dtype=np.float64)
+    ended_at = np.array([t for p in win.patrons for t in p["ended_at"]], dtype=np.float64)
+
+    by_method: Counter[str] = Counter()
+    for part in (*win.patrons, *win.agents, *win.connect):
+        by_method.update(part["errors"])
+    by_code: Counter[str] = Counter()
+    for key, n in by_method.items():
+        by_code[key.rsplit(":", 1)[1]] += n
+
+    # Each placement's cost as the placement objective counts it (this region has no leases).
+    games_of = {h.host_id: h.games for h in region.hosts}
+    hosts = [h for p in win.patrons for h in p["hosts"]]
+    games = [region.games[g] for p in win.patrons for g in p["games"]]
+    cold = np.array([g not in games_of.get(h, (g,)) for h, g in zip(hosts, games, strict=True)], dtype=bool)
+    money = price * slots
+    latency_cost = params.latency_weight_micros_per_ms * lat
+    cold_cost = params.cold_start_penalty_micros * cold.astype(np.float64)
+    cost = money + latency_cost + cold_cost
+
+    utilisation, fleet_utilisation, fleet_busy = _utilisation(region, win, d)
+    beats = sum(
+        n
+        for a in win.agents
+        for bucket, n in a["beats"].items()
+        if win.t_zero <= int(bucket) * fleet_agents.BEAT_BUCKET_S < win.t_zero + d
+    )
+    echo_s = float(np.mean([e["seconds"] for e in win.echo])) if win.echo else 0.0
+    echo_rps = round(sum(e["calls"] for e in win.echo) / echo_s, 1) if echo_s else None
+
+    horizon = int(np.ceil(max([d, *placed_at.tolist(), *ended_at.tolist()]))) + 1
+    starts = _per_second(start_ok, horizon)
+    in_window = int(((start_ok >= 0) & (start_ok < d)).sum())
+    full = starts[: int(d)]
+    worst5 = round(min(sum(full[i : i + 5]) / 5 for i in range(len(full) - 4)), 1) if len(full) >= 5 else None
+    waiting: Counter[float] = Counter()
+    for p in win.patrons:
+        for t, n in p["waiting_samples"]:
+            waiting[round(t * 4) / 4] += n
+    result: dict[str, Any] = {
+        "starts_per_s": round(in_window / d, 1),
+        "placed_ms_p50": _q(placed_ms, 50),
+        "placed_ms_p99": _q(placed_ms, 99),
+        "errors": dict(by_code),
+        "hosts_connected": win.hosts_connected,
+        "heartbeats_per_s": round(beats / d, 1),
+        "queue_wait_ms_p50": _q(queue_ms, 50),
+        "queue_wait_ms_p99": _q(queue_ms, 99),
+        "cost_per_session": _mean(cost),
+        "cap_violations": int((lat > cap).sum()),
+        "utilisation": utilisation,
+        "echo_rps": echo_rps,
+        "starts_per_echo_rps": round(in_window / d / echo_rps, 4) if echo_rps else None,
+        "solver": win.solver,
+        "requested_starts_per_s": cfg.rate,
+        "starts_per_s_worst_5s": worst5,
+        "placed_per_s": round(int(((placed_at >= 0) & (placed_at < d)).sum()) / d, 1),
+        "placed_ms_p90": _q(placed_ms, 90),
+        "placed_ms_p999": _q(placed_ms, 99.9),
+        "placed_ms_max": _q(placed_ms, 100),
+        "utilisation_fleet": fleet_utilisation,
+        "sessions": {
+            "scheduled": win.scheduled,
+            "requested": sum(p["issued"] for p in win.patrons),
+            "started": sum(p["started"] for p in win.patrons),
+            "placed": int(rec.shape[0]),
+            "ended": sum(p["ended"] for p in win.patrons),
+            "never_ended": sum(p["end_failed"] for p in win.patrons),
+            "not_placed": sum(p["not_placed"] for p in win.patrons),
+            "ended_before_placed": sum(sum(p["ended_before_placed"].values()) for p in win.patrons),
+            "turned_away": sum(p["turned_away"] for p in win.patrons),
+            "unfinished": sum(p["unfinished_tasks"] for p in win.patrons),
+        },
+        "errors_by_method": dict(by_method),
+        "error_samples": [
+            s for part in (*win.patrons, *win.agents, *win.connect) for s in part["error_samples"]
+        ][:10],
+        "hosts": {
+            "simulated": len(region.hosts),
+            "registered": sum(c["connected"] for c in win.connect),
+            "register_s": round(max((c["seconds"] for c in win.connect), default=0.0), 2),
+            "connected_min_in_window": win.hosts_connected_min,
+            "streams_lost": sum(a["lost_streams"] for a in win.agents),
+            "commands": dict(sum((Counter(a["commands"]) for a in win.agents), Counter())),
+            "session_events_sent": sum(a["events_sent"] for a in win.agents),
+        },
+        "cost": {
+            "unit": "micros per session: price per slot-hour × slots + λ·latency + cold-start penalty",
+            "price": _mean(money),
+            "latency": _mean(latency_cost),
+            "cold_start": _mean(cold_cost),
+            "cold_starts": int(cold.sum()),
+            "latency_ms_mean": _mean(lat),
+        },
+        "cpu_pct_of_one_core": win.cpu,
+        "timeseries": {
+            "t_s": list(range(horizon)),
+            "starts_per_s": starts,
+            "placed_per_s": _per_second(placed_at, horizon),
+            "ended_per_s": _per_second(ended_at, horizon),
+            "placed_ms_p99": [_q(placed_ms[(t_start >= s) & (t_start < s + 1)], 99) for s in range(horizon)],
+            "waiting_t_s": sorted(waiting),
+            "waiting": [waiting[k] for k in sorted(waiting)],
+            "fleet_busy_slots": fleet_busy,
+        },
+        "profile": win.profile,
+        "profile_note": win.profile_note,
+    }
+    return result, {"placed_ms": placed_ms, "queue_wait_ms": queue_ms, "cost": cost}
+
+
+def against_greedy(engine: Mapping[str, Any], greedy: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a run with --compare-greedy adds: greedy's headline figures and the cost difference."""
+    g_cost, e_cost = greedy["cost_per_session"], engine["cost_per_session"]
+    return {
+        "greedy": {k: greedy[k] for k in (*HEADLINE, "cost", "sessions", "cpu_pct_of_one_core")},
+        "cost_vs_greedy_pct": round((e_cost - g_cost) / g_cost * 100, 3) if g_cost and e_cost else None,
+    }
+
+
+def about(
+    cfg: fleet.FleetConfig,
+    region: fleet_region.Region,
+    schedule: fleet_venues.Schedule,
+    seed_s: float,
+    out: Path,
+) -> dict[str, Any]:
+    """What was run, on what: the JSON's descriptive fields."""
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()},
+        "region": {
+            "hosts": len(region.hosts),
+            "sites": len(region.sites),
+            "slots": region.slots,
+            "venues": len(region.venues),
+            "venues_without_a_near_site": region.venues_without_seats,
+            "seats": sum(len(v.seats) for v in region.venues),
+            "esports_seats": sum(region.esports_seats.values()),
+        },
+        "schedule": {
+            "kind": "evening peak" if cfg.rate is None else "constant rate (Poisson)",
+            "arrivals": len(schedule),
+            "compression": round(schedule.compression, 1),
+            "mean_session_s": round(float(schedule.duration_s.mean()), 2) if len(schedule) else None,
+        },
+        "setup": {
+            "seed_s": round(seed_s, 2),
+            "broker_log": str(out / "broker.log") if cfg.broker is None else None,
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+        "targets": {
+            "starts_per_s": 3000,
+            "placed_ms_p99": 100,
+            "hosts_connected": 10_000,
+            "heartbeat_interval_s": 5,
+        },
+    }
+
+
+def one_line(result: Mapping[str, Any]) -> str:
+    """The run in one line, for the terminal."""
+    line = (
+        f"{result['hosts_connected']:,} hosts connected ({result['heartbeats_per_s']:,.0f} heartbeats/s): "
+        f"{result['starts_per_s']:,.1f} starts/s (echo {result['echo_rps'] or 0:,.0f} rps, ratio "
+        f"{result['starts_per_echo_rps'] or 0:.4f}), request→placed p50 {result['placed_ms_p50']} ms "
+        f"p99 {result['placed_ms_p99']} ms, queue wait p99 {result['queue_wait_ms_p99']} ms, "
+        f"{sum(result['errors'].values())} errors, cost/session {result['cost_per_session'] or 0:,.0f} µ, "
+        f"{result['cap_violations']} cap violations"
+    )
+    if result.get("cost_vs_greedy_pct") is not None:
+        line += f"; cost vs greedy {result['cost_vs_greedy_pct']:+.2f}%"
+    return line
