@@ -152,5 +152,5 @@ def test_a_switch_may_read_a_variable_named_for_the_opposite(monkeypatch: pytest
     monkeypatch.setenv("EX_NO_PROGRESS", "0")
     assert parse([]) is True
     monkeypatch.setenv("EX_NO_PROGRESS", "maybe")
-    with pytest.raises(SettingsError, match=r"^EX_NO_PROGRESS='maybe': not a valid value for --progress"):
+    with pytest.raises(SettingsError, match=r"^EX_NO_PROGRESS: 'maybe' is not one of 1, true"):
         parse([])
