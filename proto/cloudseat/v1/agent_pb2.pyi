@@ -9,16 +9,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "session_event", "negotiate_result")
+    __slots__ = ("register", "heartbeat", "session_event", "negotiate_result", "goodbye")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SESSION_EVENT_FIELD_NUMBER: _ClassVar[int]
     NEGOTIATE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     session_event: SessionEvent
     negotiate_result: NegotiateResult
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_event: _Optional[_Union[SessionEvent, _Mapping]] = ..., negotiate_result: _Optional[_Union[NegotiateResult, _Mapping]] = ...) -> None: ...
+    goodbye: Goodbye
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_event: _Optional[_Union[SessionEvent, _Mapping]] = ..., negotiate_result: _Optional[_Union[NegotiateResult, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class BrokerMessage(_message.Message):
     __slots__ = ("registered", "start_session", "stop_session", "negotiate", "drain", "prewarm")
@@ -137,6 +139,10 @@ class SessionEvent(_message.Message):
     end_reason: _common_pb2.EndReason
     detail: str
     def __init__(self, session_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.SessionState, str]] = ..., end_reason: _Optional[_Union[_common_pb2.EndReason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Goodbye(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class NegotiateResult(_message.Message):
     __slots__ = ("correlation_id", "answer", "error")

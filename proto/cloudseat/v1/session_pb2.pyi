@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots", "zone_id", "resume", "paid_time_s")
+    __slots__ = ("request_id", "venue_id", "seat_id", "game_id", "patron_id", "slots", "zone_id", "resume", "paid_time_s", "wait_for_placement_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     SEAT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class StartSessionRequest(_message.Message):
     ZONE_ID_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     PAID_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_PLACEMENT_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     venue_id: str
     seat_id: str
@@ -31,7 +32,8 @@ class StartSessionRequest(_message.Message):
     zone_id: str
     resume: Resume
     paid_time_s: int
-    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ..., zone_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., paid_time_s: _Optional[int] = ...) -> None: ...
+    wait_for_placement_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., game_id: _Optional[str] = ..., patron_id: _Optional[str] = ..., slots: _Optional[int] = ..., zone_id: _Optional[str] = ..., resume: _Optional[_Union[Resume, _Mapping]] = ..., paid_time_s: _Optional[int] = ..., wait_for_placement_ms: _Optional[int] = ...) -> None: ...
 
 class Resume(_message.Message):
     __slots__ = ("session_id", "session_token")
@@ -42,14 +44,18 @@ class Resume(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
 
 class StartSessionResponse(_message.Message):
-    __slots__ = ("session", "session_token", "created")
+    __slots__ = ("session", "session_token", "created", "queue_position", "queue_length")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     session_token: str
     created: bool
-    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., session_token: _Optional[str] = ..., created: bool = ...) -> None: ...
+    queue_position: int
+    queue_length: int
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., session_token: _Optional[str] = ..., created: bool = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id", "include_history")
