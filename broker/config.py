@@ -78,17 +78,34 @@ class BrokerConfig:
         env="CLOUDSEAT_BROKER_DATA_DIR",
         shown="$XDG_DATA_HOME/cloudseat/broker, else ~/.local/share/cloudseat/broker",
     )
-    # Agents heartbeat this often; a host silent for host_lost_after_s (database clock) is lost. 13 s tolerates two
-    # lost heartbeats, and with the once-a-second check and the 0.25 s heartbeat flush keeps detection within 15 s
-    # of the agent's death even when it died right after a heartbeat (docs/architecture.md: host loss ≤ 15 s).
-    heartbeat_interval_s: float = setting(
-        5.0, "seconds between agent heartbeats", flag="--heartbeat-interval", check=above(0)
+    # A host's liveness is its agent's link (broker.links): the agents' server pings every link every link_ping_s,
+    # below Python, and drops one that does not answer within as long again, so a killed, frozen or cut-off agent
+    # is seen within 2 × link_ping_s. A host is lost host_lost_after_s after its last sign of life at most: its
+    # link gets the rest (link_grace_s) to come back, and a broker process that holds links and falls silent loses
+    # them after host_lost_after_s. 13 s keeps detection within 15 s of an agent's death with the once-a-second check
+    # (docs/architecture.md: host loss detected ≤ 15 s).
+    link_ping_s: float = setting(
+        3.0,
+        "seconds between the broker's keepalive pings on an agent's link; one not answered within as long again "
+        "ends the link",
+        flag="--link-ping",
+        check=above(0),
     )
     host_lost_after_s: float = setting(
         13.0,
-        "seconds without heartbeats before a host is lost (more than --heartbeat-interval)",
+        "seconds from a host's last sign of life to its loss (more than twice --link-ping)",
         flag="--host-lost-after",
     )
+    # How often an agent reports its load and its sessions' stream stats while it runs sessions (nothing keeps a
+    # host alive but its link). The SLA judges each minute's reports, which arrive in the minute they count for.
+    heartbeat_interval_s: float = setting(
+        30.0,
+        "seconds between an agent's load and stream stats reports while it runs sessions",
+        flag="--heartbeat-interval",
+        check=above(0),
+    )
+    # A broker process holding agents' links says it is alive this often (broker.replica).
+    presence_refresh_s: float = 1.0
     # How long in-flight RPCs may run after SIGTERM before they are cancelled.
     shutdown_grace_s: float = setting(
         10.0, "seconds in-flight RPCs may take after SIGTERM", flag="--shutdown-grace", check=at_least(0)
@@ -144,6 +161,14 @@ class BrokerConfig:
         parse=lambda text: text or None,
         check=settings.host_port,
     )
+    # HOST:PORT where a process with the agents role but not the tenant role takes forwarded calls for its agents
+    # (Negotiate from a seat that reached another process); port 0: any free port.
+    relay_listen: str = setting(
+        "127.0.0.1:0",
+        "HOST:PORT where an agents-only broker process takes calls forwarded to its agents",
+        env="CLOUDSEAT_BROKER_RELAY_LISTEN",
+        check=settings.host_port,
+    )
     # HOST:PORT of the web consoles (venue and provider pages, their JSON API, /metrics; broker.console); None: off.
     http_listen: str | None = setting(
         None,
@@ -155,5 +180,11 @@ class BrokerConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.host_lost_after_s <= self.heartbeat_interval_s:
-            raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")
+        if self.host_lost_after_s <= 2 * self.link_ping_s:
+            raise ValueError("--host-lost-after: must be longer than twice --link-ping")
+
+    @property
+    def link_grace_s(self) -> float:
+        """How long a link seen dead may take to come back before its host is lost: what host_lost_after_s leaves
+        after the at most two ping intervals it took to see it dead."""
+        return self.host_lost_after_s - 2 * self.link_ping_s

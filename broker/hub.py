@@ -1,8 +1,10 @@
 """Session and host changes, from PostgreSQL to whoever in this broker cares.
 
-The database's trigger notifies every committed change of a session (state or pending reason) on the channel
-`cloudseat_sessions`, with the row as JSON. One listening connection per broker replica receives them, so a change
-made by any replica reaches every watcher, every agent link and the placement leader, and only committed changes do.
+The database's triggers notify every committed change of a session (state, pending reason, paid time) on the channel
+`cloudseat_sessions`, once per statement: a JSON array of the changes' essentials (migration 0010,
+session_change: ids, seq, state, host, game, tier, slots, reasons). One listening connection per broker process
+receives them, so a change made by any process reaches every watcher, every agent link and the placement leader,
+and only committed changes do. Whoever needs the whole row reads it.
 Host changes the agents must hear of (a provider's drain or undrain) come the same way on `cloudseat_hosts`, so the
 replica holding the host's link tells the agent, whichever replica served the call.
 
@@ -151,8 +153,9 @@ class SessionHub:
         self._queue_dirty.set()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        change: Change = json.loads(payload)
-        self.publish(change)
+        changes: list[Change] = json.loads(payload)
+        for change in changes:
+            self.publish(change)
 
     def _on_host_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         change: Change = json.loads(payload)

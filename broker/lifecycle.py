@@ -119,6 +119,22 @@ def advance(current: State, to: State) -> Move | None:
     return Move(current, to)
 
 
+def catch_up(current: State, to: State) -> list[Move]:
+    """The moves, one step at a time, that bring a session from `current` up to `to`: what an agent's report of its
+    latest state means when it reports only the last of several moves made in a moment (READY right after the
+    start: STARTING, then READY). Empty when the session is at `to` already, or past it, or ended; IllegalTransition
+    for a move to PENDING or ENDED (use end())."""
+    if to is State.ENDED:
+        raise IllegalTransition("use end() to end a session")
+    if to is State.PENDING:
+        raise IllegalTransition(f"cannot move from {current} back to {to}")
+    moves: list[Move] = []
+    while current is not State.ENDED and _ORDER[current] < _ORDER[to]:
+        moves.append(Move(current, _NEXT[current]))
+        current = _NEXT[current]
+    return moves
+
+
 def end(current: State, reason: EndReason) -> Move | None:
     """Decide ending the session for `reason`; None when it has ended already (ending is idempotent)."""
     if current is State.ENDED:

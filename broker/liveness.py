@@ -1,4 +1,8 @@
-"""Host loss, stuck sessions and patron time run out, judged by the database clock on the placement leader."""
+"""Host loss, stuck sessions and patron time run out, judged by the database clock on the placement leader.
+
+A host is lost when its agent's link was seen dead and did not come back within the grace, or when the broker
+process holding its link has been silent for host_lost_after (broker.links, broker.replica, store/sql/hosts.sql).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ class Liveness:
         self,
         pool: asyncpg.Pool,
         *,
+        link_grace_s: float,
         lost_after_s: float,
         timeouts: lifecycle.Timeouts,
         on_lost: Callable[[list[str]], None],
         time_up_grace_s: float = 30.0,
     ) -> None:
         self._pool = pool
+        self._link_grace_s = link_grace_s
         self._lost_after_s = lost_after_s
         self._timeouts = timeouts
         self._on_lost = on_lost
@@ -39,11 +45,13 @@ class Liveness:
         loop = asyncio.get_running_loop()
         began = loop.time()
         interval = min(1.0, self._lost_after_s / 5)
+        checks = 0
         while True:
             await asyncio.sleep(interval)
+            checks += 1
             try:
                 if loop.time() - began >= self._lost_after_s:
-                    lost, ended = await host_store.mark_lost(self._pool, self._lost_after_s)
+                    lost, ended = await host_store.mark_lost(self._pool, self._link_grace_s, self._lost_after_s)
                     if lost:
                         log.warning("hosts lost", hosts=lost, sessions_ended=len(ended))
                         self._on_lost(lost)
@@ -53,6 +61,8 @@ class Liveness:
                 time_up = await patron_time_store.end_time_up(self._pool, self._time_up_grace_s)
                 if time_up:
                     log.info("sessions ended: paid time up", count=len(time_up))
+                if checks % 3600 == 0:  # about hourly: broker processes gone for a day
+                    await host_store.replicas_forget(self._pool)
             except errors.CloudseatError as exc:
                 log.warning("liveness check failed", error=str(exc))
             except Exception:

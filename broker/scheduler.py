@@ -21,6 +21,7 @@ import structlog
 from cloudseat import errors
 
 from broker import placement
+from broker.counters import Counters
 from broker.store import leases as lease_store
 from broker.store import placement as placement_store
 
@@ -199,8 +200,10 @@ class Scheduler:
         window_s: float,
         batch_max: int,
         params: placement.Params | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self._pool = pool
+        self._counters = counters or Counters()
         self._solver = solver
         self._window_s = window_s
         self._batch_max = batch_max
@@ -280,6 +283,7 @@ class Scheduler:
         return len(pending)
 
     async def _place(self, pending: Sequence[Mapping[str, Any]]) -> None:
+        read_at = time.perf_counter()
         venues = sorted({r["venue_id"] for r in pending})
         for attempt in range(_REPLANS):
             began = time.perf_counter()
@@ -302,6 +306,11 @@ class Scheduler:
                 continue
             for _, host_id, _, _, _ in planned:
                 self._cache.changed(host_id)
+            # What the placed requests waited, by the database clock: as read, plus this round since.
+            since_read_ms = (time.perf_counter() - read_at) * 1000
+            waited = {str(r["session_id"]): r["waited_ms"] for r in pending}
+            for sid in placed:
+                self._counters.placed((waited.get(str(sid), 0) + since_read_ms) / 1000)
             if len(placed) < len(planned):
                 # Some sessions ended meanwhile, or their host went offline or was drained since it was read:
                 # those stay pending for the next round, which sees every host afresh.

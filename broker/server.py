@@ -1,11 +1,30 @@
-"""The broker process: database, notification hub, agent registry, placement leadership and the gRPC server."""
+"""A broker process: the roles it runs, on one database pool and one notification hub.
+
+A broker's work falls into three roles:
+
+    tenant    the tenant-facing RPCs (seats, venues, providers, operators) and the web consoles
+    agents    the agents' links: registrations, reports and stats in, commands out, the negotiation relay
+    leader    the placement lease and, while it is held, the scheduler, liveness and the metering duty
+
+`Broker(config, roles=...)` runs any of them in this process; all three in one process is a whole replica, as the
+tests and a laptop run it. `cloudseat-broker serve` runs each role in processes of its own (broker.supervisor), and
+on Kubernetes each can be a Deployment of its own (deploy/). Whatever the split, the processes share nothing but the
+database: any of them serves any seat, changes reach all of them as notifications (broker.hub), the agent link
+holding a host is recorded on the host (a call that needs the agent is forwarded there), and one placement lease per
+region decides who places.
+
+A process with the agents role but not the tenant role (a gateway) takes forwarded calls for its agents (Negotiate)
+on a relay port of its own (`relay_listen`); otherwise they arrive on the tenant port.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Any
 
 import asyncpg
 import structlog
@@ -29,14 +48,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker import auth, placement
-from broker.agents import AgentRegistry
+from broker.agent_reports import ReportBatcher
+from broker.agent_stats import StatsBatcher
 from broker.config import BrokerConfig
 from broker.console.server import Console
+from broker.counters import Counters
 from broker.guard import Guard, Limits
 from broker.hub import SessionHub
 from broker.leader import Leadership
+from broker.links import LinkRegistry
 from broker.liveness import Liveness
 from broker.metering_duty import MeteringDuty
+from broker.replica import Presence
 from broker.rpc.agent_service import AgentService
 from broker.rpc.billing_service import BillingService
 from broker.rpc.fleet_service import FleetService
@@ -50,26 +73,58 @@ from broker.store import database, embedded, migrate
 
 log = structlog.get_logger(__name__)
 
-SERVICE_NAMES = (
+
+class Role(enum.StrEnum):
+    TENANT = "tenant"
+    AGENTS = "agents"
+    LEADER = "leader"
+
+
+ALL_ROLES = frozenset(Role)
+
+TENANT_SERVICES = (
     session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     venue_pb2.DESCRIPTOR.services_by_name["VenueService"].full_name,
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
     billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name,
-    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
+AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+SERVICE_NAMES = (*TENANT_SERVICES, AGENT_SERVICE)
 
 # Generous bounds: the largest legitimate message is an SDP offer (64 KiB) or a registration with many games.
 _MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-_SERVER_OPTIONS = [
+_COMMON_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-    # Probe idle connections so a half-open agent stream is noticed.
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Clients (agents, seats) may ping an idle connection to notice a dead broker, but no more often than this.
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Keep pinging a connection that carries no data (a quiet agent link, an idle watch).
+    ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+def _pings(every_ms: int) -> list[tuple[str, Any]]:
+    """Ping each connection every `every_ms` and drop it when a ping is not answered within as long again. gRPC's
+    core does it, below Python; the ping timeout must be set for a frozen peer to be dropped at all."""
+    return [
+        ("grpc.keepalive_time_ms", every_ms),
+        ("grpc.keepalive_timeout_ms", every_ms),
+        ("grpc.http2.ping_timeout_ms", every_ms),
+        ("grpc.http2.min_time_between_pings_ms", every_ms),
+    ]
+
+
+def tenant_server_options() -> list[tuple[str, Any]]:
+    """Seats and tenants: half-open watch streams are noticed within 20 s."""
+    return [*_COMMON_OPTIONS, *_pings(10_000)]
+
+
+def agent_server_options(link_ping_s: float) -> list[tuple[str, Any]]:
+    """Agents: their link is their liveness, so a dead one must be seen within 2 × link_ping_s."""
+    return [*_COMMON_OPTIONS, *_pings(max(1, round(link_ping_s * 1000)))]
+
 
 SOLVERS = {"engine": placement.solve, "greedy": placement.greedy.solve}
 
@@ -99,45 +154,50 @@ def _security(
     return guard, auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
 
 
-def _advertised(cfg: BrokerConfig, port: int) -> str:
-    """Where the other replicas reach this one: the configured address, else `listen` with the bound port."""
-    if cfg.advertise:
-        return cfg.advertise
-    host = cfg.listen.rpartition(":")[0]
+def _reachable_at(configured: str | None, listen: str, port: int) -> str:
+    """Where other broker processes reach a port: the configured address's host, else `listen`'s (this machine's
+    host name when `listen` is a wildcard such as 0.0.0.0), with the port bound."""
+    host = (configured or listen).rpartition(":")[0]
     if host in ("", "0.0.0.0", "[::]", "::", "*"):
         host = socket.gethostname()
     return f"{host}:{port}"
 
 
-def _both(
-    first: Callable[[list[str]], None], second: Callable[[list[str]], None]
-) -> Callable[[list[str]], None]:
-    def call(host_ids: list[str]) -> None:
-        first(host_ids)
-        second(host_ids)
-
-    return call
-
-
 class Broker:
-    """One broker replica. `await start()`, then `await stop()`; `port` is the bound port."""
+    """One broker process running `roles`. `await start()`, then `await stop()`; `port` is the tenant port,
+    `agent_port` where agents connect, `relay_port` a gateway's relay port (0 where there is none)."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        roles: frozenset[Role] = ALL_ROLES,
+        counters: Counters | None = None,
+        migrate: bool = True,
+    ) -> None:
+        if not roles:
+            raise ValueError("a broker process runs at least one role")
         self.config = config
+        self.roles = roles
+        self.counters = counters or Counters()
+        self._migrate = migrate
         self.port = 0
+        self.agent_port = 0
+        self.relay_port = 0
         self.pool: asyncpg.Pool | None = None
-        self.server: aio.Server | None = None
         self.health = health.aio.HealthServicer()
+        self._servers: list[aio.Server] = []
         self._hub: SessionHub | None = None
         self._forwarder: Forwarder | None = None
-        self.agents: AgentRegistry | None = None
+        self.links: LinkRegistry | None = None
+        self._reports: ReportBatcher | None = None
+        self._stats: StatsBatcher | None = None
+        self._presence: Presence | None = None
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
         self.credentials: tls.ServerCredentials | None = None
-        # Where agents connect: the mutual-TLS port with security on, else the same as `port`.
-        self.agent_port = 0
-        # The web consoles and /metrics (--http-listen); console_url once serving, None when off.
+        # The web consoles and /metrics (--http-listen, tenant processes); console_url once serving, None when off.
         self.console: Console | None = None
         self.console_url: str | None = None
 
@@ -148,130 +208,199 @@ class Broker:
                 "security: the broker needs TLS and token keys (--tls-cert, --tls-key, --tls-ca, --token-key; "
                 "`cloudseat-broker certs` makes development ones), or --insecure to run without authentication"
             )
+        if cfg.agent_listen is None and Role.AGENTS in self.roles and Role.TENANT not in self.roles:
+            raise errors.FailedPrecondition("agent_listen: a process with the agents role alone needs its own port")
         url = cfg.database_url
         if url is None:
             url = await asyncio.to_thread(embedded.start, cfg.data_dir)
         self.database_url = url
-        conn = await asyncpg.connect(url)
-        try:
-            applied = await migrate.apply(conn)
-        finally:
-            await conn.close()
-        log.info("database ready", migrations_applied=applied)
+        if self._migrate:
+            conn = await asyncpg.connect(url)
+            try:
+                applied = await migrate.apply(conn)
+            finally:
+                await conn.close()
+            log.info("database ready", migrations_applied=applied)
         self.pool = pool = await database.create_pool(url, cfg.db_pool_min, cfg.db_pool_max)
-
-        self.agents = agents = AgentRegistry(pool)
-        agents.start()
-        self.scheduler = scheduler = Scheduler(
-            pool, solver=SOLVERS[cfg.solver], window_s=cfg.batch_window_s, batch_max=cfg.batch_max
-        )
         self._hub = hub = SessionHub(url, pool)
-        hub.add_listener(agents.on_change)
-        hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
-        hub.add_host_listener(agents.on_host_change, on_resync=agents.resync_hosts)
+
+        guard, tokens, credentials = _security(cfg)
+        interceptor = Interceptor(guard, self.counters)
+        sec = cfg.security
+        # Calls needing an agent linked to another process go there; over TLS trusting the region's CA when secure.
+        self._forwarder = forwarder = Forwarder(
+            None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca)
+        )
+        if credentials is not None:
+            self.credentials = credentials[0]
+
+        if Role.AGENTS in self.roles:
+            self.links = links = LinkRegistry(pool)
+            self._reports = ReportBatcher(pool)
+            self._stats = StatsBatcher(pool, links)
+            hub.add_listener(links.on_change)
+            hub.add_host_listener(links.on_host_change, on_resync=links.resync_hosts)
+        if Role.LEADER in self.roles:
+            self._start_leader(url, pool, hub)
         await hub.start()
+
+        session_service = SessionService(
+            pool, hub, self.links, cfg.negotiate_timeout_s, tokens, forwarder, cfg.patron_time
+        )
+        tenant: aio.Server | None = None
+        if Role.TENANT in self.roles:
+            # Agents without a port of their own (no security, one process) share this server and its pings.
+            shared = Role.AGENTS in self.roles and cfg.agent_listen is None
+            options = agent_server_options(cfg.link_ping_s) if shared else tenant_server_options()
+            tenant = self._server(interceptor, options)
+            session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)
+            venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), tenant)
+            fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), tenant)
+            billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingService(pool), tenant)
+            lease_pb2_grpc.add_LeaseServiceServicer_to_server(LeaseService(pool), tenant)
+            self.port = self._bind(tenant, cfg.listen, credentials[0] if credentials else None)
+            forwarder.address = _reachable_at(cfg.advertise, cfg.listen, self.port)
+        if Role.AGENTS in self.roles:
+            await self._start_agents(tenant, interceptor, session_service, credentials, forwarder)
+
+        for server in self._servers:
+            await server.start()
+        if tenant is not None and cfg.http_listen is not None:
+            self.console = Console(cfg.http_listen, pool, hub, guard, self.counters)
+            self.console_url = await self.console.start()
+        if self.leadership is not None:
+            self.leadership.start()
+        for name in ("", *self._services()):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "broker serving",
+            roles=sorted(self.roles),
+            listen=cfg.listen,
+            port=self.port,
+            agent_port=self.agent_port,
+            relay_port=self.relay_port,
+            advertise=forwarder.address,
+        )
+        return self.port
+
+    def _start_leader(self, url: str, pool: asyncpg.Pool, hub: SessionHub) -> None:
+        cfg = self.config
+        self.scheduler = scheduler = Scheduler(
+            pool,
+            solver=SOLVERS[cfg.solver],
+            window_s=cfg.batch_window_s,
+            batch_max=cfg.batch_max,
+            counters=self.counters,
+        )
+        hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
+        # Hosts that came online, went away or cache other games are read again before the next round.
+        hub.add_host_listener(lambda change: scheduler.host_changed(change["host_id"]), on_resync=scheduler.resync)
         liveness = Liveness(
             pool,
+            link_grace_s=cfg.link_grace_s,
             lost_after_s=cfg.host_lost_after_s,
             timeouts=cfg.timeouts,
-            on_lost=_both(agents.hosts_lost, scheduler.hosts_lost),
+            on_lost=scheduler.hosts_lost,
             time_up_grace_s=cfg.patron_time.grace_s,
         )
-
         meter = MeteringDuty(pool, cfg.metering)
 
         def duties() -> list[Awaitable[None]]:
             return [scheduler.run(), liveness.run(), meter.run()]
 
         self.leadership = Leadership(url, duties)
-        self.leadership.start()
 
-        guard, tokens, credentials = _security(cfg)
-        server = aio.server(interceptors=[Interceptor(guard)], options=_SERVER_OPTIONS)
-        # Calls needing an agent linked to another replica go there; over TLS trusting the region's CA when secure.
-        sec = cfg.security
-        self._forwarder = forwarder = Forwarder(
-            None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca)
+    async def _start_agents(
+        self,
+        tenant: aio.Server | None,
+        interceptor: Interceptor,
+        session_service: SessionService,
+        credentials: tuple[tls.ServerCredentials, tls.ServerCredentials] | None,
+        forwarder: Forwarder,
+    ) -> None:
+        cfg = self.config
+        assert self.pool is not None and self.links is not None
+        assert self._reports is not None and self._stats is not None
+        if cfg.agent_listen is None:
+            assert tenant is not None
+            agents, self.agent_port = tenant, self.port
+        else:
+            agents = self._server(interceptor, agent_server_options(cfg.link_ping_s))
+            self.agent_port = self._bind(agents, cfg.agent_listen, credentials[1] if credentials else None)
+        if tenant is None:
+            # A gateway: forwarded Negotiate calls for its agents arrive on a relay port of its own.
+            relay = self._server(interceptor, tenant_server_options())
+            session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, relay)
+            self.relay_port = self._bind(relay, cfg.relay_listen, credentials[0] if credentials else None)
+            forwarder.address = _reachable_at(cfg.advertise, cfg.relay_listen, self.relay_port)
+        assert forwarder.address is not None
+        # Before the first agent can link: the hosts linked here record which process holds them, and where.
+        self._presence = presence = Presence(
+            self.pool, self.links, address=forwarder.address, refresh_s=cfg.presence_refresh_s
         )
-        session_pb2_grpc.add_SessionServiceServicer_to_server(
-            SessionService(pool, hub, agents, cfg.negotiate_timeout_s, tokens, forwarder, cfg.patron_time),
-            server,
-        )
-        venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), server)
-        fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), server)
-        billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingService(pool), server)
-        lease_pb2_grpc.add_LeaseServiceServicer_to_server(LeaseService(pool), server)
+        await presence.start()
+        self._reports.start()
+        self._stats.start()
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentService(
-                pool,
-                agents,
+                self.pool,
+                self.links,
+                self._reports,
+                self._stats,
+                presence,
                 heartbeat_interval_s=cfg.heartbeat_interval_s,
                 lost_after_s=cfg.host_lost_after_s,
-                on_host_change=scheduler.host_changed,
             ),
-            server,
+            agents,
         )
+
+    def _server(self, interceptor: Interceptor, options: list[tuple[str, Any]]) -> aio.Server:
+        server = aio.server(interceptors=[interceptor], options=options)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
+            (*self._services(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        if credentials is None:
-            self.port = self.agent_port = server.add_insecure_port(cfg.listen)
-        else:
-            if not cfg.agent_listen:
-                raise errors.FailedPrecondition(
-                    "agent_listen: agents need their own port when security is on"
-                )
-            self.credentials, agent_credentials = credentials
-            self.port = server.add_secure_port(cfg.listen, self.credentials.credentials())
-            self.agent_port = server.add_secure_port(cfg.agent_listen, agent_credentials.credentials())
-            if self.agent_port == 0:
-                raise OSError(f"cannot listen on {cfg.agent_listen}")
-        if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
-        # Before the first agent can link: the hosts linked here record where this replica is reached.
-        agents.address = forwarder.address = _advertised(cfg, self.port)
-        await server.start()
-        self.server = server
-        if cfg.http_listen is not None:
-            self.console = Console(cfg.http_listen, pool, hub, guard, agents)
-            self.console_url = await self.console.start()
-        for name in ("", *SERVICE_NAMES):
-            await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "broker serving",
-            listen=cfg.listen,
-            port=self.port,
-            agent_port=self.agent_port,
-            advertise=forwarder.address,
-        )
-        return self.port
+        self._servers.append(server)
+        return server
 
-    async def _set_health(self, name: str, status: int) -> None:
-        await self.health.set(name, status)
+    def _services(self) -> tuple[str, ...]:
+        names: tuple[str, ...] = ()
+        if Role.TENANT in self.roles:
+            names += TENANT_SERVICES
+        if Role.AGENTS in self.roles:
+            names += (AGENT_SERVICE,)
+        return names
+
+    @staticmethod
+    def _bind(server: aio.Server, address: str, credentials: tls.ServerCredentials | None) -> int:
+        if credentials is None:
+            port: int = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials.credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        return port
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop taking RPCs, let in-flight unary RPCs finish within the grace period, end streams, release all."""
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
-        for name in ("", *SERVICE_NAMES):
-            await self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        stopping = None
-        if self.server is not None:
-            stopping = asyncio.ensure_future(self.server.stop(grace))
+        for name in ("", *self._services()):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        stopping = [asyncio.ensure_future(s.stop(grace)) for s in self._servers]
         if self.console is not None:
             await self.console.stop()
         # Long-lived streams would otherwise hold the whole grace period: end them now; clients reconnect.
-        if self.agents is not None:
-            await self.agents.close()
+        if self.links is not None:
+            await self.links.close()
         if self._hub is not None:
             await self._hub.close()
-        if stopping is not None:
-            await stopping
+        for stop in stopping:
+            await stop
+        for part in (self._stats, self._reports, self._presence):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.close()
         if self._forwarder is not None:
             await self._forwarder.close()
         if self.leadership is not None:

@@ -116,7 +116,10 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cloudseat-stream-") as tmp:
         url = cfg.database_url or await asyncio.to_thread(embedded.start, Path(tmp))
         broker = Broker(
-            BrokerConfig(listen="127.0.0.1:0", database_url=url, insecure=True)
+            # Agents on the tenant port (one process, no security); stats every second, as the figures read them.
+            BrokerConfig(
+                listen="127.0.0.1:0", database_url=url, insecure=True, agent_listen=None, heartbeat_interval_s=1.0
+            )
         )
         await broker.start()
         agent: asyncio.subprocess.Process | None = None

@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import asyncpg
@@ -38,12 +39,12 @@ from cloudseat import validate as v
 from cloudseat import web as web_plumbing
 
 from broker import auth
-from broker.agents import AgentRegistry
 from broker.console import business, live, views
 from broker.console import queries as q
 from broker.guard import Guard
 from broker.store import audit
 from broker.store import fleet as fleet_store
+from broker.store import metering as metering_store
 
 log = structlog.get_logger(__name__)
 
@@ -155,10 +156,9 @@ def _date(request: web.Request, name: str) -> datetime.date:
 
 
 class Api:
-    def __init__(self, pool: asyncpg.Pool, feed: live.Feed, agents: AgentRegistry | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, feed: live.Feed) -> None:
         self._pool = pool
         self._feed = feed
-        self._agents = agents
 
     def add_routes(self, r: web.UrlDispatcher) -> None:
         r.add_get("/api/whoami", self.whoami)
@@ -206,14 +206,16 @@ class Api:
         _caller(request).require_venue(venue_id)
         return venue_id
 
-    def _fps(self) -> dict[str, float]:
-        if self._agents is None:
-            return {}
-        return {sid: float(s.fps_sent) for sid, s in self._agents.stream_stats.items()}
+    async def _fps(self, session_ids: Iterable[str]) -> dict[str, float]:
+        """The fps the hosts last reported for these sessions (store.metering.stream_stats)."""
+        ids = [uuid.UUID(s) for s in session_ids if s]
+        stats = await metering_store.stream_stats(self._pool, ids)
+        return {str(sid): float(r["fps_sent"]) for sid, r in stats.items()}
 
     async def _seat_views(self, venue_id: str, seat_id: str | None = None) -> list[dict[str, Any]]:
-        fps = self._fps()
-        return [views.seat(r, fps) for r in await q.seats(self._pool, venue_id, seat_id)]
+        rows = await q.seats(self._pool, venue_id, seat_id)
+        fps = await self._fps(str(r["session"]["session_id"]) for r in rows if r["session"] is not None)
+        return [views.seat(r, fps) for r in rows]
 
     async def _known_venue(self, venue_id: str) -> None:
         if not await q.venues(self._pool, venue_id):
@@ -237,8 +239,7 @@ class Api:
                     try:
                         item = await asyncio.wait_for(changes.get(), STATS_INTERVAL_S)
                     except TimeoutError:
-                        fps = self._fps()
-                        live_fps = {sid: fps[sid] for sid in sessions.values() if sid in fps}
+                        live_fps = await self._fps(sid for sid in sessions.values() if sid)
                         await _send(response, "stats", {"fps": live_fps})
                         continue
                     items = [item]

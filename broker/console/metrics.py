@@ -4,30 +4,33 @@ host ids in any label), which is why the endpoint needs no token (README "Consol
     cloudseat_sessions{state}                  live sessions by state (gauge; the database at scrape time)
     cloudseat_queue_length                     sessions waiting for placement, PENDING (gauge; same)
     cloudseat_hosts{status,drained}            hosts by status (online, lost, offline) and drain (gauge; same)
-    cloudseat_placements_total                 sessions placed, as this replica heard of them (counter)
+    cloudseat_placements_total                 sessions this broker placed (counter)
     cloudseat_placement_latency_seconds        request to placed, by the database clock (histogram; same)
+    cloudseat_grpc_messages_total{direction}   gRPC messages in and out of this broker's processes; a unary call
+                                               is two (counter)
+    cloudseat_calls_shed_total                 calls refused at the door because the broker was overloaded
     cloudseat_metered_seconds_total            slot-seconds of usage in the metering ledger (counter; the
                                                database: the ledger is append-only, so it only grows)
 
-The counter and the histogram are fed by the hub's session notifications, which every replica receives, so each
-replica counts every placement in the region since it started: scrape one replica, or aggregate with max().
+The counters are this broker's (all its processes: broker.counters), whichever of its tenant workers answers the
+scrape; placements are counted by the process that holds the placement lease when it commits them, so add the
+brokers of a region up (sum()).
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from broker.counters import PLACEMENT_BUCKETS_S, Counters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LIVE_STATES = ("PENDING", "PLACED", "STARTING", "READY", "STREAMING")
 HOST_STATUSES = ("online", "lost", "offline")
-# Placement is tens of milliseconds when hosts are free, seconds to minutes when requests queue at the peak.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class _Snapshot(Collector):
@@ -61,32 +64,47 @@ class _Snapshot(Collector):
             )
 
 
-class Metrics:
-    """One registry per broker (tests run several brokers in one process)."""
+class _Counted(Collector):
+    """The broker's own counters (broker.counters), summed over its processes at each scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterable[Metric]:
+        c = self._counters.totals()
+        yield CounterMetricFamily("cloudseat_placements", "Sessions placed on a host.", value=c["placements"])
+        cumulative, buckets = 0, []
+        for i, bound in enumerate(PLACEMENT_BUCKETS_S):
+            cumulative += c[f"placement_wait_le_{i}"]
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", c["placements"]))
+        yield HistogramMetricFamily(
+            "cloudseat_placement_latency_seconds",
+            "From the request to its placement, by the database clock.",
+            buckets=buckets,
+            sum_value=c["placement_wait_ms_sum"] / 1000,
+        )
+        messages = CounterMetricFamily(
+            "cloudseat_grpc_messages",
+            "gRPC messages in and out of this broker's processes (a unary call is two).",
+            labels=["direction"],
+        )
+        messages.add_metric(["in"], c["grpc_messages_in"])
+        messages.add_metric(["out"], c["grpc_messages_out"])
+        yield messages
+        yield CounterMetricFamily(
+            "cloudseat_calls_shed", "Calls refused at the door: the broker was overloaded.", value=c["calls_shed"]
+        )
+
+
+class Metrics:
+    """One registry per broker process (tests run several brokers in one process)."""
+
+    def __init__(self, counters: Counters) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
-        self.placements = Counter(
-            "cloudseat_placements", "Sessions placed on a host.", registry=self.registry
-        )
-        self.placement_latency = Histogram(
-            "cloudseat_placement_latency_seconds",
-            "From the request to its placement, by the database clock.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-
-    def on_session(self, change: Mapping[str, Any]) -> None:
-        """The hub's listener: a session's first move to PLACED counts a placement and its wait."""
-        if change.get("state") != "PLACED":
-            return
-        self.placements.inc()
-        created, placed = change.get("created_at"), change.get("placed_at")
-        if created and placed:
-            waited = datetime.datetime.fromisoformat(placed) - datetime.datetime.fromisoformat(created)
-            self.placement_latency.observe(max(waited.total_seconds(), 0.0))
+        self.registry.register(_Counted(counters))
 
     def update(
         self,

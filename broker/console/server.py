@@ -21,10 +21,10 @@ from aiohttp import web
 from cloudseat import errors
 from cloudseat import web as web_plumbing
 
-from broker.agents import AgentRegistry
 from broker.console import api, business, live
 from broker.console import metrics as m
 from broker.console import queries as q
+from broker.counters import Counters
 from broker.guard import Guard
 from broker.hub import SessionHub
 
@@ -43,14 +43,13 @@ class Console:
         pool: asyncpg.Pool,
         hub: SessionHub,
         guard: Guard,
-        agents: AgentRegistry | None = None,
+        counters: Counters,
     ) -> None:
         self.host, self.port = web_plumbing.listen_address(listen, "http_listen")
         self._pool = pool
         self.feed = live.Feed()
-        self.metrics = m.Metrics()
+        self.metrics = m.Metrics(counters)
         hub.add_listener(self.feed.on_session, on_resync=self.feed.on_resync)
-        hub.add_listener(self.metrics.on_session)
         hub.add_host_listener(self.feed.on_host)
         self.app = web.Application(
             middlewares=[web_plumbing.security_headers(_CSP), api.middleware(guard)],
@@ -60,7 +59,7 @@ class Console:
         r.add_get("/", self._index)
         r.add_static("/static/", STATIC_DIR, follow_symlinks=False)
         r.add_get("/metrics", self._metrics)
-        api.Api(pool, self.feed, agents).add_routes(r)
+        api.Api(pool, self.feed).add_routes(r)
         self._runner: web.AppRunner | None = None
         self.url = ""
 

@@ -51,7 +51,7 @@ def time_left_s(session: Mapping[str, Any], now: datetime.datetime) -> float | N
 
 def seat(row: Mapping[str, Any], fps: Mapping[str, float]) -> dict[str, Any]:
     """One seat of the map: its zone, and what its live session (if any) is doing: state, game, site, latency,
-    fps (as the host last reported it; None when no report has reached this replica), time left."""
+    fps (as the host last reported it; None before its first report), time left."""
     s: Mapping[str, Any] | None = row["session"]
     out: dict[str, Any] = {
         "seat_id": row["seat_id"],

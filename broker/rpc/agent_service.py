@@ -1,11 +1,12 @@
-"""AgentService.Connect: register, then heartbeats and session events in, commands out, until either side goes."""
+"""AgentService.Connect: register, then reports in (session events, load and stream stats) and commands out, until
+either side goes. The link's own transport is its liveness (broker.links)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import structlog
@@ -15,10 +16,14 @@ from cloudseat.v1 import agent_pb2, agent_pb2_grpc
 from grpc import aio
 
 from broker import auth, lifecycle
-from broker.agents import AgentLink, AgentRegistry, prewarm_command, start_command, stop_command
+from broker.agent_reports import ReportBatcher, settled
+from broker.agent_stats import StatsBatcher
 from broker.lifecycle import EndReason, State
+from broker.links import AgentLink, LinkRegistry
 from broker.reconcile import Held, plan_reconcile
+from broker.replica import Presence
 from broker.rpc import convert
+from broker.rpc.agent_commands import prewarm_command, start_command, stop_command
 from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store
@@ -36,18 +41,21 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
         pool: asyncpg.Pool,
-        agents: AgentRegistry,
+        links: LinkRegistry,
+        reports: ReportBatcher,
+        stats: StatsBatcher,
+        presence: Presence,
         *,
         heartbeat_interval_s: float,
         lost_after_s: float,
-        on_host_change: Callable[[str], None] = lambda _host_id: None,
     ) -> None:
         self._pool = pool
-        self._agents = agents
+        self._links = links
+        self._reports = reports
+        self._stats = stats
+        self._presence = presence
         self._heartbeat_ms = int(heartbeat_interval_s * 1000)
         self._lost_after_ms = int(lost_after_s * 1000)
-        # Told when a host registers or goes offline here (the scheduler reads it again).
-        self._on_host_change = on_host_change
 
     async def Connect(
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
@@ -64,9 +72,10 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         # Mutual TLS: the certificate's host and no other (an agent never speaks for another host).
         auth.caller().require_host(reg.host_id, "register.host_id")
         structlog.contextvars.bind_contextvars(host_id=reg.host_id)
-        result = await host_store.register(self._pool, reg)
         link = AgentLink(reg.host_id, reg.epoch)
-        self._agents.attach(link)
+        held_by = host_store.Link(link.link_id, self._presence.replica_id, self._presence.address)
+        result = await host_store.register(self._pool, reg, held_by)
+        self._links.attach(link)
         log.info("agent registered", epoch=reg.epoch, slots=reg.slots, ended=len(result.ended))
         writer = asyncio.create_task(self._write(link, context), name=f"agent-write-{reg.host_id}")
         reader: asyncio.Task[None] | None = None
@@ -88,21 +97,24 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             for image in await game_store.prewarms_missed(self._pool, reg.host_id):
                 link.send(prewarm_command(image))
             reader = asyncio.create_task(self._read(link, messages), name=f"agent-read-{reg.host_id}")
-            self._on_host_change(reg.host_id)  # new capacity: the scheduler may place waiting requests
             closed = asyncio.create_task(link.closed.wait())
             done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
             closed.cancel()
             if reader in done:
                 reader.result()  # raises if the stream broke
-                # The agent half-closed its side: a clean goodbye, once everything it sent has been applied.
-                await _settled(link)
-                ended = await host_store.set_offline(self._pool, link.host_id, link.epoch)
-                self._on_host_change(link.host_id)
-                log.info("agent said goodbye; host offline", sessions_ended=len(ended))
+                if link.goodbye:
+                    # A deliberate leave: once everything it sent has been applied, the host is offline at once.
+                    await settled(link)
+                    ended = await host_store.set_offline(self._pool, link.host_id, link.epoch)
+                    log.info("agent said goodbye; host offline", sessions_ended=len(ended))
+                else:
+                    # The stream ended without a goodbye: the transport died (or the agent is an older one that
+                    # just half-closed). The host stays online for the grace of a reconnect (broker.links).
+                    log.info("agent link lost")
             else:
                 raise link.error or errors.FailedPrecondition(f"register.epoch: {link.close_reason}")
         finally:
-            self._agents.detach(link)
+            self._links.detach(link)
             tasks = [t for t in (reader, writer) if t is not None]
             for task in tasks:
                 task.cancel()
@@ -122,7 +134,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         """After (re)connecting, bring the agent and the broker to agree (plan_reconcile decides how).
 
         The sessions are read once the link is attached, so a change made after the read reaches the agent as a
-        command of its own (AgentRegistry.on_change) and one made before it is in the read. The agent's stream is
+        command of its own (LinkRegistry.on_change) and one made before it is in the read. The agent's stream is
         read only afterwards, so the moves its registration reports are queued before any move it reports next."""
         claimed = [(r.session_id, _reported_state(r.state)) for r in running]
         rows = await session_store.held_or_claimed(
@@ -139,7 +151,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             link.send(start_command(by_id[sid]))
         # Queued like the agent's own reports, so they apply before whatever it reports next.
         for sid, to in plan.advances:
-            self._agents.report(link, uuid.UUID(sid), to)
+            self._reports.report(link, uuid.UUID(sid), to)
         for sid in plan.ends:
             try:
                 await session_store.end(
@@ -163,13 +175,15 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             kind = msg.WhichOneof("body")
             if kind == "heartbeat":
                 hb = msg.heartbeat
-                self._agents.beat(link, hb, _unit(hb.cpu_load), _unit(hb.gpu_load))
+                self._stats.record(link, hb)
                 if hb.games_cached_changed:
                     await self._games_changed(link, list(hb.games_cached))
             elif kind == "session_event":
                 await self._session_event(link, msg.session_event)
             elif kind == "negotiate_result":
                 self._negotiate_result(link, msg.negotiate_result)
+            elif kind == "goodbye":
+                link.goodbye = True
             else:
                 log.warning("agent sent an unexpected message; ignored", kind=kind)
 
@@ -179,8 +193,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         except errors.InvalidArgument as exc:
             log.warning("agent sent a bad games list; ignored", error=exc.message)
             return
+        # The host change is told to the scheduler (cloudseat_hosts): warm for other games now.
         await host_store.set_games_cached(self._pool, link.host_id, link.epoch, clean)
-        self._on_host_change(link.host_id)  # warm for other games now: the scheduler reads the host again
 
     async def _session_event(self, link: AgentLink, ev: agent_pb2.SessionEvent) -> None:
         """Apply one event from the agent; a bad event is logged and dropped, the link stays up."""
@@ -201,12 +215,12 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                         "must be one of " + ", ".join(sorted(r.value for r in lifecycle.AGENT_REASONS)),
                     )
                 # In order: the moves this agent reported before are applied first.
-                await _settled(link)
+                await settled(link)
                 await session_store.end(self._pool, sid, EndReason(reason_name), detail, host_id=link.host_id)
             else:
-                # Applied in a batch with other agents' reports (broker.agents), off this stream's read loop: a busy
-                # database never holds up this host's heartbeats.
-                self._agents.report(link, sid, state)
+                # Applied in a batch with other agents' reports (broker.agent_reports), off this stream's read loop:
+                # a busy database never holds up this host's other messages.
+                self._reports.report(link, sid, state)
         except (
             errors.InvalidArgument,
             errors.FailedPrecondition,
@@ -251,14 +265,3 @@ def _uuid(text: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:
         return None
-
-
-async def _settled(link: AgentLink) -> None:
-    """Until every session report this link queued has been applied."""
-    if link.reported is not None:
-        await asyncio.shield(link.reported)
-
-
-def _unit(x: float) -> float:
-    """Clamp a load figure to 0..1 (NaN counts as 0)."""
-    return min(max(x, 0.0), 1.0) if x == x else 0.0

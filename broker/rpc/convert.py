@@ -102,6 +102,18 @@ def session(row: Row) -> common_pb2.Session:
     )
 
 
+def stream_stats(row: Row) -> common_pb2.StreamStats:
+    """The latest stats a session's agent reported (store.metering.stream_stats)."""
+    return common_pb2.StreamStats(
+        fps_sent=row["fps_sent"],
+        bitrate_kbps=row["bitrate_kbps"],
+        rtt_ms=row["rtt_ms"],
+        loss_pct=row["loss_pct"],
+        encode_ms=row["encode_ms"],
+        reported_at=timestamp(row["reported_at"]),
+    )
+
+
 def transition(row: Row) -> common_pb2.SessionTransition:
     return common_pb2.SessionTransition(
         seq=row["seq"],

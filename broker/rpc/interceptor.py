@@ -25,6 +25,7 @@ from google.protobuf import message
 from grpc import aio
 
 from broker import auth
+from broker.counters import Counters
 from broker.guard import Guard
 from broker.rpc import status
 from broker.store import audit
@@ -138,9 +139,12 @@ def _check_not_expired(context: aio.ServicerContext) -> None:
 
 
 def _unary(
-    method: str, guard: Guard, behavior: Callable[..., Awaitable[Any]]
+    method: str, guard: Guard, counters: Counters, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: aio.ServicerContext) -> Any:
+        # A unary call is two messages, whatever its answer.
+        counters.add("grpc_messages_in")
+        counters.add("grpc_messages_out")
         call = _Call(method, guard)
         call.ids = _ids(request)
         entered = False
@@ -163,9 +167,10 @@ def _unary(
 
 
 def _server_stream(
-    method: str, guard: Guard, behavior: Callable[..., AsyncIterator[Any]]
+    method: str, guard: Guard, counters: Counters, behavior: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        counters.add("grpc_messages_in")
         call = _Call(method, guard)
         call.ids = _ids(request)
         opened = False
@@ -176,6 +181,7 @@ def _server_stream(
             opened = True
             with structlog.contextvars.bound_contextvars(**call.ids):
                 async for item in behavior(request, context):
+                    counters.add("grpc_messages_out")
                     yield item
         except aio.AbortError:
             raise
@@ -189,7 +195,28 @@ def _server_stream(
     return handler
 
 
-def _bidi(method: str, guard: Guard, behavior: Callable[..., Any]) -> Callable[..., Any]:
+class _CountingContext:
+    """A bidirectional call's context that counts the messages written."""
+
+    def __init__(self, context: aio.ServicerContext, counters: Counters) -> None:
+        self._context = context
+        self._counters = counters
+
+    async def write(self, message: Any) -> None:
+        self._counters.add("grpc_messages_out")
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+async def _counted(messages: AsyncIterator[Any], counters: Counters) -> AsyncIterator[Any]:
+    async for item in messages:
+        counters.add("grpc_messages_in")
+        yield item
+
+
+def _bidi(method: str, guard: Guard, counters: Counters, behavior: Callable[..., Any]) -> Callable[..., Any]:
     # Bidirectional servicers here are coroutines that write with context.write; the ids come from the servicer,
     # which binds them into the log context itself once the first message says who is calling.
     if inspect.isasyncgenfunction(behavior):
@@ -199,7 +226,7 @@ def _bidi(method: str, guard: Guard, behavior: Callable[..., Any]) -> Callable[.
         call = _Call(method, guard)
         try:
             call.admit(context)
-            await behavior(request_iterator, context)
+            await behavior(_counted(request_iterator, counters), _CountingContext(context, counters))
         except aio.AbortError:
             raise
         except Exception as exc:
@@ -212,8 +239,9 @@ def _bidi(method: str, guard: Guard, behavior: Callable[..., Any]) -> Callable[.
 
 
 class Interceptor(aio.ServerInterceptor):
-    def __init__(self, guard: Guard | None = None) -> None:
+    def __init__(self, guard: Guard | None = None, counters: Counters | None = None) -> None:
         self.guard = guard or Guard(None)
+        self.counters = counters or Counters()
 
     async def intercept_service(
         self,
@@ -233,13 +261,15 @@ class Interceptor(aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_unary(method, self.guard, handler.unary_unary), **kw)
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(method, self.guard, self.counters, handler.unary_unary), **kw
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _server_stream(method, self.guard, handler.unary_stream), **kw
+                _server_stream(method, self.guard, self.counters, handler.unary_stream), **kw
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _bidi(method, self.guard, handler.stream_stream), **kw
+                _bidi(method, self.guard, self.counters, handler.stream_stream), **kw
             )
         return handler

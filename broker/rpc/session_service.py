@@ -13,8 +13,8 @@ from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
 from broker import auth, hub, patron_time
-from broker.agents import AgentRegistry
 from broker.lifecycle import EndReason, State
+from broker.links import LinkRegistry
 from broker.rpc import convert, forward
 from broker.store import hosts as host_store
 from broker.store import metering as metering_store
@@ -32,7 +32,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self,
         pool: asyncpg.Pool,
         session_hub: hub.SessionHub,
-        agents: AgentRegistry,
+        links: LinkRegistry | None,
         negotiate_timeout_s: float,
         tokens: auth.SessionTokens | None = None,
         forwarder: forward.Forwarder | None = None,
@@ -40,7 +40,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
     ) -> None:
         self._pool = pool
         self._hub = session_hub
-        self._agents = agents
+        # The agents' links this process holds (None: it holds none; calls that need an agent are forwarded).
+        self._links = links
         self._negotiate_timeout_s = negotiate_timeout_s
         self._tokens = tokens or auth.SessionTokens(None, None)
         self._forwarder = forwarder
@@ -64,9 +65,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         auth.caller().require_session(row)
         history = await session_store.history(self._pool, sid) if request.include_history else []
         session = convert.session(row)
-        stats = self._agents.stream_stats.get(session.session_id)
+        stats = (await metering_store.stream_stats(self._pool, [sid])).get(sid)
         if stats is not None:
-            session.stream_stats.CopyFrom(stats)
+            session.stream_stats.CopyFrom(convert.stream_stats(stats))
         return session_pb2.GetSessionResponse(
             session=session, history=[convert.transition(t) for t in history]
         )
@@ -77,7 +78,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         sid = v.session_id(request.session_id)
         async with self._hub.watch(sid) as changes:
             # Subscribed first, read second: a change in between arrives on the queue, and the seq check drops
-            # notifications older than what was read.
+            # notifications older than what was read (a change of paid time keeps the seq: it is read too).
             row: hub.Change = dict(await session_store.get(self._pool, sid))
             auth.caller().require_session(row)
             position = (0, 0)
@@ -101,12 +102,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
                     continue
                 if item is None:
                     raise errors.Unavailable("the broker is shutting down; watch again")
-                if isinstance(item, hub.Resync):
-                    row = dict(await session_store.get(self._pool, sid))
-                elif isinstance(item, hub.QueuePosition):
+                if isinstance(item, hub.QueuePosition):
                     position = (item.position, item.total)
-                elif item["seq"] >= row["seq"]:
-                    row = item
+                elif isinstance(item, hub.Resync) or item["seq"] >= row["seq"]:
+                    # A change says what moved, not the whole session: read it (a resync may have missed some).
+                    row = dict(await session_store.get(self._pool, sid))
 
     async def Negotiate(
         self, request: session_pb2.NegotiateRequest, context: aio.ServicerContext
@@ -137,13 +137,17 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
                 holder, request, metadata, timeout_s
             )
             return response
-        answer = await self._agents.negotiate(host_id, sid, request.offer, self._negotiate_timeout_s)
+        if self._links is None:
+            raise errors.Unavailable(
+                f"session_id: the agent of host {host_id!r} is not linked to any broker process now; retry shortly"
+            )
+        answer = await self._links.negotiate(host_id, sid, request.offer, self._negotiate_timeout_s)
         return session_pb2.NegotiateResponse(answer=answer)
 
     async def _link_elsewhere(self, host_id: str, context: aio.ServicerContext) -> str | None:
         """The address of the replica holding the host's agent link, when it is another and the call may go there
         (a forwarded call is served here or not at all)."""
-        if self._forwarder is None or self._agents.link(host_id) is not None:
+        if self._forwarder is None or (self._links is not None and self._links.link(host_id) is not None):
             return None
         if forward.forwarded(context.invocation_metadata()):
             return None

@@ -1,4 +1,5 @@
-"""Hosts as their agents see them: registration with epochs, batched heartbeats, and loss by the database clock."""
+"""Hosts as their agents see them: registration with epochs, the links that hold them, batched load reports, and
+loss by the database clock (a link seen dead, or the broker process holding it silent)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ class Registration:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Link:
+    """The connection a registration arrived on: its id (new per connection), the broker process holding it, and
+    where that process takes forwarded calls (Negotiate) for the agent."""
+
+    link_id: uuid.UUID
+    replica_id: str
+    address: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Registered:
     epoch: int
     drained: bool
@@ -40,12 +51,14 @@ class Registered:
     ended: list[str]
 
 
-async def register(pool: asyncpg.Pool, reg: Registration) -> Registered:
+async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = None) -> Registered:
     """Register (or re-register) a host under an epoch.
 
     The same epoch may reconnect while the host is not lost; an older epoch is refused; a newer epoch replaces the
     old agent process, and the sessions it held end with HOST_LOST. After the host was declared lost, only a newer
-    epoch is accepted, so the old process can never serve its old sessions again.
+    epoch is accepted, so the old process can never serve its old sessions again. `link` is the connection the
+    registration arrived on (None: no link, a host written by a tool; it is lost after lost_after, unless a link
+    takes it).
     """
     async with transaction(pool) as conn:
         site = await required_row(
@@ -98,34 +111,54 @@ async def register(pool: asyncpg.Pool, reg: Registration) -> Registered:
             list(reg.media_addresses),
             reg.agent_version,
             reg.epoch,
+            link.link_id if link else None,
+            link.replica_id if link else None,
+            link.address if link else None,
         )
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
 
 
-async def heartbeats(
-    pool: asyncpg.Pool,
-    beats: Sequence[tuple[str, int, float, float, bool]],
-    broker_address: str | None = None,
-) -> set[tuple[str, int]]:
-    """Record a batch of heartbeats (host_id, epoch, cpu_load, gpu_load, draining) with the database clock, and
-    that the replica at `broker_address` (when given) holds those hosts' links.
+async def host_reports(
+    pool: asyncpg.Pool, reports: Sequence[tuple[str, uuid.UUID, float, float, bool]]
+) -> set[uuid.UUID]:
+    """Record a batch of load reports (host_id, link_id, cpu_load, gpu_load, draining) with the database clock.
 
-    Returns the (host_id, epoch) of the beats that counted: those of an online host under that epoch. A beat
-    missing from it comes from an agent process the broker has retired (its host was declared lost, or replaced by
-    a newer epoch)."""
-    if not beats:
+    Returns the links whose reports counted: those still holding an online host. A link missing from it was
+    replaced (a newer connection or epoch) or its host declared lost: its agent reports into the void."""
+    if not reports:
         return set()
-    columns = [list(col) for col in zip(*beats, strict=True)]
+    columns = [list(col) for col in zip(*reports, strict=True)]
     async with transaction(pool) as conn:
-        rows = await conn.fetch(Q["heartbeats"], *columns, broker_address)
-    return {(r["host_id"], r["epoch"]) for r in rows}
+        rows = await conn.fetch(Q["host_reports"], *columns)
+    return {r["link_id"] for r in rows}
 
 
-async def link_host(pool: asyncpg.Pool, host_id: str, epoch: int, broker_address: str) -> None:
-    """Record that the replica reachable at `broker_address` holds the link of the host's agent of `epoch`."""
+async def link_lost(pool: asyncpg.Pool, host_id: str, link_id: uuid.UUID) -> None:
+    """The link ended without a goodbye: record when (database clock), unless the host has moved on to another link.
+    The placement leader declares the host lost once the grace for a reconnect has passed (mark_lost)."""
     with translated():
-        await pool.execute(Q["link_host"], host_id, epoch, broker_address)
+        await pool.execute(Q["link_lost"], host_id, link_id)
+
+
+async def links_current(pool: asyncpg.Pool, link_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Of `link_ids`, those that still hold their host (online, not replaced)."""
+    if not link_ids:
+        return set()
+    with translated():
+        rows = await pool.fetch(Q["links_current"], list(link_ids))
+    return {r["link_id"] for r in rows}
+
+
+async def replica_alive(pool: asyncpg.Pool, replica_id: str, address: str) -> None:
+    """This broker process, which holds agents' links, is alive (database clock)."""
+    with translated():
+        await pool.execute(Q["replica_alive"], replica_id, address)
+
+
+async def replicas_forget(pool: asyncpg.Pool) -> None:
+    with translated():
+        await pool.execute(Q["replicas_forget"])
 
 
 async def broker_address(pool: asyncpg.Pool, host_id: str) -> str | None:
@@ -140,11 +173,14 @@ async def set_games_cached(pool: asyncpg.Pool, host_id: str, epoch: int, games: 
         await conn.execute(Q["set_games_cached"], host_id, epoch, list(games))
 
 
-async def mark_lost(pool: asyncpg.Pool, lost_after_s: float) -> tuple[list[str], list[str]]:
-    """Declare lost every online host silent for longer than lost_after_s (by the database clock) and end its
-    sessions with HOST_LOST, in one transaction. Returns (lost host ids, ended session ids)."""
+async def mark_lost(
+    pool: asyncpg.Pool, link_grace_s: float, lost_after_s: float
+) -> tuple[list[str], list[str]]:
+    """Declare lost every online host whose link was seen dead more than `link_grace_s` ago, or whose link's broker
+    process has been silent (and the host too) for `lost_after_s`, by the database clock; end its sessions with
+    HOST_LOST, in one transaction. Returns (lost host ids, ended session ids)."""
     async with transaction(pool) as conn:
-        lost = [r["host_id"] for r in await conn.fetch(Q["mark_lost"], lost_after_s)]
+        lost = [r["host_id"] for r in await conn.fetch(Q["mark_lost"], link_grace_s, lost_after_s)]
         ended = []
         if lost:
             ended = [str(r["session_id"]) for r in await conn.fetch(Q["end_sessions_on_hosts"], lost)]
@@ -171,9 +207,10 @@ async def advance_reported(
     they were sent — in one transaction.
 
     Each report is judged as `sessions.advance` judges one: the session must exist and be on the reporting host,
-    a repeated or late report is a no-op, a jump is refused (broker.lifecycle). Returns, per report, None or the
-    error that refused it; refused reports change nothing, the others commit together. One statement per step
-    (STARTING, READY, STREAMING) moves every session taking that step, so the triggers record each move as usual.
+    a repeated or late report is a no-op, a report may skip moves, and each is recorded on the way
+    (broker.lifecycle.catch_up). Returns, per report, None or the error that refused it; refused reports change
+    nothing, the others commit together. One statement per step (STARTING, READY, STREAMING) moves every session
+    taking that step, so the triggers record each move as usual.
     """
     if not reports:
         return []
@@ -194,13 +231,14 @@ async def advance_reported(
                 )
                 continue
             try:
-                move = lifecycle.advance(state, to)
+                moves = lifecycle.catch_up(state, to)
             except errors.IllegalTransition as exc:
                 outcomes.append(exc)
                 continue
-            if move is not None:
+            for move in moves:
                 steps[move.to].append(sid)
-                now[sid] = (move.to, on)
+            if moves:
+                now[sid] = (moves[-1].to, on)
             outcomes.append(None)
         for i, to in enumerate(_REPORTED_STEPS):
             if steps[to]:

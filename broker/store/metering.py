@@ -161,21 +161,66 @@ def _valid_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
-async def record_stream_samples(pool: asyncpg.Pool, samples: Sequence[tuple[str, float, float]]) -> None:
-    """Add heartbeat stats (session id, rtt ms, fps sent) to their session's current minute (database clock). Samples
-    that are not plausible (not a session id, not finite, out of range) are dropped: the SLA judges evidence."""
-    clean = [
-        (sid, rtt, fps)
-        for s, rtt, fps in samples
-        if (sid := _valid_uuid(s)) is not None
-        and math.isfinite(rtt) and math.isfinite(fps) and 0 <= rtt <= 60_000 and 0 <= fps <= 1_000
-    ]  # fmt: skip
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamReport:
+    """One session's stream stats as its host's agent reported them."""
+
+    session_id: str
+    host_id: str
+    fps_sent: float
+    bitrate_kbps: int
+    rtt_ms: float
+    loss_pct: float
+    encode_ms: float
+
+    def plausible(self) -> uuid.UUID | None:
+        """The session id, when the figures are evidence the SLA may judge (finite and in range); else None."""
+        figures = (self.fps_sent, self.rtt_ms, self.loss_pct, self.encode_ms)
+        if not all(math.isfinite(x) for x in figures):
+            return None
+        if not (0 <= self.rtt_ms <= 60_000 and 0 <= self.fps_sent <= 1_000 and 0 <= self.loss_pct <= 100):
+            return None
+        if not (0 <= self.encode_ms <= 60_000 and 0 <= self.bitrate_kbps <= 10_000_000):
+            return None
+        return _valid_uuid(self.session_id)
+
+
+async def record_stream_reports(pool: asyncpg.Pool, reports: Sequence[StreamReport]) -> None:
+    """Agents' stream stats: each session's latest (session_stream_stats, what GetSession and the consoles show) and
+    a sample in the session's current minute for the SLA (database clock), in one transaction. A report that is not
+    plausible, or about a session not on the reporting host, is dropped: the SLA judges evidence, and an agent
+    speaks only for its own host."""
+    clean = [(sid, r) for r in reports if (sid := r.plausible()) is not None]
     if not clean:
         return
-    with translated():
-        await pool.execute(
-            Q["stream_minutes_add"], [c[0] for c in clean], [c[1] for c in clean], [c[2] for c in clean]
+    latest = dict(clean)  # a session reported twice since the last write shows its later report
+    async with transaction(pool) as conn:
+        await conn.execute(
+            Q["stream_stats_set"],
+            list(latest),
+            [r.host_id for r in latest.values()],
+            [r.fps_sent for r in latest.values()],
+            [r.bitrate_kbps for r in latest.values()],
+            [r.rtt_ms for r in latest.values()],
+            [r.loss_pct for r in latest.values()],
+            [r.encode_ms for r in latest.values()],
         )
+        await conn.execute(
+            Q["stream_minutes_add"],
+            [sid for sid, _ in clean],
+            [r.rtt_ms for _, r in clean],
+            [r.fps_sent for _, r in clean],
+            [r.host_id for _, r in clean],
+        )
+
+
+async def stream_stats(pool: asyncpg.Pool, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    """The latest stream stats the agents reported for these sessions (those without any are left out)."""
+    if not session_ids:
+        return {}
+    with translated():
+        rows = await pool.fetch(Q["stream_stats_of"], list(session_ids))
+    return {r["session_id"]: r for r in rows}
 
 
 async def record_seat_samples(

@@ -204,17 +204,20 @@ async def history(pool: asyncpg.Pool, session_id: uuid.UUID) -> list[asyncpg.Rec
 async def advance(
     pool: asyncpg.Pool, session_id: uuid.UUID, to: State, *, host_id: str | None = None
 ) -> asyncpg.Record:
-    """Move a session forward to `to` (a repeated report is a no-op). With host_id, the session must be on it."""
+    """Move a session forward to `to`, recording each step on the way (a repeated or late report is a no-op). With
+    host_id, the session must be on it."""
     for _ in range(_CAS_ATTEMPTS):
         row = await get(pool, session_id)
         _check_host(row, host_id)
-        move = lifecycle.advance(State(row["state"]), to)
-        if move is None:
+        moves = lifecycle.catch_up(State(row["state"]), to)
+        if not moves:
             return row
         async with transaction(pool) as conn:
-            updated: asyncpg.Record | None = await conn.fetchrow(
-                Q["advance"], session_id, move.current, move.to
-            )
+            updated: asyncpg.Record | None = None
+            for move in moves:
+                updated = await conn.fetchrow(Q["advance"], session_id, move.current, move.to)
+                if updated is None:
+                    break  # moved by someone else meanwhile: read again
         if updated is not None:
             return updated
     raise errors.Unavailable("session_id: the session is changing too fast; retry")

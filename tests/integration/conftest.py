@@ -20,12 +20,15 @@ from broker.server import Broker
 FAST = BrokerConfig(
     listen="127.0.0.1:0",
     heartbeat_interval_s=0.3,
+    link_ping_s=0.25,
     host_lost_after_s=1.5,
     shutdown_grace_s=2.0,
     batch_window_s=0.002,
     db_pool_min=1,
     db_pool_max=5,
     insecure=True,
+    # Agents share the tenant port (one process, no security), as the tests' agents expect.
+    agent_listen=None,
 )
 
 

@@ -1,8 +1,9 @@
 """A scripted agent: a real gRPC client speaking AgentService, with no media, for broker tests.
 
-It registers, heartbeats in the background, and answers commands the way a healthy agent would: a start command is
-reported STARTING then READY, a negotiation gets a minimal SDP answer. Tests steer it (stop heartbeating, report
-STREAMING, refuse an offer) through its methods.
+It registers, sends load reports in the background, and answers commands the way a healthy agent would: a start
+command is reported STARTING then READY, a negotiation gets a minimal SDP answer. Tests steer it (lose its link,
+report STREAMING, refuse an offer) through its methods. Its link lives on the test's channel: losing it cancels the
+stream without a goodbye, which the broker takes as a link lost (a dead transport ends the stream the same way).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class ScriptedAgent:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def lose_link(self) -> None:
+        """The link ends without a goodbye, as a killed agent's would: the broker gives it the grace to come back,
+        then declares the host lost."""
         await self.close()
 
     async def close(self) -> None:

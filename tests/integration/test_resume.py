@@ -34,7 +34,7 @@ async def test_lost_host_session_resumes_ahead_of_the_queue(world: BrokerClient)
             waiting = await world.start_session("cafe", "s3", "demo")
             assert await _queue_place(world, waiting.session.session_id) == (1, 1)
 
-            lost_agent.heartbeating = False
+            await lost_agent.lose_link()
             ended = await world.wait_for(lost.session.session_id, S.SESSION_STATE_ENDED, timeout_s=15)
             assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
 
@@ -146,7 +146,7 @@ async def test_a_resumed_session_keeps_the_paid_time_the_lost_one_had_left(world
         await world.wait_for(sid, S.SESSION_STATE_READY)
         await lost_agent.link.report(sid, S.SESSION_STATE_STREAMING)
         await world.wait_for(sid, S.SESSION_STATE_STREAMING)
-        lost_agent.heartbeating = False
+        await lost_agent.lose_link()
         ended = await world.wait_for(sid, S.SESSION_STATE_ENDED, timeout_s=15)
         assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
         played_s = ended.ended_at.ToDatetime() - ended.paid_until.ToDatetime() + dt.timedelta(seconds=3600)
@@ -166,7 +166,7 @@ async def test_a_resumed_session_keeps_the_paid_time_the_lost_one_had_left(world
     async with ScriptedAgent(world, "host-2", slots=1) as agent:
         free = await world.start_session("cafe", "s2", "demo")
         await world.wait_for(free.session.session_id, S.SESSION_STATE_READY)
-        agent.heartbeating = False
+        await agent.lose_link()
         await world.wait_for(free.session.session_id, S.SESSION_STATE_ENDED, timeout_s=15)
         unlimited = await world.start_session(
             "cafe", "s2", "demo", resume=(free.session.session_id, free.session_token)

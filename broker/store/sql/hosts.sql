@@ -11,44 +11,71 @@ WHERE host_id = $1 AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
 RETURNING session_id;
 
 -- name: upsert_host
--- $8: the images the agent holds (hosts_derive_games_cached derives games_cached from them).
+-- $8: the images the agent holds (hosts_derive_games_cached derives games_cached from them). $13-$15: the link this
+-- registration arrived on, the broker process holding it and where that process takes forwarded calls.
 INSERT INTO hosts (host_id, provider_id, site_id, gpu_class, slots, free_slots, declared_price_micros, images_cached,
-                   gpus, media_addresses, agent_version, epoch, status, registered_at, last_heartbeat_at)
-VALUES ($1, $2, $3, $4, $5::integer, $5::integer - $6::integer, $7, $8, $9, $10, $11, $12, 'online', now(), now())
+                   gpus, media_addresses, agent_version, epoch, status, registered_at, last_heartbeat_at, link_id,
+                   link_replica, broker_address)
+VALUES ($1, $2, $3, $4, $5::integer, $5::integer - $6::integer, $7, $8, $9, $10, $11, $12, 'online', now(), now(), $13,
+        $14, $15)
 ON CONFLICT (host_id) DO UPDATE SET
     site_id = excluded.site_id, gpu_class = excluded.gpu_class, slots = excluded.slots,
     free_slots = excluded.free_slots, declared_price_micros = excluded.declared_price_micros,
     images_cached = excluded.images_cached, gpus = excluded.gpus, media_addresses = excluded.media_addresses,
     agent_version = excluded.agent_version, epoch = excluded.epoch, status = 'online', draining = false,
-    registered_at = now(), last_heartbeat_at = now()
+    registered_at = now(), last_heartbeat_at = now(), link_id = excluded.link_id,
+    link_replica = excluded.link_replica, link_lost_at = NULL, broker_address = excluded.broker_address
 RETURNING host_id, epoch, drained;
 
 -- name: host_live_sessions
 SELECT s.session_id, s.state, s.game_id, s.tier, s.slots, s.venue_id, s.seat_id FROM sessions s
 WHERE s.host_id = $1 AND s.state IN ('PLACED', 'STARTING', 'READY', 'STREAMING');
 
--- name: heartbeats
--- A batch of heartbeats in one statement; the epoch guard ignores a replaced agent process. What it returns are the
--- beats that counted: a beat missing there comes from a process whose host was declared lost or replaced. Each beat
--- also says which replica holds the link ($6), so a record overwritten in a race heals within one heartbeat.
-UPDATE hosts h SET last_heartbeat_at = now(), cpu_load = u.cpu, gpu_load = u.gpu, draining = u.draining,
-    broker_address = coalesce($6::text, h.broker_address)
-FROM unnest($1::text[], $2::bigint[], $3::real[], $4::real[], $5::boolean[])
-    AS u(host_id, epoch, cpu, gpu, draining)
-WHERE h.host_id = u.host_id AND h.epoch = u.epoch AND h.status = 'online'
-RETURNING h.host_id, h.epoch;
+-- name: host_reports
+-- A batch of agents' load reports in one statement. Only a link that still holds its host counts: what it returns
+-- are the links whose reports counted; a link missing there was replaced (a newer connection, a newer epoch) or its
+-- host declared lost.
+UPDATE hosts h SET last_heartbeat_at = now(), cpu_load = u.cpu, gpu_load = u.gpu, draining = u.draining
+FROM unnest($1::text[], $2::uuid[], $3::real[], $4::real[], $5::boolean[]) AS u(host_id, link_id, cpu, gpu, draining)
+WHERE h.host_id = u.host_id AND h.link_id = u.link_id AND h.status = 'online'
+RETURNING h.link_id;
+
+-- name: link_lost
+-- The link ended without a goodbye: the moment it was seen dead, by this clock (unless the host moved on since).
+UPDATE hosts SET link_lost_at = now()
+WHERE host_id = $1 AND link_id = $2 AND status = 'online' AND link_lost_at IS NULL;
+
+-- name: links_current
+-- Of these links, the ones that still hold their host.
+SELECT link_id FROM hosts WHERE link_id = ANY($1::uuid[]) AND status = 'online';
+
+-- name: replica_alive
+-- A broker process that holds agents' links says it is alive (and, the first time, that it exists).
+INSERT INTO broker_replicas (replica_id, address) VALUES ($1, $2)
+ON CONFLICT (replica_id) DO UPDATE SET alive_at = now(), address = excluded.address;
+
+-- name: replicas_forget
+-- Processes silent for a day are gone for good (their hosts were declared lost long ago).
+DELETE FROM broker_replicas WHERE alive_at < now() - interval '1 day';
 
 -- name: set_games_cached
 -- $3: the images the agent holds now (hosts_derive_games_cached derives games_cached from them).
 UPDATE hosts SET images_cached = $3 WHERE host_id = $1 AND epoch = $2;
 
 -- name: mark_lost
-UPDATE hosts SET status = 'lost'
-WHERE status = 'online' AND last_heartbeat_at < now() - make_interval(secs => $1)
+-- A host is lost when its agent's link was seen dead more than $1 s ago (the grace left for a reconnect), or when the
+-- broker process holding its link has not said it is alive for $2 s and the host has shown no sign of life since
+-- (that process died or is cut off: its links are as good as dead, and their agents reconnect elsewhere).
+UPDATE hosts h SET status = 'lost'
+WHERE h.status = 'online'
+  AND ((h.link_lost_at IS NOT NULL AND h.link_lost_at < now() - make_interval(secs => $1))
+       OR (h.last_heartbeat_at < now() - make_interval(secs => $2)
+           AND NOT EXISTS (SELECT 1 FROM broker_replicas r
+                           WHERE r.replica_id = h.link_replica AND r.alive_at >= now() - make_interval(secs => $2))))
 RETURNING host_id, epoch;
 
 -- name: end_sessions_on_hosts
-UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'host missed its heartbeats'
+UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'the agent''s link was lost'
 WHERE host_id = ANY($1::text[]) AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
 RETURNING session_id;
 
@@ -65,10 +92,6 @@ FOR UPDATE;
 -- name: advance_reported
 -- One step of many sessions at once (locked above); the triggers record each session's move as usual.
 UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2;
-
--- name: link_host
--- The replica at $3 holds the link of the host's agent of epoch $2 (where calls needing the agent are forwarded).
-UPDATE hosts SET broker_address = $3 WHERE host_id = $1 AND epoch = $2;
 
 -- name: host_broker_address
 SELECT broker_address FROM hosts WHERE host_id = $1;

@@ -52,11 +52,12 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $14::integer[], $15::bigint[]);
 
 -- name: stream_minutes_add
--- Heartbeat stats of streaming sessions into their minute (database clock); other sessions' are ignored.
+-- Agents' stats of streaming sessions into their minute (database clock). Only a session on the reporting host
+-- ($4) counts: an agent speaks for its own host's sessions and no other's.
 INSERT INTO stream_minutes AS m (session_id, minute, samples, rtt_ms_sum, fps_sum)
 SELECT u.session_id, date_trunc('minute', now()), count(*), sum(u.rtt_ms), sum(u.fps)
-FROM unnest($1::uuid[], $2::float8[], $3::float8[]) AS u(session_id, rtt_ms, fps)
-JOIN sessions s ON s.session_id = u.session_id AND s.state = 'STREAMING'
+FROM unnest($1::uuid[], $2::float8[], $3::float8[], $4::text[]) AS u(session_id, rtt_ms, fps, host_id)
+JOIN sessions s ON s.session_id = u.session_id AND s.state = 'STREAMING' AND s.host_id = u.host_id
 GROUP BY u.session_id
 ON CONFLICT (session_id, minute) DO UPDATE
 SET samples = m.samples + excluded.samples, rtt_ms_sum = m.rtt_ms_sum + excluded.rtt_ms_sum,
@@ -108,3 +109,19 @@ SELECT 1 FROM venues WHERE venue_id = $1;
 
 -- name: metering_provider_exists
 SELECT 1 FROM providers WHERE provider_id = $1;
+
+-- name: stream_stats_set
+-- The latest stats each agent reported for its sessions (what GetSession and the consoles show); as above, only
+-- for sessions on the reporting host.
+INSERT INTO session_stream_stats AS x (session_id, fps_sent, bitrate_kbps, rtt_ms, loss_pct, encode_ms, reported_at)
+SELECT u.session_id, u.fps, u.kbps, u.rtt, u.loss, u.encode, now()
+FROM unnest($1::uuid[], $2::text[], $3::real[], $4::integer[], $5::real[], $6::real[], $7::real[])
+    AS u(session_id, host_id, fps, kbps, rtt, loss, encode)
+JOIN sessions s ON s.session_id = u.session_id AND s.host_id = u.host_id
+ON CONFLICT (session_id) DO UPDATE
+SET fps_sent = excluded.fps_sent, bitrate_kbps = excluded.bitrate_kbps, rtt_ms = excluded.rtt_ms,
+    loss_pct = excluded.loss_pct, encode_ms = excluded.encode_ms, reported_at = excluded.reported_at;
+
+-- name: stream_stats_of
+SELECT session_id, fps_sent, bitrate_kbps, rtt_ms, loss_pct, encode_ms, reported_at FROM session_stream_stats
+WHERE session_id = ANY($1::uuid[]);
