@@ -47,6 +47,7 @@ from broker.rpc.session_service import SessionService
 from broker.rpc.venue_service import VenueService
 from broker.scheduler import Scheduler
 from broker.store import database, embedded, migrate
+from broker.store.placement import PostgresSchedulerStore
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +164,10 @@ class Broker:
         self.agents = agents = AgentRegistry(pool)
         agents.start()
         self.scheduler = scheduler = Scheduler(
-            pool, solver=SOLVERS[cfg.solver], window_s=cfg.batch_window_s, batch_max=cfg.batch_max
+            PostgresSchedulerStore(pool),
+            solver=SOLVERS[cfg.solver],
+            window_s=cfg.batch_window_s,
+            batch_max=cfg.batch_max,
         )
         self._hub = hub = SessionHub(url, pool)
         hub.add_listener(agents.on_change)
