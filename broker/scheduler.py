@@ -5,25 +5,25 @@ writer took a slot this round counted on) re-plans from fresh host state instead
 
 The hosts are kept between rounds (`HostCache`): reading and converting every online host each round cost more
 than the solve itself at 10,000 hosts. Only the hosts something happened to are read again.
+
+Everything it reads and writes goes through a `scheduler_store.SchedulerStore` (PostgreSQL in production), so the
+logic here is unit-tested on an in-memory store; the clock the host cache goes by is passed in for the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import asyncpg
 import numpy as np
 import structlog
 from cloudseat import errors
 
 from broker import placement
 from broker.counters import Counters
-from broker.store import leases as lease_store
-from broker.store import placement as placement_store
+from broker.scheduler_store import HostRow, PendingRequest, Placement, SchedulerStore
 
 log = structlog.get_logger(__name__)
 
@@ -37,65 +37,50 @@ _HOSTS_REFRESH_S = 2.0
 Solver = Callable[[placement.Problem], placement.Solution]
 
 
-def host_from_row(h: Mapping[str, Any]) -> placement.Host:
-    """A host row (store.placement.candidate_hosts) as the placement problem sees it."""
+def host_from_row(h: HostRow) -> placement.Host:
+    """A host row as the placement problem sees it."""
     return placement.Host(
-        id=h["host_id"],
-        site_id=h["site_id"],
-        gpu_class=h["gpu_class"],
-        free_slots=h["free_slots"],
-        total_slots=h["slots"],
-        price_micros=h["price_micros"],
-        games=frozenset(h["games_cached"]),
-        drained=h["drained"],
+        id=h.host_id,
+        site_id=h.site_id,
+        gpu_class=h.gpu_class,
+        free_slots=h.free_slots,
+        total_slots=h.slots,
+        price_micros=h.price_micros,
+        games=frozenset(h.games_cached),
+        drained=h.drained,
         online=True,
     )
 
 
 def build_problem(
-    pending: Sequence[Mapping[str, Any]],
+    pending: Sequence[PendingRequest],
     hosts: Sequence[placement.Host],
-    latencies: placement.LatencyMatrix | Sequence[Mapping[str, Any]],
+    latency: Mapping[tuple[str, str], int],
     params: placement.Params,
-    leases: Sequence[Mapping[str, Any]] = (),
+    leases: Sequence[placement.Lease] = (),
 ) -> placement.Problem:
-    """Turn database rows into the pure placement problem (targets loosened by how long each request waited).
-    `latencies` is a LatencyMatrix (LatencyCache) or venue_site_latency rows; `leases` the leases in force
-    (store.leases.in_force), every one of them, so their slots are kept for their venues whoever is in the batch."""
+    """The pure placement problem of a batch (targets loosened by how long each request waited). `latency` is
+    best a LatencyMatrix (LatencyCache); `leases` are the leases in force, every one of them, so their slots are
+    kept for their venues whoever is in the batch."""
     requests = [
         placement.Request(
-            id=str(r["session_id"]),
-            venue_id=r["venue_id"],
-            game_id=r["game_id"],
-            cap_ms=r["latency_cap_ms"],
+            id=r.session_id,
+            venue_id=r.venue_id,
+            game_id=r.game_id,
+            cap_ms=r.latency_cap_ms,
             # A resume was playing a moment ago: anywhere within the cap beats waiting for a near host.
             target_ms=(
-                r["latency_cap_ms"]
-                if r["resumed"]
-                else params.latency_policy.target_ms(r["latency_cap_ms"], r["waited_ms"])
+                r.latency_cap_ms
+                if r.resumed
+                else params.latency_policy.target_ms(r.latency_cap_ms, r.waited_ms)
             ),
-            arrival_ms=-r["waited_ms"],
-            slots=r["slots"],
+            arrival_ms=-r.waited_ms,
+            slots=r.slots,
         )
         for r in pending
     ]
-    latency: Mapping[tuple[str, str], int] = (
-        latencies
-        if isinstance(latencies, placement.LatencyMatrix)
-        else {(r["venue_id"], r["site_id"]): r["rtt_ms"] for r in latencies}
-    )
-    in_force = [
-        placement.Lease(
-            id=row["lease_id"],
-            venue_id=row["venue_id"],
-            gpu_class=row["gpu_class"],
-            unused_slots=row["unused_slots"],
-            site_id=row["site_id"],
-        )
-        for row in leases
-    ]
     return placement.Problem(
-        requests=requests, hosts=list(hosts), latency=latency, leases=in_force, params=params
+        requests=requests, hosts=list(hosts), latency=latency, leases=list(leases), params=params
     )
 
 
@@ -107,35 +92,35 @@ class HostCache:
     replica, a commit that placed on them. What other replicas change about a host without a session change (a
     drain, a price, a registration, a new cached game) is picked up by reading everything every
     `_HOSTS_REFRESH_S`, and sooner where it matters: a commit places only on hosts that are online and not drained
-    at that moment (store.placement.commit), and a refused or partly skipped commit reads everything again. A
+    at that moment (SchedulerStore.commit), and a refused or partly skipped commit reads everything again. A
     stale entry can cost a re-plan or a slightly worse choice for a moment, never a wrong placement.
     """
 
     def __init__(self) -> None:
         self._hosts: dict[str, placement.Host] = {}
-        self._rows: dict[str, tuple[Any, ...]] = {}  # the row each host was built from
+        self._rows: dict[str, HostRow] = {}  # the row each host was built from
         self._dirty: set[str] = set()
-        self._read_at = -_HOSTS_REFRESH_S
+        self._read_at: float | None = None  # None: read every host on the next use
 
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
 
     def invalidate(self) -> None:
         """Read every host on the next use."""
-        self._read_at = -_HOSTS_REFRESH_S
+        self._read_at = None
 
-    async def hosts(self, pool: asyncpg.Pool) -> list[placement.Host]:
-        now = time.monotonic()
-        if now - self._read_at >= _HOSTS_REFRESH_S:
+    async def hosts(self, store: SchedulerStore, now: float) -> list[placement.Host]:
+        """The online hosts; `now` is a monotonic clock in seconds (the scheduler's), for the periodic full read."""
+        if self._read_at is None or now - self._read_at >= _HOSTS_REFRESH_S:
             # Marks that arrive while reading stay for the next round (the read may predate their change).
             self._dirty.clear()
-            rows = await placement_store.candidate_hosts(pool)
-            self._hosts = {r["host_id"]: self._host(r) for r in rows}
+            rows = await store.online_hosts()
+            self._hosts = {r.host_id: self._host(r) for r in rows}
             self._rows = {h: self._rows[h] for h in self._hosts}
             self._read_at = now
         elif self._dirty:
             dirty, self._dirty = sorted(self._dirty), set()
-            fresh = {r["host_id"]: self._host(r) for r in await placement_store.hosts_by_id(pool, dirty)}
+            fresh = {r.host_id: self._host(r) for r in await store.hosts_by_id(dirty)}
             for host_id in dirty:
                 host = fresh.get(host_id)
                 if host is not None:
@@ -145,13 +130,11 @@ class HostCache:
                     self._rows.pop(host_id, None)
         return list(self._hosts.values())
 
-    def _host(self, row: asyncpg.Record) -> placement.Host:
+    def _host(self, row: HostRow) -> placement.Host:
         """The host of `row`; the one built before when the row has not changed (most rows, most reads)."""
-        key = tuple(row.values())
-        host_id = row["host_id"]
-        if self._rows.get(host_id) == key:
-            return self._hosts[host_id]
-        self._rows[host_id] = key
+        if self._rows.get(row.host_id) == row:
+            return self._hosts[row.host_id]
+        self._rows[row.host_id] = row
         return host_from_row(row)
 
 
@@ -168,13 +151,13 @@ class LatencyCache:
         self._stamps: dict[str, object] = {}
         self._matrix = placement.LatencyMatrix((), (), np.zeros((0, 0), dtype=np.int64))
 
-    async def matrix(self, pool: asyncpg.Pool, venues: Sequence[str]) -> placement.LatencyMatrix:
-        stamps = await placement_store.venue_latency_stamps(pool, venues)
+    async def matrix(self, store: SchedulerStore, venues: Sequence[str]) -> placement.LatencyMatrix:
+        stamps = await store.venue_latency_stamps(venues)
         changed = [v for v in venues if stamps.get(v) != self._stamps.get(v) or v not in self._rows]
         if changed:
             fresh: dict[str, dict[str, int]] = {v: {} for v in changed}
-            for r in await placement_store.venue_latency(pool, changed):
-                fresh[r["venue_id"]][r["site_id"]] = r["rtt_ms"]
+            for r in await store.venue_latency(changed):
+                fresh[r.venue_id][r.site_id] = r.rtt_ms
             self._rows.update(fresh)
             self._stamps.update({v: stamps.get(v) for v in changed})
             self._matrix = self._build()
@@ -192,17 +175,22 @@ class LatencyCache:
 
 
 class Scheduler:
+    """Places the pending requests of `store` in batches; `clock` (monotonic seconds) times the host cache's full
+    reads."""
+
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: SchedulerStore,
         *,
         solver: Solver,
         window_s: float,
         batch_max: int,
         params: placement.Params | None = None,
+        clock: Callable[[], float] = time.monotonic,
         counters: Counters | None = None,
     ) -> None:
-        self._pool = pool
+        self._store = store
+        self._clock = clock
         self._counters = counters or Counters()
         self._solver = solver
         self._window_s = window_s
@@ -271,25 +259,25 @@ class Scheduler:
 
         Resumes (sessions a lost host took from their seats) are placed first, on their own: a joint solve would
         weigh them against the rest by cost alone, and they must win any scarce slot."""
-        pending = await placement_store.pending_batch(self._pool, self._batch_max)
+        pending = await self._store.pending_batch(self._batch_max)
         if not pending:
             return 0
         self.rounds += 1
-        resumes = [r for r in pending if r["resumed"]]
-        others = [r for r in pending if not r["resumed"]]
+        resumes = [r for r in pending if r.resumed]
+        others = [r for r in pending if not r.resumed]
         for part in (resumes, others):
             if part:
                 await self._place(part)
         return len(pending)
 
-    async def _place(self, pending: Sequence[Mapping[str, Any]]) -> None:
+    async def _place(self, pending: Sequence[PendingRequest]) -> None:
         read_at = time.perf_counter()
-        venues = sorted({r["venue_id"] for r in pending})
+        venues = sorted({r.venue_id for r in pending})
         for attempt in range(_REPLANS):
             began = time.perf_counter()
-            hosts = await self._cache.hosts(self._pool)
-            latency = await self._latency.matrix(self._pool, venues)
-            leases = await lease_store.in_force(self._pool)
+            hosts = await self._cache.hosts(self._store, self._clock())
+            latency = await self._latency.matrix(self._store, venues)
+            leases = await self._store.leases_in_force()
             problem = build_problem(pending, hosts, latency, self._params, leases)
             started = time.perf_counter()
             solution = await asyncio.to_thread(self._solver, problem)
@@ -298,27 +286,25 @@ class Scheduler:
             planned = self._placements(problem, solution)
             committing = time.perf_counter()
             try:
-                placed = await placement_store.commit(self._pool, planned, self._leased(solution))
+                placed = await self._store.commit(planned, self._leased(solution))
             except errors.FailedPrecondition:
                 self.replans += 1
                 self._cache.invalidate()
                 log.info("batch refused by the database; re-planning", attempt=attempt + 1)
                 continue
-            for _, host_id, _, _, _ in planned:
-                self._cache.changed(host_id)
+            for p in planned:
+                self._cache.changed(p.host_id)
             # What the placed requests waited, by the database clock: as read, plus this round since.
             since_read_ms = (time.perf_counter() - read_at) * 1000
-            waited = {str(r["session_id"]): r["waited_ms"] for r in pending}
+            waited = {r.session_id: r.waited_ms for r in pending}
             for sid in placed:
-                self._counters.placed((waited.get(str(sid), 0) + since_read_ms) / 1000)
+                self._counters.placed((waited.get(sid, 0) + since_read_ms) / 1000)
             if len(placed) < len(planned):
                 # Some sessions ended meanwhile, or their host went offline or was drained since it was read:
                 # those stay pending for the next round, which sees every host afresh.
                 self._cache.invalidate()
                 self._wake.set()
-            await placement_store.set_pending_reasons(
-                self._pool, [(uuid.UUID(rid), reason.value) for rid, reason in solution.unplaced.items()]
-            )
+            await self._store.set_pending_reasons(solution.unplaced)
             log.debug(
                 "placement round",
                 pending=len(pending),
@@ -331,30 +317,21 @@ class Scheduler:
         log.warning("batch refused repeatedly; leaving it for the next round", pending=len(pending))
 
     @staticmethod
-    def _leased(solution: placement.Solution) -> dict[uuid.UUID, tuple[str, int]]:
+    def _leased(solution: placement.Solution) -> dict[placement.RequestId, tuple[str, int]]:
         """The sessions the solution places under a lease: session id -> (lease id, slots the lease pays)."""
         return {
-            uuid.UUID(rid): (lease_id, solution.lease_slots[rid])
+            rid: (lease_id, solution.lease_slots[rid])
             for rid, lease_id in solution.lease_use.items()
             if solution.lease_slots.get(rid, 0) > 0
         }
 
     @staticmethod
-    def _placements(
-        problem: placement.Problem, solution: placement.Solution
-    ) -> list[tuple[uuid.UUID, str, str, int, int]]:
+    def _placements(problem: placement.Problem, solution: placement.Solution) -> list[Placement]:
         hosts = {h.id: h for h in problem.hosts}
         venue_of = {r.id: r.venue_id for r in problem.requests}
         out = []
         for rid, host_id in solution.assignments.items():
             host = hosts[host_id]
-            out.append(
-                (
-                    uuid.UUID(rid),
-                    host_id,
-                    host.site_id,
-                    problem.latency[(venue_of[rid], host.site_id)],
-                    host.price_micros,
-                )
-            )
+            latency_ms = problem.latency[(venue_of[rid], host.site_id)]
+            out.append(Placement(rid, host_id, host.site_id, latency_ms, host.price_micros))
         return out

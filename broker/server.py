@@ -70,6 +70,7 @@ from broker.rpc.session_service import SessionService
 from broker.rpc.venue_service import VenueService
 from broker.scheduler import Scheduler
 from broker.store import database, embedded, migrate
+from broker.store.placement import PostgresSchedulerStore
 
 log = structlog.get_logger(__name__)
 
@@ -286,7 +287,7 @@ class Broker:
     def _start_leader(self, url: str, pool: asyncpg.Pool, hub: SessionHub) -> None:
         cfg = self.config
         self.scheduler = scheduler = Scheduler(
-            pool,
+            PostgresSchedulerStore(pool),
             solver=SOLVERS[cfg.solver],
             window_s=cfg.batch_window_s,
             batch_max=cfg.batch_max,

@@ -20,6 +20,7 @@ from broker.placement.model import (
     PendingReason,
     Problem,
     Request,
+    RequestId,
     Solution,
 )
 from broker.placement.reasons import pending_reason
@@ -35,6 +36,7 @@ __all__ = [
     "PendingReason",
     "Problem",
     "Request",
+    "RequestId",
     "Solution",
     "engine",
     "evaluate",

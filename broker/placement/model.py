@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,11 @@ import numpy.typing as npt
 #: Latency stored for a (venue, site) pair with no measurement. Larger than any cap, so "latency <= target" is
 #: simply false for it and no special case is needed in the vectorised code.
 UNREACHABLE_MS = 1 << 40
+
+#: A request's id. In the broker it is a session id in its text form, carried unchanged from the pending batch
+#: through a `Solution` to the commit (broker.scheduler_store). Text rather than uuid.UUID: the solvers only compare
+#: and sort ids, and the benchmarks and tests give their requests readable names.
+RequestId: TypeAlias = str
 
 
 class PendingReason(enum.StrEnum):
@@ -37,7 +43,7 @@ class PendingReason(enum.StrEnum):
 class Request:
     """A seat asking for a session: `slots` slots on one host at a site within `target_ms` of the venue."""
 
-    id: str
+    id: RequestId
     venue_id: str
     game_id: str
     cap_ms: int
@@ -239,10 +245,10 @@ class Solution:
     solver proved that no cheaper answer exists.
     """
 
-    assignments: dict[str, str]
-    unplaced: dict[str, PendingReason]
+    assignments: dict[RequestId, str]
+    unplaced: dict[RequestId, PendingReason]
     cost_micros: int
-    lease_use: dict[str, str] = field(default_factory=dict)
-    lease_slots: dict[str, int] = field(default_factory=dict)
+    lease_use: dict[RequestId, str] = field(default_factory=dict)
+    lease_slots: dict[RequestId, int] = field(default_factory=dict)
     solver: str = ""
     proven_optimal: bool = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from broker.placement.frame import I64, Frame, build_frame
-from broker.placement.model import UNREACHABLE_MS, LatencyMatrix, PendingReason, Problem
+from broker.placement.model import UNREACHABLE_MS, LatencyMatrix, PendingReason, Problem, RequestId
 
 
 def _site_max(frame: Frame, values: I64, hosts_mask: np.ndarray) -> I64:
@@ -87,7 +87,7 @@ def _nearest_measured_site(frame: Frame, venue_id: str) -> int:
     return min((ms for (v, _), ms in latency.items() if v == venue_id), default=UNREACHABLE_MS)
 
 
-def pending_reason(problem: Problem, request_id: str) -> PendingReason:
+def pending_reason(problem: Problem, request_id: RequestId) -> PendingReason:
     """Why `request_id` would stay pending if nothing in its batch were placed ahead of it."""
     frame = build_frame(problem)
     for r, request in enumerate(problem.requests):

@@ -1,14 +1,24 @@
-"""What the scheduler reads before a round and writes after it."""
+"""What the scheduler reads before a round and writes after it: the queries, and `PostgresSchedulerStore`, the
+scheduler's store (broker.scheduler_store) over them."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import asyncpg
+from cloudseat import errors
 
+from broker import placement
+from broker.scheduler_store import HostRow, LatencyRow, PendingRequest, Placement
+from broker.store import leases
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
+
+# A session id as a uuid parameter takes it: uuid.UUID, or its text (asyncpg encodes either; the scheduler holds
+# text, tests and tools hold what they read back).
+_SessionId = TypeVar("_SessionId", uuid.UUID, str)
 
 
 async def pending_batch(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
@@ -47,8 +57,8 @@ async def venue_latency_stamps(pool: asyncpg.Pool, venue_ids: Sequence[str]) -> 
 
 async def commit(
     pool: asyncpg.Pool,
-    placements: Sequence[tuple[uuid.UUID, str, str, int, int]],
-    leased: Mapping[uuid.UUID, tuple[str, int]] | None = None,
+    placements: Sequence[tuple[_SessionId, str, str, int, int]],
+    leased: Mapping[_SessionId, tuple[str, int]] | None = None,
 ) -> list[uuid.UUID]:
     """Place a whole batch in one transaction: (session_id, host_id, site_id, latency_ms, price_micros) each.
     `leased` names the sessions placed under a lease: session_id -> (lease_id, slots the lease pays).
@@ -68,9 +78,79 @@ async def commit(
     return [r["session_id"] for r in rows]
 
 
-async def set_pending_reasons(pool: asyncpg.Pool, reasons: Sequence[tuple[uuid.UUID, str]]) -> None:
+async def set_pending_reasons(pool: asyncpg.Pool, reasons: Sequence[tuple[uuid.UUID | str, str]]) -> None:
     """Record why each unplaced session still waits (only changed reasons are written, and notified)."""
     if not reasons:
         return
     async with transaction(pool) as conn:
         await conn.execute(Q["set_pending_reasons"], [s for s, _ in reasons], [r for _, r in reasons])
+
+
+class PostgresSchedulerStore:
+    """The scheduler's store on PostgreSQL: the functions above and store.leases.in_force, over one pool.
+
+    Each method calls the function of its name. Session ids go in as the scheduler holds them, text (asyncpg encodes
+    text for a uuid parameter); what comes back as uuid.UUID is turned to text here, and only here."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def pending_batch(self, limit: int) -> list[PendingRequest]:
+        return [
+            PendingRequest(
+                session_id=str(r["session_id"]),
+                venue_id=r["venue_id"],
+                game_id=r["game_id"],
+                latency_cap_ms=r["latency_cap_ms"],
+                slots=r["slots"],
+                resumed=r["resumed"],
+                waited_ms=r["waited_ms"],
+            )
+            for r in await pending_batch(self._pool, limit)
+        ]
+
+    async def online_hosts(self) -> list[HostRow]:
+        return _host_rows(await candidate_hosts(self._pool))
+
+    async def hosts_by_id(self, host_ids: Sequence[str]) -> list[HostRow]:
+        return _host_rows(await hosts_by_id(self._pool, host_ids))
+
+    async def venue_latency_stamps(self, venue_ids: Sequence[str]) -> dict[str, object]:
+        return await venue_latency_stamps(self._pool, venue_ids)
+
+    async def venue_latency(self, venue_ids: Sequence[str]) -> list[LatencyRow]:
+        return [
+            LatencyRow(r["venue_id"], r["site_id"], r["rtt_ms"])
+            for r in await venue_latency(self._pool, venue_ids)
+        ]
+
+    async def leases_in_force(self) -> list[placement.Lease]:
+        return [
+            placement.Lease(
+                id=r["lease_id"],
+                venue_id=r["venue_id"],
+                gpu_class=r["gpu_class"],
+                unused_slots=r["unused_slots"],
+                site_id=r["site_id"],
+            )
+            for r in await leases.in_force(self._pool)
+        ]
+
+    async def commit(
+        self, placements: Sequence[Placement], leased: Mapping[placement.RequestId, tuple[str, int]]
+    ) -> list[placement.RequestId]:
+        return [str(session_id) for session_id in await commit(self._pool, placements, leased)]
+
+    async def set_pending_reasons(
+        self, reasons: Mapping[placement.RequestId, placement.PendingReason]
+    ) -> None:
+        await set_pending_reasons(self._pool, [(rid, reason.value) for rid, reason in reasons.items()])
+
+
+def _host_rows(rows: Sequence[asyncpg.Record]) -> list[HostRow]:
+    """`HostRow`s of candidate_hosts or hosts_by_id rows. Built positionally, which costs what copying the values
+    does (by name costs twice that, and a full read is 10,000 rows); so the columns are checked against the
+    fields once per read."""
+    if rows and tuple(rows[0].keys()) != HostRow._fields:
+        raise errors.StoreError(f"host columns {tuple(rows[0].keys())} are not HostRow's {HostRow._fields}")
+    return [HostRow(*r) for r in rows]

@@ -368,7 +368,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     def placement_round(self) -> None:
         pending = [sid for sid in self.order if self.sessions[sid].state is State.PENDING]
-        scheduler = Scheduler(self.pool, solver=placement.solve, window_s=0.0, batch_max=1000)
+        store = placement_store.PostgresSchedulerStore(self.pool)
+        scheduler = Scheduler(store, solver=placement.solve, window_s=0.0, batch_max=1000)
         self.run(scheduler.round())
         rows = self.run(
             self.pool.fetch(

@@ -15,6 +15,7 @@ from cloudseat.v1 import common_pb2, venue_pb2
 from broker import placement
 from broker.leader import Leadership
 from broker.scheduler import Scheduler
+from broker.scheduler_store import Placement
 from broker.store import database, hosts, sessions
 from broker.store import fleet as fleet_store
 from broker.store import games as game_store
@@ -73,12 +74,30 @@ async def test_a_batch_commits_whole_or_not_at_all(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT sum(free_slots) FROM hosts") == 1
 
 
+async def test_the_scheduler_store_takes_and_gives_session_ids_as_text(pool: asyncpg.Pool) -> None:
+    """The scheduler holds session ids as text (placement.RequestId) from the pending batch to the commit: asyncpg
+    encodes text for the uuid parameters, and the store turns what it reads back into text."""
+    await _host(pool, "h1", 2)
+    sids = await _pending(pool, 2)
+    store = placement_store.PostgresSchedulerStore(pool)
+    pending = await store.pending_batch(10)
+    assert [p.session_id for p in pending] == [str(s) for s in sids]
+    first, second = pending
+    placed = await store.commit([Placement(first.session_id, "h1", "site-a", 5, 1_000_000)], {})
+    assert placed == [first.session_id]
+    await store.set_pending_reasons({second.session_id: placement.PendingReason.QUEUED})
+    assert (await sessions.get(pool, sids[1]))["pending_reason"] == "QUEUED"
+    [h1] = await store.hosts_by_id(["h1", "gone"])
+    assert (h1.host_id, h1.free_slots, h1.slots, list(h1.games_cached)) == ("h1", 1, 2, ["demo"])
+
+
 async def test_two_schedulers_never_place_one_slot_twice(pool: asyncpg.Pool) -> None:
     await _host(pool, "h1", 2)
     await _host(pool, "h2", 3)
     await _pending(pool, 12)
-    a = Scheduler(pool, solver=placement.solve, window_s=0, batch_max=100)
-    b = Scheduler(pool, solver=placement.greedy.solve, window_s=0, batch_max=100)
+    store = placement_store.PostgresSchedulerStore(pool)
+    a = Scheduler(store, solver=placement.solve, window_s=0, batch_max=100)
+    b = Scheduler(store, solver=placement.greedy.solve, window_s=0, batch_max=100)
     for _ in range(3):
         await asyncio.gather(a.round(), b.round())
     assert await _states(pool) == {"PLACED": 5, "PENDING": 7}
@@ -131,7 +150,9 @@ async def test_a_refused_commit_re_plans(pool: asyncpg.Pool) -> None:
             proceed.wait(10)
         return solution
 
-    scheduler = Scheduler(pool, solver=racing_solver, window_s=0, batch_max=10)
+    scheduler = Scheduler(
+        placement_store.PostgresSchedulerStore(pool), solver=racing_solver, window_s=0, batch_max=10
+    )
     round_ = asyncio.create_task(scheduler.round())
     await asyncio.to_thread(planned.wait, 10)
     row, _ = await sessions.start(pool, sessions.StartRequest("other", "cafe", "s11", "demo"))

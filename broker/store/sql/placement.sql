@@ -8,7 +8,7 @@ LIMIT $1;
 
 -- name: candidate_hosts
 -- price_micros: the site's class price in force now, its time-of-day band (host_view, migration 0007), else the
--- host's declared price.
+-- host's declared price. The columns are broker.scheduler_store.HostRow's, in its order (here and in hosts_by_id).
 SELECT host_id, site_id, gpu_class, free_slots, slots, price_micros, games_cached, drained OR draining AS drained
 FROM host_view WHERE status = 'online';
 
