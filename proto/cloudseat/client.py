@@ -4,7 +4,7 @@
         started = await broker.start_session("demo-cafe", "seat-01", "demo")
         async for update in broker.watch(started.session.session_id): ...
 
-`AgentLinkClient` speaks AgentService.Connect for one host: register, heartbeat, report, read commands.
+`AgentLinkClient` speaks AgentService.Connect for one host: register, heartbeat, report, read commands, say goodbye.
 """
 
 from __future__ import annotations
@@ -286,13 +286,15 @@ class AgentLinkClient:
             yield msg
 
     async def finish(self, timeout_s: float = 5.0) -> None:
-        """Say goodbye: no more messages from us; wait until the broker has taken everything sent and closed."""
+        """Leave on purpose: say Goodbye after everything sent, half-close, and wait until the broker has taken it
+        all and closed (the host goes offline at once). A link that ends any other way is, for the broker, lost."""
         call = self._call
         if call is None:
             return
-        async with self._writing:  # after any write in flight
-            await call.done_writing()
         async with asyncio.timeout(timeout_s):
+            async with self._writing:  # nothing goes between the Goodbye and the half-close
+                await call.write(agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye()))
+                await call.done_writing()
             await call.code()
 
     async def close(self) -> None:
