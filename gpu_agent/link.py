@@ -38,11 +38,17 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 10.0
 # Events queued while disconnected; beyond this the oldest go (the broker's own timeouts cover the gap).
 _OUTBOX_MAX = 10_000
-# Keepalive pings so a half-open connection to the broker is noticed within seconds, not minutes.
+# Keepalive: a half-open connection to the broker (its machine gone without a FIN, a cut path) is noticed within
+# keepalive_time + keepalive_timeout = 15 s, not TCP's minutes. The broker (broker/server.py) permits a client's
+# pings no more often than every 5 s while no data flows (grpc.http2.min_ping_interval_without_data_ms) and sends
+# GOAWAY after two that come sooner; 10 s keeps well clear of it, BDP pings only follow data the broker sent.
+# max_pings_without_data 0: an idle agent now sends no data for hours, and with gRPC's default (2) its pings would
+# fall to one a minute after the second (grpc core's max_pings_wo_data throttle, on by default in grpc 1.80).
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 
