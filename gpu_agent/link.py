@@ -143,6 +143,8 @@ class BrokerLink:
         self._pem = _read_pem(config.tls) if config.tls is not None else None
         self._client = self._new_client()
         self._stopping = False
+        # Set when stop() has said Goodbye and the broker closed (or gave up): until then the call must stand.
+        self._left = asyncio.Event()
         self.images = ImageCache(config.games_cached, config.image_store, config.image_fetch_bytes_per_s)
         self._gpus = [
             fleet_pb2.Gpu(
@@ -196,10 +198,15 @@ class BrokerLink:
                 # InvalidStateError: a write found the call already ended by the broker (say, one going away just
                 # after it registered us) before the read that carries its status; a refusal that matters (a stale
                 # epoch) is said again at the next registration.
-                log.warning("broker link failed", error=str(exc))
+                if not self._stopping:
+                    log.warning("broker link failed", error=str(exc))
             finally:
                 self.registered.clear()
                 self._current = None
+                if self._stopping:
+                    # stop() is leaving on this call; cancelling it now would cut its Goodbye short and read, to
+                    # the broker, as a lost link.
+                    await self._left.wait()
                 await link.close()
             if self._stopping:
                 break
@@ -274,7 +281,7 @@ class BrokerLink:
         loop = asyncio.get_running_loop()
         load, read_at = inventory.utilisation(), loop.time()
         schedule = reports.HeartbeatSchedule(interval_s, read_at, *load)
-        while True:
+        while not self._stopping:  # leaving: Goodbye is the last word
             now = loop.time()
             games = self.images.take_changes()  # when not None, a heartbeat goes now and carries it
             draining = self.sessions.draining
@@ -295,6 +302,7 @@ class BrokerLink:
                     )
                     schedule.sent(now, cpu=cpu, gpu=gpu, draining=draining)
             await asyncio.sleep(_LOOK_EVERY_S)
+        await asyncio.Event().wait()  # parked: a writer that returned would end the link under stop()
 
     async def _send(self, link: AgentLinkClient) -> None:
         while True:
@@ -338,17 +346,20 @@ class BrokerLink:
         """Leave: send what is held (sessions handed back), then Goodbye, so the broker marks the host offline at
         once rather than lost, half-close and wait for the broker to close; then close the channel."""
         self._stopping = True
-        await self.images.close()
-        self._outbox.flush()
-        link, self._current = self._current, None  # leave once, however often stop is called
-        if link is not None and self.registered.is_set():
-            # InvalidStateError: the broker ended the call meanwhile (going away itself); nothing left to say.
-            with contextlib.suppress(
-                TimeoutError, aio.AioRpcError, asyncio.CancelledError, asyncio.InvalidStateError
-            ):
-                async with asyncio.timeout(flush_s):
-                    await self._outbox.flushed.wait()
-                await link.finish(flush_s)
+        try:
+            await self.images.close()
+            self._outbox.flush()
+            link, self._current = self._current, None  # leave once, however often stop is called
+            if link is not None and self.registered.is_set():
+                # InvalidStateError: the broker ended the call meanwhile (going away itself); nothing left to say.
+                with contextlib.suppress(
+                    TimeoutError, aio.AioRpcError, asyncio.CancelledError, asyncio.InvalidStateError
+                ):
+                    async with asyncio.timeout(flush_s):
+                        await self._outbox.flushed.wait()
+                    await link.finish(flush_s)
+        finally:
+            self._left.set()
         await self._client.close()
 
 
