@@ -2,8 +2,8 @@
 
 It registers every agent that connects (with the heartbeat interval it was given), keeps each connection's messages
 in order, sends the commands a test queues, and notes how the connection ended: "half-closed" (the agent finished
-writing), "cancelled" (its stream or channel was dropped), or "" (not yet). It judges nothing: the real broker's rules are
-tested against the real broker; these tests look at what the agent puts on the wire.
+writing), "cancelled" (its stream or channel was dropped), or "" (not yet). It judges nothing: the real broker's
+rules are tested against the real broker; these tests look at what the agent puts on the wire.
 """
 
 from __future__ import annotations
