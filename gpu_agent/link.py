@@ -1,4 +1,12 @@
-"""The agent's live link to the broker: register, heartbeat, carry session events, take commands; reconnect.
+"""The agent's live link to the broker: register, report, carry session events, take commands; reconnect; leave.
+
+Liveness is the link itself: the broker pings the connection (HTTP/2 keepalive, below Python) and the agent pings
+the broker the same way (CHANNEL_OPTIONS), so neither side needs a message to stay alive. What the agent sends is
+only what the broker needs (gpu_agent.reports decides): session moves, coalesced over REPORT_WINDOW_S, and a
+Heartbeat (load and stream stats) every interval while the host runs sessions, at once when its cached images or
+its draining flag change, and when its load moved by 0.15 or more. An idle host with steady load sends nothing.
+An agent that leaves on purpose (SIGTERM's drain, `stop`) sends what it holds, then Goodbye, then half-closes: the
+broker marks the host offline at once. A link that ends any other way is, to the broker, lost.
 
 The epoch is chosen once per process (its start time in microseconds), so a restarted agent always presents a newer
 one. When the broker goes, the agent keeps its sessions running, reconnects with backoff and jitter under the same
@@ -18,6 +26,7 @@ import asyncio
 import contextlib
 import random
 import time
+from typing import cast
 
 import grpc
 import structlog
@@ -25,7 +34,7 @@ from cloudseat.client import AgentLinkClient, BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2
 from grpc import aio
 
-from gpu_agent import inventory
+from gpu_agent import inventory, reports
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
 from gpu_agent.images import ImageCache
@@ -38,12 +47,26 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 10.0
 # Events queued while disconnected; beyond this the oldest go (the broker's own timeouts cover the gap).
 _OUTBOX_MAX = 10_000
-# Keepalive pings so a half-open connection to the broker is noticed within seconds, not minutes.
+# Keepalive: a half-open connection to the broker (its machine gone without a FIN, a cut path) is noticed within
+# keepalive_time + keepalive_timeout = 15 s, not TCP's minutes. The broker (broker/server.py) permits a client's
+# pings no more often than every 5 s while no data flows (grpc.http2.min_ping_interval_without_data_ms) and sends
+# GOAWAY after two that come sooner; 10 s keeps well clear of it, BDP pings only follow data the broker sent.
+# max_pings_without_data 0: an idle agent now sends no data for hours, and with gRPC's default (2) its pings would
+# fall to one a minute after the second (grpc core's max_pings_wo_data throttle, on by default in grpc 1.80).
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
+# The heartbeat interval when the broker names none (a Registered without it).
+_DEFAULT_INTERVAL_S = 5.0
+# How often the reporter looks at the draining flag and the cached images (attribute reads): a change reaches the
+# broker within this.
+_LOOK_EVERY_S = 0.1
+# The load is read at most this often: each NVML reading initialises and shuts the library down, which holds the
+# event loop for milliseconds, and the CPU figure (the one-minute load average) moves slowly anyway.
+_LOAD_EVERY_S = 1.0
 
 
 def new_epoch() -> int:
@@ -51,17 +74,51 @@ def new_epoch() -> int:
 
 
 class Outbox:
-    """Messages for the broker: sent at once while connected, kept while not (the oldest go first when full)."""
+    """Messages for the broker: sent at once while connected, kept while not (the oldest go first when full).
 
-    def __init__(self) -> None:
+    Session events are gathered for REPORT_WINDOW_S and go as one report per session (gpu_agent.reports); any other
+    message first lets the gathered ones go ahead of it, so the broker reads everything in the order it happened.
+    """
+
+    def __init__(self, window_s: float = reports.REPORT_WINDOW_S) -> None:
         self.queue: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue(maxsize=_OUTBOX_MAX)
         # Messages put and not yet written to a connection (queued or being written now); `flushed` is set when
-        # that count is zero.
+        # that count is zero and no session event is being gathered.
         self.unsent = 0
         self.flushed = asyncio.Event()
         self.flushed.set()
+        self._moves = reports.SessionReports(window_s)
+        self._timer: asyncio.TimerHandle | None = None
 
     def put(self, msg: agent_pb2.AgentMessage) -> None:
+        if msg.WhichOneof("body") == "session_event":
+            ev = msg.session_event
+            loop = asyncio.get_running_loop()
+            self._moves.move(ev.session_id, reports.Step(ev.state), loop.time(), ev.end_reason, ev.detail)
+            self.flushed.clear()
+            due = self._moves.due_at
+            if self._timer is None and due is not None:
+                self._timer = loop.call_at(due, self.flush)
+            return
+        self.flush()
+        self._queue(msg)
+
+    def flush(self) -> None:
+        """Let the gathered session events go now (the window ran out, another message goes, the agent leaves)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for r in self._moves.flush():
+            self._queue(event_message(r))
+        if self.unsent == 0:
+            self.flushed.set()
+
+    def sent(self) -> None:
+        self.unsent -= 1
+        if self.unsent == 0 and not self._moves:
+            self.flushed.set()
+
+    def _queue(self, msg: agent_pb2.AgentMessage) -> None:
         if self.queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
@@ -69,11 +126,6 @@ class Outbox:
         self.queue.put_nowait(msg)
         self.unsent += 1
         self.flushed.clear()
-
-    def sent(self) -> None:
-        self.unsent -= 1
-        if self.unsent == 0:
-            self.flushed.set()
 
 
 class BrokerLink:
@@ -91,6 +143,8 @@ class BrokerLink:
         self._pem = _read_pem(config.tls) if config.tls is not None else None
         self._client = self._new_client()
         self._stopping = False
+        # Set when stop() has said Goodbye and the broker closed (or gave up): until then the call must stand.
+        self._left = asyncio.Event()
         self.images = ImageCache(config.games_cached, config.image_store, config.image_fetch_bytes_per_s)
         self._gpus = [
             fleet_pb2.Gpu(
@@ -144,10 +198,15 @@ class BrokerLink:
                 # InvalidStateError: a write found the call already ended by the broker (say, one going away just
                 # after it registered us) before the read that carries its status; a refusal that matters (a stale
                 # epoch) is said again at the next registration.
-                log.warning("broker link failed", error=str(exc))
+                if not self._stopping:
+                    log.warning("broker link failed", error=str(exc))
             finally:
                 self.registered.clear()
                 self._current = None
+                if self._stopping:
+                    # stop() is leaving on this call; cancelling it now would cut its Goodbye short and read, to
+                    # the broker, as a lost link.
+                    await self._left.wait()
                 await link.close()
             if self._stopping:
                 break
@@ -200,8 +259,9 @@ class BrokerLink:
         log.warning("broker link closed", status=code.name, detail=details)
 
     async def _serve(self, link: AgentLinkClient, registered: agent_pb2.Registered) -> None:
+        interval_s = registered.heartbeat_interval_ms / 1000 or _DEFAULT_INTERVAL_S
         tasks = [
-            asyncio.create_task(self._heartbeat(link, registered.heartbeat_interval_ms / 1000)),
+            asyncio.create_task(self._heartbeat(link, interval_s)),
             asyncio.create_task(self._send(link)),
             asyncio.create_task(self._commands(link)),
         ]
@@ -217,16 +277,32 @@ class BrokerLink:
                     await t
 
     async def _heartbeat(self, link: AgentLinkClient, interval_s: float) -> None:
-        while True:
-            cpu, gpu = inventory.utilisation()
-            await link.heartbeat(
-                cpu,
-                gpu,
-                self.sessions.stats(),
-                games_cached=self.images.take_changes(),
-                draining=self.sessions.draining,
-            )
-            await asyncio.sleep(interval_s)
+        """Send a Heartbeat when reports.HeartbeatSchedule says one is due (nothing, on an idle, steady host)."""
+        loop = asyncio.get_running_loop()
+        load, read_at = inventory.utilisation(), loop.time()
+        schedule = reports.HeartbeatSchedule(interval_s, read_at, *load)
+        while not self._stopping:  # leaving: Goodbye is the last word
+            now = loop.time()
+            games = self.images.take_changes()  # when not None, a heartbeat goes now and carries it
+            draining = self.sessions.draining
+            if games is not None or draining != schedule.draining or schedule.interval_passed(now):
+                if now - read_at >= _LOAD_EVERY_S:
+                    load, read_at = inventory.utilisation(), now
+                cpu, gpu = load
+                if schedule.due(
+                    now,
+                    sessions=len(self.sessions.sessions),
+                    cpu=cpu,
+                    gpu=gpu,
+                    games_changed=games is not None,
+                    draining=draining,
+                ):
+                    await link.heartbeat(
+                        cpu, gpu, self.sessions.stats(), games_cached=games, draining=draining
+                    )
+                    schedule.sent(now, cpu=cpu, gpu=gpu, draining=draining)
+            await asyncio.sleep(_LOOK_EVERY_S)
+        await asyncio.Event().wait()  # parked: a writer that returned would end the link under stop()
 
     async def _send(self, link: AgentLinkClient) -> None:
         while True:
@@ -267,17 +343,36 @@ class BrokerLink:
         self._outbox.put(agent_pb2.AgentMessage(negotiate_result=result))
 
     async def stop(self, flush_s: float = 5.0) -> None:
-        """Leave: send what is queued (sessions handed back), say goodbye so the broker marks the host offline at
-        once rather than lost later, and close."""
+        """Leave: send what is held (sessions handed back), then Goodbye, so the broker marks the host offline at
+        once rather than lost, half-close and wait for the broker to close; then close the channel."""
         self._stopping = True
-        await self.images.close()
-        link = self._current
-        if link is not None and self.registered.is_set():
-            with contextlib.suppress(TimeoutError, aio.AioRpcError, asyncio.CancelledError):
-                async with asyncio.timeout(flush_s):
-                    await self._outbox.flushed.wait()
-                await link.finish(flush_s)
+        try:
+            await self.images.close()
+            self._outbox.flush()
+            link, self._current = self._current, None  # leave once, however often stop is called
+            if link is not None and self.registered.is_set():
+                # InvalidStateError: the broker ended the call meanwhile (going away itself); nothing left to say.
+                with contextlib.suppress(
+                    TimeoutError, aio.AioRpcError, asyncio.CancelledError, asyncio.InvalidStateError
+                ):
+                    async with asyncio.timeout(flush_s):
+                        await self._outbox.flushed.wait()
+                    await link.finish(flush_s)
+        finally:
+            self._left.set()
         await self._client.close()
+
+
+def event_message(r: reports.Report) -> agent_pb2.AgentMessage:
+    """A coalesced report as the contract's SessionEvent. Step's numbers are SessionState's; the generated stubs
+    type enum fields as the enum, so the casts say the ints are those."""
+    event = agent_pb2.SessionEvent(
+        session_id=r.session_id,
+        state=cast(common_pb2.SessionState, int(r.step)),
+        end_reason=cast(common_pb2.EndReason, r.end_reason),
+        detail=r.detail,
+    )
+    return agent_pb2.AgentMessage(session_event=event)
 
 
 def _read_pem(files: TlsConfig) -> tuple[bytes, bytes, bytes]:

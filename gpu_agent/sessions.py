@@ -1,7 +1,8 @@
 """The sessions this host runs: start a workload and its media on the broker's command, answer offers, report.
 
-Every state change goes to the broker as a SessionEvent through `report`; the broker is the authority, so a
-repeated or late report is harmless there.
+Every state change goes to the broker as a SessionEvent through `report` (the link's outbox gathers a moment's
+moves into one report per session, gpu_agent.reports); the broker is the authority, so a repeated or late report is
+harmless there.
 """
 
 from __future__ import annotations

@@ -1,18 +1,27 @@
 """Simulated GPU hosts for the fleet load test: many agents per process, each on the real AgentService protocol.
 
-Each simulated host is what `gpu_agent` is to the broker, without media: its own `AgentService.Connect` stream
-(cloudseat.client.AgentLinkClient), a Register with its inventory and a fresh epoch, a heartbeat every interval the
-broker asks for (with per-session stream stats, as a real agent sends), and the session flow: on a start command
-it reports STARTING, then READY and STREAMING after a short start-up; on a stop command it lets the session go.
+Each simulated host is what `gpu_agent` is to the broker, without media, and follows its rules (gpu_agent.reports):
+its own `AgentService.Connect` stream (cloudseat.client.AgentLinkClient), a Register with its inventory and a fresh
+epoch, then only what the broker needs. Liveness is the link itself, so a host without sessions sends nothing; while
+it runs sessions it sends a heartbeat every interval the broker asks for (with per-session stream stats, as a real
+agent does), and one when its load moved enough. On a start command the session moves STARTING at once, then READY
+and STREAMING after a short start-up; the moves go through the real agent's coalescer and window
+(gpu_agent.reports.REPORT_WINDOW_S, longer than the start-up), so a start costs one report, as on a real host whose
+workload comes up at once. On a stop command the host lets the session go.
 
 One worker process holds thousands of them. Streams are spread over `streams_per_connection`-sized groups of
 separate HTTP/2 connections; heartbeats come from one timer loop per process (a heap of due times, each host at its
 own phase), not a sleeping task per host.
 
-The process talks to the orchestrator (loadtest.fleet) over a pipe: "connect" and "stop" in; "ready",
-"connecting", "connected", "stats" and "final" out. On "stop" every stream is dropped at once, as a fleet whose
-agents were all killed (the broker this run started stops right after; a broker given with --broker declares the
-hosts lost after its timeout).
+The process talks to the orchestrator (loadtest.fleet) over a pipe: "connect", "site_down", "site_leave" and "stop"
+in; "ready", "connecting", "connected", "site_down", "site_leave", "stats" and "final" out.
+- ("site_down", site_id): every host of the site drops at once, as in a power loss: its stream is cancelled and its
+  channel closed, without Goodbye (with shared connections, a connection goes only when all its hosts are in the
+  site); the hosts are simulated no more. Answered ("site_down", {"site", "dropped", "at": time.monotonic()}).
+- ("site_leave", site_id): every host of the site leaves on purpose, as agents shut down cleanly: what it holds, then
+  Goodbye, then the half-close. Answered ("site_leave", {"site", "left", "at"}).
+- "stop": every stream is dropped at once, as a fleet whose agents were all killed (the broker this run started stops
+  right after; a broker given with --broker declares the hosts lost).
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from gpu_agent import reports
 
 if TYPE_CHECKING:
     from cloudseat.v1 import common_pb2
@@ -62,14 +73,38 @@ class AgentWorkerSpec:
 
 
 class _Agent:
-    __slots__ = ("link", "lock", "sessions", "spec", "task")
+    __slots__ = (
+        "client",
+        "flushing",
+        "gone",
+        "link",
+        "live",
+        "reports",
+        "schedule",
+        "sessions",
+        "spec",
+        "task",
+    )
 
-    def __init__(self, spec: HostSpec, link: Any) -> None:
+    def __init__(self, spec: HostSpec, link: Any, client: int, schedule: reports.HeartbeatSchedule) -> None:
         self.spec = spec
         self.link = link
-        self.lock = asyncio.Lock()
+        self.client = client  # index of its channel in _Fleet.clients
         self.sessions: dict[str, int] = {}  # session id -> slots
         self.task: asyncio.Task[None] | None = None
+        self.schedule = schedule
+        self.reports = reports.SessionReports()
+        self.flushing: asyncio.TimerHandle | None = None  # the end of the reports' window
+        # Counted in _Fleet.connected: registered, and neither lost nor gone.
+        self.live = True
+        # Dropped (site down) or left (site leave): simulated no more.
+        self.gone = False
+
+    @property
+    def load(self) -> tuple[float, float]:
+        """(cpu, gpu) as a real host running these sessions might report it."""
+        busy = sum(self.sessions.values()) / self.spec.slots
+        return 0.1 + 0.5 * busy, busy
 
 
 class _Fleet:
@@ -84,6 +119,8 @@ class _Fleet:
         self.agents: list[_Agent] = []
         self.connected = 0
         self.lost_streams = 0
+        self.dropped = 0  # hosts dropped by "site_down"
+        self.left = 0  # hosts that left by "site_leave"
         self.errors: Counter[str] = Counter()
         self.error_samples: list[str] = []
         self.commands: Counter[str] = Counter()
@@ -147,13 +184,14 @@ class _Fleet:
                     await link.close()
                     return
             self.interval_s = registered.heartbeat_interval_ms / 1000 or self.interval_s
-            agent = _Agent(host, link)
+            now = time.monotonic()
+            idle = 0.1, 0.0  # _Agent.load without sessions: what the broker is taken to know at registration
+            agent = _Agent(host, link, i // per, reports.HeartbeatSchedule(self.interval_s, now, *idle))
             agent.task = asyncio.create_task(self._serve(agent))
             self.agents.append(agent)
             self.connected += 1
-            # The first beat within one interval, at a random phase: the fleet's beats spread evenly.
-            due = time.monotonic() + self.rng.uniform(0.0, self.interval_s)
-            heapq.heappush(self.due, (due, len(self.agents) - 1, 0))
+            # The timer loop looks at each host once per interval, at a random phase: the fleet's beats spread.
+            heapq.heappush(self.due, (now + self.rng.uniform(0.0, self.interval_s), len(self.agents) - 1, 0))
 
         async def report() -> None:
             while True:
@@ -172,89 +210,200 @@ class _Fleet:
             "error_samples": self.error_samples,
         }
 
-    # -- one agent's commands --
+    # -- one agent's commands and session reports --
 
-    async def _send(self, agent: _Agent, msg: Any) -> None:
-        async with agent.lock:
-            await agent.link.send(msg)
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
-    async def _report(self, agent: _Agent, sid: str, state: common_pb2.SessionState) -> None:
-        await self._send(
-            agent, self.pb.AgentMessage(session_event=self.pb.SessionEvent(session_id=sid, state=state))
-        )
-        self.events_sent += 1
+    def _move(
+        self, agent: _Agent, sid: str, step: reports.Step, end_reason: int = 0, detail: str = ""
+    ) -> None:
+        """A session moved: into the host's coalescer, which the end of its window flushes (as the real agent's
+        outbox does)."""
+        loop = asyncio.get_running_loop()
+        agent.reports.move(sid, step, loop.time(), end_reason, detail)
+        due = agent.reports.due_at
+        if agent.flushing is None and due is not None:
+            agent.flushing = loop.call_at(due, self._flush_reports, agent)
 
-    async def _start(self, agent: _Agent, sid: str) -> None:
+    def _events(self, agent: _Agent) -> list[Any]:
+        """The host's gathered session reports as messages, now; its window closes."""
+        if agent.flushing is not None:
+            agent.flushing.cancel()
+            agent.flushing = None
+        return [
+            self.pb.AgentMessage(
+                session_event=self.pb.SessionEvent(
+                    session_id=r.session_id,
+                    # reports.Step's numbers are SessionState's (the stubs type enum fields as the enum).
+                    state=cast("common_pb2.SessionState", int(r.step)),
+                    end_reason=cast("common_pb2.EndReason", r.end_reason),
+                    detail=r.detail,
+                )
+            )
+            for r in agent.reports.flush()
+        ]
+
+    def _flush_reports(self, agent: _Agent) -> None:
+        agent.flushing = None
+        if not agent.gone and not self.stopping:
+            self._spawn(self._send_events(agent, self._events(agent)))
+
+    async def _send_events(self, agent: _Agent, events: list[Any]) -> None:
         try:
-            await self._report(agent, sid, self.states.SESSION_STATE_STARTING)
-            await asyncio.sleep(self.spec.start_up_s)
-            if sid in agent.sessions:
-                await self._report(agent, sid, self.states.SESSION_STATE_READY)
-            if sid in agent.sessions:
-                await self._report(agent, sid, self.states.SESSION_STATE_STREAMING)
+            for msg in events:
+                await agent.link.send(msg)
+                self.events_sent += 1
         except Exception as exc:
-            if not self.stopping:
+            if not self.stopping and not agent.gone:
                 self._error("SessionEvent", exc)
 
+    def _up(self, agent: _Agent, sid: str) -> None:
+        """The session's workload came up (start_up_s after the command) and its seat connected."""
+        if not agent.gone and not self.stopping and sid in agent.sessions:
+            self._move(agent, sid, reports.Step.READY)
+            self._move(agent, sid, reports.Step.STREAMING)
+
     async def _serve(self, agent: _Agent) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async for msg in agent.link.commands():
                 kind = msg.WhichOneof("body")
                 self.commands[kind] += 1
+                if agent.gone:
+                    continue  # leaving: what comes now is the broker's business
                 if kind == "start_session":
                     cmd = msg.start_session
                     agent.sessions[cmd.session_id] = cmd.slots or 1
                     self.busy[agent.spec.site_id] += cmd.slots or 1
-                    task = asyncio.create_task(self._start(agent, cmd.session_id))
-                    self.background.add(task)
-                    task.add_done_callback(self.background.discard)
+                    self._move(agent, cmd.session_id, reports.Step.STARTING)
+                    loop.call_later(self.spec.start_up_s, self._up, agent, cmd.session_id)
                 elif kind == "stop_session":
                     slots = agent.sessions.pop(msg.stop_session.session_id, 0)
                     self.busy[agent.spec.site_id] -= slots
         except Exception as exc:
-            if not self.stopping:
+            if not self.stopping and not agent.gone:
                 self._error("Connect(stream)", exc)
-        if not self.stopping:
+        if not self.stopping and not agent.gone:
             self.lost_streams += 1
-            self.connected -= 1
+            self._not_live(agent)
 
     # -- heartbeats --
 
-    def _heartbeat(self, agent: _Agent, seq: int) -> Any:
+    def _heartbeat(self, agent: _Agent, seq: int, cpu: float, gpu: float) -> Any:
         stats = [
             self.pb.SessionStats(
                 session_id=sid, fps_sent=60.0, bitrate_kbps=10_000, rtt_ms=4.0, encode_ms=3.0
             )
             for sid in agent.sessions
         ]
-        load = sum(agent.sessions.values()) / agent.spec.slots
         return self.pb.AgentMessage(
-            heartbeat=self.pb.Heartbeat(seq=seq, cpu_load=0.1 + 0.5 * load, gpu_load=load, sessions=stats)
+            heartbeat=self.pb.Heartbeat(seq=seq, cpu_load=cpu, gpu_load=gpu, sessions=stats)
         )
 
-    async def _beat_one(self, agent: _Agent, seq: int) -> None:
+    async def _beat_one(self, agent: _Agent, seq: int, cpu: float, gpu: float) -> None:
         try:
-            await self._send(agent, self._heartbeat(agent, seq))
+            await agent.link.send(self._heartbeat(agent, seq, cpu, gpu))
             self.beats[int(time.monotonic() / BEAT_BUCKET_S)] += 1
         except Exception as exc:
-            if not self.stopping:
+            if not self.stopping and not agent.gone:
                 self._error("Heartbeat", exc)
 
     async def heartbeats(self) -> None:
-        """Every agent beats once per interval, at its own phase, from this one timer loop. A beat is its own
-        task: a stream the broker is slow to read holds up that host's beats, never the others'."""
+        """Every host is looked at once per interval, at its own phase, from this one timer loop, and beats when
+        gpu_agent.reports.HeartbeatSchedule says so (while it runs sessions; when its load moved). A beat is its
+        own task: a stream the broker is slow to read holds up that host's beats, never the others'."""
         due = self.due
         while True:
             now = time.monotonic()
             while due and due[0][0] <= now:
                 at, i, seq = heapq.heappop(due)
                 agent = self.agents[i]
-                if agent.task is not None and not agent.task.done():
-                    task = asyncio.create_task(self._beat_one(agent, seq + 1))
-                    self.background.add(task)
-                    task.add_done_callback(self.background.discard)
-                    heapq.heappush(due, (at + self.interval_s, i, seq + 1))
+                if agent.gone or agent.task is None or agent.task.done():
+                    continue  # dropped, left or lost: looked at no more
+                cpu, gpu = agent.load
+                # Judged at the tick's own time, not when it was popped: a late pop must not skip the next beat.
+                if agent.schedule.due(at, sessions=len(agent.sessions), cpu=cpu, gpu=gpu):
+                    agent.schedule.sent(at, cpu=cpu, gpu=gpu)
+                    seq += 1
+                    self._spawn(self._beat_one(agent, seq, cpu, gpu))
+                heapq.heappush(due, (at + self.interval_s, i, seq))
             await asyncio.sleep(max(0.0, min(0.02, (due[0][0] - time.monotonic()) if due else 0.02)))
+
+    # -- sites going away --
+
+    def _not_live(self, agent: _Agent) -> None:
+        if agent.live:
+            agent.live = False
+            self.connected -= 1
+
+    def _forget(self, agent: _Agent) -> None:
+        """Simulate the host no more: its sessions and slots go with it."""
+        agent.gone = True
+        self._not_live(agent)
+        if agent.flushing is not None:
+            agent.flushing.cancel()
+            agent.flushing = None
+        agent.reports.flush()
+        self.busy[agent.spec.site_id] -= sum(agent.sessions.values())
+        agent.sessions.clear()
+        if agent.task is not None:
+            agent.task.cancel()
+
+    async def _close_channels(self, agents: list[_Agent]) -> None:
+        """Close the channels of `agents` that carry no host still simulated."""
+        ids = {a.client for a in agents}
+        for a in self.agents:
+            if a.client in ids and not a.gone:
+                ids.discard(a.client)
+        await asyncio.gather(*(self.clients[i].close() for i in ids), return_exceptions=True)
+
+    async def site_down(self, site_id: str) -> dict[str, Any]:
+        """Every host of the site drops at once, as in a power loss: its stream cancelled, its channel closed,
+        no Goodbye. A shared connection is closed only when all its hosts are in the site."""
+        victims = [a for a in self.agents if a.spec.site_id == site_id and not a.gone]
+        dropped = sum(a.live for a in victims)  # streams cut (a lost one has none left to cut)
+        for agent in victims:
+            self._forget(agent)
+            await agent.link.close()
+        at = time.monotonic()
+        await self._close_channels(victims)
+        self.dropped += dropped
+        return {"site": site_id, "dropped": dropped, "at": at}
+
+    async def site_leave(self, site_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Every host of the site leaves on purpose, as an agent shut down with SIGTERM does: its sessions handed
+        back (HOST_DRAINED) with whatever else it holds, then Goodbye, then the half-close."""
+        leaving = [a for a in self.agents if a.spec.site_id == site_id and a.live]
+        limit = asyncio.Semaphore(self.spec.connect_concurrency)
+
+        async def leave(agent: _Agent) -> None:
+            for sid in agent.sessions:
+                self._move(
+                    agent,
+                    sid,
+                    reports.Step.ENDED,
+                    self.states.END_REASON_HOST_DRAINED,
+                    "the host is shutting down",
+                )
+            events = self._events(agent)
+            agent.gone = True  # its stream's end is no loss
+            async with limit:
+                try:
+                    await self._send_events(agent, events)
+                    await agent.link.finish(timeout_s)
+                except Exception as exc:
+                    self._error("Goodbye", exc)
+            self._forget(agent)
+            await agent.link.close()
+
+        await asyncio.gather(*(leave(a) for a in leaving))
+        at = time.monotonic()
+        await self._close_channels(leaving)
+        self.left += len(leaving)
+        return {"site": site_id, "left": len(leaving), "at": at}
 
     async def sample(self) -> None:
         while True:
@@ -279,6 +428,8 @@ class _Fleet:
         for task in list(self.background):
             task.cancel()
         for agent in self.agents:
+            if agent.flushing is not None:
+                agent.flushing.cancel()
             if agent.task is not None:
                 agent.task.cancel()
             await agent.link.close()
@@ -288,6 +439,8 @@ class _Fleet:
         return {
             "connected": self.connected,
             "lost_streams": self.lost_streams,
+            "dropped": self.dropped,
+            "left": self.left,
             "errors": dict(self.errors),
             "error_samples": self.error_samples,
             "commands": dict(self.commands),
@@ -320,6 +473,10 @@ async def _serve(spec: AgentWorkerSpec, conn: multiprocessing.connection.Connect
                 tasks = [asyncio.create_task(fleet.heartbeats())]
                 conn.send(("connected", await fleet.connect()))
                 tasks.append(asyncio.create_task(fleet.sample()))
+            elif msg[0] == "site_down":
+                conn.send(("site_down", await fleet.site_down(msg[1])))
+            elif msg[0] == "site_leave":
+                conn.send(("site_leave", await fleet.site_leave(msg[1])))
             elif msg[0] == "stop":
                 fleet.stopping = True
                 for task in tasks:

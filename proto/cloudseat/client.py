@@ -4,7 +4,7 @@
         started = await broker.start_session("demo-cafe", "seat-01", "demo")
         async for update in broker.watch(started.session.session_id): ...
 
-`AgentLinkClient` speaks AgentService.Connect for one host: register, heartbeat, report, read commands.
+`AgentLinkClient` speaks AgentService.Connect for one host: register, heartbeat, report, read commands, say goodbye.
 """
 
 from __future__ import annotations
@@ -206,7 +206,8 @@ class BrokerClient:
 
 
 class AgentLinkClient:
-    """One agent's AgentService.Connect stream."""
+    """One agent's AgentService.Connect stream. Its methods may be called from several tasks at once: writes go
+    one at a time (a second write while one is in flight fails the whole call with INTERNAL in grpc.aio)."""
 
     def __init__(self, client: BrokerClient, register: agent_pb2.Register) -> None:
         self._client = client
@@ -214,6 +215,7 @@ class AgentLinkClient:
         self._call: aio.StreamStreamCall | None = None
         self.registered: agent_pb2.Registered | None = None
         self._seq = 0
+        self._writing = asyncio.Lock()
 
     async def open(self, timeout_s: float = 10.0) -> agent_pb2.Registered:
         """Connect and register; raises the broker's refusal as an AioRpcError (a stale epoch, an unknown site)."""
@@ -231,8 +233,10 @@ class AgentLinkClient:
         return registered
 
     async def send(self, msg: agent_pb2.AgentMessage) -> None:
-        assert self._call is not None, "open() first"
-        await self._call.write(msg)
+        call = self._call
+        assert call is not None, "open() first"
+        async with self._writing:
+            await call.write(msg)
 
     async def heartbeat(
         self,
@@ -282,12 +286,16 @@ class AgentLinkClient:
             yield msg
 
     async def finish(self, timeout_s: float = 5.0) -> None:
-        """Say goodbye: no more messages from us; wait until the broker has taken everything sent and closed."""
-        if self._call is None:
+        """Leave on purpose: say Goodbye after everything sent, half-close, and wait until the broker has taken it
+        all and closed (the host goes offline at once). A link that ends any other way is, for the broker, lost."""
+        call = self._call
+        if call is None:
             return
-        await self._call.done_writing()
         async with asyncio.timeout(timeout_s):
-            await self._call.code()
+            async with self._writing:  # nothing goes between the Goodbye and the half-close
+                await call.write(agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye()))
+                await call.done_writing()
+            await call.code()
 
     async def close(self) -> None:
         if self._call is not None:
