@@ -7,7 +7,7 @@
        │                          so the load generator's CPU and GIL stay out of it and py-spy attaches cleanly
        ├─ echo server             `python -m loadtest.echo`: the bare-RPC yardstick
        ├─ agent processes         loadtest.fleet_agents: thousands of simulated hosts each, real Connect streams
-       └─ patron processes        loadtest.fleet_venues: the venues' seats, real StartSession/WatchSession/EndSession
+       └─ patron processes        loadtest.fleet_patrons: the venues' seats, real StartSession/WatchSession/EndSession
 
 The region (sites, hosts with their GPU classes, prices and cached games, venues and venue→site latency) is the
 placement benchmark's synthetic province (loadtest.synthetic). Each venue gets seats in proportion to the capacity
@@ -21,8 +21,10 @@ broker on the greedy solver (same database, fleet and schedule). docs/loadtest-f
 
 This module holds the run's configuration (FleetConfig: its settings are the subcommand's flags) and its phases
 (run_window, run). Beside it: loadtest.fleet_region (the region, the seats, the schedule, the venues dealt to the
-patron processes; pure), loadtest.fleet_processes (the broker, the echo server, PostgreSQL's postmaster, py-spy,
-CPU accounting) and loadtest.fleet_summary (a window's figures, the comparison with greedy, the JSON).
+patron processes; pure), loadtest.fleet_venues (the arrivals and the seeding), loadtest.fleet_patrons (the patron
+processes), loadtest.fleet_agents (the simulated hosts), loadtest.fleet_processes (the broker, the echo server,
+PostgreSQL's postmaster, py-spy, CPU accounting) and loadtest.fleet_summary (a window's figures, the comparison
+with greedy, the JSON).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 from cloudseat import logs, settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import fleet_agents, fleet_processes, fleet_region, fleet_summary, fleet_venues
+from loadtest import fleet_agents, fleet_patrons, fleet_processes, fleet_region, fleet_summary, fleet_venues
 
 PROVIDER = "loadtest"
 
@@ -213,10 +215,10 @@ def _spawn(
     run_id = f"r{epoch:x}"
     for i, (group, sub) in enumerate(fleet_region.partition(region, schedule, cfg.patron_procs)):
         venues = tuple(region.venues[v] for v in group)
-        spec2 = fleet_venues.PatronWorkerSpec(
+        spec2 = fleet_patrons.PatronWorkerSpec(
             i, target, run_id, venues, region.games, sub, seed=cfg.seed * 1000 + i
         )
-        workers.spawn(f"patrons-{i}", fleet_venues.main, spec2)
+        workers.spawn(f"patrons-{i}", fleet_patrons.main, spec2)
     return run_id
 
 

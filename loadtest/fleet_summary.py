@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from loadtest import fleet_agents, fleet_region, fleet_venues
+from loadtest import fleet_agents, fleet_patrons, fleet_region, fleet_venues
 
 if TYPE_CHECKING:
     from loadtest import fleet
@@ -83,7 +83,7 @@ def summarise(
 
     params = Params()
     d = cfg.duration_s
-    n = len(fleet_venues.RECORD_FIELDS)
+    n = len(fleet_patrons.RECORD_FIELDS)
     rec = np.array([r for p in win.patrons for r in p["records"]], dtype=np.float64).reshape(-1, n)
     t_start, placed_ms, queue_ms, lat, cap, price, slots = (rec[:, i] for i in range(n))
     placed_at = t_start + placed_ms / 1000
