@@ -150,6 +150,12 @@ class FleetConfig:
     )
     multi_slot_share: float = setting(0.02, "share of sessions that need two slots on one host", check=_share)
     echo_s: float = setting(5.0, "seconds of the bare gRPC echo baseline", check=at_least(0))
+    # None: the broker's own default; the flag is passed only when set (an older broker has no --workers).
+    workers: int | None = setting(
+        None,
+        "processes of the broker this starts (its --workers); none: the broker's own default",
+        check=at_least(1),
+    )
     echo_concurrency: int = 64
     broker_log_level: str = setting(
         "info", "log level of the broker this starts (info: one line per RPC)", choices=logs.LEVELS
@@ -169,6 +175,8 @@ class FleetConfig:
             )
         if self.host_lost_after_s <= self.heartbeat_interval_s:
             raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")
+        if self.broker is not None and self.workers is not None:
+            raise ValueError("--workers needs the broker this command starts (drop --broker)")
 
 
 # -- one measured window --------------------------------------------------------------------------------------
@@ -273,8 +281,8 @@ async def run_window(
         await asyncio.sleep(min(cfg.heartbeat_interval_s, 5.0))
 
         win.t_zero = t_zero = time.monotonic() + 0.5
-        roles = {"broker": [broker_pid] if broker_pid else [], "agent processes": workers.pids("agents-")}
-        meter = fleet_processes.CpuMeter({**roles, "patron processes": workers.pids("patrons-")}, postmaster)
+        roles = {"agent processes": workers.pids("agents-"), "patron processes": workers.pids("patrons-")}
+        meter = fleet_processes.CpuMeter(roles, {"broker": broker_pid, "postgres": postmaster})
         workers.send(patrons, ("go", t_zero, cfg.duration_s))
         await asyncio.sleep(max(0.0, t_zero - time.monotonic()))
         meter.start()
