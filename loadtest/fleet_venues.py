@@ -286,4 +286,3 @@ async def seed(
             ),
         )
     return time.monotonic() - started
-
