@@ -182,6 +182,7 @@ class FleetConfig:
         "seconds over which the broker's CPU is measured idle, the fleet connected and no sessions, before the "
         "window (0: not measured)",
         check=at_least(0),
+        metavar="SECONDS",
     )
     # The one-round-trip start: PLACED in StartSession's own answer when the broker can place within this.
     wait_for_placement_ms: int = setting(
@@ -189,6 +190,7 @@ class FleetConfig:
         "patrons ask StartSession to hold its answer this long for the placement (0: answer at once and follow "
         "WatchSession, the old flow)",
         check=_wait_ms,
+        metavar="MS",
     )
     site_loss: fleet_siteloss.SiteLoss | None = setting(
         None,
@@ -208,6 +210,7 @@ class FleetConfig:
         None,
         "processes of the broker this starts (its --workers); none: the broker's own default",
         check=at_least(1),
+        metavar="N",
     )
     echo_concurrency: int = 64
     broker_log_level: str = setting(
