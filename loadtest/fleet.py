@@ -3,11 +3,12 @@
     this process (orchestrator)   the region, the schedule, seeding through the public API, the progress bar,
        │                          CPU accounting, results (JSON) and the report (loadtest.report)
        ├─ PostgreSQL              embedded (pgserver, a temporary data directory) unless --database-url
-       ├─ broker                  `python -m broker serve` on 127.0.0.1 (unless --broker ADDR): its own process,
-       │                          so the load generator's CPU and GIL stay out of it and py-spy attaches cleanly
+       ├─ broker                  `python -m broker serve` on 127.0.0.1 (unless --broker ADDR): its own process(es),
+       │                          so the load generator's CPU and GIL stay out of it and py-spy attaches cleanly;
+       │                          its /metrics (--http-listen) count its gRPC messages
        ├─ echo server             `python -m loadtest.echo`: the bare-RPC yardstick
        ├─ agent processes         loadtest.fleet_agents: thousands of simulated hosts each, real Connect streams
-       └─ patron processes        loadtest.fleet_venues: the venues' seats, real StartSession/WatchSession/EndSession
+       └─ patron processes        loadtest.fleet_patrons: the venues' seats, real StartSession/WatchSession/EndSession
 
 The region (sites, hosts with their GPU classes, prices and cached games, venues and venue→site latency) is the
 placement benchmark's synthetic province (loadtest.synthetic). Each venue gets seats in proportion to the capacity
@@ -15,14 +16,18 @@ near it (the sites within a fresh request's latency target, shared with the othe
 where the cafes are, so a request waits for the broker, not for geography.
 
 Phases: start and seed → the echo baseline (before any agent connects: a bare RPC on an otherwise idle machine) →
-agents connect and settle into their heartbeats → the measured window (`--duration`) → the requests on their way
-are placed, every session is ended, the agents' streams drop. With `--compare-greedy` the window runs again with a
-broker on the greedy solver (same database, fleet and schedule). docs/loadtest-fleet.md explains every figure.
+agents connect and settle into their heartbeats → the broker's CPU idle (`--idle-cpu-s`) → the broker's message
+counter read → the measured window (`--duration`; with `--site-loss` a site goes down in it, loadtest.fleet_siteloss)
+→ the counter read again → the requests on their way are placed, every session is ended, the agents' streams drop.
+With `--compare-greedy` the window runs again with a broker on the greedy solver (same database, fleet and
+schedule). docs/loadtest-fleet.md explains every figure.
 
 This module holds the run's configuration (FleetConfig: its settings are the subcommand's flags) and its phases
 (run_window, run). Beside it: loadtest.fleet_region (the region, the seats, the schedule, the venues dealt to the
-patron processes; pure), loadtest.fleet_processes (the broker, the echo server, PostgreSQL's postmaster, py-spy,
-CPU accounting) and loadtest.fleet_summary (a window's figures, the comparison with greedy, the JSON).
+patron processes; pure), loadtest.fleet_venues (the arrivals and the seeding), loadtest.fleet_patrons (the patron
+processes), loadtest.fleet_agents (the simulated hosts), loadtest.fleet_processes (the broker, the echo server,
+PostgreSQL's postmaster, py-spy, CPU accounting) and loadtest.fleet_summary (a window's figures, the comparison
+with greedy, the JSON).
 """
 
 from __future__ import annotations
@@ -45,7 +50,15 @@ import numpy as np
 from cloudseat import logs, settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import fleet_agents, fleet_processes, fleet_region, fleet_summary, fleet_venues
+from loadtest import (
+    fleet_agents,
+    fleet_patrons,
+    fleet_processes,
+    fleet_region,
+    fleet_siteloss,
+    fleet_summary,
+    fleet_venues,
+)
 
 PROVIDER = "loadtest"
 
@@ -63,6 +76,22 @@ def _fraction(value: float) -> str | None:
 def _share(value: float) -> str | None:
     """check=: a share that may be none but not all."""
     return None if 0 <= value < 1 else "must be at least 0 and less than 1"
+
+
+def _wait_ms(value: int) -> str | None:
+    """check=: StartSessionRequest.wait_for_placement_ms (the contract's bound)."""
+    return None if 0 <= value <= 5000 else "must be 0 to 5000"
+
+
+def _capacity_file(path: Path) -> str | None:
+    """check=: an earlier run's JSON with its starts_per_s."""
+    try:
+        fleet_summary.capacity_of(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"cannot read {str(path)!r}: {exc.strerror or exc}"
+    except ValueError as exc:
+        return f"{str(path)!r} {exc}"
+    return None
 
 
 def _address(value: str) -> str | None:
@@ -148,6 +177,41 @@ class FleetConfig:
     )
     multi_slot_share: float = setting(0.02, "share of sessions that need two slots on one host", check=_share)
     echo_s: float = setting(5.0, "seconds of the bare gRPC echo baseline", check=at_least(0))
+    idle_cpu_s: float = setting(
+        5.0,
+        "seconds over which the broker's CPU is measured idle, the fleet connected and no sessions, before the "
+        "window (0: not measured)",
+        check=at_least(0),
+        metavar="SECONDS",
+    )
+    # The one-round-trip start: PLACED in StartSession's own answer when the broker can place within this.
+    wait_for_placement_ms: int = setting(
+        2000,
+        "patrons ask StartSession to hold its answer this long for the placement (0: answer at once and follow "
+        "WatchSession, the old flow)",
+        check=_wait_ms,
+        metavar="MS",
+    )
+    site_loss: fleet_siteloss.SiteLoss | None = setting(
+        None,
+        "cut every host of SITE at once, SECONDS into the window (SITE a site id, or auto: the site holding the "
+        "most sessions then); the patrons resume the sessions lost there",
+        parse=fleet_siteloss.SiteLoss.parse,
+        metavar="SITE@SECONDS",
+    )
+    capacity_ref: Path | None = setting(
+        None,
+        "an earlier run's JSON (its sustained starts_per_s): goodput_ratio is this run's starts/s ÷ that",
+        check=_capacity_file,
+        metavar="FILE",
+    )
+    # None: the broker's own default; the flag is passed only when set (an older broker has no --workers).
+    workers: int | None = setting(
+        None,
+        "processes of the broker this starts (its --workers); none: the broker's own default",
+        check=at_least(1),
+        metavar="N",
+    )
     echo_concurrency: int = 64
     broker_log_level: str = setting(
         "info", "log level of the broker this starts (info: one line per RPC)", choices=logs.LEVELS
@@ -167,6 +231,10 @@ class FleetConfig:
             )
         if self.host_lost_after_s <= self.heartbeat_interval_s:
             raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")
+        if self.broker is not None and self.workers is not None:
+            raise ValueError("--workers needs the broker this command starts (drop --broker)")
+        if self.site_loss is not None and self.site_loss.at_s >= self.duration_s:
+            raise ValueError("--site-loss: SECONDS must fall within the window (less than --duration)")
 
 
 # -- one measured window --------------------------------------------------------------------------------------
@@ -185,6 +253,18 @@ class Window:
     connect: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     echo: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The broker's processes by what they do (fleet_processes.process_role): % of one core over the window, and how
+    # many there were.
+    cpu_broker_by_process: dict[str, float] = dataclasses.field(default_factory=dict)
+    broker_processes: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The broker idle before the window (the fleet connected, no sessions): % of one core, all its processes.
+    idle_broker_cpu: float | None = None
+    idle_broker_cpu_by_process: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The broker's gRPC message counter just before and just after the window; why not, when it could not be read.
+    messages_before: int | None = None
+    messages_after: int | None = None
+    messages_note: str = ""
+    site_loss: dict[str, Any] | None = None
     hosts_connected: int = 0
     hosts_connected_min: int = 0
     profile: dict[str, Any] | None = None
@@ -213,10 +293,18 @@ def _spawn(
     run_id = f"r{epoch:x}"
     for i, (group, sub) in enumerate(fleet_region.partition(region, schedule, cfg.patron_procs)):
         venues = tuple(region.venues[v] for v in group)
-        spec2 = fleet_venues.PatronWorkerSpec(
-            i, target, run_id, venues, region.games, sub, seed=cfg.seed * 1000 + i
+        spec2 = fleet_patrons.PatronWorkerSpec(
+            i,
+            target,
+            run_id,
+            venues,
+            region.games,
+            sub,
+            wait_for_placement_ms=cfg.wait_for_placement_ms,
+            track_sites=cfg.site_loss is not None,
+            seed=cfg.seed * 1000 + i,
         )
-        workers.spawn(f"patrons-{i}", fleet_venues.main, spec2)
+        workers.spawn(f"patrons-{i}", fleet_patrons.main, spec2)
     return run_id
 
 
@@ -244,6 +332,7 @@ async def run_window(
     label: str,
     solver: str,
     broker_pid: int | None,
+    metrics_url: str | None,
     postmaster: int | None,
     echo_target: str | None,
     profile_to: Path | None,
@@ -269,18 +358,35 @@ async def run_window(
         )
         # Let every host settle into its heartbeat phase before the clock starts.
         await asyncio.sleep(min(cfg.heartbeat_interval_s, 5.0))
+        if broker_pid is not None and cfg.idle_cpu_s > 0:
+            await _idle_cpu(cfg, broker_pid, win)
 
+        if metrics_url is None:
+            win.messages_note = "a broker given with --broker: its /metrics address is not known here"
+        else:
+            win.messages_before, win.messages_note = await fleet_processes.read_grpc_messages(metrics_url)
         win.t_zero = t_zero = time.monotonic() + 0.5
-        roles = {"broker": [broker_pid] if broker_pid else [], "agent processes": workers.pids("agents-")}
-        meter = fleet_processes.CpuMeter({**roles, "patron processes": workers.pids("patrons-")}, postmaster)
+        roles = {"agent processes": workers.pids("agents-"), "patron processes": workers.pids("patrons-")}
+        meter = fleet_processes.CpuMeter(roles, {"broker": broker_pid, "postgres": postmaster})
         workers.send(patrons, ("go", t_zero, cfg.duration_s))
+        site_loss = None
+        if cfg.site_loss is not None:
+            site_loss = asyncio.ensure_future(
+                fleet_siteloss.cut(cfg.site_loss, workers, region.sites, t_zero)
+            )
         await asyncio.sleep(max(0.0, t_zero - time.monotonic()))
         meter.start()
         profiler = None
         if profile_to is not None and broker_pid is not None:
             profiler = await fleet_processes.pyspy_record(broker_pid, cfg.duration_s, profile_to)
         finals = asyncio.ensure_future(workers.expect("final", patrons, cfg.duration_s + 180))
-        seen = await _watch_window(cfg, workers, finals, t_zero, label, meter, win)
+        try:
+            seen = await _watch_window(cfg, workers, finals, t_zero, label, meter, win, metrics_url)
+            if site_loss is not None:  # done long before, unless the agents never answered (then soon)
+                win.site_loss = await site_loss
+        finally:
+            if site_loss is not None and not site_loss.done():
+                site_loss.cancel()
         win.hosts_connected_min = min(seen, default=win.hosts_connected)
         win.patrons = list(finals.result().values())
         if profiler is not None and profile_to is not None:
@@ -301,6 +407,26 @@ async def run_window(
     return win
 
 
+async def _idle_cpu(cfg: FleetConfig, broker_pid: int, win: Window) -> None:
+    """The broker's CPU, all its processes, with the fleet connected and no sessions: what holding the fleet costs."""
+    meter = fleet_processes.CpuMeter({}, {"broker": broker_pid})
+    meter.start()
+    await asyncio.sleep(cfg.idle_cpu_s)
+    win.idle_broker_cpu = meter.stop()["broker"]
+    win.idle_broker_cpu_by_process = meter.by_process.get("broker", {})
+
+
+async def _window_ends(
+    workers: fleet_agents.Workers, meter: fleet_processes.CpuMeter, win: Window, metrics_url: str | None
+) -> None:
+    """The readings taken when the window ends: CPU, the hosts connected, the broker's message counter."""
+    win.cpu, win.hosts_connected = meter.stop(), workers.total("stats", "connected")
+    win.cpu_broker_by_process = meter.by_process.get("broker", {})
+    win.broker_processes = meter.processes.get("broker", {})
+    if metrics_url is not None and win.messages_before is not None:
+        win.messages_after, win.messages_note = await fleet_processes.read_grpc_messages(metrics_url)
+
+
 async def _watch_window(
     cfg: FleetConfig,
     workers: fleet_agents.Workers,
@@ -309,8 +435,9 @@ async def _watch_window(
     label: str,
     meter: fleet_processes.CpuMeter,
     win: Window,
+    metrics_url: str | None,
 ) -> list[int]:
-    """The progress bar over the window; takes the CPU reading and the hosts connected when the window ends.
+    """The progress bar over the window; takes the readings of the window's end (_window_ends) when it ends.
     Returns the hosts connected at each look during the window."""
     from tqdm import tqdm
 
@@ -327,7 +454,7 @@ async def _watch_window(
             if now - t_zero <= cfg.duration_s:
                 seen.append(connected)
                 if not win.cpu and now - t_zero >= cfg.duration_s - 0.5:
-                    win.cpu, win.hosts_connected = meter.stop(), connected
+                    await _window_ends(workers, meter, win, metrics_url)
             recent = [
                 x
                 for (_, k), v in workers.latest.items()
@@ -341,12 +468,13 @@ async def _watch_window(
                 waiting=workers.total("progress", "waiting"),
                 hosts=connected,
                 errors=workers.total("progress", "errors"),
+                refused=workers.total("progress", "refused"),
                 refresh=False,
             )
             bar.refresh()
             last_started, last_t = started, now
     if not win.cpu:
-        win.cpu, win.hosts_connected = meter.stop(), workers.total("stats", "connected")
+        await _window_ends(workers, meter, win, metrics_url)
     return seen
 
 
@@ -358,6 +486,14 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
     region = fleet_region.build_region(cfg)
     if not region.venues:
         raise FleetError("no venue has a site within a fresh request's latency target; add hosts or sites")
+    if cfg.site_loss is not None and cfg.site_loss.site not in (None, *region.sites):
+        some = ", ".join(region.sites[:3])
+        raise FleetError(
+            f"--site-loss: {cfg.site_loss.site!r} is not a site of this region ({some}, ...; or auto)"
+        )
+    capacity = None
+    if cfg.capacity_ref is not None:
+        capacity = fleet_summary.capacity_of(cfg.capacity_ref.read_text(encoding="utf-8"))
     schedule = fleet_region.make_schedule(cfg, region)
     work = Path(tempfile.mkdtemp(prefix="cloudseat-fleet-"))
     out = cfg.report_dir or work
@@ -379,14 +515,14 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
         if cfg.profile:  # py-spy attaches from outside; where ptrace is not allowed, cProfile inside
             why_not = await asyncio.to_thread(fleet_processes.pyspy_works, echo.pid)
             mode = "cProfile" if why_not else "py-spy"
-        broker_pid = None
+        broker_pid = metrics_url = None
         if cfg.broker is None:
             assert url is not None
             cprofile = out / "broker.cprofile" if mode == "cProfile" else None
             brokers.append(
                 await fleet_processes.BrokerProcess.start(cfg, url, "engine", out / "broker.log", cprofile)
             )
-            target, broker_pid = brokers[0].target, brokers[0].proc.pid
+            target, broker_pid, metrics_url = brokers[0].target, brokers[0].proc.pid, brokers[0].metrics_url
         else:
             target = cfg.broker
             await fleet_processes.wait_serving(target, 30)
@@ -402,6 +538,7 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
             label="engine" if cfg.broker is None else "broker",
             solver="engine" if cfg.broker is None else "(the broker's own)",
             broker_pid=broker_pid,
+            metrics_url=metrics_url,
             postmaster=postmaster,
             echo_target=echo_target,
             profile_to=out / "broker.pyspy.txt" if mode == "py-spy" else None,
@@ -414,7 +551,7 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
 
             win.profile = report.cprofile_summary(out / "broker.cprofile")
             win.profile_note = "py-spy could not attach here; the broker ran under cProfile (the whole run)"
-        result, samples["engine"] = fleet_summary.summarise(cfg, region, win)
+        result, samples["engine"] = fleet_summary.summarise(cfg, region, win, capacity)
         if cfg.compare_greedy:
             assert url is not None
             greedy_broker = await fleet_processes.BrokerProcess.start(
@@ -429,14 +566,16 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
                 label="greedy",
                 solver="greedy",
                 broker_pid=greedy_broker.proc.pid,
+                metrics_url=greedy_broker.metrics_url,
                 postmaster=postmaster,
                 echo_target=None,
                 profile_to=None,
             )
             await fleet_processes.stop(greedy_broker.proc)
-            greedy, samples["greedy"] = fleet_summary.summarise(cfg, region, gwin)
+            greedy, samples["greedy"] = fleet_summary.summarise(cfg, region, gwin, capacity)
             result.update(fleet_summary.against_greedy(result, greedy))
         result.update(fleet_summary.about(cfg, region, schedule, seed_s, out))
+        result["targets_met"] = fleet_summary.check_targets(result)
         ok = True
         return result, samples
     finally:

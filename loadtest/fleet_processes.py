@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,29 +46,68 @@ def cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from one look at /proc."""
+    kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(parent, []).append(int(entry.name))
+    out, todo = [], list(kids.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(kids.get(child, ()))
     return out
 
 
-class CpuMeter:
-    """% of one core each role (broker, postgres, agents, ...) used between start() and stop()."""
+def process_role(root: bool, comm: str, argv: Sequence[str]) -> str:
+    """What one process of a program's tree does, for CPU by role: `main` for the process the run started; else
+    the role its command line names (`--role X`), the name it gave itself (/proc/PID/comm, when it is not just
+    the interpreter's), a multiprocessing worker, or `child`."""
+    if root:
+        return "main"
+    for i, arg in enumerate(argv):
+        if arg == "--role" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--role="):
+            return arg.split("=", 1)[1]
+    if comm and not comm.startswith("python"):
+        return comm
+    if any("multiprocessing" in arg for arg in argv):
+        return "worker"
+    return "child"
 
-    def __init__(self, roles: Mapping[str, Sequence[int]], postmaster: int | None) -> None:
+
+def _role_of(pid: int, root: int) -> str:
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        comm, argv = "", []
+    return process_role(pid == root, comm, argv)
+
+
+class CpuMeter:
+    """% of one core each role (broker, postgres, agents, ...) used between start() and stop().
+
+    `roles` are fixed lists of processes; `trees` are a root process and everything below it at each reading (a
+    broker's workers, PostgreSQL's backends), looked up again at stop() so processes started meanwhile count. For
+    the trees, `by_process` has the same figure split by what each process does (`process_role`)."""
+
+    def __init__(self, roles: Mapping[str, Sequence[int]], trees: Mapping[str, int | None]) -> None:
         self.roles = {k: list(v) for k, v in roles.items() if v}
-        self.postmaster = postmaster
+        self.trees = {k: v for k, v in trees.items() if v is not None}
         self.first: dict[str, dict[int, int]] = {}
+        self.by_process: dict[str, dict[str, float]] = {}
+        self.processes: dict[str, dict[str, int]] = {}
         self.t0 = 0.0
 
     def _snapshot(self) -> dict[str, dict[int, int]]:
         roles = {**self.roles, "load test (this process)": [os.getpid()]}
-        if self.postmaster is not None:
-            roles["postgres"] = [self.postmaster, *_children(self.postmaster)]
+        for role, root in self.trees.items():
+            roles[role] = [root, *descendants(root)]
         return {role: {p: t for p in pids if (t := cpu_ticks(p)) is not None} for role, pids in roles.items()}
 
     def start(self) -> None:
@@ -80,7 +120,17 @@ class CpuMeter:
         out = {}
         for role, ticks in self._snapshot().items():
             before = self.first.get(role, {})
-            out[role] = round(100 * sum(t - before.get(p, 0) for p, t in ticks.items()) / hz / wall, 1)
+            used = {p: t - before.get(p, 0) for p, t in ticks.items()}
+            out[role] = round(100 * sum(used.values()) / hz / wall, 1)
+            if role in self.trees:
+                split: Counter[str] = Counter()
+                count: Counter[str] = Counter()
+                for p, n in used.items():
+                    name = _role_of(p, self.trees[role])
+                    split[name] += n
+                    count[name] += 1
+                self.by_process[role] = {k: round(100 * n / hz / wall, 1) for k, n in split.most_common()}
+                self.processes[role] = dict(count)
         out[f"total (of {100 * (os.cpu_count() or 1)})"] = round(sum(out.values()), 1)
         return out
 
@@ -104,18 +154,22 @@ class BrokerProcess:
     proc: asyncio.subprocess.Process
     target: str
     log: Path
+    #: Its consoles' /metrics (--http-listen on a free port), where its message counter is read.
+    metrics_url: str | None = None
 
     @classmethod
     async def start(
         cls, cfg: fleet.FleetConfig, url: str, solver: str, log: Path, cprofile: Path | None
     ) -> BrokerProcess:
-        port = _free_port()
+        port, http_port = _free_port(), _free_port()
         args = [
             "-m",
             "broker",
             "serve",
             "--listen",
             f"127.0.0.1:{port}",
+            "--http-listen",
+            f"127.0.0.1:{http_port}",
             "--database-url",
             url,
             "--solver",
@@ -128,6 +182,8 @@ class BrokerProcess:
             "--host-lost-after",
             str(cfg.host_lost_after_s),
         ]
+        if cfg.workers is not None:  # only when asked: a broker without the flag still starts
+            args += ["--workers", str(cfg.workers)]
         if cprofile is not None:
             args = ["-m", "cProfile", "-o", str(cprofile), *args]
         # Plaintext, no tenant tokens: the run measures placement, not TLS (docs/loadtest-fleet.md).
@@ -136,7 +192,7 @@ class BrokerProcess:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, *args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
             )
-        broker = cls(proc, f"127.0.0.1:{port}", log)
+        broker = cls(proc, f"127.0.0.1:{port}", log, f"http://127.0.0.1:{http_port}/metrics")
         await wait_serving(broker.target, 60.0, broker)
         return broker
 
@@ -144,6 +200,42 @@ class BrokerProcess:
         with contextlib.suppress(OSError):
             return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])[-600:]
         return ""
+
+
+#: The broker's count of gRPC messages in and out (label `direction`), summed over all its processes; a unary call
+#: counts 2. A Prometheus counter: its samples carry the `_total` suffix.
+MESSAGES_SAMPLE = "cloudseat_grpc_messages_total"
+
+
+def grpc_messages(text: str) -> int | None:
+    """The broker's gRPC messages so far from its /metrics text (every `cloudseat_grpc_messages_total` sample
+    summed, whatever its labels); None when the broker does not count them. ValueError when it is not the
+    Prometheus text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found, total = False, 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == MESSAGES_SAMPLE:
+                found, total = True, total + sample.value
+    return round(total) if found else None
+
+
+async def read_grpc_messages(url: str) -> tuple[int | None, str]:
+    """(the broker's gRPC messages so far, '') from its /metrics, or (None, why not)."""
+    import urllib.request
+
+    def fetch() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode("utf-8", errors="replace"))
+
+    try:
+        count = grpc_messages(await asyncio.to_thread(fetch))
+    except (OSError, ValueError) as exc:
+        return None, f"could not read {url}: {exc}"
+    if count is None:
+        return None, f"the broker's {url} has no {MESSAGES_SAMPLE} (a broker older than the counter)"
+    return count, ""
 
 
 async def wait_serving(target: str, timeout_s: float, broker: BrokerProcess | None = None) -> None:

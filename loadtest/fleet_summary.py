@@ -1,12 +1,13 @@
 """A fleet run's figures: one measured window (loadtest.fleet.Window) into the results JSON and the samples the
-report plots (loadtest.report.fleet_report), the comparison with greedy, what was run on what, and the line for
-the terminal. Computation only (`about` also looks at the machine); docs/loadtest-fleet.md explains
-every figure.
+report plots (loadtest.report.fleet_report), the comparison with greedy, what was run on what, the targets and
+whether this run met them, and the line for the terminal. Computation only (`about` also looks at the machine);
+docs/loadtest-fleet.md explains every figure.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 from collections import Counter
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from loadtest import fleet_agents, fleet_region, fleet_venues
+from loadtest import fleet_agents, fleet_patrons, fleet_region, fleet_venues
 
 if TYPE_CHECKING:
     from loadtest import fleet
@@ -35,8 +36,35 @@ HEADLINE = (
     "cost_per_session",
     "cap_violations",
     "utilisation_fleet",
+    "broker_msgs_per_session",
+    "idle_broker_cpu_pct",
+    "refused_calls",
+    "rejected_ms_p99",
 )
 F64 = npt.NDArray[np.float64]
+
+#: The tracker's numbers to reach, and the run each one is judged on (`when`; none: every run). They supersede the
+#: first targets (3,000 starts/s, request→placed p99 ≤ 100 ms on one broker process).
+SUSTAINED_SHARE = 0.8  # "at 80% of the sustained rate": --rate over --capacity-ref's starts_per_s
+SITE_LOSS_SESSIONS = 300
+TARGETS: dict[str, dict[str, Any]] = {
+    "starts_per_echo_rps": {"at_least": 0.08},
+    "placed_ms_p99": {
+        "at_most": 250,
+        "when": "at 80% of the sustained rate (--rate ÷ --capacity-ref's starts/s)",
+    },
+    "goodput_ratio": {"at_least": 0.9, "when": "--rate 3000, with --capacity-ref"},
+    "deadline_exceeded": {"at_most": 0, "when": "--rate 3000"},
+    "rejected_ms_p99": {"at_most": 50, "when": "--rate 3000"},
+    "idle_broker_cpu_pct": {"at_most": 15, "when": "10,000 hosts"},
+    "broker_msgs_per_session": {"at_most": 8},
+    "resumes_lost": {"at_most": 0, "when": "--site-loss of a site holding ≥ 300 sessions, --rate 300"},
+    "resume_to_placed_ms_p99": {
+        "at_most": 2000,
+        "when": "--site-loss of a site holding ≥ 300 sessions, --rate 300",
+    },
+    "hosts_connected": {"at_least": 10_000, "when": "10,000 hosts"},
+}
 
 
 def _q(values: F64, q: float) -> float | None:
@@ -75,15 +103,80 @@ def _utilisation(
     return per_site, round(sum(busy.values()) / max(1, region.slots), 4), fleet_busy.round(1).tolist()
 
 
+def capacity_of(text: str) -> float:
+    """An earlier run's sustained starts/s, from its JSON (--capacity-ref); ValueError saying what is wrong."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg})") from None
+    value = data.get("starts_per_s") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError("has no starts_per_s above 0 (not a fleet run's JSON?)")
+    return float(value)
+
+
+def refusals(patrons: list[dict[str, Any]]) -> dict[str, Any]:
+    """Admission control as the patrons met it: StartSession calls answered RESOURCE_EXHAUSTED, and how long each
+    refusal took from sending to the answer."""
+    ms = np.array([x for p in patrons for x in p["refused_ms"]], dtype=np.float64)
+    return {"refused_calls": int(ms.size), "rejected_ms_p50": _q(ms, 50), "rejected_ms_p99": _q(ms, 99)}
+
+
+def resumes(patrons: list[dict[str, Any]], site_loss: dict[str, Any] | None) -> dict[str, Any]:
+    """A site lost (--site-loss) and what became of its sessions; the figures are None without one, and the
+    resume counts None when the patrons were never told (the agents did not cut the site)."""
+    records = [r for p in patrons for r in p["resumes"]]
+    told = [s for p in patrons for s in p["site_loss"]]
+    outcomes = Counter(str(r["outcome"]) for r in records)
+    resume_ms = np.array(
+        [r["resume_to_placed_ms"] for r in records if r["resume_to_placed_ms"] is not None], dtype=np.float64
+    )
+    cut_at = site_loss.get("cut_at_s") if site_loss else None
+    detect = np.array(
+        [
+            (r["seen_ended_at"] - cut_at) * 1000
+            for r in records
+            if cut_at is not None and r["end_reason"] == "HOST_LOST" and r["seen_ended_at"] is not None
+        ],
+        dtype=np.float64,
+    )
+    summary = None
+    if site_loss is not None:
+        summary = {
+            **{k: site_loss.get(k) for k in ("site", "at_s", "hosts_dropped")},
+            "sessions_on_site": sum(s["sessions"] for s in told) if told else None,
+            "placed_there_after": sum(1 for r in records if not r["on_site_when_told"]),
+            **{k: site_loss.get(k) for k in ("cut_at_s", "chosen_by", "held_by_site_then", "note")},
+        }
+    return {
+        "site_loss": summary,
+        "resumed": sum(p["resumed"] for p in patrons) if told else None,
+        "resumes_lost": sum(n for k, n in outcomes.items() if k.startswith("lost:")) if told else None,
+        "resume_outcomes": dict(outcomes),
+        "resume_to_placed_ms_p50": _q(resume_ms, 50),
+        "resume_to_placed_ms_p99": _q(resume_ms, 99),
+        "host_lost_detect_ms_p50": _q(detect, 50),
+        "host_lost_detect_ms_p99": _q(detect, 99),
+    }
+
+
+def messages_per_session(before: int | None, after: int | None, started: int) -> float | None:
+    """The broker's gRPC messages (in and out, all its processes) over the window ÷ the sessions started in it."""
+    if before is None or after is None or started <= 0:
+        return None
+    return round((after - before) / started, 2)
+
+
 def summarise(
-    cfg: fleet.FleetConfig, region: fleet_region.Region, win: fleet.Window
+    cfg: fleet.FleetConfig, region: fleet_region.Region, win: fleet.Window, capacity: float | None = None
 ) -> tuple[dict[str, Any], dict[str, F64]]:
-    """The window's figures (the JSON object) and the samples the report plots."""
+    """The window's figures (the JSON object) and the samples the report plots. `capacity`: the sustained
+    starts/s of an earlier run (--capacity-ref), for goodput_ratio."""
     from broker.placement import Params
 
     params = Params()
     d = cfg.duration_s
-    n = len(fleet_venues.RECORD_FIELDS)
+    n = len(fleet_patrons.RECORD_FIELDS)
     rec = np.array([r for p in win.patrons for r in p["records"]], dtype=np.float64).reshape(-1, n)
     t_start, placed_ms, queue_ms, lat, cap, price, slots = (rec[:, i] for i in range(n))
     placed_at = t_start + placed_ms / 1000
@@ -126,8 +219,10 @@ def summarise(
     for p in win.patrons:
         for t, n in p["waiting_samples"]:
             waiting[round(t * 4) / 4] += n
+    starts_per_s = round(in_window / d, 1)
+    msgs = messages_per_session(win.messages_before, win.messages_after, in_window)
     result: dict[str, Any] = {
-        "starts_per_s": round(in_window / d, 1),
+        "starts_per_s": starts_per_s,
         "placed_ms_p50": _q(placed_ms, 50),
         "placed_ms_p99": _q(placed_ms, 99),
         "errors": dict(by_code),
@@ -140,6 +235,22 @@ def summarise(
         "utilisation": utilisation,
         "echo_rps": echo_rps,
         "starts_per_echo_rps": round(in_window / d / echo_rps, 4) if echo_rps else None,
+        "goodput_ratio": round(starts_per_s / capacity, 3) if capacity else None,
+        "capacity_ref_starts_per_s": capacity,
+        "offered_vs_capacity": round(cfg.rate / capacity, 3) if capacity and cfg.rate else None,
+        "broker_msgs_per_session": msgs,
+        "broker_msgs_in_window": (
+            win.messages_after - win.messages_before
+            if win.messages_after is not None and win.messages_before is not None
+            else None
+        ),
+        "broker_msgs_note": ""
+        if msgs is not None
+        else win.messages_note or "no session started in the window",
+        "idle_broker_cpu_pct": win.idle_broker_cpu,
+        "idle_broker_cpu_by_process": win.idle_broker_cpu_by_process,
+        **refusals(win.patrons),
+        **resumes(win.patrons, win.site_loss),
         "solver": win.solver,
         "requested_starts_per_s": cfg.rate,
         "starts_per_s_worst_5s": worst5,
@@ -153,9 +264,11 @@ def summarise(
             "requested": sum(p["issued"] for p in win.patrons),
             "started": sum(p["started"] for p in win.patrons),
             "placed": int(rec.shape[0]),
+            "placed_in_start_answer": sum(p["placed_at_start"] for p in win.patrons),
             "ended": sum(p["ended"] for p in win.patrons),
             "never_ended": sum(p["end_failed"] for p in win.patrons),
             "not_placed": sum(p["not_placed"] for p in win.patrons),
+            "gave_up_refused": sum(p["gave_up_refused"] for p in win.patrons),
             "ended_before_placed": sum(sum(p["ended_before_placed"].values()) for p in win.patrons),
             "turned_away": sum(p["turned_away"] for p in win.patrons),
             "unfinished": sum(p["unfinished_tasks"] for p in win.patrons),
@@ -182,6 +295,8 @@ def summarise(
             "latency_ms_mean": _mean(lat),
         },
         "cpu_pct_of_one_core": win.cpu,
+        "cpu_broker_by_process": win.cpu_broker_by_process,
+        "broker_processes": win.broker_processes,
         "timeseries": {
             "t_s": list(range(horizon)),
             "starts_per_s": starts,
@@ -242,13 +357,51 @@ def about(
             "platform": platform.platform(),
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         },
-        "targets": {
-            "starts_per_s": 3000,
-            "placed_ms_p99": 100,
-            "hosts_connected": 10_000,
-            "heartbeat_interval_s": 5,
-        },
+        "targets": TARGETS,
     }
+
+
+def _applies(when: str | None, result: Mapping[str, Any]) -> bool:
+    """Whether this run is the one a target is judged on (TARGETS' `when`)."""
+    rate = result["config"].get("rate")
+    if when is None:
+        return True
+    if when.startswith("at 80%"):
+        offered = result.get("offered_vs_capacity")
+        return offered is not None and abs(offered - SUSTAINED_SHARE) <= 0.05
+    if when.startswith("--rate 3000"):
+        return rate == 3000 and ("capacity" not in when or result.get("goodput_ratio") is not None)
+    if when == "10,000 hosts":
+        return int(result["region"]["hosts"]) >= 10_000
+    if when.startswith("--site-loss"):
+        loss = result.get("site_loss") or {}
+        return rate == 300 and (loss.get("sessions_on_site") or 0) >= SITE_LOSS_SESSIONS
+    raise ValueError(f"no rule for a target's condition {when!r}")
+
+
+def check_targets(
+    result: Mapping[str, Any], targets: Mapping[str, Mapping[str, Any]] = TARGETS
+) -> dict[str, Any]:
+    """Each target beside this run's figure: whether the run is one it is judged on, and whether it was met
+    (None: not judged here, or not measured)."""
+    out = {}
+    for name, target in targets.items():
+        measured = (
+            result["errors"].get("DEADLINE_EXCEEDED", 0) if name == "deadline_exceeded" else result.get(name)
+        )
+        applies = _applies(target.get("when"), result)
+        met = None
+        if applies and measured is not None:
+            met = measured >= target["at_least"] if "at_least" in target else measured <= target["at_most"]
+        bound = f"≥ {target['at_least']:,}" if "at_least" in target else f"≤ {target['at_most']:,}"
+        out[name] = {
+            "measured": measured,
+            "target": bound,
+            "when": target.get("when"),
+            "applies": applies,
+            "met": met,
+        }
+    return out
 
 
 def one_line(result: Mapping[str, Any]) -> str:
@@ -259,8 +412,24 @@ def one_line(result: Mapping[str, Any]) -> str:
         f"{result['starts_per_echo_rps'] or 0:.4f}), request→placed p50 {result['placed_ms_p50']} ms "
         f"p99 {result['placed_ms_p99']} ms, queue wait p99 {result['queue_wait_ms_p99']} ms, "
         f"{sum(result['errors'].values())} errors, cost/session {result['cost_per_session'] or 0:,.0f} µ, "
-        f"{result['cap_violations']} cap violations"
+        f"{result['cap_violations']} cap violations; {result['refused_calls']:,} refused "
+        f"(p99 {result['rejected_ms_p99']} ms), {result['broker_msgs_per_session']} broker messages/session, "
+        f"idle broker CPU {result['idle_broker_cpu_pct']}%"
     )
+    if result.get("goodput_ratio") is not None:
+        line += f", goodput {result['goodput_ratio']:.3f} of {result['capacity_ref_starts_per_s']:,.1f}/s"
+    loss = result.get("site_loss")
+    if loss is not None and loss["sessions_on_site"] is None:
+        line += f"; site {loss['site']} not lost: {loss['note']}"
+    elif loss is not None:
+        line += (
+            f"; site {loss['site']} lost ({loss['hosts_dropped']} hosts, {loss['sessions_on_site']} sessions): "
+            f"{result['resumed']} resumed, {result['resumes_lost']} lost, resume→placed p99 "
+            f"{result['resume_to_placed_ms_p99']} ms"
+        )
     if result.get("cost_vs_greedy_pct") is not None:
         line += f"; cost vs greedy {result['cost_vs_greedy_pct']:+.2f}%"
+    if "targets_met" in result:
+        judged = [v["met"] for v in result["targets_met"].values() if v["met"] is not None]
+        line += f"; targets judged on this run: {sum(judged)}/{len(judged)} met"
     return line
