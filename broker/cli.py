@@ -8,22 +8,64 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import signal
 import sys
+from typing import Any
 
 import structlog
 from cloudseat import errors, logs, settings
-from cloudseat.settings import setting
+from cloudseat.settings import at_least, setting
 
 from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
-from broker.server import Broker
+from broker.server import ALL_ROLES, Broker, Role
+from broker.supervisor import Supervisor
 
 log = structlog.get_logger("broker")
 
 
+def _roles(text: str) -> frozenset[Role]:
+    """parse=: a comma list of roles, or 'all'."""
+    if text.strip() == "all":
+        return ALL_ROLES
+    try:
+        roles = frozenset(Role(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: roles are {', '.join(sorted(ALL_ROLES))} (a comma list) or all"
+        ) from None
+    if not roles:
+        raise ValueError("name at least one role")
+    return roles
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """How `serve` lays the broker out over processes (broker.supervisor)."""
+
+    # One tenant worker per core by default: the tenant-facing RPCs grow with the seats.
+    workers: int = setting(
+        default_factory=lambda: os.cpu_count() or 1,
+        help="tenant worker processes sharing --listen (besides one process for the agents' links and one for "
+        "the leader's duties); 0 runs the whole broker in one process",
+        env="CLOUDSEAT_BROKER_WORKERS",
+        check=at_least(0),
+        shown="the cores",
+    )
+    roles: frozenset[Role] = setting(
+        default_factory=lambda: ALL_ROLES,
+        help="the roles this broker runs: tenant, agents, leader (a comma list), or all; on Kubernetes each role "
+        "can be a Deployment of its own",
+        env="CLOUDSEAT_BROKER_ROLES",
+        parse=_roles,
+        shown="all",
+    )
+
+
 def _add_serve(p: argparse.ArgumentParser, **defaults: str) -> None:
-    """The serve flags, all derived from BrokerConfig and SecurityConfig (cloudseat.settings)."""
+    """The serve flags, all derived from BrokerConfig, SecurityConfig and ServeOptions (cloudseat.settings)."""
+    settings.add_arguments(p, ServeOptions)
     settings.add_arguments(p, BrokerConfig, skip=("insecure", "agent_listen"), defaults=defaults)
     logs.add_arguments(p)
     sec = p.add_argument_group(
@@ -56,11 +98,9 @@ def _security(args: argparse.Namespace, insecure: bool) -> SecurityConfig | None
 
 
 def _secured(config: BrokerConfig, security: SecurityConfig | None) -> BrokerConfig:
-    """`config` with its security; without, agents use --listen (no client certificate to require on a port of
-    their own)."""
-    if security is None:
-        return dataclasses.replace(config, security=None, insecure=True, agent_listen=None)
-    return dataclasses.replace(config, security=security, insecure=False)
+    """`config` with its security (None: plaintext, every caller trusted; agents still have a port of their own,
+    which their own process serves)."""
+    return dataclasses.replace(config, security=security, insecure=security is None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,23 +125,29 @@ class DevOptions:
     credentials: issuing.Credentials | None = None
 
 
-async def _serve(config: BrokerConfig, *, dev: DevOptions | None = None) -> int:
-    """Serve until SIGTERM/SIGINT. With dev (the local system): seed demo data, run local agents, the seat's kiosk
-    and, when asked, the Python client."""
-    broker = Broker(config)
+async def _serve(
+    config: BrokerConfig, options: ServeOptions, log_config: logs.LogConfig, *, dev: DevOptions | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0), or until one of the broker's processes dies (exit 1). With dev (the local
+    system): seed demo data, run local agents, the seat's kiosk and, when asked, the Python client."""
+    broker: Broker | Supervisor = (
+        Broker(config, roles=options.roles)
+        if options.workers == 0
+        else Supervisor(config, workers=options.workers, roles=options.roles, log_config=log_config)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     agents: list[asyncio.subprocess.Process] = []
     seats: list[asyncio.subprocess.Process] = []
+    code = 0
     try:
         await broker.start()
         if dev is not None:
             from broker import dev as local
 
-            assert broker.pool is not None
-            await local.seed(broker.pool)
+            await local.seed_at(broker.database_url)
             creds = dev.credentials
             agents = await local.start_agents(
                 local.write_agent_configs(broker.agent_port, config.data_dir, dev.agents, creds)
@@ -115,7 +161,13 @@ async def _serve(config: BrokerConfig, *, dev: DevOptions | None = None) -> int:
             )
             if dev.play is not None:
                 seats.append(await local.start_client(broker.port, dev.play == "headless", creds))
-        await stop.wait()
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        if isinstance(broker, Supervisor):
+            waits.append(asyncio.ensure_future(broker.wait_failed()))
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        code = 0 if stop.is_set() else 1
         log.info("stopping", grace_s=config.shutdown_grace_s)
     finally:
         if agents or seats:
@@ -124,7 +176,7 @@ async def _serve(config: BrokerConfig, *, dev: DevOptions | None = None) -> int:
             await local.stop_processes(seats)  # seats first: they end their sessions as patrons would
             await local.stop_processes(agents)
         await broker.stop()
-    return 0
+    return code
 
 
 async def _migrate(config: BrokerConfig) -> int:
@@ -184,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             dev = dataclasses.replace(options, credentials=creds)
         else:
             security = _security(args, config.insecure)
-        return asyncio.run(_serve(_secured(config, security), dev=dev))
+        layout = settings.build(ServeOptions, args)
+        log_config = settings.build(logs.LogConfig, args)
+        return asyncio.run(_serve(_secured(config, security), layout, log_config, dev=dev))
     except settings.SettingsError as exc:
         print(f"cloudseat-broker: {exc}", file=sys.stderr)
         return 2

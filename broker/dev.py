@@ -34,6 +34,15 @@ ZONES = {"standard": ("720P60", 30), "esports": ("1080P120", 10)}
 SEATS = {f"seat-{i:02d}": ("esports" if i > 6 else "standard") for i in range(1, 9)}
 
 
+async def seed_at(url: str) -> None:
+    """`seed` on the database at `url` (the broker's processes have their own pools)."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        await seed(pool)
+    finally:
+        await pool.close()
+
+
 async def seed(pool: asyncpg.Pool) -> None:
     async def ignore_existing(coro: object) -> None:
         try:

@@ -210,7 +210,9 @@ class Broker:
                 "`cloudseat-broker certs` makes development ones), or --insecure to run without authentication"
             )
         if cfg.agent_listen is None and Role.AGENTS in self.roles and Role.TENANT not in self.roles:
-            raise errors.FailedPrecondition("agent_listen: a process with the agents role alone needs its own port")
+            raise errors.FailedPrecondition(
+                "agent_listen: a process with the agents role alone needs its own port"
+            )
         url = cfg.database_url
         if url is None:
             url = await asyncio.to_thread(embedded.start, cfg.data_dir)
@@ -263,6 +265,11 @@ class Broker:
             forwarder.address = _reachable_at(cfg.advertise, cfg.listen, self.port)
         if Role.AGENTS in self.roles:
             await self._start_agents(tenant, interceptor, session_service, credentials, forwarder)
+        elif tenant is None:
+            # The leader alone: a port for its health probes and nothing else.
+            self.relay_port = self._bind(
+                self._server(interceptor, tenant_server_options()), cfg.relay_listen, None
+            )
 
         for server in self._servers:
             await server.start()
@@ -274,8 +281,9 @@ class Broker:
         for name in ("", *self._services()):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "broker serving",
-            roles=sorted(self.roles),
+            # A whole broker in this process, or one of a broker's processes (broker.supervisor says "broker serving").
+            "broker serving" if self.roles == ALL_ROLES else "broker process serving",
+            roles=sorted(str(r) for r in self.roles),
             listen=cfg.listen,
             port=self.port,
             agent_port=self.agent_port,
@@ -295,7 +303,9 @@ class Broker:
         )
         hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
         # Hosts that came online, went away or cache other games are read again before the next round.
-        hub.add_host_listener(lambda change: scheduler.host_changed(change["host_id"]), on_resync=scheduler.resync)
+        hub.add_host_listener(
+            lambda change: scheduler.host_changed(change["host_id"]), on_resync=scheduler.resync
+        )
         liveness = Liveness(
             pool,
             link_grace_s=cfg.link_grace_s,
@@ -359,7 +369,11 @@ class Broker:
         server = aio.server(interceptors=[interceptor], options=options)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (*self._services(), health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *self._services(),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         self._servers.append(server)

@@ -127,6 +127,11 @@ class FleetConfig:
     broker: str | None = setting(
         None, "HOST:PORT of a running broker to target instead of starting one", check=_address
     )
+    broker_agents: str | None = setting(
+        None,
+        "with --broker: HOST:PORT where that broker's agents connect (its --agent-listen); default: --broker",
+        check=_address,
+    )
     database_url: str | None = setting(
         None,
         "PostgreSQL for the broker this starts; none: an embedded, temporary one",
@@ -151,17 +156,24 @@ class FleetConfig:
         False, "run the window again with the broker on the greedy solver; compare the cost"
     )
     seed: int = setting(1, "seed of the region and the arrivals")
-    # The broker this starts: as its own --heartbeat-interval and --host-lost-after.
+    # The broker this starts: as its own --heartbeat-interval, --link-ping and --host-lost-after.
     heartbeat_interval_s: float = setting(
-        5.0,
-        "seconds between heartbeats (the broker this starts)",
+        30.0,
+        "seconds between a busy host's load and stream stats reports (the broker this starts)",
         flag="--heartbeat-interval",
         env="CLOUDSEAT_LOADTEST_HEARTBEAT_INTERVAL",
         check=above(0),
     )
+    link_ping_s: float = setting(
+        3.0,
+        "seconds between the broker's keepalive pings on an agent's link (the broker this starts)",
+        flag="--link-ping",
+        env="CLOUDSEAT_LOADTEST_LINK_PING",
+        check=above(0),
+    )
     host_lost_after_s: float = setting(
         13.0,
-        "seconds of silence before a host is lost (the broker; more than --heartbeat-interval)",
+        "seconds from a host's last sign of life to its loss (the broker; more than twice --link-ping)",
         flag="--host-lost-after",
         env="CLOUDSEAT_LOADTEST_HOST_LOST_AFTER",
         check=above(0),
@@ -229,8 +241,8 @@ class FleetConfig:
             raise ValueError(
                 "--profile and --compare-greedy need the broker this command starts (drop --broker)"
             )
-        if self.host_lost_after_s <= self.heartbeat_interval_s:
-            raise ValueError("--host-lost-after: must be longer than --heartbeat-interval")
+        if self.host_lost_after_s <= 2 * self.link_ping_s:
+            raise ValueError("--host-lost-after: must be longer than twice --link-ping")
         if self.broker is not None and self.workers is not None:
             raise ValueError("--workers needs the broker this command starts (drop --broker)")
         if self.site_loss is not None and self.site_loss.at_s >= self.duration_s:
@@ -277,13 +289,14 @@ def _spawn(
     region: fleet_region.Region,
     schedule: fleet_venues.Schedule,
     target: str,
+    agent_target: str,
 ) -> str:
     n_agent = cfg.agent_procs or max(1, -(-len(region.hosts) // 10_000))
     epoch = time.time_ns() // 1000  # newer than any earlier run's: a re-registration replaces it
     for i in range(n_agent):
         spec = fleet_agents.AgentWorkerSpec(
             i,
-            target,
+            agent_target,
             PROVIDER,
             region.hosts[i::n_agent],
             epoch,
@@ -329,6 +342,7 @@ async def run_window(
     schedule: fleet_venues.Schedule,
     target: str,
     *,
+    agent_target: str,
     label: str,
     solver: str,
     broker_pid: int | None,
@@ -341,7 +355,7 @@ async def run_window(
     win = Window(label, solver, scheduled=len(schedule))
     workers = fleet_agents.Workers()
     try:
-        _spawn(workers, cfg, region, schedule, target)
+        _spawn(workers, cfg, region, schedule, target, agent_target)
         agents, patrons = workers.names("agents-"), workers.names("patrons-")
         await workers.expect("ready", [*agents, *patrons], 120)
 
@@ -356,8 +370,8 @@ async def run_window(
         win.connect = list(
             (await _bar(cfg, connected, len(region.hosts), f"{label}: hosts", registered)).values()
         )
-        # Let every host settle into its heartbeat phase before the clock starts.
-        await asyncio.sleep(min(cfg.heartbeat_interval_s, 5.0))
+        # Let the registrations' aftermath (host notifications, the scheduler's first reads) settle first.
+        await asyncio.sleep(2.0)
         if broker_pid is not None and cfg.idle_cpu_s > 0:
             await _idle_cpu(cfg, broker_pid, win)
 
@@ -523,8 +537,10 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
                 await fleet_processes.BrokerProcess.start(cfg, url, "engine", out / "broker.log", cprofile)
             )
             target, broker_pid, metrics_url = brokers[0].target, brokers[0].proc.pid, brokers[0].metrics_url
+            agent_target = brokers[0].agent_target
         else:
             target = cfg.broker
+            agent_target = cfg.broker_agents or cfg.broker
             await fleet_processes.wait_serving(target, 30)
         postmaster = await fleet_processes.postmaster(url) if url else None
         seed_s = await fleet_venues.seed(
@@ -535,6 +551,7 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
             region,
             schedule,
             target,
+            agent_target=agent_target,
             label="engine" if cfg.broker is None else "broker",
             solver="engine" if cfg.broker is None else "(the broker's own)",
             broker_pid=broker_pid,
@@ -563,6 +580,7 @@ async def run(cfg: FleetConfig) -> tuple[dict[str, Any], dict[str, dict[str, fle
                 region,
                 schedule,
                 greedy_broker.target,
+                agent_target=greedy_broker.agent_target,
                 label="greedy",
                 solver="greedy",
                 broker_pid=greedy_broker.proc.pid,

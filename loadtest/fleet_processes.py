@@ -153,6 +153,8 @@ class BrokerProcess:
 
     proc: asyncio.subprocess.Process
     target: str
+    #: Where its agents connect (--agent-listen): the process that holds their links.
+    agent_target: str
     log: Path
     #: Its consoles' /metrics (--http-listen on a free port), where its message counter is read.
     metrics_url: str | None = None
@@ -161,13 +163,15 @@ class BrokerProcess:
     async def start(
         cls, cfg: fleet.FleetConfig, url: str, solver: str, log: Path, cprofile: Path | None
     ) -> BrokerProcess:
-        port, http_port = _free_port(), _free_port()
+        port, agent_port, http_port = _free_port(), _free_port(), _free_port()
         args = [
             "-m",
             "broker",
             "serve",
             "--listen",
             f"127.0.0.1:{port}",
+            "--agent-listen",
+            f"127.0.0.1:{agent_port}",
             "--http-listen",
             f"127.0.0.1:{http_port}",
             "--database-url",
@@ -181,6 +185,8 @@ class BrokerProcess:
             str(cfg.heartbeat_interval_s),
             "--host-lost-after",
             str(cfg.host_lost_after_s),
+            "--link-ping",
+            str(cfg.link_ping_s),
         ]
         if cfg.workers is not None:  # only when asked: a broker without the flag still starts
             args += ["--workers", str(cfg.workers)]
@@ -192,8 +198,11 @@ class BrokerProcess:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, *args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
             )
-        broker = cls(proc, f"127.0.0.1:{port}", log, f"http://127.0.0.1:{http_port}/metrics")
+        broker = cls(
+            proc, f"127.0.0.1:{port}", f"127.0.0.1:{agent_port}", log, f"http://127.0.0.1:{http_port}/metrics"
+        )
         await wait_serving(broker.target, 60.0, broker)
+        await wait_serving(broker.agent_target, 60.0, broker)
         return broker
 
     def tail(self, lines: int = 3) -> str:
@@ -301,11 +310,11 @@ def pyspy_works(pid: int) -> str:
 
 
 async def pyspy_record(pid: int, duration_s: float, out: Path) -> asyncio.subprocess.Process:
-    """py-spy recording `pid` for `duration_s` into `out` (raw stacks, 100 samples/s), without pausing it; its
-    stderr is piped (why it failed)."""
+    """py-spy recording `pid` and every process below it (a broker's role processes) for `duration_s` into `out`
+    (raw stacks, 100 samples/s per process), without pausing them; its stderr is piped (why it failed)."""
     return await asyncio.create_subprocess_exec(
         *_pyspy(),
-        *("record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))), "--rate"),
+        *("record", "--pid", str(pid), "--subprocesses", "--duration", str(max(1, round(duration_s))), "--rate"),
         *("100", "--nonblocking", "--format", "raw", "-o", str(out)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

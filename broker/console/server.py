@@ -64,7 +64,8 @@ class Console:
         self.url = ""
 
     async def start(self) -> str:
-        self._runner, self.url = await web_plumbing.serve(self.app, self.host, self.port)
+        # Every tenant worker of a broker serves the consoles on the same port.
+        self._runner, self.url = await web_plumbing.serve(self.app, self.host, self.port, shared=True)
         log.info("console serving", url=self.url)
         return self.url
 

@@ -106,11 +106,14 @@ async def send_event(response: web.StreamResponse, event: str, data: str) -> Non
     await response.write(f"event: {event}\ndata: {data}\n\n".encode())
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Serve `app` on host:port (0: any free port); the runner (cleanup() stops it) and the URL it answers on."""
+async def serve(
+    app: web.Application, host: str, port: int, *, shared: bool = False
+) -> tuple[web.AppRunner, str]:
+    """Serve `app` on host:port (0: any free port); the runner (cleanup() stops it) and the URL it answers on.
+    `shared`: several processes serve the same port (SO_REUSEPORT), the kernel dealing connections among them."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=shared or None)
     await site.start()
     server: Any = site._server
     bound = server.sockets[0].getsockname()[1]

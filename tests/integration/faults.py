@@ -210,12 +210,44 @@ async def _exec(argv: Sequence[str], netns: NetNS | None) -> asyncio.subprocess.
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (a broker's role processes), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 class BrokerProcess(LogProcess):
+    """`cloudseat-broker serve`: a supervisor and its role processes. A signal meant for "the broker" (a freeze,
+    a thaw) goes to all of them, as to a machine; a kill to the supervisor takes its processes with it."""
+
     port = 0
+    agent_port = 0
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def agent_target(self) -> str:
+        """Where its agents connect (--agent-listen)."""
+        return f"127.0.0.1:{self.agent_port}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.returncode is None:
+            for pid in descendants(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            self.proc.send_signal(sig)
 
 
 async def start_broker(
@@ -225,16 +257,25 @@ async def start_broker(
     listen: str = "127.0.0.1:0",
     heartbeat_s: float = 5.0,
     lost_after_s: float = 15.0,
+    link_ping_s: float = 3.0,
+    agent_listen: str = "127.0.0.1:0",
+    workers: int = 1,
     netns: NetNS | None = None,
     timeout_s: float = 60.0,
 ) -> BrokerProcess:
-    """`python -m broker serve` with authentication off (the fault tests are about availability, not access)."""
+    """`python -m broker serve` with authentication off (the fault tests are about availability, not access): the
+    production layout, a supervisor and its role processes."""
     argv = [
         sys.executable, "-m", "broker", "serve",
         "--listen", listen,
+        "--agent-listen", agent_listen,
         "--database-url", database_url,
         "--heartbeat-interval", str(heartbeat_s),
         "--host-lost-after", str(lost_after_s),
+        "--link-ping", str(link_ping_s),
+        # The production layout (tenant workers, the agents' process, the leader's), one tenant worker: the
+        # machine running the tests has two cores for several brokers.
+        "--workers", str(workers),
         "--shutdown-grace", "2",
         "--log-format", "json",
         "--insecure",
@@ -246,6 +287,7 @@ async def start_broker(
         await broker.kill()
         raise
     broker.port = int(serving["port"])
+    broker.agent_port = int(serving["agent_port"])
     return broker
 
 
@@ -368,7 +410,7 @@ class Partitioned:
     agent: LogProcess
 
     async def cut(self) -> None:
-        await self.ns.cut(self.inner.port)
+        await self.ns.cut(self.inner.agent_port)
 
     async def heal(self) -> None:
         await self.ns.heal()
@@ -382,6 +424,7 @@ async def partitioned(
     heartbeat_s: float,
     lost_after_s: float,
     seats: int,
+    link_ping_s: float = 1.0,
     host: str = "agent-1",
 ) -> AsyncIterator[Partitioned]:
     """The world `seed` makes, served by an inner replica (heartbeat and lost-after as given) in a new network
@@ -392,7 +435,12 @@ async def partitioned(
     agent: LogProcess | None = None
     try:
         inner = await start_broker(
-            database_url, name="inner", heartbeat_s=heartbeat_s, lost_after_s=lost_after_s, netns=ns
+            database_url,
+            name="inner",
+            heartbeat_s=heartbeat_s,
+            lost_after_s=lost_after_s,
+            link_ping_s=link_ping_s,
+            netns=ns,
         )
         # The inner replica leads (it judges liveness), as the only replica that holds the agent's link.
         await inner.wait_event("took the placement lease", timeout_s=15)
@@ -401,7 +449,7 @@ async def partitioned(
             BrokerClient(f"127.0.0.1:{outer.port}") as client,
         ):
             await seed(client, seats=seats)
-            agent = await start_agent(folder, host, inner.target, netns=ns)
+            agent = await start_agent(folder, host, inner.agent_target, netns=ns)
             yield Partitioned(ns, inner, outer, client, agent)
     finally:
         if agent is not None:

@@ -130,9 +130,11 @@ async def test_serve_health_reflection_sigterm_and_restart(launch, creds: Path) 
     first = await launch()
     status, services = await asyncio.to_thread(_health_and_services, first.port, creds / "ca.pem")
     assert status == health_pb2.HealthCheckResponse.SERVING
-    for name in ("SessionService", "VenueService", "FleetService", "AgentService"):
+    for name in ("SessionService", "VenueService", "FleetService"):
         assert f"cloudseat.v1.{name}" in services
     assert "grpc.health.v1.Health" in services
+    # The agents' links are served by a process of their own, on their own port (broker.supervisor).
+    assert "cloudseat.v1.AgentService" not in services
 
     tls = client_credentials(creds / "ca.pem")
     operator = _token(creds, "--role", "operator", "--ttl", "10m")

@@ -40,10 +40,15 @@ HEARTBEAT_S, LOST_AFTER_S = BrokerConfig().heartbeat_interval_s, BrokerConfig().
 
 
 async def test_broker_killed_under_load_and_restarted(db_url: str, tmp_path: Path) -> None:
-    port = faults.free_port()
-    target = f"127.0.0.1:{port}"
+    port, agent_port = faults.free_port(), faults.free_port()
+    target, agent_target = f"127.0.0.1:{port}", f"127.0.0.1:{agent_port}"
     first = await faults.start_broker(
-        db_url, name="broker-1", listen=target, heartbeat_s=HEARTBEAT_S, lost_after_s=LOST_AFTER_S
+        db_url,
+        name="broker-1",
+        listen=target,
+        agent_listen=agent_target,
+        heartbeat_s=HEARTBEAT_S,
+        lost_after_s=LOST_AFTER_S,
     )
     second: faults.BrokerProcess | None = None
     agents: list[faults.LogProcess] = []
@@ -56,9 +61,9 @@ async def test_broker_killed_under_load_and_restarted(db_url: str, tmp_path: Pat
             # The real agents' site is out of the venue's reach: they show reconnection and liveness across the
             # restart, the scripted hosts carry the sessions (and count what they are sent).
             agents = [
-                await faults.start_agent(tmp_path, f"agent-{i}", target, site="site-dark") for i in (1, 2)
+                await faults.start_agent(tmp_path, f"agent-{i}", agent_target, site="site-dark") for i in (1, 2)
             ]
-            fleet = [faults.FleetAgent([target], f"host-{i:02d}", slots=3).start() for i in range(6)]
+            fleet = [faults.FleetAgent([agent_target], f"host-{i:02d}", slots=3).start() for i in range(6)]
             hosts = [f"agent-{i}" for i in (1, 2)] + [a.host_id for a in fleet]
 
             async def all_online() -> bool:
@@ -88,7 +93,12 @@ async def test_broker_killed_under_load_and_restarted(db_url: str, tmp_path: Pat
             poller = asyncio.create_task(poll_hosts())
             await asyncio.sleep(1.0)  # down for a moment, under load
             second = await faults.start_broker(
-                db_url, name="broker-2", listen=target, heartbeat_s=HEARTBEAT_S, lost_after_s=LOST_AFTER_S
+                db_url,
+                name="broker-2",
+                listen=target,
+                agent_listen=agent_target,
+                heartbeat_s=HEARTBEAT_S,
+                lost_after_s=LOST_AFTER_S,
             )
             up_at = time.monotonic()
             lease_at, _ = await second.wait_event("took the placement lease", timeout_s=15)

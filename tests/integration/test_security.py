@@ -333,10 +333,10 @@ async def test_agents_act_only_for_their_own_host(
     assert "register.host_id" in (refused.value.details() or "")
     await impostor.close()
     # No certificate at all (TLS, but anonymous): refused.
-    # No certificate at all: the agents' port does not complete the handshake; the token port refuses agents.
+    # No certificate at all: the agents' port does not complete the handshake; the token port has no agent service.
     for port, code in (
         (broker.agent_port, grpc.StatusCode.UNAVAILABLE),
-        (broker.port, grpc.StatusCode.UNAUTHENTICATED),
+        (broker.port, grpc.StatusCode.UNIMPLEMENTED),
     ):
         anonymous = BrokerClient(f"127.0.0.1:{port}", credentials=tls.client_credentials(creds.ca))
         bare = AgentLinkClient(anonymous, agent_pb2.Register(host_id="host-1"))
