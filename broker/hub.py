@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -58,6 +58,8 @@ class SessionHub:
         self._url = url
         self._pool = pool
         self._watchers: dict[uuid.UUID, set[asyncio.Queue[WatchItem]]] = {}
+        # StartSession calls waiting for their session to leave the queue: one future each, no queue positions.
+        self._placement_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listeners: list[Listener] = []
         self._host_listeners: list[Listener] = []
         self._resync_listeners: list[Callable[[], None]] = []
@@ -118,6 +120,22 @@ class SessionHub:
                 if not queues:
                     del self._watchers[session_id]
 
+    @contextlib.contextmanager
+    def placement_of(self, session_id: uuid.UUID) -> Iterator[asyncio.Future[None]]:
+        """A future done once the session leaves PENDING (placed, or ended), or at a resync (something may have been
+        missed: read it). Subscribe before the session can move, so nothing falls between."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        key = str(session_id)
+        self._placement_waiters.setdefault(key, set()).add(fut)
+        try:
+            yield fut
+        finally:
+            waiters = self._placement_waiters.get(key)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._placement_waiters[key]
+
     # -- the listening connection ------------------------------------------------------------------------------
 
     async def _connect(self) -> None:
@@ -148,6 +166,10 @@ class SessionHub:
         for queues in self._watchers.values():
             for q in queues:
                 q.put_nowait(Resync())
+        for waiters in self._placement_waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
         for cb in self._resync_listeners:
             cb()
         self._queue_dirty.set()
@@ -172,9 +194,14 @@ class SessionHub:
                 listener(change)
             except Exception:
                 log.exception("session change listener failed", session_id=change.get("session_id"))
-        sid = uuid.UUID(change["session_id"])
-        for q in self._watchers.get(sid, ()):
-            q.put_nowait(change)
+        if change["state"] != "PENDING":
+            for fut in self._placement_waiters.get(change["session_id"], ()):
+                if not fut.done():
+                    fut.set_result(None)
+        if self._watchers:
+            sid = uuid.UUID(change["session_id"])
+            for q in self._watchers.get(sid, ()):
+                q.put_nowait(change)
         # Any change into or out of PENDING moves the queue (the scheduler clears pending_reason on placing).
         if change["state"] in ("PENDING", "PLACED", "ENDED"):
             self._queue_dirty.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,10 @@ from broker.store import metering as metering_store
 from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store
 
+# StartSession may hold its answer this long at most for the placement (StartSessionRequest.wait_for_placement_ms).
+MAX_WAIT_MS = 5000
+# ... and answers this much before the caller's deadline, whatever the wait asked.
+_ANSWER_MARGIN_S = 0.05
 # Negotiation needs a workload to connect to.
 _NEGOTIABLE = (State.READY, State.STREAMING)
 # A forwarded negotiation may take this much longer than the relay at the target (the hop there and back).
@@ -51,11 +56,41 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
     ) -> session_pb2.StartSessionResponse:
         req = convert.start_request(request)
+        wait_s = v.int_range(request.wait_for_placement_ms, "wait_for_placement_ms", 0, MAX_WAIT_MS) / 1000
         auth.caller().require_seat(req.venue_id, req.seat_id)
-        row, created = await session_store.start(self._pool, req, self._tokens.check)
-        return session_pb2.StartSessionResponse(
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer in time: what the wait cannot hold, the seat follows with WatchSession
+            wait_s = min(wait_s, max(0.0, remaining - _ANSWER_MARGIN_S))
+        # Listening before the session exists: its placement cannot fall between the insert and the wait.
+        with self._hub.placement_of(req.session_id) as placed:
+            row, created = await session_store.start(self._pool, req, self._tokens.check)
+            if wait_s > 0 and row["state"] == "PENDING":
+                if row["session_id"] == req.session_id:
+                    row = await self._placement(row, placed, wait_s)
+                else:  # a retry: the earlier call's session, listened to from now on
+                    with self._hub.placement_of(row["session_id"]) as earlier:
+                        row = await session_store.get(self._pool, row["session_id"])
+                        if row["state"] == "PENDING":
+                            row = await self._placement(row, earlier, wait_s)
+        response = session_pb2.StartSessionResponse(
             session=convert.session(row), session_token=self._tokens.issue(row), created=created
         )
+        if row["state"] == "PENDING" and wait_s > 0:
+            place = await session_store.queue_position(self._pool, row["session_id"])
+            if place is not None:
+                response.queue_position, response.queue_length = place
+        return response
+
+    async def _placement(
+        self, row: asyncpg.Record, placed: asyncio.Future[None], wait_s: float
+    ) -> asyncpg.Record:
+        """The session once it left the queue, or as it stands when `wait_s` ran out."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await placed
+        if not placed.done():
+            return row
+        return await session_store.get(self._pool, row["session_id"])
 
     async def GetSession(
         self, request: session_pb2.GetSessionRequest, context: aio.ServicerContext

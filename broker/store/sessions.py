@@ -47,6 +47,8 @@ class StartRequest:
     resume: ResumeRef | None = None
     # The patron's paid time in seconds, counted from STREAMING (broker.patron_time); 0 = unlimited.
     paid_time_s: int = 0
+    # The new session's id, chosen before it exists so that a caller can listen for its changes first.
+    session_id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
 
 
 TokenCheck = Callable[[Mapping[str, object], str, str], None]
@@ -78,7 +80,7 @@ async def start(
                 if retry
                 else await conn.fetchrow(
                     Q["insert_session"],
-                    uuid.uuid4(),
+                    req.session_id,
                     req.venue_id,
                     req.seat_id,
                     req.request_id,
@@ -276,6 +278,14 @@ async def queue_positions(
     with translated():
         rows = await pool.fetch(Q["queue_positions"], list(session_ids))
     return {r["session_id"]: (r["pos"], r["total"]) for r in rows}
+
+
+async def queue_position(pool: asyncpg.Pool, session_id: uuid.UUID) -> tuple[int, int] | None:
+    """One PENDING session's place in the queue (1 = next) and the queue's length; None when it no longer waits.
+    Counts along the queue's index rather than ranking the whole queue (queue_positions does that for many)."""
+    with translated():
+        row = await pool.fetchrow(Q["queue_position"], session_id)
+    return None if row is None else (row["pos"], row["total"])
 
 
 async def end_timed_out(pool: asyncpg.Pool, timeouts: lifecycle.Timeouts) -> list[asyncpg.Record]:

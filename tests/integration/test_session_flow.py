@@ -215,3 +215,34 @@ async def test_agent_failure_ends_session_and_frees_the_slot(world: BrokerClient
             await asyncio.sleep(0.3)
             got = await world.sessions.GetSession(session_pb2.GetSessionRequest(session_id=sid2))
             assert got.session.state == S.SESSION_STATE_PLACED
+
+
+def _start(seat: str, request_id: str, wait_ms: int) -> session_pb2.StartSessionRequest:
+    return session_pb2.StartSessionRequest(
+        request_id=request_id, venue_id="cafe", seat_id=seat, game_id="demo", wait_for_placement_ms=wait_ms
+    )
+
+
+async def test_a_start_may_wait_for_its_placement_in_one_round_trip(world: BrokerClient) -> None:
+    # No host yet: the wait runs out and the answer says where the session stands in the queue.
+    waited = await world.sessions.StartSession(_start("s1", "w1", 300), timeout=5)
+    assert waited.session.state == S.SESSION_STATE_PENDING
+    assert (waited.queue_position, waited.queue_length) == (1, 1)
+    async with ScriptedAgent(world, "host-1", slots=2, auto_ready=False):
+        # A free host: the answer is the placed session, no watch needed.
+        placed = await world.sessions.StartSession(_start("s2", "w2", 3000), timeout=5)
+        assert placed.created and placed.session.state >= S.SESSION_STATE_PLACED
+        assert placed.session.host_id == "host-1" and placed.queue_position == 0
+        # A retry of it waits on the same session and answers it as it stands.
+        again = await world.sessions.StartSession(_start("s2", "w2", 3000), timeout=5)
+        assert not again.created and again.session.session_id == placed.session.session_id
+        assert again.session.state >= S.SESSION_STATE_PLACED
+        # The first one, placed meanwhile, is answered as placed on its retry too.
+        first = await world.wait_for(waited.session.session_id, S.SESSION_STATE_PLACED)
+        retried = await world.sessions.StartSession(_start("s1", "w1", 3000), timeout=5)
+        assert retried.session.session_id == first.session_id and retried.session.host_id == "host-1"
+    # The wait is bounded, and a bad value names the field.
+    with pytest.raises(aio.AioRpcError) as e:
+        await world.sessions.StartSession(_start("s3", "w3", 6000), timeout=5)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (e.value.details() or "").startswith("wait_for_placement_ms:")

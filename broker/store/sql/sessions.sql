@@ -61,6 +61,16 @@ SELECT session_id, pos, total FROM (
 ) q
 WHERE session_id = ANY($1::uuid[]);
 
+-- name: queue_position
+-- One session's place: the PENDING sessions ahead of it in the queue's order (resumes first, then oldest first),
+-- counted along index sessions_queue, and the queue's length.
+SELECT 1 + (SELECT count(*) FROM sessions q
+            WHERE q.state = 'PENDING'
+              AND (q.resumes IS NULL, q.created_at, q.session_id) < (s.resumes IS NULL, s.created_at, s.session_id))
+           AS pos,
+       (SELECT count(*) FROM sessions WHERE state = 'PENDING') AS total
+FROM sessions s WHERE s.session_id = $1 AND s.state = 'PENDING';
+
 -- name: end_timed_out
 -- Ends every session that sat too long in a waiting state. $1..$4: the limits in seconds for PENDING, PLACED,
 -- STARTING and READY; $5, $6: the end reasons for a pending and for a starting session. broker.lifecycle.Timeouts
