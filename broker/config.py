@@ -117,6 +117,13 @@ class BrokerConfig:
         "unary calls in progress beyond which new ones are shed with RESOURCE_EXHAUSTED; 0: never",
         check=at_least(0),
     )
+    # Past capacity a tenant worker refuses new calls at once (RESOURCE_EXHAUSTED with a retry hint) rather than queue
+    # them: when its event loop runs this many ms late on average, more so the later (broker.overload).
+    shed_lag_ms: float = setting(
+        20.0,
+        "event-loop lateness (ms) past which a tenant worker refuses new calls with a retry hint; 0: never",
+        check=at_least(0),
+    )
     # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the
     # greedy baseline the benchmarks compare against.
     solver: str = setting(

@@ -31,7 +31,9 @@ class Limits:
 
 
 # Calls that end or serve a session already placed: shedding them would hold capacity longer, not free it.
-_ALWAYS_ADMITTED = ("/EndSession", "/Negotiate")
+ALWAYS_ADMITTED = ("/EndSession", "/Negotiate")
+# A call shed for too many in progress here may try again this soon.
+_INFLIGHT_RETRY_MS = 100
 
 
 class RateLimiter:
@@ -80,11 +82,14 @@ class Guard:
         miss their deadlines (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once
         keeps the admitted ones fast and tells the others to retry. Calls that finish or serve a session already
         placed (EndSession, Negotiate) are always admitted. True when the call counts (leave() it afterwards)."""
-        if not self.max_inflight or method.endswith(_ALWAYS_ADMITTED):
+        if not self.max_inflight or method.endswith(ALWAYS_ADMITTED):
             return False
         if self.inflight >= self.max_inflight:
             self.shed += 1
-            raise ResourceExhausted(f"overloaded: {self.inflight} calls in progress here; retry in a moment")
+            raise ResourceExhausted(
+                f"overloaded: {self.inflight} calls in progress here; retry in {_INFLIGHT_RETRY_MS} ms",
+                retry_after_ms=_INFLIGHT_RETRY_MS,
+            )
         self.inflight += 1
         return True
 
@@ -114,7 +119,8 @@ class Guard:
         wait = self._rate.take(principal.tenant, time.monotonic() if now is None else now)
         if wait > 0:
             raise ResourceExhausted(
-                f"rate limit: {principal.tenant} is over {self.limits.rate_per_s:g} calls/s; retry in {wait:.2f} s"
+                f"rate limit: {principal.tenant} is over {self.limits.rate_per_s:g} calls/s; retry in {wait:.2f} s",
+                retry_after_ms=max(1, round(wait * 1000)),
             )
 
     def open_stream(self, principal: auth.Principal) -> None:

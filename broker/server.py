@@ -59,6 +59,8 @@ from broker.leader import Leadership
 from broker.links import LinkRegistry
 from broker.liveness import Liveness
 from broker.metering_duty import MeteringDuty
+from broker.overload import Admission, LoopProbe
+from broker.overload import Policy as OverloadPolicy
 from broker.replica import Presence
 from broker.rpc.agent_service import AgentService
 from broker.rpc.billing_service import BillingService
@@ -194,6 +196,7 @@ class Broker:
         self._reports: ReportBatcher | None = None
         self._stats: StatsBatcher | None = None
         self._presence: Presence | None = None
+        self._probe: LoopProbe | None = None
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
@@ -228,7 +231,11 @@ class Broker:
         self._hub = hub = SessionHub(url, pool)
 
         guard, tokens, credentials = _security(cfg)
-        interceptor = Interceptor(guard, self.counters)
+        if Role.TENANT in self.roles and cfg.shed_lag_ms > 0:
+            admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms))
+            self._probe = LoopProbe(admission)
+            self._probe.start()
+        interceptor = Interceptor(guard, self.counters, self._probe.admission if self._probe else None)
         sec = cfg.security
         # Calls needing an agent linked to another process go there; over TLS trusting the region's CA when secure.
         self._forwarder = forwarder = Forwarder(
@@ -412,7 +419,7 @@ class Broker:
             await self._hub.close()
         for stop in stopping:
             await stop
-        for part in (self._stats, self._reports, self._presence):
+        for part in (self._stats, self._reports, self._presence, self._probe):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()

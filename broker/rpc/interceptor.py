@@ -14,6 +14,7 @@ is admitted and before the servicer sees anything.
 from __future__ import annotations
 
 import inspect
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,13 +27,16 @@ from grpc import aio
 
 from broker import auth
 from broker.counters import Counters
-from broker.guard import Guard
+from broker.guard import ALWAYS_ADMITTED, Guard
+from broker.overload import Admission
 from broker.rpc import status
 from broker.store import audit
 
 log = structlog.get_logger("broker.rpc")
 
 _ID_FIELDS = ("session_id", "venue_id", "seat_id", "host_id", "site_id", "provider_id")
+# gRPC's trailer for a server's "retry after this many milliseconds".
+PUSHBACK = "grpc-retry-pushback-ms"
 
 
 def _ids(request: Any) -> dict[str, str]:
@@ -106,6 +110,8 @@ class _Call:
     async def fail(self, context: aio.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, errors.CloudseatError):
             self.code = status.code_for(exc)
+            if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_ms is not None:
+                context.set_trailing_metadata(((PUSHBACK, str(exc.retry_after_ms)),))
             if self.code is grpc.StatusCode.INTERNAL:
                 log.error("store error", method=self.method, exc_info=exc, **self.ids)
             await context.abort(self.code, exc.message)
@@ -238,10 +244,32 @@ def _bidi(method: str, guard: Guard, counters: Counters, behavior: Callable[...,
     return handler
 
 
+def _refuse(counters: Counters, retry_after_ms: int) -> Callable[..., Awaitable[Any]]:
+    """The whole of a call refused at the door: no caller check, no log line, no work; two messages and a hint."""
+
+    async def handler(request: Any, context: aio.ServicerContext) -> Any:
+        counters.add("grpc_messages_in")
+        counters.add("grpc_messages_out")
+        counters.add("calls_shed")
+        context.set_trailing_metadata(((PUSHBACK, str(retry_after_ms)),))
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: retry in {retry_after_ms} ms"
+        )
+
+    return handler
+
+
 class Interceptor(aio.ServerInterceptor):
-    def __init__(self, guard: Guard | None = None, counters: Counters | None = None) -> None:
+    def __init__(
+        self,
+        guard: Guard | None = None,
+        counters: Counters | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.guard = guard or Guard(None)
         self.counters = counters or Counters()
+        # Past capacity, new unary calls are refused here, before anything else is done for them (broker.overload).
+        self.admission = admission
 
     async def intercept_service(
         self,
@@ -261,6 +289,14 @@ class Interceptor(aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
+            if (
+                self.admission is not None
+                and not method.endswith(ALWAYS_ADMITTED)
+                and not self.admission.admit(random.random())
+            ):
+                return grpc.unary_unary_rpc_method_handler(
+                    _refuse(self.counters, self.admission.retry_after_ms()), **kw
+                )
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, self.guard, self.counters, handler.unary_unary), **kw
             )

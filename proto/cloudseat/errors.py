@@ -75,6 +75,11 @@ class PermissionDenied(CloudseatError):
 class ResourceExhausted(CloudseatError):
     """A rate limit or quota is exhausted; retry later."""
 
+    def __init__(self, message: str | None = None, *, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        # When to try again, if the refusal knows: sent as the trailer `grpc-retry-pushback-ms`.
+        self.retry_after_ms = retry_after_ms
+
 
 class Unavailable(CloudseatError):
     """A dependency is unavailable; retry."""

@@ -1,0 +1,72 @@
+"""Past capacity a tenant worker refuses new calls at the door: RESOURCE_EXHAUSTED with a retry hint, nothing
+written; calls that end or serve a placed session still go through. The overload is real: the broker's own event
+loop is kept busy by blocking callbacks, so the probe measures it late, as a saturated worker would be."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from cloudseat.client import BrokerClient
+from cloudseat.v1 import common_pb2, session_pb2
+from grpc import aio
+
+from broker.server import Broker
+from tests.integration import faults
+from tests.integration.conftest import FAST
+
+
+@contextlib.asynccontextmanager
+async def _busy_loop(block_s: float) -> AsyncIterator[None]:
+    """Keep this loop (the in-process broker's) running blocking callbacks of `block_s` back to back."""
+    stop = False
+
+    def hog() -> None:
+        if not stop:
+            time.sleep(block_s)
+            asyncio.get_running_loop().call_soon(hog)
+
+    asyncio.get_running_loop().call_soon(hog)
+    try:
+        yield
+    finally:
+        stop = True
+
+
+async def test_an_overloaded_worker_refuses_new_calls_with_a_hint_and_writes_nothing(db_url: str) -> None:
+    config = dataclasses.replace(FAST, database_url=db_url, shed_lag_ms=5)
+    async with faults.running_broker(config) as broker, BrokerClient(f"127.0.0.1:{broker.port}") as client:
+        await faults.seed(client, seats=2)
+        before = await broker.pool.fetchval("SELECT count(*) FROM sessions")  # type: ignore[union-attr]
+        request = session_pb2.StartSessionRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
+        async with _busy_loop(0.05):
+            await asyncio.sleep(0.5)  # the probe sees the loop run late
+            with pytest.raises(aio.AioRpcError) as refused:
+                await client.sessions.StartSession(request, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (refused.value.details() or "").startswith("overloaded: retry in")
+        hint = dict(refused.value.trailing_metadata() or ())["grpc-retry-pushback-ms"]
+        assert 100 <= int(hint) <= 5_000
+        assert await broker.pool.fetchval("SELECT count(*) FROM sessions") == before  # type: ignore[union-attr]
+        text = await _metrics(broker)
+        assert "cloudseat_calls_shed_total" in text
+        # Calm again: the same request is let in.
+        await asyncio.sleep(1.0)
+        started = await client.sessions.StartSession(request, timeout=10)
+        assert started.created
+        # EndSession is always let in: it frees capacity.
+        async with _busy_loop(0.05):
+            await asyncio.sleep(0.5)
+            ended = await client.end_session(started.session.session_id, started.session_token)
+        assert ended.state == common_pb2.SESSION_STATE_ENDED
+
+
+async def _metrics(broker: Broker) -> str:
+    from broker.console.metrics import Metrics
+
+    return Metrics(broker.counters).render().decode()
