@@ -5,8 +5,9 @@
 
 What it does, in order:
 
-1. StartSession for the seat (its venue, seat, zone and patron), then follow WatchSession, printing each step the
-   patron waits through: queue position, placed (host, site, distance), starting, ready.
+1. StartSession for the seat (its venue, seat, zone and patron), held by the broker until the session is placed, then
+   follow WatchSession, printing each step the patron waits through: queue position, placed (host, site, distance),
+   starting, ready. A busy broker is asked again with the same request, printing why the seat waits.
 2. Negotiate WebRTC through SessionService.Negotiate (`thin_client.receiver.Receiver`), play the stream in an SDL
    window (`thin_client.window`) or headless, and send input: the window's keyboard, mouse and game controllers, or
    the scripted pattern of `thin_client.scripted` (headless, or windowed with --scripted-input).
@@ -18,7 +19,8 @@ What it does, in order:
 5. End the session on exit (--duration reached, Ctrl-C, SIGTERM, the window closed) and write --json.
 
 Exit codes: 0 when the patron (or --duration) ended the session; 1 when it ended otherwise (printed); 2 for a
-mistake in the seat's setup (unknown venue, seat or game, a broker that cannot be reached: one line each).
+mistake in the seat's setup (unknown venue, seat or game, a broker that cannot be reached: one line each), or a
+broker still too busy after a minute of asking.
 """
 
 from __future__ import annotations

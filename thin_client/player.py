@@ -32,6 +32,7 @@ from thin_client.seat import (
     reason_name,
     resumable,
     state_name,
+    waiting,
 )
 
 
@@ -162,6 +163,8 @@ class Player:
         self._input_n = 0
         self._started = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
+        # The last start's (or resume's) answer: the first step the patron is shown, before the watch says more.
+        self._answer: Any | None = None
         # Stats windows not yet reported to the broker: (at, Unix seconds; fps; rtt ms or None). The RTT shown is
         # the host's own report, so it is not sent back as the seat's: the seat reports only what it measured.
         self._unreported: deque[tuple[float, float, float | None]] = deque(maxlen=_MAX_REPORT)
@@ -180,6 +183,10 @@ class Player:
         self._stats_shown = False
         self.out.write(text + "\n")
         self.out.flush()
+
+    def _on_wait(self, attempt: int, delay_s: float, reason: str) -> None:
+        """StartSession was refused for now (the broker busy or out of reach): say so while the seat asks again."""
+        self.say(waiting(reason, delay_s, self.seat.cfg))
 
     def _show_stats(self, sample: Sample) -> None:
         line = sample.line()
@@ -207,7 +214,8 @@ class Player:
 
     async def _run(self) -> None:
         asked_us = monotonic_us()
-        await self.seat.start(self.opts.game_id)  # a SeatError here is the seat's setup: the caller says so
+        # A SeatError here is the seat's setup (or a broker too busy for it): the caller says so.
+        self._answer = await self.seat.start(self.opts.game_id, on_wait=self._on_wait)
         self.say(f"session {self.seat.session_id} for {self.seat.cfg.seat_id} at {self.seat.cfg.venue_id}")
         try:
             await self._session_loop(asked_us)
@@ -259,8 +267,16 @@ class Player:
         raise SeatError(f"the session did not start within {self.opts.start_timeout_s:.0f} s")
 
     async def _follow(self) -> Any:
+        answer, self._answer = self._answer, None
         last = ""
-        async for update in self.seat.updates():
+        if answer is not None:
+            # The start's answer is the first step: placed already, or the place in the queue, shown at once; a
+            # session that is ready already goes on to negotiate without waiting for the watch to say so.
+            last = describe(answer)
+            self.say(last)
+            if answer.session.state in (S.SESSION_STATE_READY, S.SESSION_STATE_STREAMING):
+                return answer
+        async for update in self.seat.updates(after=answer):
             text = describe(update)
             if text != last:
                 self.say(text)
@@ -313,7 +329,7 @@ class Player:
             return False
         if resumable(ended) and self.seat.resumes < self.opts.max_resumes:
             self.say(f"{describe_update_text(ended)}; resuming at the front of the queue")
-            await self.seat.resume()
+            self._answer = await self.seat.resume(on_wait=self._on_wait)
             self.say(f"session {self.seat.session_id} resumes {ended.session_id}")
             return True
         self.outcome.message = describe_update_text(ended)

@@ -7,6 +7,12 @@ pure functions at the top (`describe`, `explain`), so both clients say the same 
 
 A session lost through no fault of the seat (its host lost, drained, refused or failed it: `resumable`) is resumed
 with `SeatSession.resume`: a new session for the same game, at the front of the queue.
+
+A start takes one round trip in the common case: the broker holds its answer until the session is placed (up to
+PLACEMENT_WAIT_MS), and the answer is the flow's first update (placed already, or its place in the queue), with no
+wait for WatchSession to say the same. A broker past its capacity refuses the start for a moment: the seat asks
+again with the same request, after the wait the broker asked for (`cloudseat.retry`), saying so in `waiting`'s
+words, for up to BUSY_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -17,15 +23,24 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import grpc
-from cloudseat import resume
-from cloudseat.client import BrokerClient
+from cloudseat import resume, retry
+from cloudseat.client import BrokerClient, OnWait
 from cloudseat.settings import setting
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
 S = common_pb2.SessionState
+
+# StartSession holds its answer this long for the placement: a free host places a session within a round or two of
+# the scheduler (well under a second), so the common start is one round trip, and it leaves most of a start's 10 s
+# budget for the retries an unreachable broker needs.
+PLACEMENT_WAIT_MS: Final = 2000
+# How long a start keeps asking a broker that answers "busy" (past the usual 10 s: a broker that answers will take
+# the seat soon). A bound, so a patron is told to try again rather than wait forever at an overloaded broker.
+BUSY_TIMEOUT_S: Final = 60.0
 
 # End reasons after which the seat may carry on in a new session ahead of the queue (cloudseat.resume).
 _RESUMABLE = frozenset(common_pb2.EndReason.Value(f"END_REASON_{r}") for r in resume.RESUMABLE_REASONS)
@@ -148,6 +163,15 @@ def describe(update: session_pb2.SessionUpdate) -> str:
     return f"ended: {text}" + (f" ({s.end_detail})" if s.end_detail else "")
 
 
+def waiting(reason: str, delay_s: float, cfg: SeatConfig) -> str:
+    """One line for the patron while the seat waits to ask the broker for the session again (StartSession's
+    on_wait): the same request goes again, so nothing the patron asked for is lost."""
+    again = f"trying again in {max(delay_s, 0.1):.1f} s"
+    if reason == retry.BUSY:
+        return f"the broker is busy; you keep your place; {again}"
+    return f"cannot reach the broker at {cfg.broker}; {again}"
+
+
 def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
     """The broker's refusal as one line that says what to fix (never a traceback)."""
     code, details = exc.code(), (exc.details() or "").strip()
@@ -180,6 +204,9 @@ def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
         )
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return SeatError(f"the seat's request was refused: {details}")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # What is left after the retries (SeatSession.start asked again for as long as it may): no place is held.
+        return SeatError("the broker is too busy to take this seat now; try again in a minute")
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return SeatError(details)
     return SeatError(f"{code.name.lower()}: {details}")
@@ -212,20 +239,39 @@ class SeatSession:
         except aio.AioRpcError as exc:
             raise explain(exc, self.cfg) from None
 
-    async def start(self, game_id: str, *, timeout_s: float = 10.0) -> common_pb2.Session:
-        """Ask for a session (retried on UNAVAILABLE with one request id, so never two)."""
+    async def start(
+        self,
+        game_id: str,
+        *,
+        timeout_s: float = 10.0,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        on_wait: OnWait | None = None,
+    ) -> session_pb2.SessionUpdate:
+        """Ask for a session, held for its placement; the answer as the session's first update (placed, or its
+        place in the queue). Asked again with one request id, so never two sessions: while the broker cannot be
+        reached (within `timeout_s`) or is busy (within `busy_timeout_s`); `on_wait(attempt, delay_s, reason)`
+        before each wait (`waiting` puts it in words)."""
         self.game_id = game_id
-        return await self._start(None, timeout_s)
+        return await self._start(None, timeout_s, busy_timeout_s, on_wait)
 
-    async def resume(self, *, timeout_s: float = 10.0) -> common_pb2.Session:
-        """A new session for the same game, ahead of the queue, after this one was lost (see `resumable`)."""
+    async def resume(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        on_wait: OnWait | None = None,
+    ) -> session_pb2.SessionUpdate:
+        """A new session for the same game, ahead of the queue, after this one was lost (see `resumable`); as
+        `start`."""
         if self.session is None or not resumable(self.session):
             raise SeatError("only a session its host lost, drained or failed can be resumed")
-        started = await self._start((self.session.session_id, self.token), timeout_s)
+        started = await self._start((self.session.session_id, self.token), timeout_s, busy_timeout_s, on_wait)
         self.resumes += 1
         return started
 
-    async def _start(self, resume: tuple[str, str] | None, timeout_s: float) -> common_pb2.Session:
+    async def _start(
+        self, resume: tuple[str, str] | None, timeout_s: float, busy_timeout_s: float, on_wait: OnWait | None
+    ) -> session_pb2.SessionUpdate:
         try:
             response = await self.client.start_session(
                 self.cfg.venue_id,
@@ -235,22 +281,36 @@ class SeatSession:
                 patron_id=self.cfg.patron_id,
                 zone_id=self.cfg.zone_id,
                 resume=resume,
+                wait_for_placement_ms=PLACEMENT_WAIT_MS,
                 timeout_s=timeout_s,
+                busy_timeout_s=busy_timeout_s,
+                on_wait=on_wait,
             )
         except aio.AioRpcError as exc:
             raise explain(exc, self.cfg) from None
         self.session, self.token = response.session, response.session_token
-        return response.session
+        return session_pb2.SessionUpdate(
+            session=response.session,
+            queue_position=response.queue_position,
+            queue_length=response.queue_length,
+        )
 
-    async def updates(self) -> AsyncIterator[session_pb2.SessionUpdate]:
+    async def updates(
+        self, after: session_pb2.SessionUpdate | None = None
+    ) -> AsyncIterator[session_pb2.SessionUpdate]:
         """The session's updates (current state first) until it ends; a broken watch is resumed, so a broker
-        restart or a replica going away shows as a pause, not an end."""
+        restart or a replica going away shows as a pause, not an end. `after`: the update the caller has already
+        (the start's answer); the watch's first update is skipped when it only repeats that."""
         delay = 0.1
         while True:
             try:
                 async for update in self.client.watch(self.session_id):
                     delay = 0.1
                     self.session = update.session
+                    if after is not None and _repeats(update, after):
+                        after = None
+                        continue
+                    after = None
                     yield update
                     if update.session.state == S.SESSION_STATE_ENDED:
                         return
@@ -310,3 +370,17 @@ class SeatSession:
         except aio.AioRpcError as exc:
             raise explain(exc, self.cfg) from None
         return self.session
+
+
+def _repeats(update: session_pb2.SessionUpdate, known: session_pb2.SessionUpdate) -> bool:
+    """The watch's current state says nothing `known` did not: the same step, and no news with it. (The watch
+    opens without the queue position, which follows on its own; the answer had it already.)"""
+    a, b = update.session, known.session
+    return (
+        (a.session_id, a.state, a.pending_reason, a.host_id)
+        == (b.session_id, b.state, b.pending_reason, b.host_id)
+        and not update.queue_position
+        and not update.warnings
+        and not update.HasField("time_left_s")
+        and not update.time_up
+    )

@@ -5,6 +5,7 @@
     errors           the error tree, one class per gRPC status
     validate         request-field checks that name the field
     resume           which ended sessions a seat may resume
+    retry            when to ask again after a refused StartSession (the broker's pushback, jittered backoff)
     tls              certificates that name a role and a host; credentials that follow rotated files
     logs             structlog, set up once per program, and the log flags
     settings         a program's flags, environment variables and defaults from its config dataclass

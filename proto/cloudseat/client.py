@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from cloudseat import retry
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -33,6 +35,11 @@ from cloudseat.v1 import (
 )
 
 State = common_pb2.SessionState
+
+# StartSession's on_wait(attempt, delay_s, reason): called before each wait to ask again (cloudseat.retry).
+OnWait = Callable[[int, float, str], None]
+# A StartSession held for its placement is asked to answer at least this long before the call's deadline.
+_ANSWER_MARGIN_S = 1.0
 
 
 def _with_token(details: Any, token: str) -> Any:
@@ -112,12 +119,22 @@ class BrokerClient:
         zone_id: str = "",
         resume: tuple[str, str] | None = None,
         paid_time_s: int = 0,
+        wait_for_placement_ms: int = 0,
         timeout_s: float = 10.0,
+        busy_timeout_s: float | None = None,
+        on_wait: OnWait | None = None,
     ) -> session_pb2.StartSessionResponse:
-        """Start a session; retried on UNAVAILABLE with the same request id, so it never starts two.
+        """Start a session. Refusals worth another try are retried with the same request id, so a refusal that
+        raced a success never starts two: UNAVAILABLE (no broker answered) within `timeout_s`, RESOURCE_EXHAUSTED
+        (the broker is busy) within `busy_timeout_s` (default `timeout_s`; never less) after the broker's pushback
+        hint plus jitter, or a jittered backoff without one (`cloudseat.retry`). `on_wait(attempt, delay_s,
+        reason)` is called before each wait (reason `retry.BUSY` or `retry.UNREACHABLE`), so a seat can say why
+        it waits.
 
         `resume` is (session id, session token) of a session the seat lost through no fault of its own: the new
-        session goes to the front of the queue. `paid_time_s`: the patron's paid time (0 = unlimited)."""
+        session goes to the front of the queue. `paid_time_s`: the patron's paid time (0 = unlimited).
+        `wait_for_placement_ms`: let the broker hold its answer that long for the placement (at most 5000), so
+        the answer is PLACED (or later) in the common case; shortened when less of the call's budget is left."""
         request = session_pb2.StartSessionRequest(
             request_id=request_id or uuid.uuid4().hex,
             venue_id=venue_id,
@@ -130,20 +147,39 @@ class BrokerClient:
         )
         if resume is not None:
             request.resume.session_id, request.resume.session_token = resume
-        delay = 0.05
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        began = loop.time()
+        deadline = began + timeout_s
+        # A broker that answers "busy" is there and will take the seat soon; one that does not answer may be gone.
+        # So the busy budget may be longer than the plain one, and only refusals for being busy extend the call.
+        busy_deadline = began + max(timeout_s, busy_timeout_s or timeout_s)
+        until = deadline
+        attempt = 0
         while True:
+            left = until - loop.time()
+            # The held answer must come back inside this call's deadline, with room for the round trip; the wait is
+            # not part of the request's identity (a retry may ask for less).
+            request.wait_for_placement_ms = max(
+                0, min(wait_for_placement_ms, int((left - _ANSWER_MARGIN_S) * 1000))
+            )
             try:
                 response: session_pb2.StartSessionResponse = await self.sessions.StartSession(
-                    request, timeout=max(0.1, deadline - loop.time())
+                    request, timeout=max(0.1, left)
                 )
                 return response
             except aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE or loop.time() + delay > deadline:
+                attempt += 1
+                wait = retry.next_wait(exc.code().name, exc.trailing_metadata(), attempt, random.random)
+                if wait is None:
                     raise
+                until = busy_deadline if wait.reason == retry.BUSY else deadline
+                now = loop.time()
+                if now + wait.floor_s > until:
+                    raise  # coming back sooner than asked would only be refused again: give up now
+                delay = min(wait.delay_s, until - now)
+            if on_wait is not None:
+                on_wait(attempt, delay, wait.reason)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.SessionUpdate]:
         """The session's updates as they happen, until it ends."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from cloudseat import retry
 from cloudseat import seat_protocol as sp
 from cloudseat.v1 import common_pb2, session_pb2
 from grpc import aio
 
 from broker import lifecycle
 from thin_client import scripted
-from thin_client.seat import SeatConfig, describe, explain, resumable
+from thin_client.seat import SeatConfig, describe, explain, resumable, waiting
 
 S = common_pb2.SessionState
 CFG = SeatConfig(broker="10.0.0.1:50051", venue_id="cafe", seat_id="s1")
@@ -90,11 +91,25 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
             "seat_id: must be 1-64",
             "the seat's request was refused: seat_id",
         ),
+        (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "overloaded: retry in 30 ms",
+            "the broker is too busy to take this seat now; try again in a minute",
+        ),
     ],
 )
 def test_refusals_say_what_to_fix(code: grpc.StatusCode, details: str, expected: str) -> None:
     message = str(explain(_rpc_error(code, details), CFG))
     assert expected in message and "\n" not in message
+
+
+def test_a_wait_to_ask_again_says_why_and_when() -> None:
+    assert waiting(retry.BUSY, 0.4, CFG) == "the broker is busy; you keep your place; trying again in 0.4 s"
+    assert waiting(retry.BUSY, 0.012, CFG).endswith("trying again in 0.1 s")  # never "in 0.0 s"
+    assert (
+        waiting(retry.UNREACHABLE, 1.0, CFG)
+        == "cannot reach the broker at 10.0.0.1:50051; trying again in 1.0 s"
+    )
 
 
 def test_scripted_pattern_is_valid_input_that_changes_the_game() -> None:

@@ -62,6 +62,8 @@ def from_seat_error(exc: SeatError, cfg: SeatConfig) -> ApiError:
         message = f"{details}; pick one of the games shown"
     if rpc.code() is grpc.StatusCode.UNAVAILABLE:
         field = field or "broker"
+    if rpc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        field = "broker"  # its load, not a field of the request ("overloaded: retry in ..." names none)
     return ApiError(_HTTP_STATUS.get(rpc.code(), 502), message, field)
 
 

@@ -55,15 +55,16 @@ class SessionFeed:
         self.version = 1
         self.problem = ""  # the watch failed for good: why, in one line
         self._changed = asyncio.Condition()
-        self._task = asyncio.create_task(self._run(), name=f"feed-{self.session_id}")
+        self._task = asyncio.create_task(self._run(first), name=f"feed-{self.session_id}")
 
     @property
     def ended(self) -> bool:
         return bool(self.latest["state"] == "ENDED") or self._task.done()
 
-    async def _run(self) -> None:
+    async def _run(self, first: session_pb2.SessionUpdate) -> None:
         try:
-            async for update in self.seat.updates():
+            # `first` is the start's answer (with its queue position): the watch's repeat of it would lose that.
+            async for update in self.seat.updates(after=first):
                 await self._publish(session_json(update))
         except SeatError as exc:
             log.warning("session watch failed", session_id=self.session_id, error=str(exc))

@@ -10,6 +10,8 @@ browser's WebRTC stack connects straight to the agent; only the offer and the an
     GET  /api/protocol                   cloudseat.seat_protocol.protocol_description(): stamps and input
     GET  /api/clock                      {"monotonic_us"}: this machine's CLOCK_MONOTONIC, for capture→decoded
     POST /api/sessions                   {"game_id"} -> 201 {"session"}
+    GET  /api/starting                   {"waiting"}: why the start (or resume) in progress waits to ask the broker
+                                         again (busy, or out of reach), in `seat.waiting`'s words; null when not
     GET  /api/sessions/{id}/events       Server-Sent Events: "update" (the session as JSON, with a one-line "text"),
                                          "problem" ({"error"}), until the session ends
     POST /api/sessions/{id}/negotiate    {"sdp": offer} -> {"sdp": answer}
@@ -20,9 +22,12 @@ browser's WebRTC stack connects straight to the agent; only the offer and the an
 
 Errors are JSON ``{"error": one line that says what to fix, "field": what it is about}`` with a fitting status:
 400 malformed input (nothing is sent to the broker), 403 a request from another origin, 404 an unknown id, 409 a
-conflict with the session's state, 413 a body too large, 415 not JSON, 502/503/504 the broker refused, cannot be
-reached or did not answer. The broker's refusals are put in words by `thin_client.seat.explain`, as in the Python
-client.
+conflict with the session's state, 413 a body too large, 415 not JSON, 429 the broker stayed too busy to take the
+start, 502/503/504 the broker refused, cannot be reached or did not answer. The broker's refusals are put in words
+by `thin_client.seat.explain`, as in the Python client.
+
+A start (or resume) keeps asking a busy broker with the same request for up to `seat.BUSY_TIMEOUT_S`, within the one
+POST; meanwhile GET /api/starting says why it waits, and the page polls it to show the patron.
 
 One seat has at most one live session, so the kiosk keeps one `SessionFeed` per session it started: a single
 WatchSession stream whose latest update every page (and a reloaded page) is sent, so the kiosk always knows the
@@ -39,6 +44,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Final
 
@@ -144,6 +150,10 @@ class Kiosk:
         self._feeds: dict[str, SessionFeed] = {}
         self._current: SeatSession | None = None
         self._start_lock = asyncio.Lock()
+        # A start keeps asking a busy broker this long (seat.BUSY_TIMEOUT_S; tests shorten it), while the page,
+        # which polls /api/starting, shows why it waits: `_waiting`, set by the start's on_wait.
+        self.busy_timeout_s = seat_flow.BUSY_TIMEOUT_S
+        self._waiting: dict[str, object] | None = None
         self.app = web.Application(
             middlewares=[web_plumbing.security_headers(api.CSP), api.refusals],
             client_max_size=api.MAX_OFFER_BODY_BYTES,
@@ -155,6 +165,7 @@ class Kiosk:
         r.add_get("/api/protocol", self._protocol)
         r.add_get("/api/clock", self._clock)
         r.add_post("/api/sessions", self._start)
+        r.add_get("/api/starting", self._starting)
         r.add_get("/api/sessions/{session_id}/events", self._events)
         r.add_post("/api/sessions/{session_id}/negotiate", self._negotiate)
         r.add_post("/api/sessions/{session_id}/resume", self._resume)
@@ -230,6 +241,26 @@ class Kiosk:
         ]:  # oldest first: dicts keep insertion order
             del self._feeds[sid]  # its watch has returned or is returning: the session ended
         return feed
+
+    def _on_wait(self, attempt: int, delay_s: float, reason: str) -> None:
+        """StartSession was refused for now: what the page shows until the start ends (GET /api/starting)."""
+        self._waiting = {
+            "reason": reason,
+            "attempt": attempt,
+            "retry_in_ms": round(delay_s * 1000),
+            "text": seat_flow.waiting(reason, delay_s, self.cfg.seat),
+        }
+
+    async def _started(self, seat: SeatSession, start: Awaitable[session_pb2.SessionUpdate]) -> SessionFeed:
+        """Run a start or a resume (under the start lock), reporting its waits; the new session's feed."""
+        try:
+            answer = await start
+        except SeatError as exc:
+            raise api.from_seat_error(exc, self.cfg.seat) from None
+        finally:
+            self._waiting = None
+        self._current = seat
+        return self._add_feed(seat, answer)
 
     def _live_feed(self) -> SessionFeed | None:
         if self._current is None or self._current.session is None:
@@ -312,14 +343,22 @@ class Kiosk:
                     "session_id",
                 )
             seat = SeatSession(self._broker, self.cfg.seat)
-            try:
-                session = await seat.start(game_id, timeout_s=BROKER_TIMEOUT_S)
-            except SeatError as exc:
-                raise api.from_seat_error(exc, self.cfg.seat) from None
-            self._current = seat
-            feed = self._add_feed(seat, session_pb2.SessionUpdate(session=session))
+            feed = await self._started(
+                seat,
+                seat.start(
+                    game_id,
+                    timeout_s=BROKER_TIMEOUT_S,
+                    busy_timeout_s=self.busy_timeout_s,
+                    on_wait=self._on_wait,
+                ),
+            )
         log.info("session started", session_id=feed.session_id, game_id=game_id)
         return web.json_response({"session": feed.latest}, status=201)
+
+    async def _starting(self, request: web.Request) -> web.Response:
+        """What the start in progress waits for; the page polls this while its POST is in flight. It asks the
+        broker nothing: a busy broker is not asked more because a page wants to know."""
+        return web.json_response({"waiting": self._waiting})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         session_id, seat = self._known(request)
@@ -391,12 +430,12 @@ class Kiosk:
                         session_pb2.GetSessionRequest(session_id=session_id), timeout=BROKER_TIMEOUT_S
                     )
                     seat.session = got.session
-            try:
-                session = await seat.resume(timeout_s=BROKER_TIMEOUT_S)
-            except SeatError as exc:
-                raise api.from_seat_error(exc, self.cfg.seat) from None
-            self._current = seat
-            feed = self._add_feed(seat, session_pb2.SessionUpdate(session=session))
+            feed = await self._started(
+                seat,
+                seat.resume(
+                    timeout_s=BROKER_TIMEOUT_S, busy_timeout_s=self.busy_timeout_s, on_wait=self._on_wait
+                ),
+            )
         log.info("session resumed", session_id=feed.session_id, resumes_session_id=session_id)
         return web.json_response({"session": feed.latest}, status=201)
 

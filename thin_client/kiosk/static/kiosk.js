@@ -24,6 +24,7 @@ const MAX_SAMPLES = 20000; // per series; the oldest go first
 const MAX_PENDING_INPUTS = 4096;
 const LIVE_WINDOW = 300; // the overlay's percentiles: over this many recent samples
 const WARNING_SHOWN_MS = 30000;
+const STARTING_POLL_MS = 300; // while a start or resume is in flight: why it waits, if it does (GET /api/starting)
 
 const $ = (id) => document.getElementById(id);
 
@@ -65,7 +66,7 @@ const emptyStats = () => ({
 });
 
 const cloudseat = {
-  state: "idle", // idle | starting | queued | connecting | playing | reconnecting | ended | error
+  state: "idle", // idle | starting | waiting | queued | connecting | playing | reconnecting | ended | error
   session: null, // the session as the kiosk reports it (state, text, queue_position, warnings, ...)
   message: "", // the one line the page shows
   seat: null, // venue, seat, zone, games
@@ -236,13 +237,34 @@ async function startSession(gameId) {
   resetMeasurements();
   setState("starting", `starting ${gameId}…`);
   try {
-    const { session } = await api("POST", "/api/sessions", { game_id: gameId });
+    const { session } = await api("POST", "/api/sessions", { game_id: gameId }).finally(watchStart());
     follow(session, t0);
     return session;
   } catch (err) {
     setState("error", err.message);
     throw err;
   }
+}
+
+// The kiosk's start (or resume) runs within its POST, and keeps asking a busy broker with the same request for a
+// while: meanwhile this shows why it waits ("waiting", in the seat's words). Returns the function that stops it.
+function watchStart() {
+  let active = true;
+  (async () => {
+    while (active) {
+      await sleep(STARTING_POLL_MS);
+      if (!active) return;
+      try {
+        const { waiting } = await api("GET", "/api/starting");
+        if (active && waiting) setState("waiting", waiting.text);
+      } catch {
+        // the POST's own answer says what went wrong
+      }
+    }
+  })();
+  return () => {
+    active = false;
+  };
 }
 
 function follow(session, t0) {
@@ -306,7 +328,7 @@ async function resume(lost) {
   cloudseat.stats.resumes++;
   setState("queued", `${lost.text}: getting you a new session at the front of the queue…`);
   try {
-    const { session } = await api("POST", `/api/sessions/${lost.session_id}/resume`);
+    const { session } = await api("POST", `/api/sessions/${lost.session_id}/resume`).finally(watchStart());
     follow(session, performance.now());
   } catch (err) {
     setState("error", `${lost.text}; resuming failed: ${err.message}`);
