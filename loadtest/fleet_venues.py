@@ -204,6 +204,10 @@ class SeedError(Exception):
     """The broker refused part of the world (anything but ALREADY_EXISTS, which a re-run meets)."""
 
 
+# A seeding call refused as overload is tried this many times.
+_SEED_ATTEMPTS = 50
+
+
 async def _each(limit: int, method: Callable[..., Awaitable[Any]], requests: Iterable[Any]) -> None:
     """Call `method` with each request, `limit` at a time (a gRPC call starts when it is made, so the calls are
     made here, under the limit)."""
@@ -214,11 +218,19 @@ async def _each(limit: int, method: Callable[..., Awaitable[Any]], requests: Ite
 
     async def one(request: Any) -> None:
         async with sem:
-            try:
-                await method(request, timeout=60)
-            except aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.ALREADY_EXISTS:
-                    raise SeedError(f"seeding failed: {exc.code().name}: {exc.details()}") from exc
+            for _ in range(_SEED_ATTEMPTS):
+                try:
+                    await method(request, timeout=60)
+                    return
+                except aio.AioRpcError as exc:
+                    if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
+                        return
+                    if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise SeedError(f"seeding failed: {exc.code().name}: {exc.details()}") from exc
+                    # The broker is busy (this seeding, most likely): come back when it says.
+                    hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "200")
+                    await asyncio.sleep(int(hint) / 1000)
+            raise SeedError(f"seeding failed: the broker refused a call {_SEED_ATTEMPTS} times (overloaded)")
 
     await asyncio.gather(*(one(r) for r in requests))
 

@@ -168,7 +168,7 @@ def waiting(reason: str, delay_s: float, cfg: SeatConfig) -> str:
     on_wait): the same request goes again, so nothing the patron asked for is lost."""
     again = f"trying again in {max(delay_s, 0.1):.1f} s"
     if reason == retry.BUSY:
-        return f"the broker is busy; you keep your place; {again}"
+        return f"the broker is busy; your request is kept; {again}"
     return f"cannot reach the broker at {cfg.broker}; {again}"
 
 

@@ -31,7 +31,7 @@ from thin_client import seat as seat_flow
 from thin_client.seat import SeatConfig, SeatError, SeatSession
 
 S = common_pb2.SessionState
-BUSY_LINE = "the broker is busy; you keep your place; trying again in"
+BUSY_LINE = "the broker is busy; your request is kept; trying again in"
 
 
 @dataclasses.dataclass

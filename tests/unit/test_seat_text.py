@@ -104,7 +104,7 @@ def test_refusals_say_what_to_fix(code: grpc.StatusCode, details: str, expected:
 
 
 def test_a_wait_to_ask_again_says_why_and_when() -> None:
-    assert waiting(retry.BUSY, 0.4, CFG) == "the broker is busy; you keep your place; trying again in 0.4 s"
+    assert waiting(retry.BUSY, 0.4, CFG) == "the broker is busy; your request is kept; trying again in 0.4 s"
     assert waiting(retry.BUSY, 0.012, CFG).endswith("trying again in 0.1 s")  # never "in 0.0 s"
     assert (
         waiting(retry.UNREACHABLE, 1.0, CFG)
