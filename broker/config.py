@@ -142,7 +142,8 @@ class BrokerConfig:
     # Patron time: when WatchSession warns, and the grace after the paid time runs out before the end (TIME_UP).
     patron_time: PatronTimeConfig = dataclasses.field(default_factory=PatronTimeConfig)
     db_pool_min: int = 2
-    db_pool_max: int = 10
+    # Each process of a broker holds a pool of this many connections at most (and one more for notifications).
+    db_pool_max: int = setting(10, "database connections each broker process may hold", check=at_least(1))
     # Authentication is on unless a config says otherwise: a broker needs `security`, or `insecure` (plaintext,
     # every caller trusted) set on purpose — tests, and `--insecure` on a laptop.
     security: SecurityConfig | None = None
@@ -162,8 +163,8 @@ class BrokerConfig:
     # `listen` is a wildcard such as 0.0.0.0); on Kubernetes, the pod's IP.
     advertise: str | None = setting(
         None,
-        "HOST:PORT where the other broker replicas reach this one's --listen port, to forward calls that need an "
-        "agent linked here; none: --listen with the bound port",
+        "HOST:PORT where other broker processes reach this one, to forward calls that need an agent linked here "
+        "(for an agents-only process its host with the --relay-listen port); none: --listen with the bound port",
         env="CLOUDSEAT_BROKER_ADVERTISE",
         parse=lambda text: text or None,
         check=settings.host_port,
