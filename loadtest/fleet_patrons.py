@@ -30,18 +30,15 @@ import multiprocessing.connection
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
+
+from cloudseat import retry
 
 from loadtest import fleet_venues
 
 # -- admission: how a refused patron asks again (pure) --------------------------------------------------------
 
-#: The trailing metadata in which the broker says how long to wait before asking again (gRPC's retry pushback).
-PUSHBACK_KEY = "grpc-retry-pushback-ms"
-#: Without a hint: full jitter over 50 ms, doubling with each refusal, at most 2 s.
-BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 2.0
 #: Answers to a resume that say no with a reason (the session cannot be resumed, the request is wrong): the seat
 #: knows where it stands. Anything else (a deadline, an unavailable broker) leaves it stranded: the session is lost.
 CLEAR_REFUSALS = frozenset(
@@ -56,25 +53,12 @@ CLEAR_REFUSALS = frozenset(
 )
 
 
-def pushback_ms(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
-    """The broker's retry hint from a call's trailing metadata: whole milliseconds, or None when absent or not a
-    number of milliseconds (then the patron backs off on its own)."""
-    for key, value in metadata or ():
-        if key.lower() == PUSHBACK_KEY:
-            text = value.decode(errors="replace") if isinstance(value, bytes) else value
-            return int(text) if text.strip().isdigit() else None
-    return None
-
-
-def retry_delay_s(refusals: int, hint_ms: int | None, draw: Callable[[float, float], float]) -> float:
-    """Seconds to wait before asking again after a refusal: full jitter (`draw(0, base)`, random.uniform) over the
-    broker's hint or, without one, over 50 ms × 2^`refusals` (the refusals before this one), at most 2 s. Jitter
-    keeps patrons refused together from coming back together."""
-    if hint_ms is not None:
-        base = hint_ms / 1000
-    else:
-        base = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(refusals, 16))
-    return draw(0.0, base)
+def retry_delay_s(refusals: int, trailing: Any, draw: Callable[[], float]) -> float | None:
+    """Seconds to wait before asking again after the `refusals`-th refusal (1 for the first), by the seat's own rule
+    (cloudseat.retry: the broker's hint, or a doubling backoff, plus up to half again): a simulated patron comes
+    back when a real seat would. None: not worth another try (the broker said so)."""
+    wait = retry.next_wait("RESOURCE_EXHAUSTED", trailing, refusals, draw)
+    return None if wait is None else wait.delay_s
 
 
 def resume_outcome(
@@ -268,9 +252,9 @@ class _Patrons:
                     return None, exc.code().name
                 now = self._now()
                 self.refused_ms.append((now - sent) * 1000)
-                delay = retry_delay_s(refusals, pushback_ms(exc.trailing_metadata()), self.jitter.uniform)
                 refusals += 1
-                if now + delay >= deadline:
+                delay = retry_delay_s(refusals, exc.trailing_metadata(), self.jitter.random)
+                if delay is None or now + delay >= deadline:
                     return None, "REFUSED"
                 await asyncio.sleep(delay)
             except Exception as exc:
