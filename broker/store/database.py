@@ -77,6 +77,9 @@ def translated() -> Iterator[None]:
         raise errors.StoreError(f"unexpected check violation: {exc}") from exc
     except _UNAVAILABLE as exc:
         raise errors.Unavailable(f"database unavailable: {exc}") from exc
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+        # Two writers crossed; PostgreSQL undid one, whole. Nothing was written: the caller may simply try again.
+        raise errors.Unavailable(f"the database undid a conflicting write; retry ({exc.sqlstate})") from exc
     except asyncpg.PostgresError as exc:
         raise errors.StoreError(f"database error: {exc}") from exc
 
