@@ -207,7 +207,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         row = await session_store.get(self._pool, sid)
         caller.require_session(row)
         reason = EndReason.ENDED_BY_VENUE if by_venue else EndReason.ENDED_BY_PATRON
-        row = await session_store.end(self._pool, sid, reason, detail, token=token, check=self._tokens.check)
+        row = await session_store.end(
+            self._pool, sid, reason, detail, token=token, check=self._tokens.check, current=row
+        )
         return session_pb2.EndSessionResponse(session=convert.session(row))
 
     async def ReportStreamStats(

@@ -61,6 +61,26 @@ def check_token(row: Mapping[str, object], token: str, field: str = "session_tok
         raise errors.PermissionDenied(f"{field}: does not match the session")
 
 
+async def _insert(db: asyncpg.Pool | asyncpg.Connection, req: StartRequest, carried_s: int) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        Q["insert_session"],
+        req.session_id,
+        req.venue_id,
+        req.seat_id,
+        req.request_id,
+        req.game_id,
+        req.patron_id,
+        req.slots,
+        secrets.token_urlsafe(24),
+        req.zone_id,
+        req.resume.session_id if req.resume else None,
+        audit.actor().subject,
+        audit.actor().peer,
+        req.paid_time_s or carried_s,
+    )
+    return row
+
+
 async def start(
     pool: asyncpg.Pool, req: StartRequest, check: TokenCheck = check_token
 ) -> tuple[asyncpg.Record, bool]:
@@ -71,30 +91,14 @@ async def start(
     """
     seat_taken: errors.FailedPrecondition | None = None
     try:
-        async with transaction(pool) as conn:
-            retry, carried = (
-                await _check_resume(conn, req, req.resume, check) if req.resume is not None else (False, 0)
-            )
-            row = (
-                None
-                if retry
-                else await conn.fetchrow(
-                    Q["insert_session"],
-                    req.session_id,
-                    req.venue_id,
-                    req.seat_id,
-                    req.request_id,
-                    req.game_id,
-                    req.patron_id,
-                    req.slots,
-                    secrets.token_urlsafe(24),
-                    req.zone_id,
-                    req.resume.session_id if req.resume else None,
-                    audit.actor().subject,
-                    audit.actor().peer,
-                    req.paid_time_s or carried,
-                )
-            )
+        if req.resume is None:
+            # One statement, atomic by itself: no transaction round trips on the common path.
+            with translated():
+                row = await _insert(pool, req, 0)
+        else:
+            async with transaction(pool) as conn:
+                retry, carried = await _check_resume(conn, req, req.resume, check)
+                row = None if retry else await _insert(conn, req, carried)
     except errors.NotFound as exc:
         # The games foreign key (venue and seat are checked by the insert's join): name the game asked for.
         if not exc.message.startswith("game_id:"):
@@ -234,20 +238,22 @@ async def end(
     host_id: str | None = None,
     token: str | None = None,
     check: TokenCheck = check_token,
+    current: asyncpg.Record | None = None,
 ) -> asyncpg.Record:
     """End a session (ending an ended one returns it unchanged). With host_id it must be on that host; with token the
-    token must match."""
-    for _ in range(_CAS_ATTEMPTS):
-        row = await get(pool, session_id)
+    token must match. `current`: the row as the caller just read it (saves reading it again)."""
+    for attempt in range(_CAS_ATTEMPTS):
+        row = current if attempt == 0 and current is not None else await get(pool, session_id)
         if token is not None:
             check(row, token, "session_token")
         _check_host(row, host_id)
         move = lifecycle.end(State(row["state"]), reason)
         if move is None:
             return row
-        async with transaction(pool) as conn:
-            who = audit.actor()
-            updated: asyncpg.Record | None = await conn.fetchrow(
+        who = audit.actor()
+        # One compare-and-set statement (its triggers do the rest in it): atomic without a transaction around it.
+        with translated():
+            updated: asyncpg.Record | None = await pool.fetchrow(
                 Q["end_session"], session_id, move.current, reason, detail, who.subject, who.peer
             )
         if updated is not None:
