@@ -188,8 +188,11 @@ class Scheduler:
         params: placement.Params | None = None,
         clock: Callable[[], float] = time.monotonic,
         counters: Counters | None = None,
+        shares_loop: bool = True,
     ) -> None:
         self._store = store
+        # Whether RPCs are served on this process's loop too (a broker in one process) or not (the leader's own).
+        self._shares_loop = shares_loop
         self._clock = clock
         self._counters = counters or Counters()
         self._solver = solver
@@ -234,12 +237,13 @@ class Scheduler:
             try:
                 async with asyncio.timeout(_TICK_S):
                     await self._wake.wait()
-                # Gather: let a burst of requests join the same batch — for the window, and for as long as the
-                # last solve took. A solve costs about the same for one request as for hundreds (it frames every
-                # host), and runs in a thread that holds the GIL: back-to-back rounds of one or two requests
-                # would take the whole process from the RPCs. So the solver gets at most about half of it, and
-                # batches grow with the load.
-                await asyncio.sleep(max(self._window_s, self._last_solve_s))
+                # Gather: let a burst of requests join the same batch — for the window, and, where RPCs share
+                # this process, for as long as the last solve took. A solve costs about the same for one request as
+                # for hundreds (it frames every host) and runs in a thread that holds the GIL: back-to-back rounds
+                # would take the whole process from the RPCs, so the solver gets at most about half of it there.
+                # The leader's own process has nothing else to serve: it goes again as soon as the window closes,
+                # so a request waits about one round, not two.
+                await asyncio.sleep(max(self._window_s, self._last_solve_s if self._shares_loop else 0.0))
             except TimeoutError:
                 pass
             self._wake.clear()
