@@ -78,22 +78,29 @@ class BrokerConfig:
         env="CLOUDSEAT_BROKER_DATA_DIR",
         shown="$XDG_DATA_HOME/cloudseat/broker, else ~/.local/share/cloudseat/broker",
     )
-    # A host's liveness is its agent's link (broker.links): the agents' server pings every link every link_ping_s,
-    # below Python, and drops one that does not answer within as long again, so a killed, frozen or cut-off agent
-    # is seen within 2 × link_ping_s. A host is lost host_lost_after_s after its last sign of life at most: its
-    # link gets the rest (link_grace_s) to come back, and a broker process that holds links and falls silent loses
-    # them after host_lost_after_s. 13 s keeps detection within 15 s of an agent's death with the once-a-second check
-    # (docs/architecture.md: host loss detected ≤ 15 s).
+    # A host's liveness is its agent's link (broker.links): the agents' server pings every quiet link every
+    # link_ping_s, below Python, and drops one that does not answer within link_ping_timeout_s, so a killed agent is
+    # seen at once and a frozen or cut-off one within their sum. A host is lost host_lost_after_s after its last
+    # sign of life at most: its link gets the rest (link_grace_s) to come back, and a broker process that holds
+    # links and falls silent loses them after host_lost_after_s. 13 s keeps detection within 15 s of an agent's
+    # death with the once-a-second check (docs/architecture.md: host loss detected ≤ 15 s). The pings are what an
+    # idle fleet costs (docs/loadtest-fleet.md: 10,000 links pinged every 3 s took a fifth of a core, every 8 s a
+    # tenth), and an answer takes gRPC's core, not the agent's Python, so 2 s is a generous wait for it.
     link_ping_s: float = setting(
-        3.0,
-        "seconds between the broker's keepalive pings on an agent's link; one not answered within as long again "
-        "ends the link",
+        8.0,
+        "seconds between the broker's keepalive pings on a quiet agent link",
         flag="--link-ping",
+        check=above(0),
+    )
+    link_ping_timeout_s: float = setting(
+        2.0,
+        "seconds a keepalive ping may go unanswered before the agent's link is dropped",
+        flag="--link-ping-timeout",
         check=above(0),
     )
     host_lost_after_s: float = setting(
         13.0,
-        "seconds from a host's last sign of life to its loss (more than twice --link-ping)",
+        "seconds from a host's last sign of life to its loss (more than --link-ping plus --link-ping-timeout)",
         flag="--host-lost-after",
     )
     # How often an agent reports its load and its sessions' stream stats while it runs sessions (nothing keeps a
@@ -188,11 +195,11 @@ class BrokerConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.host_lost_after_s <= 2 * self.link_ping_s:
-            raise ValueError("--host-lost-after: must be longer than twice --link-ping")
+        if self.host_lost_after_s <= self.link_ping_s + self.link_ping_timeout_s:
+            raise ValueError("--host-lost-after: must be longer than --link-ping plus --link-ping-timeout")
 
     @property
     def link_grace_s(self) -> float:
         """How long a link seen dead may take to come back before its host is lost: what host_lost_after_s leaves
-        after the at most two ping intervals it took to see it dead."""
-        return self.host_lost_after_s - 2 * self.link_ping_s
+        after the ping interval and the ping's timeout it may have taken to see it dead."""
+        return self.host_lost_after_s - self.link_ping_s - self.link_ping_timeout_s

@@ -108,25 +108,25 @@ _COMMON_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _pings(every_ms: int) -> list[tuple[str, Any]]:
-    """Ping each connection every `every_ms` and drop it when a ping is not answered within as long again. gRPC's
-    core does it, below Python; the ping timeout must be set for a frozen peer to be dropped at all."""
+def _pings(every_ms: int, timeout_ms: int) -> list[tuple[str, Any]]:
+    """Ping each quiet connection every `every_ms` and drop it when a ping is not answered within `timeout_ms`.
+    gRPC's core does it, below Python; the ping timeout must be set for a frozen peer to be dropped at all."""
     return [
         ("grpc.keepalive_time_ms", every_ms),
-        ("grpc.keepalive_timeout_ms", every_ms),
-        ("grpc.http2.ping_timeout_ms", every_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
         ("grpc.http2.min_time_between_pings_ms", every_ms),
     ]
 
 
 def tenant_server_options() -> list[tuple[str, Any]]:
     """Seats and tenants: half-open watch streams are noticed within 20 s."""
-    return [*_COMMON_OPTIONS, *_pings(10_000)]
+    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000)]
 
 
-def agent_server_options(link_ping_s: float) -> list[tuple[str, Any]]:
-    """Agents: their link is their liveness, so a dead one must be seen within 2 × link_ping_s."""
-    return [*_COMMON_OPTIONS, *_pings(max(1, round(link_ping_s * 1000)))]
+def agent_server_options(link_ping_s: float, timeout_s: float) -> list[tuple[str, Any]]:
+    """Agents: their link is their liveness, so a dead one must be seen within link_ping_s + timeout_s."""
+    return [*_COMMON_OPTIONS, *_pings(max(1, round(link_ping_s * 1000)), max(1, round(timeout_s * 1000)))]
 
 
 SOLVERS = {"engine": placement.solve, "greedy": placement.greedy.solve}
@@ -261,7 +261,9 @@ class Broker:
         if Role.TENANT in self.roles:
             # Agents without a port of their own (no security, one process) share this server and its pings.
             shared = Role.AGENTS in self.roles and cfg.agent_listen is None
-            options = agent_server_options(cfg.link_ping_s) if shared else tenant_server_options()
+            options = (
+                agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s) if shared else tenant_server_options()
+            )
             tenant = self._server(interceptor, options)
             session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)
             venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), tenant)
@@ -307,6 +309,7 @@ class Broker:
             window_s=cfg.batch_window_s,
             batch_max=cfg.batch_max,
             counters=self.counters,
+            shares_loop=bool(self.roles - {Role.LEADER}),
         )
         hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
         # Hosts that came online, went away or cache other games are read again before the next round.
@@ -343,7 +346,7 @@ class Broker:
             assert tenant is not None
             agents, self.agent_port = tenant, self.port
         else:
-            agents = self._server(interceptor, agent_server_options(cfg.link_ping_s))
+            agents = self._server(interceptor, agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s))
             self.agent_port = self._bind(agents, cfg.agent_listen, credentials[1] if credentials else None)
         if tenant is None:
             # A gateway: forwarded Negotiate calls for its agents arrive on a relay port of its own.

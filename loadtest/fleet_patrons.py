@@ -104,7 +104,9 @@ class PatronWorkerSpec:
     venues: tuple[fleet_venues.VenueSeats, ...]
     games: tuple[str, ...]
     schedule: fleet_venues.Schedule  # venue indices are into `venues`
-    channels: int = 4
+    # Seats are many connections; SO_REUSEPORT deals connections (not calls) among the tenant workers, so a few
+    # channels could all land on one worker: enough of them that the deal evens out, as thousands of seats do.
+    channels: int = 32
     #: A patron's patience: one who has not seen PLACED this long after first asking gives up (counted as not
     #: placed, or as gave up refused when the broker kept refusing).
     placed_timeout_s: float = 30.0

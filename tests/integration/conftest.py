@@ -21,6 +21,7 @@ FAST = BrokerConfig(
     listen="127.0.0.1:0",
     heartbeat_interval_s=0.3,
     link_ping_s=0.25,
+    link_ping_timeout_s=0.25,
     host_lost_after_s=1.5,
     shutdown_grace_s=2.0,
     batch_window_s=0.002,

@@ -258,6 +258,7 @@ async def start_broker(
     heartbeat_s: float = 5.0,
     lost_after_s: float = 15.0,
     link_ping_s: float = 3.0,
+    link_ping_timeout_s: float = 1.0,
     agent_listen: str = "127.0.0.1:0",
     workers: int = 1,
     netns: NetNS | None = None,
@@ -273,6 +274,7 @@ async def start_broker(
         "--heartbeat-interval", str(heartbeat_s),
         "--host-lost-after", str(lost_after_s),
         "--link-ping", str(link_ping_s),
+        "--link-ping-timeout", str(link_ping_timeout_s),
         # The production layout (tenant workers, the agents' process, the leader's), one tenant worker: the
         # machine running the tests has two cores for several brokers.
         "--workers", str(workers),
