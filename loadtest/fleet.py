@@ -171,10 +171,17 @@ class FleetConfig:
         env="CLOUDSEAT_LOADTEST_LINK_PING",
         check=above(0),
     )
+    link_ping_timeout_s: float = setting(
+        2.0,
+        "seconds a keepalive ping on an agent's link may go unanswered (the broker this starts)",
+        flag="--link-ping-timeout",
+        env="CLOUDSEAT_LOADTEST_LINK_PING_TIMEOUT",
+        check=above(0),
+    )
     host_lost_after_s: float = setting(
         13.0,
-        "seconds from a host's last sign of life to its loss (the broker; more than --link-ping plus its ping "
-        "timeout, 2 s)",
+        "seconds from a host's last sign of life to its loss (the broker; more than --link-ping plus "
+        "--link-ping-timeout)",
         flag="--host-lost-after",
         env="CLOUDSEAT_LOADTEST_HOST_LOST_AFTER",
         check=above(0),
@@ -242,11 +249,8 @@ class FleetConfig:
             raise ValueError(
                 "--profile and --compare-greedy need the broker this command starts (drop --broker)"
             )
-        from broker.config import BrokerConfig
-
-        ping_timeout = next(f.default for f in dataclasses.fields(BrokerConfig) if f.name == "link_ping_timeout_s")
-        if self.host_lost_after_s <= self.link_ping_s + float(ping_timeout):  # type: ignore[arg-type]
-            raise ValueError("--host-lost-after: must be longer than --link-ping plus the broker's 2 s ping timeout")
+        if self.host_lost_after_s <= self.link_ping_s + self.link_ping_timeout_s:
+            raise ValueError("--host-lost-after: must be longer than --link-ping plus --link-ping-timeout")
         if self.broker is not None and self.workers is not None:
             raise ValueError("--workers needs the broker this command starts (drop --broker)")
         if self.site_loss is not None and self.site_loss.at_s >= self.duration_s:

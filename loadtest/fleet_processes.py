@@ -187,6 +187,8 @@ class BrokerProcess:
             str(cfg.host_lost_after_s),
             "--link-ping",
             str(cfg.link_ping_s),
+            "--link-ping-timeout",
+            str(cfg.link_ping_timeout_s),
         ]
         if cfg.workers is not None:  # only when asked: a broker without the flag still starts
             args += ["--workers", str(cfg.workers)]

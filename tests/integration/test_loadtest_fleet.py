@@ -170,6 +170,8 @@ def test_a_site_lost_mid_window_is_resumed_elsewhere(tmp_path: Path, db_url: str
             "0.5",
             "--link-ping",
             "0.3",
+            "--link-ping-timeout",
+            "0.3",
             "--host-lost-after",
             "2",
         ),
