@@ -131,6 +131,18 @@ class BrokerConfig:
         "event-loop lateness (ms) past which a tenant worker refuses new calls with a retry hint; 0: never",
         check=at_least(0),
     )
+    # A new call waits inside gRPC's core until the process's event loop takes it up, one per turn of the loop; past
+    # capacity that queue, not Python's, is where calls would spend their deadlines (30 s by default). A call not
+    # taken up within this many seconds is refused there, below Python, with CANCELLED, which the clients treat as
+    # "busy" (broker.overload explains; docs/loadtest-fleet.md#admission measures it). Whole seconds: gRPC's unit.
+    # 0 refuses every call that finds the loop busy, which refuses some of a burst even below capacity.
+    accept_wait_s: int = setting(
+        1,
+        "seconds a new call may wait inside gRPC for a tenant worker to take it up; past it the call is refused "
+        "(CANCELLED)",
+        flag="--accept-wait",
+        check=at_least(0),
+    )
     # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the
     # greedy baseline the benchmarks compare against.
     solver: str = setting(

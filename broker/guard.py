@@ -9,9 +9,10 @@ tenant too (a quota on concurrent WatchSession streams), so one venue cannot hol
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cloudseat.errors import PermissionDenied, ResourceExhausted, Unauthenticated
@@ -60,6 +61,21 @@ class RateLimiter:
         return len(self._buckets)
 
 
+# The in-flight slot of the call being served, when it holds one (Guard.enter): a call that goes on to wait for
+# something done elsewhere (StartSession holding its answer for the placement) gives it back for the wait.
+_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("inflight_slot", default=None)
+
+
+def waiting() -> None:
+    """The current call now waits without work in progress here: its in-flight slot goes back (once). The slots
+    bound the work a process has started, not the answers it holds: a held StartSession costs a future, and counting
+    it would refuse new calls at a rate × wait of 256 (250 starts/s held 1 s), long before the process is busy."""
+    release = _slot.get()
+    if release is not None:
+        _slot.set(None)
+        release()
+
+
 class Guard:
     """Authenticates calls and meters them per tenant. Without a verifier every caller is `auth.TRUSTED` (the
     broker then runs with authentication off, which it logs loudly at start)."""
@@ -95,6 +111,20 @@ class Guard:
 
     def leave(self) -> None:
         self.inflight -= 1
+
+    def hold(self) -> Callable[[], None]:
+        """The slot the call just entered (in this context), as a function that gives it back once, whoever calls
+        it first: the call's end, or the call itself through `waiting()`."""
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.leave()
+
+        _slot.set(release)
+        return release
 
     def authenticate(
         self, method: str, metadata: Sequence[tuple[str, Any]], peer: dict[str, Any]

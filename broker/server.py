@@ -119,9 +119,11 @@ def _pings(every_ms: int, timeout_ms: int) -> list[tuple[str, Any]]:
     ]
 
 
-def tenant_server_options() -> list[tuple[str, Any]]:
-    """Seats and tenants: half-open watch streams are noticed within 20 s."""
-    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000)]
+def tenant_server_options(accept_wait_s: int | None = None) -> list[tuple[str, Any]]:
+    """Seats and tenants: half-open watch streams are noticed within 20 s; with `accept_wait_s`, a call the loop has
+    not taken up within that many seconds is refused in gRPC's core (BrokerConfig.accept_wait_s)."""
+    accept = [] if accept_wait_s is None else [("grpc.server_max_unrequested_time_in_server", accept_wait_s)]
+    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept]
 
 
 def agent_server_options(link_ping_s: float, timeout_s: float) -> list[tuple[str, Any]]:
@@ -261,8 +263,11 @@ class Broker:
         if Role.TENANT in self.roles:
             # Agents without a port of their own (no security, one process) share this server and its pings.
             shared = Role.AGENTS in self.roles and cfg.agent_listen is None
+            # A server that carries agents' links takes every call it is sent: a refused reconnect costs more.
             options = (
-                agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s) if shared else tenant_server_options()
+                agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s)
+                if shared
+                else tenant_server_options(cfg.accept_wait_s)
             )
             tenant = self._server(interceptor, options)
             session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)

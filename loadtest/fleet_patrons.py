@@ -7,10 +7,12 @@ Each patron follows the real seat's flow:
   request→placed time in one round trip; one still PENDING is followed with WatchSession until the update that says
   PLACED, as before. The agent side reports READY and STREAMING on its own, and EndSession comes when the session's
   time is up. A patron who finds every seat of the venue taken walks away (counted, not an error).
-- Admission control: a StartSession answered RESOURCE_EXHAUSTED is a refusal, not an error. The patron asks again
-  with the same request id after the broker's hint (`grpc-retry-pushback-ms`) or, without one, after a backoff of
-  50 ms doubling to 2 s, with full jitter either way (`retry_delay_s`), until its patience runs out (counted as
-  gave up refused). Each call keeps its own timeout: a patron never waits a whole deadline on one call.
+- Admission control: a StartSession answered RESOURCE_EXHAUSTED (refused by the broker's code) or CANCELLED
+  (refused inside the broker's gRPC before its code took the call up: `--accept-wait`) is a refusal, not an error.
+  The patron asks again with the same request id after the broker's hint (`grpc-retry-pushback-ms`) or, without
+  one, after a backoff of 50 ms doubling to 2 s, plus up to half again either way (`retry_delay_s`), until its
+  patience runs out (counted as gave up refused). Each call keeps its own timeout: a patron never waits a whole
+  deadline on one call.
 - A site lost (the orchestrator's "site_down"): the seats whose sessions were on it lost their stream. Each watches
   its session until it ends (HOST_LOST, once the broker sees the hosts gone), then resumes it: StartSession with
   `resume` and a fresh request id, followed to PLACED like a new patron's, refusals retried the same way. Every
@@ -53,11 +55,15 @@ CLEAR_REFUSALS = frozenset(
 )
 
 
-def retry_delay_s(refusals: int, trailing: Any, draw: Callable[[], float]) -> float | None:
-    """Seconds to wait before asking again after the `refusals`-th refusal (1 for the first), by the seat's own rule
-    (cloudseat.retry: the broker's hint, or a doubling backoff, plus up to half again): a simulated patron comes
-    back when a real seat would. None: not worth another try (the broker said so)."""
-    wait = retry.next_wait("RESOURCE_EXHAUSTED", trailing, refusals, draw)
+#: The status codes of a refused StartSession (cloudseat.retry's "busy"), as grpc.StatusCode names.
+REFUSED_CODES = frozenset({"RESOURCE_EXHAUSTED", "CANCELLED"})
+
+
+def retry_delay_s(code: str, refusals: int, trailing: Any, draw: Callable[[], float]) -> float | None:
+    """Seconds to wait before asking again after the `refusals`-th refusal (1 for the first) answered `code`, by the
+    seat's own rule (cloudseat.retry: the broker's hint, or a doubling backoff, plus up to half again): a simulated
+    patron comes back when a real seat would. None: not worth another try (the broker said so)."""
+    wait = retry.next_wait(code, trailing, refusals, draw)
     return None if wait is None else wait.delay_s
 
 
@@ -240,7 +246,6 @@ class _Patrons:
         """StartSession, asked again after each refusal until `deadline` (seconds into the run). Returns (the
         answer, '') or (None, why): 'REFUSED' when the broker was still refusing as patience ran out, else the
         error's code (counted as an error)."""
-        import grpc
         from grpc import aio
 
         refusals = 0
@@ -249,13 +254,13 @@ class _Patrons:
             try:
                 return await client.sessions.StartSession(request, timeout=self.spec.rpc_timeout_s), ""
             except aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                if exc.code().name not in REFUSED_CODES:
                     self._error(method, exc)
                     return None, exc.code().name
                 now = self._now()
                 self.refused_ms.append((now - sent) * 1000)
                 refusals += 1
-                delay = retry_delay_s(refusals, exc.trailing_metadata(), self.jitter.random)
+                delay = retry_delay_s(exc.code().name, refusals, exc.trailing_metadata(), self.jitter.random)
                 if delay is None or now + delay >= deadline:
                     return None, "REFUSED"
                 await asyncio.sleep(delay)

@@ -153,10 +153,11 @@ def _unary(
         counters.add("grpc_messages_out")
         call = _Call(method, guard)
         call.ids = _ids(request)
-        entered = False
+        release: Callable[[], None] | None = None
         try:
             call.admit(context)
-            entered = guard.enter(method)
+            if guard.enter(method):
+                release = guard.hold()  # the servicer may give it back while it waits (broker.guard.waiting)
             _check_not_expired(context)
             with structlog.contextvars.bound_contextvars(**call.ids):
                 return await behavior(_decoded(request), context)
@@ -165,8 +166,8 @@ def _unary(
         except Exception as exc:
             await call.fail(context, exc)
         finally:
-            if entered:
-                guard.leave()
+            if release is not None:
+                release()
             call.done(context)
 
     return handler

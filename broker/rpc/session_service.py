@@ -13,7 +13,7 @@ from cloudseat import validate as v
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
-from broker import auth, hub, patron_time
+from broker import auth, guard, hub, patron_time
 from broker.lifecycle import EndReason, State
 from broker.links import LinkRegistry
 from broker.rpc import convert, forward
@@ -85,6 +85,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self, row: asyncpg.Record, placed: asyncio.Future[None], wait_s: float
     ) -> asyncpg.Record:
         """The session once it left the queue, or as it stands when `wait_s` ran out."""
+        guard.waiting()  # a held answer is no work in progress here
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 await placed

@@ -3,12 +3,15 @@ pushback trailer and how many calls were refused so far. Pure (aiortc `rate.py`'
 in, the status comes as its name, nothing here sleeps or imports grpc; `cloudseat.client.BrokerClient.start_session`
 acts on the answer.
 
-Two refusals are worth another try, always with the same request id (StartSession is idempotent on it, so a refusal
+Three refusals are worth another try, always with the same request id (StartSession is idempotent on it, so a refusal
 that raced a success can never start a second session):
 
 - RESOURCE_EXHAUSTED, the broker is busy: past its capacity it refuses early and cheaply, with the time to wait in
   the trailing metadata `grpc-retry-pushback-ms` (gRPC's own key for server pushback: an integer of milliseconds).
   The seat waits that long plus up to half as much again; without a hint, 50 ms doubling up to 2 s, the same way.
+- CANCELLED, the broker's gRPC refused the call before the broker took it up (past capacity, a call its loop has
+  not taken up within `--accept-wait` is refused there, below Python, with this code and no hint): busy, no hint.
+  A seat's own cancellation never arrives here (it is the caller's asyncio cancellation, not a status).
 - UNAVAILABLE, the broker cannot be reached (a replica restarting, the network): 50 ms doubling up to 1 s, no
   jitter, as the client always did.
 
@@ -28,7 +31,7 @@ from typing import Final
 PUSHBACK_KEY: Final = "grpc-retry-pushback-ms"
 
 # Why the seat waits (what `Wait.reason` and the client's on_wait callback say).
-BUSY: Final = "busy"  # RESOURCE_EXHAUSTED: the broker answered, and asked the seat to come back
+BUSY: Final = "busy"  # RESOURCE_EXHAUSTED or CANCELLED: the broker is there, and past its capacity
 UNREACHABLE: Final = "unreachable"  # UNAVAILABLE: no broker answered
 
 FIRST_S: Final = 0.05  # the first wait when the broker gave no hint
@@ -77,9 +80,9 @@ def next_wait(
     if code == "UNAVAILABLE":
         delay = min(FIRST_S * 2**step, UNREACHABLE_CAP_S)
         return Wait(delay_s=delay, floor_s=delay, reason=UNREACHABLE)
-    if code != "RESOURCE_EXHAUSTED":
+    if code not in ("RESOURCE_EXHAUSTED", "CANCELLED"):
         return None
-    hint = pushback_ms(trailing)
+    hint = pushback_ms(trailing) if code == "RESOURCE_EXHAUSTED" else None
     if hint is not None and hint < 0:
         return None  # the broker says not to come back (gRPC: a negative pushback means no retry)
     # A trailer that cannot be read is taken as no hint: a garbled hint should not cost the patron the retry.

@@ -1,7 +1,8 @@
 """A half-open agent stream (issue 7): every packet between an agent and its broker dropped, no reset, no ICMP.
 
-Neither end is told: the kernel keeps both sockets open. Only gRPC keepalive (pings every 10 s, 5 s to answer, on
-both ends: broker/server.py and gpu_agent/link.py) or TCP's own timeout on unacknowledged data can find out. Bound:
+Neither end is told: the kernel keeps both sockets open. Only gRPC keepalive (the broker's on each agent link, every
+--link-ping with --link-ping-timeout to answer: 3 s and 1 s here, broker/server.py; the agent's every 10 s with 5 s to
+answer, gpu_agent/link.py) or TCP's own timeout on unacknowledged data can find out. Bound:
 both ends detect it within 20 s. The host must not be declared lost meanwhile (lost-after is set long here, so that
 loss cannot be what closes the stream), and after the network heals the agent reconnects under the same epoch and
 keeps its session.
@@ -62,7 +63,7 @@ async def test_half_open_agent_stream_is_detected_by_keepalive_within_20s(
         kept = await client.sessions.GetSession(session_pb2.GetSessionRequest(session_id=sid))
         assert kept.session.state == S.SESSION_STATE_READY, "the session must survive the blip"
         faults.report(
-            "half-open agent stream (5 s heartbeats)",
+            "half-open agent stream (broker pings 3 s + 1 s, agent pings 10 s + 5 s)",
             broker_detected_s=round(broker_s, 2),
             agent_detected_s=round(agent_s, 2),
             agent_error=closed.get("detail", ""),

@@ -12,10 +12,12 @@ from loadtest import fleet_patrons as fp
 
 def test_a_refused_patron_waits_as_a_seat_does() -> None:
     trailer = (("grpc-retry-pushback-ms", "200"),)
-    assert fp.retry_delay_s(1, trailer, lambda: 0.0) == pytest.approx(0.2)  # the hint is a floor
-    assert fp.retry_delay_s(1, trailer, lambda: 0.999) == pytest.approx(0.3, abs=0.001)  # plus up to half again
-    assert fp.retry_delay_s(1, None, lambda: 0.0) == pytest.approx(0.05)  # no hint: the backoff
-    assert fp.retry_delay_s(1, (("grpc-retry-pushback-ms", "-1"),), lambda: 0.0) is None  # "do not retry"
+    busy = "RESOURCE_EXHAUSTED"
+    assert fp.retry_delay_s(busy, 1, trailer, lambda: 0.0) == pytest.approx(0.2)  # the hint is a floor
+    assert fp.retry_delay_s(busy, 1, trailer, lambda: 0.999) == pytest.approx(0.3, abs=0.001)  # plus up to half again
+    assert fp.retry_delay_s(busy, 1, None, lambda: 0.0) == pytest.approx(0.05)  # no hint: the backoff
+    assert fp.retry_delay_s(busy, 1, (("grpc-retry-pushback-ms", "-1"),), lambda: 0.0) is None  # "do not retry"
+    assert fp.retry_delay_s("CANCELLED", 2, None, lambda: 0.0) == pytest.approx(0.1)  # refused inside gRPC: backoff
 
 
 @pytest.mark.parametrize(

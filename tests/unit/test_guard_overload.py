@@ -31,6 +31,30 @@ def test_ending_and_negotiating_are_never_shed_nor_counted() -> None:
     assert (guard.inflight, guard.shed) == (1, 0)
 
 
+def test_a_call_that_waits_gives_its_slot_back_once() -> None:
+    """A held StartSession (waiting for its placement) is no work in progress: its slot goes back for the wait, and
+    the call's end does not give it back a second time."""
+    import contextvars
+
+    from broker import guard as guard_module
+
+    guard = Guard(None, max_inflight=1)
+
+    def held_call() -> None:
+        assert guard.enter(START)
+        release = guard.hold()
+        guard_module.waiting()
+        assert guard.inflight == 0
+        assert guard.enter(START)  # another call fits while this one waits
+        guard_module.waiting()  # again: nothing more to give back
+        release()  # the held call ends
+        assert guard.inflight == 1  # the second call's slot stands
+
+    contextvars.copy_context().run(held_call)
+    guard_module.waiting()  # outside any call: nothing held
+    assert guard.inflight == 1
+
+
 def test_no_limit_counts_nothing() -> None:
     guard = Guard(None)
     for _ in range(1000):

@@ -40,6 +40,14 @@ def test_without_a_hint_the_wait_doubles_from_50_ms_to_its_cap() -> None:
     assert capped is not None and retry.BUSY_CAP_S <= capped.delay_s < retry.BUSY_CAP_S * (1 + retry.JITTER)
 
 
+def test_a_call_refused_inside_grpc_is_busy_and_backs_off_without_a_hint() -> None:
+    """CANCELLED from the broker: its gRPC refused the call before the broker took it up (--accept-wait). It carries
+    no hint; a trailer on it is not one (the code that sets hints never saw the call)."""
+    waits = [retry.next_wait("CANCELLED", _hint(5000), n, LOW) for n in range(1, 4)]
+    assert [w.floor_s if w else None for w in waits] == pytest.approx([0.05, 0.1, 0.2])
+    assert all(w is not None and w.reason == retry.BUSY for w in waits)
+
+
 def test_unreachable_keeps_its_old_backoff_without_jitter() -> None:
     waits = [retry.next_wait("UNAVAILABLE", _hint(5000), n, HIGH) for n in range(1, 8)]
     assert [w.delay_s if w else None for w in waits] == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
