@@ -131,6 +131,14 @@ class BrokerConfig:
         "event-loop lateness (ms) past which a tenant worker refuses new calls with a retry hint; 0: never",
         check=at_least(0),
     )
+    # Past capacity the calls a tenant worker let in queue for a database connection; a new StartSession that has
+    # waited this long is refused (RESOURCE_EXHAUSTED, retry in 500 ms) before it writes anything, rather than finish
+    # after its seat gave up (broker.store.sessions.start). 0: it waits as long as it takes.
+    start_db_wait_ms: float = setting(
+        250.0,
+        "ms a new StartSession may wait for a database connection before it is refused with a retry hint; 0: never",
+        check=at_least(0),
+    )
     # A new call waits inside gRPC's core until the process's event loop takes it up, one per turn of the loop; past
     # capacity that queue, not Python's, is where calls would spend their deadlines (30 s by default). A call not
     # taken up within this many seconds is refused there, below Python, with CANCELLED, which the clients treat as

@@ -10,6 +10,17 @@ between all and nothing — before any of its work is done, with RESOURCE_EXHAUS
 the overload too (`grpc-retry-pushback-ms`, gRPC's own trailer for it), so seats come back more slowly the busier
 the broker is.
 
+Two more layers make it hold (docs/loadtest-fleet.md#admission measures them):
+
+- Below Python. grpc.aio takes a new call out of gRPC's core one per turn of the loop, so past capacity calls queue
+  in the core, where this code cannot see them, up to gRPC's default of 30 s: every call the probe then judged had
+  already spent its deadline. The tenant servers bound that wait (`BrokerConfig.accept_wait_s`, gRPC's
+  `grpc.server_max_unrequested_time_in_server`): a call not taken up within it is refused there, CANCELLED, which
+  costs no Python at all and which the clients treat as busy (cloudseat.retry). gRPC's count-based limit on that
+  queue (`grpc.server.max_pending_requests`) did not refuse anything on this server in our measurement.
+- What is counted. `Guard.enter`'s in-flight bound counts work started, not answers held: a StartSession waiting
+  for its placement gives its slot back (broker.guard.waiting), or the bound would refuse at rate × wait.
+
 Pure: `Admission` takes the lag measurements and the random draws; `LoopProbe` is the asyncio edge that measures.
 """
 

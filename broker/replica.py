@@ -65,5 +65,6 @@ class Presence:
         links = self._links.links()
         if not links:
             return
-        current = await host_store.links_current(self._pool, [link.link_id for link in links])
-        self._links.retire([link for link in links if link.link_id not in current], RETIRED)
+        stale = await host_store.links_stale(self._pool, [link.link_id for link in links])
+        if stale:
+            self._links.retire([link for link in links if link.link_id in stale], RETIRED)

@@ -257,7 +257,14 @@ class Broker:
         await hub.start()
 
         session_service = SessionService(
-            pool, hub, self.links, cfg.negotiate_timeout_s, tokens, forwarder, cfg.patron_time
+            pool,
+            hub,
+            self.links,
+            cfg.negotiate_timeout_s,
+            tokens,
+            forwarder,
+            cfg.patron_time,
+            start_db_wait_s=cfg.start_db_wait_ms / 1000 if cfg.start_db_wait_ms > 0 else None,
         )
         tenant: aio.Server | None = None
         if Role.TENANT in self.roles:

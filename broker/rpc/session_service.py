@@ -42,8 +42,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         tokens: auth.SessionTokens | None = None,
         forwarder: forward.Forwarder | None = None,
         patron_time_config: patron_time.PatronTimeConfig | None = None,
+        start_db_wait_s: float | None = None,
     ) -> None:
         self._pool = pool
+        # How long a new start may wait for a database connection before it is refused (None: no limit).
+        self._start_db_wait_s = start_db_wait_s
         self._hub = session_hub
         # The agents' links this process holds (None: it holds none; calls that need an agent are forwarded).
         self._links = links
@@ -63,7 +66,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
             wait_s = min(wait_s, max(0.0, remaining - _ANSWER_MARGIN_S))
         # Listening before the session exists: its placement cannot fall between the insert and the wait.
         with self._hub.placement_of(req.session_id) as placed:
-            row, created = await session_store.start(self._pool, req, self._tokens.check)
+            row, created = await session_store.start(
+                self._pool, req, self._tokens.check, busy_after_s=self._start_db_wait_s
+            )
             if wait_s > 0 and row["state"] == "PENDING":
                 if row["session_id"] == req.session_id:
                     row = await self._placement(row, placed, wait_s)

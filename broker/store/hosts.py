@@ -141,12 +141,12 @@ async def link_lost(pool: asyncpg.Pool, host_id: str, link_id: uuid.UUID) -> Non
         await pool.execute(Q["link_lost"], host_id, link_id)
 
 
-async def links_current(pool: asyncpg.Pool, link_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Of `link_ids`, those that still hold their host (online, not replaced)."""
+async def links_stale(pool: asyncpg.Pool, link_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Of `link_ids`, those that no longer hold their host (not online, or replaced by a newer link)."""
     if not link_ids:
         return set()
     with translated():
-        rows = await pool.fetch(Q["links_current"], list(link_ids))
+        rows = await pool.fetch(Q["links_stale"], list(link_ids))
     return {r["link_id"] for r in rows}
 
 

@@ -7,11 +7,12 @@ slots, and notify every broker replica.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import asyncpg
 from cloudseat import errors
@@ -81,20 +82,49 @@ async def _insert(db: asyncpg.Pool | asyncpg.Connection, req: StartRequest, carr
     return row
 
 
+# A start refused because the database is backed up comes back after this much (plus the seat's jitter).
+BUSY_RETRY_MS = 500
+
+
+@contextlib.asynccontextmanager
+async def _connection(pool: asyncpg.Pool, busy_after_s: float | None) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `pool`, or ResourceExhausted when none came within `busy_after_s`. Past capacity the calls a
+    process has let in queue here for the database, whose commits that notify are serialised (PostgreSQL holds one
+    lock from a notifying commit's start to its flush; docs/loadtest-fleet.md#what-limits-it): a start that has
+    waited this long would finish after its seat gave up, so it is refused while that costs nothing."""
+    try:
+        conn = await pool.acquire(timeout=busy_after_s)
+    except TimeoutError:
+        raise errors.ResourceExhausted(
+            f"the database is busy; retry in {BUSY_RETRY_MS} ms", retry_after_ms=BUSY_RETRY_MS
+        ) from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
 async def start(
-    pool: asyncpg.Pool, req: StartRequest, check: TokenCheck = check_token
+    pool: asyncpg.Pool,
+    req: StartRequest,
+    check: TokenCheck = check_token,
+    *,
+    busy_after_s: float | None = None,
 ) -> tuple[asyncpg.Record, bool]:
     """Create a PENDING session for a seat, or return the one an earlier call with the same request id created.
 
     Returns (session row, created). Raises NotFound for an unknown venue, seat or game, FailedPrecondition when the
-    seat already has a live session, AlreadyExists when the request id was used for a different request.
+    seat already has a live session, AlreadyExists when the request id was used for a different request. With
+    `busy_after_s`, a new start (not a resume) that waits longer than that for a database connection is refused
+    with ResourceExhausted before it writes anything (see BUSY_RETRY_MS).
     """
     seat_taken: errors.FailedPrecondition | None = None
     try:
         if req.resume is None:
             # One statement, atomic by itself: no transaction round trips on the common path.
             with translated():
-                row = await _insert(pool, req, 0)
+                async with _connection(pool, busy_after_s) as conn:
+                    row = await _insert(conn, req, 0)
         else:
             async with transaction(pool) as conn:
                 retry, carried = await _check_resume(conn, req, req.resume, check)

@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from cloudseat import errors
 from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2
 from grpc import aio
 
 from broker.server import Broker
+from broker.store import database
+from broker.store import sessions as session_store
 from tests.integration import faults
 from tests.integration.conftest import FAST
 
@@ -70,3 +73,25 @@ async def _metrics(broker: Broker) -> str:
     from broker.console.metrics import Metrics
 
     return Metrics(broker.counters).render().decode()
+
+
+async def test_a_start_that_waits_too_long_for_the_database_is_refused_and_writes_nothing(db_url: str) -> None:
+    """Past capacity the calls let in queue for a database connection: a new start that waited longer than
+    --start-db-wait-ms is refused with a retry hint before it writes anything (a resume still waits its turn)."""
+    pool = await database.create_pool(db_url, 1, 1)
+    try:
+        await faults.seed_store(pool, seats=2)
+        held = await pool.acquire()  # the only connection: every other caller waits
+        try:
+            request = session_store.StartRequest("busy-1", "cafe", "s001", "demo")
+            with pytest.raises(errors.ResourceExhausted, match="database is busy") as refused:
+                await session_store.start(pool, request, busy_after_s=0.05)
+            assert refused.value.retry_after_ms == session_store.BUSY_RETRY_MS
+            written = await held.fetchval("SELECT count(*) FROM sessions WHERE request_id = 'busy-1'")
+            assert written == 0
+        finally:
+            await pool.release(held)
+        row, created = await session_store.start(pool, request, busy_after_s=0.05)  # a connection is free now
+        assert created and row["state"] == "PENDING"
+    finally:
+        await pool.close()
