@@ -133,9 +133,11 @@ class BrokerConfig:
     )
     # Past capacity the calls a tenant worker let in queue for a database connection; a new StartSession that has
     # waited this long is refused (RESOURCE_EXHAUSTED, retry in 500 ms) before it writes anything, rather than finish
-    # after its seat gave up (broker.store.sessions.start). 0: it waits as long as it takes.
+    # after its seat gave up (broker.store.sessions.start). At capacity such waits reach a few hundred ms (250 ms
+    # refused enough there to start a retry storm at 300 starts/s, measured); past it they reached 5-9 s.
+    # 0: it waits as long as it takes.
     start_db_wait_ms: float = setting(
-        250.0,
+        1000.0,
         "ms a new StartSession may wait for a database connection before it is refused with a retry hint; 0: never",
         check=at_least(0),
     )
