@@ -199,6 +199,7 @@ class _Patrons:
         self.placed_at_start = 0
         self.not_placed = 0
         self.gave_up_refused = 0
+        self.watch_refused = 0  # WatchSession calls refused by a busy broker (or unanswered) and opened again
         self.ended_before_placed: Counter[str] = Counter()
         self.turned_away = 0
         self.ended = 0
@@ -271,16 +272,30 @@ class _Patrons:
     async def _follow(self, client: Any, sid: str, deadline: float, until: int) -> tuple[Any, str]:
         """WatchSession until the session's state reaches `until` (PLACED, or ENDED) or `deadline` passes.
         Returns (the session, '') or (None, why): 'timeout' (with ':REASON' when the broker said why it was still
-        pending), 'stream ended', or 'WatchSession' for the watch's error (counted as an error)."""
-        call = client.sessions.WatchSession(self.pb.WatchSessionRequest(session_id=sid))
-        pending = 0
+        pending), 'stream ended', or 'WatchSession' for the watch's error (counted as an error). A watch refused by a
+        busy broker (CANCELLED) or not answered (UNAVAILABLE) is opened again, as the seat's own watch is
+        (thin_client.seat), each time counted as a refusal, not an error."""
+        from grpc import aio
+
+        pending, delay = 0, 0.1
         try:
             async with asyncio.timeout(max(0.0, deadline - self._now())):
-                async for update in call:
-                    if update.session.state >= until:
-                        return update.session, ""
-                    pending = update.session.pending_reason
-            return None, "stream ended"
+                while True:
+                    call = client.sessions.WatchSession(self.pb.WatchSessionRequest(session_id=sid))
+                    try:
+                        async for update in call:
+                            if update.session.state >= until:
+                                return update.session, ""
+                            pending = update.session.pending_reason
+                        return None, "stream ended"
+                    except aio.AioRpcError as exc:
+                        if exc.code().name not in ("CANCELLED", "UNAVAILABLE"):
+                            raise
+                        self.watch_refused += 1
+                    finally:
+                        call.cancel()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
         except TimeoutError:
             reason = (
                 self.common.PendingReason.Name(pending).removeprefix("PENDING_REASON_") if pending else ""
@@ -289,8 +304,6 @@ class _Patrons:
         except Exception as exc:
             self._error("WatchSession", exc)
             return None, "WatchSession"
-        finally:
-            call.cancel()
 
     async def _placed(self, client: Any, request: Any, t_start: float, method: str) -> _Asked:
         """Ask (refusals retried) and follow the answer to PLACED or later, all within patience from `t_start`."""
@@ -568,6 +581,7 @@ class _Patrons:
             "end_failed": self.end_failed,
             "not_placed": self.not_placed,
             "gave_up_refused": self.gave_up_refused,
+            "watch_refused": self.watch_refused,
             "ended_before_placed": dict(self.ended_before_placed),
             "turned_away": self.turned_away,
             "errors": dict(self.errors),

@@ -269,6 +269,7 @@ def summarise(
             "never_ended": sum(p["end_failed"] for p in win.patrons),
             "not_placed": sum(p["not_placed"] for p in win.patrons),
             "gave_up_refused": sum(p["gave_up_refused"] for p in win.patrons),
+            "watch_refused": sum(p.get("watch_refused", 0) for p in win.patrons),
             "ended_before_placed": sum(sum(p["ended_before_placed"].values()) for p in win.patrons),
             "turned_away": sum(p["turned_away"] for p in win.patrons),
             "unfinished": sum(p["unfinished_tasks"] for p in win.patrons),

@@ -316,7 +316,9 @@ class SeatSession:
                         return
                 return
             except aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                # UNAVAILABLE: no broker answered; CANCELLED: a busy broker refused the watch before taking it up
+                # (its --accept-wait). Either way the session goes on: watch again.
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise explain(exc, self.cfg) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

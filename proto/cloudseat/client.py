@@ -216,11 +216,29 @@ class BrokerClient:
         )
         return response
 
-    async def end_session(self, session_id: str, token: str, detail: str = "") -> common_pb2.Session:
-        response: session_pb2.EndSessionResponse = await self.sessions.EndSession(
-            session_pb2.EndSessionRequest(session_id=session_id, session_token=token, detail=detail)
-        )
-        return response.session
+    async def end_session(
+        self, session_id: str, token: str, detail: str = "", *, timeout_s: float = 10.0
+    ) -> common_pb2.Session:
+        """End the session (ending one that has ended answers it as it is). A busy broker's refusal (CANCELLED,
+        before it took the call up) or no answer (UNAVAILABLE) is asked again within `timeout_s`, as a start is
+        (`cloudseat.retry`): a seat must not leave its session running."""
+        request = session_pb2.EndSessionRequest(session_id=session_id, session_token=token, detail=detail)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        attempt = 0
+        while True:
+            try:
+                response: session_pb2.EndSessionResponse = await self.sessions.EndSession(
+                    request, timeout=max(0.1, deadline - loop.time())
+                )
+                return response.session
+            except aio.AioRpcError as exc:
+                attempt += 1
+                code = exc.code().name
+                wait = retry.next_wait(code, None, attempt, random.random) if code != "RESOURCE_EXHAUSTED" else None
+                if wait is None or loop.time() + wait.floor_s > deadline:
+                    raise
+            await asyncio.sleep(min(wait.delay_s, max(0.0, deadline - loop.time())))
 
     async def report_stream_stats(
         self,
