@@ -48,6 +48,13 @@ class BusyBroker(session_pb2_grpc.SessionServiceServicer, venue_pb2_grpc.VenueSe
 
     def __init__(self) -> None:
         self.refuse = 0
+        # RESOURCE_EXHAUSTED: the broker's own refusal; CANCELLED: what a seat sees when the broker's gRPC refused
+        # the call before the broker took it up (--accept-wait), as EndSession and WatchSession may be too.
+        self.refuse_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        self.end_refuse = 0
+        self.end_calls = 0
+        self.watch_refuse = 0
+        self.watch_calls = 0
         self.pushback_ms: int | None = 30
         self.calls: list[Call] = []
         self.session = common_pb2.Session(
@@ -68,6 +75,8 @@ class BusyBroker(session_pb2_grpc.SessionServiceServicer, venue_pb2_grpc.VenueSe
             Call(request.request_id, request.wait_for_placement_ms, asyncio.get_running_loop().time())
         )
         if len(self.calls) <= self.refuse:
+            if self.refuse_code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                await context.abort(self.refuse_code, "")
             if self.pushback_ms is not None:
                 context.set_trailing_metadata(((retry.PUSHBACK_KEY, str(self.pushback_ms)),))
             await context.abort(
@@ -83,6 +92,9 @@ class BusyBroker(session_pb2_grpc.SessionServiceServicer, venue_pb2_grpc.VenueSe
     async def WatchSession(
         self, request: session_pb2.WatchSessionRequest, context: aio.ServicerContext
     ) -> AsyncIterator[session_pb2.SessionUpdate]:
+        self.watch_calls += 1
+        if self.watch_calls <= self.watch_refuse:
+            await context.abort(grpc.StatusCode.CANCELLED, "")
         for update in self.watch:
             yield update
         await asyncio.Event().wait()  # a live session's watch stays open
@@ -90,6 +102,9 @@ class BusyBroker(session_pb2_grpc.SessionServiceServicer, venue_pb2_grpc.VenueSe
     async def EndSession(
         self, request: session_pb2.EndSessionRequest, context: aio.ServicerContext
     ) -> session_pb2.EndSessionResponse:
+        self.end_calls += 1
+        if self.end_calls <= self.end_refuse:
+            await context.abort(grpc.StatusCode.CANCELLED, "")
         ended = common_pb2.Session()
         ended.CopyFrom(self.session)
         ended.state, ended.end_reason = S.SESSION_STATE_ENDED, common_pb2.END_REASON_ENDED_BY_PATRON
@@ -181,6 +196,31 @@ async def test_a_busy_broker_is_waited_for_past_the_timeout_up_to_the_busy_budge
         with pytest.raises(aio.AioRpcError):
             await client.start_session("cafe", "k1", "demo", timeout_s=0.3, busy_timeout_s=1.0)
     assert len(busy.calls) == 1
+
+
+async def test_calls_a_busy_brokers_grpc_refused_are_asked_again(busy: BusyBroker) -> None:
+    """CANCELLED from the broker: its gRPC refused the call before the broker took it up, so nothing was done. A start
+    is asked again with the same request (the backoff, no hint), an end again (ending is idempotent), and the seat's
+    watch is opened again."""
+    busy.refuse, busy.refuse_code, busy.end_refuse, busy.watch_refuse = 2, grpc.StatusCode.CANCELLED, 2, 1
+    waits: list[tuple[int, float, str]] = []
+    async with BrokerClient(busy.target) as client:
+        started = await client.start_session("cafe", "k1", "demo", on_wait=lambda *w: waits.append(w))
+        assert len(busy.calls) == 3 and busy.request_ids() == {started.session.request_id}
+        assert [(attempt, reason) for attempt, _, reason in waits] == [(1, retry.BUSY), (2, retry.BUSY)]
+        assert 0.05 <= waits[0][1] <= 0.075 and 0.1 <= waits[1][1] <= 0.15, waits
+
+        ended = await client.end_session(started.session.session_id, started.session_token)
+        assert ended.state == S.SESSION_STATE_ENDED and busy.end_calls == 3
+
+        seat = SeatSession(client, _cfg(busy))
+        seat.session = started.session
+        updates = seat.updates()
+        try:
+            first = await asyncio.wait_for(anext(updates), 10)
+        finally:
+            await updates.aclose()
+        assert first.session.session_id == busy.session.session_id and busy.watch_calls == 2
 
 
 async def test_the_placement_wait_is_cut_to_fit_the_call(busy: BusyBroker) -> None:
