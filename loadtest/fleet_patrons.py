@@ -55,10 +55,6 @@ CLEAR_REFUSALS = frozenset(
 )
 
 
-#: The status codes of a refused StartSession (cloudseat.retry's "busy"), as grpc.StatusCode names.
-REFUSED_CODES = frozenset({"RESOURCE_EXHAUSTED", "CANCELLED"})
-
-
 def retry_delay_s(code: str, refusals: int, trailing: Any, draw: Callable[[], float]) -> float | None:
     """Seconds to wait before asking again after the `refusals`-th refusal (1 for the first) answered `code`, by the
     seat's own rule (cloudseat.retry: the broker's hint, or a doubling backoff, plus up to half again): a simulated
@@ -255,7 +251,7 @@ class _Patrons:
             try:
                 return await client.sessions.StartSession(request, timeout=self.spec.rpc_timeout_s), ""
             except aio.AioRpcError as exc:
-                if exc.code().name not in REFUSED_CODES:
+                if exc.code().name not in retry.BUSY_CODES:
                     self._error(method, exc)
                     return None, exc.code().name
                 now = self._now()
@@ -289,7 +285,7 @@ class _Patrons:
                             pending = update.session.pending_reason
                         return None, "stream ended"
                     except aio.AioRpcError as exc:
-                        if exc.code().name not in ("CANCELLED", "UNAVAILABLE"):
+                        if exc.code().name not in retry.WATCH_AGAIN_CODES:
                             raise
                         self.watch_refused += 1
                     finally:

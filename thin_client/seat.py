@@ -318,7 +318,7 @@ class SeatSession:
             except aio.AioRpcError as exc:
                 # UNAVAILABLE: no broker answered; CANCELLED: a busy broker refused the watch before taking it up
                 # (its --accept-wait). Either way the session goes on: watch again.
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                if exc.code().name not in retry.WATCH_AGAIN_CODES:
                     raise explain(exc, self.cfg) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

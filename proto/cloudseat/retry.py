@@ -34,6 +34,12 @@ PUSHBACK_KEY: Final = "grpc-retry-pushback-ms"
 BUSY: Final = "busy"  # RESOURCE_EXHAUSTED or CANCELLED: the broker is there, and past its capacity
 UNREACHABLE: Final = "unreachable"  # UNAVAILABLE: no broker answered
 
+# The refusals of a broker that is there but past its capacity (gRPC status names): ask again, same request.
+BUSY_CODES: Final = frozenset({"RESOURCE_EXHAUSTED", "CANCELLED"})
+# A watch that ended with one of these was not answered or was refused by a busy broker: the session goes on, so
+# the watch is opened again (the seat's, and the load test's patrons').
+WATCH_AGAIN_CODES: Final = frozenset({"UNAVAILABLE", "CANCELLED"})
+
 FIRST_S: Final = 0.05  # the first wait when the broker gave no hint
 BUSY_CAP_S: Final = 2.0  # busy waits without a hint stop doubling here (before the jitter)
 UNREACHABLE_CAP_S: Final = 1.0
@@ -80,7 +86,7 @@ def next_wait(
     if code == "UNAVAILABLE":
         delay = min(FIRST_S * 2**step, UNREACHABLE_CAP_S)
         return Wait(delay_s=delay, floor_s=delay, reason=UNREACHABLE)
-    if code not in ("RESOURCE_EXHAUSTED", "CANCELLED"):
+    if code not in BUSY_CODES:
         return None
     hint = pushback_ms(trailing) if code == "RESOURCE_EXHAUSTED" else None
     if hint is not None and hint < 0:
