@@ -274,14 +274,7 @@ class AgentLinkClient:
     async def open(self, timeout_s: float = 10.0) -> agent_pb2.Registered:
         """Connect and register; raises the broker's refusal as an AioRpcError (a stale epoch, an unknown site)."""
         self._call = self._client.agents.Connect()
-        try:
-            await self._call.write(agent_pb2.AgentMessage(register=self.register))
-        except aio.AioRpcError:
-            # The broker can refuse the call before the registration is written (no agent service on that port):
-            # the write then fails with gRPC's INTERNAL, and the call's own status, which read() raises, says why.
-            async with asyncio.timeout(timeout_s):
-                await self._call.read()
-            raise
+        await self._call.write(agent_pb2.AgentMessage(register=self.register))
         async with asyncio.timeout(timeout_s):
             first = await self._call.read()
         if first is aio.EOF:

@@ -334,16 +334,17 @@ async def test_agents_act_only_for_their_own_host(
     await impostor.close()
     # No certificate at all (TLS, but anonymous): refused.
     # No certificate at all: the agents' port does not complete the handshake; the token port has no agent service.
+    # The stream is read before anything is written: a write that races the refusal fails with gRPC's own INTERNAL,
+    # which replaces the broker's status on the call (grpc.aio's _write), so only reading shows that status reliably.
     for port, code in (
         (broker.agent_port, grpc.StatusCode.UNAVAILABLE),
         (broker.port, grpc.StatusCode.UNIMPLEMENTED),
     ):
-        anonymous = BrokerClient(f"127.0.0.1:{port}", credentials=tls.client_credentials(creds.ca))
-        bare = AgentLinkClient(anonymous, agent_pb2.Register(host_id="host-1"))
-        with pytest.raises(aio.AioRpcError) as no_cert:
-            await bare.open()
-        assert no_cert.value.code() is code
-        await bare.close()
+        async with BrokerClient(f"127.0.0.1:{port}", credentials=tls.client_credentials(creds.ca)) as anonymous:
+            call = anonymous.agents.Connect()
+            with pytest.raises(aio.AioRpcError) as no_cert:
+                await asyncio.wait_for(call.read(), 10)
+            assert no_cert.value.code() is code
     # A broker's certificate used as a client: TLS refuses it (it is for serving, not a client); were it accepted,
     # the guard would refuse its role (tests/unit/test_auth.py).
     as_broker = await _agent(broker, creds.broker, "host-1", "prov")
