@@ -20,6 +20,7 @@ from broker.rpc import convert, forward
 from broker.store import hosts as host_store
 from broker.store import metering as metering_store
 from broker.store import patron_time as patron_time_store
+from broker.store import session_batches
 from broker.store import sessions as session_store
 
 # StartSession may hold its answer this long at most for the placement (StartSessionRequest.wait_for_placement_ms).
@@ -47,6 +48,8 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self._pool = pool
         # How long a new start may wait for a database connection before it is refused (None: no limit).
         self._start_db_wait_s = start_db_wait_s
+        # This process's starts and ends, each kind one statement at a time for all callers of the moment.
+        self._batches = session_batches.SessionBatches(pool, db_wait_s=start_db_wait_s)
         self._hub = session_hub
         # The agents' links this process holds (None: it holds none; calls that need an agent are forwarded).
         self._links = links
@@ -67,7 +70,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         # Listening before the session exists: its placement cannot fall between the insert and the wait.
         with self._hub.placement_of(req.session_id) as placed:
             row, created = await session_store.start(
-                self._pool, req, self._tokens.check, busy_after_s=self._start_db_wait_s
+                self._pool, req, self._tokens.check, busy_after_s=self._start_db_wait_s, batches=self._batches
             )
             if wait_s > 0 and row["state"] == "PENDING":
                 if row["session_id"] == req.session_id:
@@ -214,7 +217,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         caller.require_session(row)
         reason = EndReason.ENDED_BY_VENUE if by_venue else EndReason.ENDED_BY_PATRON
         row = await session_store.end(
-            self._pool, sid, reason, detail, token=token, check=self._tokens.check, current=row
+            self._pool, sid, reason, detail, token=token, check=self._tokens.check, current=row, batches=self._batches
         )
         return session_pb2.EndSessionResponse(session=convert.session(row))
 

@@ -179,8 +179,14 @@ async def mark_lost(
     """Declare lost every online host whose link was seen dead more than `link_grace_s` ago, or whose link's broker
     process has been silent (and the host too) for `lost_after_s`, by the database clock; end its sessions with
     HOST_LOST, in one transaction. Returns (lost host ids, ended session ids)."""
+    with translated():
+        found = [r["host_id"] for r in await pool.fetch(Q["find_lost"], link_grace_s, lost_after_s)]
+    if not found:
+        return [], []
     async with transaction(pool) as conn:
-        lost = [r["host_id"] for r in await conn.fetch(Q["mark_lost"], link_grace_s, lost_after_s)]
+        # Their sessions, then the hosts, each in id order, as every writer of many sessions (migration 0012).
+        await conn.execute(Q["lock_sessions_on_hosts"], found)
+        lost = [r["host_id"] for r in await conn.fetch(Q["mark_lost"], link_grace_s, lost_after_s, found)]
         ended = []
         if lost:
             ended = [str(r["session_id"]) for r in await conn.fetch(Q["end_sessions_on_hosts"], lost)]

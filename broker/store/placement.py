@@ -74,6 +74,8 @@ async def commit(
     lease_ids = [leased[p[0]][0] if p[0] in leased else None for p in placements]
     lease_slots = [leased[p[0]][1] if p[0] in leased else 0 for p in placements]
     async with transaction(pool) as conn:
+        # The sessions, then the hosts, each in id order, as every writer of many sessions (migration 0012).
+        await conn.execute(Q["lock_sessions_then_hosts"], list(cols[0]), list(cols[1]))
         rows = await conn.fetch(Q["commit_placements"], *[list(c) for c in cols], lease_ids, lease_slots)
     return [r["session_id"] for r in rows]
 
@@ -83,6 +85,7 @@ async def set_pending_reasons(pool: asyncpg.Pool, reasons: Sequence[tuple[uuid.U
     if not reasons:
         return
     async with transaction(pool) as conn:
+        await conn.execute(Q["lock_sessions_then_hosts"], [s for s, _ in reasons], [])
         await conn.execute(Q["set_pending_reasons"], [s for s, _ in reasons], [r for _, r in reasons])
 
 

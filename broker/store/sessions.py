@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hmac
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
@@ -22,6 +23,7 @@ from broker.lifecycle import EndReason, State
 from broker.store import audit
 from broker.store.database import required_row, required_value, transaction, translated
 from broker.store.queries import Q
+from broker.store.session_batches import Ending, NewSession, SessionBatches, busy
 
 # How often a move is retried when another writer moved the session between our read and our write.
 _CAS_ATTEMPTS = 5
@@ -82,8 +84,28 @@ async def _insert(db: asyncpg.Pool | asyncpg.Connection, req: StartRequest, carr
     return row
 
 
-# A start refused because the database is backed up comes back after this much (plus the seat's jitter).
-BUSY_RETRY_MS = 500
+async def _insert_grouped(
+    batches: SessionBatches, req: StartRequest, busy_after_s: float | None
+) -> asyncpg.Record | None:
+    """The new session's row, inserted with the other starts of the moment; None: it must be inserted alone to learn
+    why not."""
+    result = await batches.starts(
+        NewSession(
+            session_id=req.session_id,
+            venue_id=req.venue_id,
+            seat_id=req.seat_id,
+            request_id=req.request_id,
+            game_id=req.game_id,
+            patron_id=req.patron_id,
+            slots=req.slots,
+            zone_id=req.zone_id,
+            paid_time_s=req.paid_time_s,
+            refuse_after=None if busy_after_s is None else time.monotonic() + busy_after_s,
+        )
+    )
+    if isinstance(result, errors.ResourceExhausted):
+        raise result
+    return result
 
 
 @contextlib.asynccontextmanager
@@ -95,9 +117,7 @@ async def _connection(pool: asyncpg.Pool, busy_after_s: float | None) -> AsyncIt
     try:
         conn = await pool.acquire(timeout=busy_after_s)
     except TimeoutError:
-        raise errors.ResourceExhausted(
-            f"the database is busy; retry in {BUSY_RETRY_MS} ms", retry_after_ms=BUSY_RETRY_MS
-        ) from None
+        raise busy() from None
     try:
         yield conn
     finally:
@@ -110,6 +130,7 @@ async def start(
     check: TokenCheck = check_token,
     *,
     busy_after_s: float | None = None,
+    batches: SessionBatches | None = None,
 ) -> tuple[asyncpg.Record, bool]:
     """Create a PENDING session for a seat, or return the one an earlier call with the same request id created.
 
@@ -121,10 +142,13 @@ async def start(
     seat_taken: errors.FailedPrecondition | None = None
     try:
         if req.resume is None:
-            # One statement, atomic by itself: no transaction round trips on the common path.
-            with translated():
-                async with _connection(pool, busy_after_s) as conn:
-                    row = await _insert(conn, req, 0)
+            # One statement, atomic by itself: no transaction round trips on the common path; with `batches`,
+            # one statement for every start that arrives meanwhile in this process.
+            row = await _insert_grouped(batches, req, busy_after_s) if batches is not None else None
+            if row is None:
+                with translated():
+                    async with _connection(pool, busy_after_s) as conn:
+                        row = await _insert(conn, req, 0)
         else:
             async with transaction(pool) as conn:
                 retry, carried = await _check_resume(conn, req, req.resume, check)
@@ -269,9 +293,11 @@ async def end(
     token: str | None = None,
     check: TokenCheck = check_token,
     current: asyncpg.Record | None = None,
+    batches: SessionBatches | None = None,
 ) -> asyncpg.Record:
     """End a session (ending an ended one returns it unchanged). With host_id it must be on that host; with token the
-    token must match. `current`: the row as the caller just read it (saves reading it again)."""
+    token must match. `current`: the row as the caller just read it (saves reading it again). With `batches`, the
+    end goes in one statement with the others of this process."""
     for attempt in range(_CAS_ATTEMPTS):
         row = current if attempt == 0 and current is not None else await get(pool, session_id)
         if token is not None:
@@ -282,10 +308,14 @@ async def end(
             return row
         who = audit.actor()
         # One compare-and-set statement (its triggers do the rest in it): atomic without a transaction around it.
-        with translated():
-            updated: asyncpg.Record | None = await pool.fetchrow(
-                Q["end_session"], session_id, move.current, reason, detail, who.subject, who.peer
-            )
+        updated: asyncpg.Record | None
+        if batches is not None:
+            updated = await batches.ends(Ending(session_id, move.current, reason, detail))
+        else:
+            with translated():
+                updated = await pool.fetchrow(
+                    Q["end_session"], session_id, move.current, reason, detail, who.subject, who.peer
+                )
         if updated is not None:
             return updated
     raise errors.Unavailable("session_id: the session is changing too fast; retry")
@@ -326,10 +356,13 @@ async def queue_position(pool: asyncpg.Pool, session_id: uuid.UUID) -> tuple[int
 
 async def end_timed_out(pool: asyncpg.Pool, timeouts: lifecycle.Timeouts) -> list[asyncpg.Record]:
     """End every session that waited in PENDING, PLACED, STARTING or READY past its limit."""
+    limits = [timeouts.limit_s(s) for s in (State.PENDING, State.PLACED, State.STARTING, State.READY)]
     async with transaction(pool) as conn:
+        # The sessions, then their hosts, each in id order, as every writer of many sessions (migration 0012).
+        await conn.execute(Q["lock_timed_out"], *limits)
         rows: list[asyncpg.Record] = await conn.fetch(
             Q["end_timed_out"],
-            *(timeouts.limit_s(s) for s in (State.PENDING, State.PLACED, State.STARTING, State.READY)),
+            *limits,
             timeouts.reason_for(State.PENDING).value,
             timeouts.reason_for(State.PLACED).value,
         )

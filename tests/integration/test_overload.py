@@ -18,7 +18,7 @@ from cloudseat.v1 import common_pb2, session_pb2
 from grpc import aio
 
 from broker.server import Broker
-from broker.store import database
+from broker.store import database, session_batches
 from broker.store import sessions as session_store
 from tests.integration import faults
 from tests.integration.conftest import FAST
@@ -86,7 +86,7 @@ async def test_a_start_that_waits_too_long_for_the_database_is_refused_and_write
             request = session_store.StartRequest("busy-1", "cafe", "s001", "demo")
             with pytest.raises(errors.ResourceExhausted, match="database is busy") as refused:
                 await session_store.start(pool, request, busy_after_s=0.05)
-            assert refused.value.retry_after_ms == session_store.BUSY_RETRY_MS
+            assert refused.value.retry_after_ms == session_batches.BUSY_RETRY_MS
             written = await held.fetchval("SELECT count(*) FROM sessions WHERE request_id = 'busy-1'")
             assert written == 0
         finally:

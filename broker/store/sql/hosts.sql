@@ -64,17 +64,33 @@ DELETE FROM broker_replicas WHERE alive_at < now() - interval '1 day';
 -- $3: the images the agent holds now (hosts_derive_games_cached derives games_cached from them).
 UPDATE hosts SET images_cached = $3 WHERE host_id = $1 AND epoch = $2;
 
--- name: mark_lost
+-- name: find_lost
 -- A host is lost when its agent's link was seen dead more than $1 s ago (the grace left for a reconnect), or when the
 -- broker process holding its link has not said it is alive for $2 s and the host has shown no sign of life since
 -- (that process died or is cut off: its links are as good as dead, and their agents reconnect elsewhere).
-UPDATE hosts h SET status = 'lost'
+SELECT h.host_id FROM hosts h
 WHERE h.status = 'online'
   AND ((h.link_lost_at IS NOT NULL AND h.link_lost_at < now() - make_interval(secs => $1))
        OR (h.last_heartbeat_at < now() - make_interval(secs => $2)
            AND NOT EXISTS (SELECT 1 FROM broker_replicas r
                            WHERE r.replica_id = h.link_replica AND r.alive_at >= now() - make_interval(secs => $2))))
+ORDER BY h.host_id;
+
+-- name: mark_lost
+-- find_lost's hosts $3, locked (with their sessions) since, that are lost still.
+UPDATE hosts h SET status = 'lost'
+WHERE h.host_id = ANY($3::text[]) AND h.status = 'online'
+  AND ((h.link_lost_at IS NOT NULL AND h.link_lost_at < now() - make_interval(secs => $1))
+       OR (h.last_heartbeat_at < now() - make_interval(secs => $2)
+           AND NOT EXISTS (SELECT 1 FROM broker_replicas r
+                           WHERE r.replica_id = h.link_replica AND r.alive_at >= now() - make_interval(secs => $2))))
 RETURNING host_id, epoch;
+
+-- name: lock_sessions_on_hosts
+-- end_sessions_on_hosts's sessions, then the hosts, locked in order first (migration 0012).
+SELECT lock_sessions_then_hosts(ARRAY(
+    SELECT session_id FROM sessions
+    WHERE host_id = ANY($1::text[]) AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')), $1::text[]);
 
 -- name: end_sessions_on_hosts
 UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'the agent''s link was lost'

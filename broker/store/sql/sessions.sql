@@ -13,6 +13,36 @@ WHERE st.venue_id = $2 AND st.seat_id = $3 AND ($9 = '' OR st.zone_id = $9)
 ON CONFLICT (venue_id, request_id) DO NOTHING
 RETURNING *;
 
+-- name: insert_sessions
+-- Many new starts (none a resume) in one statement: insert_session's rows, one per array index. A start that
+-- conflicts (its request id used before, its seat busy) or whose seat or zone does not match gets no row back; an
+-- unknown game fails the whole statement. Either way the start is then inserted alone, which tells why
+-- (broker.store.session_batches).
+INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
+                      latency_cap_ms, state, token, started_by, by_peer, paid_time_s)
+SELECT r.session_id, st.venue_id, st.seat_id, st.zone_id, r.request_id, r.game_id, r.patron_id, r.slots, z.tier,
+       z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer, r.paid_time_s
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::int[])
+     AS r(session_id, venue_id, seat_id, request_id, game_id, patron_id, slots, token, zone_id, started_by,
+          by_peer, paid_time_s)
+JOIN seats st ON st.venue_id = r.venue_id AND st.seat_id = r.seat_id
+JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
+WHERE r.zone_id = '' OR st.zone_id = r.zone_id
+ORDER BY r.venue_id, r.seat_id
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: end_sessions
+-- Many end_session compare-and-sets in one statement, one per array index (session ids distinct): a session moved
+-- since it was read gets no row back, and its caller reads it again.
+UPDATE sessions s
+SET state = 'ENDED', end_reason = e.reason, end_detail = e.detail, ended_by = e.ended_by, by_peer = e.by_peer
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+     AS e(session_id, expected, reason, detail, ended_by, by_peer)
+WHERE s.session_id = e.session_id AND s.state = e.expected
+RETURNING s.*;
+
 -- name: session_by_request
 SELECT * FROM sessions WHERE venue_id = $1 AND request_id = $2;
 
@@ -70,6 +100,19 @@ SELECT 1 + (SELECT count(*) FROM sessions q
            AS pos,
        (SELECT count(*) FROM sessions WHERE state = 'PENDING') AS total
 FROM sessions s WHERE s.session_id = $1 AND s.state = 'PENDING';
+
+-- name: lock_timed_out
+-- end_timed_out's sessions and their hosts, locked in order first (migration 0012); same parameters.
+SELECT lock_sessions_then_hosts(ARRAY(
+    SELECT session_id FROM sessions
+    WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')
+      AND updated_at < now() - make_interval(secs => CASE state
+            WHEN 'PENDING' THEN $1::float8 WHEN 'PLACED' THEN $2::float8 WHEN 'STARTING' THEN $3::float8
+            ELSE $4::float8 END)), '{}');
+
+-- name: lock_sessions_then_hosts
+-- Before a write of many sessions: them, then their hosts and the hosts $2, each in id order (migration 0012).
+SELECT lock_sessions_then_hosts($1::uuid[], $2::text[]);
 
 -- name: end_timed_out
 -- Ends every session that sat too long in a waiting state. $1..$4: the limits in seconds for PENDING, PLACED,

@@ -1,0 +1,17 @@
+-- cloudseat schema, version 12: writers of many sessions at once lock in one order.
+--   A session's move that takes or frees slots updates its host's row (trigger sessions_after_change), so a
+--   statement that moves many sessions locks sessions and hosts interleaved, in whatever order it meets them. One
+--   such writer at a time (the leader's placements) never deadlocked; grouped ends from every tenant worker
+--   (broker.store.session_batches) would. So every writer of many sessions first calls lock_sessions_then_hosts:
+--   its sessions in id order, then their hosts (and any others it names) in id order. A writer of one session locks
+--   it before its host as well; no two writers can then wait on each other in a circle.
+
+CREATE FUNCTION lock_sessions_then_hosts(session_ids uuid[], host_ids text[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM sessions WHERE session_id = ANY(session_ids) ORDER BY session_id FOR UPDATE;
+    PERFORM 1 FROM hosts
+    WHERE host_id = ANY(host_ids)
+       OR host_id IN (SELECT host_id FROM sessions WHERE session_id = ANY(session_ids) AND host_id IS NOT NULL)
+    ORDER BY host_id
+    FOR UPDATE;
+END $$;
