@@ -1,4 +1,4 @@
-"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`).
+"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`, `commits`).
 
 Each subcommand's flags are the settings of its config dataclass (PlacementConfig here, loadtest.stream's
 StreamRunConfig, loadtest.fleet's FleetConfig), derived by cloudseat.settings: every flag falls back to an
@@ -20,7 +20,7 @@ from typing import Any
 from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import fleet, placement, stream, synthetic
+from loadtest import commits, fleet, placement, stream, synthetic
 from loadtest import instance as instance_file
 
 PROG = "cloudseat-loadtest"
@@ -191,6 +191,14 @@ _SUBCOMMANDS = {
         "and a report with plots (--report). docs/loadtest-fleet.md explains every figure.",
         fleet.FleetConfig,
         fleet.main,
+    ),
+    "commits": _Subcommand(
+        "session starts and ends on PostgreSQL: one commit each vs grouped per process",
+        "Start and end sessions from --callers seats through the broker's store on a real PostgreSQL, in phases "
+        "alternating between one statement per write (the baseline) and the broker's grouped writes; print "
+        "sessions/s of each and their ratio, and write JSON (--json). docs/loadtest-fleet.md#group-commit.",
+        commits.CommitsConfig,
+        commits.main,
     ),
 }
 

@@ -130,6 +130,8 @@ async def host_reports(
         return set()
     columns = [list(col) for col in zip(*reports, strict=True)]
     async with transaction(pool) as conn:
+        # In host id order, as every writer of many hosts (migration 0012).
+        await conn.execute(Q["lock_sessions_then_hosts"], [], columns[0])
         rows = await conn.fetch(Q["host_reports"], *columns)
     return {r["link_id"] for r in rows}
 

@@ -33,14 +33,15 @@ async def test_starts_of_one_moment_go_in_one_statement_and_each_gets_its_own_an
         fresh = [session_store.StartRequest(f"r{i}", "cafe", f"s00{i}", "demo") for i in range(1, 6)]
         again = session_store.StartRequest("r1", "cafe", "s001", "demo")  # the same call, asked twice at once
         busy_seat = session_store.StartRequest("other", "cafe", "s002", "demo")
-        no_game = session_store.StartRequest("r6", "cafe", "s006", "nope")
         no_seat = session_store.StartRequest("r7", "cafe", "s999", "demo")
-        calls = [*fresh, again, busy_seat, no_game, no_seat]
-        answers = await asyncio.gather(
-            *(_start(pool, batches, r, f"caller-{i}") for i, r in enumerate(calls))
-        )
+        calls = [*fresh, again, busy_seat, no_seat]
+        answers = await asyncio.gather(*(_start(pool, batches, r, f"caller-{i}") for i, r in enumerate(calls)))
+        # An unknown game fails a grouped statement as a whole: each of its starts then learns its own answer.
+        no_game = session_store.StartRequest("r6", "cafe", "s006", "nope")
+        late = session_store.StartRequest("r8", "cafe", "s007", "demo")
+        answers += await asyncio.gather(*(_start(pool, batches, r, "caller-late") for r in (no_game, late)))
 
-        assert batches.starts.batches == 1 and batches.starts.writes == len(calls)
+        assert batches.starts.batches == 2 and batches.starts.writes == len(calls) + 2
         for req, answer in zip(fresh, answers, strict=False):
             assert not isinstance(answer, errors.CloudseatError)
             row, created = answer
@@ -51,9 +52,10 @@ async def test_starts_of_one_moment_go_in_one_statement_and_each_gets_its_own_an
         assert not isinstance(twice, errors.CloudseatError)
         assert twice[0]["session_id"] == first[0]["session_id"] and not twice[1]
         assert isinstance(answers[6], errors.FailedPrecondition) and "seat_id" in answers[6].message
-        assert isinstance(answers[7], errors.NotFound) and answers[7].message.startswith("game_id:")
-        assert isinstance(answers[8], errors.NotFound) and answers[8].message.startswith("seat_id:")
-        assert await pool.fetchval("SELECT count(*) FROM sessions") == len(fresh)
+        assert isinstance(answers[7], errors.NotFound) and answers[7].message.startswith("seat_id:")
+        assert isinstance(answers[8], errors.NotFound) and answers[8].message.startswith("game_id:")
+        assert not isinstance(answers[9], errors.CloudseatError) and answers[9][1]
+        assert await pool.fetchval("SELECT count(*) FROM sessions") == len(fresh) + 1
         # Every start is audited as its own caller's, from its own peer.
         audited = {
             r["target"]: (r["actor"], r["peer"])
@@ -117,3 +119,15 @@ async def test_a_grouped_start_that_waits_too_long_for_the_database_is_refused_a
         assert created and row["state"] == "PENDING"
     finally:
         await pool.close()
+
+
+async def test_the_commits_benchmark_measures_both_ways_in_alternating_phases(db_url: str) -> None:
+    from loadtest import commits
+
+    cfg = commits.CommitsConfig(callers=6, phase_s=0.3, rounds=2, connections=2, database_url=db_url)
+    result = await commits.run(cfg)
+    assert [p["way"] for p in result["phases"]] == ["single", "grouped", "single", "grouped"]
+    assert all(p["sessions_per_s"] > 0 for p in result["phases"])
+    ratio = result["grouped_sessions_per_s"] / result["single_sessions_per_s"]
+    assert abs(result["grouped_vs_single"] - ratio) < 0.02 * ratio  # (the figures are rounded)
+    assert result["starts_per_batch"] >= 1 and result["ends_per_batch"] >= 1

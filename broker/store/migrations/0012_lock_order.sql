@@ -4,14 +4,15 @@
 --   such writer at a time (the leader's placements) never deadlocked; grouped ends from every tenant worker
 --   (broker.store.session_batches) would. So every writer of many sessions first calls lock_sessions_then_hosts:
 --   its sessions in id order, then their hosts (and any others it names) in id order. A writer of one session locks
---   it before its host as well; no two writers can then wait on each other in a circle.
+--   it before its host as well; no two writers can then wait on each other in a circle. The lock is the one an
+--   UPDATE takes (NO KEY UPDATE): a foreign key's check from another table (stream stats) is not held up by it.
 
 CREATE FUNCTION lock_sessions_then_hosts(session_ids uuid[], host_ids text[]) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM sessions WHERE session_id = ANY(session_ids) ORDER BY session_id FOR UPDATE;
+    PERFORM 1 FROM sessions WHERE session_id = ANY(session_ids) ORDER BY session_id FOR NO KEY UPDATE;
     PERFORM 1 FROM hosts
-    WHERE host_id = ANY(host_ids)
-       OR host_id IN (SELECT host_id FROM sessions WHERE session_id = ANY(session_ids) AND host_id IS NOT NULL)
+    WHERE host_id = ANY(host_ids || ARRAY(SELECT host_id FROM sessions
+                                          WHERE session_id = ANY(session_ids) AND host_id IS NOT NULL))
     ORDER BY host_id
-    FOR UPDATE;
+    FOR NO KEY UPDATE;
 END $$;

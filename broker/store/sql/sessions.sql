@@ -17,19 +17,19 @@ RETURNING *;
 -- Many new starts (none a resume) in one statement: insert_session's rows, one per array index. A start that
 -- conflicts (its request id used before, its seat busy) or whose seat or zone does not match gets no row back; an
 -- unknown game fails the whole statement. Either way the start is then inserted alone, which tells why
--- (broker.store.session_batches).
+-- (broker.store.session_batches). Of two starts for one seat, the one that arrived first gets it.
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
                       latency_cap_ms, state, token, started_by, by_peer, paid_time_s)
 SELECT r.session_id, st.venue_id, st.seat_id, st.zone_id, r.request_id, r.game_id, r.patron_id, r.slots, z.tier,
        z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer, r.paid_time_s
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[],
-            $9::text[], $10::text[], $11::text[], $12::int[])
+            $9::text[], $10::text[], $11::text[], $12::int[]) WITH ORDINALITY
      AS r(session_id, venue_id, seat_id, request_id, game_id, patron_id, slots, token, zone_id, started_by,
-          by_peer, paid_time_s)
+          by_peer, paid_time_s, arrived)
 JOIN seats st ON st.venue_id = r.venue_id AND st.seat_id = r.seat_id
 JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
 WHERE r.zone_id = '' OR st.zone_id = r.zone_id
-ORDER BY r.venue_id, r.seat_id
+ORDER BY r.venue_id, r.seat_id, r.arrived
 ON CONFLICT DO NOTHING
 RETURNING *;
 
