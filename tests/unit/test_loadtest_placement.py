@@ -84,7 +84,16 @@ def test_json_has_every_field(small_run: tuple[dict[str, Any], dict[str, str], P
     assert result["exact_check"]["proven_optimal"] > 0
     assert len(result["exact_sample"]) == 2  # two of the engine's own batches re-solved by CP-SAT
     for item in result["exact_sample"]:
-        assert item["gap_pct"] >= 0 or not item["exact_proven_optimal"]
+        # The gap is on placement cost, and only between answers that placed as many sessions.
+        if item["engine_placed"] == item["exact_placed"]:
+            assert item["gap_pct"] is not None
+            assert item["gap_pct"] >= 0 or not item["exact_proven_optimal"]
+        else:
+            assert item["gap_pct"] is None
+        assert item["engine_placed"] <= item["exact_placed"] or not item["exact_proven_optimal"]
+    check = result["exact_check"]
+    assert check["engine_placed_fewer"] <= check["proven_optimal"]
+    assert result["placed_engine"] == result["solvers"]["engine"]["placed"]
     assert result["headline"]["batches"] == 2
 
 
@@ -235,3 +244,22 @@ def test_runs_a_given_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str
     data = json.loads(result.read_text())
     assert data["solvers"]["engine"]["placed"] == 1
     assert "engine" in capsys.readouterr().out
+
+
+def test_multi_slot_pct_sets_the_share_of_multi_slot_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shares = {}
+    for pct in (2.0, 8.0):
+        out = tmp_path / f"i{pct}.json"
+        args = ["placement", "--hosts", "50", "--sites", "5", "--venues", "10", "--requests", "2000"]
+        code = cli.main([*args, "--multi-slot-pct", str(pct), "--headline-batches", "0", "--exact-sample", "0",
+                         "--exact-max-requests", "0", "--write-instance", str(out)])
+        assert code == 0
+        requests = instance_file.read(out).requests
+        shares[pct] = sum(1 for r in requests if r.slots > 1) / len(requests) * 100
+    assert 1.0 <= shares[2.0] <= 3.0
+    assert 6.5 <= shares[8.0] <= 9.5
+    capsys.readouterr()
+    assert cli.main(["placement", "--multi-slot-pct", "150"]) == 2
+    assert "--multi-slot-pct" in capsys.readouterr().err
