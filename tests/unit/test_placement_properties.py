@@ -6,9 +6,11 @@ reasons by a reference implementation written from the enum's description.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from broker.placement import (
     PendingReason,
@@ -163,3 +165,33 @@ def test_engine_split_path_for_big_batches(problem: Problem) -> None:
     _check_reasons(problem, split)
     if split.proven_optimal:
         assert split.cost_micros == exact.solve(problem).cost_micros
+
+
+@PROPERTY
+@given(problems(multi=True))
+def test_filling_patterns_find_the_same_optimum_as_a_boolean_per_host(problem: Problem) -> None:
+    """k-slot sessions on hosts without a lease go by filling patterns of identical hosts (the configuration
+    model); the plain model (a boolean per request and host) is the reference: both prove the same optimum."""
+    by_patterns = exact.solve(problem)
+    by_host = exact.solve(problem, per_host=True)
+    for solution in (by_patterns, by_host):
+        _check_hard_constraints(problem, solution)
+        _check_reasons(problem, solution)
+    assert by_patterns.proven_optimal and by_host.proven_optimal
+    assert by_patterns.cost_micros == by_host.cost_micros
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(multi=True, max_requests=12, max_hosts=4), st.lists(st.integers(1, 4), min_size=4, max_size=4))
+def test_filling_patterns_on_pools_of_identical_hosts(problem: Problem, copies: list[int]) -> None:
+    """The same, where patterns matter: each host cloned into a pool of identical hosts."""
+    hosts = [
+        dataclasses.replace(h, id=f"{h.id}-{j}") for h, n in zip(problem.hosts, copies, strict=False) for j in range(n)
+    ]
+    pooled = dataclasses.replace(problem, hosts=hosts)
+    by_patterns = exact.solve(pooled)
+    by_host = exact.solve(pooled, per_host=True)
+    for solution in (by_patterns, by_host):
+        _check_hard_constraints(pooled, solution)
+    assert by_patterns.proven_optimal and by_host.proven_optimal
+    assert by_patterns.cost_micros == by_host.cost_micros
