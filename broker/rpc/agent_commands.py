@@ -44,7 +44,11 @@ def drain_command(drained: bool) -> agent_pb2.BrokerMessage:
 def prewarm_command(image: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
         prewarm=agent_pb2.PrewarmCommand(
-            game_id=image["game_id"], version=image["version"], image_size_bytes=image["image_size_bytes"]
+            game_id=image["game_id"],
+            version=image["version"],
+            image_size_bytes=image["image_size_bytes"],
+            image_ref=image.get("image_ref") or "",
+            image_digest=image.get("image_digest") or "",
         )
     )
 

@@ -179,6 +179,7 @@ def host(row: Row) -> fleet_pb2.Host:
         price_micros_per_slot_hour=row["price_micros"],
         games_cached=row["games_cached"],
         images_cached=row.get("images_cached") or [],
+        image_fetches=[common_pb2.ImageFetch(**f) for f in row.get("image_fetches") or []],
         gpus=[fleet_pb2.Gpu(**g) for g in row["gpus"]],
         epoch=row["epoch"],
         last_heartbeat_at=timestamp(row["last_heartbeat_at"]),
@@ -203,12 +204,31 @@ def site(row: Row) -> fleet_pb2.Site:
     )
 
 
+def image_fetches(fetches: Any, field: str) -> list[dict[str, Any]]:
+    """A heartbeat's image fetches as the store keeps them; InvalidArgument names a bad one."""
+    if len(fetches) > 256:
+        raise InvalidArgument(field, "has more than 256 fetches")
+    out = []
+    for i, f in enumerate(fetches):
+        v.image_ref(f.image, f"{field}[{i}].image")
+        if f.bytes_done > f.bytes_total:
+            raise InvalidArgument(f"{field}[{i}].bytes_done", "must not exceed bytes_total")
+        error = v.text(f.error[:500], f"{field}[{i}].error", max_len=500)
+        out.append(
+            {"image": f.image, "bytes_done": f.bytes_done, "bytes_total": f.bytes_total, "error": error}
+        )
+    return out
+
+
 def game(row: Row) -> fleet_pb2.Game:
     return fleet_pb2.Game(
         game_id=row["game_id"],
         name=row["name"],
         image_size_bytes=row["image_size_bytes"],
         version=row.get("version") or "",
+        image_ref=row.get("image_ref") or "",
+        image_digest=row.get("image_digest") or "",
+        update_bytes=row.get("update_bytes") or 0,
     )
 
 

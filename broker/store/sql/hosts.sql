@@ -64,6 +64,10 @@ DELETE FROM broker_replicas WHERE alive_at < now() - interval '1 day';
 -- $3: the images the agent holds now (hosts_derive_games_cached derives games_cached from them).
 UPDATE hosts SET images_cached = $3 WHERE host_id = $1 AND epoch = $2;
 
+-- name: set_image_fetches
+-- $3: the fetches under way or failed, as the agent reports them (a JSON array).
+UPDATE hosts SET image_fetches = $3 WHERE host_id = $1 AND epoch = $2;
+
 -- name: mark_lost
 -- A host is lost when its agent's link was seen dead more than $1 s ago (the grace left for a reconnect), or when the
 -- broker process holding its link has not said it is alive for $2 s and the host has shown no sign of life since

@@ -111,7 +111,7 @@ class SessionStats(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., fps_sent: _Optional[float] = ..., bitrate_kbps: _Optional[int] = ..., rtt_ms: _Optional[float] = ..., loss_pct: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached", "draining")
+    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached", "draining", "image_fetches_changed", "image_fetches")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CPU_LOAD_FIELD_NUMBER: _ClassVar[int]
     GPU_LOAD_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,8 @@ class Heartbeat(_message.Message):
     GAMES_CACHED_CHANGED_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FETCHES_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FETCHES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     cpu_load: float
     gpu_load: float
@@ -126,7 +128,9 @@ class Heartbeat(_message.Message):
     games_cached_changed: bool
     games_cached: _containers.RepeatedScalarFieldContainer[str]
     draining: bool
-    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ..., draining: bool = ...) -> None: ...
+    image_fetches_changed: bool
+    image_fetches: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageFetch]
+    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ..., draining: bool = ..., image_fetches_changed: bool = ..., image_fetches: _Optional[_Iterable[_Union[_common_pb2.ImageFetch, _Mapping]]] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("session_id", "state", "end_reason", "detail")
@@ -195,11 +199,15 @@ class DrainCommand(_message.Message):
     def __init__(self, drained: bool = ...) -> None: ...
 
 class PrewarmCommand(_message.Message):
-    __slots__ = ("game_id", "version", "image_size_bytes")
+    __slots__ = ("game_id", "version", "image_size_bytes", "image_ref", "image_digest")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     version: str
     image_size_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...
+    image_ref: str
+    image_digest: str
+    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
