@@ -31,6 +31,7 @@ from typing import cast
 import grpc
 import structlog
 from cloudseat.client import AgentLinkClient, BrokerClient
+from cloudseat.images import oci
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2
 from grpc import aio
 
@@ -67,6 +68,13 @@ _LOOK_EVERY_S = 0.1
 # The load is read at most this often: each NVML reading initialises and shuts the library down, which holds the
 # event loop for milliseconds, and the CPU figure (the one-minute load average) moves slowly anyway.
 _LOAD_EVERY_S = 1.0
+
+
+def _registry(config: AgentConfig) -> oci.Registry | None:
+    r = config.registry
+    if r is None:
+        return None
+    return oci.Registry(r.url, oci.Credentials(r.username, r.password), ca_file=str(r.ca) if r.ca else None)
 
 
 def new_epoch() -> int:
@@ -145,7 +153,16 @@ class BrokerLink:
         self._stopping = False
         # Set when stop() has said Goodbye and the broker closed (or gave up): until then the call must stand.
         self._left = asyncio.Event()
-        self.images = ImageCache(config.games_cached, config.image_store, config.image_fetch_bytes_per_s)
+        self.images = ImageCache(
+            config.games_cached,
+            config.image_store,
+            config.image_fetch_bytes_per_s,
+            registry=_registry(config),
+            disk_bytes=config.image_disk_bytes,
+            workers=config.image_fetch_workers,
+            retry_s=config.image_fetch_retry_s,
+            games_in_use=lambda: {s.game_id for s in self.sessions.sessions.values()},
+        )
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid
@@ -284,8 +301,14 @@ class BrokerLink:
         while not self._stopping:  # leaving: Goodbye is the last word
             now = loop.time()
             games = self.images.take_changes()  # when not None, a heartbeat goes now and carries it
+            fetches = self.images.take_fetch_changes(now)  # the same
             draining = self.sessions.draining
-            if games is not None or draining != schedule.draining or schedule.interval_passed(now):
+            if (
+                games is not None
+                or fetches is not None
+                or draining != schedule.draining
+                or schedule.interval_passed(now)
+            ):
                 if now - read_at >= _LOAD_EVERY_S:
                     load, read_at = inventory.utilisation(), now
                 cpu, gpu = load
@@ -294,11 +317,16 @@ class BrokerLink:
                     sessions=len(self.sessions.sessions),
                     cpu=cpu,
                     gpu=gpu,
-                    games_changed=games is not None,
+                    games_changed=games is not None or fetches is not None,
                     draining=draining,
                 ):
                     await link.heartbeat(
-                        cpu, gpu, self.sessions.stats(), games_cached=games, draining=draining
+                        cpu,
+                        gpu,
+                        self.sessions.stats(),
+                        games_cached=games,
+                        draining=draining,
+                        image_fetches=fetches,
                     )
                     schedule.sent(now, cpu=cpu, gpu=gpu, draining=draining)
             await asyncio.sleep(_LOOK_EVERY_S)
@@ -335,7 +363,7 @@ class BrokerLink:
                 log.info("drain set by the provider", drained=msg.drain.drained)
             elif kind == "prewarm":
                 p = msg.prewarm
-                self.images.prewarm(p.game_id, p.version, p.image_size_bytes)
+                self.images.prewarm(p.game_id, p.version, p.image_size_bytes, p.image_ref, p.image_digest)
         raise ConnectionError("the broker closed the link")
 
     async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:
