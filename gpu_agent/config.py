@@ -14,6 +14,10 @@ image_disk_bytes = 200000000000     # optional: the most image_store may hold; l
 image_fetch_workers = 8             # chunks fetched at once
 image_fetch_retry_s = 300           # how long an unreachable registry is asked again before the fetch fails
 
+peer_listen = "0.0.0.0:7443"        # optional: serve image chunks to the site's hosts here (mutual TLS with [tls])
+peer_address = "10.0.0.5:7443"      # optional: where the site's hosts reach it (default: peer_listen's host, or the
+                                    # first media address, with the port it got)
+
 [registry]                          # optional: the image registry (OCI distribution API) and read-only credentials
 url = "https://registry.example.net"
 username = "reader"
@@ -109,6 +113,8 @@ class AgentConfig:
     image_fetch_workers: int = 8
     image_fetch_retry_s: float = 300.0
     registry: RegistryConfig | None = None
+    peer_listen: str = ""
+    peer_address: str = ""
 
 
 class _Reader:
@@ -157,7 +163,7 @@ _KNOWN = {
     "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
     "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources", "tls", "insecure",
     "image_store", "image_fetch_bytes_per_s", "image_disk_bytes", "image_fetch_workers", "image_fetch_retry_s",
-    "registry",
+    "registry", "peer_listen", "peer_address",
 }  # fmt: skip
 
 
@@ -236,7 +242,17 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         image_fetch_workers=r.int_range("image_fetch_workers", 1, 64, 8),
         image_fetch_retry_s=float(retry),
         registry=_registry(r, base or Path.cwd()),
+        peer_listen=_address(r, "peer_listen"),
+        peer_address=_address(r, "peer_address"),
     )
+
+
+def _address(r: _Reader, key: str) -> str:
+    value: str = r.get(key, str, "")
+    m = _ADDRESS.fullmatch(value)
+    if value and (m is None or int(m["port"]) > 65535):
+        raise r.fail(key, "must be HOST:PORT")
+    return value
 
 
 def _registry(r: _Reader, base: Path) -> RegistryConfig | None:

@@ -24,7 +24,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ import structlog
 from cloudseat.images import manifest, oci, publish
 from cloudseat.images.errors import ImageError, InstallError, ManifestError, RegistryUnavailable
 
+from gpu_agent import peers
+from gpu_agent.config import TlsConfig
 from gpu_agent.image_install import Progress, install
 from gpu_agent.image_store import ImageStore
 
@@ -54,6 +56,8 @@ class ImageCache:
         workers: int = 8,
         retry_s: float = 300.0,
         games_in_use: Callable[[], set[str]] = set,
+        host_id: str = "",
+        tls_files: TlsConfig | None = None,
     ) -> None:
         self._held: list[str] = list(dict.fromkeys(initial))
         self._root = store
@@ -70,10 +74,18 @@ class ImageCache:
         self._changed = False
         self._fetches_changed = False
         self._fetches_sent_at = 0.0
+        self._host_id = host_id
+        self._tls = tls_files
         self.store: ImageStore | None = None
+        # One registry fetch per chunk at a time on this host, shared with the site's peers (gpu_agent.peers).
+        self.flights: peers.Flights | None = None
+        # What came from where, for the benchmark and the logs.
+        self.peer_bytes = 0
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
             self.store = ImageStore(store)
+            if registry is not None:
+                self.flights = peers.Flights(self.store, registry)
             for image in self.store.held():
                 self._add(image)
             for path in sorted(store.glob(f"*{_SUFFIX}")):
@@ -126,14 +138,20 @@ class ImageCache:
         return self.store.tree(newest)
 
     def prewarm(
-        self, game_id: str, version: str, size_bytes: int, image_ref: str = "", image_digest: str = ""
+        self,
+        game_id: str,
+        version: str,
+        size_bytes: int,
+        image_ref: str = "",
+        image_digest: str = "",
+        site_peers: Sequence[peers.Peer] = (),
     ) -> None:
         """Start fetching GAME_ID@VERSION unless it is held or on its way."""
         image = f"{game_id}@{version}"
         if image in self._held or image in self._fetching:
             return
         if image_ref and self._registry is not None and self.store is not None:
-            coro = self._install(image, image_ref, image_digest)
+            coro = self._install(image, image_ref, image_digest, site_peers)
         elif image_ref:
             log.warning("cannot fetch the image: no registry or image_store configured", image=image)
             self._progress[image] = Progress(
@@ -147,7 +165,9 @@ class ImageCache:
         self._fetching[image] = task
         task.add_done_callback(lambda _t: self._fetching.pop(image, None))
 
-    async def _install(self, image: str, image_ref: str, image_digest: str) -> None:
+    async def _install(
+        self, image: str, image_ref: str, image_digest: str, site_peers: Sequence[peers.Peer]
+    ) -> None:
         assert self._registry is not None and self.store is not None
         store, registry = self.store, self._registry
         progress = Progress(image)
@@ -171,10 +191,13 @@ class ImageCache:
             free = shutil.disk_usage(store.root).free
             if need > free:
                 raise InstallError(f"the disk is full at {store.root}: {need} bytes needed, {free} free")
+            source = self._source(registry, image_ref, site_peers)
             await asyncio.to_thread(
-                install, store, built, self._source(registry, image_ref), progress,
+                install, store, built, source, progress,
                 workers=self._workers, retry_s=self._retry_s, stop=self._stop,
             )  # fmt: skip
+            if isinstance(source, peers.SiteSource):
+                self.peer_bytes += source.peer_bytes
         except ImageError as exc:
             progress.error = exc.message
             self._fetches_changed = True
@@ -196,9 +219,12 @@ class ImageCache:
                 if time.monotonic() >= deadline or self._stop.wait(1.0):
                     raise
 
-    @staticmethod
-    def _source(registry: oci.Registry, image_ref: str) -> Callable[[manifest.Chunk], bytes]:
+    def _source(
+        self, registry: oci.Registry, image_ref: str, site_peers: Sequence[peers.Peer]
+    ) -> Callable[[manifest.Chunk], bytes]:
         repo = image_ref.partition("@")[0]
+        if site_peers and self.flights is not None and self._host_id:
+            return peers.SiteSource(self._host_id, site_peers, self.flights, repo, self._tls)
         return lambda c: registry.get_blob(repo, c.blob)
 
     async def _simulate(self, image: str, size_bytes: int) -> None:

@@ -35,7 +35,7 @@ from cloudseat.images import oci
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2
 from grpc import aio
 
-from gpu_agent import inventory, reports
+from gpu_agent import inventory, peers, reports
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
 from gpu_agent.images import ImageCache
@@ -162,7 +162,11 @@ class BrokerLink:
             workers=config.image_fetch_workers,
             retry_s=config.image_fetch_retry_s,
             games_in_use=lambda: {s.game_id for s in self.sessions.sessions.values()},
+            host_id=config.host_id,
+            tls_files=config.tls,
         )
+        self._peer_server: aio.Server | None = None
+        self.peer_address = ""
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid
@@ -185,12 +189,29 @@ class BrokerLink:
                 games_cached=self.images.held(),
                 media_addresses=list(c.media_addresses),
                 price_micros_per_slot_hour=c.price_micros_per_slot_hour,
+                peer_address=self.peer_address,
             ),
             running=self.sessions.running(),
         )
 
+    async def _serve_peers(self) -> None:
+        """Serve image chunks to the site's hosts (gpu_agent.peers) when the config says where."""
+        c = self.config
+        if not c.peer_listen or self.images.flights is None or self._peer_server is not None:
+            return
+        self._peer_server, port = await peers.serve(c.peer_listen, self.images.flights, c.tls)
+        if c.peer_address:
+            self.peer_address = c.peer_address
+        else:
+            host = c.peer_listen.rsplit(":", 1)[0]
+            if host in ("0.0.0.0", "[::]", ""):
+                host = c.media_addresses[0]
+            self.peer_address = f"{host}:{port}"
+        log.info("serving image chunks to the site", address=self.peer_address)
+
     async def run(self) -> None:
         """Stay connected until stop(); raises RegistrationError when the broker refuses this host for good."""
+        await self._serve_peers()
         backoff = _BACKOFF_FIRST_S
         while not self._stopping:
             await self._follow_rotation()
@@ -363,7 +384,14 @@ class BrokerLink:
                 log.info("drain set by the provider", drained=msg.drain.drained)
             elif kind == "prewarm":
                 p = msg.prewarm
-                self.images.prewarm(p.game_id, p.version, p.image_size_bytes, p.image_ref, p.image_digest)
+                self.images.prewarm(
+                    p.game_id,
+                    p.version,
+                    p.image_size_bytes,
+                    p.image_ref,
+                    p.image_digest,
+                    [peers.Peer(x.host_id, x.address) for x in p.peers],
+                )
         raise ConnectionError("the broker closed the link")
 
     async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:
@@ -376,6 +404,8 @@ class BrokerLink:
         self._stopping = True
         try:
             await self.images.close()
+            if self._peer_server is not None:
+                await self._peer_server.stop(0.5)
             self._outbox.flush()
             link, self._current = self._current, None  # leave once, however often stop is called
             if link is not None and self.registered.is_set():

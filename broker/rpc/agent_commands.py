@@ -49,6 +49,7 @@ def prewarm_command(image: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
             image_size_bytes=image["image_size_bytes"],
             image_ref=image.get("image_ref") or "",
             image_digest=image.get("image_digest") or "",
+            peers=[agent_pb2.SitePeer(host_id=h, address=a) for h, a in image.get("peers") or []],
         )
     )
 
@@ -57,5 +58,7 @@ def negotiate_command(
     correlation_id: str, session_id: str, offer: common_pb2.SessionDescription
 ) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
-        negotiate=agent_pb2.NegotiateCommand(correlation_id=correlation_id, session_id=session_id, offer=offer)
+        negotiate=agent_pb2.NegotiateCommand(
+            correlation_id=correlation_id, session_id=session_id, offer=offer
+        )
     )

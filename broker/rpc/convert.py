@@ -322,6 +322,15 @@ def price_micros(value: int, field: str) -> int:
     return v.int_range(value, field, 0, MAX_PRICE_MICROS)
 
 
+def _peer_address(value: str) -> str:
+    if not value:
+        return ""
+    _, port = v.host_port(value, "register.inventory.peer_address")
+    if port == 0:
+        raise InvalidArgument("register.inventory.peer_address", "must name the port the agent listens on")
+    return value
+
+
 def registration(msg: agent_pb2.Register) -> host_store.Registration:
     inv = msg.inventory
     if not msg.HasField("inventory"):
@@ -350,6 +359,7 @@ def registration(msg: agent_pb2.Register) -> host_store.Registration:
             v.text(a, f"register.inventory.media_addresses[{i}]", max_len=256, required=True)
             for i, a in enumerate(inv.media_addresses)
         ),
+        peer_address=_peer_address(inv.peer_address),
         gpus=tuple(
             {
                 "model": v.text(g.model, f"register.inventory.gpus[{i}].model", max_len=128),

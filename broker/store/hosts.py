@@ -30,6 +30,7 @@ class Registration:
     games_cached: tuple[str, ...] = ()
     media_addresses: tuple[str, ...] = ()
     gpus: tuple[dict[str, object], ...] = ()
+    peer_address: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = No
             link.link_id if link else None,
             link.replica_id if link else None,
             link.address if link else None,
+            reg.peer_address,
         )
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)

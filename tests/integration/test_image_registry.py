@@ -39,6 +39,7 @@ image_store = "{store}"
 image_fetch_workers = 2
 image_fetch_retry_s = 60
 image_disk_bytes = {budget}
+peer_listen = "127.0.0.1:0"
 
 [registry]
 url = "{url}"
@@ -154,30 +155,42 @@ async def test_publish_prewarm_and_an_update_that_moves_only_new_chunks(
     rc, out, err = await push(registry, broker, "arena", "1", v1)
     assert rc == 0 and "uploaded 0 blobs (0 bytes)" in out, out + err
 
-    store = tmp_path / "store"
-    await launch("agent-img", agent_config("agent-img", broker, registry, store))
-    await host_where(world, "agent-img", lambda h: "demo" in h.games_cached)
-    told = await world.prewarm_game("site-near", "arena")
-    assert list(told.host_ids) == ["agent-img"]
-    host = await host_where(world, "agent-img", lambda h: "arena" in h.games_cached)
-    assert "arena@1" in host.images_cached
-    same_tree(v1, store / "trees" / "arena@1")
-    fetched_v1 = blob_bytes(store)
-    assert fetched_v1 == game.image_size_bytes  # every stored byte of v1, once
+    # Two hosts of one site, their registry traffic counted on its way: the site pulls each chunk once.
+    store, other = tmp_path / "store", tmp_path / "store-2"
+    async with slow(registry, None) as link:
+        url = f"http://127.0.0.1:{link.port}"
+        await launch("agent-img", agent_config("agent-img", broker, registry, store, url=url))
+        await launch("agent-img2", agent_config("agent-img2", broker, registry, other, url=url))
+        for host_id in ("agent-img", "agent-img2"):
+            await host_where(world, host_id, lambda h: "demo" in h.games_cached)
+        told = await world.prewarm_game("site-near", "arena")
+        assert sorted(told.host_ids) == ["agent-img", "agent-img2"]
+        for host_id in ("agent-img", "agent-img2"):
+            host = await host_where(world, host_id, lambda h: "arena" in h.games_cached)
+            assert "arena@1" in host.images_cached
+        site_bytes = link.bytes_down
+        same_tree(v1, store / "trees" / "arena@1")
+        same_tree(v1, other / "trees" / "arena@1")
+        fetched_v1 = blob_bytes(store)
+        assert (
+            fetched_v1 == blob_bytes(other) == game.image_size_bytes
+        )  # every stored byte of v1, once per host
+        # ...but once for the site (plus two manifests and the HTTP headers).
+        assert game.image_size_bytes <= site_bytes < 1.2 * game.image_size_bytes
 
-    edit(v1, v2)
-    rc, out, err = await push(registry, broker, "arena", "2", v2)
-    assert rc == 0, err
-    game2 = next(g for g in await world.list_games() if g.game_id == "arena")
-    assert game2.version == "2" and 0 < game2.update_bytes < game2.image_size_bytes / 2
-    await world.prewarm_game("site-near", "arena")
-    host = await host_where(world, "agent-img", lambda h: "arena" in h.games_cached)
-    assert {"arena@1", "arena@2"} <= set(host.images_cached)
-    same_tree(v2, store / "trees" / "arena@2")
-    same_tree(v1, store / "trees" / "arena@1")  # the old version is untouched for sessions still on it
-    # The host fetched only what v2 added, exactly what the publisher said an update moves.
-    assert blob_bytes(store) - fetched_v1 == game2.update_bytes
-    assert list(host.image_fetches) == []
+        edit(v1, v2)
+        rc, out, err = await push(registry, broker, "arena", "2", v2)
+        assert rc == 0, err
+        game2 = next(g for g in await world.list_games() if g.game_id == "arena")
+        assert game2.version == "2" and 0 < game2.update_bytes < game2.image_size_bytes / 2
+        await world.prewarm_game("site-near", "arena")
+        host = await host_where(world, "agent-img", lambda h: "arena" in h.games_cached)
+        assert {"arena@1", "arena@2"} <= set(host.images_cached)
+        same_tree(v2, store / "trees" / "arena@2")
+        same_tree(v1, store / "trees" / "arena@1")  # the old version is untouched for sessions still on it
+        # The host fetched only what v2 added, exactly what the publisher said an update moves.
+        assert blob_bytes(store) - fetched_v1 == game2.update_bytes
+        assert list(host.image_fetches) == []
 
 
 async def test_wrong_credentials_give_one_line_and_the_provider_sees_why(

@@ -13,6 +13,9 @@ ALTER TABLE games
     ADD CONSTRAINT games_image_ref_matches CHECK (image_digest = '' OR image_ref LIKE '%@sha256:' || image_digest),
     ADD CONSTRAINT games_update_bytes_range CHECK (update_bytes >= 0);
 
+-- HOST:PORT where the agent serves image chunks to its site (PeerService); '' when it does not.
+ALTER TABLE hosts ADD COLUMN peer_address text NOT NULL DEFAULT '' CHECK (length(peer_address) <= 262);
+
 -- [{"image": "arena@2", "bytes_done": 1, "bytes_total": 2, "error": ""}], as the agent last reported them.
 ALTER TABLE hosts ADD COLUMN image_fetches jsonb NOT NULL DEFAULT '[]'
     CHECK (jsonb_typeof(image_fetches) = 'array');

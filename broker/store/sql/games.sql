@@ -24,7 +24,12 @@ SELECT host_id,
        pg_notify('cloudseat_hosts', json_build_object(
            'host_id', host_id,
            'prewarm', json_build_object('game_id', $2::text, 'version', $3::text, 'image_size_bytes', $4::bigint,
-                                        'image_ref', $5::text, 'image_digest', $6::text)
+                                        'image_ref', $5::text, 'image_digest', $6::text,
+                                        'peers', (SELECT coalesce(json_agg(json_build_array(p.host_id, p.peer_address)
+                                                                           ORDER BY p.host_id), '[]')
+                                                  FROM hosts p
+                                                  WHERE p.site_id = $1 AND p.status = 'online'
+                                                    AND p.peer_address <> ''))
        )::text)
 FROM hosts
 WHERE site_id = $1 AND status = 'online' AND NOT ($2::text = ANY(games_cached))
@@ -36,7 +41,10 @@ INSERT INTO prewarms (site_id, game_id, version, host_ids) VALUES ($1, $2, $3, $
 -- name: prewarms_missed
 -- Images pre-warmed at the host's site, in the game's current version, that the host does not hold: a host that was
 -- offline when the provider asked, or joined the site since, fetches them when it registers.
-SELECT DISTINCT g.game_id, g.version, g.image_size_bytes, g.image_ref, g.image_digest
+-- peers: the site's online hosts that serve chunks, as [host_id, address] pairs.
+SELECT DISTINCT g.game_id, g.version, g.image_size_bytes, g.image_ref, g.image_digest,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(s.host_id, s.peer_address) ORDER BY s.host_id), '[]')
+        FROM hosts s WHERE s.site_id = h.site_id AND s.status = 'online' AND s.peer_address <> '') AS peers
 FROM prewarms p
 JOIN hosts h ON h.site_id = p.site_id
 JOIN games g ON g.game_id = p.game_id AND g.version = p.version

@@ -186,6 +186,21 @@ def check(manifest: Manifest) -> None:
             raise ManifestError(f"chunks[{i}].blob", "differs from an earlier chunk with the same digest")
 
 
+def parse_chunk(raw: Any, field: str) -> Chunk:
+    """One chunk description from untrusted input (a peer's request); ManifestError names the field."""
+    return _chunk(raw, field)
+
+
+_REPOSITORY = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*")
+
+
+def check_repository(value: str, field: str) -> str:
+    """A registry repository path (games/arena)."""
+    if len(value) > 255 or not _REPOSITORY.fullmatch(value):
+        raise ManifestError(field, "must be a lowercase registry repository path")
+    return value
+
+
 def _list(doc: dict[str, Any], key: str, most: int) -> Sequence[Any]:
     value = doc.get(key)
     if not isinstance(value, list):

@@ -39,20 +39,22 @@ class BrokerMessage(_message.Message):
     def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ..., prewarm: _Optional[_Union[PrewarmCommand, _Mapping]] = ...) -> None: ...
 
 class HostInventory(_message.Message):
-    __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour")
+    __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour", "peer_address")
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_FIELD_NUMBER: _ClassVar[int]
     MEDIA_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     gpu_class: str
     gpus: _containers.RepeatedCompositeFieldContainer[_fleet_pb2.Gpu]
     slots: int
     games_cached: _containers.RepeatedScalarFieldContainer[str]
     media_addresses: _containers.RepeatedScalarFieldContainer[str]
     price_micros_per_slot_hour: int
-    def __init__(self, gpu_class: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[_fleet_pb2.Gpu, _Mapping]]] = ..., slots: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., media_addresses: _Optional[_Iterable[str]] = ..., price_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+    peer_address: str
+    def __init__(self, gpu_class: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[_fleet_pb2.Gpu, _Mapping]]] = ..., slots: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., media_addresses: _Optional[_Iterable[str]] = ..., price_micros_per_slot_hour: _Optional[int] = ..., peer_address: _Optional[str] = ...) -> None: ...
 
 class RunningSession(_message.Message):
     __slots__ = ("session_id", "state")
@@ -199,15 +201,25 @@ class DrainCommand(_message.Message):
     def __init__(self, drained: bool = ...) -> None: ...
 
 class PrewarmCommand(_message.Message):
-    __slots__ = ("game_id", "version", "image_size_bytes", "image_ref", "image_digest")
+    __slots__ = ("game_id", "version", "image_size_bytes", "image_ref", "image_digest", "peers")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     version: str
     image_size_bytes: int
     image_ref: str
     image_digest: str
-    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[SitePeer]
+    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[SitePeer, _Mapping]]] = ...) -> None: ...
+
+class SitePeer(_message.Message):
+    __slots__ = ("host_id", "address")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    address: str
+    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
