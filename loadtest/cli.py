@@ -1,4 +1,4 @@
-"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`).
+"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`, `images`).
 
 Each subcommand's flags are the settings of its config dataclass (PlacementConfig here, loadtest.stream's
 StreamRunConfig, loadtest.fleet's FleetConfig), derived by cloudseat.settings: every flag falls back to an
@@ -20,7 +20,7 @@ from typing import Any
 from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import fleet, placement, stream, synthetic
+from loadtest import fleet, images, placement, stream, synthetic
 from loadtest import instance as instance_file
 
 PROG = "cloudseat-loadtest"
@@ -191,6 +191,14 @@ _SUBCOMMANDS = {
         "and a report with plots (--report). docs/loadtest-fleet.md explains every figure.",
         fleet.FleetConfig,
         fleet.main,
+    ),
+    "images": _Subcommand(
+        "game images: publish, fetch, a 5% update and a site sharing chunks, through the real registry",
+        "Make a synthetic game (--size) and a v2 with ~5% changed; publish both to the embedded Distribution "
+        "registry; fetch with the agent's code against plain GETs of the same blobs; update a host holding v1; "
+        "let --hosts hosts of one site install at once; inject corrupt chunks. docs/images.md explains the figures.",
+        images.ImagesConfig,
+        images.main,
     ),
 }
 
