@@ -167,6 +167,7 @@ class BrokerLink:
         )
         self._peer_server: aio.Server | None = None
         self.peer_address = ""
+        self.sessions.assets = self.images.tree
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -47,6 +48,8 @@ class SessionManager:
         self.sessions: dict[str, RunningSession] = {}
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # The installed image tree of a game, if the host holds one (the link sets it: gpu_agent.images).
+        self.assets: Callable[[str], Path | None] = lambda _game_id: None
 
     # -- commands ---------------------------------------------------------------------------------------------
 
@@ -69,7 +72,12 @@ class SessionManager:
         sid = session.session_id
         try:
             source = workloads.make_source(
-                cmd.game_id, cmd.tier.width, cmd.tier.height, cmd.tier.fps, dict(self._config.sources)
+                cmd.game_id,
+                cmd.tier.width,
+                cmd.tier.height,
+                cmd.tier.fps,
+                dict(self._config.sources),
+                self.assets(cmd.game_id),
             )
         except workloads.UnknownGame as exc:
             self._drop(sid)

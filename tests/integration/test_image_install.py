@@ -13,11 +13,13 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cloudseat.images import manifest, oci, publish
 from cloudseat.images.errors import ChunkCorrupt
 from cloudseat.images.local_registry import RegistryProcesses
 
+from gpu_agent import workloads
 from gpu_agent.image_install import Progress, install
 from gpu_agent.image_store import ImageStore
 from gpu_agent.images import ImageCache
@@ -169,4 +171,29 @@ async def test_the_budget_evicts_the_least_recently_used_never_a_running_games(
     assert cache.take_changes() == ["a@1", "c@1"]
     assert cache.store is not None and cache.store.usage() <= int(2.5 * one)
     same_tree(tmp_path / "a", tmp_path / "store" / "trees" / "a@1")
+    await cache.close()
+
+
+async def test_the_demo_game_draws_with_the_palette_of_its_installed_image(
+    registry: RegistryProcesses, tmp_path: Path
+) -> None:
+    """Publishing demo v2 with another palette changes the pixels a new session renders on a host that installed
+    it (the frames the workload hands the encoder; the seat's decoder is not in this test)."""
+    writer, reader = _clients(registry)
+    cache = ImageCache((), tmp_path / "store", 1e9, registry=reader)
+
+    def blue_level() -> float:
+        source = workloads.make_source("demo", 320, 180, 30, {}, cache.tree("demo"))
+        rgb = source.next_frame(1_000_000)
+        return float(np.median(rgb[60:, :, 2]))  # the background's blue, below the stamp and the player
+
+    assert abs(blue_level() - 96) <= 4  # no image: the built-in palette
+    for version, palette in (("1", (250, 250, 30)), ("2", (250, 250, 220))):
+        src = tmp_path / f"demo-v{version}"
+        (src / "assets").mkdir(parents=True)
+        (src / "assets" / "palette.bin").write_bytes(bytes(palette))
+        done = _publish(writer, "demo", version, src)
+        cache.prewarm("demo", version, 0, done.image_ref, done.digest)
+        await _until_done(cache, f"demo@{version}")
+        assert abs(blue_level() - palette[2]) <= 6, version
     await cache.close()
