@@ -10,17 +10,21 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import av
 import numpy as np
 from cloudseat.client import BrokerClient
 from cloudseat.images.local_registry import RegistryProcesses
-from cloudseat.v1 import fleet_pb2
+from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
 from broker.server import Broker
 from tests.integration.conftest import Launch
+from thin_client.receiver import Receiver
+
+S = common_pb2.SessionState
 
 AGENT = """
 host_id = "{host}"
@@ -30,7 +34,7 @@ broker = "127.0.0.1:{port}"
 slots = 2
 gpu_class = "cpu"
 price_micros_per_slot_hour = 1000000
-games_cached = ["demo"]
+games_cached = {games}
 media_addresses = ["127.0.0.1"]
 codec = "vp8"
 drain_grace_s = 1
@@ -116,13 +120,13 @@ async def push(
 
 def agent_config(
     host: str, broker: Broker, registry: RegistryProcesses, store: Path, *, url: str = "", budget: int = 0,
-    password: str | None = None,
+    password: str | None = None, games: str = '["demo"]',
 ) -> str:  # fmt: skip
     reg = registry.registry
     assert reg is not None
     return AGENT.format(
         host=host, port=broker.port, store=store, url=url or reg.reader_url,
-        password=reg.reader.password if password is None else password, budget=budget,
+        password=reg.reader.password if password is None else password, budget=budget, games=games,
     )  # fmt: skip
 
 
@@ -329,3 +333,60 @@ async def test_registry_away_mid_fetch_and_an_agent_killed_mid_install_resume(
     assert blob_bytes(store) == game.image_size_bytes
     # The restarted agent fetched only what the killed one had not (plus the manifests and HTTP headers).
     assert fast.bytes_down < game.image_size_bytes - kept + 64 * 1024
+
+
+async def _background_blue(world: BrokerClient, seat: str) -> float:
+    """Play a demo session on the seat through the real WebRTC path; the median blue of the decoded background."""
+    started = await world.start_session("cafe", seat, "demo")
+    await world.wait_for(started.session.session_id, S.SESSION_STATE_READY, timeout_s=30)
+    blues: list[float] = []
+
+    def on_frame(frame: av.VideoFrame, _stamp: object) -> None:
+        if len(blues) < 5:
+            rgb = frame.to_ndarray(format="rgb24")
+            blues.append(float(np.median(rgb[rgb.shape[0] // 3 :, :, 2])))
+
+    receiver = Receiver(host_addresses=("127.0.0.1",), on_frame=on_frame)
+    try:
+        await receiver.connect(_negotiator(world, started))
+        await receiver.wait_frames(10, timeout_s=30)
+    finally:
+        await receiver.close()
+    await world.end_session(started.session.session_id, started.session_token)
+    assert blues
+    return float(np.median(blues))
+
+
+def _negotiator(
+    world: BrokerClient, started: session_pb2.StartSessionResponse
+) -> Callable[[str], Awaitable[str]]:
+    async def negotiate(offer_sdp: str) -> str:
+        response = await world.sessions.Negotiate(
+            session_pb2.NegotiateRequest(
+                session_id=started.session.session_id,
+                session_token=started.session_token,
+                offer=common_pb2.SessionDescription(type="offer", sdp=offer_sdp),
+            )
+        )
+        return response.answer.sdp
+
+    return negotiate
+
+
+async def test_publishing_a_demo_update_changes_the_pixels_a_seat_sees(
+    world: BrokerClient, broker: Broker, launch: Launch, registry: RegistryProcesses, tmp_path: Path
+) -> None:
+    """End to end: the demo's palette lives in its image; a seat decodes the stream of a new session after each
+    publish and pre-warm, and the background's colour follows the published version."""
+    await launch("agent-demo", agent_config("agent-demo", broker, registry, tmp_path / "store", games="[]"))
+    await host_where(world, "agent-demo", lambda h: h.status == fleet_pb2.HOST_STATUS_ONLINE)
+    for version, blue in (("2", 40), ("3", 210)):
+        src = tmp_path / f"demo-v{version}"
+        (src / "assets").mkdir(parents=True)
+        (src / "assets" / "palette.bin").write_bytes(bytes([250, 250, blue]))
+        rc, _, err = await push(registry, broker, "demo", version, src)
+        assert rc == 0, err
+        await world.prewarm_game("site-near", "demo")
+        await host_where(world, "agent-demo", lambda h, v=version: f"demo@{v}" in h.images_cached)
+        seen = await _background_blue(world, f"s{version}")
+        assert abs(seen - blue) <= 16, (version, seen)
