@@ -272,7 +272,7 @@ def print_welcome(
     )
     console = "The consoles are off (--http-listen off)."
     if creds is None:
-        seat_auth, grpc_auth = "", "-plaintext "
+        seat_auth, grpc_auth, push_auth = "", "-plaintext ", ""
         security = "Authentication is OFF (--insecure): plaintext, every caller trusted."
         if console_url:
             console = f"Consoles on {console_url} (venue and provider pages, /metrics too)"
@@ -286,6 +286,7 @@ def print_welcome(
             )
         seat_auth = f' \\\n      --ca {creds.ca} --token "$(cat {tokens[PLAY_SEAT]})"'
         grpc_auth = f'-cacert {creds.ca} -H "authorization: Bearer $(cat {tokens["operator"]})" '
+        push_auth = f' --broker-ca {creds.ca} --token "$(cat {tokens["operator"]})"'
         security = (
             f"Mutual TLS and tenant tokens are on: development CA and keys in {creds.folder}; day-long tokens in "
             f"{creds.folder / 'tokens'}\n(operator, venue {VENUE}, provider {PROVIDER}, {PLAY_SEAT}); more with "
@@ -305,17 +306,17 @@ Try it (grpcurl uses server reflection):
   grpcurl {grpc_auth}-d '{{"venue_id":"{VENUE}"}}' 127.0.0.1:{port} cloudseat.v1.VenueService/ListSeats
 {security}
 GPU hosts join through cloudseat.v1.AgentService/Connect. Ctrl-C stops the broker; the data stays for next time.
-{_images_line(images, port)}""",
+{_images_line(images, port, push_auth)}""",
         flush=True,
     )
 
 
-def _images_line(images: LocalRegistry | None, port: int) -> str:
+def _images_line(images: LocalRegistry | None, port: int, auth: str) -> str:
     if images is None:
         return "No image registry (install docker-registry: scripts/system-deps); game images cannot be published.\n"
     password = images.root / f"{images.writer.username}.password"
     return (
         f"Image registry: {images.writer_url} (publish), {images.reader_url} (hosts, read-only). Publish a game:\n"
         f'  CLOUDSEAT_IMAGES_REGISTRY_PASSWORD="$(cat {password})" .venv/bin/cloudseat-images push \\\n'
-        f"      --registry {images.writer_url} --broker 127.0.0.1:{port} --game mygame --version 1 ./mygame-dir\n"
+        f"      --registry {images.writer_url} --broker 127.0.0.1:{port}{auth} --game mygame --version 1 ./mygame-dir\n"
     )
