@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 from cloudseat.images import manifest, tree
-from cloudseat.images.errors import ChunkCorrupt, ImageError, InstallError, RegistryUnavailable
+from cloudseat.images.errors import ChunkCorrupt, InstallError, RegistryUnavailable
 
 from gpu_agent.image_store import ImageStore
 
@@ -213,5 +213,3 @@ def _finish(built: manifest.Manifest, staged: Path) -> None:
 def _remove_quietly(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
-
-__all__ = ["ImageError", "Progress", "Source", "install"]
