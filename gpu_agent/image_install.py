@@ -212,4 +212,3 @@ def _finish(built: manifest.Manifest, staged: Path) -> None:
 
 def _remove_quietly(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-

@@ -165,6 +165,22 @@ class ImageCache:
         self._fetching[image] = task
         task.add_done_callback(lambda _t: self._fetching.pop(image, None))
 
+    async def ensure(self, game_id: str, version: str, image_ref: str, image_digest: str) -> None:
+        """Hold GAME_ID@VERSION when this returns (a cold start): fetch it now unless it is held or on its way.
+        Raises ImageError with the reason the fetch failed."""
+        image = f"{game_id}@{version}"
+        if image in self._held:
+            return
+        self.prewarm(game_id, version, 0, image_ref, image_digest)
+        task = self._fetching.get(image)
+        if task is not None:
+            await asyncio.shield(task)
+        if image not in self._held:
+            progress = self._progress.get(image)
+            raise InstallError(
+                progress.error if progress is not None and progress.error else f"{image} not held"
+            )
+
     async def _install(
         self, image: str, image_ref: str, image_digest: str, site_peers: Sequence[peers.Peer]
     ) -> None:

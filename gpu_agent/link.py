@@ -168,6 +168,9 @@ class BrokerLink:
         self._peer_server: aio.Server | None = None
         self.peer_address = ""
         self.sessions.assets = self.images.tree
+        self.sessions.fetch_image = lambda cmd: self.images.ensure(
+            cmd.game_id, cmd.version, cmd.image_ref, cmd.image_digest
+        )
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid

@@ -25,6 +25,9 @@ def start_command(session: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
             slots=session["slots"],
             venue_id=session["venue_id"],
             seat_id=session["seat_id"],
+            version=session.get("version") or "",
+            image_ref=session.get("image_ref") or "",
+            image_digest=session.get("image_digest") or "",
         )
     )
 
