@@ -78,11 +78,16 @@ class StatsBatcher:
         if loads:
             counted = await host_store.host_reports(
                 self._pool,
-                [(link.host_id, link_id, cpu, gpu, draining) for link_id, (link, cpu, gpu, draining) in loads.items()],
+                [
+                    (link.host_id, link_id, cpu, gpu, draining)
+                    for link_id, (link, cpu, gpu, draining) in loads.items()
+                ],
             )
             # A link whose report counted for nothing no longer holds its host (declared lost meanwhile, or taken
             # over by a newer connection elsewhere): its agent reports into the void; end the link.
-            self._links.retire([link for link_id, (link, *_) in loads.items() if link_id not in counted], RETIRED)
+            self._links.retire(
+                [link for link_id, (link, *_) in loads.items() if link_id not in counted], RETIRED
+            )
         await metering_store.record_stream_reports(self._pool, streams)
 
     async def _flush_forever(self) -> None:

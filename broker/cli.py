@@ -11,7 +11,7 @@ import dataclasses
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cloudseat import errors, logs, settings
@@ -21,6 +21,9 @@ from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import ALL_ROLES, Broker, Role
 from broker.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from cloudseat.images.local_registry import RegistryProcesses
 
 log = structlog.get_logger("broker")
 
@@ -141,6 +144,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     agents: list[asyncio.subprocess.Process] = []
     seats: list[asyncio.subprocess.Process] = []
+    registry: RegistryProcesses | None = None
     code = 0
     try:
         await broker.start()
@@ -149,15 +153,23 @@ async def _serve(
 
             await local.seed_at(broker.database_url)
             creds = dev.credentials
+            registry = local.start_registry(config.data_dir)
+            images = registry.registry if registry is not None else None
             agents = await local.start_agents(
-                local.write_agent_configs(broker.agent_port, config.data_dir, dev.agents, creds)
+                local.write_agent_configs(broker.agent_port, config.data_dir, dev.agents, creds, images)
             )
             kiosk_url = None
             if dev.kiosk_listen is not None:
                 kiosk, kiosk_url = await local.start_kiosk(broker.port, dev.kiosk_listen, creds)
                 seats.append(kiosk)
             local.print_welcome(
-                broker.port, broker.agent_port, config, kiosk_url, creds, console_url=broker.console_url
+                broker.port,
+                broker.agent_port,
+                config,
+                kiosk_url,
+                creds,
+                console_url=broker.console_url,
+                images=images,
             )
             if dev.play is not None:
                 seats.append(await local.start_client(broker.port, dev.play == "headless", creds))
@@ -175,6 +187,8 @@ async def _serve(
 
             await local.stop_processes(seats)  # seats first: they end their sessions as patrons would
             await local.stop_processes(agents)
+        if registry is not None:
+            registry.stop()
         await broker.stop()
     return code
 

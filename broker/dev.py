@@ -15,13 +15,18 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import structlog
 from cloudseat import errors
+from cloudseat.images.errors import ImageError
+from cloudseat.images.local_registry import LocalRegistry, RegistryProcesses
 
 from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.store import fleet as fleet_store
 from broker.store import games as game_store
 from broker.store import venues as venue_store
+
+log = structlog.get_logger(__name__)
 
 PROVIDER = "demo-provider"
 SITES = {
@@ -81,13 +86,37 @@ def seat_flags(creds: issuing.Credentials | None, seat_id: str) -> list[str]:
     return ["--token", token, "--ca", str(creds.ca)]
 
 
+def start_registry(data_dir: Path) -> RegistryProcesses | None:
+    """The embedded image registry (data in data_dir/registry), or None with a note when Distribution is not
+    installed (scripts/system-deps installs it): the rest of the local system runs without images."""
+    processes = RegistryProcesses(data_dir / "registry")
+    try:
+        processes.start()
+    except ImageError as exc:
+        processes.stop()
+        log.warning("no image registry: game images cannot be published", error=exc.message)
+        return None
+    return processes
+
+
 def write_agent_configs(
-    port: int, data_dir: Path, count: int, creds: issuing.Credentials | None = None
+    port: int,
+    data_dir: Path,
+    count: int,
+    creds: issuing.Credentials | None = None,
+    registry: LocalRegistry | None = None,
 ) -> list[Path]:
     """Host configs for the local agents (one per site, round robin), in data_dir/dev-agents/: mutual TLS with
-    the development certificates, or plaintext when the broker runs --insecure."""
+    the development certificates, or plaintext when the broker runs --insecure; the image registry's reader
+    credentials when one runs."""
     folder = data_dir / "dev-agents"
     folder.mkdir(parents=True, exist_ok=True)
+    registry_lines = ""
+    if registry is not None:
+        registry_lines = (
+            f'[registry]\nurl = "{registry.reader_url}"\nusername = "{registry.reader.username}"\n'
+            f'password_file = "{registry.root / (registry.reader.username + ".password")}"\n'
+        )
     paths = []
     sites = list(SITES)
     for i, host_id in enumerate(host_ids(count)):
@@ -110,7 +139,8 @@ price_micros_per_slot_hour = {1_200_000 + 300_000 * (i % len(sites))}
 games_cached = ["{GAME}"]
 media_addresses = {json.dumps(media_addresses())}
 drain_grace_s = 2
-{security_lines}""",
+image_store = "{data_dir / "dev-images" / host_id}"
+{security_lines}{registry_lines}""",
             encoding="utf-8",
         )
         paths.append(path)
@@ -230,6 +260,7 @@ def print_welcome(
     creds: issuing.Credentials | None = None,
     *,
     console_url: str | None = None,
+    images: LocalRegistry | None = None,
 ) -> None:
     where = (
         config.database_url and "the database at --database-url"
@@ -241,7 +272,7 @@ def print_welcome(
     )
     console = "The consoles are off (--http-listen off)."
     if creds is None:
-        seat_auth, grpc_auth = "", "-plaintext "
+        seat_auth, grpc_auth, push_auth = "", "-plaintext ", ""
         security = "Authentication is OFF (--insecure): plaintext, every caller trusted."
         if console_url:
             console = f"Consoles on {console_url} (venue and provider pages, /metrics too)"
@@ -255,6 +286,7 @@ def print_welcome(
             )
         seat_auth = f' \\\n      --ca {creds.ca} --token "$(cat {tokens[PLAY_SEAT]})"'
         grpc_auth = f'-cacert {creds.ca} -H "authorization: Bearer $(cat {tokens["operator"]})" '
+        push_auth = f' --broker-ca {creds.ca} --token "$(cat {tokens["operator"]})"'
         security = (
             f"Mutual TLS and tenant tokens are on: development CA and keys in {creds.folder}; day-long tokens in "
             f"{creds.folder / 'tokens'}\n(operator, venue {VENUE}, provider {PROVIDER}, {PLAY_SEAT}); more with "
@@ -274,6 +306,17 @@ Try it (grpcurl uses server reflection):
   grpcurl {grpc_auth}-d '{{"venue_id":"{VENUE}"}}' 127.0.0.1:{port} cloudseat.v1.VenueService/ListSeats
 {security}
 GPU hosts join through cloudseat.v1.AgentService/Connect. Ctrl-C stops the broker; the data stays for next time.
-""",
+{_images_line(images, port, push_auth)}""",
         flush=True,
+    )
+
+
+def _images_line(images: LocalRegistry | None, port: int, auth: str) -> str:
+    if images is None:
+        return "No image registry (install docker-registry: scripts/system-deps); game images cannot be published.\n"
+    password = images.root / f"{images.writer.username}.password"
+    return (
+        f"Image registry: {images.writer_url} (publish), {images.reader_url} (hosts, read-only). Publish a game:\n"
+        f'  CLOUDSEAT_IMAGES_REGISTRY_PASSWORD="$(cat {password})" .venv/bin/cloudseat-images push \\\n'
+        f"      --registry {images.writer_url} --broker 127.0.0.1:{port}{auth} --game mygame --version 1 ./mygame-dir\n"
     )

@@ -63,7 +63,9 @@ class RateLimiter:
 
 # The in-flight slot of the call being served, when it holds one (Guard.enter): a call that goes on to wait for
 # something done elsewhere (StartSession holding its answer for the placement) gives it back for the wait.
-_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("inflight_slot", default=None)
+_slot: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "inflight_slot", default=None
+)
 
 
 def waiting() -> None:

@@ -51,7 +51,9 @@ class Liveness:
             checks += 1
             try:
                 if loop.time() - began >= self._lost_after_s:
-                    lost, ended = await host_store.mark_lost(self._pool, self._link_grace_s, self._lost_after_s)
+                    lost, ended = await host_store.mark_lost(
+                        self._pool, self._link_grace_s, self._lost_after_s
+                    )
                     if lost:
                         log.warning("hosts lost", hosts=lost, sessions_ended=len(ended))
                         self._on_lost(lost)

@@ -9,7 +9,20 @@ gpu_class = "rtx4080"               # what the provider prices by
 price_micros_per_slot_hour = 1500000
 games_cached = ["demo"]             # images on local disk: GAME_ID or GAME_ID@VERSION
 image_store = "/var/lib/cloudseat/images"   # optional: where pre-warmed images are written (gpu_agent.images)
-image_fetch_bytes_per_s = 125000000 # how fast a pre-warm fetches (simulated; default 1 Gbit/s)
+image_fetch_bytes_per_s = 125000000 # how fast a pre-warm of a game without a registry image "fetches" (simulated)
+image_disk_bytes = 200000000000     # optional: the most image_store may hold; least recently used images go first
+image_fetch_workers = 8             # chunks fetched at once
+image_fetch_retry_s = 300           # how long an unreachable registry is asked again before the fetch fails
+
+peer_listen = "0.0.0.0:7443"        # optional: serve image chunks to the site's hosts here (mutual TLS with [tls])
+peer_address = "10.0.0.5:7443"      # optional: where the site's hosts reach it (default: peer_listen's host, or the
+                                    # first media address, with the port it got)
+
+[registry]                          # optional: the image registry (OCI distribution API) and read-only credentials
+url = "https://registry.example.net"
+username = "reader"
+password_file = "registry.password" # or password = "..." (the file keeps it out of the config); relative to this file
+ca = ""                             # optional CA bundle for an https registry
 media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host candidates
 codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
 drain_grace_s = 30                  # on SIGTERM: how long running sessions may go on before they are handed back
@@ -69,6 +82,14 @@ class TlsConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    url: str
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    ca: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AgentConfig:
     host_id: str
     provider_id: str
@@ -88,6 +109,12 @@ class AgentConfig:
     insecure: bool = False
     image_store: Path | None = None
     image_fetch_bytes_per_s: float = 125_000_000.0
+    image_disk_bytes: int = 0  # 0: no budget but the disk's own size
+    image_fetch_workers: int = 8
+    image_fetch_retry_s: float = 300.0
+    registry: RegistryConfig | None = None
+    peer_listen: str = ""
+    peer_address: str = ""
 
 
 class _Reader:
@@ -135,7 +162,8 @@ _KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a tabl
 _KNOWN = {
     "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
     "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources", "tls", "insecure",
-    "image_store", "image_fetch_bytes_per_s",
+    "image_store", "image_fetch_bytes_per_s", "image_disk_bytes", "image_fetch_workers", "image_fetch_retry_s",
+    "registry", "peer_listen", "peer_address",
 }  # fmt: skip
 
 
@@ -187,6 +215,9 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         )
     if tls is not None and insecure:
         raise r.fail("insecure", "cannot be true with [tls]; choose one")
+    retry = r.get("image_fetch_retry_s", (int, float), 300.0)
+    if not 0 <= retry <= 86400:
+        raise r.fail("image_fetch_retry_s", "must be between 0 and 86400")
     return AgentConfig(
         host_id=r.ident("host_id"),
         provider_id=r.ident("provider_id"),
@@ -207,6 +238,50 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         if store is None
         else (Path(store) if Path(store).is_absolute() else (base or Path.cwd()) / store),
         image_fetch_bytes_per_s=float(rate),
+        image_disk_bytes=r.int_range("image_disk_bytes", 0, 2**62, 0),
+        image_fetch_workers=r.int_range("image_fetch_workers", 1, 64, 8),
+        image_fetch_retry_s=float(retry),
+        registry=_registry(r, base or Path.cwd()),
+        peer_listen=_address(r, "peer_listen"),
+        peer_address=_address(r, "peer_address"),
+    )
+
+
+def _address(r: _Reader, key: str) -> str:
+    value: str = r.get(key, str, "")
+    m = _ADDRESS.fullmatch(value)
+    if value and (m is None or int(m["port"]) > 65535):
+        raise r.fail(key, "must be HOST:PORT")
+    return value
+
+
+def _registry(r: _Reader, base: Path) -> RegistryConfig | None:
+    entry = r.get("registry", dict, None)
+    if entry is None:
+        return None
+    t = _Reader(r.source, entry, "registry.")
+    for key in entry:
+        if key not in ("url", "username", "password", "password_file", "ca"):
+            raise t.fail(key, "is not a known setting (typo?)")
+    url = t.get("url", str)
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:-]+(:\d{1,5})?/?", url):
+        raise t.fail("url", "must be http://HOST[:PORT] or https://HOST[:PORT]")
+    password = t.get("password", str, "")
+    password_file = t.get("password_file", str, "")
+    if password and password_file:
+        raise t.fail("password_file", "cannot be given with password; choose one")
+    if password_file:
+        path = Path(password_file) if Path(password_file).is_absolute() else base / password_file
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            raise t.fail("password_file", f"cannot be read: {exc.strerror}") from None
+    ca = t.get("ca", str, "")
+    return RegistryConfig(
+        url=url.rstrip("/"),
+        username=t.get("username", str, ""),
+        password=password,
+        ca=(Path(ca) if Path(ca).is_absolute() else base / ca) if ca else None,
     )
 
 

@@ -31,10 +31,11 @@ from typing import cast
 import grpc
 import structlog
 from cloudseat.client import AgentLinkClient, BrokerClient
+from cloudseat.images import oci
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2
 from grpc import aio
 
-from gpu_agent import inventory, reports
+from gpu_agent import inventory, peers, reports
 from gpu_agent.config import AgentConfig, TlsConfig
 from gpu_agent.errors import RegistrationError
 from gpu_agent.images import ImageCache
@@ -67,6 +68,13 @@ _LOOK_EVERY_S = 0.1
 # The load is read at most this often: each NVML reading initialises and shuts the library down, which holds the
 # event loop for milliseconds, and the CPU figure (the one-minute load average) moves slowly anyway.
 _LOAD_EVERY_S = 1.0
+
+
+def _registry(config: AgentConfig) -> oci.Registry | None:
+    r = config.registry
+    if r is None:
+        return None
+    return oci.Registry(r.url, oci.Credentials(r.username, r.password), ca_file=str(r.ca) if r.ca else None)
 
 
 def new_epoch() -> int:
@@ -145,7 +153,24 @@ class BrokerLink:
         self._stopping = False
         # Set when stop() has said Goodbye and the broker closed (or gave up): until then the call must stand.
         self._left = asyncio.Event()
-        self.images = ImageCache(config.games_cached, config.image_store, config.image_fetch_bytes_per_s)
+        self.images = ImageCache(
+            config.games_cached,
+            config.image_store,
+            config.image_fetch_bytes_per_s,
+            registry=_registry(config),
+            disk_bytes=config.image_disk_bytes,
+            workers=config.image_fetch_workers,
+            retry_s=config.image_fetch_retry_s,
+            games_in_use=lambda: {s.game_id for s in self.sessions.sessions.values()},
+            host_id=config.host_id,
+            tls_files=config.tls,
+        )
+        self._peer_server: aio.Server | None = None
+        self.peer_address = ""
+        self.sessions.assets = self.images.tree
+        self.sessions.fetch_image = lambda cmd: self.images.ensure(
+            cmd.game_id, cmd.version, cmd.image_ref, cmd.image_digest
+        )
         self._gpus = [
             fleet_pb2.Gpu(
                 model=g.model, memory_bytes=g.memory_bytes, encoder_engines=g.encoder_engines, uuid=g.uuid
@@ -168,12 +193,29 @@ class BrokerLink:
                 games_cached=self.images.held(),
                 media_addresses=list(c.media_addresses),
                 price_micros_per_slot_hour=c.price_micros_per_slot_hour,
+                peer_address=self.peer_address,
             ),
             running=self.sessions.running(),
         )
 
+    async def _serve_peers(self) -> None:
+        """Serve image chunks to the site's hosts (gpu_agent.peers) when the config says where."""
+        c = self.config
+        if not c.peer_listen or self.images.flights is None or self._peer_server is not None:
+            return
+        self._peer_server, port = await peers.serve(c.peer_listen, self.images.flights, c.tls)
+        if c.peer_address:
+            self.peer_address = c.peer_address
+        else:
+            host = c.peer_listen.rsplit(":", 1)[0]
+            if host in ("0.0.0.0", "[::]", ""):
+                host = c.media_addresses[0]
+            self.peer_address = f"{host}:{port}"
+        log.info("serving image chunks to the site", address=self.peer_address)
+
     async def run(self) -> None:
         """Stay connected until stop(); raises RegistrationError when the broker refuses this host for good."""
+        await self._serve_peers()
         backoff = _BACKOFF_FIRST_S
         while not self._stopping:
             await self._follow_rotation()
@@ -284,8 +326,14 @@ class BrokerLink:
         while not self._stopping:  # leaving: Goodbye is the last word
             now = loop.time()
             games = self.images.take_changes()  # when not None, a heartbeat goes now and carries it
+            fetches = self.images.take_fetch_changes(now)  # the same
             draining = self.sessions.draining
-            if games is not None or draining != schedule.draining or schedule.interval_passed(now):
+            if (
+                games is not None
+                or fetches is not None
+                or draining != schedule.draining
+                or schedule.interval_passed(now)
+            ):
                 if now - read_at >= _LOAD_EVERY_S:
                     load, read_at = inventory.utilisation(), now
                 cpu, gpu = load
@@ -294,11 +342,16 @@ class BrokerLink:
                     sessions=len(self.sessions.sessions),
                     cpu=cpu,
                     gpu=gpu,
-                    games_changed=games is not None,
+                    games_changed=games is not None or fetches is not None,
                     draining=draining,
                 ):
                     await link.heartbeat(
-                        cpu, gpu, self.sessions.stats(), games_cached=games, draining=draining
+                        cpu,
+                        gpu,
+                        self.sessions.stats(),
+                        games_cached=games,
+                        draining=draining,
+                        image_fetches=fetches,
                     )
                     schedule.sent(now, cpu=cpu, gpu=gpu, draining=draining)
             await asyncio.sleep(_LOOK_EVERY_S)
@@ -335,7 +388,14 @@ class BrokerLink:
                 log.info("drain set by the provider", drained=msg.drain.drained)
             elif kind == "prewarm":
                 p = msg.prewarm
-                self.images.prewarm(p.game_id, p.version, p.image_size_bytes)
+                self.images.prewarm(
+                    p.game_id,
+                    p.version,
+                    p.image_size_bytes,
+                    p.image_ref,
+                    p.image_digest,
+                    [peers.Peer(x.host_id, x.address) for x in p.peers],
+                )
         raise ConnectionError("the broker closed the link")
 
     async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:
@@ -348,6 +408,8 @@ class BrokerLink:
         self._stopping = True
         try:
             await self.images.close()
+            if self._peer_server is not None:
+                await self._peer_server.stop(0.5)
             self._outbox.flush()
             link, self._current = self._current, None  # leave once, however often stop is called
             if link is not None and self.registered.is_set():

@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
+from cloudseat.images.errors import ImageError
 from cloudseat.v1 import agent_pb2, common_pb2
 
 from gpu_agent import workloads
@@ -47,6 +49,10 @@ class SessionManager:
         self.sessions: dict[str, RunningSession] = {}
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # The installed image tree of a game, if the host holds one, and fetching one for a cold start (the link
+        # sets both: gpu_agent.images).
+        self.assets: Callable[[str], Path | None] = lambda _game_id: None
+        self.fetch_image: Callable[[agent_pb2.StartSessionCommand], Coroutine[Any, Any, None]] | None = None
 
     # -- commands ---------------------------------------------------------------------------------------------
 
@@ -67,9 +73,24 @@ class SessionManager:
 
     async def _bring_up(self, session: RunningSession, cmd: agent_pb2.StartSessionCommand) -> None:
         sid = session.session_id
+        if cmd.image_ref and self.fetch_image is not None:
+            # A cold start: the session stays STARTING while the host fetches the game's image.
+            try:
+                await self.fetch_image(cmd)
+            except ImageError as exc:
+                self._drop(sid)
+                self._end(sid, R.END_REASON_FAILED, f"the game's image could not be fetched: {exc.message}")
+                return
+            if sid not in self.sessions:  # stopped while fetching
+                return
         try:
             source = workloads.make_source(
-                cmd.game_id, cmd.tier.width, cmd.tier.height, cmd.tier.fps, dict(self._config.sources)
+                cmd.game_id,
+                cmd.tier.width,
+                cmd.tier.height,
+                cmd.tier.fps,
+                dict(self._config.sources),
+                self.assets(cmd.game_id),
             )
         except workloads.UnknownGame as exc:
             self._drop(sid)

@@ -1,4 +1,5 @@
-"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`, `commits`).
+"""`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`, `commits`,
+`images`).
 
 Each subcommand's flags are the settings of its config dataclass (PlacementConfig here, loadtest.stream's
 StreamRunConfig, loadtest.fleet's FleetConfig), derived by cloudseat.settings: every flag falls back to an
@@ -20,7 +21,7 @@ from typing import Any
 from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import commits, fleet, placement, stream, synthetic
+from loadtest import commits, fleet, images, placement, stream, synthetic
 from loadtest import instance as instance_file
 
 PROG = "cloudseat-loadtest"
@@ -207,6 +208,14 @@ _SUBCOMMANDS = {
         "sessions/s of each and their ratio, and write JSON (--json). docs/loadtest-fleet.md#group-commit.",
         commits.CommitsConfig,
         commits.main,
+    ),
+    "images": _Subcommand(
+        "game images: publish, fetch, a 5% update and a site sharing chunks, through the real registry",
+        "Make a synthetic game (--size) and a v2 with ~5% changed; publish both to the embedded Distribution "
+        "registry; fetch with the agent's code against plain GETs of the same blobs; update a host holding v1; "
+        "let --hosts hosts of one site install at once; inject corrupt chunks. docs/images.md explains the figures.",
+        images.ImagesConfig,
+        images.main,
     ),
 }
 

@@ -93,7 +93,9 @@ class _Counted(Collector):
         messages.add_metric(["out"], c["grpc_messages_out"])
         yield messages
         yield CounterMetricFamily(
-            "cloudseat_calls_shed", "Calls refused at the door: the broker was overloaded.", value=c["calls_shed"]
+            "cloudseat_calls_shed",
+            "Calls refused at the door: the broker was overloaded.",
+            value=c["calls_shed"],
         )
 
 

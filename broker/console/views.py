@@ -105,6 +105,25 @@ def zone_service(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def image_fetch(f: Mapping[str, Any]) -> dict[str, Any]:
+    """A fetch as one line of the console: "arena@2 40% (1.2 of 3.0 MB)" or "arena@2 failed: why"."""
+    total = int(f["bytes_total"])
+    done = int(f["bytes_done"])
+    if f.get("error"):
+        text = f"{f['image']} failed: {f['error']}"
+    elif total:
+        text = f"{f['image']} {100 * done // total}% ({done / 1e6:.1f} of {total / 1e6:.1f} MB)"
+    else:
+        text = f"{f['image']} starting"
+    return {
+        "image": f["image"],
+        "bytes_done": done,
+        "bytes_total": total,
+        "error": f.get("error") or "",
+        "text": text,
+    }
+
+
 def host(row: Mapping[str, Any]) -> dict[str, Any]:
     """A host as the provider's console shows it (a host_view row)."""
     slots = row["slots"]
@@ -123,6 +142,8 @@ def host(row: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_load": row["cpu_load"],
         # The images the agent reports (GAME@VERSION) where the broker keeps them, else the games it holds.
         "images": list(row.get("images_cached") or row["games_cached"]),
+        # Image fetches under way or failed, as the agent last reported them.
+        "fetches": [image_fetch(f) for f in row.get("image_fetches") or []],
         "price_micros_per_slot_hour": row["price_micros"],
         "last_heartbeat_at": row["last_heartbeat_at"],
     }

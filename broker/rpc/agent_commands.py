@@ -25,6 +25,9 @@ def start_command(session: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
             slots=session["slots"],
             venue_id=session["venue_id"],
             seat_id=session["seat_id"],
+            version=session.get("version") or "",
+            image_ref=session.get("image_ref") or "",
+            image_digest=session.get("image_digest") or "",
         )
     )
 
@@ -44,7 +47,12 @@ def drain_command(drained: bool) -> agent_pb2.BrokerMessage:
 def prewarm_command(image: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
         prewarm=agent_pb2.PrewarmCommand(
-            game_id=image["game_id"], version=image["version"], image_size_bytes=image["image_size_bytes"]
+            game_id=image["game_id"],
+            version=image["version"],
+            image_size_bytes=image["image_size_bytes"],
+            image_ref=image.get("image_ref") or "",
+            image_digest=image.get("image_digest") or "",
+            peers=[agent_pb2.SitePeer(host_id=h, address=a) for h, a in image.get("peers") or []],
         )
     )
 
@@ -53,5 +61,7 @@ def negotiate_command(
     correlation_id: str, session_id: str, offer: common_pb2.SessionDescription
 ) -> agent_pb2.BrokerMessage:
     return agent_pb2.BrokerMessage(
-        negotiate=agent_pb2.NegotiateCommand(correlation_id=correlation_id, session_id=session_id, offer=offer)
+        negotiate=agent_pb2.NegotiateCommand(
+            correlation_id=correlation_id, session_id=session_id, offer=offer
+        )
     )

@@ -178,6 +178,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
                 self._stats.record(link, hb)
                 if hb.games_cached_changed:
                     await self._games_changed(link, list(hb.games_cached))
+                if hb.image_fetches_changed:
+                    await self._fetches_changed(link, hb)
             elif kind == "session_event":
                 await self._session_event(link, msg.session_event)
             elif kind == "negotiate_result":
@@ -195,6 +197,14 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             return
         # The host change is told to the scheduler (cloudseat_hosts): warm for other games now.
         await host_store.set_games_cached(self._pool, link.host_id, link.epoch, clean)
+
+    async def _fetches_changed(self, link: AgentLink, hb: agent_pb2.Heartbeat) -> None:
+        try:
+            fetches = convert.image_fetches(hb.image_fetches, "heartbeat.image_fetches")
+        except errors.InvalidArgument as exc:
+            log.warning("agent sent bad image fetches; ignored", error=exc.message)
+            return
+        await host_store.set_image_fetches(self._pool, link.host_id, link.epoch, fetches)
 
     async def _session_event(self, link: AgentLink, ev: agent_pb2.SessionEvent) -> None:
         """Apply one event from the agent; a bad event is logged and dropped, the link stays up."""

@@ -179,6 +179,7 @@ def host(row: Row) -> fleet_pb2.Host:
         price_micros_per_slot_hour=row["price_micros"],
         games_cached=row["games_cached"],
         images_cached=row.get("images_cached") or [],
+        image_fetches=[common_pb2.ImageFetch(**f) for f in row.get("image_fetches") or []],
         gpus=[fleet_pb2.Gpu(**g) for g in row["gpus"]],
         epoch=row["epoch"],
         last_heartbeat_at=timestamp(row["last_heartbeat_at"]),
@@ -203,12 +204,31 @@ def site(row: Row) -> fleet_pb2.Site:
     )
 
 
+def image_fetches(fetches: Any, field: str) -> list[dict[str, Any]]:
+    """A heartbeat's image fetches as the store keeps them; InvalidArgument names a bad one."""
+    if len(fetches) > 256:
+        raise InvalidArgument(field, "has more than 256 fetches")
+    out = []
+    for i, f in enumerate(fetches):
+        v.image_ref(f.image, f"{field}[{i}].image")
+        if f.bytes_done > f.bytes_total:
+            raise InvalidArgument(f"{field}[{i}].bytes_done", "must not exceed bytes_total")
+        error = v.text(f.error[:500], f"{field}[{i}].error", max_len=500)
+        out.append(
+            {"image": f.image, "bytes_done": f.bytes_done, "bytes_total": f.bytes_total, "error": error}
+        )
+    return out
+
+
 def game(row: Row) -> fleet_pb2.Game:
     return fleet_pb2.Game(
         game_id=row["game_id"],
         name=row["name"],
         image_size_bytes=row["image_size_bytes"],
         version=row.get("version") or "",
+        image_ref=row.get("image_ref") or "",
+        image_digest=row.get("image_digest") or "",
+        update_bytes=row.get("update_bytes") or 0,
     )
 
 
@@ -302,6 +322,15 @@ def price_micros(value: int, field: str) -> int:
     return v.int_range(value, field, 0, MAX_PRICE_MICROS)
 
 
+def _peer_address(value: str) -> str:
+    if not value:
+        return ""
+    _, port = v.host_port(value, "register.inventory.peer_address")
+    if port == 0:
+        raise InvalidArgument("register.inventory.peer_address", "must name the port the agent listens on")
+    return value
+
+
 def registration(msg: agent_pb2.Register) -> host_store.Registration:
     inv = msg.inventory
     if not msg.HasField("inventory"):
@@ -330,6 +359,7 @@ def registration(msg: agent_pb2.Register) -> host_store.Registration:
             v.text(a, f"register.inventory.media_addresses[{i}]", max_len=256, required=True)
             for i, a in enumerate(inv.media_addresses)
         ),
+        peer_address=_peer_address(inv.peer_address),
         gpus=tuple(
             {
                 "model": v.text(g.model, f"register.inventory.gpus[{i}].model", max_len=128),

@@ -49,8 +49,11 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         name = v.text(request.name, "name", required=True)
         size = v.int_range(request.image_size_bytes, "image_size_bytes", 0, 2**63 - 1)
         version = v.ident(request.version, "version", required=False)
+        image_ref, digest = v.registry_image(request.image_ref, request.image_digest, "image_ref")
+        update = v.int_range(request.update_bytes, "update_bytes", 0, 2**63 - 1)
         auth.caller().require_operator("game_id")
-        return convert.game(await game_store.put_game(self._pool, game_id, name, size, version))
+        row = await game_store.put_game(self._pool, game_id, name, size, version, (image_ref, digest, update))
+        return convert.game(row)
 
     async def PrewarmGame(
         self, request: fleet_pb2.PrewarmGameRequest, context: aio.ServicerContext

@@ -253,9 +253,7 @@ def _refuse(counters: Counters, retry_after_ms: int) -> Callable[..., Awaitable[
         counters.add("grpc_messages_out")
         counters.add("calls_shed")
         context.set_trailing_metadata(((PUSHBACK, str(retry_after_ms)),))
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: retry in {retry_after_ms} ms"
-        )
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: retry in {retry_after_ms} ms")
 
     return handler
 

@@ -65,7 +65,9 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         wait_s = v.int_range(request.wait_for_placement_ms, "wait_for_placement_ms", 0, MAX_WAIT_MS) / 1000
         auth.caller().require_seat(req.venue_id, req.seat_id)
         remaining = context.time_remaining()
-        if remaining is not None:  # answer in time: what the wait cannot hold, the seat follows with WatchSession
+        if (
+            remaining is not None
+        ):  # answer in time: what the wait cannot hold, the seat follows with WatchSession
             wait_s = min(wait_s, max(0.0, remaining - _ANSWER_MARGIN_S))
         # Listening before the session exists: its placement cannot fall between the insert and the wait.
         with self._hub.placement_of(req.session_id) as placed:

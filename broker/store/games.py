@@ -17,12 +17,21 @@ from broker.store.queries import Q
 
 
 async def put_game(
-    pool: asyncpg.Pool, game_id: str, name: str, image_size_bytes: int, version: str = ""
+    pool: asyncpg.Pool,
+    game_id: str,
+    name: str,
+    image_size_bytes: int,
+    version: str = "",
+    image: tuple[str, str, int] = ("", "", 0),
 ) -> asyncpg.Record:
-    """Publish or update a game of the catalogue; a new `version` is a game update ('' keeps the current one)."""
+    """Publish or update a game of the catalogue; a new `version` is a game update ('' keeps the current one).
+    `image`: the version's (reference, manifest digest, bytes new since the previous version), or empty."""
+    image_ref, image_digest, update_bytes = image
     async with transaction(pool) as conn:
         before = await conn.fetchrow(Q["game_image"], game_id)
-        row: asyncpg.Record = await conn.fetchrow(Q["put_game"], game_id, name, image_size_bytes, version)
+        row: asyncpg.Record = await conn.fetchrow(
+            Q["put_game"], game_id, name, image_size_bytes, version, image_ref, image_digest, update_bytes
+        )
         await audit.write(
             conn,
             "game.put",
@@ -31,6 +40,7 @@ async def put_game(
             image_size_bytes=image_size_bytes,
             version=row["version"],
             previous_version=before["version"] if before is not None else None,
+            image_ref=row["image_ref"],
         )
     return row
 
@@ -47,7 +57,13 @@ async def prewarm(pool: asyncpg.Pool, site_id: str, game_id: str) -> tuple[str, 
             conn, "game_image", game_id, missing=errors.NotFound.of("game_id", "game", game_id)
         )
         rows = await conn.fetch(
-            Q["prewarm_hosts"], site_id, game_id, game["version"], game["image_size_bytes"]
+            Q["prewarm_hosts"],
+            site_id,
+            game_id,
+            game["version"],
+            game["image_size_bytes"],
+            game["image_ref"],
+            game["image_digest"],
         )
         host_ids = [r["host_id"] for r in rows]
         await conn.execute(Q["record_prewarm"], site_id, game_id, game["version"], host_ids)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 from cloudseat import errors
@@ -29,6 +30,7 @@ class Registration:
     games_cached: tuple[str, ...] = ()
     media_addresses: tuple[str, ...] = ()
     gpus: tuple[dict[str, object], ...] = ()
+    peer_address: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = No
             link.link_id if link else None,
             link.replica_id if link else None,
             link.address if link else None,
+            reg.peer_address,
         )
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
@@ -173,6 +176,14 @@ async def broker_address(pool: asyncpg.Pool, host_id: str) -> str | None:
 async def set_games_cached(pool: asyncpg.Pool, host_id: str, epoch: int, games: Sequence[str]) -> None:
     async with transaction(pool) as conn:
         await conn.execute(Q["set_games_cached"], host_id, epoch, list(games))
+
+
+async def set_image_fetches(
+    pool: asyncpg.Pool, host_id: str, epoch: int, fetches: Sequence[Mapping[str, Any]]
+) -> None:
+    """Record the image fetches the host reports under way or failed (the provider console shows them)."""
+    with translated():
+        await pool.execute(Q["set_image_fetches"], host_id, epoch, list(fetches))
 
 
 async def mark_lost(

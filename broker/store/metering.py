@@ -214,7 +214,9 @@ async def record_stream_reports(pool: asyncpg.Pool, reports: Sequence[StreamRepo
         )
 
 
-async def stream_stats(pool: asyncpg.Pool, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+async def stream_stats(
+    pool: asyncpg.Pool, session_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, asyncpg.Record]:
     """The latest stream stats the agents reported for these sessions (those without any are left out)."""
     if not session_ids:
         return {}

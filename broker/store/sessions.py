@@ -64,7 +64,9 @@ def check_token(row: Mapping[str, object], token: str, field: str = "session_tok
         raise errors.PermissionDenied(f"{field}: does not match the session")
 
 
-async def _insert(db: asyncpg.Pool | asyncpg.Connection, req: StartRequest, carried_s: int) -> asyncpg.Record | None:
+async def _insert(
+    db: asyncpg.Pool | asyncpg.Connection, req: StartRequest, carried_s: int
+) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(
         Q["insert_session"],
         req.session_id,

@@ -13,6 +13,8 @@ input kind changes the picture in the first frame rendered after it is applied:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 from cloudseat import seat_protocol as sp
@@ -30,6 +32,8 @@ MOVE_KEYS: dict[int, tuple[int, int]] = {
 }  # fmt: skip
 
 GAMEPAD_LAMPS = 16
+# Red and green peaks and the blue level of the background without an installed image.
+DEFAULT_PALETTE = (255, 255, 96)
 _MAX_DT_S = 0.1  # a stalled renderer must not teleport the player
 
 
@@ -38,9 +42,12 @@ class DemoGame(FrameSource):
 
     pixel_format = "yuv420p"
 
-    def __init__(self, width: int, height: int, fps: int) -> None:
+    def __init__(
+        self, width: int, height: int, fps: int, palette: tuple[int, int, int] | None = None
+    ) -> None:
         super().__init__(width, height, fps)
-        self._background = i420_planes(_background(width, height), 2 * width, height)
+        self.palette = palette or DEFAULT_PALETTE
+        self._background = i420_planes(_background(width, height, self.palette), 2 * width, height)
         self._picture = np.empty((height * 3 // 2, width), dtype=np.uint8)
         self._planes = i420_planes(self._picture, width, height)
         self._scroll_px_per_s = width / 4
@@ -180,18 +187,30 @@ def _key_colour(key: int) -> tuple[int, int, int]:
     return _yuv((r, g, b))
 
 
-def _background(width: int, height: int) -> np.ndarray:
+def read_palette(assets: Path) -> tuple[int, int, int] | None:
+    """The palette an installed demo image carries: the first three bytes (red, green, blue peaks of the background)
+    of assets/palette.bin; None when it has none. The tree was checked on install: its links stay inside it."""
+    path = assets / "assets" / "palette.bin"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(3)
+    except OSError:
+        return None
+    return (data[0], data[1], data[2]) if len(data) == 3 else None
+
+
+def _background(width: int, height: int, palette: tuple[int, int, int] = (255, 255, 96)) -> np.ndarray:
     """A pattern periodic in x with period ``width``, computed twice as wide so a scrolled window is one slice;
-    I420 (height * 3 // 2, 2 * width)."""
+    I420 (height * 3 // 2, 2 * width). The palette gives the peaks of red and green and the level of blue."""
     x = np.arange(2 * width, dtype=np.float32)
     y = np.arange(height, dtype=np.float32)
     phase = (x % width) / width
-    red = 255 * np.abs(2 * phase - 1)  # a triangle wave: no seam where the window wraps
-    green = 255 * y / max(1, height - 1)
+    red = palette[0] * np.abs(2 * phase - 1)  # a triangle wave: no seam where the window wraps
+    green = palette[1] * y / max(1, height - 1)
     out = np.empty((height, 2 * width, 3), dtype=np.uint8)
     out[:, :, 0] = red[np.newaxis, :].astype(np.uint8)
     out[:, :, 1] = green[:, np.newaxis].astype(np.uint8)
-    out[:, :, 2] = 96
+    out[:, :, 2] = palette[2]
     # A grid of dark lines makes the motion easy to see (and to encode as motion).
     step = max(16, width // 20)
     out[:, (np.arange(2 * width) % step) < 2] //= 3

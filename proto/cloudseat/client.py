@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -235,7 +235,11 @@ class BrokerClient:
             except aio.AioRpcError as exc:
                 attempt += 1
                 code = exc.code().name
-                wait = retry.next_wait(code, None, attempt, random.random) if code != "RESOURCE_EXHAUSTED" else None
+                wait = (
+                    retry.next_wait(code, None, attempt, random.random)
+                    if code != "RESOURCE_EXHAUSTED"
+                    else None
+                )
                 if wait is None or loop.time() + wait.floor_s > deadline:
                     raise
             await asyncio.sleep(min(wait.delay_s, max(0.0, deadline - loop.time())))
@@ -299,6 +303,7 @@ class AgentLinkClient:
         sessions: Sequence[agent_pb2.SessionStats] = (),
         games_cached: Sequence[str] | None = None,
         draining: bool = False,
+        image_fetches: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self._seq += 1
         hb = agent_pb2.Heartbeat(
@@ -307,6 +312,9 @@ class AgentLinkClient:
         if games_cached is not None:
             hb.games_cached_changed = True
             hb.games_cached.extend(games_cached)
+        if image_fetches is not None:
+            hb.image_fetches_changed = True
+            hb.image_fetches.extend(common_pb2.ImageFetch(**f) for f in image_fetches)
         await self.send(agent_pb2.AgentMessage(heartbeat=hb))
 
     async def report(

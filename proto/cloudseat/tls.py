@@ -169,7 +169,8 @@ def issue(
     days: int = 90,
 ) -> CertFiles:
     """A certificate for `role` ("broker" or "agent") named `name`, signed by the CA: FOLDER/NAME.pem and .key.
-    A broker's certificate carries `hosts` (IP addresses or DNS names) as subject alternative names."""
+    The certificate carries `hosts` (IP addresses or DNS names) as subject alternative names, an agent's its name
+    too: the hosts of its site ask it for image chunks by host id (gpu_agent.peers)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
@@ -184,7 +185,14 @@ def issue(
             names.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             names.append(x509.DNSName(h))
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if role == "broker" else ExtendedKeyUsageOID.CLIENT_AUTH
+    # An agent's certificate also serves its site's peers (gpu_agent.peers): they ask for it by host id.
+    usages = (
+        [ExtendedKeyUsageOID.SERVER_AUTH]
+        if role == "broker"
+        else [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    )
+    if role == "agent":
+        names.insert(0, x509.DNSName(name))
     builder = (
         x509.CertificateBuilder()
         .subject_name(
@@ -202,10 +210,9 @@ def issue(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
     )
-    if role == "broker":
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(signer, hashes.SHA256())
     folder.mkdir(parents=True, exist_ok=True)
     files = CertFiles(cert=folder / f"{name}.pem", key=folder / f"{name}.key", ca=ca_pem)

@@ -58,6 +58,24 @@ def image_ref(value: str, field: str) -> str:
     return value
 
 
+_REGISTRY_REF = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*@sha256:([0-9a-f]{64})")
+
+
+def registry_image(ref: str, digest: str, field: str) -> tuple[str, str]:
+    """An image in the registry: (REPOSITORY@sha256:HEX, HEX) with the digest the reference names; both or neither.
+    `field` names the reference's field; the digest's is the same with _digest for _ref."""
+    digest_field = field.removesuffix("_ref") + "_digest"
+    if not ref and not digest:
+        return "", ""
+    if len(ref) > 255 or not (m := _REGISTRY_REF.fullmatch(ref)):
+        raise InvalidArgument(
+            field, "must be REPOSITORY@sha256:HEX (lowercase repository path, 64 hex digits)"
+        )
+    if digest != m.group(1):
+        raise InvalidArgument(digest_field, "must be the 64 hex digits the reference ends with")
+    return ref, digest
+
+
 def request_id(value: str, field: str = "request_id") -> str:
     if not value:
         raise InvalidArgument(field, "is required (choose one per request and reuse it on retries)")

@@ -6,11 +6,12 @@ import asyncio
 import dataclasses
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cloudseat.client import BrokerClient
+from cloudseat.images.local_registry import RegistryProcesses
 from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 
 from broker.config import BrokerConfig
@@ -137,3 +138,15 @@ async def launch(tmp_path: Path, broker: Broker) -> AsyncIterator[Launch]:
         if p.returncode is None:
             p.kill()
             await p.wait()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryProcesses]:
+    """The embedded image registry (Distribution): a writer and a read-only reader over one storage directory, on
+    free ports of 127.0.0.1; stopped at the end of the test."""
+    processes = RegistryProcesses(tmp_path / "registry")
+    processes.start()
+    try:
+        yield processes
+    finally:
+        processes.stop()

@@ -63,3 +63,22 @@ def test_views_import_no_io() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_image_fetch_shows_its_progress_or_why_it_failed() -> None:
+    going = views.image_fetch(
+        {"image": "arena@2", "bytes_done": 1_200_000, "bytes_total": 3_000_000, "error": ""}
+    )
+    assert going["text"] == "arena@2 40% (1.2 of 3.0 MB)"
+    failed = views.image_fetch(
+        {
+            "image": "arena@2",
+            "bytes_done": 0,
+            "bytes_total": 0,
+            "error": "the disk is full at /var/lib/images",
+        }
+    )
+    assert failed["text"] == "arena@2 failed: the disk is full at /var/lib/images"
+    assert views.image_fetch({"image": "arena@2", "bytes_done": 0, "bytes_total": 0, "error": ""})[
+        "text"
+    ] == ("arena@2 starting")

@@ -262,7 +262,8 @@ function renderFleet(fleet) {
     const state = h.status + (h.drained ? ', drained' : '') + (h.draining ? ', draining' : '');
     cell(tr, h.host_id); cell(tr, h.site_id); cell(tr, h.gpu_class); cell(tr, state).className = 'host-state';
     cell(tr, `${h.sessions} (${h.slots - h.free_slots}/${h.slots} slots)`); cell(tr, pct(h.utilisation));
-    cell(tr, pct(h.gpu_load)); cell(tr, h.images.join(', ') || dash);
+    cell(tr, pct(h.gpu_load));
+    cell(tr, [h.images.join(', '), ...h.fetches.map((f) => `fetching ${f.text}`)].filter(Boolean).join('; ') || dash);
     const button = document.createElement('button');
     button.type = 'button';
     button.className = h.drained ? 'undrain' : 'drain';

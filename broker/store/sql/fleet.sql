@@ -12,10 +12,10 @@ ON CONFLICT (site_id, gpu_class) DO UPDATE
 RETURNING *, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_now_micros;
 
 -- name: get_host
-SELECT v.*, h.images_cached FROM host_view v JOIN hosts h USING (host_id) WHERE v.host_id = $1;
+SELECT v.*, h.images_cached, h.image_fetches FROM host_view v JOIN hosts h USING (host_id) WHERE v.host_id = $1;
 
 -- name: list_hosts
-SELECT v.*, h.images_cached FROM host_view v JOIN hosts h USING (host_id)
+SELECT v.*, h.images_cached, h.image_fetches FROM host_view v JOIN hosts h USING (host_id)
 WHERE ($1::text IS NULL OR v.provider_id = $1) AND ($2::text IS NULL OR v.site_id = $2)
 ORDER BY v.host_id;
 

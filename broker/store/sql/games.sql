@@ -1,14 +1,21 @@
 -- name: put_game
 -- $4: the image's version ('' keeps the current one; '1' for a new game). A new version re-derives which hosts are
 -- warm for the game (trigger games_version_rederive).
-INSERT INTO games (game_id, name, image_size_bytes, version) VALUES ($1, $2, $3, coalesce(nullif($4, ''), '1'))
+-- $5-$7: the version's image (reference, manifest digest, bytes new since the previous version); an update that
+-- keeps the version and names no image keeps the image too.
+INSERT INTO games (game_id, name, image_size_bytes, version, image_ref, image_digest, update_bytes)
+VALUES ($1, $2, $3, coalesce(nullif($4, ''), '1'), $5, $6, $7)
 ON CONFLICT (game_id) DO UPDATE
     SET name = excluded.name, image_size_bytes = excluded.image_size_bytes,
-        version = CASE WHEN $4 = '' THEN games.version ELSE $4 END, updated_at = now()
+        version = CASE WHEN $4 = '' THEN games.version ELSE $4 END,
+        image_ref = CASE WHEN $5 = '' AND ($4 = '' OR $4 = games.version) THEN games.image_ref ELSE $5 END,
+        image_digest = CASE WHEN $5 = '' AND ($4 = '' OR $4 = games.version) THEN games.image_digest ELSE $6 END,
+        update_bytes = CASE WHEN $5 = '' AND ($4 = '' OR $4 = games.version) THEN games.update_bytes ELSE $7 END,
+        updated_at = now()
 RETURNING *;
 
 -- name: game_image
-SELECT game_id, version, image_size_bytes FROM games WHERE game_id = $1;
+SELECT game_id, version, image_size_bytes, image_ref, image_digest FROM games WHERE game_id = $1;
 
 -- name: prewarm_hosts
 -- Tell the replica holding each online host's agent link of the site to have it fetch the image (channel
@@ -16,7 +23,13 @@ SELECT game_id, version, image_size_bytes FROM games WHERE game_id = $1;
 SELECT host_id,
        pg_notify('cloudseat_hosts', json_build_object(
            'host_id', host_id,
-           'prewarm', json_build_object('game_id', $2::text, 'version', $3::text, 'image_size_bytes', $4::bigint)
+           'prewarm', json_build_object('game_id', $2::text, 'version', $3::text, 'image_size_bytes', $4::bigint,
+                                        'image_ref', $5::text, 'image_digest', $6::text,
+                                        'peers', (SELECT coalesce(json_agg(json_build_array(p.host_id, p.peer_address)
+                                                                           ORDER BY p.host_id), '[]')
+                                                  FROM hosts p
+                                                  WHERE p.site_id = $1 AND p.status = 'online'
+                                                    AND p.peer_address <> ''))
        )::text)
 FROM hosts
 WHERE site_id = $1 AND status = 'online' AND NOT ($2::text = ANY(games_cached))
@@ -28,7 +41,10 @@ INSERT INTO prewarms (site_id, game_id, version, host_ids) VALUES ($1, $2, $3, $
 -- name: prewarms_missed
 -- Images pre-warmed at the host's site, in the game's current version, that the host does not hold: a host that was
 -- offline when the provider asked, or joined the site since, fetches them when it registers.
-SELECT DISTINCT g.game_id, g.version, g.image_size_bytes
+-- peers: the site's online hosts that serve chunks, as [host_id, address] pairs.
+SELECT DISTINCT g.game_id, g.version, g.image_size_bytes, g.image_ref, g.image_digest,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(s.host_id, s.peer_address) ORDER BY s.host_id), '[]')
+        FROM hosts s WHERE s.site_id = h.site_id AND s.status = 'online' AND s.peer_address <> '') AS peers
 FROM prewarms p
 JOIN hosts h ON h.site_id = p.site_id
 JOIN games g ON g.game_id = p.game_id AND g.version = p.version

@@ -12,19 +12,21 @@ RETURNING session_id;
 
 -- name: upsert_host
 -- $8: the images the agent holds (hosts_derive_games_cached derives games_cached from them). $13-$15: the link this
--- registration arrived on, the broker process holding it and where that process takes forwarded calls.
+-- registration arrived on, the broker process holding it and where that process takes forwarded calls. $16: where
+-- the agent serves image chunks to its site ('' when it does not).
 INSERT INTO hosts (host_id, provider_id, site_id, gpu_class, slots, free_slots, declared_price_micros, images_cached,
                    gpus, media_addresses, agent_version, epoch, status, registered_at, last_heartbeat_at, link_id,
-                   link_replica, broker_address)
+                   link_replica, broker_address, peer_address)
 VALUES ($1, $2, $3, $4, $5::integer, $5::integer - $6::integer, $7, $8, $9, $10, $11, $12, 'online', now(), now(), $13,
-        $14, $15)
+        $14, $15, $16)
 ON CONFLICT (host_id) DO UPDATE SET
     site_id = excluded.site_id, gpu_class = excluded.gpu_class, slots = excluded.slots,
     free_slots = excluded.free_slots, declared_price_micros = excluded.declared_price_micros,
     images_cached = excluded.images_cached, gpus = excluded.gpus, media_addresses = excluded.media_addresses,
     agent_version = excluded.agent_version, epoch = excluded.epoch, status = 'online', draining = false,
     registered_at = now(), last_heartbeat_at = now(), link_id = excluded.link_id,
-    link_replica = excluded.link_replica, link_lost_at = NULL, broker_address = excluded.broker_address
+    link_replica = excluded.link_replica, link_lost_at = NULL, broker_address = excluded.broker_address,
+    peer_address = excluded.peer_address
 RETURNING host_id, epoch, drained;
 
 -- name: host_live_sessions
@@ -63,6 +65,10 @@ DELETE FROM broker_replicas WHERE alive_at < now() - interval '1 day';
 -- name: set_games_cached
 -- $3: the images the agent holds now (hosts_derive_games_cached derives games_cached from them).
 UPDATE hosts SET images_cached = $3 WHERE host_id = $1 AND epoch = $2;
+
+-- name: set_image_fetches
+-- $3: the fetches under way or failed, as the agent reports them (a JSON array).
+UPDATE hosts SET image_fetches = $3 WHERE host_id = $1 AND epoch = $2;
 
 -- name: find_lost
 -- A host is lost when its agent's link was seen dead more than $1 s ago (the grace left for a reconnect), or when the

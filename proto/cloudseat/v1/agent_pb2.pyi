@@ -39,20 +39,22 @@ class BrokerMessage(_message.Message):
     def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ..., prewarm: _Optional[_Union[PrewarmCommand, _Mapping]] = ...) -> None: ...
 
 class HostInventory(_message.Message):
-    __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour")
+    __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour", "peer_address")
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_FIELD_NUMBER: _ClassVar[int]
     MEDIA_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     gpu_class: str
     gpus: _containers.RepeatedCompositeFieldContainer[_fleet_pb2.Gpu]
     slots: int
     games_cached: _containers.RepeatedScalarFieldContainer[str]
     media_addresses: _containers.RepeatedScalarFieldContainer[str]
     price_micros_per_slot_hour: int
-    def __init__(self, gpu_class: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[_fleet_pb2.Gpu, _Mapping]]] = ..., slots: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., media_addresses: _Optional[_Iterable[str]] = ..., price_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+    peer_address: str
+    def __init__(self, gpu_class: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[_fleet_pb2.Gpu, _Mapping]]] = ..., slots: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., media_addresses: _Optional[_Iterable[str]] = ..., price_micros_per_slot_hour: _Optional[int] = ..., peer_address: _Optional[str] = ...) -> None: ...
 
 class RunningSession(_message.Message):
     __slots__ = ("session_id", "state")
@@ -111,7 +113,7 @@ class SessionStats(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., fps_sent: _Optional[float] = ..., bitrate_kbps: _Optional[int] = ..., rtt_ms: _Optional[float] = ..., loss_pct: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached", "draining")
+    __slots__ = ("seq", "cpu_load", "gpu_load", "sessions", "games_cached_changed", "games_cached", "draining", "image_fetches_changed", "image_fetches")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CPU_LOAD_FIELD_NUMBER: _ClassVar[int]
     GPU_LOAD_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,8 @@ class Heartbeat(_message.Message):
     GAMES_CACHED_CHANGED_FIELD_NUMBER: _ClassVar[int]
     GAMES_CACHED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FETCHES_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FETCHES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     cpu_load: float
     gpu_load: float
@@ -126,7 +130,9 @@ class Heartbeat(_message.Message):
     games_cached_changed: bool
     games_cached: _containers.RepeatedScalarFieldContainer[str]
     draining: bool
-    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ..., draining: bool = ...) -> None: ...
+    image_fetches_changed: bool
+    image_fetches: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageFetch]
+    def __init__(self, seq: _Optional[int] = ..., cpu_load: _Optional[float] = ..., gpu_load: _Optional[float] = ..., sessions: _Optional[_Iterable[_Union[SessionStats, _Mapping]]] = ..., games_cached_changed: bool = ..., games_cached: _Optional[_Iterable[str]] = ..., draining: bool = ..., image_fetches_changed: bool = ..., image_fetches: _Optional[_Iterable[_Union[_common_pb2.ImageFetch, _Mapping]]] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("session_id", "state", "end_reason", "detail")
@@ -155,20 +161,26 @@ class NegotiateResult(_message.Message):
     def __init__(self, correlation_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.SessionDescription, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartSessionCommand(_message.Message):
-    __slots__ = ("session_id", "game_id", "tier", "slots", "venue_id", "seat_id")
+    __slots__ = ("session_id", "game_id", "tier", "slots", "venue_id", "seat_id", "version", "image_ref", "image_digest")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     SEAT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     game_id: str
     tier: _common_pb2.TierSpec
     slots: int
     venue_id: str
     seat_id: str
-    def __init__(self, session_id: _Optional[str] = ..., game_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ..., slots: _Optional[int] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ...) -> None: ...
+    version: str
+    image_ref: str
+    image_digest: str
+    def __init__(self, session_id: _Optional[str] = ..., game_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ..., slots: _Optional[int] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
 
 class StopSessionCommand(_message.Message):
     __slots__ = ("session_id", "reason")
@@ -195,11 +207,25 @@ class DrainCommand(_message.Message):
     def __init__(self, drained: bool = ...) -> None: ...
 
 class PrewarmCommand(_message.Message):
-    __slots__ = ("game_id", "version", "image_size_bytes")
+    __slots__ = ("game_id", "version", "image_size_bytes", "image_ref", "image_digest", "peers")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     version: str
     image_size_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ...) -> None: ...
+    image_ref: str
+    image_digest: str
+    peers: _containers.RepeatedCompositeFieldContainer[SitePeer]
+    def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[SitePeer, _Mapping]]] = ...) -> None: ...
+
+class SitePeer(_message.Message):
+    __slots__ = ("host_id", "address")
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    host_id: str
+    address: str
+    def __init__(self, host_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...

@@ -192,3 +192,15 @@ class SessionDescription(_message.Message):
     type: str
     sdp: str
     def __init__(self, type: _Optional[str] = ..., sdp: _Optional[str] = ...) -> None: ...
+
+class ImageFetch(_message.Message):
+    __slots__ = ("image", "bytes_done", "bytes_total", "error")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    bytes_done: int
+    bytes_total: int
+    error: str
+    def __init__(self, image: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...

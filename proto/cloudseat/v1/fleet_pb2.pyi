@@ -1,5 +1,6 @@
 import datetime
 
+from cloudseat.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -46,16 +47,22 @@ class Site(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Game(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes", "version")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
     version: str
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    image_ref: str
+    image_digest: str
+    update_bytes: int
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ...) -> None: ...
 
 class Price(_message.Message):
     __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "price_now_micros_per_slot_hour")
@@ -96,7 +103,7 @@ class Gpu(_message.Message):
     def __init__(self, model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., encoder_engines: _Optional[int] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining", "images_cached")
+    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining", "images_cached", "image_fetches")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +121,7 @@ class Host(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     IMAGES_CACHED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FETCHES_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     provider_id: str
     site_id: str
@@ -131,7 +139,8 @@ class Host(_message.Message):
     agent_version: str
     draining: bool
     images_cached: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ..., images_cached: _Optional[_Iterable[str]] = ...) -> None: ...
+    image_fetches: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageFetch]
+    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ..., images_cached: _Optional[_Iterable[str]] = ..., image_fetches: _Optional[_Iterable[_Union[_common_pb2.ImageFetch, _Mapping]]] = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
     __slots__ = ("provider_id", "name")
@@ -154,16 +163,22 @@ class CreateSiteRequest(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class PutGameRequest(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes", "version")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes")
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
     version: str
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    image_ref: str
+    image_digest: str
+    update_bytes: int
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ...) -> None: ...
 
 class PrewarmGameRequest(_message.Message):
     __slots__ = ("site_id", "game_id")

@@ -1,0 +1,175 @@
+"""Publishing a game version: chunk a directory, upload the blobs the registry lacks, push the OCI manifest.
+
+The registry holds, in repository games/GAME_ID:
+
+    blob  each chunk, zstd-compressed (application/vnd.cloudseat.chunk.v1+zstd)
+    blob  the image manifest (cloudseat.images.manifest, application/vnd.cloudseat.image.manifest.v1+json)
+    OCI image manifest, tagged VERSION, artifactType application/vnd.cloudseat.image.v1: its first layer is the image
+          manifest, the rest every chunk, so the registry's garbage collector keeps what a version uses.
+
+Chunks are uploaded as the chunker cuts them, by a few threads, each asked of the registry first (HEAD), so a
+re-run after a failure, or the next version, uploads only what is missing. The OCI manifest is pushed last: a
+version is visible only whole.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from cloudseat.images import manifest, oci, tree
+from cloudseat.images.errors import ManifestError, RegistryError
+
+ARTIFACT_TYPE = "application/vnd.cloudseat.image.v1"
+INDEX_TYPE = "application/vnd.cloudseat.image.manifest.v1+json"
+CHUNK_TYPE = "application/vnd.cloudseat.chunk.v1+zstd"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+_EMPTY = b"{}"
+
+
+def repository(game_id: str) -> str:
+    return f"games/{game_id.lower()}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Published:
+    image_ref: str  # REPOSITORY@sha256:HEX
+    digest: str  # the OCI manifest's
+    size: int  # the tree's bytes
+    stored_size: int  # distinct blobs' bytes
+    uploaded_bytes: int
+    uploaded_blobs: int
+    present_blobs: int  # already in the registry
+    update_bytes: int  # stored bytes the previous version lacks (all of them without one)
+    manifest: manifest.Manifest
+
+
+@dataclasses.dataclass
+class Progress:
+    """Counters a progress display reads (bytes of the tree read, blobs uploaded)."""
+
+    read_bytes: int = 0
+    uploaded_bytes: int = 0
+    uploaded_blobs: int = 0
+    present_blobs: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+def push(
+    registry: oci.Registry,
+    game_id: str,
+    version: str,
+    root: Path,
+    *,
+    previous: manifest.Manifest | None = None,
+    workers: int = 4,
+    progress: Progress | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Published:
+    """Publish the tree at root as GAME_ID:VERSION; raises ManifestError or RegistryError (nothing is tagged)."""
+    repo = repository(game_id)
+    registry.check()
+    state = progress or Progress()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
+    pending: list[concurrent.futures.Future[None]] = []
+    # At most this many chunks wait in memory for an upload thread.
+    window = threading.BoundedSemaphore(4 * workers)
+
+    def upload(chunk: manifest.Chunk, blob: bytes) -> None:
+        try:
+            if registry.has_blob(repo, chunk.blob):
+                with state.lock:
+                    state.present_blobs += 1
+            else:
+                registry.put_blob(repo, blob, chunk.blob)
+                with state.lock:
+                    state.uploaded_bytes += len(blob)
+                    state.uploaded_blobs += 1
+        finally:
+            window.release()
+        with state.lock:
+            state.read_bytes += chunk.size
+        if on_progress is not None:
+            on_progress(state)
+
+    def on_chunk(chunk: manifest.Chunk, blob: bytes) -> None:
+        window.acquire()
+        pending.append(pool.submit(upload, chunk, blob))
+        if len(pending) > 64:
+            _settle(pending)
+
+    try:
+        built = tree.build(game_id, version, root, on_chunk)
+        _settle(pending, everything=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    index = manifest.to_json(built)
+    index_digest = registry.put_blob(repo, index)
+    empty_digest = hashlib.sha256(_EMPTY).hexdigest()
+    if not registry.has_blob(repo, empty_digest):
+        registry.put_blob(repo, _EMPTY, empty_digest)
+    chunks = manifest.unique_chunks(built.chunks)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": EMPTY_TYPE, "digest": f"sha256:{empty_digest}", "size": len(_EMPTY)},
+        "layers": [
+            {"mediaType": INDEX_TYPE, "digest": f"sha256:{index_digest}", "size": len(index)},
+            *({"mediaType": CHUNK_TYPE, "digest": f"sha256:{c.blob}", "size": c.stored_size} for c in chunks),
+        ],
+        "annotations": {"org.cloudseat.game": game_id, "org.cloudseat.version": version},
+    }
+    digest = registry.put_manifest(repo, version, json.dumps(doc, separators=(",", ":")).encode())
+    old = {c.digest for c in previous.chunks} if previous is not None else set()
+    return Published(
+        image_ref=f"{repo}@sha256:{digest}",
+        digest=digest,
+        size=built.size,
+        stored_size=built.stored_size,
+        uploaded_bytes=state.uploaded_bytes,
+        uploaded_blobs=state.uploaded_blobs,
+        present_blobs=state.present_blobs,
+        update_bytes=sum(c.stored_size for c in chunks if c.digest not in old),
+        manifest=built,
+    )
+
+
+def _settle(pending: list[concurrent.futures.Future[None]], everything: bool = False) -> None:
+    """Raise the first upload failure; drop finished uploads from the list."""
+    if everything:
+        concurrent.futures.wait(pending)
+    still = []
+    for f in pending:
+        if f.done():
+            f.result()
+        else:
+            still.append(f)
+    pending[:] = still
+
+
+def read(registry: oci.Registry, image_ref: str) -> manifest.Manifest:
+    """The image manifest a published version's reference names, checked (ManifestError, RegistryError)."""
+    repo, _, digest = image_ref.partition("@sha256:")
+    oci_doc = registry.get_manifest(repo, f"sha256:{digest}")
+    if hashlib.sha256(oci_doc).hexdigest() != digest:
+        raise RegistryError(f"registry {registry.url}: the manifest of {image_ref} does not match its digest")
+    try:
+        layers = json.loads(oci_doc)["layers"]
+        first = layers[0]
+        if first["mediaType"] != INDEX_TYPE:
+            raise ValueError(first["mediaType"])
+        index_digest = str(first["digest"]).removeprefix("sha256:")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ManifestError("manifest", f"{image_ref} is not a cloudseat image ({exc})") from None
+    data = registry.get_blob(repo, index_digest)
+    if hashlib.sha256(data).hexdigest() != index_digest:
+        raise RegistryError(
+            f"registry {registry.url}: the image manifest of {image_ref} does not match its digest"
+        )
+    return manifest.parse(data)
