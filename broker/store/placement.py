@@ -74,8 +74,6 @@ async def commit(
     lease_ids = [leased[p[0]][0] if p[0] in leased else None for p in placements]
     lease_slots = [leased[p[0]][1] if p[0] in leased else 0 for p in placements]
     async with transaction(pool) as conn:
-        # The sessions, then the hosts, each in id order, as every writer of many sessions (migration 0012).
-        await conn.execute(Q["lock_sessions_then_hosts"], list(cols[0]), list(cols[1]))
         rows = await conn.fetch(Q["commit_placements"], *[list(c) for c in cols], lease_ids, lease_slots)
     return [r["session_id"] for r in rows]
 
