@@ -16,10 +16,10 @@ token, call the store, shape with broker.console.views).
     POST /api/hosts/{host_id}/undrain             -> the host
 
 Who may call: the same tenant tokens as the gRPC side, as `Authorization: Bearer <token>` (401 without a valid one;
-403 for another tenant's venue, provider or host, with the field named); a venue token sees its venue, a provider
-token its provider, an operator's everything. With authentication off (--insecure) every caller is trusted. Errors
-are JSON {"error": "field: what is wrong", "field": "..."}; `STATUS` below is the one table from the broker's errors
-to HTTP statuses.
+403 for another tenant's venue or provider, with the field named; another tenant's host is 404, word for word as an
+unknown one); a venue token sees its venue, a provider token its provider, an operator's everything. With
+authentication off (--insecure) every caller is trusted. Errors are JSON {"error": "field: what is wrong",
+"field": "..."}; `STATUS` below is the one table from the broker's errors to HTTP statuses.
 """
 
 from __future__ import annotations
@@ -339,7 +339,8 @@ class Api:
         host_id = v.ident(request.match_info["host_id"], "host_id")
         caller = _caller(request)
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
-            caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
+            owner = await fleet_store.host_provider(self._pool, host_id)
+            caller.require_owner(owner, "host_id", "host", host_id)
         return host_id
 
     async def drain(self, request: web.Request) -> web.Response:
