@@ -32,6 +32,8 @@ from cloudseat import errors, tls
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
     fleet_pb2,
@@ -50,6 +52,7 @@ from grpc_reflection.v1alpha import reflection
 from broker import auth, placement
 from broker.agent_reports import ReportBatcher
 from broker.agent_stats import StatsBatcher
+from broker.audit_duty import AuditSealDuty
 from broker.config import BrokerConfig
 from broker.console.server import Console
 from broker.counters import Counters
@@ -63,6 +66,7 @@ from broker.overload import Admission, LoopProbe
 from broker.overload import Policy as OverloadPolicy
 from broker.replica import Presence
 from broker.rpc.agent_service import AgentService
+from broker.rpc.audit_service import AuditService
 from broker.rpc.billing_service import BillingService
 from broker.rpc.fleet_service import FleetService
 from broker.rpc.forward import Forwarder
@@ -91,6 +95,7 @@ TENANT_SERVICES = (
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
     billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 SERVICE_NAMES = (*TENANT_SERVICES, AGENT_SERVICE)
@@ -282,6 +287,7 @@ class Broker:
             fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), tenant)
             billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingService(pool), tenant)
             lease_pb2_grpc.add_LeaseServiceServicer_to_server(LeaseService(pool), tenant)
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(pool), tenant)
             self.port = self._bind(tenant, cfg.listen, credentials[0] if credentials else None)
             forwarder.address = _reachable_at(cfg.advertise, cfg.listen, self.port)
         if Role.AGENTS in self.roles:
@@ -337,9 +343,10 @@ class Broker:
             time_up_grace_s=cfg.patron_time.grace_s,
         )
         meter = MeteringDuty(pool, cfg.metering)
+        seal = AuditSealDuty(pool)
 
         def duties() -> list[Awaitable[None]]:
-            return [scheduler.run(), liveness.run(), meter.run()]
+            return [scheduler.run(), liveness.run(), meter.run(), seal.run()]
 
         self.leadership = Leadership(url, duties)
 

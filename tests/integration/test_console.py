@@ -2,8 +2,9 @@
 
 A broker with security on serves the consoles on 127.0.0.1 (a free port). Two venues (cafe, rival) and two providers
 (prov, other) share it, each provider with one scripted agent (a real AgentService client over mutual TLS). The API
-must refuse a call without a token (401) and another tenant's venue, provider or host (403); a provider's drain from
-the console goes through the same store function as FleetService.DrainHost, so it is audited and reaches the agent.
+must refuse a call without a token (401) and another tenant's venue or provider (403), and answer another's host as
+an unknown one (404); a provider's drain from the console goes through the same store function as
+FleetService.DrainHost, so it is audited and reaches the agent.
 The browser test drives the distribution's Chromium (tests/integration/browser.py) and keeps screenshots in
 test-artifacts/.
 """
@@ -99,6 +100,7 @@ async def region(broker: Broker, creds: issuing.Credentials, token: Token) -> As
                 site_id=f"{provider}-site", provider_id=provider, name=f"{provider} site"
             )
         )
+        await op.enrol_hosts(f"{provider}-site", [PROVIDER_HOSTS[provider]])
     for venue, seats in VENUE_SEATS.items():
         await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id=venue, name=venue.title()))
         await op.venues.PutZone(
@@ -223,10 +225,13 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             assert (status, body["field"]) == (403, "provider_id"), (path, body)
         status, body = await _get(http, f"{api}/providers/prov/revenue", prov)
         assert status == 200 and body["available"] is True
+        # Another's host answers exactly as a host that does not exist (no existence oracle).
+        unknown = await _post(http, f"{api}/hosts/host-0/drain", prov, {"reason": "x"})
+        assert unknown == (404, {"error": "host_id: no host 'host-0'", "field": "host_id"})
         status, body = await _post(http, f"{api}/hosts/host-2/drain", prov, {"reason": "x"})
-        assert (status, body["field"]) == (403, "host_id")
+        assert (status, body) == (404, {"error": "host_id: no host 'host-2'", "field": "host_id"})
         status, body = await _post(http, f"{api}/hosts/host-1/drain", cafe, {"reason": "x"})
-        assert (status, body["field"]) == (403, "host_id")
+        assert (status, body["field"]) == (404, "host_id")
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": 7})
         assert (status, body["field"]) == (400, "reason")
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "fan swap"})
