@@ -264,7 +264,8 @@ def print_welcome(
         tokens = write_tokens(creds)
         if console_url:
             console = (
-                f"Consoles on {console_url} (/metrics too): open one with the venue's or the provider's token:\n"
+                f"Consoles on {console_url} (/metrics too; HTTPS with the broker's certificate: trust {creds.ca} "
+                "in the browser, or accept its warning once): open one with the venue's or the provider's token:\n"
                 f'  xdg-open "{console_url}?token=$(cat {tokens[VENUE]})"\n'
                 f'  xdg-open "{console_url}?token=$(cat {tokens[PROVIDER]})"'
             )

@@ -301,7 +301,14 @@ class Broker:
         for server in self._servers:
             await server.start()
         if tenant is not None and cfg.http_listen is not None:
-            self.console = Console(cfg.http_listen, pool, hub, guard, self.counters)
+            self.console = Console(
+                cfg.http_listen,
+                pool,
+                hub,
+                guard,
+                self.counters,
+                None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca),
+            )
             self.console_url = await self.console.start()
         if self.leadership is not None:
             self.leadership.start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,11 @@ class Region:
     op: BrokerClient
     agents: dict[str, ScriptedAgent]
     url: str
+    # Trusts the region's CA: the console serves HTTPS with the broker's certificate.
+    trust: ssl.SSLContext
+
+    def http(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.trust))
 
     async def start(self, venue: str, seat: str) -> session_pb2.Session:
         reply = await self.op.sessions.StartSession(
@@ -127,7 +133,8 @@ async def region(broker: Broker, creds: issuing.Credentials, token: Token) -> As
             agents[host] = await ScriptedAgent(
                 link, host, site_id=f"{provider}-site", provider_id=provider
             ).__aenter__()
-        yield Region(broker, op, agents, broker.console_url)
+        trust = ssl.create_default_context(cafile=creds.ca)
+        yield Region(broker, op, agents, broker.console_url, trust)
     finally:
         for agent in agents.values():
             await agent.close()
@@ -160,7 +167,8 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
     api = region.url + "api"
     cafe, rival = token("venue", venue_id="cafe"), token("venue", venue_id="rival")
     prov = token("provider", provider_id="prov")
-    async with aiohttp.ClientSession() as http:
+    assert api.startswith("https://")
+    async with region.http() as http:
         # No token, a malformed one, a forged one: 401 naming the authorization.
         for tok in (None, "not-a-jwt"):
             status, body = await _get(http, f"{api}/venues/cafe/seats", tok)
@@ -168,6 +176,8 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             assert body["field"] == "authorization"
         status, _ = await _get(http, f"{api}/whoami")
         assert status == 401
+        async with http.get(region.url) as page:
+            assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
 
         # A venue sees its own seats, and only them; another venue's are 403 (the feed too).
         status, body = await _get(http, f"{api}/venues/cafe/seats", cafe)
@@ -250,7 +260,7 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
 
 async def test_metrics_are_tenant_free_and_need_no_token(region: Region) -> None:
     await region.start("cafe", "c1")
-    async with aiohttp.ClientSession() as http:
+    async with region.http() as http:
         async with asyncio.timeout(15):
             while True:
                 async with http.get(region.url + "metrics") as r:
@@ -283,6 +293,8 @@ async def test_with_authentication_off_everything_is_allowed(db_url: str) -> Non
     try:
         async with BrokerClient(f"127.0.0.1:{broker.port}") as op:
             await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="cafe", name="Cafe"))
+        # Plaintext only here, with authentication off (--insecure): no tokens to carry.
+        assert broker.console_url is not None and broker.console_url.startswith("http://")
         async with aiohttp.ClientSession() as http:
             status, body = await _get(http, f"{broker.console_url}api/whoami")
             assert status == 200 and body["trusted"] is True and body["venues"][0]["venue_id"] == "cafe"
@@ -306,7 +318,8 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
     """
     cafe, prov = token("venue", venue_id="cafe"), token("provider", provider_id="prov")
     async with b.chromium() as browser:
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        # The browser does not hold the test's CA; the broker's certificate is checked by the API tests above.
+        page = await browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
         await page.goto(f"{region.url}?token={cafe}#venue/cafe")
         await page.wait_for_function(
             "() => window.cloudseatConsole.ready && window.cloudseatConsole.seats.c3 === 'IDLE'"
@@ -334,7 +347,7 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         assert await page.locator('.seat[data-seat^="r"]').count() == 0
         await page.screenshot(path=str(artifacts_dir / "console-venue-refused.png"), full_page=True)
 
-        provider = await browser.new_page(viewport={"width": 1280, "height": 900})
+        provider = await browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
         await provider.goto(f"{region.url}?token={prov}")
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="false"]')
         assert await provider.locator('#hosts tr[data-host="host-2"]').count() == 0
