@@ -91,6 +91,12 @@ class Guard:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.shed = 0
+        # Every refusal answered (the error, the method or path, the peer), for broker.alarms to watch for probing.
+        self.on_refusal: Callable[[BaseException, str, str], None] | None = None
+
+    def refused(self, exc: BaseException, method: str, peer: str) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(exc, method, peer)
 
     def enter(self, method: str) -> bool:
         """Admit one unary call to this replica's work, or shed it with ResourceExhausted when `max_inflight` are

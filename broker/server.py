@@ -52,6 +52,7 @@ from grpc_reflection.v1alpha import reflection
 from broker import auth, placement
 from broker.agent_reports import ReportBatcher
 from broker.agent_stats import StatsBatcher
+from broker.alarms import Alarms
 from broker.audit_duty import AuditSealDuty
 from broker.config import BrokerConfig
 from broker.console.server import Console
@@ -204,6 +205,8 @@ class Broker:
         self._stats: StatsBatcher | None = None
         self._presence: Presence | None = None
         self._probe: LoopProbe | None = None
+        # Security alerts (broker.alarms): repeated refusals from one peer, counted, logged and audited.
+        self.alarms: Alarms | None = None
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
@@ -238,6 +241,8 @@ class Broker:
         self._hub = hub = SessionHub(url, pool)
 
         guard, tokens, credentials = _security(cfg)
+        self.alarms = Alarms(pool, self.counters)
+        guard.on_refusal = self.alarms.note
         if Role.TENANT in self.roles and cfg.shed_lag_ms > 0:
             admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms))
             self._probe = LoopProbe(admission)
@@ -448,7 +453,7 @@ class Broker:
             await self._hub.close()
         for stop in stopping:
             await stop
-        for part in (self._stats, self._reports, self._presence, self._probe):
+        for part in (self._stats, self._reports, self._presence, self._probe, self.alarms):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()

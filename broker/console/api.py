@@ -97,6 +97,7 @@ def middleware(guard: Guard) -> Any:
             audit.set_actor(audit.Actor(principal.subject, principal.tenant, f"http:{request.remote or ''}"))
             return await handler(request)
         except errors.CloudseatError as exc:
+            guard.refused(exc, request.path, f"http:{request.remote or ''}:0")
             status = http_status(exc)
             if status == 500:
                 log.error("console request failed", path=request.path, exc_info=exc)

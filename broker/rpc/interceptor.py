@@ -108,6 +108,7 @@ class _Call:
         audit.set_actor(audit.Actor(self.caller.subject, self.caller.tenant, str(context.peer() or "")))
 
     async def fail(self, context: aio.ServicerContext, exc: BaseException) -> None:
+        self.guard.refused(exc, self.method, str(context.peer() or ""))
         if isinstance(exc, errors.CloudseatError):
             self.code = status.code_for(exc)
             if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_ms is not None:

@@ -699,3 +699,42 @@ async def test_audit_trail_is_read_by_tenant_and_its_chain_shows_edits(
     assert proc.returncode == 1, text
     assert f"chain {edited.chain_no} (audit row seq {edited.seq}): edited" in text
     assert f"chain {removed.chain_no}: missing" in text
+
+
+async def test_repeated_refusals_from_one_peer_raise_an_alert(
+    connect: Connect, broker: Broker, creds: issuing.Credentials
+) -> None:
+    c = await _tenancy(connect, broker, creds)
+    await c["prov"].enrol_hosts("prov-site", ["host-1"])
+    link = await _agent(broker, creds.agent("host-1"), "host-1", "prov")
+    await link.open()
+    forged = issuing.issue_token(issuing.make(creds.folder / "elsewhere", []).token_key, "operator", ttl_s=60)
+    async with BrokerClient(
+        f"127.0.0.1:{broker.port}", token=forged, credentials=tls.client_credentials(creds.ca)
+    ) as prober:
+        for _ in range(10):  # the threshold: 10 of a kind from one peer within a minute
+            assert (await _answer(prober.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))))[0] is (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+    for _ in range(10):
+        code, _ = await _answer(c["other"].fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1")))
+        assert code is grpc.StatusCode.NOT_FOUND
+    for _ in range(10):
+        impostor = await _agent(broker, creds.agent("host-2"), "host-2", "prov")
+        assert (await _answer(impostor.open()))[0] is grpc.StatusCode.PERMISSION_DENIED
+        await impostor.close()
+    totals = broker.counters.totals()
+    for kind in ("refused_token", "cross_tenant", "refused_registration"):
+        assert totals[f"security_events_{kind}"] >= 10 and totals[f"security_alerts_{kind}"] == 1, kind
+    assert broker.pool is not None
+    async with asyncio.timeout(10):
+        while True:
+            rows = await broker.pool.fetch(
+                "SELECT target, detail FROM audit_log WHERE action = 'security.alert' ORDER BY seq"
+            )
+            if len(rows) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert {r["detail"]["kind"] for r in rows} == {"refused_token", "cross_tenant", "refused_registration"}
+    assert {r["target"] for r in rows} == {"peer:ipv4:127.0.0.1"}
+    await link.close()
