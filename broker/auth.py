@@ -68,6 +68,8 @@ class Principal:
     session_id: str = ""
     host_id: str = ""
     trusted: bool = False
+    # When its token expires (seconds since the epoch; a certificate's caller: never, the TLS layer checks it).
+    expires_at: float = float("inf")
 
     @property
     def tenant(self) -> str:
@@ -362,6 +364,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
         venue_id=fields["venue_id"],
         seat_id=fields["seat_id"],
         session_id=fields["session_id"],
+        expires_at=float(claims["exp"]),
     )
 
 
