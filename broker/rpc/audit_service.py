@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import asyncpg
 from cloudseat import errors
 from cloudseat import validate as v
@@ -14,17 +12,13 @@ from grpc import aio
 from broker import auth
 from broker.store import audit
 
-_TENANT = re.compile(r"(venue|provider|operator|host|system)(:[A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?")
 _DEFAULT_PAGE = 100
 _MAX_PAGE = 1_000
 
 
 def audit_filter(request: audit_pb2.ListAuditRequest) -> tuple[audit.Filter, int, int]:
     """The request's filter, the seq to read after, and the page size; InvalidArgument naming the field."""
-    if request.tenant and not _TENANT.fullmatch(request.tenant):
-        raise errors.InvalidArgument(
-            "tenant", "must be venue:<id>, provider:<id>, operator:<subject> or empty"
-        )
+    audit.tenant(request.tenant)
     start = (
         v.instant(request.start.seconds, request.start.nanos, "start") if request.HasField("start") else None
     )

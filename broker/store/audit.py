@@ -16,10 +16,12 @@ import contextvars
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from cloudseat import errors
 
 from broker import audit_chain
 from broker.store.database import transaction, translated
@@ -124,6 +126,16 @@ async def verify(pool: asyncpg.Pool, page: int = 5_000) -> Verdict:
         if len(rows) < page:
             return Verdict(walk.rows, walk.chain_no, walk.hash, breaks)
         after = rows[-1]["chain_no"]
+
+
+_TENANT = re.compile(r"(venue|provider|operator|host|system)(:[A-Za-z0-9][A-Za-z0-9._:/-]{0,127})?")
+
+
+def tenant(text: str, field: str = "tenant") -> str:
+    """A tenant to filter by, as rows name them ('venue:cafe', 'provider:p'), or ''; InvalidArgument otherwise."""
+    if text and not _TENANT.fullmatch(text):
+        raise errors.InvalidArgument(field, "must be venue:<id>, provider:<id>, operator:<subject> or empty")
+    return text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -249,6 +250,25 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
         _, body = await _get(http, f"{api}/providers/prov/fleet", prov)
         assert body["hosts"][0]["drained"] is True
 
+        # The audit trail: each tenant its own rows, filtered and paged; the operator's anyone's; an export.
+        status, body = await _get(http, f"{api}/audit?action=host.drain", prov)
+        assert status == 200 and [e["target"] for e in body["entries"]] == ["host:host-1"]
+        assert body["entries"][0]["detail"] == {"reason": "fan swap"}
+        status, body = await _get(http, f"{api}/audit?limit=1", cafe)
+        assert status == 200 and len(body["entries"]) == 1 and body["next"] is not None
+        assert {e["tenant"] for e in (await _get(http, f"{api}/audit?limit=1000", cafe))[1]["entries"]} == {
+            "venue:cafe"
+        }
+        status, body = await _get(http, f"{api}/audit?tenant=provider:prov", cafe)
+        assert (status, body["field"]) == (403, "tenant")
+        status, body = await _get(http, f"{api}/audit?from=yesterday", prov)
+        assert (status, body["field"]) == (400, "from")
+        as_operator = {"Authorization": f"Bearer {token('operator')}"}
+        async with http.get(f"{api}/audit.jsonl?tenant=provider:prov", headers=as_operator) as r:
+            lines = [json.loads(line) for line in (await r.text()).splitlines()]
+        assert r.status == 200 and lines and {x["tenant"] for x in lines} == {"provider:prov"}
+        assert "host.drain" in {x["action"] for x in lines}
+
     # The same drain as FleetService's: the host is drained for gRPC too, the agent told, the action audited.
     host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
     assert host.drained
@@ -356,6 +376,13 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="true"]')
         assert "drained" in await provider.locator('#hosts tr[data-host="host-1"] .host-state').inner_text()
         await provider.screenshot(path=str(artifacts_dir / "console-provider.png"), full_page=True)
+        # The audit trail page: the provider's own rows, the drain just made among them.
+        await provider.goto(f"{region.url}#audit")
+        await provider.reload()
+        await provider.wait_for_selector("#audit-rows tbody tr")
+        table = await provider.locator("#audit-rows tbody").inner_text()
+        assert "host.drain" in table and "host:host-1" in table and "venue:" not in table
+        await provider.screenshot(path=str(artifacts_dir / "console-audit.png"), full_page=True)
 
     host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
     assert host.drained and host.status == fleet_pb2.HOST_STATUS_ONLINE
