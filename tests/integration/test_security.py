@@ -612,6 +612,12 @@ async def test_hosts_join_only_where_their_provider_enrolled_them(
     code, details = await register("host-1", "prov", "prov-site2")
     assert code is grpc.StatusCode.PERMISSION_DENIED and "register.site_id" in details
     assert (await register("host-1", "prov", "prov-site", epoch=2))[0] is grpc.StatusCode.OK
+    # A prefix enrols a site's whole fleet in one row: any host id under it joins there, and only there.
+    issuing.make(creds.folder, ["edge-7", "edge-8"])
+    await other.enrol_hosts("other-site", prefix="edge-")
+    assert (await register("edge-7", "other", "other-site"))[0] is grpc.StatusCode.OK
+    code, details = await register("edge-8", "prov", "prov-site")
+    assert code is grpc.StatusCode.PERMISSION_DENIED and "register.host_id" in details
     # Bad enrolments, each naming its field, writing nothing.
     for bad, field in (
         (fleet_pb2.EnrolHostsRequest(site_id="prov-site"), "host_ids"),
@@ -633,8 +639,11 @@ async def test_hosts_join_only_where_their_provider_enrolled_them(
         ("host.register", "provider:prov", "host:host-1"),
         ("host.register_refused", "provider:prov", "host:host-1"),
         ("host.reregister", "provider:prov", "host:host-1"),
+        ("host.enrol", "provider:other", "site:other-site"),
+        ("host.register", "provider:other", "host:edge-7"),
+        ("host.register_refused", "provider:prov", "host:edge-8"),
     ]
-    assert rows[-1]["detail"]["previous_epoch"] == 1 and rows[-1]["detail"]["epoch"] == 2
+    assert rows[5]["detail"]["previous_epoch"] == 1 and rows[5]["detail"]["epoch"] == 2
 
 
 async def test_audit_trail_is_read_by_tenant_and_its_chain_shows_edits(
