@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cloudseat.errors import PermissionDenied, Unauthenticated
+from cloudseat.errors import Concealed, PermissionDenied, Unauthenticated
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -68,6 +68,8 @@ class Principal:
     session_id: str = ""
     host_id: str = ""
     trusted: bool = False
+    # When its token expires (seconds since the epoch; a certificate's caller: never, the TLS layer checks it).
+    expires_at: float = float("inf")
 
     @property
     def tenant(self) -> str:
@@ -81,6 +83,8 @@ class Principal:
         return f"operator:{self.subject}"
 
     # -- the rules (each raises PermissionDenied naming the field that points outside the caller's tenancy) --------
+    # An object looked up by its id that the caller may not see at all is answered as an unknown id (Concealed, a
+    # NotFound with the very words of the unknown one): a refusal would tell that the id exists.
 
     def require_operator(self, what: str) -> None:
         if not (self.trusted or self.role is Role.OPERATOR):
@@ -91,6 +95,14 @@ class Principal:
             return
         if self.role is not Role.PROVIDER or self.provider_id != provider_id:
             raise PermissionDenied(f"{field}: not a provider this token may act for")
+
+    def require_owner(self, provider_id: str, field: str, kind: str, ident: str) -> None:
+        """Touch an object (`kind` `ident`, named by `field`) of provider `provider_id`: that provider or the
+        operator; anyone else is told there is no such object."""
+        if self.trusted or self.role is Role.OPERATOR:
+            return
+        if self.role is not Role.PROVIDER or self.provider_id != provider_id:
+            raise Concealed.of(field, kind, ident)
 
     def require_venue(self, venue_id: str, field: str = "venue_id") -> None:
         if self.trusted or self.role is Role.OPERATOR:
@@ -110,7 +122,7 @@ class Principal:
 
     def require_session(self, session: Any, *, media: bool = False) -> None:
         """Touch `session` (a row or message with session_id, venue_id, seat_id). With media (Negotiate), only the
-        seat that owns it or its patron may."""
+        seat that owns it or its patron may. A caller that may not even see it is told there is no such session."""
         if self.trusted or (self.role is Role.OPERATOR and not media):
             return
         sid, venue, seat = str(session["session_id"]), session["venue_id"], session["seat_id"]
@@ -118,13 +130,26 @@ class Principal:
             return
         if self.role is Role.SEAT and (self.venue_id, self.seat_id) == (venue, seat):
             return
-        if self.role is Role.VENUE and self.venue_id == venue and not media:
-            return
-        raise PermissionDenied(
-            "session_id: only the seat that owns the session may negotiate it"
-            if media
-            else "session_id: not a session this token may see"
-        )
+        if self.role is Role.VENUE and self.venue_id == venue:
+            if not media:
+                return
+            raise PermissionDenied("session_id: only the seat that owns the session may negotiate it")
+        if self.role is Role.OPERATOR:
+            raise PermissionDenied("session_id: only the seat that owns the session may negotiate it")
+        raise Concealed.of("session_id", "session", sid)
+
+    def audit_scope(self, tenant: str, field: str = "tenant") -> str | None:
+        """Whose audit rows the caller may read, given the `tenant` it asked for ('' : its own): the operator any
+        tenant's (None: every tenant's); a venue or a provider only its own; no one else any."""
+        if self.trusted or self.role is Role.OPERATOR:
+            return tenant or None
+        if self.role not in (Role.VENUE, Role.PROVIDER):
+            raise PermissionDenied(
+                f"{field}: only the operator, a venue or a provider may read the audit trail"
+            )
+        if tenant and tenant != self.tenant:
+            raise PermissionDenied(f"{field}: not a tenant this token may read the audit trail of")
+        return self.tenant
 
     def require_host(self, host_id: str, field: str = "host_id") -> None:
         """Speak for host `host_id` on the agent link: only that host's own certificate may."""
@@ -339,6 +364,7 @@ def _principal(claims: dict[str, Any]) -> Principal:
         venue_id=fields["venue_id"],
         seat_id=fields["seat_id"],
         session_id=fields["session_id"],
+        expires_at=float(claims["exp"]),
     )
 
 

@@ -1,4 +1,5 @@
-"""`cloudseat-broker`: serve the control plane, apply migrations, or run the local development system.
+"""`cloudseat-broker`: serve the control plane, apply migrations, check or export the audit log, or run the local
+development system.
 
 Every flag falls back to an environment variable named in its help; flags win.
 """
@@ -208,6 +209,36 @@ async def _migrate(config: BrokerConfig) -> int:
     return 0
 
 
+async def _audit(config: BrokerConfig, args: argparse.Namespace) -> int:
+    """`audit verify`: seal what is unsealed, then walk the whole chain (exit 1 naming each break). `audit export`:
+    the rows as JSON lines on stdout, oldest first, optionally of one tenant."""
+    import json
+
+    from broker.store import audit, database, embedded
+
+    url = config.database_url
+    if not url:
+        url = await asyncio.to_thread(embedded.start, config.data_dir)
+    pool = await database.create_pool(url, 1, 2)
+    try:
+        if args.audit_command == "export":
+            async for row in audit.every(pool, audit.Filter(tenant=args.tenant or None)):
+                print(json.dumps(audit.as_json(row), ensure_ascii=False))
+            return 0
+        await audit.seal_all(pool)
+        verdict = await audit.verify(pool)
+        for broken in verdict.breaks:
+            print(f"BROKEN {broken}")
+        print(
+            f"audit chain: {verdict.rows} rows, head chain {verdict.head_chain_no} hash {verdict.head_hash} "
+            f"({'intact' if not verdict.breaks else f'{len(verdict.breaks)} breaks'}); keep the head elsewhere "
+            "to tell later that no row was removed from its end"
+        )
+        return 1 if verdict.breaks else 0
+    finally:
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cloudseat-broker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         settings.add_arguments(migrate_parser, BrokerConfig, only=("database_url", "data_dir"))
         logs.add_arguments(migrate_parser)
         issuing.add_parsers(sub)
+        audit_parser = sub.add_parser("audit", help="check the audit log's hash chain, or export the audit log")
+        audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
+        for name, text in (
+            ("verify", "walk the hash chain from its first row; exit 1 naming every edited or missing row"),
+            ("export", "every audit row as JSON lines on stdout, oldest first"),
+        ):
+            cmd = audit_sub.add_parser(name, help=text)
+            settings.add_arguments(cmd, BrokerConfig, only=("database_url", "data_dir"))
+            logs.add_arguments(cmd)
+            if name == "export":
+                cmd.add_argument("--tenant", default="", help="only this tenant's rows (venue:ID, provider:ID)")
         dev_parser = sub.add_parser(
             "dev",
             help="the local system: serve on the embedded database with a demo venue, fleet and local agents",
@@ -239,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         config = settings.build(BrokerConfig, args)
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
+        if args.command == "audit":
+            return asyncio.run(_audit(config, args))
         dev = None
         if args.command == "dev":
             from broker import dev as local

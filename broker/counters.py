@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from broker.threats import KINDS
+
 # Upper bounds of the placement-wait histogram's buckets, in seconds (the last is +Inf).
 PLACEMENT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -25,6 +27,9 @@ NAMES: tuple[str, ...] = (
     "grpc_messages_out",
     "calls_shed",
     "placements",
+    # broker.threats' kinds: refusals seen, and alerts raised.
+    *(f"security_events_{kind}" for kind in KINDS),
+    *(f"security_alerts_{kind}" for kind in KINDS),
     "placement_wait_ms_sum",
     *(f"placement_wait_le_{i}" for i in range(len(PLACEMENT_BUCKETS_S))),
 )

@@ -65,6 +65,22 @@ async def seed(pool: asyncpg.Pool) -> None:
     for seat_id, zone_id in SEATS.items():
         await venue_store.put_seat(pool, VENUE, seat_id, zone_id)
     await venue_store.report_latency(pool, VENUE, [(s, rtt) for s, (_, rtt) in SITES.items()])
+    # The local agents' hosts, enrolled where write_agent_configs puts them (their certificates prove the ids).
+    by_site: dict[str, list[str]] = {}
+    for host_id in host_ids(DEV_HOSTS):
+        by_site.setdefault(site_of(host_id), []).append(host_id)
+    for site_id, hosts in by_site.items():
+        await fleet_store.enrol_hosts(pool, PROVIDER, site_id, "", hosts, "")
+
+
+# The demo enrols this many hosts (dev-host-01..): as many as `--agents` may start.
+DEV_HOSTS = 16
+
+
+def site_of(host_id: str) -> str:
+    """The site a local agent's host is in: round robin over SITES by its number."""
+    sites = list(SITES)
+    return sites[(int(host_id.rsplit("-", 1)[1]) - 1) % len(sites)]
 
 
 def host_ids(count: int) -> list[str]:
@@ -118,9 +134,8 @@ def write_agent_configs(
             f'password_file = "{registry.root / (registry.reader.username + ".password")}"\n'
         )
     paths = []
-    sites = list(SITES)
     for i, host_id in enumerate(host_ids(count)):
-        site = sites[i % len(sites)]
+        site = site_of(host_id)
         if creds is None:
             security_lines = "insecure = true\n"
         else:
@@ -135,7 +150,7 @@ site_id = "{site}"
 broker = "127.0.0.1:{port}"
 slots = 2
 gpu_class = "demo-gpu"
-price_micros_per_slot_hour = {1_200_000 + 300_000 * (i % len(sites))}
+price_micros_per_slot_hour = {1_200_000 + 300_000 * (i % len(SITES))}
 games_cached = ["{GAME}"]
 media_addresses = {json.dumps(media_addresses())}
 drain_grace_s = 2
@@ -280,7 +295,8 @@ def print_welcome(
         tokens = write_tokens(creds)
         if console_url:
             console = (
-                f"Consoles on {console_url} (/metrics too): open one with the venue's or the provider's token:\n"
+                f"Consoles on {console_url} (/metrics too; HTTPS with the broker's certificate: trust {creds.ca} "
+                "in the browser, or accept its warning once): open one with the venue's or the provider's token:\n"
                 f'  xdg-open "{console_url}?token=$(cat {tokens[VENUE]})"\n'
                 f'  xdg-open "{console_url}?token=$(cat {tokens[PROVIDER]})"'
             )

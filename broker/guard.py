@@ -33,6 +33,8 @@ class Limits:
 
 # Calls that end or serve a session already placed: shedding them would hold capacity longer, not free it.
 ALWAYS_ADMITTED = ("/EndSession", "/Negotiate")
+# Tokens whose verification is remembered (a few MB at most); past it, the memory starts afresh.
+_VERIFIED_MAX = 20_000
 # A call shed for too many in progress here may try again this soon.
 _INFLIGHT_RETRY_MS = 100
 
@@ -93,6 +95,13 @@ class Guard:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.shed = 0
+        # Every refusal answered (the error, the method or path, the peer), for broker.alarms to watch for probing.
+        self.on_refusal: Callable[[BaseException, str, str], None] | None = None
+        self._verified: dict[str, auth.Principal] = {}
+
+    def refused(self, exc: BaseException, method: str, peer: str) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(exc, method, peer)
 
     def enter(self, method: str) -> bool:
         """Admit one unary call to this replica's work, or shed it with ResourceExhausted when `max_inflight` are
@@ -142,7 +151,17 @@ class Guard:
         scheme, _, token = values[0].partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("authorization: expected 'Bearer <token>'")
-        return self.verifier.verify(token.strip())
+        token = token.strip()
+        # A token verified before is its principal until it expires: the signature check is the costliest step
+        # of a small call, and per-tenant admission (broker.overload) needs the tenant before any work.
+        known = self._verified.get(token)
+        if known is not None and known.expires_at > time.time():
+            return known
+        principal = self.verifier.verify(token)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = principal
+        return principal
 
     def spend(self, principal: auth.Principal, now: float | None = None) -> None:
         """One call's worth of the caller's tenant rate; ResourceExhausted when there is none left."""

@@ -21,7 +21,17 @@ Two more layers make it hold (docs/loadtest-fleet.md#admission measures them):
 - What is counted. `Guard.enter`'s in-flight bound counts work started, not answers held: a StartSession waiting
   for its placement gives its slot back (broker.guard.waiting), or the bound would refuse at rate × wait.
 
-Pure: `Admission` takes the lag measurements and the random draws; `LoopProbe` is the asyncio edge that measures.
+Fair share. Refusing at random by the loop's lateness alone makes every tenant pay for one tenant's flood: the
+quiet venue's calls were shed as often as the flooding one's, and waited behind them (measured: 1.6 ms → 402 ms
+p50). So the same mechanism is per tenant: the broker keeps each tenant's recent calls (`Shares`, decaying over
+about a second) and, when the loop runs late, sheds the tenants above their fair share of that traffic (the total
+over the tenants active), with a probability that grows with how far above it they are, and spares the ones at or
+below it. Only when every active tenant is at its share (one tenant alone, or all alike) is everyone shed alike,
+as before; and once the loop runs twice the target late (drowning), everyone is shed alike too. A tenant is known
+only once its caller is: the token check is cached per token (broker.guard), so knowing it costs a lookup.
+
+Pure: `Admission` and `Shares` take the lag measurements, the clock and the random draws; `LoopProbe` is the
+asyncio edge that measures.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import time
 
 # How often the probe looks at the loop.
@@ -73,6 +84,70 @@ class Admission:
         """How long a refused caller should wait: longer the deeper the overload."""
         p = self.policy
         return min(p.retry_max_ms, round(p.retry_min_ms * (1 + 4 * self.shed_share) + self.lag_ms))
+
+    def admit_tenant(self, draw: float, ratio: float, heaviest: float) -> bool:
+        """Let a call of a tenant in, the tenant's recent calls being `ratio` × the fair share (Shares.ratio), the
+        heaviest active tenant's `heaviest` ×. Below the drowning point, a tenant at or under its share is let in
+        while another is over it; one over it is shed with a probability that grows with its excess; when nobody
+        is over (`heaviest` ≤ 1), all alike, as `admit`."""
+        share = self.shed_share
+        if share <= 0.0:
+            return True
+        if share >= 1.0 or heaviest <= _OVER:
+            return draw >= share
+        if ratio <= _OVER:
+            return True
+        # The excess over the fair share is what is shed first: a tenant at 10× its share sheds ~90% of its calls
+        # at the first sign of lateness, one at 2× half of them, scaled up to all as the lateness grows.
+        excess = 1.0 - 1.0 / ratio
+        return draw >= min(1.0, excess + share * (1.0 - excess))
+
+
+# A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble).
+_OVER = 1.25
+
+
+class Shares:
+    """Each tenant's recent calls, decaying exponentially (half-life `half_life_s`), and its ratio to the fair
+    share: the sum over the tenants active divided by how many they are."""
+
+    def __init__(self, half_life_s: float = 1.0, max_tenants: int = 10_000) -> None:
+        self._decay = math.log(2) / half_life_s
+        self._max = max_tenants
+        self._weights: dict[str, tuple[float, float]] = {}  # tenant -> (weight, at)
+        self._total = 0.0
+        self._at = 0.0
+
+    def _decayed(self, weight: float, at: float, now: float) -> float:
+        return weight * math.exp(-self._decay * max(0.0, now - at))
+
+    def note(self, tenant: str, now: float) -> None:
+        """One call of `tenant` let in."""
+        weight, at = self._weights.get(tenant, (0.0, now))
+        self._weights[tenant] = (self._decayed(weight, at, now) + 1.0, now)
+        self._total = self._decayed(self._total, self._at, now) + 1.0
+        self._at = now
+        if len(self._weights) > self._max:
+            self._forget(now)
+
+    def ratio(self, tenant: str, now: float) -> tuple[float, float]:
+        """(this tenant's recent calls, the heaviest's), each over the fair share; (0, 0) with no traffic."""
+        total = self._decayed(self._total, self._at, now)
+        active = sum(1 for w, at in self._weights.values() if self._decayed(w, at, now) >= 0.5)
+        if total <= 0.0 or active == 0:
+            return 0.0, 0.0
+        fair = total / active
+        weight, at = self._weights.get(tenant, (0.0, now))
+        heaviest = max(self._decayed(w, a, now) for w, a in self._weights.values())
+        return self._decayed(weight, at, now) / fair, heaviest / fair
+
+    def active(self, now: float) -> int:
+        """Tenants with calls in the last second or so."""
+        return sum(1 for w, at in self._weights.values() if self._decayed(w, at, now) >= 0.5)
+
+    def _forget(self, now: float) -> None:
+        """Drop the tenants whose calls have all but decayed away."""
+        self._weights = {t: (w, a) for t, (w, a) in self._weights.items() if self._decayed(w, a, now) >= 0.5}
 
 
 class LoopProbe:

@@ -32,6 +32,8 @@ from cloudseat import errors, tls
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     billing_pb2,
     billing_pb2_grpc,
     fleet_pb2,
@@ -50,6 +52,8 @@ from grpc_reflection.v1alpha import reflection
 from broker import auth, placement
 from broker.agent_reports import ReportBatcher
 from broker.agent_stats import StatsBatcher
+from broker.alarms import Alarms
+from broker.audit_duty import AuditSealDuty
 from broker.config import BrokerConfig
 from broker.console.server import Console
 from broker.counters import Counters
@@ -63,6 +67,7 @@ from broker.overload import Admission, LoopProbe
 from broker.overload import Policy as OverloadPolicy
 from broker.replica import Presence
 from broker.rpc.agent_service import AgentService
+from broker.rpc.audit_service import AuditService
 from broker.rpc.billing_service import BillingService
 from broker.rpc.fleet_service import FleetService
 from broker.rpc.forward import Forwarder
@@ -91,6 +96,7 @@ TENANT_SERVICES = (
     fleet_pb2.DESCRIPTOR.services_by_name["FleetService"].full_name,
     billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,
     lease_pb2.DESCRIPTOR.services_by_name["LeaseService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 SERVICE_NAMES = (*TENANT_SERVICES, AGENT_SERVICE)
@@ -199,6 +205,8 @@ class Broker:
         self._stats: StatsBatcher | None = None
         self._presence: Presence | None = None
         self._probe: LoopProbe | None = None
+        # Security alerts (broker.alarms): repeated refusals from one peer, counted, logged and audited.
+        self.alarms: Alarms | None = None
         self.scheduler: Scheduler | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
@@ -233,6 +241,8 @@ class Broker:
         self._hub = hub = SessionHub(url, pool)
 
         guard, tokens, credentials = _security(cfg)
+        self.alarms = Alarms(pool, self.counters)
+        guard.on_refusal = self.alarms.note
         if Role.TENANT in self.roles and cfg.shed_lag_ms > 0:
             admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms))
             self._probe = LoopProbe(admission)
@@ -282,6 +292,7 @@ class Broker:
             fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), tenant)
             billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingService(pool), tenant)
             lease_pb2_grpc.add_LeaseServiceServicer_to_server(LeaseService(pool), tenant)
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(pool), tenant)
             self.port = self._bind(tenant, cfg.listen, credentials[0] if credentials else None)
             forwarder.address = _reachable_at(cfg.advertise, cfg.listen, self.port)
         if Role.AGENTS in self.roles:
@@ -295,7 +306,14 @@ class Broker:
         for server in self._servers:
             await server.start()
         if tenant is not None and cfg.http_listen is not None:
-            self.console = Console(cfg.http_listen, pool, hub, guard, self.counters)
+            self.console = Console(
+                cfg.http_listen,
+                pool,
+                hub,
+                guard,
+                self.counters,
+                None if sec is None else tls.CertFiles(sec.cert, sec.key, sec.client_ca),
+            )
             self.console_url = await self.console.start()
         if self.leadership is not None:
             self.leadership.start()
@@ -337,9 +355,10 @@ class Broker:
             time_up_grace_s=cfg.patron_time.grace_s,
         )
         meter = MeteringDuty(pool, cfg.metering)
+        seal = AuditSealDuty(pool)
 
         def duties() -> list[Awaitable[None]]:
-            return [scheduler.run(), liveness.run(), meter.run()]
+            return [scheduler.run(), liveness.run(), meter.run(), seal.run()]
 
         self.leadership = Leadership(url, duties)
 
@@ -434,7 +453,7 @@ class Broker:
             await self._hub.close()
         for stop in stopping:
             await stop
-        for part in (self._stats, self._reports, self._presence, self._probe):
+        for part in (self._stats, self._reports, self._presence, self._probe, self.alarms):
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()

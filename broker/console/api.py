@@ -14,12 +14,16 @@ token, call the store, shape with broker.console.views).
     GET  /api/providers/{provider_id}/revenue     revenue per site and GPU class
     POST /api/hosts/{host_id}/drain               {"reason": "..."} -> the host
     POST /api/hosts/{host_id}/undrain             -> the host
+    GET  /api/audit                               the audit trail: ?tenant=&from=&to=&actor=&action=&target= (from/to
+                                                  ISO times), &after=SEQ&limit=N (paged, oldest first); the caller's
+                                                  own tenant's rows (the operator: any)
+    GET  /api/audit.jsonl                         the same rows, all of them, as JSON lines (an export)
 
 Who may call: the same tenant tokens as the gRPC side, as `Authorization: Bearer <token>` (401 without a valid one;
-403 for another tenant's venue, provider or host, with the field named); a venue token sees its venue, a provider
-token its provider, an operator's everything. With authentication off (--insecure) every caller is trusted. Errors
-are JSON {"error": "field: what is wrong", "field": "..."}; `STATUS` below is the one table from the broker's errors
-to HTTP statuses.
+403 for another tenant's venue or provider, with the field named; another tenant's host is 404, word for word as an
+unknown one); a venue token sees its venue, a provider token its provider, an operator's everything. With
+authentication off (--insecure) every caller is trusted. Errors are JSON {"error": "field: what is wrong",
+"field": "..."}; `STATUS` below is the one table from the broker's errors to HTTP statuses.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def middleware(guard: Guard) -> Any:
             audit.set_actor(audit.Actor(principal.subject, principal.tenant, f"http:{request.remote or ''}"))
             return await handler(request)
         except errors.CloudseatError as exc:
+            guard.refused(exc, request.path, f"http:{request.remote or ''}:0")
             status = http_status(exc)
             if status == 500:
                 log.error("console request failed", path=request.path, exc_info=exc)
@@ -173,6 +178,8 @@ class Api:
         r.add_get("/api/providers/{provider_id}/revenue", self.revenue)
         r.add_post("/api/hosts/{host_id}/drain", self.drain)
         r.add_post("/api/hosts/{host_id}/undrain", self.undrain)
+        r.add_get("/api/audit", self.audit)
+        r.add_get("/api/audit.jsonl", self.audit_export)
 
     # -- who -------------------------------------------------------------------------------------------------
 
@@ -339,7 +346,8 @@ class Api:
         host_id = v.ident(request.match_info["host_id"], "host_id")
         caller = _caller(request)
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
-            caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
+            owner = await fleet_store.host_provider(self._pool, host_id)
+            caller.require_owner(owner, "host_id", "host", host_id)
         return host_id
 
     async def drain(self, request: web.Request) -> web.Response:
@@ -358,6 +366,65 @@ class Api:
         row = await fleet_store.set_drained(self._pool, host_id, False)
         log.info("host undrained", host_id=host_id, via="console")
         return _json(views.host(row))
+
+
+    # -- audit -----------------------------------------------------------------------------------------------
+
+    def _audit_filter(self, request: web.Request) -> audit.Filter:
+        query = request.query
+        tenant = audit.tenant(query.get("tenant", ""))
+        start, end = _instant(query, "from"), _instant(query, "to")
+        if start is not None and end is not None and end <= start:
+            raise errors.InvalidArgument("to", "must be after from")
+        return audit.Filter(
+            tenant=_caller(request).audit_scope(tenant),
+            start=start,
+            end=end,
+            actor=v.text(query.get("actor", ""), "actor") or None,
+            action=v.text(query.get("action", ""), "action", max_len=64) or None,
+            target=v.text(query.get("target", ""), "target") or None,
+        )
+
+    async def audit(self, request: web.Request) -> web.Response:
+        f = self._audit_filter(request)
+        after = _count(request, "after", 0, 2**62)
+        limit = _count(request, "limit", 1, 1000, default=100)
+        rows = await audit.page(self._pool, f, after, limit)
+        return _json(
+            {
+                "entries": [audit.as_json(r) for r in rows],
+                "next": rows[-1]["seq"] if len(rows) == limit else None,
+            }
+        )
+
+    async def audit_export(self, request: web.Request) -> web.StreamResponse:
+        f = self._audit_filter(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        async for row in audit.every(self._pool, f):
+            await response.write(views.dumps(audit.as_json(row)).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+
+def _instant(query: Any, name: str) -> datetime.datetime | None:
+    text = query.get(name, "")
+    if not text:
+        return None
+    try:
+        at = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.InvalidArgument(name, "must be an ISO 8601 time (2025-01-31T18:00:00Z)") from None
+    return at if at.tzinfo else at.replace(tzinfo=datetime.UTC)
+
+
+def _count(request: web.Request, name: str, lo: int, hi: int, default: int = 0) -> int:
+    text = request.query.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or len(text) > 19:
+        raise errors.InvalidArgument(name, f"must be a whole number from {lo} to {hi}")
+    return v.int_range(int(text), name, lo, hi)
 
 
 async def _send(response: web.StreamResponse, event: str, data: Any) -> None:

@@ -9,6 +9,9 @@ host ids in any label), which is why the endpoint needs no token (README "Consol
     cloudseat_grpc_messages_total{direction}   gRPC messages in and out of this broker's processes; a unary call
                                                is two (counter)
     cloudseat_calls_shed_total                 calls refused at the door because the broker was overloaded
+    cloudseat_security_events_total{kind}      refusals watched for probing (refused tokens and registrations,
+                                               cross-tenant reaches)
+    cloudseat_security_alerts_total{kind}      one peer past the threshold of a kind within a minute (audited)
     cloudseat_metered_seconds_total            slot-seconds of usage in the metering ledger (counter; the
                                                database: the ledger is append-only, so it only grows)
 
@@ -27,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from broker.counters import PLACEMENT_BUCKETS_S, Counters
+from broker.threats import KINDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LIVE_STATES = ("PENDING", "PLACED", "STARTING", "READY", "STREAMING")
@@ -97,6 +101,14 @@ class _Counted(Collector):
             "Calls refused at the door: the broker was overloaded.",
             value=c["calls_shed"],
         )
+        for name, text in (
+            ("events", "Refusals watched for probing (broker.threats), by kind."),
+            ("alerts", "Security alerts raised: one peer's refusals of a kind past the threshold within a minute."),
+        ):
+            family = CounterMetricFamily(f"cloudseat_security_{name}", text, labels=["kind"])
+            for kind in KINDS:
+                family.add_metric([kind], c[f"security_{name}_{kind}"])
+            yield family
 
 
 class Metrics:

@@ -5,9 +5,10 @@
     GET /api/...           the JSON API, with the same tenant tokens as the gRPC side
     GET /metrics           Prometheus text exposition, tenant-free aggregates, no token (broker.console.metrics)
 
-It runs inside the broker process, beside the gRPC server, on `--http-listen`: it shares the broker's pool, its hub
-(live changes come from PostgreSQL NOTIFY, never from polling), its guard (token verification and per-tenant rate
-limits) and its agent registry (the fps the hosts linked here report).
+It runs inside the broker process, beside the gRPC server, on `--http-listen`, over HTTPS with the broker's own
+certificate (followed when it is rotated, HSTS on every answer) whenever security is on; plaintext only with --insecure.
+It shares the broker's pool, its hub (live changes come from PostgreSQL NOTIFY, never from polling), its guard
+(token verification and per-tenant rate limits) and its agent registry (the fps the hosts linked here report).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Final
 import asyncpg
 import structlog
 from aiohttp import web
-from cloudseat import errors
+from cloudseat import errors, tls
 from cloudseat import web as web_plumbing
 
 from broker.console import api, business, live
@@ -44,15 +45,19 @@ class Console:
         hub: SessionHub,
         guard: Guard,
         counters: Counters,
+        tls_files: tls.CertFiles | None = None,
     ) -> None:
         self.host, self.port = web_plumbing.listen_address(listen, "http_listen")
+        # HTTPS with the broker's own certificate whenever security is on: the API carries bearer tokens. Plaintext
+        # only with authentication off (--insecure).
+        self._ssl = tls.server_ssl_context(tls_files) if tls_files is not None else None
         self._pool = pool
         self.feed = live.Feed()
         self.metrics = m.Metrics(counters)
         hub.add_listener(self.feed.on_session, on_resync=self.feed.on_resync)
         hub.add_host_listener(self.feed.on_host)
         self.app = web.Application(
-            middlewares=[web_plumbing.security_headers(_CSP), api.middleware(guard)],
+            middlewares=[web_plumbing.security_headers(_CSP, hsts=self._ssl is not None), api.middleware(guard)],
             client_max_size=api.MAX_BODY_BYTES,
         )
         r = self.app.router
@@ -65,7 +70,9 @@ class Console:
 
     async def start(self) -> str:
         # Every tenant worker of a broker serves the consoles on the same port.
-        self._runner, self.url = await web_plumbing.serve(self.app, self.host, self.port, shared=True)
+        self._runner, self.url = await web_plumbing.serve(
+            self.app, self.host, self.port, shared=True, ssl_context=self._ssl
+        )
         log.info("console serving", url=self.url)
         return self.url
 

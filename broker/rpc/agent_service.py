@@ -70,11 +70,13 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             raise errors.InvalidArgument("register", "the first message must be register")
         reg = convert.registration(first.register)
         # Mutual TLS: the certificate's host and no other (an agent never speaks for another host).
-        auth.caller().require_host(reg.host_id, "register.host_id")
+        caller = auth.caller()
+        caller.require_host(reg.host_id, "register.host_id")
         structlog.contextvars.bind_contextvars(host_id=reg.host_id)
         link = AgentLink(reg.host_id, reg.epoch)
         held_by = host_store.Link(link.link_id, self._presence.replica_id, self._presence.address)
-        result = await host_store.register(self._pool, reg, held_by)
+        # A certificate proves the host; only then does its enrolment mean something (broker.enrolment).
+        result = await host_store.register(self._pool, reg, held_by, enrolment_required=not caller.trusted)
         self._links.attach(link)
         log.info("agent registered", epoch=reg.epoch, slots=reg.slots, ended=len(result.ended))
         writer = asyncio.create_task(self._write(link, context), name=f"agent-write-{reg.host_id}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 import structlog
+from cloudseat import errors
 from cloudseat import validate as v
 from cloudseat.v1 import fleet_pb2, fleet_pb2_grpc
 from grpc import aio
@@ -116,12 +117,53 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         row = await fleet_store.set_drained(self._pool, host_id, False)
         return convert.host(row)
 
-    async def _own_site(self, site_id: str) -> None:
+    async def EnrolHosts(
+        self, request: fleet_pb2.EnrolHostsRequest, context: aio.ServicerContext
+    ) -> fleet_pb2.EnrolHostsResponse:
+        site_id = v.ident(request.site_id, "site_id")
+        gpu_class = v.ident(request.gpu_class, "gpu_class", required=False)
+        host_ids, prefix = _enrolled_hosts(request)
+        provider_id = await self._own_site(site_id)
+        await fleet_store.enrol_hosts(self._pool, provider_id, site_id, gpu_class, host_ids, prefix)
+        log.info("hosts enrolled", site_id=site_id, hosts=len(host_ids), host_prefix=prefix)
+        return fleet_pb2.EnrolHostsResponse(
+            site_id=site_id,
+            provider_id=provider_id,
+            gpu_class=gpu_class,
+            host_ids=host_ids,
+            host_prefix=prefix,
+        )
+
+    async def _own_site(self, site_id: str) -> str:
+        """The site's provider, when the caller may act for it; an unknown site, or another's, is NotFound."""
         caller = auth.caller()
-        if not (caller.trusted or caller.role is auth.Role.OPERATOR):
-            caller.require_provider(await fleet_store.site_provider(self._pool, site_id), "site_id")
+        owner = await fleet_store.site_provider(self._pool, site_id)
+        caller.require_owner(owner, "site_id", "site", site_id)
+        return owner
 
     async def _own_host(self, host_id: str) -> None:
         caller = auth.caller()
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
-            caller.require_provider(await fleet_store.host_provider(self._pool, host_id), "host_id")
+            owner = await fleet_store.host_provider(self._pool, host_id)
+            caller.require_owner(owner, "host_id", "host", host_id)
+
+
+# One call enrols a site's whole fleet by id; beyond this, a prefix (one row for any number of hosts).
+MAX_ENROL_IDS = 10_000
+
+
+def _enrolled_hosts(request: fleet_pb2.EnrolHostsRequest) -> tuple[list[str], str]:
+    """(host ids, '') or ([], prefix): exactly one of them, each checked."""
+    if bool(request.host_ids) == bool(request.host_prefix):
+        raise errors.InvalidArgument("host_ids", "give either host_ids or host_prefix, not both nor neither")
+    if request.host_prefix:
+        prefix = v.ident(request.host_prefix, "host_prefix")
+        if len(prefix) < 3:
+            raise errors.InvalidArgument("host_prefix", "must be at least 3 characters")
+        return [], prefix
+    if len(request.host_ids) > MAX_ENROL_IDS:
+        raise errors.InvalidArgument(
+            "host_ids", f"at most {MAX_ENROL_IDS} per call; a prefix enrols any number"
+        )
+    ids = [v.ident(h, f"host_ids[{i}]") for i, h in enumerate(request.host_ids)]
+    return list(dict.fromkeys(ids)), ""

@@ -28,7 +28,7 @@ from grpc import aio
 from broker import auth
 from broker.counters import Counters
 from broker.guard import ALWAYS_ADMITTED, Guard
-from broker.overload import Admission
+from broker.overload import Admission, Shares
 from broker.rpc import status
 from broker.store import audit
 
@@ -108,6 +108,7 @@ class _Call:
         audit.set_actor(audit.Actor(self.caller.subject, self.caller.tenant, str(context.peer() or "")))
 
     async def fail(self, context: aio.ServicerContext, exc: BaseException) -> None:
+        self.guard.refused(exc, self.method, str(context.peer() or ""))
         if isinstance(exc, errors.CloudseatError):
             self.code = status.code_for(exc)
             if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_ms is not None:
@@ -144,8 +145,40 @@ def _check_not_expired(context: aio.ServicerContext) -> None:
         raise errors.DeadlineExceeded("the call's deadline passed before it was served; nothing was done")
 
 
+class _Fair:
+    """Admission past capacity per tenant (broker.overload): the loop's lateness and each tenant's recent calls."""
+
+    def __init__(self, admission: Admission, counters: Counters) -> None:
+        self.admission = admission
+        self.shares = Shares()
+        self.counters = counters
+
+    async def admit(self, method: str, tenant: str, context: aio.ServicerContext) -> None:
+        """Let the call in, or refuse it here (RESOURCE_EXHAUSTED with a retry hint, nothing done, no log line:
+        the refusal must cost less than the call)."""
+        if method.endswith(ALWAYS_ADMITTED):
+            return
+        now = time.monotonic()
+        # Demand, not what was let in: a flooding tenant stays heavy while it is being shed.
+        self.shares.note(tenant, now)
+        if self.admission.shed_share <= 0.0:
+            return
+        ratio, heaviest = self.shares.ratio(tenant, now)
+        if self.admission.admit_tenant(random.random(), ratio, heaviest):
+            return
+        self.counters.add("calls_shed")
+        retry_ms = self.admission.retry_after_ms()
+        context.set_trailing_metadata(((PUSHBACK, str(retry_ms)),))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: retry in {retry_ms} ms")
+
+
+
 def _unary(
-    method: str, guard: Guard, counters: Counters, behavior: Callable[..., Awaitable[Any]]
+    method: str,
+    guard: Guard,
+    counters: Counters,
+    behavior: Callable[..., Awaitable[Any]],
+    fair: _Fair | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: aio.ServicerContext) -> Any:
         # A unary call is two messages, whatever its answer.
@@ -154,8 +187,13 @@ def _unary(
         call = _Call(method, guard)
         call.ids = _ids(request)
         release: Callable[[], None] | None = None
+        shed = False
         try:
             call.admit(context)
+            if fair is not None:
+                shed = True  # until let in: an abort below is the shedding's own
+                await fair.admit(method, call.caller.tenant, context)
+                shed = False
             if guard.enter(method):
                 release = guard.hold()  # the servicer may give it back while it waits (broker.guard.waiting)
             _check_not_expired(context)
@@ -168,7 +206,8 @@ def _unary(
         finally:
             if release is not None:
                 release()
-            call.done(context)
+            if not shed:
+                call.done(context)
 
     return handler
 
@@ -267,8 +306,10 @@ class Interceptor(aio.ServerInterceptor):
     ) -> None:
         self.guard = guard or Guard(None)
         self.counters = counters or Counters()
-        # Past capacity, new unary calls are refused here, before anything else is done for them (broker.overload).
+        # Past capacity, new unary calls are refused per tenant once the caller is known (broker.overload); when
+        # the loop is drowning (every tenant shed), here, before anything else is done for them.
         self.admission = admission
+        self._fair = _Fair(admission, self.counters) if admission is not None else None
 
     async def intercept_service(
         self,
@@ -290,14 +331,14 @@ class Interceptor(aio.ServerInterceptor):
         if handler.unary_unary:
             if (
                 self.admission is not None
+                and self.admission.shed_share >= 1.0
                 and not method.endswith(ALWAYS_ADMITTED)
-                and not self.admission.admit(random.random())
             ):
                 return grpc.unary_unary_rpc_method_handler(
                     _refuse(self.counters, self.admission.retry_after_ms()), **kw
                 )
             return grpc.unary_unary_rpc_method_handler(
-                _unary(method, self.guard, self.counters, handler.unary_unary), **kw
+                _unary(method, self.guard, self.counters, handler.unary_unary, self._fair), **kw
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(

@@ -123,7 +123,7 @@ def lease_spec(request: lease_pb2.CreateLeaseRequest) -> lease_store.LeaseSpec:
 
 
 def _may_touch(row: Row) -> None:
-    """The lease's provider, its venue, or the operator."""
+    """The lease's provider, its venue, or the operator; anyone else is told there is no such lease."""
     caller = auth.caller()
     if caller.trusted or caller.role is auth.Role.OPERATOR:
         return
@@ -131,7 +131,7 @@ def _may_touch(row: Row) -> None:
         return
     if caller.role is auth.Role.VENUE and caller.venue_id == row["venue_id"]:
         return
-    raise errors.PermissionDenied("lease_id: not a lease this token may act on")
+    raise errors.Concealed.of("lease_id", "lease", row["lease_id"])
 
 
 class LeaseService(lease_pb2_grpc.LeaseServiceServicer):
@@ -147,7 +147,7 @@ class LeaseService(lease_pb2_grpc.LeaseServiceServicer):
             # Authorise before saying anything about the site's owner to a caller that is not it.
             caller.require_provider(spec.provider_id or caller.provider_id)
             owner = await lease_store.site_provider(self._pool, spec.site_id)
-            caller.require_provider(owner, "site_id")
+            caller.require_owner(owner, "site_id", "site", spec.site_id)
             if spec.provider_id and spec.provider_id != owner:
                 raise errors.InvalidArgument("provider_id", f"site {spec.site_id!r} is not this provider's")
             spec = dataclasses.replace(spec, provider_id=owner)

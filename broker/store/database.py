@@ -29,6 +29,7 @@ _FOREIGN: dict[str, Callable[[], errors.CloudseatError]] = {
     "seats_venue_id_zone_id_fkey": lambda: errors.NotFound("zone_id: no such zone"),
     "venue_site_latency_site_id_fkey": lambda: errors.NotFound("site_id: no such site"),
     "prices_site_id_fkey": lambda: errors.NotFound("site_id: no such site"),
+    "host_enrolments_site": lambda: errors.NotFound("site_id: no such site"),
     "resumes_same_seat": lambda: errors.PermissionDenied("resume.session_id: a session of another seat"),
 }
 

@@ -16,7 +16,9 @@ async def create_provider(pool: asyncpg.Pool, provider_id: str, name: str) -> as
     """Create a provider; AlreadyExists when the id is taken."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_provider"], provider_id, name)
-        await audit.write(conn, "provider.create", f"provider:{provider_id}", name=name)
+        await audit.write(
+            conn, "provider.create", f"provider:{provider_id}", tenant=f"provider:{provider_id}", name=name
+        )
     return row
 
 
@@ -26,7 +28,14 @@ async def create_site(
     """Create a site of an existing provider."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_site"], site_id, provider_id, name, region)
-        await audit.write(conn, "site.create", f"site:{site_id}", provider_id=provider_id, region=region)
+        await audit.write(
+            conn,
+            "site.create",
+            f"site:{site_id}",
+            tenant=f"provider:{provider_id}",
+            provider_id=provider_id,
+            region=region,
+        )
     return row
 
 
@@ -104,3 +113,37 @@ async def drained_of(pool: asyncpg.Pool, host_ids: list[str]) -> dict[str, bool]
     with translated():
         rows = await pool.fetch(Q["drained_of_hosts"], host_ids)
     return {r["host_id"]: r["drained"] for r in rows}
+
+
+async def enrol_hosts(
+    pool: asyncpg.Pool,
+    provider_id: str,
+    site_id: str,
+    gpu_class: str,
+    host_ids: list[str],
+    prefix: str,
+) -> None:
+    """Enrol hosts into a site of `provider_id` (the caller checked it owns the site): `host_ids`, or every host id
+    starting with `prefix`. AlreadyExists (naming nothing of the other provider) when another provider enrolled or
+    runs any of them. Audited with the ids."""
+    enrolled_by = audit.actor().subject
+    async with transaction(pool) as conn:
+        await conn.execute(Q["enrolment_lock"])
+        if prefix:
+            if await conn.fetchval(Q["enrolment_prefix_clash"], prefix, provider_id):
+                raise errors.AlreadyExists("host_prefix: overlaps host ids another provider enrolled")
+            await conn.execute(Q["enrol_prefix"], provider_id, site_id, gpu_class, prefix, enrolled_by)
+        else:
+            clash = await conn.fetchval(Q["enrolment_hosts_clash"], host_ids, provider_id)
+            if clash is not None:
+                raise errors.AlreadyExists(f"host_ids[{clash - 1}]: a host id another provider enrolled")
+            await conn.execute(Q["enrol_hosts"], provider_id, site_id, gpu_class, host_ids, enrolled_by)
+        await audit.write(
+            conn,
+            "host.enrol",
+            f"site:{site_id}",
+            tenant=f"provider:{provider_id}",
+            gpu_class=gpu_class,
+            host_ids=host_ids,
+            host_prefix=prefix,
+        )

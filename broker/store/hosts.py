@@ -11,8 +11,9 @@ from typing import Any
 import asyncpg
 from cloudseat import errors
 
-from broker import lifecycle
+from broker import enrolment, lifecycle
 from broker.lifecycle import State
+from broker.store import audit
 from broker.store.database import required_row, transaction, translated
 from broker.store.queries import Q
 
@@ -53,7 +54,9 @@ class Registered:
     ended: list[str]
 
 
-async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = None) -> Registered:
+async def register(
+    pool: asyncpg.Pool, reg: Registration, link: Link | None = None, *, enrolment_required: bool = False
+) -> Registered:
     """Register (or re-register) a host under an epoch.
 
     The same epoch may reconnect while the host is not lost; an older epoch is refused; a newer epoch replaces the
@@ -61,7 +64,30 @@ async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = No
     epoch is accepted, so the old process can never serve its old sessions again. `link` is the connection the
     registration arrived on (None: no link, a host written by a tool; it is lost after lost_after, unless a link
     takes it).
+
+    The host must agree with its binding, and with `enrolment_required` a new host must be enrolled
+    (broker.enrolment decides). A first registration, a move and a new epoch are audited with the registration; a
+    refusal (PermissionDenied) is audited on its own, as the registration itself writes nothing.
     """
+    try:
+        return await _register(pool, reg, link, enrolment_required)
+    except errors.PermissionDenied as exc:
+        async with transaction(pool) as conn:
+            await audit.write(
+                conn,
+                "host.register_refused",
+                f"host:{reg.host_id}",
+                tenant=f"provider:{reg.provider_id}",
+                site_id=reg.site_id,
+                epoch=reg.epoch,
+                reason=exc.message,
+            )
+        raise
+
+
+async def _register(
+    pool: asyncpg.Pool, reg: Registration, link: Link | None, enrolment_required: bool
+) -> Registered:
     async with transaction(pool) as conn:
         site = await required_row(
             conn,
@@ -75,11 +101,18 @@ async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = No
             )
         ended: list[str] = []
         current = await conn.fetchrow(Q["lock_host"], reg.host_id)
+        bound = None if current is None else enrolment.Binding(current["provider_id"], current["site_id"])
+        enrolled = None
+        if enrolment_required and (bound is None or bound.site_id != reg.site_id):
+            row = await conn.fetchrow(Q["enrolment_of"], reg.host_id)
+            enrolled = (
+                None
+                if row is None
+                else enrolment.Binding(row["provider_id"], row["site_id"], row["gpu_class"])
+            )
+        claim = enrolment.Claim(reg.host_id, reg.provider_id, reg.site_id, reg.gpu_class)
+        outcome = enrolment.decide(claim, bound, enrolled, enrolment_required=enrolment_required)
         if current is not None:
-            if current["provider_id"] != reg.provider_id:
-                raise errors.PermissionDenied(
-                    f"register.host_id: host {reg.host_id!r} belongs to another provider"
-                )
             if reg.epoch < current["epoch"]:
                 raise errors.StaleEpoch(
                     f"register.epoch: {reg.epoch} is older than the host's current epoch {current['epoch']}"
@@ -119,6 +152,21 @@ async def register(pool: asyncpg.Pool, reg: Registration, link: Link | None = No
             reg.peer_address,
         )
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
+        new_epoch = current is not None and reg.epoch > current["epoch"]
+        if outcome is not enrolment.Outcome.SAME or new_epoch:
+            await audit.write(
+                conn,
+                "host.reregister" if outcome is enrolment.Outcome.SAME else outcome.value,
+                f"host:{reg.host_id}",
+                tenant=f"provider:{reg.provider_id}",
+                site_id=reg.site_id,
+                gpu_class=reg.gpu_class,
+                epoch=reg.epoch,
+                previous_epoch=None if current is None else current["epoch"],
+                previous_site_id=None if current is None else current["site_id"],
+                sessions_ended=len(ended),
+                enrolled=enrolment_required,
+            )
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
 
 

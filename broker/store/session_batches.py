@@ -125,7 +125,7 @@ class SessionBatches:
         try:
             async with transaction(self._pool) as conn:
                 # The sessions, then their hosts, each in id order, as every writer of many sessions: two batches
-                # (or a batch and the leader's placements) never wait on each other in a circle (migration 0012).
+                # never wait on each other in a circle (migration 0012).
                 await conn.execute(Q["lock_sessions_then_hosts"], [e.session_id for e in todo], [])
                 found = await conn.fetch(
                     Q["end_sessions"],

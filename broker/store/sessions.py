@@ -189,9 +189,10 @@ async def start(
                     or (req.resume is not None and not req.paid_time_s)
                 )
                 if not same:
+                    # A request id belongs to the request that first used it; the answer names nothing of that
+                    # session (it may be another seat's).
                     raise errors.AlreadyExists(
-                        f"request_id: already used by this venue for a different request (session "
-                        f"{existing['session_id']})"
+                        "request_id: already used for a different request; choose a new request id"
                     )
                 return existing, False
             if seat_taken is not None:

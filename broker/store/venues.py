@@ -16,7 +16,7 @@ async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str) -> asyncpg.
     """Create a venue; AlreadyExists when the id is taken."""
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name)
-        await audit.write(conn, "venue.create", f"venue:{venue_id}", name=name)
+        await audit.write(conn, "venue.create", f"venue:{venue_id}", tenant=f"venue:{venue_id}", name=name)
     return row
 
 
@@ -41,7 +41,12 @@ async def put_zone(
     async with transaction(pool) as conn:
         row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
         await audit.write(
-            conn, "zone.put", f"zone:{venue_id}/{zone_id}", tier=tier, latency_cap_ms=latency_cap_ms
+            conn,
+            "zone.put",
+            f"zone:{venue_id}/{zone_id}",
+            tenant=f"venue:{venue_id}",
+            tier=tier,
+            latency_cap_ms=latency_cap_ms,
         )
     return row
 
@@ -53,7 +58,9 @@ async def put_seat(pool: asyncpg.Pool, venue_id: str, seat_id: str, zone_id: str
             conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
         )
         row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
-        await audit.write(conn, "seat.put", f"seat:{venue_id}/{seat_id}", zone_id=zone_id)
+        await audit.write(
+            conn, "seat.put", f"seat:{venue_id}/{seat_id}", tenant=f"venue:{venue_id}", zone_id=zone_id
+        )
     return row
 
 

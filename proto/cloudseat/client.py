@@ -23,6 +23,7 @@ from cloudseat import retry
 from cloudseat.v1 import (
     agent_pb2,
     agent_pb2_grpc,
+    audit_pb2_grpc,
     billing_pb2_grpc,
     common_pb2,
     fleet_pb2,
@@ -95,6 +96,7 @@ class BrokerClient:
         self.billing = billing_pb2_grpc.BillingServiceStub(self.channel)
         self.leases = lease_pb2_grpc.LeaseServiceStub(self.channel)
         self.agents = agent_pb2_grpc.AgentServiceStub(self.channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     async def __aenter__(self) -> BrokerClient:
         return self
@@ -106,6 +108,17 @@ class BrokerClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+    async def enrol_hosts(
+        self, site_id: str, host_ids: Sequence[str] = (), *, prefix: str = "", gpu_class: str = ""
+    ) -> fleet_pb2.EnrolHostsResponse:
+        """Enrol hosts (by id, or every id starting with `prefix`) into a site, so their agents may register."""
+        response: fleet_pb2.EnrolHostsResponse = await self.fleet.EnrolHosts(
+            fleet_pb2.EnrolHostsRequest(
+                site_id=site_id, host_ids=list(host_ids), host_prefix=prefix, gpu_class=gpu_class
+            )
+        )
+        return response
 
     async def start_session(
         self,

@@ -3,6 +3,7 @@
     CloudseatError
     ├── InvalidArgument        a request field is missing or malformed (names the field)
     ├── NotFound               an id that does not exist
+    │   └── Concealed          another tenant's id, answered exactly as one that does not exist
     ├── AlreadyExists          a create for an id that is taken
     ├── FailedPrecondition     the request conflicts with the current state
     │   ├── IllegalTransition  a lifecycle move the state machine forbids
@@ -46,6 +47,13 @@ class NotFound(CloudseatError):
     @classmethod
     def of(cls, field: str, kind: str, ident: str) -> NotFound:
         return cls(f"{field}: no {kind} {ident!r}")
+
+
+class Concealed(NotFound):
+    """Not found.
+
+    Another tenant's object, answered word for word as an unknown one (no existence oracle); the broker tells the
+    two apart only to count cross-tenant attempts (broker.threats)."""
 
 
 class AlreadyExists(CloudseatError):

@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import ipaddress
 import os
+import ssl
 from pathlib import Path
 
 import grpc
@@ -93,6 +94,38 @@ class ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
             self._config(), self._fetch, require_client_authentication=self.require_client_cert
         )
+
+
+def server_ssl_context(files: CertFiles) -> ssl.SSLContext:
+    """TLS for an HTTPS server (the consoles) with the broker's certificate and key, following their changes like
+    ServerCredentials: each handshake (through the SNI callback) switches to a context loaded afresh once a file
+    changed; a file mid-rewrite keeps the last good pair."""
+    files.check("--tls")
+
+    def load() -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(files.cert, files.key)
+        return ctx
+
+    def stamp() -> tuple[float, ...]:
+        return tuple(os.stat(p).st_mtime_ns for p in (files.cert, files.key))
+
+    outer = load()
+    latest: list[tuple[tuple[float, ...], ssl.SSLContext]] = [(stamp(), outer)]
+
+    def pick(sock: ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        try:
+            now = stamp()
+            if now != latest[0][0]:
+                latest[0] = (now, load())
+        except (OSError, ssl.SSLError):
+            pass  # keep the last good pair
+        if latest[0][1] is not outer:
+            sock.context = latest[0][1]
+
+    outer.sni_callback = pick
+    return outer
 
 
 def channel_credentials(files: CertFiles) -> grpc.ChannelCredentials:

@@ -10,6 +10,7 @@ Policy without inline code or other origins), and refusals that say what to fix 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,8 +44,13 @@ def listen_address(text: str, field: str) -> tuple[str, int]:
     return validate.host_port(text, field)
 
 
-def security_headers(csp: str) -> Any:
-    """Middleware: nothing cached, no content sniffing, the given policy, no referrer."""
+# HSTS: a browser that has seen the console over TLS refuses plaintext to it for a year.
+HSTS = "max-age=31536000"
+
+
+def security_headers(csp: str, *, hsts: bool = False) -> Any:
+    """Middleware: nothing cached, no content sniffing, the given policy, no referrer; with `hsts` (served over
+    TLS), Strict-Transport-Security."""
 
     @web.middleware
     async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -54,6 +60,8 @@ def security_headers(csp: str) -> Any:
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             response.headers.setdefault("Content-Security-Policy", csp)
             response.headers.setdefault("Referrer-Policy", "no-referrer")
+            if hsts:
+                response.headers.setdefault("Strict-Transport-Security", HSTS)
         return response
 
     return headers
@@ -107,15 +115,21 @@ async def send_event(response: web.StreamResponse, event: str, data: str) -> Non
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, shared: bool = False
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shared: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
     """Serve `app` on host:port (0: any free port); the runner (cleanup() stops it) and the URL it answers on.
-    `shared`: several processes serve the same port (SO_REUSEPORT), the kernel dealing connections among them."""
+    `shared`: several processes serve the same port (SO_REUSEPORT), the kernel dealing connections among them.
+    `ssl_context`: serve HTTPS (cloudseat.tls.server_ssl_context)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=shared or None)
+    site = web.TCPSite(runner, host, port, reuse_port=shared or None, ssl_context=ssl_context)
     await site.start()
     server: Any = site._server
     bound = server.sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown}:{bound}/"
+    return runner, f"{'https' if ssl_context else 'http'}://{shown}:{bound}/"

@@ -2,8 +2,9 @@
 
 A broker with security on serves the consoles on 127.0.0.1 (a free port). Two venues (cafe, rival) and two providers
 (prov, other) share it, each provider with one scripted agent (a real AgentService client over mutual TLS). The API
-must refuse a call without a token (401) and another tenant's venue, provider or host (403); a provider's drain from
-the console goes through the same store function as FleetService.DrainHost, so it is audited and reaches the agent.
+must refuse a call without a token (401) and another tenant's venue or provider (403), and answer another's host as
+an unknown one (404); a provider's drain from the console goes through the same store function as
+FleetService.DrainHost, so it is audited and reaches the agent.
 The browser test drives the distribution's Chromium (tests/integration/browser.py) and keeps screenshots in
 test-artifacts/.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,11 @@ class Region:
     op: BrokerClient
     agents: dict[str, ScriptedAgent]
     url: str
+    # Trusts the region's CA: the console serves HTTPS with the broker's certificate.
+    trust: ssl.SSLContext
+
+    def http(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.trust))
 
     async def start(self, venue: str, seat: str) -> session_pb2.Session:
         reply = await self.op.sessions.StartSession(
@@ -99,6 +107,7 @@ async def region(broker: Broker, creds: issuing.Credentials, token: Token) -> As
                 site_id=f"{provider}-site", provider_id=provider, name=f"{provider} site"
             )
         )
+        await op.enrol_hosts(f"{provider}-site", [PROVIDER_HOSTS[provider]])
     for venue, seats in VENUE_SEATS.items():
         await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id=venue, name=venue.title()))
         await op.venues.PutZone(
@@ -125,7 +134,8 @@ async def region(broker: Broker, creds: issuing.Credentials, token: Token) -> As
             agents[host] = await ScriptedAgent(
                 link, host, site_id=f"{provider}-site", provider_id=provider
             ).__aenter__()
-        yield Region(broker, op, agents, broker.console_url)
+        trust = ssl.create_default_context(cafile=creds.ca)
+        yield Region(broker, op, agents, broker.console_url, trust)
     finally:
         for agent in agents.values():
             await agent.close()
@@ -158,7 +168,8 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
     api = region.url + "api"
     cafe, rival = token("venue", venue_id="cafe"), token("venue", venue_id="rival")
     prov = token("provider", provider_id="prov")
-    async with aiohttp.ClientSession() as http:
+    assert api.startswith("https://")
+    async with region.http() as http:
         # No token, a malformed one, a forged one: 401 naming the authorization.
         for tok in (None, "not-a-jwt"):
             status, body = await _get(http, f"{api}/venues/cafe/seats", tok)
@@ -166,6 +177,8 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             assert body["field"] == "authorization"
         status, _ = await _get(http, f"{api}/whoami")
         assert status == 401
+        async with http.get(region.url) as page:
+            assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
 
         # A venue sees its own seats, and only them; another venue's are 403 (the feed too).
         status, body = await _get(http, f"{api}/venues/cafe/seats", cafe)
@@ -223,16 +236,38 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             assert (status, body["field"]) == (403, "provider_id"), (path, body)
         status, body = await _get(http, f"{api}/providers/prov/revenue", prov)
         assert status == 200 and body["available"] is True
+        # Another's host answers exactly as a host that does not exist (no existence oracle).
+        unknown = await _post(http, f"{api}/hosts/host-0/drain", prov, {"reason": "x"})
+        assert unknown == (404, {"error": "host_id: no host 'host-0'", "field": "host_id"})
         status, body = await _post(http, f"{api}/hosts/host-2/drain", prov, {"reason": "x"})
-        assert (status, body["field"]) == (403, "host_id")
+        assert (status, body) == (404, {"error": "host_id: no host 'host-2'", "field": "host_id"})
         status, body = await _post(http, f"{api}/hosts/host-1/drain", cafe, {"reason": "x"})
-        assert (status, body["field"]) == (403, "host_id")
+        assert (status, body["field"]) == (404, "host_id")
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": 7})
         assert (status, body["field"]) == (400, "reason")
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "fan swap"})
         assert status == 200 and body["drained"] is True
         _, body = await _get(http, f"{api}/providers/prov/fleet", prov)
         assert body["hosts"][0]["drained"] is True
+
+        # The audit trail: each tenant its own rows, filtered and paged; the operator's anyone's; an export.
+        status, body = await _get(http, f"{api}/audit?action=host.drain", prov)
+        assert status == 200 and [e["target"] for e in body["entries"]] == ["host:host-1"]
+        assert body["entries"][0]["detail"] == {"reason": "fan swap"}
+        status, body = await _get(http, f"{api}/audit?limit=1", cafe)
+        assert status == 200 and len(body["entries"]) == 1 and body["next"] is not None
+        assert {e["tenant"] for e in (await _get(http, f"{api}/audit?limit=1000", cafe))[1]["entries"]} == {
+            "venue:cafe"
+        }
+        status, body = await _get(http, f"{api}/audit?tenant=provider:prov", cafe)
+        assert (status, body["field"]) == (403, "tenant")
+        status, body = await _get(http, f"{api}/audit?from=yesterday", prov)
+        assert (status, body["field"]) == (400, "from")
+        as_operator = {"Authorization": f"Bearer {token('operator')}"}
+        async with http.get(f"{api}/audit.jsonl?tenant=provider:prov", headers=as_operator) as r:
+            lines = [json.loads(line) for line in (await r.text()).splitlines()]
+        assert r.status == 200 and lines and {x["tenant"] for x in lines} == {"provider:prov"}
+        assert "host.drain" in {x["action"] for x in lines}
 
     # The same drain as FleetService's: the host is drained for gRPC too, the agent told, the action audited.
     host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
@@ -245,7 +280,7 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
 
 async def test_metrics_are_tenant_free_and_need_no_token(region: Region) -> None:
     await region.start("cafe", "c1")
-    async with aiohttp.ClientSession() as http:
+    async with region.http() as http:
         async with asyncio.timeout(15):
             while True:
                 async with http.get(region.url + "metrics") as r:
@@ -278,6 +313,8 @@ async def test_with_authentication_off_everything_is_allowed(db_url: str) -> Non
     try:
         async with BrokerClient(f"127.0.0.1:{broker.port}") as op:
             await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="cafe", name="Cafe"))
+        # Plaintext only here, with authentication off (--insecure): no tokens to carry.
+        assert broker.console_url is not None and broker.console_url.startswith("http://")
         async with aiohttp.ClientSession() as http:
             status, body = await _get(http, f"{broker.console_url}api/whoami")
             assert status == 200 and body["trusted"] is True and body["venues"][0]["venue_id"] == "cafe"
@@ -301,7 +338,8 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
     """
     cafe, prov = token("venue", venue_id="cafe"), token("provider", provider_id="prov")
     async with b.chromium() as browser:
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        # The browser does not hold the test's CA; the broker's certificate is checked by the API tests above.
+        page = await browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
         await page.goto(f"{region.url}?token={cafe}#venue/cafe")
         await page.wait_for_function(
             "() => window.cloudseatConsole.ready && window.cloudseatConsole.seats.c3 === 'IDLE'"
@@ -329,7 +367,7 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         assert await page.locator('.seat[data-seat^="r"]').count() == 0
         await page.screenshot(path=str(artifacts_dir / "console-venue-refused.png"), full_page=True)
 
-        provider = await browser.new_page(viewport={"width": 1280, "height": 900})
+        provider = await browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
         await provider.goto(f"{region.url}?token={prov}")
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="false"]')
         assert await provider.locator('#hosts tr[data-host="host-2"]').count() == 0
@@ -338,6 +376,13 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="true"]')
         assert "drained" in await provider.locator('#hosts tr[data-host="host-1"] .host-state').inner_text()
         await provider.screenshot(path=str(artifacts_dir / "console-provider.png"), full_page=True)
+        # The audit trail page: the provider's own rows, the drain just made among them.
+        await provider.goto(f"{region.url}#audit")
+        await provider.reload()
+        await provider.wait_for_selector("#audit-rows tbody tr")
+        table = await provider.locator("#audit-rows tbody").inner_text()
+        assert "host.drain" in table and "host:host-1" in table and "venue:" not in table
+        await provider.screenshot(path=str(artifacts_dir / "console-audit.png"), full_page=True)
 
     host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
     assert host.drained and host.status == fleet_pb2.HOST_STATUS_ONLINE

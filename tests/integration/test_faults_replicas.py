@@ -353,7 +353,8 @@ async def test_negotiate_through_a_replica_that_does_not_hold_the_agent(db_url: 
 
 async def test_negotiate_forwarded_with_security_on(db_url: str, tmp_path: Path) -> None:
     """With authentication on, the forward carries the seat's own token over TLS (trusting the region's CA) to the
-    replica holding the agent's link, which checks the caller again; a neighbouring seat is refused."""
+    replica holding the agent's link, which checks the caller again; a neighbouring seat is told there is no such
+    session."""
     creds = issuing.make(tmp_path / "creds", ["host-1"])
     security = SecurityConfig(
         cert=creds.broker.cert, key=creds.broker.key, client_ca=creds.ca, token_key=creds.token_key
@@ -370,7 +371,9 @@ async def test_negotiate_forwarded_with_security_on(db_url: str, tmp_path: Path)
             c = BrokerClient(f"127.0.0.1:{port}", token=token, credentials=tls.client_credentials(creds.ca))
             return await stack.enter_async_context(c)
 
-        await faults.seed(await client(holder.port, "operator"), seats=2)
+        operator = await client(holder.port, "operator")
+        await faults.seed(operator, seats=2)
+        await operator.enrol_hosts("site-near", ["host-1"])
         agent_channel = BrokerClient(
             f"127.0.0.1:{holder.agent_port}", credentials=tls.channel_credentials(creds.agent("host-1"))
         )
@@ -389,4 +392,5 @@ async def test_negotiate_forwarded_with_security_on(db_url: str, tmp_path: Path)
         neighbour = await client(other.port, "seat", venue_id="cafe", seat_id="s002")
         with pytest.raises(aio.AioRpcError) as refused:
             await neighbour.sessions.Negotiate(negotiate, timeout=10)
-        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        # Not its session: answered as one that does not exist.
+        assert refused.value.code() is grpc.StatusCode.NOT_FOUND

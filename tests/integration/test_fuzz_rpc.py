@@ -25,7 +25,16 @@ from typing import Any
 import grpc
 import pytest
 from cloudseat.client import BrokerClient
-from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, session_pb2, venue_pb2
+from cloudseat.v1 import (
+    agent_pb2,
+    audit_pb2,
+    billing_pb2,
+    common_pb2,
+    fleet_pb2,
+    lease_pb2,
+    session_pb2,
+    venue_pb2,
+)
 from google.protobuf import descriptor, message
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,6 +57,7 @@ SERVICES = [
         (billing_pb2, "BillingService"),
         (lease_pb2, "LeaseService"),
         (agent_pb2, "AgentService"),
+        (audit_pb2, "AuditService"),
     )
 ]
 METHODS = [m for s in SERVICES for m in s.methods]

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
                     port = int(m.group(1))
                 if m := re.search(r"Play in a browser: (http://\S+)", line):
                     kiosk_url = m.group(1)
-                if m := re.search(r"Consoles on (http://\S+)", line):
+                if m := re.search(r"Consoles on (https://\S+)", line):
                     console_url = m.group(1)
         # The kiosk page is served, and knows its seat and the games.
         async with aiohttp.ClientSession() as http:
@@ -48,10 +49,12 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
             async with http.get(kiosk_url.rstrip("/") + "/api/seat") as seat:
                 info = await seat.json()
         assert info["seat_id"] == "seat-01" and "demo" in [g["game_id"] for g in info["games"]]
-        # The consoles are served too, their API behind the tokens the banner points to.
-        async with aiohttp.ClientSession() as http:
+        # The consoles are served too, over TLS with the broker's certificate (HSTS), their API behind the tokens
+        # the banner points to.
+        trust = ssl.create_default_context(cafile=tmp_path / "credentials" / "ca.pem")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust)) as http:
             async with http.get(f"{console_url}api/whoami") as who:
-                assert who.status == 401
+                assert who.status == 401 and who.headers["Strict-Transport-Security"].startswith("max-age=")
             async with http.get(f"{console_url}metrics") as metrics:
                 assert metrics.status == 200 and "cloudseat_sessions" in await metrics.text()
         # Secure by default: the local system made a development CA, certificates and tokens in its data folder.

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,13 +21,23 @@ import grpc
 import pytest
 from cloudseat import tls
 from cloudseat.client import AgentLinkClient, BrokerClient
-from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, session_pb2, venue_pb2
+from cloudseat.v1 import (
+    agent_pb2,
+    audit_pb2,
+    billing_pb2,
+    common_pb2,
+    fleet_pb2,
+    lease_pb2,
+    session_pb2,
+    venue_pb2,
+)
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
 from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import SERVICE_NAMES, Broker
+from broker.store import audit
 from tests.integration.conftest import FAST
 
 pytestmark = pytest.mark.slow
@@ -131,7 +142,8 @@ async def test_every_rpc_refuses_other_tenants(
                 venue_id=venue, samples=[venue_pb2.LatencySample(site_id=site, rtt_ms=5)]
             )
         )
-    # Each provider's host, on its own certificate.
+    # Each provider's host, on its own certificate, enrolled by its provider.
+    await prov.enrol_hosts("prov-site", ["host-1"])
     link = await _agent(broker, creds.agent("host-1"), "host-1", "prov")
     await link.open()
     seat1 = await connect("seat", venue_id="cafe", seat_id="s1")
@@ -243,6 +255,16 @@ async def test_every_rpc_refuses_other_tenants(
             (other_prov, lambda c: c.fleet.ListHosts(fleet_pb2.ListHostsRequest(provider_id="prov"))),
             (cafe, lambda c: c.fleet.ListHosts(fleet_pb2.ListHostsRequest())),
         ],
+        "FleetService/EnrolHosts": [
+            (other_prov, lambda c: c.enrol_hosts("prov-site", ["host-9"])),
+            (cafe, lambda c: c.enrol_hosts("prov-site", ["host-9"])),
+        ],
+        "AuditService/ListAudit": [
+            (rival, lambda c: c.audit.ListAudit(audit_pb2.ListAuditRequest(tenant="venue:cafe"))),
+            (other_prov, lambda c: c.audit.ListAudit(audit_pb2.ListAuditRequest(tenant="provider:prov"))),
+            (cafe, lambda c: c.audit.ListAudit(audit_pb2.ListAuditRequest(tenant="provider:prov"))),
+            (seat1, lambda c: c.audit.ListAudit(audit_pb2.ListAuditRequest())),
+        ],
         "FleetService/DrainHost": [
             (other_prov, lambda c: c.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id="host-1"))),
         ],
@@ -286,7 +308,11 @@ async def test_every_rpc_refuses_other_tenants(
         for client, call in cases:
             with pytest.raises(aio.AioRpcError) as refused:
                 await call(client)
-            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED, (name, refused.value.details())
+            # Refused, or, for an object the caller may not even see, answered as an unknown one (the exact
+            # likeness is test_another_tenants_ids_answer_exactly_as_unknown_ones).
+            code, details = refused.value.code(), refused.value.details() or ""
+            assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND), (name, details)
+            assert code is grpc.StatusCode.PERMISSION_DENIED or ": no " in details, (name, details)
     # The owners themselves may (a few of the same calls, allowed).
     await prov.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id="host-1"))
     hosts = await other_prov.fleet.ListHosts(fleet_pb2.ListHostsRequest())
@@ -352,7 +378,8 @@ async def test_agents_act_only_for_their_own_host(
         await as_broker.open()
     assert wrong_role.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED)
     await as_broker.close()
-    # Its own: welcome.
+    # Its own, once its provider enrolled it: welcome.
+    await op.enrol_hosts("prov-site", ["host-1"])
     own = await _agent(broker, creds.agent("host-1"), "host-1", "prov")
     registered = await own.open()
     assert registered.host_id == "host-1"
@@ -455,3 +482,268 @@ async def test_business_actions_are_audited_append_only(connect: Connect, broker
     for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
         with pytest.raises(Exception, match="append-only"):
             await broker.pool.execute(statement)
+
+
+async def _tenancy(connect: Connect, broker: Broker, creds: issuing.Credentials) -> dict[str, BrokerClient]:
+    """Two providers with a site each, host-1 of prov linked, cafe's seats s1, s2 near prov-site."""
+    op = await connect("operator")
+    await _seed(op)
+    clients = {
+        "op": op,
+        "prov": await connect("provider", provider_id="prov"),
+        "other": await connect("provider", provider_id="other"),
+        "cafe": await connect("venue", venue_id="cafe"),
+        "rival": await connect("venue", venue_id="rival"),
+    }
+    for provider in ("prov", "other"):
+        await op.fleet.CreateSite(
+            fleet_pb2.CreateSiteRequest(site_id=f"{provider}-site", provider_id=provider, name=provider)
+        )
+    cafe = clients["cafe"]
+    await cafe.venues.PutZone(
+        venue_pb2.PutZoneRequest(venue_id="cafe", zone_id="z", tier=common_pb2.TIER_720P60, latency_cap_ms=30)
+    )
+    for seat in ("s1", "s2"):
+        await cafe.venues.PutSeat(venue_pb2.PutSeatRequest(venue_id="cafe", seat_id=seat, zone_id="z"))
+    await cafe.venues.ReportLatency(
+        venue_pb2.ReportLatencyRequest(
+            venue_id="cafe", samples=[venue_pb2.LatencySample(site_id="prov-site", rtt_ms=5)]
+        )
+    )
+    return clients
+
+
+async def _answer(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def test_another_tenants_ids_answer_exactly_as_unknown_ones(
+    connect: Connect, broker: Broker, creds: issuing.Credentials
+) -> None:
+    c = await _tenancy(connect, broker, creds)
+    prov, other, rival = c["prov"], c["other"], c["rival"]
+    await prov.enrol_hosts("prov-site", ["host-1"])
+    link = await _agent(broker, creds.agent("host-1"), "host-1", "prov")
+    await link.open()
+    seat1 = await connect("seat", venue_id="cafe", seat_id="s1")
+    started = await seat1.start_session("cafe", "s1", "demo", request_id="req-1")
+    sid = started.session.session_id
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    await prov.leases.CreateLease(
+        lease_pb2.CreateLeaseRequest(
+            lease_id="cafe-lease", venue_id="cafe", gpu_class="rtx", slots=1, site_id="prov-site",
+            starts_at=_ts(now), ends_at=_ts(now + dt.timedelta(days=1)), price_micros_per_slot_hour=1,
+        )
+    )  # fmt: skip
+
+    def price(site: str) -> fleet_pb2.SetPriceRequest:
+        return fleet_pb2.SetPriceRequest(site_id=site, gpu_class="rtx", price_micros_per_slot_hour=1)
+
+    # (who asks, the call for an id of another tenant's and for an unknown one, the two ids)
+    probes: list[tuple[BrokerClient, Callable[[str], Awaitable[Any]], str, str]] = [
+        (other, lambda h: other.fleet.GetHost(fleet_pb2.GetHostRequest(host_id=h)), "host-1", "host-0"),
+        (other, lambda h: other.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id=h)), "host-1", "host-0"),
+        (other, lambda h: other.fleet.UndrainHost(fleet_pb2.UndrainHostRequest(host_id=h)), "host-1", "host-0"),
+        (other, lambda s: other.fleet.SetPrice(price(s)), "prov-site", "no-site"),
+        (other, lambda s: other.prewarm_game(s, "demo"), "prov-site", "no-site"),
+        (other, lambda s: other.enrol_hosts(s, ["host-7"]), "prov-site", "no-site"),
+        (rival, lambda x: rival.leases.CancelLease(lease_pb2.CancelLeaseRequest(lease_id=x)), "cafe-lease", "nolease"),
+        (rival, lambda x: rival.sessions.GetSession(session_pb2.GetSessionRequest(session_id=x)), sid,
+         "00000000-0000-4000-8000-000000000000"),
+        (rival, lambda x: rival.sessions.EndSession(session_pb2.EndSessionRequest(session_id=x)), sid,
+         "00000000-0000-4000-8000-000000000000"),
+    ]  # fmt: skip
+    for _, call, theirs, unknown in probes:
+        code, details = await _answer(call(theirs))
+        code_unknown, details_unknown = await _answer(call(unknown))
+        assert code is code_unknown is grpc.StatusCode.NOT_FOUND, (theirs, details, details_unknown)
+        assert details.replace(theirs, "ID") == details_unknown.replace(unknown, "ID"), (details, details_unknown)
+    # Nothing changed on the way: the host is not drained, the lease and the session are as they were.
+    assert not (await prov.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))).drained
+    assert [x.state for x in (await prov.leases.ListLeases(lease_pb2.ListLeasesRequest())).leases] == [
+        lease_pb2.LEASE_STATE_ACTIVE
+    ]
+    # A request id belongs to its request: another seat reusing it learns nothing of the session it started.
+    seat2 = await connect("seat", venue_id="cafe", seat_id="s2")
+    with pytest.raises(aio.AioRpcError) as reused:
+        await seat2.start_session("cafe", "s2", "demo", request_id="req-1")
+    assert reused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "request_id" in (reused.value.details() or "")
+    assert sid not in (reused.value.details() or "") and "s1" not in (reused.value.details() or "")
+    await link.close()
+
+
+async def test_hosts_join_only_where_their_provider_enrolled_them(
+    connect: Connect, broker: Broker, creds: issuing.Credentials
+) -> None:
+    c = await _tenancy(connect, broker, creds)
+    prov, other = c["prov"], c["other"]
+    await prov.fleet.CreateSite(fleet_pb2.CreateSiteRequest(site_id="prov-site2", provider_id="prov", name="P2"))
+
+    async def register(host: str, provider: str, site: str, epoch: int = 1) -> tuple[grpc.StatusCode, str]:
+        link = await _agent(broker, creds.agent(host), host, provider)
+        link.register.site_id, link.register.epoch = site, epoch
+        try:
+            await link.open()
+            return grpc.StatusCode.OK, ""
+        except aio.AioRpcError as exc:
+            return exc.code(), exc.details() or ""
+        finally:
+            await link.close()
+
+    # A certificate the CA issued, for a host nobody enrolled: refused, into any provider's site.
+    code, details = await register("host-2", "other", "other-site")
+    assert code is grpc.StatusCode.PERMISSION_DENIED and "register.host_id" in details
+    # host-1 is prov's: another provider can neither enrol it (nor a prefix reaching it) nor take it by registering.
+    await prov.enrol_hosts("prov-site", ["host-1"])
+    for attempt in (other.enrol_hosts("other-site", ["host-1"]), other.enrol_hosts("other-site", prefix="host-")):
+        code, details = await _answer(attempt)
+        assert code is grpc.StatusCode.ALREADY_EXISTS and "'prov'" not in details, details
+    code, details = await register("host-1", "other", "other-site")
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert [h.host_id for h in (await other.fleet.ListHosts(fleet_pb2.ListHostsRequest())).hosts] == []
+    # Where it was enrolled: welcome, and bound there.
+    assert (await register("host-1", "prov", "prov-site"))[0] is grpc.StatusCode.OK
+    # Another site of the same provider, without enrolling it there: refused; once enrolled there, it moves.
+    code, details = await register("host-1", "prov", "prov-site2")
+    assert code is grpc.StatusCode.PERMISSION_DENIED and "register.site_id" in details
+    assert (await register("host-1", "prov", "prov-site", epoch=2))[0] is grpc.StatusCode.OK
+    # A prefix enrols a site's whole fleet in one row: any host id under it joins there, and only there.
+    issuing.make(creds.folder, ["edge-7", "edge-8"])
+    await other.enrol_hosts("other-site", prefix="edge-")
+    assert (await register("edge-7", "other", "other-site"))[0] is grpc.StatusCode.OK
+    code, details = await register("edge-8", "prov", "prov-site")
+    assert code is grpc.StatusCode.PERMISSION_DENIED and "register.host_id" in details
+    # Bad enrolments, each naming its field, writing nothing.
+    for bad, field in (
+        (fleet_pb2.EnrolHostsRequest(site_id="prov-site"), "host_ids"),
+        (fleet_pb2.EnrolHostsRequest(site_id="prov-site", host_ids=["a"], host_prefix="abc"), "host_ids"),
+        (fleet_pb2.EnrolHostsRequest(site_id="prov-site", host_prefix="ab"), "host_prefix"),
+        (fleet_pb2.EnrolHostsRequest(site_id="prov-site", host_ids=["ok", "not ok"]), "host_ids[1]"),
+    ):
+        code, details = await _answer(prov.fleet.EnrolHosts(bad))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
+    # Every registration, refusal and new epoch is in the audit log, under the provider it claimed.
+    assert broker.pool is not None
+    rows = await broker.pool.fetch(
+        "SELECT action, tenant, target, detail FROM audit_log WHERE action LIKE 'host.%' ORDER BY seq"
+    )
+    assert [(r["action"], r["tenant"], r["target"]) for r in rows] == [
+        ("host.register_refused", "provider:other", "host:host-2"),
+        ("host.enrol", "provider:prov", "site:prov-site"),
+        ("host.register_refused", "provider:other", "host:host-1"),
+        ("host.register", "provider:prov", "host:host-1"),
+        ("host.register_refused", "provider:prov", "host:host-1"),
+        ("host.reregister", "provider:prov", "host:host-1"),
+        ("host.enrol", "provider:other", "site:other-site"),
+        ("host.register", "provider:other", "host:edge-7"),
+        ("host.register_refused", "provider:prov", "host:edge-8"),
+    ]
+    assert rows[5]["detail"]["previous_epoch"] == 1 and rows[5]["detail"]["epoch"] == 2
+
+
+async def test_audit_trail_is_read_by_tenant_and_its_chain_shows_edits(
+    connect: Connect, broker: Broker, creds: issuing.Credentials
+) -> None:
+    c = await _tenancy(connect, broker, creds)
+    op, prov, cafe = c["op"], c["prov"], c["cafe"]
+    await prov.fleet.SetPrice(
+        fleet_pb2.SetPriceRequest(site_id="prov-site", gpu_class="rtx", price_micros_per_slot_hour=2_000_000)
+    )
+
+    async def listed(client: BrokerClient, **query: Any) -> list[audit_pb2.AuditEntry]:
+        out: list[audit_pb2.AuditEntry] = []
+        token = ""
+        while True:
+            page = await client.audit.ListAudit(audit_pb2.ListAuditRequest(page_token=token, **query))
+            out += page.entries
+            token = page.next_page_token
+            if not token:
+                return out
+
+    everything = await listed(op)
+    assert {e.tenant for e in everything} >= {"venue:cafe", "provider:prov", "provider:other"}
+    assert [e.seq for e in await listed(op, page_size=2)] == [e.seq for e in everything]
+    mine = await listed(cafe)
+    assert mine and {e.tenant for e in mine} == {"venue:cafe"} and "zone.put" in {e.action for e in mine}
+    assert {e.tenant for e in await listed(prov)} == {"provider:prov"}
+    prices = await listed(prov, action="price.set", target="site:prov-site/rtx", actor="provider:prov")
+    assert len(prices) == 1 and '"price_micros_per_slot_hour": 2000000' in prices[0].detail_json
+    future = timestamp_pb2.Timestamp(seconds=4_000_000_000)
+    assert await listed(op, start=future) == []
+    for bad, field in (
+        (audit_pb2.ListAuditRequest(page_token="x"), "page_token"),
+        (audit_pb2.ListAuditRequest(tenant="not a tenant"), "tenant"),
+        (audit_pb2.ListAuditRequest(page_size=5000), "page_size"),
+        (audit_pb2.ListAuditRequest(start=future, end=future), "end"),
+    ):
+        code, details = await _answer(op.audit.ListAudit(bad))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field + ":"), details
+
+    # Chained: intact, then an edit and a removal (by someone with the database's owner rights, who can lift
+    # the append-only trigger) are each found by `cloudseat-broker audit verify`, which names them.
+    assert broker.pool is not None
+    await audit.seal_all(broker.pool)
+    verdict = await audit.verify(broker.pool)
+    assert verdict.breaks == [] and verdict.rows == len(everything)
+    sealed = (await listed(op))[2:4]
+    assert all(e.chain_no and e.hash for e in sealed)
+    edited, removed = sealed[0], sealed[1]
+    await broker.pool.execute(
+        f"""ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;
+        UPDATE audit_log SET actor = 'someone-else' WHERE seq = {edited.seq};
+        DELETE FROM audit_log WHERE seq = {removed.seq};
+        ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only;"""
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker", "audit", "verify", "--database-url", broker.database_url or "",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 1, text
+    assert f"chain {edited.chain_no} (audit row seq {edited.seq}): edited" in text
+    assert f"chain {removed.chain_no}: missing" in text
+
+
+async def test_repeated_refusals_from_one_peer_raise_an_alert(
+    connect: Connect, broker: Broker, creds: issuing.Credentials
+) -> None:
+    c = await _tenancy(connect, broker, creds)
+    await c["prov"].enrol_hosts("prov-site", ["host-1"])
+    link = await _agent(broker, creds.agent("host-1"), "host-1", "prov")
+    await link.open()
+    forged = issuing.issue_token(issuing.make(creds.folder / "elsewhere", []).token_key, "operator", ttl_s=60)
+    async with BrokerClient(
+        f"127.0.0.1:{broker.port}", token=forged, credentials=tls.client_credentials(creds.ca)
+    ) as prober:
+        for _ in range(10):  # the threshold: 10 of a kind from one peer within a minute
+            assert (await _answer(prober.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))))[0] is (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+    for _ in range(10):
+        code, _ = await _answer(c["other"].fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1")))
+        assert code is grpc.StatusCode.NOT_FOUND
+    for _ in range(10):
+        impostor = await _agent(broker, creds.agent("host-2"), "host-2", "prov")
+        assert (await _answer(impostor.open()))[0] is grpc.StatusCode.PERMISSION_DENIED
+        await impostor.close()
+    totals = broker.counters.totals()
+    for kind in ("refused_token", "cross_tenant", "refused_registration"):
+        assert totals[f"security_events_{kind}"] >= 10 and totals[f"security_alerts_{kind}"] == 1, kind
+    assert broker.pool is not None
+    async with asyncio.timeout(10):
+        while True:
+            rows = await broker.pool.fetch(
+                "SELECT target, detail FROM audit_log WHERE action = 'security.alert' ORDER BY seq"
+            )
+            if len(rows) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert {r["detail"]["kind"] for r in rows} == {"refused_token", "cross_tenant", "refused_registration"}
+    assert {r["target"] for r in rows} == {"peer:ipv4:127.0.0.1"}
+    await link.close()

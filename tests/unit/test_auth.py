@@ -10,7 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cloudseat import tls
-from cloudseat.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from cloudseat.errors import Concealed, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 
 from broker import auth
 from broker.guard import Guard, Limits, RateLimiter
@@ -100,11 +100,8 @@ def test_tenants_stay_in_their_lane() -> None:
     provider.require_provider("prov")
     refusals = [
         lambda: venue.require_venue("other"),
-        lambda: venue.require_session(elsewhere),
-        lambda: venue.require_session(neighbour, media=True),  # media is the seat's
+        lambda: venue.require_session(neighbour, media=True),  # media is the seat's: it sees it, may not touch
         lambda: seat.require_seat("cafe", "s2"),
-        lambda: seat.require_session(neighbour),
-        lambda: patron.require_session(neighbour),
         lambda: provider.require_provider("someone"),
         lambda: provider.require_venue("cafe"),
         lambda: venue.require_operator("game_id"),
@@ -113,6 +110,20 @@ def test_tenants_stay_in_their_lane() -> None:
     for refuse in refusals:
         with pytest.raises(PermissionDenied):
             refuse()
+    # What the caller may not even see is answered as unknown, word for word (no existence oracle).
+    concealed = [
+        (lambda: venue.require_session(elsewhere), "session_id: no session 'C'"),
+        (lambda: seat.require_session(neighbour), "session_id: no session 'B'"),
+        (lambda: patron.require_session(neighbour, media=True), "session_id: no session 'B'"),
+        (lambda: provider.require_owner("other", "host_id", "host", "h1"), "host_id: no host 'h1'"),
+        (lambda: venue.require_owner("prov", "site_id", "site", "s1"), "site_id: no site 's1'"),
+    ]
+    for conceal, message in concealed:
+        with pytest.raises(Concealed) as hidden:
+            conceal()
+        assert hidden.value.message == message
+    assert NotFound.of("host_id", "host", "h1").message == "host_id: no host 'h1'"  # what an unknown host gets
+    provider.require_owner("prov", "host_id", "host", "h1")
 
 
 def test_session_tokens_open_one_session_only() -> None:

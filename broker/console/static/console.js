@@ -55,6 +55,7 @@ function signIn() {
   $('login').hidden = false;
   $('venue').hidden = true;
   $('provider').hidden = true;
+  $('audit').hidden = true;
 }
 
 // Server-Sent Events over fetch (EventSource cannot send a header); reconnects after a second until aborted.
@@ -301,10 +302,58 @@ async function showProvider(providerId, signal) {
   business($('revenue'), await api(`${base}/revenue`));
 }
 
+// -- audit trail --------------------------------------------------------------------------------------------------
+
+function auditQuery(after) {
+  const q = new URLSearchParams();
+  for (const [name, id] of [['action', 'audit-action'], ['actor', 'audit-actor'], ['target', 'audit-target']]) {
+    if ($(id).value.trim()) q.set(name, $(id).value.trim());
+  }
+  for (const [name, id] of [['from', 'audit-from'], ['to', 'audit-to']]) {
+    if ($(id).value) q.set(name, new Date($(id).value).toISOString());
+  }
+  if (after) q.set('after', String(after));
+  return q;
+}
+
+async function showAudit(after = 0) {
+  $('audit').hidden = false;
+  const body = await api(`/api/audit?${auditQuery(after)}`);
+  const rows = $('audit-rows').tBodies[0];
+  if (!after) rows.replaceChildren();
+  for (const e of body.entries) {
+    const tr = document.createElement('tr');
+    for (const text of [e.seq, new Date(e.at).toLocaleString(), e.actor, e.tenant, e.action, e.target,
+                        JSON.stringify(e.detail), e.peer, e.chain_no ? `#${e.chain_no} ${e.hash.slice(0, 12)}…` : 'sealing…']) {
+      cell(tr, String(text));
+    }
+    rows.appendChild(tr);
+  }
+  window.cloudseatConsole.audit = rows.rows.length;
+  window.cloudseatConsole.ready = true;
+  const more = $('audit-more');
+  more.hidden = body.next === null;
+  more.onclick = () => showAudit(body.next).catch(showError);
+}
+
+async function exportAudit() {
+  const response = await fetch(`/api/audit.jsonl?${auditQuery(0)}`, { headers: headers() });
+  if (!response.ok) throw new ApiError(response.status, (await response.json()).error, '');
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = 'cloudseat-audit.jsonl';
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+$('audit-form').addEventListener('submit', (e) => { e.preventDefault(); showAudit().catch(showError); });
+$('audit-export').addEventListener('click', () => exportAudit().catch(showError));
+
 // -- navigation ---------------------------------------------------------------------------------------------------
 
 function route(who) {
   const [kind, id] = location.hash.slice(1).split('/').map(decodeURIComponent);
+  if (kind === 'audit') return { kind };
   if ((kind === 'venue' || kind === 'provider') && id) return { kind, id };
   if (who.venues.length) return { kind: 'venue', id: who.venues[0].venue_id };
   if (who.providers.length) return { kind: 'provider', id: who.providers[0].provider_id };
@@ -316,15 +365,17 @@ async function show(who) {
   streamAbort = new AbortController();
   $('venue').hidden = true;
   $('provider').hidden = true;
+  $('audit').hidden = true;
   window.cloudseatConsole.ready = false;
   const where = route(who);
   window.cloudseatConsole.view = where;
   if (!where) { showError(new Error('This token sees no venue or provider.')); return; }
-  $('pick').value = `${where.kind}/${where.id}`;
-  document.title = `cloudseat · ${where.kind} ${where.id}`;
+  if (where.id) $('pick').value = `${where.kind}/${where.id}`;
+  document.title = where.id ? `cloudseat · ${where.kind} ${where.id}` : 'cloudseat · audit trail';
   try {
     showError(null);
-    if (where.kind === 'venue') await showVenue(where.id, streamAbort.signal);
+    if (where.kind === 'audit') await showAudit();
+    else if (where.kind === 'venue') await showVenue(where.id, streamAbort.signal);
     else await showProvider(where.id, streamAbort.signal);
   } catch (err) {
     showError(err);

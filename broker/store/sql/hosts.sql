@@ -1,5 +1,5 @@
 -- name: lock_host
-SELECT host_id, provider_id, epoch, status FROM hosts WHERE host_id = $1 FOR UPDATE;
+SELECT host_id, provider_id, site_id, gpu_class, epoch, status FROM hosts WHERE host_id = $1 FOR UPDATE;
 
 -- name: held_slots
 SELECT coalesce(sum(slots), 0)::integer FROM sessions

@@ -22,6 +22,32 @@ HOST_STATUS_ONLINE: HostStatus
 HOST_STATUS_LOST: HostStatus
 HOST_STATUS_OFFLINE: HostStatus
 
+class EnrolHostsRequest(_message.Message):
+    __slots__ = ("site_id", "gpu_class", "host_ids", "host_prefix")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
+    HOST_IDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    gpu_class: str
+    host_ids: _containers.RepeatedScalarFieldContainer[str]
+    host_prefix: str
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., host_ids: _Optional[_Iterable[str]] = ..., host_prefix: _Optional[str] = ...) -> None: ...
+
+class EnrolHostsResponse(_message.Message):
+    __slots__ = ("site_id", "provider_id", "gpu_class", "host_ids", "host_prefix")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
+    HOST_IDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    provider_id: str
+    gpu_class: str
+    host_ids: _containers.RepeatedScalarFieldContainer[str]
+    host_prefix: str
+    def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., host_ids: _Optional[_Iterable[str]] = ..., host_prefix: _Optional[str] = ...) -> None: ...
+
 class Provider(_message.Message):
     __slots__ = ("provider_id", "name", "created_at")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]

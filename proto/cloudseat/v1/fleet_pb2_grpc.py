@@ -79,6 +79,11 @@ class FleetServiceStub(object):
                 request_serializer=cloudseat_dot_v1_dot_fleet__pb2.UndrainHostRequest.SerializeToString,
                 response_deserializer=cloudseat_dot_v1_dot_fleet__pb2.Host.FromString,
                 _registered_method=True)
+        self.EnrolHosts = channel.unary_unary(
+                '/cloudseat.v1.FleetService/EnrolHosts',
+                request_serializer=cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsRequest.SerializeToString,
+                response_deserializer=cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServiceServicer(object):
@@ -147,6 +152,17 @@ class FleetServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrolHosts(self, request, context):
+        """Enrol hosts into a site of the provider: only an enrolled host's agent may register (with security on). Either
+        a list of host ids (up to 10,000 in one call) or one prefix that every host id of the site starts with (one row
+        for a whole fleet). A host id or prefix another provider enrolled is refused (ALREADY_EXISTS, naming nothing of
+        it); enrolling the same again is a no-op, and an exact host id enrolled again in another site of the same
+        provider moves it there at its next registration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +210,11 @@ def add_FleetServiceServicer_to_server(servicer, server):
                     servicer.UndrainHost,
                     request_deserializer=cloudseat_dot_v1_dot_fleet__pb2.UndrainHostRequest.FromString,
                     response_serializer=cloudseat_dot_v1_dot_fleet__pb2.Host.SerializeToString,
+            ),
+            'EnrolHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrolHosts,
+                    request_deserializer=cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsRequest.FromString,
+                    response_serializer=cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +460,33 @@ class FleetService(object):
             '/cloudseat.v1.FleetService/UndrainHost',
             cloudseat_dot_v1_dot_fleet__pb2.UndrainHostRequest.SerializeToString,
             cloudseat_dot_v1_dot_fleet__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrolHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudseat.v1.FleetService/EnrolHosts',
+            cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsRequest.SerializeToString,
+            cloudseat_dot_v1_dot_fleet__pb2.EnrolHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,
