@@ -85,12 +85,14 @@ class SessionBatches:
         todo = [s for s, refused in zip(batch, late, strict=True) if not refused]
         rows: dict[uuid.UUID, asyncpg.Record] = {}
         if todo:
-            try:
-                conn = await self._pool.acquire(timeout=self._db_wait_s)
-            except TimeoutError:
-                return [busy() for _ in batch]
-            try:
-                with translated():
+            # Translated whole: a database that went away mid-batch is UNAVAILABLE to every caller of it, never a
+            # raw connection error (which would reach the seat as INTERNAL).
+            with translated():
+                try:
+                    conn = await self._pool.acquire(timeout=self._db_wait_s)
+                except TimeoutError:
+                    return [busy() for _ in batch]
+                try:
                     try:
                         found = await conn.fetch(
                             Q["insert_sessions"],
@@ -111,9 +113,9 @@ class SessionBatches:
                         # An unknown game fails the whole statement, as do writers that crossed: nothing was
                         # written, and each start learns its own answer alone.
                         found = []
-                rows = {r["session_id"]: r for r in found}
-            finally:
-                await self._pool.release(conn)
+                finally:
+                    await self._pool.release(conn)
+            rows = {r["session_id"]: r for r in found}
         return [busy() if refused else rows.get(s.session_id) for s, refused in zip(batch, late, strict=True)]
 
     async def _end(self, batch: list[Ending]) -> list[asyncpg.Record | None]:
