@@ -57,6 +57,10 @@ class StreamRunConfig:
         "the seats: cloudseat-client play processes, or the kiosk page in headless Chromium",
         choices=("python", "browser"),
     )
+    page_query: str = setting(
+        "",
+        "query added to the kiosk page's URL (browser seats), e.g. jitter_target_ms=0 (docs/kiosk.md#latency-knobs)",
+    )
     ready_probes: int = setting(
         10, "short sessions started one by one to measure session ready", check=at_least(0)
     )

@@ -191,7 +191,8 @@ class BrowserSeats:
                     )
                 )
                 page = await seat_page(browser, kiosk.url)
-                await page.goto(kiosk.url)
+                query = self.cfg.page_query.lstrip("?")
+                await page.goto(f"{kiosk.url}{'&' if '?' in kiosk.url else '?'}{query}" if query else kiosk.url)
                 await wait_state(page, ["idle"], 30)
                 pages.append(page)
             yield pages

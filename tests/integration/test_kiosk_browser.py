@@ -97,12 +97,14 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
         epoch = await b.online(world, "agent-1")
         async with b.kiosk(f"127.0.0.1:{broker.port}") as kiosk, b.chromium() as chromium:
             page = await b.seat_page(chromium, kiosk.url)
-            await page.goto(f"{kiosk.url}?report_every_ms=1000")  # the page reports its stats every second
+            # The page reports its stats every second, and sets a receiver knob (docs/kiosk.md#latency-knobs).
+            await page.goto(f"{kiosk.url}?report_every_ms=1000&jitter_target_ms=0")
             await b.wait_state(page, ["idle"], 15)
 
             # 1. Through the picker to a playing stream.
             await page.click('button[data-game-id="demo"]')
             await b.wait_state(page, ["playing"], 30)
+            assert (await page.evaluate("cloudseat.receiver"))["jitterBufferTarget"] == 0
             session_id = await page.evaluate("cloudseat.session.session_id")
             await _grows(page, "framesDecoded", by=20)
             stats = await _stats(page)

@@ -18,6 +18,17 @@ const MAX_RESUMES = 3; // a session lost this many times in a row is not resumed
 const STATS_EVERY_MS = 1000;
 // How often the page's stats windows go to the broker (through the kiosk) to count for the SLA; ?report_every_ms=.
 const REPORT_EVERY_MS = Number(params.get("report_every_ms")) || 10000;
+// The receiver's latency knobs (docs/kiosk.md#latency-knobs): how long Chromium's jitter buffer aims to hold a frame
+// (RTCRtpReceiver.jitterBufferTarget, ms) and its older playout delay hint (s). Unset: Chromium's own choice.
+const JITTER_TARGET_MS = knob("jitter_target_ms", 0, 4000);
+const PLAYOUT_DELAY_S = knob("playout_delay_s", 0, 10);
+
+/** A numeric page parameter within [low, high], or null when absent (or not a number there). */
+function knob(name, low, high) {
+  if (!params.has(name)) return null;
+  const value = Number(params.get(name));
+  return Number.isFinite(value) && value >= low && value <= high ? value : null;
+}
 const MAX_REPORT = 60; // samples per report, as the broker takes them
 const CLOCK_SYNC_EVERY_MS = 20000;
 const MAX_SAMPLES = 20000; // per series; the oldest go first
@@ -71,6 +82,7 @@ const cloudseat = {
   message: "", // the one line the page shows
   seat: null, // venue, seat, zone, games
   stats: emptyStats(),
+  receiver: null, // the stream receiver's latency knobs as Chromium holds them: {jitterBufferTarget, playoutDelayHint}
   history: [], // [{at, state, message}], the page's states in order (the last 200)
   start: (gameId) => startSession(gameId),
   end: () => endSession(),
@@ -412,6 +424,25 @@ function connect(isReconnect) {
 
   pc.ontrack = (e) => {
     if (gen !== generation) return;
+    // A knob this Chromium lacks is left alone; one it refuses too (the page plays either way).
+    if (JITTER_TARGET_MS !== null && "jitterBufferTarget" in e.receiver) {
+      try {
+        e.receiver.jitterBufferTarget = JITTER_TARGET_MS;
+      } catch (err) {
+        console.warn("jitterBufferTarget refused", err);
+      }
+    }
+    if (PLAYOUT_DELAY_S !== null && "playoutDelayHint" in e.receiver) {
+      try {
+        e.receiver.playoutDelayHint = PLAYOUT_DELAY_S;
+      } catch (err) {
+        console.warn("playoutDelayHint refused", err);
+      }
+    }
+    cloudseat.receiver = {
+      jitterBufferTarget: e.receiver.jitterBufferTarget ?? null,
+      playoutDelayHint: e.receiver.playoutDelayHint ?? null,
+    };
     const video = $("video");
     video.srcObject = e.streams[0] || new MediaStream([e.track]);
     video.play().catch(() => {}); // muted autoplay is allowed (and the flags in docs/kiosk.md make sure)
