@@ -35,7 +35,7 @@ class GroupCommit(Generic[T, R]):
         self._max_batch = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
-        # Batches written and writes in them, for the broker's counters and the tests.
+        # Batches written and the writes in them (the tests and `cloudseat-loadtest commits` read them).
         self.batches = 0
         self.writes = 0
 
