@@ -378,6 +378,12 @@ _NEEDS: dict[Role, tuple[str, ...]] = {
 }
 
 
+def needed_claims(role: Role) -> tuple[str, ...]:
+    """The claims a token of `role` must carry, which are also the only ones it may (provider_id, venue_id,
+    seat_id, session_id)."""
+    return _NEEDS[role]
+
+
 def _check_claims(role: Role, provider_id: str, venue_id: str, seat_id: str, session_id: str) -> None:
     given = {"provider_id": provider_id, "venue_id": venue_id, "seat_id": seat_id, "session_id": session_id}
     for name in _NEEDS[role]:

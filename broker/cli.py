@@ -154,6 +154,7 @@ async def _serve(
 
             await local.seed_at(broker.database_url)
             creds = dev.credentials
+            seat_creds = await local.seat_credentials(broker.database_url, config.data_dir, creds)
             registry = local.start_registry(config.data_dir)
             images = registry.registry if registry is not None else None
             agents = await local.start_agents(
@@ -161,7 +162,7 @@ async def _serve(
             )
             kiosk_url = None
             if dev.kiosk_listen is not None:
-                kiosk, kiosk_url = await local.start_kiosk(broker.port, dev.kiosk_listen, creds)
+                kiosk, kiosk_url = await local.start_kiosk(broker.port, dev.kiosk_listen, seat_creds)
                 seats.append(kiosk)
             local.print_welcome(
                 broker.port,
@@ -171,9 +172,10 @@ async def _serve(
                 creds,
                 console_url=broker.console_url,
                 images=images,
+                seats=seat_creds,
             )
             if dev.play is not None:
-                seats.append(await local.start_client(broker.port, dev.play == "headless", creds))
+                seats.append(await local.start_client(broker.port, dev.play == "headless", seat_creds))
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         if isinstance(broker, Supervisor):
             waits.append(asyncio.ensure_future(broker.wait_failed()))

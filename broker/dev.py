@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -94,12 +95,35 @@ def security(creds: issuing.Credentials) -> SecurityConfig:
     )
 
 
-def seat_flags(creds: issuing.Credentials | None, seat_id: str) -> list[str]:
-    """What a seat program needs to be let in: a seat token (a day long) and the CA that signed the broker."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeatCredentials:
+    """What the demo venue's seats are let in with: a day-long token file per seat, and the CA that signed the
+    broker's certificate."""
+
+    ca: Path
+    folder: Path  # <data-dir>/tokens/<venue>/, one <seat>.token per seat
+    files: dict[str, Path]
+
+    def flags(self, seat_id: str) -> list[str]:
+        """A seat program's flags: its token file (never the token itself: `ps` shows a command line)."""
+        return ["--token-file", str(self.files[seat_id]), "--ca", str(self.ca)]
+
+
+async def seat_credentials(
+    url: str, data_dir: Path, creds: issuing.Credentials | None
+) -> SeatCredentials | None:
+    """A token file for every seat of the demo venue as the database holds them (`cloudseat-broker token
+    --all-seats` does the same), rewritten at each start; None when the broker runs --insecure."""
     if creds is None:
-        return []
-    token = issuing.issue_token(creds.token_key, "seat", ttl_s=86400, venue_id=VENUE, seat_id=seat_id)
-    return ["--token", token, "--ca", str(creds.ca)]
+        return None
+    folder = data_dir / "tokens" / VENUE
+    seat_ids = await issuing.venue_seat_ids(url, VENUE)
+    written = issuing.write_seat_tokens(creds.token_key, VENUE, seat_ids, folder, ttl_s=86400)
+    return SeatCredentials(creds.ca, folder, {w.seat_id: w.path for w in written})
+
+
+def seat_flags(seats: SeatCredentials | None, seat_id: str) -> list[str]:
+    return [] if seats is None else seats.flags(seat_id)
 
 
 def start_registry(data_dir: Path) -> RegistryProcesses | None:
@@ -180,7 +204,7 @@ PLAY_SEAT = "seat-02"
 
 
 async def start_kiosk(
-    port: int, listen: str, creds: issuing.Credentials | None = None
+    port: int, listen: str, seats: SeatCredentials | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
     """`cloudseat-client kiosk` for KIOSK_SEAT: the process and the URL it serves the page on."""
     proc = await asyncio.create_subprocess_exec(
@@ -189,7 +213,7 @@ async def start_kiosk(
         "thin_client",
         "kiosk",
         *("--broker", f"127.0.0.1:{port}", "--venue", VENUE, "--seat", KIOSK_SEAT, "--listen", listen),
-        *seat_flags(creds, KIOSK_SEAT),
+        *seat_flags(seats, KIOSK_SEAT),
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -207,7 +231,7 @@ async def start_kiosk(
 
 
 async def start_client(
-    port: int, headless: bool, creds: issuing.Credentials | None = None
+    port: int, headless: bool, seats: SeatCredentials | None = None
 ) -> asyncio.subprocess.Process:
     """`cloudseat-client play` on PLAY_SEAT: a window, or headless; its lines go to this terminal."""
     return await asyncio.create_subprocess_exec(
@@ -217,7 +241,7 @@ async def start_client(
         "play",
         *("--broker", f"127.0.0.1:{port}", "--venue", VENUE, "--seat", PLAY_SEAT, "--game", GAME),
         *(("--headless",) if headless else ()),
-        *seat_flags(creds, PLAY_SEAT),
+        *seat_flags(seats, PLAY_SEAT),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -248,21 +272,20 @@ async def stop_processes(procs: list[asyncio.subprocess.Process]) -> None:
 
 
 def write_tokens(creds: issuing.Credentials) -> dict[str, Path]:
-    """Day-long development tokens in credentials/tokens/: the operator, the demo venue and provider, seat-02."""
+    """Day-long development tokens in credentials/tokens/: the operator, the demo venue and provider (the seats'
+    are in <data-dir>/tokens/<venue>/: `seat_credentials`)."""
     folder = creds.folder / "tokens"
     folder.mkdir(exist_ok=True)
     wanted = {
         "operator": {},
         VENUE: {"venue_id": VENUE},
         PROVIDER: {"provider_id": PROVIDER},
-        PLAY_SEAT: {"venue_id": VENUE, "seat_id": PLAY_SEAT},
     }
-    roles = {"operator": "operator", VENUE: "venue", PROVIDER: "provider", PLAY_SEAT: "seat"}
+    roles = {"operator": "operator", VENUE: "venue", PROVIDER: "provider"}
     paths = {}
     for name, claims in wanted.items():
         path = folder / f"{name}.token"
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(issuing.issue_token(creds.token_key, roles[name], ttl_s=86400, **claims) + "\n")
+        issuing.write_secret(path, issuing.issue_token(creds.token_key, roles[name], ttl_s=86400, **claims) + "\n")
         paths[name] = path
     return paths
 
@@ -276,6 +299,7 @@ def print_welcome(
     *,
     console_url: str | None = None,
     images: LocalRegistry | None = None,
+    seats: SeatCredentials | None = None,
 ) -> None:
     where = (
         config.database_url and "the database at --database-url"
@@ -300,13 +324,16 @@ def print_welcome(
                 f'  xdg-open "{console_url}?token=$(cat {tokens[VENUE]})"\n'
                 f'  xdg-open "{console_url}?token=$(cat {tokens[PROVIDER]})"'
             )
-        seat_auth = f' \\\n      --ca {creds.ca} --token "$(cat {tokens[PLAY_SEAT]})"'
+        seat_auth = (
+            f" \\\n      --ca {creds.ca} --token-file {seats.files[PLAY_SEAT]}" if seats is not None else ""
+        )
         grpc_auth = f'-cacert {creds.ca} -H "authorization: Bearer $(cat {tokens["operator"]})" '
         push_auth = f' --broker-ca {creds.ca} --token "$(cat {tokens["operator"]})"'
         security = (
             f"Mutual TLS and tenant tokens are on: development CA and keys in {creds.folder}; day-long tokens in "
-            f"{creds.folder / 'tokens'}\n(operator, venue {VENUE}, provider {PROVIDER}, {PLAY_SEAT}); more with "
+            f"{creds.folder / 'tokens'}\n(operator, venue {VENUE}, provider {PROVIDER}); more with "
             f"`cloudseat-broker token --key {creds.token_key} --role ...`."
+            + (_seat_tokens_line(seats, creds) if seats is not None else "")
         )
     print(
         f"""
@@ -324,6 +351,18 @@ Try it (grpcurl uses server reflection):
 GPU hosts join through cloudseat.v1.AgentService/Connect. Ctrl-C stops the broker; the data stays for next time.
 {_images_line(images, port, push_auth)}""",
         flush=True,
+    )
+
+
+def _seat_tokens_line(seats: SeatCredentials, creds: issuing.Credentials) -> str:
+    names = sorted(seats.files)
+    return (
+        f"\nSeat tokens, one file per seat of {VENUE} ({names[0]}.token .. {names[-1]}.token, mode 0600): "
+        f"{seats.folder}\n"
+        f"  a seat's kiosk or client takes its own: --token-file {seats.folder / (KIOSK_SEAT + '.token')} "
+        f"--ca {seats.ca}\n"
+        f"  every seat of a venue at once: cloudseat-broker token --key {creds.token_key} --role seat "
+        "--venue VENUE --all-seats --out-dir DIR"
     )
 
 
