@@ -3,6 +3,10 @@
     cloudseat-client play  --venue demo-cafe --seat seat-01 --game demo      # a window (or --headless)
     cloudseat-client kiosk --venue demo-cafe --seat seat-01                  # the page for the seat's browser
 
+With authentication on (the broker's default), a seat also gives its token file and the CA that signed the broker's
+certificate: --token-file /etc/cloudseat/seat-01.token --ca /etc/cloudseat/ca.pem (`cloudseat-broker token
+--all-seats` writes a venue's token files).
+
 Flags fall back to environment variables (CLOUDSEAT_BROKER, CLOUDSEAT_VENUE, CLOUDSEAT_SEAT, ...), so a seat's
 image can carry its identity in its environment. Mistakes end with one line on stderr and exit code 2.
 """
@@ -15,7 +19,7 @@ from typing import Any
 
 from cloudseat import settings
 
-from thin_client.seat import SeatConfig
+from thin_client.seat import SeatConfig, load_credentials
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
         args = parser.parse_args(argv)
         seat: SeatConfig = settings.build(SeatConfig, args)
+        seat = load_credentials(
+            seat, warn=lambda text: print(f"cloudseat-client {command}: warning: {text}", file=sys.stderr)
+        )
         if args.command == "play":
             return play.main(seat, play.options(args))
         return kiosk.main(kiosk.config(seat, args), args)

@@ -5,9 +5,13 @@
 
 What it does, in order:
 
+0. Ask the broker once (ListGames): a setup no retry can mend (a host name that does not resolve, TLS on one side
+   only, a certificate --ca does not trust, a token refused) ends the client at once with what to fix.
 1. StartSession for the seat (its venue, seat, zone and patron), held by the broker until the session is placed, then
    follow WatchSession, printing each step the patron waits through: queue position, placed (host, site, distance),
-   starting, ready. A busy broker is asked again with the same request, printing why the seat waits.
+   starting, ready. A busy broker is asked again with the same request, printing why the seat waits; a broker that
+   cannot be reached while the seat waits in the queue (or plays) is said so, and the seat keeps asking, its place
+   in the queue kept by the broker.
 2. Negotiate WebRTC through SessionService.Negotiate (`thin_client.receiver.Receiver`), play the stream in an SDL
    window (`thin_client.window`) or headless, and send input: the window's keyboard, mouse and game controllers, or
    the scripted pattern of `thin_client.scripted` (headless, or windowed with --scripted-input).
@@ -63,7 +67,9 @@ async def play(cfg: SeatConfig, opts: PlayOptions, out: TextIO = sys.stdout) -> 
     if cfg.ca is not None and not cfg.ca.is_file():
         raise SeatError(f"--ca: {str(cfg.ca)!r} does not exist")
     async with cfg.client() as client:
-        player = Player(SeatSession(client, cfg), opts, out=out, window=window)
+        seat = SeatSession(client, cfg)
+        await seat.check_broker()  # a setup no retry mends (TLS, a name, the token) is said now
+        player = Player(seat, opts, out=out, window=window)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, player.stop.set)

@@ -276,7 +276,12 @@ class Player:
             self.say(last)
             if answer.session.state in (S.SESSION_STATE_READY, S.SESSION_STATE_STREAMING):
                 return answer
-        async for update in self.seat.updates(after=answer):
+        async def lost(text: str) -> None:
+            nonlocal last
+            last = text  # the broker's next update is said again, however like the last it is
+            self.say(text)
+
+        async for update in self.seat.updates(after=answer, on_lost=lost):
             text = describe(update)
             if text != last:
                 self.say(text)
@@ -362,7 +367,17 @@ class Player:
         return ended.result() if ended.done() and not self.stop.is_set() else None
 
     async def _watch(self, ended: asyncio.Future[Any]) -> None:
-        async for update in self.seat.updates():
+        lost = False
+
+        async def on_lost(text: str) -> None:
+            nonlocal lost
+            lost = True
+            self.say(text)
+
+        async for update in self.seat.updates(on_lost=on_lost):
+            if lost:
+                lost = False
+                self.say(f"the broker at {self.seat.cfg.broker} answers again")
             if update.session.state == S.SESSION_STATE_ENDED:
                 if not ended.done():
                     ended.set_result(update.session)

@@ -5,6 +5,15 @@ session token the broker gave (a capability: Negotiate, EndSession and a resume 
 (`thin_client.play`) and the kiosk server (`thin_client.kiosk`) both drive it; the patron-facing text comes from the
 pure functions at the top (`describe`, `explain`), so both clients say the same thing in the same words.
 
+The seat's token comes from a file (`--token-file`, read by `with_token_file`: a command line is visible to every
+user of the machine through `ps`), or from `--token` for scripts. Its claims (which venue and seat it is for) are
+read, unverified, only to say so when the seat's flags name another seat (`token_mismatch`): the broker would refuse
+it without saying why, as it must not tell a seat whether another venue exists.
+
+A broker that cannot be reached is put in words by `thin_client.reach` (a name that does not resolve, TLS on one
+side only, a certificate the seat does not trust); a broker lost while the seat waits in the queue or plays is said
+so (`lost_contact`) while the seat keeps watching its session, whose place in the queue the broker keeps.
+
 A session lost through no fault of the seat (its host lost, drained, refused or failed it: `resumable`) is resumed
 with `SeatSession.resume`: a new session for the same game, at the front of the queue.
 
@@ -18,19 +27,27 @@ words, for up to BUSY_TIMEOUT_S.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import dataclasses
 import ipaddress
+import json
+import os
+import stat
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from cloudseat import resume, retry
 from cloudseat.client import BrokerClient, OnWait
-from cloudseat.settings import setting
+from cloudseat.settings import SettingsError, setting
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
+
+from thin_client import reach
 
 S = common_pb2.SessionState
 
@@ -74,7 +91,18 @@ class SeatConfig:
     )
     # The seat's credentials: its tenant token (a seat token from the venue), and the CA bundle that signed the
     # broker's certificate (TLS). Neither: plaintext to a broker that runs with authentication off.
-    token: str = setting("", "the seat's token from its venue (a seat token)", env="CLOUDSEAT_TOKEN")
+    token: str = setting(
+        "",
+        "the seat's token from its venue (a seat token); on the command line every user of the machine can read it "
+        "with ps: give --token-file instead",
+        env="CLOUDSEAT_TOKEN",
+    )
+    token_file: Path | None = setting(
+        None,
+        "a file holding the seat's token (its first line; mode 0600): `cloudseat-broker token --all-seats` writes "
+        "one per seat",
+        env="CLOUDSEAT_TOKEN_FILE",
+    )
     ca: Path | None = setting(
         None,
         "the CA bundle that signed the broker's certificate: TLS to the broker (none: plaintext, for a broker "
@@ -100,6 +128,113 @@ class SeatConfig:
 
 class SeatError(Exception):
     """A one-line message for the patron or the venue's staff: what went wrong and what to fix."""
+
+
+# -- the seat's token ---------------------------------------------------------------------------------------------
+
+MAX_TOKEN_FILE_BYTES: Final = 64 * 1024
+
+
+def token_file_warning(path: Path, mode: int) -> str | None:
+    """A warning when a token file's permission bits let users other than its owner read it."""
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("every user", stat.S_IROTH)) if mode & bit]
+    if not readers:
+        return None
+    return (
+        f"--token-file {str(path)!r} can be read by {' and '.join(readers)} (mode {stat.S_IMODE(mode):04o}); a seat "
+        f"token is a secret: chmod 600 {path}"
+    )
+
+
+def read_token_file(path: Path) -> tuple[str, str | None]:
+    """The token in `path` (its first line, stripped) and a warning if others may read the file; SettingsError,
+    naming the file, when it is missing, unreadable or empty."""
+    where = f"--token-file {str(path)!r}"
+    try:
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            raw = f.read(MAX_TOKEN_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise SettingsError(f"{where}: no such file (`cloudseat-broker token ... --out FILE` writes one)") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{where}: is a folder, not a token file") from None
+    except PermissionError:
+        raise SettingsError(f"{where}: cannot be read by this user (permission denied)") from None
+    except OSError as exc:
+        raise SettingsError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_TOKEN_FILE_BYTES:
+        raise SettingsError(f"{where}: is more than {MAX_TOKEN_FILE_BYTES // 1024} KiB: not a token file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{where}: is not text: not a token file") from None
+    token = text.splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise SettingsError(f"{where}: is empty (its first line should be the seat's token)")
+    return token, token_file_warning(path, mode)
+
+
+def with_token_file(cfg: SeatConfig, warn: Callable[[str], None]) -> SeatConfig:
+    """`cfg` with the token from --token-file read into it (`warn` is told if the file is readable by others)."""
+    if cfg.token_file is None:
+        return cfg
+    if cfg.token:
+        raise SettingsError(
+            "--token (CLOUDSEAT_TOKEN) and --token-file (CLOUDSEAT_TOKEN_FILE) are both set: give one"
+        )
+    token, warning = read_token_file(cfg.token_file)
+    if warning is not None:
+        warn(warning)
+    return dataclasses.replace(cfg, token=token)
+
+
+def token_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without checking its signature (the broker checks it); None if it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def token_source(cfg: SeatConfig) -> str:
+    """How the seat's token was given, for a message: the file, or the flag."""
+    return f"--token-file {cfg.token_file}" if cfg.token_file is not None else "--token"
+
+
+def token_mismatch(cfg: SeatConfig) -> str | None:
+    """What is wrong when the seat's --venue or --seat is not the one its token is for (a seat token names its
+    venue and seat, a venue token its venue); None when they agree or the token says nothing readable."""
+    claims = token_claims(cfg.token) if cfg.token else None
+    if claims is None or claims.get("role") not in ("seat", "venue"):
+        return None
+    venue, seat = str(claims.get("venue", "")), str(claims.get("seat", ""))
+    held = f"seat {seat!r} of venue {venue!r}" if claims["role"] == "seat" else f"venue {venue!r}"
+    source = token_source(cfg)
+    if venue != cfg.venue_id:
+        return (
+            f"--venue {cfg.venue_id!r} is not the venue of this seat's token ({source} is for {held}): check "
+            "--venue, or give the token of this seat"
+        )
+    if claims["role"] == "seat" and seat != cfg.seat_id:
+        return (
+            f"--seat {cfg.seat_id!r} is not the seat of this seat's token ({source} is for {held}): check --seat, "
+            "or give the token of this seat"
+        )
+    return None
+
+
+def load_credentials(cfg: SeatConfig, warn: Callable[[str], None]) -> SeatConfig:
+    """The seat's token read from --token-file and checked against --venue and --seat (SettingsError naming the
+    flag): a mistake in the seat's setup is said when it starts, not when a patron picks a game."""
+    cfg = with_token_file(cfg, warn)
+    problem = token_mismatch(cfg)
+    if problem is not None:
+        raise SettingsError(problem)
+    return cfg
 
 
 # -- patron-facing text (pure) ----------------------------------------------------------------------------------
@@ -169,31 +304,56 @@ def waiting(reason: str, delay_s: float, cfg: SeatConfig) -> str:
     again = f"trying again in {max(delay_s, 0.1):.1f} s"
     if reason == retry.BUSY:
         return f"the broker is busy; your request is kept; {again}"
-    return f"cannot reach the broker at {cfg.broker}; {again}"
+    return f"cannot reach the broker at {cfg.broker}; your request is kept; {again}"
+
+
+def lost_contact(session: common_pb2.Session | None, cfg: SeatConfig) -> str:
+    """One line for the patron while the seat cannot reach the broker to follow its session (the broker is down,
+    restarting, or out of reach): the seat keeps asking, and the broker keeps the session where it was."""
+    lost = f"cannot reach the broker at {cfg.broker}; retrying"
+    if session is None or session.state == S.SESSION_STATE_PENDING:
+        return f"{lost}; your place in the queue is kept"
+    if session.state == S.SESSION_STATE_STREAMING:
+        return f"{lost}; the game goes on"
+    return f"{lost}; your session is kept"
 
 
 def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
     """The broker's refusal as one line that says what to fix (never a traceback)."""
     code, details = exc.code(), (exc.details() or "").strip()
     field = details.split(":", 1)[0] if ":" in details else ""
-    if code is grpc.StatusCode.UNAVAILABLE and (
-        not details or "connect" in details.lower() or "dns" in details
-    ):
-        return SeatError(
-            f"cannot reach the broker at {cfg.broker}: check the broker address (--broker) and that the broker is "
-            "running"
-        )
+    if code is grpc.StatusCode.UNAVAILABLE:
+        cause = reach.cause_of(details, tls=cfg.ca is not None)
+        if cause is not reach.Cause.OTHER or not details or "connect" in details.lower():
+            return SeatError(reach.sentence(cause, cfg))
+        # The broker's own words (its database is out of reach, say): it is there, and cannot serve now.
+        return SeatError(f"the broker at {cfg.broker} cannot serve this seat now ({details}); try again shortly")
     if code is grpc.StatusCode.NOT_FOUND:
         flag = {"venue_id": "--venue", "seat_id": "--seat", "game_id": "--game", "zone_id": "--zone"}.get(
             field
         )
         return SeatError(f"{details}" + (f"; check {flag}" if flag else ""))
     if code is grpc.StatusCode.PERMISSION_DENIED:
+        mismatch = token_mismatch(cfg) if field in ("venue_id", "seat_id") else None
+        if mismatch is not None:
+            return SeatError(mismatch)
+        if field in ("venue_id", "seat_id"):
+            return SeatError(
+                f"the broker refused this seat's credentials ({details}): check that {token_source(cfg)} holds the "
+                f"token of seat {cfg.seat_id!r} of venue {cfg.venue_id!r}"
+            )
         return SeatError(
             f"the broker refused this seat's credentials ({details}); check the seat's configuration"
         )
     if code is grpc.StatusCode.UNAUTHENTICATED:
-        return SeatError(f"the broker did not accept this seat's credentials ({details}); check --token")
+        if not cfg.token:
+            return SeatError(
+                f"the broker did not accept this seat's credentials ({details}); this seat has no token: give "
+                "--token-file FILE (CLOUDSEAT_TOKEN_FILE)"
+            )
+        return SeatError(
+            f"the broker did not accept this seat's credentials ({details}); check {token_source(cfg)}"
+        )
     if code is grpc.StatusCode.FAILED_PRECONDITION and field == "seat_id":
         return SeatError(
             f"seat {cfg.seat_id!r} already has a live session: end it from the venue console, or wait for it to end"
@@ -209,7 +369,25 @@ def explain(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
         return SeatError("the broker is too busy to take this seat now; try again in a minute")
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return SeatError(details)
-    return SeatError(f"{code.name.lower()}: {details}")
+    if code is grpc.StatusCode.CANCELLED:
+        return SeatError(f"the broker at {cfg.broker} is too busy to take this now; try again shortly")
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        return SeatError(
+            f"the broker at {cfg.broker} failed ({details or code.name}); try again, and tell the region's operator "
+            "if it goes on"
+        )
+    return SeatError(f"the broker refused ({code.name}): {details}")
+
+
+async def explained(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
+    """`explain`, looking closer at the broker's address when gRPC's text cannot tell a TLS mismatch from a closed
+    door (`reach.diagnose`). The RPC error stays on ``__context__``: the kiosk takes its HTTP status from it."""
+    error = explain(exc, cfg)
+    details = (exc.details() or "").strip()
+    if exc.code() is grpc.StatusCode.UNAVAILABLE and reach.needs_probe(details, tls=cfg.ca is not None):
+        error = SeatError(reach.sentence(await reach.diagnose(details, cfg), cfg))
+    error.__context__ = exc
+    return error
 
 
 # -- the session ----------------------------------------------------------------------------------------------
@@ -232,12 +410,27 @@ class SeatSession:
             raise SeatError("no session started")
         return str(self.session.session_id)
 
+    async def check_broker(self, *, timeout_s: float = 10.0) -> None:
+        """Ask the broker once (ListGames) before starting: a setup no retry can mend (a name that does not resolve,
+        TLS on one side only, an untrusted certificate, a token refused) is said at once, not after a start's
+        retries. A broker that does not answer yet, or is busy, is left to the start, which asks again."""
+        try:
+            await self.client.list_games(timeout_s=timeout_s)
+        except aio.AioRpcError as exc:
+            code = exc.code()
+            if code is grpc.StatusCode.UNAVAILABLE:
+                cause = await reach.diagnose((exc.details() or "").strip(), self.cfg)
+                if cause in reach.SETUP_MISTAKES:
+                    raise await explained(exc, self.cfg) from None
+            elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise await explained(exc, self.cfg) from None
+
     async def games(self) -> list[fleet_pb2.Game]:
         try:
             games: list[fleet_pb2.Game] = await self.client.list_games()
             return games
         except aio.AioRpcError as exc:
-            raise explain(exc, self.cfg) from None
+            raise await explained(exc, self.cfg) from None
 
     async def start(
         self,
@@ -287,7 +480,7 @@ class SeatSession:
                 on_wait=on_wait,
             )
         except aio.AioRpcError as exc:
-            raise explain(exc, self.cfg) from None
+            raise await explained(exc, self.cfg) from None
         self.session, self.token = response.session, response.session_token
         return session_pb2.SessionUpdate(
             session=response.session,
@@ -296,16 +489,23 @@ class SeatSession:
         )
 
     async def updates(
-        self, after: session_pb2.SessionUpdate | None = None
+        self,
+        after: session_pb2.SessionUpdate | None = None,
+        *,
+        on_lost: Callable[[str], Awaitable[None]] | None = None,
     ) -> AsyncIterator[session_pb2.SessionUpdate]:
         """The session's updates (current state first) until it ends; a broken watch is resumed, so a broker
         restart or a replica going away shows as a pause, not an end. `after`: the update the caller has already
-        (the start's answer); the watch's first update is skipped when it only repeats that."""
+        (the start's answer); the watch's first update is skipped when it only repeats that. `on_lost(text)`: once
+        per loss of the broker (no answer), `lost_contact`'s line for the patron; the next update says the seat
+        is back."""
         delay = 0.1
+        lost = False
         while True:
             try:
                 async for update in self.client.watch(self.session_id):
                     delay = 0.1
+                    lost = False
                     self.session = update.session
                     if after is not None and _repeats(update, after):
                         after = None
@@ -319,7 +519,12 @@ class SeatSession:
                 # UNAVAILABLE: no broker answered; CANCELLED: a busy broker refused the watch before taking it up
                 # (its --accept-wait). Either way the session goes on: watch again.
                 if exc.code().name not in retry.WATCH_AGAIN_CODES:
-                    raise explain(exc, self.cfg) from None
+                    raise await explained(exc, self.cfg) from None
+                if exc.code() is grpc.StatusCode.UNAVAILABLE and not lost:
+                    lost = True
+                    after = None  # whatever the watch says when the broker is back is news to the patron
+                    if on_lost is not None:
+                        await on_lost(lost_contact(self.session, self.cfg))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -342,7 +547,7 @@ class SeatSession:
         try:
             response = await self.client.sessions.Negotiate(request, timeout=timeout_s)
         except aio.AioRpcError as exc:
-            raise explain(exc, self.cfg) from None
+            raise await explained(exc, self.cfg) from None
         return str(response.answer.sdp)
 
     async def stream_stats(self) -> common_pb2.StreamStats | None:
@@ -361,7 +566,7 @@ class SeatSession:
         try:
             return await self.client.report_stream_stats(self.session_id, self.token, samples)
         except aio.AioRpcError as exc:
-            raise explain(exc, self.cfg) from None
+            raise await explained(exc, self.cfg) from None
 
     async def end(self, detail: str = "") -> common_pb2.Session | None:
         """End the session (a no-op when it has ended); None when there was none."""
@@ -370,7 +575,7 @@ class SeatSession:
         try:
             self.session = await self.client.end_session(self.session.session_id, self.token, detail)
         except aio.AioRpcError as exc:
-            raise explain(exc, self.cfg) from None
+            raise await explained(exc, self.cfg) from None
         return self.session
 
 

@@ -11,7 +11,7 @@ from grpc import aio
 
 from broker import lifecycle
 from thin_client import scripted
-from thin_client.seat import SeatConfig, describe, explain, resumable, waiting
+from thin_client.seat import SeatConfig, describe, explain, lost_contact, resumable, waiting
 
 S = common_pb2.SessionState
 CFG = SeatConfig(broker="10.0.0.1:50051", venue_id="cafe", seat_id="s1")
@@ -74,6 +74,22 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
             "failed to connect to all addresses",
             "cannot reach the broker at 10.0.0.1",
         ),
+        # gRPC's own text for a name that does not resolve (recorded from grpcio 1.80): never shown raw.
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "errors resolving nosuch.invalid:50051: [field:hostname lookup error:address lookup failed for "
+            "nosuch.invalid:50051: Domain name not found]",
+            "cannot resolve the broker's host name '10.0.0.1' (--broker 10.0.0.1:50051)",
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:50051: Failed to connect to "
+            "remote host: Connection refused",
+            "nothing listens there (connection refused); check the broker address (--broker)",
+        ),
+        (grpc.StatusCode.UNAVAILABLE, "venue store: the database cannot be reached", "cannot serve this seat now"),
+        (grpc.StatusCode.INTERNAL, "boom", "the broker at 10.0.0.1:50051 failed (boom)"),
+        (grpc.StatusCode.UNAUTHENTICATED, "authorization: no token", "this seat has no token: give --token-file"),
         (grpc.StatusCode.NOT_FOUND, "venue_id: no venue 'x'", "venue_id: no venue 'x'; check --venue"),
         (grpc.StatusCode.NOT_FOUND, "game_id: no game 'x'", "check --game"),
         (
@@ -108,8 +124,21 @@ def test_a_wait_to_ask_again_says_why_and_when() -> None:
     assert waiting(retry.BUSY, 0.012, CFG).endswith("trying again in 0.1 s")  # never "in 0.0 s"
     assert (
         waiting(retry.UNREACHABLE, 1.0, CFG)
-        == "cannot reach the broker at 10.0.0.1:50051; trying again in 1.0 s"
+        == "cannot reach the broker at 10.0.0.1:50051; your request is kept; trying again in 1.0 s"
     )
+
+
+def test_a_lost_broker_is_said_with_what_the_seat_keeps() -> None:
+    """While the broker cannot be reached, the seat says so, that it retries, and what it keeps: never the last
+    queue reason, which was about the hosts, not the broker."""
+    queued = common_pb2.Session(
+        state=S.SESSION_STATE_PENDING, pending_reason=common_pb2.PENDING_REASON_NO_CAPACITY_WITHIN_CAP
+    )
+    assert lost_contact(queued, CFG) == (
+        "cannot reach the broker at 10.0.0.1:50051; retrying; your place in the queue is kept"
+    )
+    assert lost_contact(common_pb2.Session(state=S.SESSION_STATE_STREAMING), CFG).endswith("; the game goes on")
+    assert lost_contact(common_pb2.Session(state=S.SESSION_STATE_STARTING), CFG).endswith("; your session is kept")
 
 
 def test_scripted_pattern_is_valid_input_that_changes_the_game() -> None:

@@ -16,7 +16,6 @@ from cloudseat import validate
 from cloudseat import web as web_plumbing
 from grpc import aio
 
-from thin_client import seat as seat_flow
 from thin_client.seat import SeatConfig, SeatError
 
 log = structlog.get_logger(__name__)
@@ -168,10 +167,3 @@ def stats_samples(body: dict[str, Any]) -> list[tuple[float, float, float | None
         rtt = item.get("rtt_ms")
         out.append((at_ms / 1000, fps, None if rtt is None else _number(rtt, f"samples[{i}].rtt_ms")))
     return out
-
-
-def explained(exc: aio.AioRpcError, cfg: SeatConfig) -> SeatError:
-    """`seat.explain`, raised from the RPC error so the status travels with it (as SeatSession's methods do)."""
-    explained = seat_flow.explain(exc, cfg)
-    explained.__context__ = exc
-    return explained

@@ -42,6 +42,8 @@ def session_json(update: session_pb2.SessionUpdate) -> dict[str, Any]:
         "time_up": update.time_up,
         "grace_left_s": update.grace_left_s,
         "text": seat_flow.describe(update),
+        # False while the kiosk cannot reach the broker to follow the session ("text" then says so).
+        "broker_reachable": True,
     }
 
 
@@ -64,7 +66,7 @@ class SessionFeed:
     async def _run(self, first: session_pb2.SessionUpdate) -> None:
         try:
             # `first` is the start's answer (with its queue position): the watch's repeat of it would lose that.
-            async for update in self.seat.updates(after=first):
+            async for update in self.seat.updates(after=first, on_lost=self._lost):
                 await self._publish(session_json(update))
         except SeatError as exc:
             log.warning("session watch failed", session_id=self.session_id, error=str(exc))
@@ -73,6 +75,11 @@ class SessionFeed:
             async with self._changed:
                 self.version += 1
                 self._changed.notify_all()
+
+    async def _lost(self, text: str) -> None:
+        """The broker cannot be reached: the session as it was, with `seat.lost_contact`'s line, until it answers
+        again (its next update replaces this)."""
+        await self._publish({**self.latest, "text": text, "broker_reachable": False})
 
     async def _publish(self, latest: dict[str, Any]) -> None:
         async with self._changed:

@@ -313,7 +313,7 @@ class Kiosk:
         except aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
                 return cfg.zone_id
-            raise api.from_seat_error(api.explained(exc, cfg), cfg) from None
+            raise api.from_seat_error(await seat_flow.explained(exc, cfg), cfg) from None
         mine = next((s.seat for s in seats.seats if s.seat.seat_id == cfg.seat_id), None)
         if mine is None:
             raise ApiError(
