@@ -14,12 +14,11 @@ image can carry its identity in its environment. Mistakes end with one line on s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from cloudseat import settings
-
-from thin_client.seat import SeatConfig, load_credentials
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +30,10 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # gRPC's C core logs lines of its own on stderr (a failed TLS handshake, in OpenSSL's words) before the seat
+    # says what failed and what to fix: only its errors, then. It reads this once, when grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from thin_client.seat import SeatConfig, load_credentials
     parser = _Parser(prog="cloudseat-client", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     command = argv[0] if argv else ""

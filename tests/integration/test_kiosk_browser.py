@@ -375,7 +375,8 @@ async def test_the_page_says_what_to_fix_in_one_line(world: BrokerClient, broker
     assert venue == "venue_id: no venue 'nowhere'; check --venue"
     assert seat == "seat_id: venue 'cafe' has no seat 'nope'; check --seat"
     assert unreachable == (
-        f"cannot reach the broker at {nobody}: check the broker address (--broker) and that the broker is running"
+        f"cannot reach the broker at {nobody}: nothing listens there (connection refused); check the broker "
+        "address (--broker) and that the broker is running"
     )
     assert game == "game_id: no game 'no-such-game'; pick one of the games shown"
     assert proc.returncode == 0  # SIGTERM: a clean stop
@@ -555,12 +556,28 @@ async def test_with_authentication_on_the_kiosk_presents_the_seat_token(db_url: 
             await b.kiosk_seat(op)
         mine = token("seat", venue_id=b.VENUE, seat_id=b.SEAT)
         other = token("seat", venue_id=b.VENUE, seat_id="k2")
+        ghost = token("seat", venue_id="nowhere", seat_id=b.SEAT)  # its venue is not in the broker's database
         async with (
             b.kiosk(target, token=mine, ca=creds.ca) as good,
             b.kiosk(target, token="not-a-token", ca=creds.ca) as bad,
             b.kiosk(target, token=other, ca=creds.ca) as wrong_seat,
+            b.kiosk(target, token=mine) as no_ca,
+            b.kiosk(target, venue="nowhere", token=ghost, ca=creds.ca) as no_venue,
             aiohttp.ClientSession() as http,
         ):
+            # Plaintext to a TLS broker: said as TLS, with the flag that fixes it.
+            async with http.get(f"{no_ca.url}api/seat") as r:
+                assert r.status == 503 and await r.json() == {
+                    "error": f"TLS: the broker at {target} speaks TLS and this seat connects without it: give the "
+                    "CA bundle that signed the broker's certificate with --ca FILE (CLOUDSEAT_CA)",
+                    "field": "broker",
+                }
+            # A seat token may not list its venue's seats, so the start says the venue is unknown.
+            async with http.post(f"{no_venue.url}api/sessions", json={"game_id": "demo"}) as r:
+                assert r.status == 404 and await r.json() == {
+                    "error": "venue_id: no venue 'nowhere'; check --venue",
+                    "field": "venue_id",
+                }
             async with http.get(f"{good.url}api/seat") as r:
                 assert r.status == 200 and [g["game_id"] for g in (await r.json())["games"]] == ["demo"]
             async with http.post(f"{good.url}api/sessions", json={"game_id": "demo"}) as r:
@@ -570,8 +587,9 @@ async def test_with_authentication_on_the_kiosk_presents_the_seat_token(db_url: 
                 assert r.status == 200 and (await r.json())["session"]["end_reason"] == "ENDED_BY_PATRON"
             async with http.post(f"{wrong_seat.url}api/sessions", json={"game_id": "demo"}) as r:
                 refused = await r.json()
-                assert r.status == 403 and refused["error"].startswith(
-                    "the broker refused this seat's credentials"
+                assert r.status == 403 and refused["error"] == (
+                    f"--seat {b.SEAT!r} is not the seat of this seat's token (--token is for seat 'k2' of venue "
+                    f"{b.VENUE!r}): check --seat, or give the token of this seat"
                 )
 
             async with b.chromium() as chromium:

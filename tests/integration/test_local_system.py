@@ -31,11 +31,13 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        port = kiosk_url = console_url = None
+        port = kiosk_url = console_url = seat_tokens = None
         async with asyncio.timeout(60):
-            while port is None or kiosk_url is None or console_url is None:
+            while port is None or kiosk_url is None or console_url is None or seat_tokens is None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, "the broker exited before it was up"
+                if m := re.search(r"Seat tokens, one file per seat of demo-cafe .*: (\S+)$", line.rstrip("\n")):
+                    seat_tokens = Path(m.group(1))
                 if m := re.search(r"cloudseat broker is up on 127\.0\.0\.1:(\d+)", line):
                     port = int(m.group(1))
                 if m := re.search(r"Play in a browser: (http://\S+)", line):
@@ -57,6 +59,10 @@ async def test_dev_brings_up_broker_agents_and_a_playable_cafe(tmp_path: Path) -
                 assert who.status == 401 and who.headers["Strict-Transport-Security"].startswith("max-age=")
             async with http.get(f"{console_url}metrics") as metrics:
                 assert metrics.status == 200 and "cloudseat_sessions" in await metrics.text()
+        # A token file per demo seat, private, where the banner says; the kiosk and the client started with it.
+        assert seat_tokens == tmp_path / "tokens" / "demo-cafe"
+        assert sorted(p.name for p in seat_tokens.iterdir()) == [f"seat-{i:02d}.token" for i in range(1, 9)]
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in seat_tokens.iterdir())
         # Secure by default: the local system made a development CA, certificates and tokens in its data folder.
         creds = tmp_path / "credentials"
         operator = (creds / "tokens" / "operator.token").read_text().strip()
