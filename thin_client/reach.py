@@ -68,9 +68,12 @@ def cause_of(details: str, *, tls: bool, speaks_tls: bool | None = None) -> Caus
         return Cause.REFUSED
     if "timed out" in text or "timeout" in text:
         return Cause.TIMED_OUT
-    if any(word in text for word in ("handshake failed", "ssl_error", "certificate_verify", "ssl routines")):
-        if "peer name" in text or "not in peer certificate" in text or "hostname mismatch" in text:
-            return Cause.TLS_NAME
+    if any(word in text for word in ("hostname verification", "peer name", "not in peer certificate")):
+        return Cause.TLS_NAME
+    if any(
+        word in text
+        for word in ("handshake failed", "ssl_error", "certificate_verify", "ssl routines", "verification check")
+    ):
         if any(word in text for word in ("wrong_version_number", "wrong version", "packet_length", "http_request")):
             return Cause.TLS_NOT_SPOKEN
         return Cause.TLS_UNTRUSTED
