@@ -263,6 +263,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     settings.add_arguments(token, BrokerConfig, only=("database_url", "data_dir"))
 
 
+def _check_key(key: Path) -> None:
+    """InvalidArgument naming --key unless `key` is a token signing key."""
+    if not key.is_file():
+        raise InvalidArgument(
+            "--key",
+            f"no file {str(key)!r} (the token signing key: `cloudseat-broker certs --out DIR` makes DIR/token-key.pem)",
+        )
+    try:
+        auth.load_signing_key(key)
+    except ValueError as exc:
+        raise InvalidArgument("--key", str(exc)) from None
+
+
 def _all_seats(args: argparse.Namespace, ttl_s: float) -> int:
     if args.role != auth.Role.SEAT:
         raise InvalidArgument("--all-seats", f"issues seat tokens: use it with --role seat, not {args.role}")
@@ -273,7 +286,6 @@ def _all_seats(args: argparse.Namespace, ttl_s: float) -> int:
         raise InvalidArgument("--out-dir", "--all-seats writes one file per seat: name the folder with --out-dir")
     if not args.venue:
         raise InvalidArgument("--venue", "--all-seats needs the venue whose seats to issue tokens for")
-    auth.load_signing_key(args.key)  # a bad key is said before the database is asked anything
     url = _database_url(settings.build(BrokerConfig, args))
     seat_ids = asyncio.run(venue_seat_ids(url, args.venue))
     for written in write_seat_tokens(args.key, args.venue, seat_ids, args.out_dir, ttl_s=ttl_s):
@@ -303,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
             ttl_s = parse_ttl(args.ttl)
         except ValueError as exc:
             raise InvalidArgument("--ttl", str(exc)) from None
+        _check_key(args.key)  # a bad key is said before anything else is asked or written
         if args.all_seats:
             return _all_seats(args, ttl_s)
         if args.out_dir is not None:

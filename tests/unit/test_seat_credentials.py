@@ -172,3 +172,21 @@ def test_a_secret_replaces_the_old_file_whole(tmp_path: Path) -> None:
     issuing.write_secret(path, "second\n")
     assert path.read_text() == "second\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert os.listdir(path.parent) == ["op.token"]
+
+
+def test_token_command_names_the_flag_of_a_bad_key_or_lifetime(
+    key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker import cli
+
+    missing = tmp_path / "none.pem"
+    assert cli.main(["token", "--key", str(missing), "--role", "operator"]) == 2
+    assert capsys.readouterr().err.startswith(f"cloudseat-broker token: --key: no file {str(missing)!r}")
+    assert cli.main(["token", "--key", str(key), "--role", "operator", "--ttl", "soon"]) == 2
+    assert capsys.readouterr().err == (
+        "cloudseat-broker token: --ttl: 'soon' is not a lifetime like 3600, 15m, 12h or 30d\n"
+    )
+    assert cli.main(["token", "--key", str(key), "--role", "seat", "--venue", "cafe", "--seat", "s1",
+                     "--out-dir", str(tmp_path / "d")]) == 2  # fmt: skip
+    assert "--out-dir: only with --all-seats" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
