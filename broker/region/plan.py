@@ -148,6 +148,16 @@ def _amount(micros: int) -> str:
     return f"{micros / 1_000_000:.6f}".rstrip("0").rstrip(".")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Money:
+    """An amount as the file writes it (3.8), compared by its micros."""
+
+    micros: int
+
+    def __str__(self) -> str:
+        return _amount(self.micros)
+
+
 def _step(
     kind: str, key: str, path: str, item: Any, held: bool, changes: tuple[str, ...] = (), **extra: Any
 ) -> Step:
@@ -189,7 +199,7 @@ def plan(region: model.Region, held: Held) -> list[Step]:
             changes = (
                 _compare(
                     [
-                        ("per_slot_hour", _amount(old.base_micros), _amount(price.base_micros)),
+                        ("per_slot_hour", _Money(old.base_micros), _Money(price.base_micros)),
                         ("bands", old.bands, price.bands),
                         ("utc_offset_minutes", old.utc_offset_minutes, price.utc_offset_minutes),
                         ("currency", old.currency, price.currency),
@@ -356,7 +366,7 @@ def _lease_step(lease: model.Lease, held: Held, declared_sites: Mapping[str, str
             ("starts_at", old.starts_at, lease.starts_at or old.starts_at),
             ("daily", old.daily, daily),
             ("time_zone", old.time_zone, lease.time_zone),
-            ("per_slot_hour", _amount(old.price_micros), _amount(lease.price_micros)),
+            ("per_slot_hour", _Money(old.price_micros), _Money(lease.price_micros)),
             ("note", old.note, lease.note),
         ]
     )
