@@ -127,7 +127,7 @@ def report(outcome: store.Outcome) -> str:
         detail = "; ".join(step.changes)
         if step.kind == "lease" and step.key in outcome.deferred:
             verdict = "deferred"
-            detail = f"{outcome.deferred[step.key]}; apply again once the site's hosts have joined"
+            detail = f"{outcome.deferred[step.key]}: apply again then"
         rows.append([step.kind, step.key, verdict, detail])
     counts = {v: sum(s.verdict is v for s in outcome.steps) for v in Verdict}
     deferred = len(outcome.deferred)

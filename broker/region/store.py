@@ -296,8 +296,8 @@ async def _lease(conn: asyncpg.Connection, step: Step, deferred: dict[str, str])
         # The capacity a lease takes is the hosts that have joined the site; in a new region they join after it is
         # declared. Nothing of this lease was written; the next apply makes it.
         deferred[le.lease_id] = (
-            f"site {le.site_id!r} has not {le.slots} {le.gpu_class} slot(s) to spare at some moment of the lease's "
-            "windows (its hosts count once their agents have joined)"
+            f"site {le.site_id!r} has not {le.slots} {le.gpu_class} slot(s) to spare for it yet (hosts count once "
+            "their agents have joined)"
         )
 
 
@@ -333,7 +333,7 @@ async def get(
         if kind == "seats":
             rows: Sequence[asyncpg.Record] = await pool.fetch(Q["region_get_seats"], venue_id)
         elif kind == "sessions":
-            rows = await pool.fetch(Q["region_get_sessions"], all_sessions, limit)
+            rows = await pool.fetch(Q["region_get_sessions"], not all_sessions, limit)
         else:
             rows = await pool.fetch(Q[f"region_get_{kind}"])
     return [_plain(dict(r)) for r in rows]

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from cloudseat import tls
 from cloudseat.client import BrokerClient
-from cloudseat.v1 import fleet_pb2
+from cloudseat.v1 import common_pb2, fleet_pb2
 
 from broker import cli, issuing
 from broker.config import BrokerConfig, SecurityConfig
@@ -268,6 +268,34 @@ async def test_the_example_agent_joins_the_applied_region_and_its_lease_is_made_
         assert out.rstrip().endswith("0 created, 0 changed, 28 unchanged")
         code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "hosts", "--database-url", url)
         assert re.search(r"^pilot-sh-01\s+sh-edge\s+sh-pudong\s+rtx4090\s+online\s+2/2\s+0\s+no\s", out, re.M)
+
+        # A seat of the applied venue plays on the applied host; `get` shows the live session.
+        seat_token = issuing.issue_token(
+            creds.token_key, "seat", ttl_s=600, venue_id="pilot-cafe", seat_id="a-01"
+        )
+        async with BrokerClient(
+            f"127.0.0.1:{broker.port}", token=seat_token, credentials=tls.client_credentials(creds.ca)
+        ) as seat:
+            started = await seat.start_session("pilot-cafe", "a-01", "demo")
+            sid = started.session.session_id
+            placed = await seat.wait_for(sid, common_pb2.SESSION_STATE_READY, timeout_s=30)
+            assert (placed.host_id, placed.site_id) == ("pilot-sh-01", "sh-pudong")
+            code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "sessions", "--database-url", url)
+            assert re.search(
+                rf"^{sid}\s+pilot-cafe\s+a-01\s+demo\s+READY\s+pilot-sh-01\s+sh-pudong\s+4\s", out, re.M
+            )
+            code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "seats", "--database-url", url)
+            assert re.search(
+                r"^pilot-cafe\s+a-01\s+standard\s+720P60\s+30\s+READY\s+pilot-sh-01\s+demo$", out, re.M
+            )
+            await seat.end_session(sid, started.session_token)
+        code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "sessions", "--database-url", url)
+        assert out.splitlines()[1:] == []  # live ones only
+        code, out, _ = await asyncio.to_thread(
+            run_cli, capsys, "get", "sessions", "--all", "-o", "json", "--database-url", url
+        )
+        (ended,) = json.loads(out)
+        assert (ended["session_id"], ended["state"], ended["end_reason"]) == (sid, "ENDED", "ENDED_BY_PATRON")
     finally:
         if proc.returncode is None:
             proc.terminate()

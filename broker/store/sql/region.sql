@@ -85,7 +85,7 @@ SELECT host_id, provider_id, site_id, gpu_class, status, slots, free_slots, drai
 FROM host_view ORDER BY host_id;
 
 -- name: region_get_sessions
--- Live sessions by default ($1), newest first.
+-- Newest first; $1: live ones only.
 SELECT session_id, venue_id, seat_id, zone_id, game_id, state, host_id, site_id, latency_ms, created_at, end_reason
 FROM sessions WHERE NOT $1 OR state <> 'ENDED'
 ORDER BY created_at DESC, session_id
