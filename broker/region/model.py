@@ -475,7 +475,7 @@ def _venue(node: _Node) -> Venue:
         zone_node = _Node(z, path, _ZONE_KEYS)
         zone_id = zone_node.ident("id")
         tier_text = zone_node.value.get("tier")
-        if tier_text not in {t.value for t in tiers.Tier}:
+        if not isinstance(tier_text, str) or tier_text not in {t.value for t in tiers.Tier}:
             raise InvalidArgument(
                 zone_node.at("tier"), "must be one of " + ", ".join(t.value for t in tiers.Tier)
             )

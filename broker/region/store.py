@@ -212,10 +212,15 @@ async def _site(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> None
 
 async def _enrolment(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> None:
     x = step.extra
-    if x["prefix"]:
-        await fleet.enrol_hosts_in(conn, x["provider_id"], x["site_id"], "", [], step.item)
-    else:
-        await fleet.enrol_hosts_in(conn, x["provider_id"], x["site_id"], "", [step.item], "")
+    try:
+        if x["prefix"]:
+            await fleet.enrol_hosts_in(conn, x["provider_id"], x["site_id"], "", [], step.item)
+        else:
+            await fleet.enrol_hosts_in(conn, x["provider_id"], x["site_id"], "", [step.item], "")
+    except errors.AlreadyExists as exc:
+        # The store names its own request's field (host_ids[0], host_prefix); the file's path says more.
+        what = f"prefix {step.item!r} overlaps" if x["prefix"] else f"host id {step.item!r} is among"
+        raise errors.AlreadyExists(f"{what} the host ids another provider enrolled or runs") from exc
 
 
 async def _price(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> None:

@@ -183,8 +183,8 @@ def test_a_bad_file_fails_whole_naming_the_path_and_writes_nothing(
     code, out, err = run_cli(capsys, "apply", "-f", str(REGION), "--database-url", db_url)
     assert code == 1
     assert err.strip() == (
-        "cloudseat-broker apply: providers[0].sites[1].host_prefix: host_prefix: overlaps host ids another provider "
-        "enrolled (nothing was written)"
+        "cloudseat-broker apply: providers[0].sites[1].host_prefix: prefix 'jd-' overlaps the host ids another "
+        "provider enrolled or runs (nothing was written)"
     )
     assert counts(db_url) == before
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from cloudseat.errors import InvalidArgument
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker import leasing, metering
 from broker.region import cli, model
@@ -240,3 +243,48 @@ def test_yaml_tags_that_build_objects_are_refused(tmp_path: Path) -> None:
     bad.write_text("providers: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(InvalidArgument, match="not YAML"):
         cli.read(bad)
+
+
+def _paths(node: Any, prefix: str = "") -> list[str]:
+    """Every value's path in a parsed document, as _set takes them."""
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, f"{prefix}[{i}]")
+    return out
+
+
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["", "18:00", "24:00", "+08:00", "a-01..a-03", "CNY", "720P60", "2026-12-01", "Asia/Shanghai"]
+    ),
+    st.dates(),
+    st.datetimes(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_value_anywhere_parses_or_is_refused_by_its_path(data: st.DataObject) -> None:
+    doc = example()
+    paths = _paths(doc)
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = _set(doc, data.draw(st.sampled_from(paths)), data.draw(JUNK))
+        paths = _paths(doc) or paths
+    try:
+        model.parse(doc)
+    except InvalidArgument as refused:
+        # The path of something in the file (or the file itself), then what is wrong with it.
+        assert refused.field and refused.message.startswith(f"{refused.field}: ")
+        head = re.split(r"[.\[]", refused.field, maxsplit=1)[0]
+        assert head in ("providers", "games", "venues")
