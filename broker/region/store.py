@@ -59,16 +59,14 @@ async def apply(pool: asyncpg.Pool, region: model.Region, *, dry_run: bool = Fal
                 for step in steps:
                     if step.verdict is not Verdict.SAME:
                         await _write(conn, step, deferred)
-                done = sum(s.verdict is not Verdict.SAME for s in steps) - len(deferred)
                 await audit.write(
                     conn,
                     "region.apply",
                     "region",
-                    created=sum(s.verdict is Verdict.CREATE for s in steps),
+                    created=sum(s.verdict is Verdict.CREATE for s in steps) - len(deferred),
                     changed=sum(s.verdict is Verdict.CHANGE for s in steps),
                     unchanged=sum(s.verdict is Verdict.SAME for s in steps),
                     deferred=sorted(deferred),
-                    written=done,
                 )
                 outcome = Outcome(steps, deferred, applied=not dry_run)
                 if dry_run:
