@@ -13,6 +13,7 @@ logic here is unit-tested on an in-memory store; the clock the host cache goes b
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import structlog
 from cloudseat import errors
 
-from broker import placement
+from broker import metering, placement
 from broker.counters import Counters
 from broker.placement.host_table import HostColumns, HostTable
 from broker.scheduler_store import HostRow, PendingRequest, Placement, SchedulerStore
@@ -38,15 +39,16 @@ _HOSTS_REFRESH_S = 2.0
 Solver = Callable[[placement.Problem], placement.Solution]
 
 
-def host_from_row(h: HostRow) -> placement.Host:
-    """A host row as the placement problem sees it."""
+def host_from_row(h: HostRow, prices: Mapping[tuple[str, str], int]) -> placement.Host:
+    """A host row as the placement problem sees it, at its site's price in force for its class (`prices`, by
+    (site, class)), else at the price it declared."""
     return placement.Host(
         id=h.host_id,
         site_id=h.site_id,
         gpu_class=h.gpu_class,
         free_slots=h.free_slots,
         total_slots=h.slots,
-        price_micros=h.price_micros,
+        price_micros=prices.get((h.site_id, h.gpu_class), h.declared_price_micros),
         games=frozenset(h.games_cached),
         drained=h.drained,
         online=True,
@@ -108,6 +110,7 @@ class HostCache:
         self._rows: dict[str, HostRow] = {}  # the row each host was built from
         self._dirty: set[str] = set()
         self._read_at: float | None = None  # None: read every host on the next use
+        self._prices: dict[tuple[str, str], int] = {}  # the prices in force the table's hosts were built at
 
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
@@ -116,13 +119,20 @@ class HostCache:
         """Read every host on the next use."""
         self._read_at = None
 
-    async def hosts(self, store: SchedulerStore, now: float) -> list[placement.Host]:
-        """The online hosts; `now` is a monotonic clock in seconds (the scheduler's), for the periodic full read."""
-        hosts, _ = await self.snapshot(store, now)
+    async def hosts(
+        self, store: SchedulerStore, now: float, prices: Mapping[tuple[str, str], int] | None = None
+    ) -> list[placement.Host]:
+        """The online hosts; `now` is a monotonic clock in seconds (the scheduler's), for the periodic full read;
+        `prices` the sites' prices in force by (site, class) (PriceCache; none: every host at its declared price)."""
+        hosts, _ = await self.snapshot(store, now, prices or {})
         return hosts
 
-    async def snapshot(self, store: SchedulerStore, now: float) -> tuple[list[placement.Host], HostColumns]:
+    async def snapshot(
+        self, store: SchedulerStore, now: float, prices: Mapping[tuple[str, str], int]
+    ) -> tuple[list[placement.Host], HostColumns]:
         """The online hosts and the same hosts as placement columns (for Problem.host_columns)."""
+        repriced = prices != self._prices
+        self._prices = dict(prices)
         if self._read_at is None or now - self._read_at >= _HOSTS_REFRESH_S:
             # Marks that arrive while reading stay for the next round (the read may predate their change).
             self._dirty.clear()
@@ -131,17 +141,21 @@ class HostCache:
             self._rows = {r.host_id: r for r in rows}
             self._table.replace(hosts)
             self._read_at = now
-        elif self._dirty:
-            dirty, self._dirty = sorted(self._dirty), set()
-            fresh = {r.host_id: r for r in await store.hosts_by_id(dirty)}
-            for host_id in dirty:
-                row = fresh.get(host_id)
-                if row is not None:
-                    self._table.put(self._host(row))
-                    self._rows[host_id] = row
-                else:  # no longer online
-                    self._table.remove(host_id)
-                    self._rows.pop(host_id, None)
+        else:
+            if repriced:
+                # A price was set or a band edge passed: every host again from the rows it was read from.
+                self._table.replace(self._host(r) for r in self._rows.values())
+            if self._dirty:
+                dirty, self._dirty = sorted(self._dirty), set()
+                fresh = {r.host_id: r for r in await store.hosts_by_id(dirty)}
+                for host_id in dirty:
+                    row = fresh.get(host_id)
+                    if row is not None:
+                        self._table.put(self._host(row))
+                        self._rows[host_id] = row
+                    else:  # no longer online
+                        self._table.remove(host_id)
+                        self._rows.pop(host_id, None)
         return self._table.snapshot()
 
     def host(self, host_id: str) -> placement.Host | None:
@@ -149,12 +163,49 @@ class HostCache:
         return self._table.get(host_id)
 
     def _host(self, row: HostRow) -> placement.Host:
-        """The host of `row`; the one built before when the row has not changed (most rows, most reads)."""
-        if self._rows.get(row.host_id) == row:
-            known = self._table.get(row.host_id)
-            if known is not None:
-                return known
-        return host_from_row(row)
+        """The host of `row` at the prices in force; the one built before when neither changed (most rows, most
+        reads)."""
+        known = self._table.get(row.host_id)
+        if (
+            known is not None
+            and self._rows.get(row.host_id) == row
+            and known.price_micros == self._prices.get((row.site_id, row.gpu_class), row.declared_price_micros)
+        ):
+            return known
+        return host_from_row(row, self._prices)
+
+
+class PriceCache:
+    """The sites' prices in force, by (site, GPU class), by the store's clock.
+
+    Reads the prices only when one was set (the store's stamp moved) or every `_HOSTS_REFRESH_S` anyway, and works
+    the prices in force out again only when the store's clock passes the next band edge. A price was a function
+    call per host in the host read before (host_view): 110 of the 128 ms of a full read at 10,000 hosts.
+    """
+
+    def __init__(self) -> None:
+        self._stamp: object = None
+        self._read_at: float | None = None
+        self._schedules: dict[tuple[str, str], metering.Schedule] = {}
+        self._in_force: dict[tuple[str, str], int] = {}
+        self._until: dt.datetime | None = None  # the prices in force hold until then (None: recompute)
+
+    async def in_force(self, store: SchedulerStore, now: float) -> dict[tuple[str, str], int]:
+        """`now`: the scheduler's monotonic clock in seconds, for the periodic read."""
+        at, stamp = await store.price_stamp()
+        if stamp != self._stamp or self._read_at is None or now - self._read_at >= _HOSTS_REFRESH_S:
+            schedules = {
+                (r.site_id, r.gpu_class): metering.Schedule.from_row(r.base_micros, r.bands, r.utc_offset_minutes)
+                for r in await store.prices()
+            }
+            if schedules != self._schedules:
+                self._schedules, self._until = schedules, None
+            self._stamp, self._read_at = stamp, now
+        if self._until is None or at >= self._until:
+            self._in_force = {key: s.price_at(at) for key, s in self._schedules.items()}
+            edges = [e for e in (s.next_edge(at) for s in self._schedules.values()) if e is not None]
+            self._until = min(edges) if edges else dt.datetime.max.replace(tzinfo=dt.UTC)
+        return self._in_force
 
 
 class LatencyCache:
@@ -220,6 +271,7 @@ class Scheduler:
         self._params = params or placement.Params()
         self._wake = asyncio.Event()
         self._cache = HostCache()
+        self._prices = PriceCache()
         self._latency = LatencyCache()
         self._last_solve_s = 0.0
         self.rounds = 0
@@ -302,7 +354,8 @@ class Scheduler:
         venues = sorted({r.venue_id for r in pending})
         for attempt in range(_REPLANS):
             began = time.perf_counter() - (batch_read_s if attempt == 0 else 0.0)
-            hosts, columns = await self._cache.snapshot(self._store, self._clock())
+            prices = await self._prices.in_force(self._store, self._clock())
+            hosts, columns = await self._cache.snapshot(self._store, self._clock(), prices)
             latency = await self._latency.matrix(self._store, venues)
             leases = await self._store.leases_in_force()
             problem = build_problem(pending, hosts, latency, self._params, leases, columns)

@@ -7,33 +7,24 @@ ORDER BY resumes IS NULL, created_at, session_id
 LIMIT $1;
 
 -- name: candidate_hosts
--- price_micros: the site's class price in force now, its time-of-day band (as host_view, migration 0007), else the
--- host's declared price. The price in force is worked out once per price (a few hundred), not once per host: through
--- host_view it was 110 of a full read's 128 ms at 10,000 hosts. The columns are broker.scheduler_store.HostRow's, in
--- its order (here and in hosts_by_id).
-WITH price_now AS MATERIALIZED (
-    SELECT site_id, gpu_class, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_micros
-    FROM prices
-)
-SELECT h.host_id, h.site_id, h.gpu_class, h.free_slots, h.slots,
-       coalesce(p.price_micros, h.declared_price_micros) AS price_micros, h.games_cached,
-       h.drained OR h.draining AS drained
-FROM hosts h LEFT JOIN price_now p ON p.site_id = h.site_id AND p.gpu_class = h.gpu_class
-WHERE h.status = 'online';
+-- The columns are broker.scheduler_store.HostRow's, in its order (here and in hosts_by_id). The price is the host's
+-- declared one: the scheduler works out the site's price in force from `prices` itself, once per price; through
+-- host_view (once per host) it was 110 of a full read's 128 ms at 10,000 hosts.
+SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
+       drained OR draining AS drained
+FROM hosts WHERE status = 'online';
 
 -- name: hosts_by_id
--- As candidate_hosts, for some hosts: only their prices are worked out.
-WITH chosen AS MATERIALIZED (
-    SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
-           drained OR draining AS drained
-    FROM hosts WHERE status = 'online' AND host_id = ANY($1::text[])
-), price_now AS MATERIALIZED (
-    SELECT site_id, gpu_class, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_micros
-    FROM prices WHERE (site_id, gpu_class) IN (SELECT site_id, gpu_class FROM chosen)
-)
-SELECT h.host_id, h.site_id, h.gpu_class, h.free_slots, h.slots,
-       coalesce(p.price_micros, h.declared_price_micros) AS price_micros, h.games_cached, h.drained
-FROM chosen h LEFT JOIN price_now p ON p.site_id = h.site_id AND p.gpu_class = h.gpu_class;
+SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
+       drained OR draining AS drained
+FROM hosts WHERE status = 'online' AND host_id = ANY($1::text[]);
+
+-- name: price_stamp
+-- Changes whenever a price is set (a set stamps its row; prices are never removed).
+SELECT now() AS now, count(*) AS n, max(updated_at) AS updated_at FROM prices;
+
+-- name: prices
+SELECT site_id, gpu_class, price_micros, bands, utc_offset_minutes FROM prices;
 
 -- name: venue_latency
 SELECT venue_id, site_id, rtt_ms FROM venue_site_latency WHERE venue_id = ANY($1::text[]);
