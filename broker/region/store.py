@@ -8,10 +8,10 @@ dry run does the same writes and rolls them back, so it finds exactly what a rea
 refusals included.
 
 No one else needs telling: every broker replica reads these tables when it needs them. The scheduler reads the
-hosts' prices again every couple of seconds (broker.scheduler.HostCache), the latency matrix whenever a venue's
-measurements change (LatencyCache, by measured_at), the leases in force every round; a session takes its zone's
-tier and cap when it starts; an agent's enrolment is read when it registers; the consoles read venues and prices per
-request.
+prices again when one is set (broker.scheduler.PriceCache, by the prices' updated_at, which the store's set_price
+stamps), the latency matrix whenever a venue's measurements change (LatencyCache, by measured_at), the leases in
+force every round; a session takes its zone's tier and cap when it starts; an agent's enrolment is read when it
+registers; the consoles read venues and prices per request.
 """
 
 from __future__ import annotations
