@@ -20,6 +20,7 @@ from cloudseat.settings import at_least, setting
 
 from broker import issuing
 from broker.config import BrokerConfig, SecurityConfig
+from broker.region import cli as region_cli
 from broker.server import ALL_ROLES, Broker, Role
 from broker.supervisor import Supervisor
 
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.add_arguments(migrate_parser, BrokerConfig, only=("database_url", "data_dir"))
         logs.add_arguments(migrate_parser)
         issuing.add_parsers(sub)
+        region_cli.add_parsers(sub)
         audit_parser = sub.add_parser("audit", help="check the audit log's hash chain, or export the audit log")
         audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
         for name, text in (
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command in ("certs", "token"):
             return issuing.run(args)
+        if args.command in ("apply", "get"):
+            return region_cli.run(args)
         logs.configure_from(args)
         # Every setting is read through its config: the parsed namespace holds flags as typed.
         config = settings.build(BrokerConfig, args)
