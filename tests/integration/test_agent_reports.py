@@ -158,7 +158,7 @@ async def test_leaving_sends_what_it_holds_then_goodbye_then_half_closes(agent: 
     await agent.conn.until(lambda c: len(_events(c, sid)) >= 1)
 
     # As SIGTERM does (gpu_agent.cli): drain, hand the sessions back, leave.
-    await agent.sessions.drain(0)
+    await agent.sessions.shut_down(0)
     await agent.link.stop(flush_s=5)
 
     assert agent.conn.ended == "half-closed"
