@@ -263,22 +263,26 @@ class Scheduler:
 
         Resumes (sessions a lost host took from their seats) are placed first, on their own: a joint solve would
         weigh them against the rest by cost alone, and they must win any scarce slot."""
+        asked = time.perf_counter()
         pending = await self._store.pending_batch(self._batch_max)
         if not pending:
             return 0
         self.rounds += 1
+        batch_read_s = time.perf_counter() - asked
         resumes = [r for r in pending if r.resumed]
         others = [r for r in pending if not r.resumed]
         for part in (resumes, others):
             if part:
-                await self._place(part)
+                await self._place(part, batch_read_s)
+                batch_read_s = 0.0
         return len(pending)
 
-    async def _place(self, pending: Sequence[PendingRequest]) -> None:
+    async def _place(self, pending: Sequence[PendingRequest], batch_read_s: float = 0.0) -> None:
+        """Solve and commit `pending`; `batch_read_s` is what reading the batch took (counted as this part's read)."""
         read_at = time.perf_counter()
         venues = sorted({r.venue_id for r in pending})
         for attempt in range(_REPLANS):
-            began = time.perf_counter()
+            began = time.perf_counter() - (batch_read_s if attempt == 0 else 0.0)
             hosts = await self._cache.hosts(self._store, self._clock())
             latency = await self._latency.matrix(self._store, venues)
             leases = await self._store.leases_in_force()
@@ -292,6 +296,9 @@ class Scheduler:
             try:
                 placed = await self._store.commit(planned, self._leased(solution))
             except errors.FailedPrecondition:
+                self._counters.round_phases(
+                    {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
+                )
                 self.replans += 1
                 self._cache.invalidate()
                 log.info("batch refused by the database; re-planning", attempt=attempt + 1)
@@ -309,6 +316,9 @@ class Scheduler:
                 self._cache.invalidate()
                 self._wake.set()
             await self._store.set_pending_reasons(solution.unplaced)
+            self._counters.round_phases(
+                {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
+            )
             log.debug(
                 "placement round",
                 pending=len(pending),

@@ -158,6 +158,7 @@ def venue(row: Row, zones: list[Row], latencies: list[Row]) -> venue_pb2.Venue:
             for r in latencies
         ],
         created_at=timestamp(row["created_at"]),
+        time_zone=row["time_zone"],
     )
 
 
@@ -249,6 +250,7 @@ def price(row: Row) -> fleet_pb2.Price:
         ],
         utc_offset_minutes=row["utc_offset_minutes"],
         price_now_micros_per_slot_hour=row["price_now_micros"],
+        currency=row["currency"],
     )
 
 

@@ -74,9 +74,10 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         gpu_class = v.ident(request.gpu_class, "gpu_class")
         price = convert.price_micros(request.price_micros_per_slot_hour, "price_micros_per_slot_hour")
         bands = convert.price_bands(request)
+        currency = v.currency(request.currency)
         await self._own_site(site_id)
         row = await fleet_store.set_price(
-            self._pool, site_id, gpu_class, price, bands, request.utc_offset_minutes
+            self._pool, site_id, gpu_class, price, bands, request.utc_offset_minutes, currency
         )
         return convert.price(row)
 

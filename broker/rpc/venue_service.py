@@ -25,8 +25,9 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
     ) -> venue_pb2.Venue:
         venue_id = v.ident(request.venue_id, "venue_id")
         name = v.text(request.name, "name", required=True)
+        time_zone = v.time_zone(request.time_zone)
         auth.caller().require_operator("venue_id")
-        row = await venue_store.create_venue(self._pool, venue_id, name)
+        row = await venue_store.create_venue(self._pool, venue_id, name, time_zone)
         return convert.venue(row, [], [])
 
     async def GetVenue(

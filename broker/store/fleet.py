@@ -46,14 +46,16 @@ async def set_price(
     price_micros: int,
     bands: tuple[metering.Band, ...] = (),
     utc_offset_minutes: int = 0,
+    currency: str = "CNY",
 ) -> asyncpg.Record:
-    """Set the on-demand price per slot-hour of a GPU class at a site, with its time-of-day bands (broker.metering).
-    The running sessions of that site and class are metered up to this second at the old price first."""
+    """Set the on-demand price per slot-hour of a GPU class at a site, with its time-of-day bands (broker.metering),
+    in `currency` (ISO 4217, checked by the caller). The running sessions of that site and class are metered up to
+    this second at the old price first."""
     schedule = metering.Schedule(price_micros, bands, utc_offset_minutes)
     async with transaction(pool) as conn:
         await metering_store.close_for_price_change(conn, site_id, gpu_class)
         row: asyncpg.Record = await conn.fetchrow(
-            Q["set_price"], site_id, gpu_class, price_micros, schedule.bands_list(), utc_offset_minutes
+            Q["set_price"], site_id, gpu_class, price_micros, schedule.bands_list(), utc_offset_minutes, currency
         )
         await audit.write(
             conn,
@@ -62,6 +64,7 @@ async def set_price(
             price_micros_per_slot_hour=price_micros,
             bands=schedule.bands_list(),
             utc_offset_minutes=utc_offset_minutes,
+            currency=currency,
         )
     return row
 

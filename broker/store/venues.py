@@ -12,11 +12,14 @@ from broker.store.database import required_row, required_value, transaction, tra
 from broker.store.queries import Q
 
 
-async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str) -> asyncpg.Record:
-    """Create a venue; AlreadyExists when the id is taken."""
+async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str, time_zone: str = "UTC") -> asyncpg.Record:
+    """Create a venue keeping its days in `time_zone` (an IANA name, checked by the caller); AlreadyExists when the
+    id is taken."""
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name)
-        await audit.write(conn, "venue.create", f"venue:{venue_id}", tenant=f"venue:{venue_id}", name=name)
+        row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name, time_zone)
+        await audit.write(
+            conn, "venue.create", f"venue:{venue_id}", tenant=f"venue:{venue_id}", name=name, time_zone=time_zone
+        )
     return row
 
 

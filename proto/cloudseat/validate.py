@@ -183,6 +183,20 @@ def time_zone(value: str, field: str = "time_zone") -> str:
     return value
 
 
+_CURRENCY = re.compile(r"[A-Z]{3}")
+DEFAULT_CURRENCY = "CNY"
+
+
+def currency(value: str, field: str = "currency") -> str:
+    """An ISO 4217 currency code (CNY, USD, EUR); empty means CNY. Only the form is checked: the broker never
+    converts between currencies, it keeps each amount with its code."""
+    if not value:
+        return DEFAULT_CURRENCY
+    if not _CURRENCY.fullmatch(value):
+        raise InvalidArgument(field, f"{value!r} is not an ISO 4217 code such as 'CNY' or 'USD' (three capitals)")
+    return value
+
+
 # Instants or whole days (a datetime is a date too).
 _Day = TypeVar("_Day", bound=dt.date)
 

@@ -145,6 +145,12 @@ def _cases(c: BrokerClient) -> list[tuple[Any, Any, grpc.StatusCode, str]]:
             C.INVALID_ARGUMENT,
             "name",
         ),
+        (
+            v.CreateVenue,
+            venue_pb2.CreateVenueRequest(venue_id="new", name="New", time_zone="Mars/Olympus"),
+            C.INVALID_ARGUMENT,
+            "time_zone",
+        ),
         (v.GetVenue, venue_pb2.GetVenueRequest(venue_id="nope"), C.NOT_FOUND, "venue_id"),
         (
             v.PutZone,
@@ -238,6 +244,14 @@ def _cases(c: BrokerClient) -> list[tuple[Any, Any, grpc.StatusCode, str]]:
             fleet_pb2.SetPriceRequest(site_id="nosite", gpu_class="g", price_micros_per_slot_hour=1),
             C.NOT_FOUND,
             "site_id",
+        ),
+        (
+            f.SetPrice,
+            fleet_pb2.SetPriceRequest(
+                site_id="site-near", gpu_class="g", price_micros_per_slot_hour=1, currency="yuan"
+            ),
+            C.INVALID_ARGUMENT,
+            "currency",
         ),
         (
             f.PutGame,

@@ -15,7 +15,7 @@ import asyncpg
 import grpc
 import pytest
 from cloudseat.client import BrokerClient
-from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2
+from cloudseat.v1 import agent_pb2, billing_pb2, common_pb2, fleet_pb2, lease_pb2, venue_pb2
 from google.protobuf import timestamp_pb2
 from grpc import aio
 
@@ -411,3 +411,23 @@ async def test_bad_prices_name_the_field_and_write_nothing(world: BrokerClient, 
             )
         )
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_price_keeps_its_currency_and_a_venue_its_time_zone(world: BrokerClient) -> None:
+    # Unsaid, a price is in CNY and a venue keeps UTC's days: what every amount and day meant before either existed.
+    price = await set_price(world, [])
+    assert price.currency == "CNY"
+    usd = await world.fleet.SetPrice(
+        fleet_pb2.SetPriceRequest(
+            site_id="site-near", gpu_class="rtx4080", price_micros_per_slot_hour=BASE, currency="USD"
+        )
+    )
+    assert usd.currency == "USD"
+    venue = await world.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="cafe"))
+    assert venue.time_zone == "UTC"
+    hotel = await world.venues.CreateVenue(
+        venue_pb2.CreateVenueRequest(venue_id="hotel", name="Hotel", time_zone="Asia/Shanghai")
+    )
+    assert hotel.time_zone == "Asia/Shanghai"
+    again = await world.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="hotel"))
+    assert again.time_zone == "Asia/Shanghai"

@@ -5,10 +5,11 @@ INSERT INTO providers (provider_id, name) VALUES ($1, $2) RETURNING *;
 INSERT INTO sites (site_id, provider_id, name, region) VALUES ($1, $2, $3, $4) RETURNING *;
 
 -- name: set_price
-INSERT INTO prices (site_id, gpu_class, price_micros, bands, utc_offset_minutes) VALUES ($1, $2, $3, $4::jsonb, $5)
+INSERT INTO prices (site_id, gpu_class, price_micros, bands, utc_offset_minutes, currency)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6)
 ON CONFLICT (site_id, gpu_class) DO UPDATE
     SET price_micros = excluded.price_micros, bands = excluded.bands,
-        utc_offset_minutes = excluded.utc_offset_minutes, updated_at = now()
+        utc_offset_minutes = excluded.utc_offset_minutes, currency = excluded.currency, updated_at = now()
 RETURNING *, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_now_micros;
 
 -- name: get_host

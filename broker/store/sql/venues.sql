@@ -1,5 +1,5 @@
 -- name: create_venue
-INSERT INTO venues (venue_id, name) VALUES ($1, $2) RETURNING *;
+INSERT INTO venues (venue_id, name, time_zone) VALUES ($1, $2, $3) RETURNING *;
 
 -- name: get_venue
 SELECT * FROM venues WHERE venue_id = $1;

@@ -91,20 +91,22 @@ class Game(_message.Message):
     def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ...) -> None: ...
 
 class Price(_message.Message):
-    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "price_now_micros_per_slot_hour")
+    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "price_now_micros_per_slot_hour", "currency")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
     BANDS_FIELD_NUMBER: _ClassVar[int]
     UTC_OFFSET_MINUTES_FIELD_NUMBER: _ClassVar[int]
     PRICE_NOW_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     gpu_class: str
     price_micros_per_slot_hour: int
     bands: _containers.RepeatedCompositeFieldContainer[PriceBand]
     utc_offset_minutes: int
     price_now_micros_per_slot_hour: int
-    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ..., price_now_micros_per_slot_hour: _Optional[int] = ...) -> None: ...
+    currency: str
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ..., price_now_micros_per_slot_hour: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class PriceBand(_message.Message):
     __slots__ = ("start_minute", "end_minute", "price_micros_per_slot_hour")
@@ -225,18 +227,20 @@ class PrewarmGameResponse(_message.Message):
     def __init__(self, version: _Optional[str] = ..., host_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetPriceRequest(_message.Message):
-    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes")
+    __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "currency")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     PRICE_MICROS_PER_SLOT_HOUR_FIELD_NUMBER: _ClassVar[int]
     BANDS_FIELD_NUMBER: _ClassVar[int]
     UTC_OFFSET_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     gpu_class: str
     price_micros_per_slot_hour: int
     bands: _containers.RepeatedCompositeFieldContainer[PriceBand]
     utc_offset_minutes: int
-    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ...) -> None: ...
+    currency: str
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., bands: _Optional[_Iterable[_Union[PriceBand, _Mapping]]] = ..., utc_offset_minutes: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class GetHostRequest(_message.Message):
     __slots__ = ("host_id",)

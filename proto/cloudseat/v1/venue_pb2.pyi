@@ -11,18 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Venue(_message.Message):
-    __slots__ = ("venue_id", "name", "zones", "latencies", "created_at")
+    __slots__ = ("venue_id", "name", "zones", "latencies", "created_at", "time_zone")
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ZONES_FIELD_NUMBER: _ClassVar[int]
     LATENCIES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     venue_id: str
     name: str
     zones: _containers.RepeatedCompositeFieldContainer[Zone]
     latencies: _containers.RepeatedCompositeFieldContainer[SiteLatency]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, venue_id: _Optional[str] = ..., name: _Optional[str] = ..., zones: _Optional[_Iterable[_Union[Zone, _Mapping]]] = ..., latencies: _Optional[_Iterable[_Union[SiteLatency, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, venue_id: _Optional[str] = ..., name: _Optional[str] = ..., zones: _Optional[_Iterable[_Union[Zone, _Mapping]]] = ..., latencies: _Optional[_Iterable[_Union[SiteLatency, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class Zone(_message.Message):
     __slots__ = ("venue_id", "zone_id", "tier", "latency_cap_ms", "tier_spec")
@@ -59,12 +61,14 @@ class SiteLatency(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., rtt_ms: _Optional[int] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateVenueRequest(_message.Message):
-    __slots__ = ("venue_id", "name")
+    __slots__ = ("venue_id", "name", "time_zone")
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     venue_id: str
     name: str
-    def __init__(self, venue_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, venue_id: _Optional[str] = ..., name: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class GetVenueRequest(_message.Message):
     __slots__ = ("venue_id",)
