@@ -100,10 +100,12 @@ async def set_drained(
             deadline_s,
             missing=errors.NotFound.of("host_id", "host", host_id),
         )
-        if drained:
+        if row["drain_deadline"] is not None:
             await audit.write(
                 conn, "host.drain", f"host:{host_id}", reason=reason, deadline=row["drain_deadline"]
             )
+        elif drained:
+            await audit.write(conn, "host.drain", f"host:{host_id}", reason=reason)
         else:
             await audit.write(conn, "host.undrain", f"host:{host_id}", reason=reason)
     return await get_host(pool, host_id)

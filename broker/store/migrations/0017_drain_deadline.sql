@@ -7,6 +7,8 @@
 --   * a new, moved or cleared deadline reaches the watchers of the host's   (trigger hosts_drain_deadline_notify)
 --     READY and STREAMING sessions, so they can warn their patrons. Sessions still starting read it with their next
 --     step; they are not told now, since a PLACED session's change would send its agent the start command again.
+--   * and every replica, as a drain does (trigger hosts_drain_notify, now on either column, with the deadline), so
+--     the providers' consoles show it; the agent's link holder repeats the drain command, which changes nothing.
 
 ALTER TABLE hosts
     ADD COLUMN drain_deadline timestamptz,
@@ -25,3 +27,15 @@ END $$;
 CREATE TRIGGER hosts_drain_deadline_notify AFTER UPDATE OF drain_deadline ON hosts
     FOR EACH ROW WHEN (OLD.drain_deadline IS DISTINCT FROM NEW.drain_deadline)
     EXECUTE FUNCTION hosts_drain_deadline_notify();
+
+CREATE OR REPLACE FUNCTION hosts_drain_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('cloudseat_hosts', json_build_object(
+        'host_id', NEW.host_id, 'drained', NEW.drained, 'drain_deadline', NEW.drain_deadline)::text);
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER hosts_drain_notify ON hosts;
+CREATE TRIGGER hosts_drain_notify AFTER UPDATE OF drained, drain_deadline ON hosts
+    FOR EACH ROW WHEN (OLD.drained IS DISTINCT FROM NEW.drained OR OLD.drain_deadline IS DISTINCT FROM NEW.drain_deadline)
+    EXECUTE FUNCTION hosts_drain_notify();
