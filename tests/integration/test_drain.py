@@ -19,6 +19,7 @@ from grpc import aio
 
 from broker.config import BrokerConfig
 from broker.drain import DrainConfig
+from broker.server import Broker
 from tests.integration.scripted_agent import ScriptedAgent
 
 S = common_pb2.SessionState
@@ -30,11 +31,14 @@ def broker_config(broker_config: BrokerConfig) -> BrokerConfig:
     return dataclasses.replace(broker_config, drain=DrainConfig(warnings_s=(3.0, 1.0)))
 
 
-async def _streaming(world: BrokerClient, agent: ScriptedAgent, seat: str, paid_s: int = 0) -> tuple[str, str]:
+async def _streaming(
+    world: BrokerClient, agents: dict[str, ScriptedAgent], seat: str, paid_s: int = 0
+) -> tuple[str, str]:
+    """A session of `seat` STREAMING on whichever of `agents` (by host id) it was placed on."""
     started = await world.start_session("cafe", seat, "demo", paid_time_s=paid_s)
     sid = started.session.session_id
-    await world.wait_for(sid, S.SESSION_STATE_READY)
-    await agent.link.report(sid, S.SESSION_STATE_STREAMING)
+    ready = await world.wait_for(sid, S.SESSION_STATE_READY)
+    await agents[ready.host_id].link.report(sid, S.SESSION_STATE_STREAMING)
     await world.wait_for(sid, S.SESSION_STATE_STREAMING)
     return sid, started.session_token
 
@@ -50,7 +54,7 @@ async def _drain(world: BrokerClient, host_id: str, deadline_s: int = 0) -> flee
 
 
 async def _queue_place(client: BrokerClient, session_id: str) -> tuple[int, int]:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         async for update in client.watch(session_id):
             if update.queue_position:
                 return update.queue_position, update.queue_length
@@ -68,7 +72,7 @@ async def test_a_drain_without_deadline_sends_new_sessions_elsewhere_and_lets_ru
     world: BrokerClient,
 ) -> None:
     async with ScriptedAgent(world, "host-1", slots=2) as drained_agent:
-        sid, token = await _streaming(world, drained_agent, "s1")
+        sid, token = await _streaming(world, {"host-1": drained_agent}, "s1")
         host = await _drain(world, "host-1")
         assert host.drained and not host.HasField("drain_deadline") and host.live_sessions == 1
         async with ScriptedAgent(world, "host-2", slots=2):
@@ -77,10 +81,10 @@ async def test_a_drain_without_deadline_sends_new_sessions_elsewhere_and_lets_ru
             placed = await world.wait_for(other.session.session_id, S.SESSION_STATE_READY)
             assert placed.host_id == "host-2"
             # The running one goes on, with no move announced, past the agent's drain command.
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while not any(c.WhichOneof("body") == "drain" for c in drained_agent.commands):
                     await asyncio.sleep(0.05)
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 first = await anext(aiter(world.watch(sid)))
             assert first.session.state == S.SESSION_STATE_STREAMING and not first.HasField("move_in_s")
             await _stays(world, sid, S.SESSION_STATE_STREAMING, 2.0)
@@ -98,9 +102,9 @@ async def test_a_deadline_warns_then_moves_the_sessions_ahead_of_the_queue_with_
     world: BrokerClient, db_url: str
 ) -> None:
     async with ScriptedAgent(world, "host-1", slots=1) as drained_agent:
-        sid, token = await _streaming(world, drained_agent, "s1", paid_s=3600)
+        sid, token = await _streaming(world, {"host-1": drained_agent}, "s1", paid_s=3600)
         async with ScriptedAgent(world, "host-2", slots=1) as other_agent:
-            busy, busy_token = await _streaming(world, other_agent, "s2")
+            busy, busy_token = await _streaming(world, {"host-2": other_agent}, "s2")
             # The fleet is full: s3 queues.
             waiting = await world.start_session("cafe", "s3", "demo")
             assert await _queue_place(world, waiting.session.session_id) == (1, 1)
@@ -113,7 +117,7 @@ async def test_a_deadline_warns_then_moves_the_sessions_ahead_of_the_queue_with_
                         updates.append(update)
 
             watcher = asyncio.create_task(follow())
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while not updates:
                     await asyncio.sleep(0.02)
             host = await _drain(world, "host-1", deadline_s=5)
@@ -172,8 +176,9 @@ async def test_an_undrain_or_a_drain_without_deadline_before_the_deadline_cancel
         ScriptedAgent(world, "host-1", slots=1) as undrained_agent,
         ScriptedAgent(world, "host-2", slots=1) as redrained_agent,
     ):
-        first, _ = await _streaming(world, undrained_agent, "s1")
-        second, _ = await _streaming(world, redrained_agent, "s2")
+        agents = {"host-1": undrained_agent, "host-2": redrained_agent}
+        first, _ = await _streaming(world, agents, "s1")
+        second, _ = await _streaming(world, agents, "s2")
         by_host = {
             (await world.sessions.GetSession(session_pb2.GetSessionRequest(session_id=s))).session.host_id: s
             for s in (first, second)
@@ -189,7 +194,7 @@ async def test_an_undrain_or_a_drain_without_deadline_before_the_deadline_cancel
         try:
             for h in ("host-1", "host-2"):
                 assert (await _drain(world, h, deadline_s=2)).HasField("drain_deadline")
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while not any(u.HasField("move_in_s") for u in watched):
                     await asyncio.sleep(0.02)
             undrained = await world.fleet.UndrainHost(fleet_pb2.UndrainHostRequest(host_id="host-1"))
@@ -198,7 +203,7 @@ async def test_an_undrain_or_a_drain_without_deadline_before_the_deadline_cancel
             redrained = await _drain(world, "host-2")
             assert redrained.drained and not redrained.HasField("drain_deadline")
             # The watcher is told: the move is off.
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while not watched or watched[-1].HasField("move_in_s"):
                     await asyncio.sleep(0.02)
             # Well past the old deadline, both go on.
@@ -207,6 +212,31 @@ async def test_an_undrain_or_a_drain_without_deadline_before_the_deadline_cancel
             assert undrained_agent.stopped.empty() and redrained_agent.stopped.empty()
         finally:
             watcher.cancel()
+
+
+async def test_the_deadline_outlives_the_broker_that_set_it(
+    world: BrokerClient, broker: Broker, broker_config: BrokerConfig
+) -> None:
+    """Set through one replica, which then stops: the next leader moves the sessions at the deadline the database
+    keeps (the agent's link is held by the replica that stays)."""
+    other = Broker(broker_config)
+    await other.start()
+    try:
+        async with (
+            BrokerClient(f"127.0.0.1:{other.port}") as via_other,
+            ScriptedAgent(via_other, "host-1", slots=1) as agent,
+        ):
+            sid, _ = await _streaming(via_other, {"host-1": agent}, "s1")
+            host = await _drain(world, "host-1", deadline_s=3)
+            assert broker.leadership is not None and broker.leadership.is_leader
+            await broker.stop(grace_s=0.5)
+            ended = await via_other.wait_for(sid, S.SESSION_STATE_ENDED, timeout_s=20)
+            assert ended.end_reason == common_pb2.END_REASON_HOST_DRAINED
+            assert ended.ended_at.ToMicroseconds() >= host.drain_deadline.ToMicroseconds()
+            assert other.leadership is not None and other.leadership.is_leader
+            assert await asyncio.wait_for(agent.stopped.get(), 10) == sid
+    finally:
+        await other.stop(grace_s=0.5)
 
 
 async def test_drain_refusals_name_the_field_and_write_nothing(world: BrokerClient, db_url: str) -> None:
