@@ -1,5 +1,5 @@
-"""`cloudseat-broker`: serve the control plane, apply migrations, check or export the audit log, or run the local
-development system.
+"""`cloudseat-broker`: serve the control plane, apply migrations, check or export the audit log, drain or undrain a
+host, or run the local development system.
 
 Every flag falls back to an environment variable named in its help; flags win.
 """
@@ -18,7 +18,7 @@ import structlog
 from cloudseat import errors, logs, settings
 from cloudseat.settings import at_least, setting
 
-from broker import issuing
+from broker import drain_cli, issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import ALL_ROLES, Broker, Role
 from broker.supervisor import Supervisor
@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.add_arguments(migrate_parser, BrokerConfig, only=("database_url", "data_dir"))
         logs.add_arguments(migrate_parser)
         issuing.add_parsers(sub)
+        drain_cli.add_parsers(sub)
         audit_parser = sub.add_parser("audit", help="check the audit log's hash chain, or export the audit log")
         audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
         for name, text in (
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command in ("certs", "token"):
             return issuing.run(args)
+        if args.command in ("drain", "undrain"):
+            return drain_cli.run(args)
         logs.configure_from(args)
         # Every setting is read through its config: the parsed namespace holds flags as typed.
         config = settings.build(BrokerConfig, args)

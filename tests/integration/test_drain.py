@@ -17,6 +17,7 @@ from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
 
+from broker import cli
 from broker.config import BrokerConfig
 from broker.drain import DrainConfig
 from broker.server import Broker
@@ -263,3 +264,31 @@ async def test_drain_refusals_name_the_field_and_write_nothing(world: BrokerClie
             await conn.execute("UPDATE hosts SET drain_deadline = now() WHERE host_id = 'host-1'")
     finally:
         await conn.close()
+
+
+async def test_the_cli_drains_with_a_deadline_and_undrains(
+    world: BrokerClient, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def run(*argv: str) -> tuple[int, str, str]:
+        # The CLI runs its own event loop: in a thread, as from a shell.
+        code = await asyncio.to_thread(cli.main, [*argv, "--broker", f"127.0.0.1:{broker.port}"])
+        out, err = capsys.readouterr()
+        # The broker's own log lines share the captured streams: the CLI's answer is the last line.
+        last = (out.splitlines() or [""])[-1]
+        return code, last, err
+
+    async with ScriptedAgent(world, "host-1", slots=1):
+        code, out, _ = await run("drain", "host-1", "--deadline", "30m", "--reason", "fan swap")
+        assert code == 0 and out.startswith("host-1: drained, 0 sessions left, moving at ")
+        host = await _host(world, "host-1")
+        assert host.drain_deadline.seconds - host.last_heartbeat_at.seconds in range(1790, 1801)
+
+        code, _, err = await run("drain", "host-1", "--deadline", "soon")
+        assert code == 2 and err.startswith("cloudseat-broker: --deadline: 'soon' is not a lifetime")
+        code, _, err = await run("drain", "nohost")
+        assert code == 1 and "host_id: no host 'nohost'" in err
+        assert (await _host(world, "host-1")).drain_deadline == host.drain_deadline  # nothing written
+
+        code, out, _ = await run("undrain", "host-1")
+        assert code == 0 and out == "host-1: taking sessions (0 sessions running)"
+        assert not (await _host(world, "host-1")).HasField("drain_deadline")
