@@ -20,6 +20,7 @@ from cloudseat.settings import at_least, setting
 
 from broker import drain_cli, issuing
 from broker.config import BrokerConfig, SecurityConfig
+from broker.region import cli as region_cli
 from broker.server import ALL_ROLES, Broker, Role
 from broker.supervisor import Supervisor
 
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.add_arguments(migrate_parser)
         issuing.add_parsers(sub)
         drain_cli.add_parsers(sub)
+        region_cli.add_parsers(sub)
         audit_parser = sub.add_parser("audit", help="check the audit log's hash chain, or export the audit log")
         audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
         for name, text in (
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             return issuing.run(args)
         if args.command in ("drain", "undrain"):
             return drain_cli.run(args)
+        if args.command in ("apply", "get"):
+            return region_cli.run(args)
         logs.configure_from(args)
         # Every setting is read through its config: the parsed namespace holds flags as typed.
         config = settings.build(BrokerConfig, args)

@@ -237,7 +237,9 @@ class Broker:
             finally:
                 await conn.close()
             log.info("database ready", migrations_applied=applied)
-        self.pool = pool = await database.create_pool(url, cfg.db_pool_min, cfg.db_pool_max)
+        self.pool = pool = await database.create_pool(
+            url, cfg.db_pool_min, cfg.db_pool_max, name="cloudseat-" + "+".join(sorted(self.roles))
+        )
         self._hub = hub = SessionHub(url, pool)
 
         guard, tokens, credentials = _security(cfg)

@@ -121,7 +121,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     connections), and a transaction left open is rolled back by the pool itself."""
 
 
-async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+async def create_pool(url: str, min_size: int, max_size: int, name: str = "cloudseat") -> asyncpg.Pool:
+    """A pool whose connections call themselves `name` (PostgreSQL's application_name: pg_stat_activity and the
+    server's logs show which broker process, by its roles, a statement or a wait belongs to)."""
     with translated():
         pool: asyncpg.Pool = await asyncpg.create_pool(
             url,
@@ -130,6 +132,7 @@ async def create_pool(url: str, min_size: int, max_size: int) -> asyncpg.Pool:
             init=_init_connection,
             reset=_keep_session,
             command_timeout=30,
+            server_settings={"application_name": name[:63]},
         )
     return pool
 

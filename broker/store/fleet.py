@@ -15,10 +15,15 @@ from broker.store.queries import Q
 async def create_provider(pool: asyncpg.Pool, provider_id: str, name: str) -> asyncpg.Record:
     """Create a provider; AlreadyExists when the id is taken."""
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["create_provider"], provider_id, name)
-        await audit.write(
-            conn, "provider.create", f"provider:{provider_id}", tenant=f"provider:{provider_id}", name=name
-        )
+        return await create_provider_in(conn, provider_id, name)
+
+
+async def create_provider_in(conn: asyncpg.Connection, provider_id: str, name: str) -> asyncpg.Record:
+    """`create_provider` in the caller's transaction (broker.region applies a whole file in one)."""
+    row: asyncpg.Record = await conn.fetchrow(Q["create_provider"], provider_id, name)
+    await audit.write(
+        conn, "provider.create", f"provider:{provider_id}", tenant=f"provider:{provider_id}", name=name
+    )
     return row
 
 
@@ -27,15 +32,22 @@ async def create_site(
 ) -> asyncpg.Record:
     """Create a site of an existing provider."""
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["create_site"], site_id, provider_id, name, region)
-        await audit.write(
-            conn,
-            "site.create",
-            f"site:{site_id}",
-            tenant=f"provider:{provider_id}",
-            provider_id=provider_id,
-            region=region,
-        )
+        return await create_site_in(conn, site_id, provider_id, name, region)
+
+
+async def create_site_in(
+    conn: asyncpg.Connection, site_id: str, provider_id: str, name: str, region: str
+) -> asyncpg.Record:
+    """`create_site` in the caller's transaction."""
+    row: asyncpg.Record = await conn.fetchrow(Q["create_site"], site_id, provider_id, name, region)
+    await audit.write(
+        conn,
+        "site.create",
+        f"site:{site_id}",
+        tenant=f"provider:{provider_id}",
+        provider_id=provider_id,
+        region=region,
+    )
     return row
 
 
@@ -51,21 +63,35 @@ async def set_price(
     """Set the on-demand price per slot-hour of a GPU class at a site, with its time-of-day bands (broker.metering),
     in `currency` (ISO 4217, checked by the caller). The running sessions of that site and class are metered up to
     this second at the old price first."""
-    schedule = metering.Schedule(price_micros, bands, utc_offset_minutes)
     async with transaction(pool) as conn:
-        await metering_store.close_for_price_change(conn, site_id, gpu_class)
-        row: asyncpg.Record = await conn.fetchrow(
-            Q["set_price"], site_id, gpu_class, price_micros, schedule.bands_list(), utc_offset_minutes, currency
+        return await set_price_in(
+            conn, site_id, gpu_class, metering.Schedule(price_micros, bands, utc_offset_minutes), currency
         )
-        await audit.write(
-            conn,
-            "price.set",
-            f"site:{site_id}/{gpu_class}",
-            price_micros_per_slot_hour=price_micros,
-            bands=schedule.bands_list(),
-            utc_offset_minutes=utc_offset_minutes,
-            currency=currency,
-        )
+
+
+async def set_price_in(
+    conn: asyncpg.Connection, site_id: str, gpu_class: str, schedule: metering.Schedule, currency: str
+) -> asyncpg.Record:
+    """`set_price` in the caller's transaction."""
+    await metering_store.close_for_price_change(conn, site_id, gpu_class)
+    row: asyncpg.Record = await conn.fetchrow(
+        Q["set_price"],
+        site_id,
+        gpu_class,
+        schedule.base_micros,
+        schedule.bands_list(),
+        schedule.utc_offset_minutes,
+        currency,
+    )
+    await audit.write(
+        conn,
+        "price.set",
+        f"site:{site_id}/{gpu_class}",
+        price_micros_per_slot_hour=schedule.base_micros,
+        bands=schedule.bands_list(),
+        utc_offset_minutes=schedule.utc_offset_minutes,
+        currency=currency,
+    )
     return row
 
 
@@ -145,24 +171,36 @@ async def enrol_hosts(
     """Enrol hosts into a site of `provider_id` (the caller checked it owns the site): `host_ids`, or every host id
     starting with `prefix`. AlreadyExists (naming nothing of the other provider) when another provider enrolled or
     runs any of them. Audited with the ids."""
-    enrolled_by = audit.actor().subject
     async with transaction(pool) as conn:
-        await conn.execute(Q["enrolment_lock"])
-        if prefix:
-            if await conn.fetchval(Q["enrolment_prefix_clash"], prefix, provider_id):
-                raise errors.AlreadyExists("host_prefix: overlaps host ids another provider enrolled")
-            await conn.execute(Q["enrol_prefix"], provider_id, site_id, gpu_class, prefix, enrolled_by)
-        else:
-            clash = await conn.fetchval(Q["enrolment_hosts_clash"], host_ids, provider_id)
-            if clash is not None:
-                raise errors.AlreadyExists(f"host_ids[{clash - 1}]: a host id another provider enrolled")
-            await conn.execute(Q["enrol_hosts"], provider_id, site_id, gpu_class, host_ids, enrolled_by)
-        await audit.write(
-            conn,
-            "host.enrol",
-            f"site:{site_id}",
-            tenant=f"provider:{provider_id}",
-            gpu_class=gpu_class,
-            host_ids=host_ids,
-            host_prefix=prefix,
-        )
+        await enrol_hosts_in(conn, provider_id, site_id, gpu_class, host_ids, prefix)
+
+
+async def enrol_hosts_in(
+    conn: asyncpg.Connection,
+    provider_id: str,
+    site_id: str,
+    gpu_class: str,
+    host_ids: list[str],
+    prefix: str,
+) -> None:
+    """`enrol_hosts` in the caller's transaction."""
+    enrolled_by = audit.actor().subject
+    await conn.execute(Q["enrolment_lock"])
+    if prefix:
+        if await conn.fetchval(Q["enrolment_prefix_clash"], prefix, provider_id):
+            raise errors.AlreadyExists("host_prefix: overlaps host ids another provider enrolled")
+        await conn.execute(Q["enrol_prefix"], provider_id, site_id, gpu_class, prefix, enrolled_by)
+    else:
+        clash = await conn.fetchval(Q["enrolment_hosts_clash"], host_ids, provider_id)
+        if clash is not None:
+            raise errors.AlreadyExists(f"host_ids[{clash - 1}]: a host id another provider enrolled")
+        await conn.execute(Q["enrol_hosts"], provider_id, site_id, gpu_class, host_ids, enrolled_by)
+    await audit.write(
+        conn,
+        "host.enrol",
+        f"site:{site_id}",
+        tenant=f"provider:{provider_id}",
+        gpu_class=gpu_class,
+        host_ids=host_ids,
+        host_prefix=prefix,
+    )

@@ -26,22 +26,34 @@ async def put_game(
 ) -> asyncpg.Record:
     """Publish or update a game of the catalogue; a new `version` is a game update ('' keeps the current one).
     `image`: the version's (reference, manifest digest, bytes new since the previous version), or empty."""
-    image_ref, image_digest, update_bytes = image
     async with transaction(pool) as conn:
-        before = await conn.fetchrow(Q["game_image"], game_id)
-        row: asyncpg.Record = await conn.fetchrow(
-            Q["put_game"], game_id, name, image_size_bytes, version, image_ref, image_digest, update_bytes
-        )
-        await audit.write(
-            conn,
-            "game.put",
-            f"game:{game_id}",
-            name=name,
-            image_size_bytes=image_size_bytes,
-            version=row["version"],
-            previous_version=before["version"] if before is not None else None,
-            image_ref=row["image_ref"],
-        )
+        return await put_game_in(conn, game_id, name, image_size_bytes, version, image)
+
+
+async def put_game_in(
+    conn: asyncpg.Connection,
+    game_id: str,
+    name: str,
+    image_size_bytes: int,
+    version: str = "",
+    image: tuple[str, str, int] = ("", "", 0),
+) -> asyncpg.Record:
+    """`put_game` in the caller's transaction (broker.region applies a whole file in one)."""
+    image_ref, image_digest, update_bytes = image
+    before = await conn.fetchrow(Q["game_image"], game_id)
+    row: asyncpg.Record = await conn.fetchrow(
+        Q["put_game"], game_id, name, image_size_bytes, version, image_ref, image_digest, update_bytes
+    )
+    await audit.write(
+        conn,
+        "game.put",
+        f"game:{game_id}",
+        name=name,
+        image_size_bytes=image_size_bytes,
+        version=row["version"],
+        previous_version=before["version"] if before is not None else None,
+        image_ref=row["image_ref"],
+    )
     return row
 
 

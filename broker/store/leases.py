@@ -72,74 +72,81 @@ async def site_provider(pool: asyncpg.Pool, site_id: str) -> str:
 async def create(pool: asyncpg.Pool, spec: LeaseSpec) -> asyncpg.Record:
     """Write the lease and its windows, audited; AlreadyExists, NotFound, InvalidArgument (a term in the past, no
     window) or FailedPrecondition (not enough slots at some moment) leave nothing written."""
+    async with transaction(pool) as conn:
+        return await create_in(conn, spec)
+
+
+async def create_in(conn: asyncpg.Connection, spec: LeaseSpec) -> asyncpg.Record:
+    """`create` in the caller's transaction (broker.region applies a whole file in one), asyncpg's errors left to
+    the caller's `translated`. A FailedPrecondition (not enough slots) has written nothing of this lease and leaves
+    the transaction usable."""
     windows = leasing.windows(spec.starts_at, spec.ends_at, spec.daily, spec.time_zone)
     if not windows:
         raise errors.InvalidArgument("daily", "the lease has no window within its term")
     lo = [w[0] for w in windows]
     hi = [w[1] for w in windows]
-    async with transaction(pool) as conn:
-        now: dt.datetime = await conn.fetchval(Q["lease_now"])
-        if spec.ends_at <= now:
-            raise errors.InvalidArgument("ends_at", "is in the past")
-        if spec.site_id is not None:
-            sites = [spec.site_id]
-        else:
-            rows = await conn.fetch(
-                Q["lease_candidate_sites"],
-                spec.venue_id,
-                spec.provider_id,
-                spec.gpu_class,
-                spec.max_latency_ms,
-            )
-            sites = [r["site_id"] for r in rows]
-            if not sites:
-                raise errors.FailedPrecondition(
-                    f"max_latency_ms: the venue has measured no site of provider {spec.provider_id!r} with "
-                    f"{spec.gpu_class} hosts within {spec.max_latency_ms} ms"
-                )
-            await conn.fetchval(Q["lease_lock_sites"], sites, spec.gpu_class)
-        who = audit.actor()
-        chosen = None
-        for site_id in sites:
-            try:
-                async with conn.transaction():  # a savepoint: a site that lacks room is undone alone
-                    with _mapped():
-                        await conn.execute(
-                            Q["lease_insert"], spec.lease_id, spec.provider_id, spec.venue_id, site_id,
-                            spec.gpu_class, spec.slots, spec.max_latency_ms, spec.starts_at, spec.ends_at,
-                            spec.daily.start_minute if spec.daily else None,
-                            spec.daily.duration_minutes if spec.daily else None,
-                            spec.time_zone, spec.price_micros, spec.note, who.subject,
-                        )  # fmt: skip
-                        await conn.execute(
-                            Q["lease_windows_insert"],
-                            spec.lease_id,
-                            site_id,
-                            spec.gpu_class,
-                            spec.slots,
-                            lo,
-                            hi,
-                        )
-                chosen = site_id
-                break
-            except asyncpg.CheckViolationError as exc:
-                if not _oversold(exc):
-                    raise
-        if chosen is None:
-            where = f"site {spec.site_id!r}" if spec.site_id else f"any site within {spec.max_latency_ms} ms"
+    now: dt.datetime = await conn.fetchval(Q["lease_now"])
+    if spec.ends_at <= now:
+        raise errors.InvalidArgument("ends_at", "is in the past")
+    if spec.site_id is not None:
+        sites = [spec.site_id]
+    else:
+        rows = await conn.fetch(
+            Q["lease_candidate_sites"],
+            spec.venue_id,
+            spec.provider_id,
+            spec.gpu_class,
+            spec.max_latency_ms,
+        )
+        sites = [r["site_id"] for r in rows]
+        if not sites:
             raise errors.FailedPrecondition(
-                f"slots: {spec.slots} slots of {spec.gpu_class} at {where} would oversell the provider's hosts "
-                "at some moment of the lease's windows"
+                f"max_latency_ms: the venue has measured no site of provider {spec.provider_id!r} with "
+                f"{spec.gpu_class} hosts within {spec.max_latency_ms} ms"
             )
-        await audit.write(
-            conn, "lease.create", f"lease:{spec.lease_id}",
-            provider_id=spec.provider_id, venue_id=spec.venue_id, site_id=chosen, gpu_class=spec.gpu_class,
-            slots=spec.slots, max_latency_ms=spec.max_latency_ms, starts_at=spec.starts_at.isoformat(),
-            ends_at=spec.ends_at.isoformat(),
-            daily=dataclasses.asdict(spec.daily) if spec.daily else None, time_zone=spec.time_zone,
-            price_micros_per_slot_hour=spec.price_micros, windows=len(windows),
-        )  # fmt: skip
-        row: asyncpg.Record = await conn.fetchrow(Q["lease_get"], spec.lease_id)
+        await conn.fetchval(Q["lease_lock_sites"], sites, spec.gpu_class)
+    who = audit.actor()
+    chosen = None
+    for site_id in sites:
+        try:
+            async with conn.transaction():  # a savepoint: a site that lacks room is undone alone
+                with _mapped():
+                    await conn.execute(
+                        Q["lease_insert"], spec.lease_id, spec.provider_id, spec.venue_id, site_id,
+                        spec.gpu_class, spec.slots, spec.max_latency_ms, spec.starts_at, spec.ends_at,
+                        spec.daily.start_minute if spec.daily else None,
+                        spec.daily.duration_minutes if spec.daily else None,
+                        spec.time_zone, spec.price_micros, spec.note, who.subject,
+                    )  # fmt: skip
+                    await conn.execute(
+                        Q["lease_windows_insert"],
+                        spec.lease_id,
+                        site_id,
+                        spec.gpu_class,
+                        spec.slots,
+                        lo,
+                        hi,
+                    )
+            chosen = site_id
+            break
+        except asyncpg.CheckViolationError as exc:
+            if not _oversold(exc):
+                raise
+    if chosen is None:
+        where = f"site {spec.site_id!r}" if spec.site_id else f"any site within {spec.max_latency_ms} ms"
+        raise errors.FailedPrecondition(
+            f"slots: {spec.slots} slots of {spec.gpu_class} at {where} would oversell the provider's hosts "
+            "at some moment of the lease's windows"
+        )
+    await audit.write(
+        conn, "lease.create", f"lease:{spec.lease_id}",
+        provider_id=spec.provider_id, venue_id=spec.venue_id, site_id=chosen, gpu_class=spec.gpu_class,
+        slots=spec.slots, max_latency_ms=spec.max_latency_ms, starts_at=spec.starts_at.isoformat(),
+        ends_at=spec.ends_at.isoformat(),
+        daily=dataclasses.asdict(spec.daily) if spec.daily else None, time_zone=spec.time_zone,
+        price_micros_per_slot_hour=spec.price_micros, windows=len(windows),
+    )  # fmt: skip
+    row: asyncpg.Record = await conn.fetchrow(Q["lease_get"], spec.lease_id)
     return row
 
 

@@ -16,10 +16,15 @@ async def create_venue(pool: asyncpg.Pool, venue_id: str, name: str, time_zone: 
     """Create a venue keeping its days in `time_zone` (an IANA name, checked by the caller); AlreadyExists when the
     id is taken."""
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name, time_zone)
-        await audit.write(
-            conn, "venue.create", f"venue:{venue_id}", tenant=f"venue:{venue_id}", name=name, time_zone=time_zone
-        )
+        return await create_venue_in(conn, venue_id, name, time_zone)
+
+
+async def create_venue_in(conn: asyncpg.Connection, venue_id: str, name: str, time_zone: str) -> asyncpg.Record:
+    """`create_venue` in the caller's transaction (broker.region applies a whole file in one)."""
+    row: asyncpg.Record = await conn.fetchrow(Q["create_venue"], venue_id, name, time_zone)
+    await audit.write(
+        conn, "venue.create", f"venue:{venue_id}", tenant=f"venue:{venue_id}", name=name, time_zone=time_zone
+    )
     return row
 
 
@@ -42,15 +47,22 @@ async def put_zone(
 ) -> asyncpg.Record:
     """Create or update a zone of an existing venue."""
     async with transaction(pool) as conn:
-        row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
-        await audit.write(
-            conn,
-            "zone.put",
-            f"zone:{venue_id}/{zone_id}",
-            tenant=f"venue:{venue_id}",
-            tier=tier,
-            latency_cap_ms=latency_cap_ms,
-        )
+        return await put_zone_in(conn, venue_id, zone_id, tier, latency_cap_ms)
+
+
+async def put_zone_in(
+    conn: asyncpg.Connection, venue_id: str, zone_id: str, tier: str, latency_cap_ms: int
+) -> asyncpg.Record:
+    """`put_zone` in the caller's transaction."""
+    row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
+    await audit.write(
+        conn,
+        "zone.put",
+        f"zone:{venue_id}/{zone_id}",
+        tenant=f"venue:{venue_id}",
+        tier=tier,
+        latency_cap_ms=latency_cap_ms,
+    )
     return row
 
 
@@ -60,10 +72,13 @@ async def put_seat(pool: asyncpg.Pool, venue_id: str, seat_id: str, zone_id: str
         await required_value(
             conn, "venue_exists", venue_id, missing=errors.NotFound.of("venue_id", "venue", venue_id)
         )
-        row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
-        await audit.write(
-            conn, "seat.put", f"seat:{venue_id}/{seat_id}", tenant=f"venue:{venue_id}", zone_id=zone_id
-        )
+        return await put_seat_in(conn, venue_id, seat_id, zone_id)
+
+
+async def put_seat_in(conn: asyncpg.Connection, venue_id: str, seat_id: str, zone_id: str) -> asyncpg.Record:
+    """`put_seat` in the caller's transaction, the venue known to exist."""
+    row: asyncpg.Record = await conn.fetchrow(Q["put_seat"], venue_id, seat_id, zone_id)
+    await audit.write(conn, "seat.put", f"seat:{venue_id}/{seat_id}", tenant=f"venue:{venue_id}", zone_id=zone_id)
     return row
 
 

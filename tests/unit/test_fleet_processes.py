@@ -55,7 +55,6 @@ def test_the_placement_rounds_in_a_window_come_from_the_brokers_own_histogram() 
     # The broker's real counters and /metrics rendering, read the way the fleet run reads them.
     from broker.console.metrics import Metrics
     from broker.counters import Counters
-
     from loadtest import fleet_summary
 
     counters = Counters()
