@@ -1,5 +1,5 @@
-"""`cloudseat-broker`: serve the control plane, apply migrations, check or export the audit log, or run the local
-development system.
+"""`cloudseat-broker`: serve the control plane, apply migrations, check or export the audit log, drain or undrain a
+host, or run the local development system.
 
 Every flag falls back to an environment variable named in its help; flags win.
 """
@@ -18,7 +18,7 @@ import structlog
 from cloudseat import errors, logs, settings
 from cloudseat.settings import at_least, setting
 
-from broker import issuing
+from broker import drain_cli, issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.region import cli as region_cli
 from broker.server import ALL_ROLES, Broker, Role
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.add_arguments(migrate_parser, BrokerConfig, only=("database_url", "data_dir"))
         logs.add_arguments(migrate_parser)
         issuing.add_parsers(sub)
+        drain_cli.add_parsers(sub)
         region_cli.add_parsers(sub)
         audit_parser = sub.add_parser("audit", help="check the audit log's hash chain, or export the audit log")
         audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command in ("certs", "token"):
             return issuing.run(args)
+        if args.command in ("drain", "undrain"):
+            return drain_cli.run(args)
         if args.command in ("apply", "get"):
             return region_cli.run(args)
         logs.configure_from(args)

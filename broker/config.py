@@ -13,6 +13,7 @@ from pathlib import Path
 from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
+from broker.drain import DrainConfig
 from broker.lifecycle import Timeouts
 from broker.metering import Policy as MeteringPolicy
 from broker.patron_time import PatronTimeConfig
@@ -170,6 +171,8 @@ class BrokerConfig:
     metering: MeteringPolicy = dataclasses.field(default_factory=MeteringPolicy)
     # Patron time: when WatchSession warns, and the grace after the paid time runs out before the end (TIME_UP).
     patron_time: PatronTimeConfig = dataclasses.field(default_factory=PatronTimeConfig)
+    # A provider's drain with a deadline: when WatchSession warns a drained host's patrons of the move (5, 1 min).
+    drain: DrainConfig = dataclasses.field(default_factory=DrainConfig)
     db_pool_min: int = 2
     # Each process of a broker holds a pool of this many connections at most (and one more for notifications).
     db_pool_max: int = setting(10, "database connections each broker process may hold", check=at_least(1))

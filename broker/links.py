@@ -180,8 +180,13 @@ class LinkRegistry:
         state = change["state"]
         if state == "PLACED":
             link.send(commands.start_command(change))
-        elif state == "ENDED" and change["end_reason"] not in lifecycle.AGENT_REASONS:
-            # The agent reported the reasons it gives itself; every other end needs telling.
+        elif state == "ENDED" and (
+            change["end_reason"] not in lifecycle.AGENT_REASONS
+            or change["end_reason"] == lifecycle.EndReason.HOST_DRAINED
+        ):
+            # The agent reported the reasons it gives itself; every other end needs telling. HOST_DRAINED is both:
+            # the agent's when it shuts down, the broker's at a drain's deadline (broker.drain); a stop for a session
+            # the agent already let go of is a no-op there.
             link.send(commands.stop_command(str(change["session_id"]), change["end_reason"]))
 
     # -- negotiation relay ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Host loss, stuck sessions and patron time run out, judged by the database clock on the placement leader.
+"""Host loss, stuck sessions, patron time run out and drain deadlines passed, judged by the database clock on the
+placement leader.
 
 A host is lost when its agent's link was seen dead and did not come back within the grace, or when the broker
 process holding its link has been silent for host_lost_after (broker.links, broker.replica, store/sql/hosts.sql).
@@ -14,6 +15,7 @@ import structlog
 from cloudseat import errors
 
 from broker import lifecycle
+from broker.store import drains as drain_store
 from broker.store import hosts as host_store
 from broker.store import patron_time as patron_time_store
 from broker.store import sessions as session_store
@@ -63,6 +65,11 @@ class Liveness:
                 time_up = await patron_time_store.end_time_up(self._pool, self._time_up_grace_s)
                 if time_up:
                     log.info("sessions ended: paid time up", count=len(time_up))
+                moved = await drain_store.move_due(self._pool)
+                if moved:
+                    # broker.drain: the seats resume them elsewhere, ahead of the queue.
+                    hosts = sorted({r["host_id"] for r in moved})
+                    log.info("sessions moved: drain deadline passed", count=len(moved), hosts=hosts)
                 if checks % 3600 == 0:  # about hourly: broker processes gone for a day
                     await host_store.replicas_forget(self._pool)
             except errors.CloudseatError as exc:

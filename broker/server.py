@@ -276,6 +276,7 @@ class Broker:
             tokens,
             forwarder,
             cfg.patron_time,
+            drain_config=cfg.drain,
             start_db_wait_s=cfg.start_db_wait_ms / 1000 if cfg.start_db_wait_ms > 0 else None,
         )
         tenant: aio.Server | None = None

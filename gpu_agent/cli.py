@@ -48,8 +48,8 @@ async def run(cfg: config_module.AgentConfig) -> int:
         stopper.cancel()
         runner.result()  # a RegistrationError ends the program with its message
         return 1
-    log.info("draining", grace_s=cfg.drain_grace_s, sessions=len(sessions.sessions))
-    await sessions.drain(cfg.drain_grace_s)
+    log.info("shutting down: draining", grace_s=cfg.drain_grace_s, sessions=len(sessions.sessions))
+    await sessions.shut_down(cfg.drain_grace_s)
     await link.stop()
     runner.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):

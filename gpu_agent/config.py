@@ -25,7 +25,9 @@ password_file = "registry.password" # or password = "..." (the file keeps it out
 ca = ""                             # optional CA bundle for an https registry
 media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host candidates
 codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
-drain_grace_s = 30                  # on SIGTERM: how long running sessions may go on before they are handed back
+drain_grace_s = 30                  # the agent's own shutdown (SIGTERM) only: how long running sessions may go on
+                                    # before they are handed back for their seats to resume elsewhere. A provider's
+                                    # drain (DrainHost) never ends sessions here: the broker moves them at its deadline
 
 [tls]                               # mutual TLS with the broker: this host's certificate (CN = host_id, OU = agent),
 cert = "host-a1.pem"                # its key, and the CA bundle that signed the brokers; paths relative to this file.
@@ -101,6 +103,8 @@ class AgentConfig:
     games_cached: tuple[str, ...] = ("demo",)
     media_addresses: tuple[str, ...] = ("127.0.0.1",)
     codec: str = "auto"
+    # On the agent's own shutdown (SIGTERM), how long running sessions may go on before they are handed back
+    # HOST_DRAINED; a provider's drain never ends sessions here (the broker moves them at its deadline).
     drain_grace_s: float = 30.0
     ice_servers: tuple[IceServerConfig, ...] = ()
     sources: tuple[tuple[str, SourceConfig], ...] = ()

@@ -5,7 +5,7 @@ the broker the same way (CHANNEL_OPTIONS), so neither side needs a message to st
 only what the broker needs (gpu_agent.reports decides): session moves, coalesced over REPORT_WINDOW_S, and a
 Heartbeat (load and stream stats) every interval while the host runs sessions, at once when its cached images or
 its draining flag change, and when its load moved by 0.15 or more. An idle host with steady load sends nothing.
-An agent that leaves on purpose (SIGTERM's drain, `stop`) sends what it holds, then Goodbye, then half-closes: the
+An agent that leaves on purpose (SIGTERM's shutdown, `stop`) sends what it holds, then Goodbye, then half-closes: the
 broker marks the host offline at once. A link that ends any other way is, to the broker, lost.
 
 The epoch is chosen once per process (its start time in microseconds), so a restarted agent always presents a newer
@@ -232,7 +232,8 @@ class BrokerLink:
                     reconnect=self.connections > 1,
                 )
                 self.registered.set()
-                self.sessions.draining = self.sessions.draining or registered.drained
+                # The provider's drain as the broker holds it (a drain or undrain may have come while away).
+                self.sessions.drained = registered.drained
                 await self._serve(link, registered)
             except aio.AioRpcError as exc:
                 self._refused(exc)
@@ -384,7 +385,8 @@ class BrokerLink:
                 self._negotiations.add(task)
                 task.add_done_callback(self._negotiations.discard)
             elif kind == "drain":
-                self.sessions.draining = msg.drain.drained
+                # Nothing new here; running sessions go on (the broker moves them at a deadline: broker.drain).
+                self.sessions.drained = msg.drain.drained
                 log.info("drain set by the provider", drained=msg.drain.drained)
             elif kind == "prewarm":
                 p = msg.prewarm

@@ -47,6 +47,11 @@ class SessionManager:
         self._media_config = media_config
         self._report = report
         self.sessions: dict[str, RunningSession] = {}
+        # Two reasons to take nothing new, kept apart: the provider drained the host (FleetService.DrainHost; the
+        # broker's DrainCommand, cleared by an undrain) — running sessions go on, and the broker moves them at the
+        # drain's deadline, never this agent —; and this agent is shutting down (SIGTERM: shut_down), which no
+        # undrain reverses and which heartbeats report as `draining`.
+        self.drained = False
         self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         # The installed image tree of a game, if the host holds one, and fetching one for a cold start (the link
@@ -60,8 +65,9 @@ class SessionManager:
         sid = cmd.session_id
         if sid in self.sessions:
             return  # the broker resends a start after a reconnect; it is running already
-        if self.draining:
-            self._end(sid, R.END_REASON_REFUSED_BY_HOST, "the host is draining")
+        if self.draining or self.drained:
+            why = "the host is shutting down" if self.draining else "the host is drained by its provider"
+            self._end(sid, R.END_REASON_REFUSED_BY_HOST, why)
             return
         if len(self.sessions) >= self._config.slots:
             self._end(sid, R.END_REASON_REFUSED_BY_HOST, "no free slot on the host")
@@ -181,8 +187,10 @@ class SessionManager:
         self._end(session_id, reason, detail)
         self._spawn(self._close(session))
 
-    async def drain(self, grace_s: float) -> None:
-        """Take nothing new; let running sessions go on for grace_s, then hand the rest back (HOST_DRAINED)."""
+    async def shut_down(self, grace_s: float) -> None:
+        """The agent is leaving (SIGTERM): take nothing new; let running sessions go on for grace_s (the config's
+        drain_grace_s), then hand the rest back (HOST_DRAINED), for their seats to resume elsewhere. A provider's
+        drain does not come here: it only sets `drained`."""
         self.draining = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s

@@ -133,6 +133,8 @@ def host(row: Mapping[str, Any]) -> dict[str, Any]:
         "gpu_class": row["gpu_class"],
         "status": row["status"],
         "drained": row["drained"],
+        # A drain's deadline (broker.drain): when the sessions still on the host move; None without one.
+        "drain_deadline": row.get("drain_deadline"),
         "draining": row["draining"],
         "slots": slots,
         "free_slots": row["free_slots"],

@@ -186,6 +186,7 @@ def host(row: Row) -> fleet_pb2.Host:
         last_heartbeat_at=timestamp(row["last_heartbeat_at"]),
         live_sessions=row["live_sessions"],
         agent_version=row["agent_version"],
+        drain_deadline=timestamp(row.get("drain_deadline")),
     )
 
 

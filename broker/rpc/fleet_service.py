@@ -1,7 +1,8 @@
 """FleetService: providers, sites, games, prices, and the provider's view and control of its hosts.
 
 A drain or undrain is a change in the database; its trigger tells every replica (broker.hub), and the one holding the
-host's agent link sends the agent the command (broker.agents), whichever replica served the call.
+host's agent link sends the agent the command (broker.agents), whichever replica served the call. A drain's deadline
+is kept there too and enforced by the placement leader (broker.drain).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from cloudseat import validate as v
 from cloudseat.v1 import fleet_pb2, fleet_pb2_grpc
 from grpc import aio
 
-from broker import auth
+from broker import auth, drain
 from broker.rpc import convert
 from broker.store import fleet as fleet_store
 from broker.store import games as game_store
@@ -105,9 +106,10 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
     ) -> fleet_pb2.Host:
         host_id = v.ident(request.host_id, "host_id")
         reason = v.text(request.reason, "reason")
+        deadline_s = _deadline_s(request.deadline_s)
         await self._own_host(host_id)
-        row = await fleet_store.set_drained(self._pool, host_id, True, reason)
-        log.info("host drained", host_id=host_id, reason=reason)
+        row = await fleet_store.set_drained(self._pool, host_id, True, reason, deadline_s)
+        log.info("host drained", host_id=host_id, reason=reason, deadline_s=deadline_s)
         return convert.host(row)
 
     async def UndrainHost(
@@ -147,6 +149,15 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
             owner = await fleet_store.host_provider(self._pool, host_id)
             caller.require_owner(owner, "host_id", "host", host_id)
+
+
+def _deadline_s(value: int) -> int | None:
+    """A drain's deadline in seconds from now, None for none (0); checked against broker.drain's bound."""
+    if value > drain.MAX_DEADLINE_S:
+        raise errors.InvalidArgument(
+            "deadline_s", f"must be at most {drain.MAX_DEADLINE_S} seconds (a week); 0 means no deadline"
+        )
+    return value or None
 
 
 # One call enrols a site's whole fleet by id; beyond this, a prefix (one row for any number of hosts).

@@ -13,10 +13,11 @@ from cloudseat import validate as v
 from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
-from broker import auth, guard, hub, patron_time
-from broker.lifecycle import EndReason, State
+from broker import auth, drain, guard, hub, patron_time
+from broker.lifecycle import ON_HOST, EndReason, State
 from broker.links import LinkRegistry
 from broker.rpc import convert, forward
+from broker.store import drains as drain_store
 from broker.store import hosts as host_store
 from broker.store import metering as metering_store
 from broker.store import patron_time as patron_time_store
@@ -43,6 +44,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         tokens: auth.SessionTokens | None = None,
         forwarder: forward.Forwarder | None = None,
         patron_time_config: patron_time.PatronTimeConfig | None = None,
+        drain_config: drain.DrainConfig | None = None,
         start_db_wait_s: float | None = None,
     ) -> None:
         self._pool = pool
@@ -57,6 +59,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         self._tokens = tokens or auth.SessionTokens(None, None)
         self._forwarder = forwarder
         self._patron_time = patron_time_config or patron_time.PatronTimeConfig()
+        self._drain = drain_config or drain.DrainConfig()
 
     async def StartSession(
         self, request: session_pb2.StartSessionRequest, context: aio.ServicerContext
@@ -124,25 +127,30 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         sid = v.session_id(request.session_id)
         async with self._hub.watch(sid) as changes:
             # Subscribed first, read second: a change in between arrives on the queue, and the seq check drops
-            # notifications older than what was read (a change of paid time keeps the seq: it is read too).
-            row: hub.Change = dict(await session_store.get(self._pool, sid))
+            # notifications older than what was read (a change of paid time, or of the host's drain deadline,
+            # keeps the seq: it is read too). The row carries its host's drain deadline (broker.drain).
+            row: hub.Change = dict(await drain_store.watched_session(self._pool, sid))
             auth.caller().require_session(row)
             position = (0, 0)
             sent: tuple[object, ...] | None = None
             clock = _PatronClock(self._pool, self._patron_time)
+            move_clock = _MoveClock(self._drain)
             while True:
                 shown = position if row["state"] == "PENDING" else (0, 0)
                 reading = await clock.read(row)
-                key = (row["seq"], row["pending_reason"], shown, row.get("paid_time_s"))
+                move = move_clock.read(row)
+                key = (row["seq"], row["pending_reason"], shown, row.get("paid_time_s"), row.get("moves_at"))
                 news = reading is not None and (reading.warning_s is not None or reading.announce_time_up)
+                news = news or (move is not None and move.warning_s is not None)
                 if key != sent or news:
-                    yield _update(row, shown, reading)
+                    yield _update(row, shown, reading, move)
                     sent = key
                 if row["state"] == "ENDED":
                     return
+                due = [r.next_due_s for r in (reading, move) if r is not None and r.next_due_s is not None]
                 try:
                     # Wake for the next warning (or the time up) when nothing changes before it.
-                    async with asyncio.timeout(reading.next_due_s if reading is not None else None):
+                    async with asyncio.timeout(min(due) if due else None):
                         item = await changes.get()
                 except TimeoutError:
                     continue
@@ -152,7 +160,7 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
                     position = (item.position, item.total)
                 elif isinstance(item, hub.Resync) or item["seq"] >= row["seq"]:
                     # A change says what moved, not the whole session: read it (a resync may have missed some).
-                    row = dict(await session_store.get(self._pool, sid))
+                    row = dict(await drain_store.watched_session(self._pool, sid))
 
     async def Negotiate(
         self, request: session_pb2.NegotiateRequest, context: aio.ServicerContext
@@ -251,7 +259,10 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
 
 
 def _update(
-    row: hub.Change, shown: tuple[int, int], reading: patron_time.Reading | None
+    row: hub.Change,
+    shown: tuple[int, int],
+    reading: patron_time.Reading | None,
+    move: patron_time.Reading | None = None,
 ) -> session_pb2.SessionUpdate:
     update = session_pb2.SessionUpdate(
         session=convert.session(row), queue_position=shown[0], queue_length=shown[1]
@@ -265,6 +276,11 @@ def _update(
             update.warnings.append(patron_time.warning_text(reading.warning_s))
         if reading.announce_time_up:
             update.warnings.append(patron_time.time_up_text(reading.grace_left_s))
+    if move is not None:
+        update.move_in_s = move.time_left_s
+        if move.warning_s is not None:
+            update.move_warning_s = int(move.warning_s)
+            update.warnings.append(drain.warning_text(move.warning_s))
     return update
 
 
@@ -290,6 +306,32 @@ class _PatronClock:
             left = await patron_time_store.seconds_until(self._pool, deadline)
             self._deadline, self._at = deadline, loop.time() + left
         reading = patron_time.read(self._at - loop.time(), self._config, self._announced)
+        self._announced = reading.announced
+        return reading
+
+
+class _MoveClock:
+    """One watcher's view of its host's drain deadline (broker.drain): measured by the database clock when the
+    session is read with a new deadline (the read gives the seconds until it), counted down on the event loop's clock
+    in between; and the warnings this watcher has given."""
+
+    def __init__(self, config: drain.DrainConfig) -> None:
+        self._config = config
+        self._deadline: dt.datetime | None = None
+        self._at = 0.0  # loop time of the deadline
+        self._announced: frozenset[float] = frozenset()
+
+    def read(self, row: hub.Change) -> patron_time.Reading | None:
+        """None while the session's host has no drain deadline (or the session holds no host)."""
+        deadline = _instant(row.get("moves_at"))
+        left = row.get("moves_in_s")
+        if deadline is None or left is None or row["state"] not in ON_HOST:
+            self._deadline, self._announced = None, frozenset()
+            return None
+        loop = asyncio.get_running_loop()
+        if deadline != self._deadline:
+            self._deadline, self._at = deadline, loop.time() + float(left)
+        reading = drain.read(self._at - loop.time(), self._config, self._announced)
         self._announced = reading.announced
         return reading
 

@@ -111,13 +111,29 @@ async def list_hosts(
     return rows
 
 
-async def set_drained(pool: asyncpg.Pool, host_id: str, drained: bool, reason: str = "") -> asyncpg.Record:
-    """Drain (no new sessions) or undrain a host; repeating either is a no-op."""
+async def set_drained(
+    pool: asyncpg.Pool, host_id: str, drained: bool, reason: str = "", deadline_s: int | None = None
+) -> asyncpg.Record:
+    """Drain (no new sessions) or undrain a host. A drain replaces the one in force: with a deadline `deadline_s`
+    seconds from now by the database's clock (broker.drain: the sessions still there then move), or none (they go
+    on until they end); an undrain clears it. Repeating either is a no-op; audited with the deadline."""
     async with transaction(pool) as conn:
-        await required_value(
-            conn, "set_drained", host_id, drained, missing=errors.NotFound.of("host_id", "host", host_id)
+        row = await required_row(
+            conn,
+            "set_drain",
+            host_id,
+            drained,
+            deadline_s,
+            missing=errors.NotFound.of("host_id", "host", host_id),
         )
-        await audit.write(conn, "host.drain" if drained else "host.undrain", f"host:{host_id}", reason=reason)
+        if row["drain_deadline"] is not None:
+            await audit.write(
+                conn, "host.drain", f"host:{host_id}", reason=reason, deadline=row["drain_deadline"]
+            )
+        elif drained:
+            await audit.write(conn, "host.drain", f"host:{host_id}", reason=reason)
+        else:
+            await audit.write(conn, "host.undrain", f"host:{host_id}", reason=reason)
     return await get_host(pool, host_id)
 
 

@@ -129,6 +129,31 @@ async def test_drain_then_kill_and_restart_under_a_new_epoch(world: BrokerClient
         assert ended.end_reason == common_pb2.END_REASON_HOST_LOST
 
 
+async def test_a_providers_drain_lets_sessions_go_on_past_the_agents_grace_until_the_deadline(
+    world: BrokerClient, launch: Launch
+) -> None:
+    proc = await launch()  # drain_grace_s = 1: the agent's own shutdown grace, not the provider's drain
+    await _online(world, "agent-1")
+    started = await world.start_session("cafe", "s1", "demo")
+    sid = started.session.session_id
+    await world.wait_for(sid, S.SESSION_STATE_READY, timeout_s=20)
+    drained = await world.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id="agent-1", deadline_s=4))
+    assert drained.drained and drained.HasField("drain_deadline")
+    # Well past the agent's grace, the session goes on: only the broker moves it, at the deadline.
+    with pytest.raises(TimeoutError):
+        await world.wait_for(sid, S.SESSION_STATE_ENDED, timeout_s=2.5)
+    ended = await world.wait_for(sid, S.SESSION_STATE_ENDED, timeout_s=20)
+    assert ended.end_reason == common_pb2.END_REASON_HOST_DRAINED
+    assert ended.ended_at.ToMicroseconds() >= drained.drain_deadline.ToMicroseconds()
+    # The agent let go of it (stopped by the broker) and stays up: undrained, it takes both its slots again.
+    await world.fleet.UndrainHost(fleet_pb2.UndrainHostRequest(host_id="agent-1"))
+    for seat in ("s2", "s3"):
+        again = await world.start_session("cafe", seat, "demo")
+        ready = await world.wait_for(again.session.session_id, S.SESSION_STATE_READY, timeout_s=20)
+        assert ready.state == S.SESSION_STATE_READY and ready.host_id == "agent-1"
+    assert proc.returncode is None
+
+
 async def test_sigterm_drains_and_hands_sessions_back(world: BrokerClient, launch: Launch) -> None:
     proc = await launch()
     await _online(world, "agent-1")

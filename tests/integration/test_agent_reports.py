@@ -158,7 +158,7 @@ async def test_leaving_sends_what_it_holds_then_goodbye_then_half_closes(agent: 
     await agent.conn.until(lambda c: len(_events(c, sid)) >= 1)
 
     # As SIGTERM does (gpu_agent.cli): drain, hand the sessions back, leave.
-    await agent.sessions.drain(0)
+    await agent.sessions.shut_down(0)
     await agent.link.stop(flush_s=5)
 
     assert agent.conn.ended == "half-closed"
@@ -166,3 +166,29 @@ async def test_leaving_sends_what_it_holds_then_goodbye_then_half_closes(agent: 
     assert kinds[-1] == "goodbye" and kinds.count("goodbye") == 1
     ended = _events(agent.conn, sid)[-1]
     assert ended.state == S.SESSION_STATE_ENDED and ended.end_reason == common_pb2.END_REASON_HOST_DRAINED
+
+
+async def test_a_providers_drain_refuses_new_sessions_but_is_not_the_agents_own_draining(agent: Agent) -> None:
+    running = str(uuid.uuid4())
+    agent.conn.send(_start(running))
+    await agent.conn.until(lambda c: len(_events(c, running)) >= 1)
+
+    agent.conn.send(agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=True)))
+    refused = str(uuid.uuid4())
+    agent.conn.send(_start(refused))
+    await agent.conn.until(lambda c: len(_events(c, refused)) >= 1)
+    ended = _events(agent.conn, refused)[-1]
+    assert ended.state == S.SESSION_STATE_ENDED and ended.end_reason == common_pb2.END_REASON_REFUSED_BY_HOST
+    assert ended.detail == "the host is drained by its provider"
+    # The running session goes on (the broker moves it at a deadline), and the host does not say it is leaving.
+    assert running in agent.sessions.sessions and not agent.sessions.draining
+    assert not any(hb.draining for hb in agent.beats)
+
+    # Shutting down is the agent's own: an undrain does not reopen a host that is leaving.
+    agent.sessions.draining = True
+    agent.conn.send(agent_pb2.BrokerMessage(drain=agent_pb2.DrainCommand(drained=False)))
+    await agent.conn.until(lambda _c: not agent.sessions.drained)
+    late = str(uuid.uuid4())
+    agent.conn.send(_start(late))
+    await agent.conn.until(lambda c: len(_events(c, late)) >= 1)
+    assert _events(agent.conn, late)[-1].detail == "the host is shutting down"

@@ -374,7 +374,15 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         await provider.fill("#drain-reason", "fan swap")
         await provider.click('#hosts tr[data-host="host-1"] button.drain')
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="true"]')
-        assert "drained" in await provider.locator('#hosts tr[data-host="host-1"] .host-state').inner_text()
+        state = provider.locator('#hosts tr[data-host="host-1"] .host-state')
+        assert "drained" in await state.inner_text() and "left, no deadline" in await state.inner_text()
+        # A deadline set through the API shows live: the sessions left and when they move (broker.drain).
+        await region.op.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id="host-1", deadline_s=3600))
+        await provider.wait_for_function(
+            """() => document.querySelector('#hosts tr[data-host="host-1"] .host-state')
+                     .textContent.includes('moving at')"""
+        )
+        assert " left, moving at " in await state.inner_text()
         await provider.screenshot(path=str(artifacts_dir / "console-provider.png"), full_page=True)
         # The audit trail page: the provider's own rows, the drain just made among them.
         await provider.goto(f"{region.url}#audit")

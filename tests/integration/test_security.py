@@ -547,6 +547,8 @@ async def test_another_tenants_ids_answer_exactly_as_unknown_ones(
     probes: list[tuple[BrokerClient, Callable[[str], Awaitable[Any]], str, str]] = [
         (other, lambda h: other.fleet.GetHost(fleet_pb2.GetHostRequest(host_id=h)), "host-1", "host-0"),
         (other, lambda h: other.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id=h)), "host-1", "host-0"),
+        (other, lambda h: other.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id=h, deadline_s=60)), "host-1",
+         "host-0"),
         (other, lambda h: other.fleet.UndrainHost(fleet_pb2.UndrainHostRequest(host_id=h)), "host-1", "host-0"),
         (other, lambda s: other.fleet.SetPrice(price(s)), "prov-site", "no-site"),
         (other, lambda s: other.prewarm_game(s, "demo"), "prov-site", "no-site"),
@@ -563,7 +565,8 @@ async def test_another_tenants_ids_answer_exactly_as_unknown_ones(
         assert code is code_unknown is grpc.StatusCode.NOT_FOUND, (theirs, details, details_unknown)
         assert details.replace(theirs, "ID") == details_unknown.replace(unknown, "ID"), (details, details_unknown)
     # Nothing changed on the way: the host is not drained, the lease and the session are as they were.
-    assert not (await prov.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))).drained
+    theirs = await prov.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
+    assert not theirs.drained and not theirs.HasField("drain_deadline")
     assert [x.state for x in (await prov.leases.ListLeases(lease_pb2.ListLeasesRequest())).leases] == [
         lease_pb2.LEASE_STATE_ACTIVE
     ]

@@ -260,7 +260,7 @@ function renderFleet(fleet) {
     const tr = hosts.insertRow();
     tr.dataset.host = h.host_id;
     tr.dataset.drained = String(h.drained);
-    const state = h.status + (h.drained ? ', drained' : '') + (h.draining ? ', draining' : '');
+    const state = h.status + (h.drained ? `, ${drainNote(h)}` : '') + (h.draining ? ', draining' : '');
     cell(tr, h.host_id); cell(tr, h.site_id); cell(tr, h.gpu_class); cell(tr, state).className = 'host-state';
     cell(tr, `${h.sessions} (${h.slots - h.free_slots}/${h.slots} slots)`); cell(tr, pct(h.utilisation));
     cell(tr, pct(h.gpu_load));
@@ -274,6 +274,13 @@ function renderFleet(fleet) {
     window.cloudseatConsole.hosts[h.host_id] = { status: h.status, drained: h.drained, sessions: h.sessions };
   }
   window.cloudseatConsole.ready = true;
+}
+
+// A drained host: the sessions still on it and when they move (the drain's deadline), or that they go on.
+function drainNote(h) {
+  const left = `${h.sessions} session${h.sessions === 1 ? '' : 's'} left`;
+  const when = h.drain_deadline ? `moving at ${new Date(h.drain_deadline).toLocaleString()}` : 'no deadline';
+  return `drained: ${left}, ${when}`;
 }
 
 let refreshFleet = null;

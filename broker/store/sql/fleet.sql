@@ -13,15 +13,13 @@ ON CONFLICT (site_id, gpu_class) DO UPDATE
 RETURNING *, price_in_force(price_micros, bands, utc_offset_minutes, now()) AS price_now_micros;
 
 -- name: get_host
-SELECT v.*, h.images_cached, h.image_fetches FROM host_view v JOIN hosts h USING (host_id) WHERE v.host_id = $1;
+SELECT v.*, h.images_cached, h.image_fetches, h.drain_deadline FROM host_view v JOIN hosts h USING (host_id)
+WHERE v.host_id = $1;
 
 -- name: list_hosts
-SELECT v.*, h.images_cached, h.image_fetches FROM host_view v JOIN hosts h USING (host_id)
+SELECT v.*, h.images_cached, h.image_fetches, h.drain_deadline FROM host_view v JOIN hosts h USING (host_id)
 WHERE ($1::text IS NULL OR v.provider_id = $1) AND ($2::text IS NULL OR v.site_id = $2)
 ORDER BY v.host_id;
-
--- name: set_drained
-UPDATE hosts SET drained = $2 WHERE host_id = $1 RETURNING host_id;
 
 -- name: site_exists
 SELECT provider_id FROM sites WHERE site_id = $1;

@@ -131,7 +131,7 @@ class Gpu(_message.Message):
     def __init__(self, model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., encoder_engines: _Optional[int] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining", "images_cached", "image_fetches")
+    __slots__ = ("host_id", "provider_id", "site_id", "gpu_class", "status", "drained", "slots", "free_slots", "price_micros_per_slot_hour", "games_cached", "gpus", "epoch", "last_heartbeat_at", "live_sessions", "agent_version", "draining", "images_cached", "image_fetches", "drain_deadline")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,7 @@ class Host(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     IMAGES_CACHED_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FETCHES_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     provider_id: str
     site_id: str
@@ -168,7 +169,8 @@ class Host(_message.Message):
     draining: bool
     images_cached: _containers.RepeatedScalarFieldContainer[str]
     image_fetches: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageFetch]
-    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ..., images_cached: _Optional[_Iterable[str]] = ..., image_fetches: _Optional[_Iterable[_Union[_common_pb2.ImageFetch, _Mapping]]] = ...) -> None: ...
+    drain_deadline: _timestamp_pb2.Timestamp
+    def __init__(self, host_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., status: _Optional[_Union[HostStatus, str]] = ..., drained: bool = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., price_micros_per_slot_hour: _Optional[int] = ..., games_cached: _Optional[_Iterable[str]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., epoch: _Optional[int] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., live_sessions: _Optional[int] = ..., agent_version: _Optional[str] = ..., draining: bool = ..., images_cached: _Optional[_Iterable[str]] = ..., image_fetches: _Optional[_Iterable[_Union[_common_pb2.ImageFetch, _Mapping]]] = ..., drain_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
     __slots__ = ("provider_id", "name")
@@ -261,12 +263,14 @@ class ListHostsResponse(_message.Message):
     def __init__(self, hosts: _Optional[_Iterable[_Union[Host, _Mapping]]] = ...) -> None: ...
 
 class DrainHostRequest(_message.Message):
-    __slots__ = ("host_id", "reason")
+    __slots__ = ("host_id", "reason", "deadline_s")
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     host_id: str
     reason: str
-    def __init__(self, host_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    deadline_s: int
+    def __init__(self, host_id: _Optional[str] = ..., reason: _Optional[str] = ..., deadline_s: _Optional[int] = ...) -> None: ...
 
 class UndrainHostRequest(_message.Message):
     __slots__ = ("host_id",)

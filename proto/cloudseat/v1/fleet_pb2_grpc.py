@@ -139,14 +139,20 @@ class FleetServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def DrainHost(self, request, context):
-        """Stop placing new sessions on a host; running sessions go on. Draining a drained host is a no-op.
+        """Stop placing new sessions on a host, at once. Its running sessions go on until they end; with a deadline
+        (DrainHostRequest.deadline_s), until then at most: their patrons are warned 5 and 1 minute ahead
+        (SessionUpdate.move_warning_s), and at the deadline, by the broker's database clock, the sessions still there
+        end HOST_DRAINED and their seats resume them on other hosts at the front of the queue, with the paid time they
+        had left (StartSessionRequest.resume). The agent never ends a session for a provider's drain on its own. A
+        drain replaces the one in force (its deadline, or none); repeating one is a no-op. The host answers with its
+        deadline and the sessions it still holds (Host.drain_deadline, Host.live_sessions).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UndrainHost(self, request, context):
-        """Place on the host again.
+        """Place on the host again; a deadline not yet reached is cancelled (nothing moves).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

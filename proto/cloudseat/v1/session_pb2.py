@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from cloudseat.v1 import fleet_pb2 as cloudseat_dot_v1_dot_fleet__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudseat/v1/session.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18\x63loudseat/v1/fleet.proto\"\xea\x01\n\x13StartSessionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07seat_id\x18\x03 \x01(\t\x12\x0f\n\x07game_id\x18\x04 \x01(\t\x12\x11\n\tpatron_id\x18\x05 \x01(\t\x12\r\n\x05slots\x18\x06 \x01(\r\x12\x0f\n\x07zone_id\x18\x07 \x01(\t\x12$\n\x06resume\x18\x08 \x01(\x0b\x32\x14.cloudseat.v1.Resume\x12\x13\n\x0bpaid_time_s\x18\t \x01(\r\x12\x1d\n\x15wait_for_placement_ms\x18\n \x01(\r\"3\n\x06Resume\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x94\x01\n\x14StartSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12\x16\n\x0equeue_position\x18\x04 \x01(\r\x12\x14\n\x0cqueue_length\x18\x05 \x01(\r\"@\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"n\n\x12GetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x30\n\x07history\x18\x02 \x03(\x0b\x32\x1f.cloudseat.v1.SessionTransition\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xe0\x01\n\rSessionUpdate\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x16\n\x0equeue_position\x18\x02 \x01(\r\x12\x14\n\x0cqueue_length\x18\x03 \x01(\r\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x18\n\x0btime_left_s\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0etime_warning_s\x18\x06 \x01(\r\x12\x0f\n\x07time_up\x18\x07 \x01(\x08\x12\x14\n\x0cgrace_left_s\x18\x08 \x01(\rB\x0e\n\x0c_time_left_s\"n\n\x10NegotiateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12/\n\x05offer\x18\x03 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"E\n\x11NegotiateResponse\x12\x30\n\x06\x61nswer\x18\x01 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"N\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"<\n\x12\x45ndSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\"r\n\x18ReportStreamStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12+\n\x07samples\x18\x03 \x03(\x0b\x32\x1a.cloudseat.v1.StreamSample\"c\n\x0cStreamSample\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x13\n\x06rtt_ms\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_rtt_ms\"-\n\x19ReportStreamStatsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\x12\n\x10ListGamesRequest\"6\n\x11ListGamesResponse\x12!\n\x05games\x18\x01 \x03(\x0b\x32\x12.cloudseat.v1.Game2\xdd\x04\n\x0eSessionService\x12U\n\x0cStartSession\x12!.cloudseat.v1.StartSessionRequest\x1a\".cloudseat.v1.StartSessionResponse\x12O\n\nGetSession\x12\x1f.cloudseat.v1.GetSessionRequest\x1a .cloudseat.v1.GetSessionResponse\x12P\n\x0cWatchSession\x12!.cloudseat.v1.WatchSessionRequest\x1a\x1b.cloudseat.v1.SessionUpdate0\x01\x12L\n\tNegotiate\x12\x1e.cloudseat.v1.NegotiateRequest\x1a\x1f.cloudseat.v1.NegotiateResponse\x12O\n\nEndSession\x12\x1f.cloudseat.v1.EndSessionRequest\x1a .cloudseat.v1.EndSessionResponse\x12L\n\tListGames\x12\x1e.cloudseat.v1.ListGamesRequest\x1a\x1f.cloudseat.v1.ListGamesResponse\x12\x64\n\x11ReportStreamStats\x12&.cloudseat.v1.ReportStreamStatsRequest\x1a\'.cloudseat.v1.ReportStreamStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudseat/v1/session.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18\x63loudseat/v1/fleet.proto\"\xea\x01\n\x13StartSessionRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08venue_id\x18\x02 \x01(\t\x12\x0f\n\x07seat_id\x18\x03 \x01(\t\x12\x0f\n\x07game_id\x18\x04 \x01(\t\x12\x11\n\tpatron_id\x18\x05 \x01(\t\x12\r\n\x05slots\x18\x06 \x01(\r\x12\x0f\n\x07zone_id\x18\x07 \x01(\t\x12$\n\x06resume\x18\x08 \x01(\x0b\x32\x14.cloudseat.v1.Resume\x12\x13\n\x0bpaid_time_s\x18\t \x01(\r\x12\x1d\n\x15wait_for_placement_ms\x18\n \x01(\r\"3\n\x06Resume\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\x94\x01\n\x14StartSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12\x16\n\x0equeue_position\x18\x04 \x01(\r\x12\x14\n\x0cqueue_length\x18\x05 \x01(\r\"@\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"n\n\x12GetSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x30\n\x07history\x18\x02 \x03(\x0b\x32\x1f.cloudseat.v1.SessionTransition\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9e\x02\n\rSessionUpdate\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x16\n\x0equeue_position\x18\x02 \x01(\r\x12\x14\n\x0cqueue_length\x18\x03 \x01(\r\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x18\n\x0btime_left_s\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0etime_warning_s\x18\x06 \x01(\r\x12\x0f\n\x07time_up\x18\x07 \x01(\x08\x12\x14\n\x0cgrace_left_s\x18\x08 \x01(\r\x12\x16\n\tmove_in_s\x18\t \x01(\rH\x01\x88\x01\x01\x12\x16\n\x0emove_warning_s\x18\n \x01(\rB\x0e\n\x0c_time_left_sB\x0c\n\n_move_in_s\"n\n\x10NegotiateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12/\n\x05offer\x18\x03 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"E\n\x11NegotiateResponse\x12\x30\n\x06\x61nswer\x18\x01 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"N\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"<\n\x12\x45ndSessionResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\"r\n\x18ReportStreamStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12+\n\x07samples\x18\x03 \x03(\x0b\x32\x1a.cloudseat.v1.StreamSample\"c\n\x0cStreamSample\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x13\n\x06rtt_ms\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_rtt_ms\"-\n\x19ReportStreamStatsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\x12\n\x10ListGamesRequest\"6\n\x11ListGamesResponse\x12!\n\x05games\x18\x01 \x03(\x0b\x32\x12.cloudseat.v1.Game2\xdd\x04\n\x0eSessionService\x12U\n\x0cStartSession\x12!.cloudseat.v1.StartSessionRequest\x1a\".cloudseat.v1.StartSessionResponse\x12O\n\nGetSession\x12\x1f.cloudseat.v1.GetSessionRequest\x1a .cloudseat.v1.GetSessionResponse\x12P\n\x0cWatchSession\x12!.cloudseat.v1.WatchSessionRequest\x1a\x1b.cloudseat.v1.SessionUpdate0\x01\x12L\n\tNegotiate\x12\x1e.cloudseat.v1.NegotiateRequest\x1a\x1f.cloudseat.v1.NegotiateResponse\x12O\n\nEndSession\x12\x1f.cloudseat.v1.EndSessionRequest\x1a .cloudseat.v1.EndSessionResponse\x12L\n\tListGames\x12\x1e.cloudseat.v1.ListGamesRequest\x1a\x1f.cloudseat.v1.ListGamesResponse\x12\x64\n\x11ReportStreamStats\x12&.cloudseat.v1.ReportStreamStatsRequest\x1a\'.cloudseat.v1.ReportStreamStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,25 +47,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHSESSIONREQUEST']._serialized_start=749
   _globals['_WATCHSESSIONREQUEST']._serialized_end=790
   _globals['_SESSIONUPDATE']._serialized_start=793
-  _globals['_SESSIONUPDATE']._serialized_end=1017
-  _globals['_NEGOTIATEREQUEST']._serialized_start=1019
-  _globals['_NEGOTIATEREQUEST']._serialized_end=1129
-  _globals['_NEGOTIATERESPONSE']._serialized_start=1131
-  _globals['_NEGOTIATERESPONSE']._serialized_end=1200
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1202
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1280
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1282
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1342
-  _globals['_REPORTSTREAMSTATSREQUEST']._serialized_start=1344
-  _globals['_REPORTSTREAMSTATSREQUEST']._serialized_end=1458
-  _globals['_STREAMSAMPLE']._serialized_start=1460
-  _globals['_STREAMSAMPLE']._serialized_end=1559
-  _globals['_REPORTSTREAMSTATSRESPONSE']._serialized_start=1561
-  _globals['_REPORTSTREAMSTATSRESPONSE']._serialized_end=1606
-  _globals['_LISTGAMESREQUEST']._serialized_start=1608
-  _globals['_LISTGAMESREQUEST']._serialized_end=1626
-  _globals['_LISTGAMESRESPONSE']._serialized_start=1628
-  _globals['_LISTGAMESRESPONSE']._serialized_end=1682
-  _globals['_SESSIONSERVICE']._serialized_start=1685
-  _globals['_SESSIONSERVICE']._serialized_end=2290
+  _globals['_SESSIONUPDATE']._serialized_end=1079
+  _globals['_NEGOTIATEREQUEST']._serialized_start=1081
+  _globals['_NEGOTIATEREQUEST']._serialized_end=1191
+  _globals['_NEGOTIATERESPONSE']._serialized_start=1193
+  _globals['_NEGOTIATERESPONSE']._serialized_end=1262
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1264
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1342
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1344
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1404
+  _globals['_REPORTSTREAMSTATSREQUEST']._serialized_start=1406
+  _globals['_REPORTSTREAMSTATSREQUEST']._serialized_end=1520
+  _globals['_STREAMSAMPLE']._serialized_start=1522
+  _globals['_STREAMSAMPLE']._serialized_end=1621
+  _globals['_REPORTSTREAMSTATSRESPONSE']._serialized_start=1623
+  _globals['_REPORTSTREAMSTATSRESPONSE']._serialized_end=1668
+  _globals['_LISTGAMESREQUEST']._serialized_start=1670
+  _globals['_LISTGAMESREQUEST']._serialized_end=1688
+  _globals['_LISTGAMESRESPONSE']._serialized_start=1690
+  _globals['_LISTGAMESRESPONSE']._serialized_end=1744
+  _globals['_SESSIONSERVICE']._serialized_start=1747
+  _globals['_SESSIONSERVICE']._serialized_end=2352
 # @@protoc_insertion_point(module_scope)

@@ -80,7 +80,7 @@ class WatchSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class SessionUpdate(_message.Message):
-    __slots__ = ("session", "queue_position", "queue_length", "warnings", "time_left_s", "time_warning_s", "time_up", "grace_left_s")
+    __slots__ = ("session", "queue_position", "queue_length", "warnings", "time_left_s", "time_warning_s", "time_up", "grace_left_s", "move_in_s", "move_warning_s")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,8 @@ class SessionUpdate(_message.Message):
     TIME_WARNING_S_FIELD_NUMBER: _ClassVar[int]
     TIME_UP_FIELD_NUMBER: _ClassVar[int]
     GRACE_LEFT_S_FIELD_NUMBER: _ClassVar[int]
+    MOVE_IN_S_FIELD_NUMBER: _ClassVar[int]
+    MOVE_WARNING_S_FIELD_NUMBER: _ClassVar[int]
     session: _common_pb2.Session
     queue_position: int
     queue_length: int
@@ -97,7 +99,9 @@ class SessionUpdate(_message.Message):
     time_warning_s: int
     time_up: bool
     grace_left_s: int
-    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., time_left_s: _Optional[int] = ..., time_warning_s: _Optional[int] = ..., time_up: bool = ..., grace_left_s: _Optional[int] = ...) -> None: ...
+    move_in_s: int
+    move_warning_s: int
+    def __init__(self, session: _Optional[_Union[_common_pb2.Session, _Mapping]] = ..., queue_position: _Optional[int] = ..., queue_length: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., time_left_s: _Optional[int] = ..., time_warning_s: _Optional[int] = ..., time_up: bool = ..., grace_left_s: _Optional[int] = ..., move_in_s: _Optional[int] = ..., move_warning_s: _Optional[int] = ...) -> None: ...
 
 class NegotiateRequest(_message.Message):
     __slots__ = ("session_id", "session_token", "offer")
