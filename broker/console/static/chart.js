@@ -54,8 +54,9 @@
       return;
     }
     const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
-    const top = options.max ?? Math.max(1e-9, ...values);
-    const step = niceStep(top, 4);
+    // An all-zero span still gets a scale of whole units (0 to 1), not gridlines a billionth apart.
+    const top = options.max ?? Math.max(0, ...values);
+    const step = niceStep(top > 0 ? top : 4, 4);
     const yMax = options.max ?? Math.max(step, Math.ceil(top / step) * step);
     const t0 = times[0], t1 = times[times.length - 1];
     const x = (t) => M.left + ((t - t0) / Math.max(1, t1 - t0)) * (W - M.left - M.right);
