@@ -14,7 +14,8 @@ import datetime as dt
 
 import pytest
 from cloudseat.client import BrokerClient
-from cloudseat.v1 import common_pb2, fleet_pb2
+from cloudseat.v1 import billing_pb2, common_pb2, fleet_pb2
+from google.protobuf import timestamp_pb2
 
 from broker import metering
 from broker.config import BrokerConfig
@@ -36,6 +37,12 @@ PER_S = 10_000
 @pytest.fixture
 def broker_config(db_url: str) -> BrokerConfig:
     return dataclasses.replace(FAST, database_url=db_url, metering=POLICY)
+
+
+def ts(at: dt.datetime) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(at)
+    return t
 
 
 async def price(world: BrokerClient, site: str, currency: str) -> None:
@@ -114,3 +121,18 @@ async def test_money_is_in_its_currency_today_is_the_venues_and_an_ended_session
     assert [(t["currency"], t["total_micros"]) for t in both["totals"]] == [("CNY", total), ("USD", 60 * PER_S)]
     assert both["summary"]["total"] == f"{total / 1e6:,.2f} CNY" and both["summary"]["total (USD)"] == "0.60 USD"
     assert {row["currency"] for row in both["rows"]} == {"CNY", "USD"}
+
+    # The same over gRPC: a total per currency, no sum across them, and each line and ledger row with its currency.
+    lo, _ = metering.local_day(today - dt.timedelta(days=1), zone)
+    _, hi = metering.local_day(today, zone)
+    span = {"start": ts(lo), "end": ts(hi)}
+    st = await world.billing.GetStatement(billing_pb2.GetStatementRequest(venue_id="cafe", **span))
+    assert [(t.currency, t.total_micros) for t in st.totals] == [("CNY", total), ("USD", 60 * PER_S)]
+    assert (st.currency, st.total_micros) == ("", 0)
+    assert sorted(line.currency for line in st.lines) == ["CNY", "USD"]
+    page = await world.billing.ListLedger(billing_pb2.ListLedgerRequest(venue_id="cafe", **span))
+    assert {e.currency for e in page.entries} == {"CNY", "USD"}
+    one = await world.billing.GetStatement(
+        billing_pb2.GetStatementRequest(venue_id="cafe", start=ts(midnight), end=ts(hi))
+    )
+    assert (one.currency, one.total_micros, len(one.totals)) == ("CNY", total, 1)
