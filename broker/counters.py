@@ -21,6 +21,10 @@ from broker.threats import KINDS
 
 # Upper bounds of the placement-wait histogram's buckets, in seconds (the last is +Inf).
 PLACEMENT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# The parts of a placement round the leader times (broker.scheduler): reading the batch, the hosts, latencies and
+# leases; solving; committing the placements and the reasons. Buckets in seconds (the last is +Inf).
+ROUND_PHASES = ("read", "solve", "commit")
+ROUND_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 NAMES: tuple[str, ...] = (
     "grpc_messages_in",
@@ -32,6 +36,9 @@ NAMES: tuple[str, ...] = (
     *(f"security_alerts_{kind}" for kind in KINDS),
     "placement_wait_ms_sum",
     *(f"placement_wait_le_{i}" for i in range(len(PLACEMENT_BUCKETS_S))),
+    "placement_rounds",
+    *(f"round_{phase}_us_sum" for phase in ROUND_PHASES),
+    *(f"round_{phase}_le_{i}" for phase in ROUND_PHASES for i in range(len(ROUND_BUCKETS_S))),
 )
 _INDEX = {name: i for i, name in enumerate(NAMES)}
 _WIDTH = 8  # bytes per counter
@@ -72,6 +79,17 @@ class Counters:
             if waited_s <= bound:
                 self.add(f"placement_wait_le_{i}")
                 break
+
+    def round_phases(self, seconds: Mapping[str, float]) -> None:
+        """One placement round (or one attempt of it) that spent `seconds[phase]` in each of ROUND_PHASES."""
+        self.add("placement_rounds")
+        for phase in ROUND_PHASES:
+            value = seconds.get(phase, 0.0)
+            self.add(f"round_{phase}_us_sum", round(value * 1e6))
+            for i, bound in enumerate(ROUND_BUCKETS_S):
+                if value <= bound:
+                    self.add(f"round_{phase}_le_{i}")
+                    break
 
     def totals(self) -> Mapping[str, int]:
         """Every counter summed over all processes' rows."""

@@ -13,6 +13,7 @@ typed; turning them into the placement problem is the scheduler's job.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
@@ -42,11 +43,23 @@ class HostRow(NamedTuple):
     gpu_class: str
     free_slots: int
     slots: int
-    #: Per slot-hour, the price in force now (the site's class price for this time of day, else the declared one).
-    price_micros: int
+    #: Per slot-hour, what the host's agent declared: its price where its site has no price for its class
+    #: (the site's price in force comes from `SchedulerStore.prices`, worked out once per price, not per host).
+    declared_price_micros: int
     games_cached: Sequence[str]
     #: Drained or draining: nothing new may go there, but an unplaced request can be told why.
     drained: bool
+
+
+class PriceRow(NamedTuple):
+    """A site's price for a GPU class, as set (FleetService.SetPrice): base, time-of-day bands, their UTC offset."""
+
+    site_id: str
+    gpu_class: str
+    base_micros: int
+    #: [[start_minute, end_minute, price_micros], ...] as stored (jsonb: text or decoded; broker.metering reads both)
+    bands: object
+    utc_offset_minutes: int
 
 
 class LatencyRow(NamedTuple):
@@ -81,6 +94,14 @@ class SchedulerStore(Protocol):
 
     async def hosts_by_id(self, host_ids: Sequence[str]) -> Sequence[HostRow]:
         """The given hosts as `online_hosts` reads them; those no longer online are left out."""
+        ...
+
+    async def price_stamp(self) -> tuple[dt.datetime, object]:
+        """The store's clock now, and any value that changes when a price is set."""
+        ...
+
+    async def prices(self) -> Sequence[PriceRow]:
+        """Every site's price of every GPU class."""
         ...
 
     async def venue_latency_stamps(self, venue_ids: Sequence[str]) -> Mapping[str, object]:

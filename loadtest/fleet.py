@@ -284,6 +284,9 @@ class Window:
     messages_before: int | None = None
     messages_after: int | None = None
     messages_note: str = ""
+    # The leader's placement rounds (fleet_processes.round_phases) just before and just after the window.
+    rounds_before: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    rounds_after: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     site_loss: dict[str, Any] | None = None
     hosts_connected: int = 0
     hosts_connected_min: int = 0
@@ -386,7 +389,9 @@ async def run_window(
         if metrics_url is None:
             win.messages_note = "a broker given with --broker: its /metrics address is not known here"
         else:
-            win.messages_before, win.messages_note = await fleet_processes.read_grpc_messages(metrics_url)
+            win.messages_before, win.messages_note, win.rounds_before = await fleet_processes.read_grpc_messages(
+                metrics_url
+            )
         win.t_zero = t_zero = time.monotonic() + 0.5
         roles = {"agent processes": workers.pids("agents-"), "patron processes": workers.pids("patrons-")}
         meter = fleet_processes.CpuMeter(roles, {"broker": broker_pid, "postgres": postmaster})
@@ -446,7 +451,9 @@ async def _window_ends(
     win.cpu_broker_by_process = meter.by_process.get("broker", {})
     win.broker_processes = meter.processes.get("broker", {})
     if metrics_url is not None and win.messages_before is not None:
-        win.messages_after, win.messages_note = await fleet_processes.read_grpc_messages(metrics_url)
+        win.messages_after, win.messages_note, win.rounds_after = await fleet_processes.read_grpc_messages(
+            metrics_url
+        )
 
 
 async def _watch_window(

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from loadtest import fleet
@@ -232,8 +232,34 @@ def grpc_messages(text: str) -> int | None:
     return round(total) if found else None
 
 
-async def read_grpc_messages(url: str) -> tuple[int | None, str]:
-    """(the broker's gRPC messages so far, '') from its /metrics, or (None, why not)."""
+ROUNDS_SAMPLE = "cloudseat_placement_round_seconds"
+
+
+def round_phases(text: str) -> dict[str, dict[str, Any]]:
+    """The leader's placement rounds so far, per phase, from /metrics text: {phase: {"buckets": [(upper bound s,
+    cumulative count)...], "sum_s", "count"}}; empty for a broker that does not time its rounds."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != ROUNDS_SAMPLE:
+            continue
+        for sample in family.samples:
+            phase = out.setdefault(sample.labels["phase"], {"buckets": [], "sum_s": 0.0, "count": 0})
+            if sample.name.endswith("_bucket"):
+                phase["buckets"].append((float(sample.labels["le"]), round(sample.value)))
+            elif sample.name.endswith("_sum"):
+                phase["sum_s"] = sample.value
+            elif sample.name.endswith("_count"):
+                phase["count"] = round(sample.value)
+    for phase in out.values():
+        phase["buckets"].sort()
+    return out
+
+
+async def read_grpc_messages(url: str) -> tuple[int | None, str, dict[str, dict[str, Any]]]:
+    """(the broker's gRPC messages so far, '', its placement rounds so far: round_phases) from its /metrics, or
+    (None, why not, {})."""
     import urllib.request
 
     def fetch() -> str:
@@ -241,12 +267,14 @@ async def read_grpc_messages(url: str) -> tuple[int | None, str]:
             return str(response.read().decode("utf-8", errors="replace"))
 
     try:
-        count = grpc_messages(await asyncio.to_thread(fetch))
-    except (OSError, ValueError) as exc:
-        return None, f"could not read {url}: {exc}"
+        text = await asyncio.to_thread(fetch)
+        count = grpc_messages(text)
+        rounds = round_phases(text)
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"could not read {url}: {exc}", {}
     if count is None:
-        return None, f"the broker's {url} has no {MESSAGES_SAMPLE} (a broker older than the counter)"
-    return count, ""
+        return None, f"the broker's {url} has no {MESSAGES_SAMPLE} (a broker older than the counter)", rounds
+    return count, "", rounds
 
 
 async def wait_serving(target: str, timeout_s: float, broker: BrokerProcess | None = None) -> None:

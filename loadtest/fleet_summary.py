@@ -167,6 +167,41 @@ def messages_per_session(before: int | None, after: int | None, started: int) ->
     return round((after - before) / started, 2)
 
 
+def placement_rounds(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]], seconds: float
+) -> dict[str, Any] | None:
+    """The leader's placement rounds in the window, from its round histogram read before and after
+    (fleet_processes.round_phases): rounds, rounds/s, and per phase the mean and the p50/p99 as the upper bound of
+    the bucket they fall in (ms). None when the broker does not time its rounds or ran none."""
+    if not after:
+        return None
+    out: dict[str, Any] = {}
+    rounds = 0
+    for phase, now in after.items():
+        was = before.get(phase, {"buckets": [], "sum_s": 0.0, "count": 0})
+        earlier = dict(was["buckets"])
+        cum = [(bound, n - earlier.get(bound, 0)) for bound, n in now["buckets"]]
+        count = now["count"] - was["count"]
+        rounds = max(rounds, count)
+        if count <= 0:
+            continue
+
+        def upper(q: float, cum: list[tuple[float, int]] = cum, count: int = count) -> float | None:
+            for bound, n in cum:
+                if n >= q * count:
+                    return None if bound == float("inf") else round(bound * 1000, 1)
+            return None
+
+        out[phase] = {
+            "mean_ms": round((now["sum_s"] - was["sum_s"]) / count * 1000, 2),
+            "p50_ms_le": upper(0.5),
+            "p99_ms_le": upper(0.99),
+        }
+    if rounds <= 0:
+        return None
+    return {"rounds": rounds, "rounds_per_s": round(rounds / seconds, 1), **out}
+
+
 def summarise(
     cfg: fleet.FleetConfig, region: fleet_region.Region, win: fleet.Window, capacity: float | None = None
 ) -> tuple[dict[str, Any], dict[str, F64]]:
@@ -247,6 +282,7 @@ def summarise(
         "broker_msgs_note": ""
         if msgs is not None
         else win.messages_note or "no session started in the window",
+        "placement_rounds": placement_rounds(win.rounds_before, win.rounds_after, d),
         "idle_broker_cpu_pct": win.idle_broker_cpu,
         "idle_broker_cpu_by_process": win.idle_broker_cpu_by_process,
         **refusals(win.patrons),

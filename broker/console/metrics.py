@@ -6,6 +6,8 @@ host ids in any label), which is why the endpoint needs no token (README "Consol
     cloudseat_hosts{status,drained}            hosts by status (online, lost, offline) and drain (gauge; same)
     cloudseat_placements_total                 sessions this broker placed (counter)
     cloudseat_placement_latency_seconds        request to placed, by the database clock (histogram; same)
+    cloudseat_placement_round_seconds{phase}   the leader's placement rounds: reading (batch, hosts, latencies,
+                                               leases), solving, committing (histogram; one per attempt)
     cloudseat_grpc_messages_total{direction}   gRPC messages in and out of this broker's processes; a unary call
                                                is two (counter)
     cloudseat_calls_shed_total                 calls refused at the door because the broker was overloaded
@@ -29,7 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from broker.counters import PLACEMENT_BUCKETS_S, Counters
+from broker.counters import PLACEMENT_BUCKETS_S, ROUND_BUCKETS_S, ROUND_PHASES, Counters
 from broker.threats import KINDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,6 +90,19 @@ class _Counted(Collector):
             buckets=buckets,
             sum_value=c["placement_wait_ms_sum"] / 1000,
         )
+        rounds = HistogramMetricFamily(
+            "cloudseat_placement_round_seconds",
+            "The leader's placement rounds, by phase: read, solve, commit.",
+            labels=["phase"],
+        )
+        for phase in ROUND_PHASES:
+            cumulative, buckets = 0, []
+            for i, bound in enumerate(ROUND_BUCKETS_S):
+                cumulative += c[f"round_{phase}_le_{i}"]
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", c["placement_rounds"]))
+            rounds.add_metric([phase], buckets, sum_value=c[f"round_{phase}_us_sum"] / 1e6)
+        yield rounds
         messages = CounterMetricFamily(
             "cloudseat_grpc_messages",
             "gRPC messages in and out of this broker's processes (a unary call is two).",

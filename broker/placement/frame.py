@@ -24,7 +24,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from broker.placement.model import UNREACHABLE_MS, Host, LatencyMatrix, Problem, Request
+from broker.placement.host_table import host_columns
+from broker.placement.model import UNREACHABLE_MS, LatencyMatrix, Problem, Request
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -129,19 +130,13 @@ def _latency_block(latency: Mapping[tuple[str, str], int], venues: list[str], si
 
 def build_frame(problem: Problem) -> Frame:
     """Turn a problem into columns and reserve its leases (see the module docstring)."""
-    hosts: Sequence[Host] = problem.hosts
     requests: Sequence[Request] = problem.requests
-    site_index: dict[str, int] = {}
-    class_index: dict[str, int] = {}
-    gs_index: dict[frozenset[str], int] = {}
-    n = len(hosts)
-    host_site = _index([h.site_id for h in hosts], site_index)
-    host_class = _index([h.gpu_class for h in hosts], class_index)
-    host_gs = _index([h.games for h in hosts], gs_index)
-    host_price = np.fromiter([h.price_micros for h in hosts], dtype=np.int64, count=n)
-    host_free = np.fromiter([h.free_slots for h in hosts], dtype=np.int64, count=n)
-    host_total = np.fromiter([h.total_slots for h in hosts], dtype=np.int64, count=n)
-    host_usable = np.fromiter([h.online and not h.drained for h in hosts], dtype=np.bool_, count=n)
+    cols = problem.host_columns
+    if cols is None or cols.n_hosts != len(problem.hosts):
+        cols = host_columns(problem.hosts)
+    class_index = {name: i for i, name in enumerate(cols.classes)}
+    host_site, host_class, host_gs = cols.site, cols.gpu_class, cols.games
+    host_price, host_free, host_total, host_usable = cols.price, cols.free, cols.total, cols.usable
 
     venue_index: dict[str, int] = {}
     game_index: dict[str, int] = {}
@@ -149,9 +144,9 @@ def build_frame(problem: Problem) -> Frame:
     req_game = _index([r.game_id for r in requests], game_index)
     lease_venue = _index([lease.venue_id for lease in problem.leases], venue_index)
     venues = list(venue_index)
-    sites = list(site_index)
+    sites = cols.sites
     games = list(game_index)
-    gamesets = list(gs_index)
+    gamesets = cols.gamesets
 
     # Which gamesets cache which batch games: loop over the (few) distinct gamesets, not the hosts.
     warm = np.zeros((max(len(gamesets), 1), max(len(games), 1)), dtype=np.bool_)
@@ -172,7 +167,7 @@ def build_frame(problem: Problem) -> Frame:
         host_usable=host_usable,
         host_gs=host_gs,
         sites=sites,
-        classes=list(class_index),
+        classes=cols.classes,
         gamesets=gamesets,
         req_venue=req_venue,
         req_game=req_game,

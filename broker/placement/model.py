@@ -9,10 +9,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from broker.placement.host_table import HostColumns
 
 #: Latency stored for a (venue, site) pair with no measurement. Larger than any cap, so "latency <= target" is
 #: simply false for it and no special case is needed in the vectorised code.
@@ -233,6 +236,8 @@ class Problem:
     latency: Mapping[tuple[str, str], int]
     leases: Sequence[Lease] = ()
     params: Params = field(default_factory=Params)
+    #: `hosts` as columns already (a HostTable's snapshot, same order); None: made from `hosts` when solving.
+    host_columns: HostColumns | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ scheduler's store (broker.scheduler_store) over them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
@@ -11,7 +12,7 @@ import asyncpg
 from cloudseat import errors
 
 from broker import placement
-from broker.scheduler_store import HostRow, LatencyRow, PendingRequest, Placement
+from broker.scheduler_store import HostRow, LatencyRow, PendingRequest, Placement, PriceRow
 from broker.store import leases
 from broker.store.database import transaction, translated
 from broker.store.queries import Q
@@ -29,7 +30,8 @@ async def pending_batch(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
 
 
 async def candidate_hosts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    """Every online host (drained ones too, so an unplaced request can be told why), with its price in force."""
+    """Every online host (drained ones too, so an unplaced request can be told why), with its declared price (the
+    site's price in force is the scheduler's to work out: `PostgresSchedulerStore.prices`)."""
     with translated():
         rows: list[asyncpg.Record] = await pool.fetch(Q["candidate_hosts"])
     return rows
@@ -115,6 +117,17 @@ class PostgresSchedulerStore:
 
     async def hosts_by_id(self, host_ids: Sequence[str]) -> list[HostRow]:
         return _host_rows(await hosts_by_id(self._pool, host_ids))
+
+    async def price_stamp(self) -> tuple[dt.datetime, object]:
+        with translated():
+            row = await self._pool.fetchrow(Q["price_stamp"])
+        assert row is not None  # an aggregate answers one row
+        return row["now"], (row["n"], row["updated_at"])
+
+    async def prices(self) -> list[PriceRow]:
+        with translated():
+            rows = await self._pool.fetch(Q["prices"])
+        return [PriceRow(*r) for r in rows]
 
     async def venue_latency_stamps(self, venue_ids: Sequence[str]) -> dict[str, object]:
         return await venue_latency_stamps(self._pool, venue_ids)

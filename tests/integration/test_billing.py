@@ -237,10 +237,12 @@ async def test_placement_sees_the_price_in_force_now(world: BrokerClient, broker
     # A band over the whole day: in force whatever the time (a narrower one would depend on when the test runs).
     await set_price(world, [(0, 1440, PEAK)])
     async with ScriptedAgent(world, "host-1", price_micros=999):
+        from broker.scheduler import HostCache, PriceCache
         from broker.store import placement as placement_store
 
-        rows = await placement_store.candidate_hosts(broker.pool)
-        assert [r["price_micros"] for r in rows] == [PEAK]
+        store = placement_store.PostgresSchedulerStore(broker.pool)
+        in_force = await PriceCache().in_force(store, 0.0)
+        assert [h.price_micros for h in await HostCache().hosts(store, 0.0, in_force)] == [PEAK]
         # The provider sees the same price on its hosts.
         host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
         assert host.price_micros_per_slot_hour == PEAK

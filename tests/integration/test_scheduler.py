@@ -12,7 +12,7 @@ from cloudseat import errors
 from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, venue_pb2
 
-from broker import placement
+from broker import metering, placement
 from broker.leader import Leadership
 from broker.scheduler import Scheduler
 from broker.scheduler_store import Placement
@@ -184,3 +184,25 @@ async def test_a_waiting_request_is_placed_once_its_target_loosens(world: Broker
                     break
         assert common_pb2.PENDING_REASON_WAITING_FOR_LOOSER_CAP in reasons
         assert u.session.host_id == "far-1" and u.session.latency_ms == 20
+
+
+async def test_the_scheduler_store_reads_prices_as_set_and_stamps_each_set(pool: asyncpg.Pool) -> None:
+    from broker.store import fleet as fleet_store
+
+    await _host(pool, "h1", 2)
+    store = placement_store.PostgresSchedulerStore(pool)
+    now, empty = await store.price_stamp()
+    assert now.tzinfo is not None and await store.prices() == []
+    [h1] = await store.hosts_by_id(["h1"])
+    assert h1.declared_price_micros > 0
+    bands = (metering.Band(1080, 120, 2_000_000),)
+    await fleet_store.set_price(pool, "site-a", h1.gpu_class, 1_500_000, bands, 480)
+    _, first = await store.price_stamp()
+    [row] = await store.prices()
+    assert (row.site_id, row.gpu_class, row.base_micros, row.utc_offset_minutes) == (
+        "site-a", h1.gpu_class, 1_500_000, 480
+    )  # fmt: skip
+    assert metering.Schedule.from_row(row.base_micros, row.bands, row.utc_offset_minutes).bands == bands
+    await fleet_store.set_price(pool, "site-a", h1.gpu_class, 1_600_000)
+    _, second = await store.price_stamp()
+    assert len({empty, first, second}) == 3  # every set moves the stamp

@@ -1,10 +1,11 @@
 """The scheduler's own logic on an in-memory store, with the real solvers: resumes first, re-planning a refused
-batch, the host and latency caches, what wakes a round, and the batch loop."""
+batch, the host, price and latency caches, what wakes a round, and the batch loop."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -13,8 +14,8 @@ from cloudseat import errors
 
 from broker import placement
 from broker import scheduler as scheduler_module
-from broker.scheduler import HostCache, LatencyCache, Scheduler
-from broker.scheduler_store import HostRow, LatencyRow, PendingRequest, Placement, SchedulerStore
+from broker.scheduler import HostCache, LatencyCache, PriceCache, Scheduler
+from broker.scheduler_store import HostRow, LatencyRow, PendingRequest, Placement, PriceRow, SchedulerStore
 
 SOLVERS = [placement.solve, placement.greedy.solve]
 LIVE = ("PLACED", "STARTING", "READY", "STREAMING")
@@ -41,7 +42,7 @@ class _Host:
     site_id: str
     slots: int
     free_slots: int
-    price_micros: int
+    price_micros: int  # declared: the price where its site has none for its class
     games: tuple[str, ...] = ("demo",)
     gpu_class: str = "rtx"
     online: bool = True
@@ -78,6 +79,10 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.now_ms = 1_000_000
+        self.clock = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)  # the store's clock (prices in force)
+        self.price_rows: dict[tuple[str, str], PriceRow] = {}
+        self.price_sets = 0
+        self.committed: list[Placement] = []  # every placement handed to commit
         self.sessions: dict[placement.RequestId, _Session] = {}
         self.hosts: dict[str, _Host] = {}
         self.latency: dict[tuple[str, str], int] = {}
@@ -120,6 +125,12 @@ class MemoryStore:
             self.hosts[session.host_id].free_slots += session.slots
         session.state, session.reason = "ENDED", None
 
+    def set_price(
+        self, site_id: str, price: int, bands: Sequence[tuple[int, int, int]] = (), gpu_class: str = "rtx"
+    ) -> None:
+        self.price_rows[(site_id, gpu_class)] = PriceRow(site_id, gpu_class, price, [list(b) for b in bands], 0)
+        self.price_sets += 1
+
     def drain(self, host_id: str) -> None:
         self.hosts[host_id].drained = True
 
@@ -153,6 +164,13 @@ class MemoryStore:
         self.calls.append(("hosts_by_id", list(host_ids)))
         return [self.hosts[h].row() for h in host_ids if h in self.hosts and self.hosts[h].online]
 
+    async def price_stamp(self) -> tuple[dt.datetime, object]:
+        return self.clock, self.price_sets
+
+    async def prices(self) -> list[PriceRow]:
+        self.calls.append(("prices", None))
+        return list(self.price_rows.values())
+
     async def venue_latency_stamps(self, venue_ids: Sequence[str]) -> dict[str, object]:
         return {v: self.stamps[v] for v in venue_ids if v in self.stamps}
 
@@ -176,6 +194,7 @@ class MemoryStore:
         self, placements: Sequence[Placement], leased: Mapping[placement.RequestId, tuple[str, int]]
     ) -> list[placement.RequestId]:
         self.calls.append(("commit", [p.session_id for p in placements]))
+        self.committed.extend(placements)
         if self.refuse_next:
             self.refuse_next -= 1
             raise errors.FailedPrecondition("the host has no free slots for this")
@@ -504,3 +523,43 @@ async def test_run_takes_batches_while_they_are_full(monkeypatch: pytest.MonkeyP
             await running
     assert store.called("pending_batch") == [2, 2, 1]
     assert scheduler.rounds == 3
+
+
+async def test_hosts_go_at_their_sites_price_in_force_read_once_per_price_set_and_band_edge() -> None:
+    store = _store()
+    store.add_host("h1", price=1_000_000)  # declared
+    store.add_host("h2", site_id="site-b", price=2_000_000)
+    # site-a's price: 3 at 12:00-13:00 UTC, else 4.
+    store.set_price("site-a", 4_000_000, [(720, 780, 3_000_000)])
+    prices, cache = PriceCache(), HostCache()
+
+    async def hosts(now: float) -> dict[str, int]:
+        in_force = await prices.in_force(store, now)
+        return {h.id: h.price_micros for h in await cache.hosts(store, now, in_force)}
+
+    assert await hosts(0.0) == {"h1": 3_000_000, "h2": 2_000_000}  # site-b has no price: the declared one
+    assert await hosts(0.5) == {"h1": 3_000_000, "h2": 2_000_000}
+    assert len(store.called("prices")) == 1 and len(store.called("online_hosts")) == 1
+
+    # The band ends: the price changes with no read of prices or hosts.
+    store.clock += dt.timedelta(hours=1)
+    assert await hosts(1.0) == {"h1": 4_000_000, "h2": 2_000_000}
+    assert len(store.called("prices")) == 1 and len(store.called("online_hosts")) == 1
+    assert store.called("hosts_by_id") == []
+
+    # A price set elsewhere is read at the next round (its stamp moved), and the hosts repriced from their rows.
+    store.set_price("site-b", 5_000_000)
+    assert await hosts(1.2) == {"h1": 4_000_000, "h2": 5_000_000}
+    assert len(store.called("prices")) == 2 and len(store.called("online_hosts")) == 1
+
+
+async def test_a_placement_is_committed_at_the_price_in_force() -> None:
+    store = _store()
+    store.add_host("h1", price=1_000_000)
+    store.set_price("site-a", 4_000_000, [(0, 1440, 2_500_000)])
+    scheduler = _scheduler(store)
+    rid = store.add_request("r1")
+    await scheduler.round()
+    assert store.state(rid) == ("PLACED", "h1")
+    [placed] = store.committed
+    assert (placed.session_id, placed.host_id, placed.price_micros) == (rid, "h1", 2_500_000)
