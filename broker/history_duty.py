@@ -36,4 +36,8 @@ class HistoryDuty:
                 # Nothing was written: that minute stays a gap unless the next try is still within it.
                 log.warning("history sampling failed", error=str(exc))
                 wait_s = 5.0
+            except Exception:
+                # A chart's gap is no reason to give up the lease (a duty that ends does): log it, try again.
+                log.exception("history sampling failed unexpectedly")
+                wait_s = 5.0
             await asyncio.sleep(wait_s)
