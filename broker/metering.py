@@ -162,9 +162,14 @@ def parse_bands(
     return tuple(out)
 
 
+def local_time(at: dt.datetime, time_zone: str) -> dt.datetime:
+    """`at` on the wall clock of `time_zone` (an IANA name, e.g. a venue's)."""
+    return at.astimezone(zoneinfo.ZoneInfo(time_zone))
+
+
 def local_date(at: dt.datetime, time_zone: str) -> dt.date:
-    """The calendar day `at` falls on in `time_zone` (an IANA name, e.g. a venue's)."""
-    return at.astimezone(zoneinfo.ZoneInfo(time_zone)).date()
+    """The calendar day `at` falls on in `time_zone`."""
+    return local_time(at, time_zone).date()
 
 
 def local_day(day: dt.date, time_zone: str) -> tuple[dt.datetime, dt.datetime]:

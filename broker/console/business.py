@@ -104,7 +104,8 @@ async def lease_use(pool: asyncpg.Pool, venue_id: str) -> dict[str, Any]:
         },
         "rows": [
             {
-                "hour": f"{h.start.strftime('%H:%M')} ({time_zone})",
+                # The hours are UTC instants; the label is the venue's wall clock.
+                "hour": f"{metering.local_time(h.start, time_zone):%H:%M} ({time_zone})",
                 "slot_hours_leased": f"{h.leased_slot_s / 3600:.2f}",
                 "slot_hours_used": f"{h.used_slot_s / 3600:.2f}",
                 "use": f"{100 * h.used_slot_s / h.leased_slot_s:.1f}%" if h.leased_slot_s else "—",

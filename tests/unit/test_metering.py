@@ -362,3 +362,6 @@ def test_a_venues_day_is_its_own_time_zones(zone: str, day: dt.date, start: dt.d
     assert lo == start and hi - lo == dt.timedelta(hours=hours)
     assert m.local_date(lo, zone) == day and m.local_date(hi - dt.timedelta(seconds=1), zone) == day
     assert m.local_date(hi, zone) == day + dt.timedelta(days=1)
+    # On the venue's wall clock the day starts at midnight (at 01:00 where midnight fell in a gap).
+    wall = m.local_time(lo, zone)
+    assert wall.date() == day and (wall.hour, wall.minute) == ((1, 0) if zone == "America/Sao_Paulo" else (0, 0))
