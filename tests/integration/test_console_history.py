@@ -88,8 +88,11 @@ async def test_a_minute_holds_the_queue_the_waits_the_sessions_and_each_sites_us
         now = await history_store.clock(pool)
         minute = now.replace(second=0, microsecond=0)
         # The minute under way, as the sampler will write it once it ends (the served session was placed in it,
-        # unless the clock turned a minute in between: then its placement is the minute before's).
-        placed_in = minute if served.session.created_at.ToDatetime(UTC) >= minute else minute - history.MINUTE
+        # unless the clock turned a minute since: then its placement is the minute before's).
+        placed_at = await pool.fetchval(
+            "SELECT placed_at FROM sessions WHERE session_id = $1::uuid", served.session.session_id
+        )
+        placed_in = placed_at.replace(second=0, microsecond=0)
         await history_store.sample(pool, minute, now)
         if placed_in != minute:
             await history_store.sample(pool, placed_in, minute)
