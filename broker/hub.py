@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "cloudseat_sessions"
 HOSTS_CHANNEL = "cloudseat_hosts"
+# Ledger rows written: {"venues": [...], "providers": [...]} (migration 0018), for the consoles' live money.
+LEDGER_CHANNEL = "cloudseat_ledger"
 # Queue positions are recomputed at most this often, however fast the queue moves.
 _POSITION_INTERVAL_S = 0.2
 
@@ -62,6 +64,7 @@ class SessionHub:
         self._placement_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listeners: list[Listener] = []
         self._host_listeners: list[Listener] = []
+        self._ledger_listeners: list[Listener] = []
         self._resync_listeners: list[Callable[[], None]] = []
         self._conn: asyncpg.Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +84,11 @@ class SessionHub:
         self._host_listeners.append(listener)
         if on_resync is not None:
             self._resync_listeners.append(on_resync)
+
+    def add_ledger_listener(self, listener: Listener) -> None:
+        """Call `listener` whenever ledger rows commit, with the venues and providers they bill (as above; a resync
+        listener registered with the others hears of missed ones)."""
+        self._ledger_listeners.append(listener)
 
     async def start(self) -> None:
         await self._connect()
@@ -143,6 +151,7 @@ class SessionHub:
         conn.add_termination_listener(lambda _c: self._lost.set())
         await conn.add_listener(CHANNEL, self._on_notify)
         await conn.add_listener(HOSTS_CHANNEL, self._on_host_notify)
+        await conn.add_listener(LEDGER_CHANNEL, self._on_ledger_notify)
         self._conn = conn
         self._lost.clear()
 
@@ -186,6 +195,14 @@ class SessionHub:
                 listener(change)
             except Exception:
                 log.exception("host change listener failed", host_id=change.get("host_id"))
+
+    def _on_ledger_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        change: Change = json.loads(payload)
+        for listener in self._ledger_listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("ledger listener failed")
 
     def publish(self, change: Change) -> None:
         """Hand one change to the listeners and the session's watchers."""

@@ -23,7 +23,10 @@ The model (README "Prices, metering and bills"):
   gets a credit entry (negative amount) of `credit_pct` of that minute's charge, at the price in force in it. A
   minute without stats is not flagged (no evidence).
 * A statement covers the entries that start in [start, end): usage, credits and the total, per site, GPU class,
-  basis (on-demand or lease) and price; the totals are the sums of the lines, which are sums of the entries.
+  basis (on-demand or lease), price and currency; the totals are the sums of the lines, which are sums of the entries.
+* Every amount carries the currency of the price it was charged at (ISO 4217, the price's own; CNY where a host has
+  no price row but its declared one). Nothing converts between currencies: a statement whose lines are in more than
+  one has a total per currency (`Statement.totals`), and its single totals are only defined when there is one.
 
 Everything here takes time as an argument (aware datetimes, UTC) and integers for money.
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +47,8 @@ MAX_BANDS = 24
 MAX_PRICE_MICROS = 10**12
 MIN_UTC_OFFSET, MAX_UTC_OFFSET = -720, 840
 USAGE, CREDIT = "usage", "sla_credit"
+# What every amount was in before prices had a currency (migration 0016), and what a host's declared price is in.
+DEFAULT_CURRENCY = "CNY"
 ON_DEMAND, LEASE = "on_demand", "lease"
 _HOUR = dt.timedelta(hours=1)
 _MINUTE = dt.timedelta(minutes=1)
@@ -156,6 +162,28 @@ def parse_bands(
     return tuple(out)
 
 
+def local_time(at: dt.datetime, time_zone: str) -> dt.datetime:
+    """`at` on the wall clock of `time_zone` (an IANA name, e.g. a venue's)."""
+    return at.astimezone(zoneinfo.ZoneInfo(time_zone))
+
+
+def local_date(at: dt.datetime, time_zone: str) -> dt.date:
+    """The calendar day `at` falls on in `time_zone`."""
+    return local_time(at, time_zone).date()
+
+
+def local_day(day: dt.date, time_zone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC instants [start, end) of a calendar day in `time_zone`: 23 or 25 hours on the days its clocks
+    change. A midnight inside a gap (a zone that springs forward at 00:00) reads, with fold 0, at the offset before
+    the change: the instant the gap ends, the first that shows that day; a repeated midnight is its first."""
+    zone = zoneinfo.ZoneInfo(time_zone)
+
+    def start(d: dt.date) -> dt.datetime:
+        return dt.datetime.combine(d, dt.time(), zone).astimezone(dt.UTC)
+
+    return start(day), start(day + dt.timedelta(days=1))
+
+
 def floor_second(at: dt.datetime) -> dt.datetime:
     return at.replace(microsecond=0)
 
@@ -233,6 +261,7 @@ class Metered:
     schedule: Schedule
     latency_cap_ms: int = 0
     tier_fps: int = 0
+    currency: str = DEFAULT_CURRENCY  # the price's (ISO 4217)
 
     def __post_init__(self) -> None:
         # The database's check session_lease_slots, so a part never has no slots.
@@ -264,6 +293,7 @@ class Entry:
     end: dt.datetime
     seconds: int
     amount_micros: int
+    currency: str = DEFAULT_CURRENCY
 
 
 def _entry(
@@ -271,7 +301,7 @@ def _entry(
 ) -> Entry:
     return Entry(
         m.session_id, m.venue_id, m.provider_id, m.host_id, m.site_id, m.gpu_class, part.slots, kind, part.basis,
-        part.lease_id, price, start, end, int((end - start) // _SECOND), amount,
+        part.lease_id, price, start, end, int((end - start) // _SECOND), amount, m.currency,
     )  # fmt: skip
 
 
@@ -385,17 +415,31 @@ def next_due(m: Metered, usage_until: dt.datetime, sla_until: dt.datetime, polic
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Line:
-    """One line of a statement: the entries of a site, GPU class, basis and price."""
+    """One line of a statement: the entries of a site, GPU class, basis, price and currency."""
 
     site_id: str
     gpu_class: str
     basis: str
     price_micros: int
+    currency: str = DEFAULT_CURRENCY
     entries: int = 0
     seconds: int = 0
     slot_seconds: int = 0
     usage_micros: int = 0
     credited_seconds: int = 0
+    credit_micros: int = 0
+
+    @property
+    def total_micros(self) -> int:
+        return self.usage_micros + self.credit_micros
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Total:
+    """A statement's sums in one currency."""
+
+    currency: str
+    usage_micros: int = 0
     credit_micros: int = 0
 
     @property
@@ -412,7 +456,25 @@ class Statement:
     provider_id: str | None = None
 
     @property
+    def currencies(self) -> tuple[str, ...]:
+        """The currencies of its lines, sorted (none for an empty statement)."""
+        return tuple(sorted({line.currency for line in self.lines}))
+
+    @property
+    def totals(self) -> tuple[Total, ...]:
+        """Usage, credits and total per currency, sorted by currency: amounts in different currencies are never
+        added together."""
+        out = []
+        for currency in self.currencies:
+            mine = [line for line in self.lines if line.currency == currency]
+            out.append(
+                Total(currency, sum(x.usage_micros for x in mine), sum(x.credit_micros for x in mine))
+            )
+        return tuple(out)
+
+    @property
     def usage_micros(self) -> int:
+        """The sum of the lines' usage: meaningful when they share one currency (see `totals`)."""
         return sum(line.usage_micros for line in self.lines)
 
     @property
@@ -438,9 +500,9 @@ class Statement:
 
 def lines_of(entries: Iterable[Entry]) -> tuple[Line, ...]:
     """The statement lines of these entries (what the database's GROUP BY computes, for tests and accruals)."""
-    acc: dict[tuple[str, str, str, int], Line] = {}
+    acc: dict[tuple[str, str, str, int, str], Line] = {}
     for e in entries:
-        key = (e.site_id, e.gpu_class, e.basis, e.price_micros)
+        key = (e.site_id, e.gpu_class, e.basis, e.price_micros, e.currency)
         line = acc.get(key) or Line(*key)
         if e.kind == USAGE:
             line = dataclasses.replace(

@@ -58,6 +58,7 @@ from broker.config import BrokerConfig
 from broker.console.server import Console
 from broker.counters import Counters
 from broker.guard import Guard, Limits
+from broker.history_duty import HistoryDuty
 from broker.hub import SessionHub
 from broker.leader import Leadership
 from broker.links import LinkRegistry
@@ -359,9 +360,10 @@ class Broker:
         )
         meter = MeteringDuty(pool, cfg.metering)
         seal = AuditSealDuty(pool)
+        sampler = HistoryDuty(pool)
 
         def duties() -> list[Awaitable[None]]:
-            return [scheduler.run(), liveness.run(), meter.run(), seal.run()]
+            return [scheduler.run(), liveness.run(), meter.run(), seal.run(), sampler.run()]
 
         self.leadership = Leadership(url, duties)
 

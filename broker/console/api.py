@@ -1,17 +1,26 @@
 """The consoles' JSON API under /api/: thin handlers (validate the path and body, authorise with the caller's
 token, call the store, shape with broker.console.views).
 
-    GET  /api/whoami                              the caller's role, and the venues and providers it may see
+    GET  /api/whoami                              the caller's role, the venues and providers it may see, and
+                                                  whether it may see the region
     GET  /api/venues/{venue_id}/seats             the seat map: per seat state, game, site, latency, fps, time left
     GET  /api/venues/{venue_id}/events            Server-Sent Events: "seats" (all), "seat" (one changed), "stats"
-                                                  (fps by session, every few seconds), fed by the hub
+                                                  (fps by session, every few seconds), "cost" (today's cost, when
+                                                  ledger rows are written or a session is placed or ends, and
+                                                  every few seconds while sessions run), fed by the hub
     GET  /api/venues/{venue_id}/service-level     per zone today: share of sessions and minutes within the cap
     GET  /api/venues/{venue_id}/leases            lease use
-    GET  /api/venues/{venue_id}/cost              today's cost
-    GET  /api/venues/{venue_id}/statements        ?from=YYYY-MM-DD&to=YYYY-MM-DD (to exclusive)
+    GET  /api/venues/{venue_id}/cost              today's cost (the venue's day, its time zone), per currency
+    GET  /api/venues/{venue_id}/statements        ?from=YYYY-MM-DD&to=YYYY-MM-DD (to exclusive; the venue's days)
+    GET  /api/venues/{venue_id}/history           the last 24 h in 5-minute buckets, per zone: queue length, waits,
+                                                  sessions, service level (broker.history)
     GET  /api/providers/{provider_id}/fleet       sites and hosts (state, sessions, utilisation, images held)
     GET  /api/providers/{provider_id}/events      Server-Sent Events: "fleet" whenever a host of it changes
     GET  /api/providers/{provider_id}/revenue     revenue per site and GPU class
+    GET  /api/providers/{provider_id}/history     the last 24 h: utilisation and hosts online per site
+    GET  /api/region                              the operator's view of the whole region: every site and venue now
+    GET  /api/region/history                      the last 24 h region-wide: utilisation per site; queue, waits,
+                                                  sessions and service level per venue
     POST /api/hosts/{host_id}/drain               {"reason": "..."} -> the host
     POST /api/hosts/{host_id}/undrain             -> the host
     GET  /api/audit                               the audit trail: ?tenant=&from=&to=&actor=&action=&target= (from/to
@@ -21,7 +30,8 @@ token, call the store, shape with broker.console.views).
 
 Who may call: the same tenant tokens as the gRPC side, as `Authorization: Bearer <token>` (401 without a valid one;
 403 for another tenant's venue or provider, with the field named; another tenant's host is 404, word for word as an
-unknown one); a venue token sees its venue, a provider token its provider, an operator's everything. With
+unknown one); a venue token sees its venue, a provider token its provider, an operator's everything, and only an
+operator's sees the region (/api/region*: 403 naming "region" for any other). With
 authentication off (--insecure) every caller is trusted. Errors are JSON {"error": "field: what is wrong",
 "field": "..."}; `STATUS` below is the one table from the broker's errors to HTTP statuses.
 """
@@ -42,12 +52,13 @@ from cloudseat import errors
 from cloudseat import validate as v
 from cloudseat import web as web_plumbing
 
-from broker import auth
+from broker import auth, history
 from broker.console import business, live, views
 from broker.console import queries as q
 from broker.guard import Guard
 from broker.store import audit
 from broker.store import fleet as fleet_store
+from broker.store import history as history_store
 from broker.store import metering as metering_store
 
 log = structlog.get_logger(__name__)
@@ -56,6 +67,8 @@ MAX_BODY_BYTES: Final = 4 * 1024
 KEEPALIVE_S: Final = 15.0
 # How often a seat map's stream sends the fps the hosts reported (heartbeats, not notifications, carry them).
 STATS_INTERVAL_S: Final = 2.0
+# Session states that change what a venue is billed: placed (its slots start to cost) and ended (they stop).
+_MONEY_STATES: Final = frozenset({"PLACED", "ENDED"})
 
 STATUS: Final[dict[type[errors.CloudseatError], int]] = {
     errors.InvalidArgument: 400,
@@ -173,9 +186,13 @@ class Api:
         r.add_get("/api/venues/{venue_id}/leases", self.leases)
         r.add_get("/api/venues/{venue_id}/cost", self.cost)
         r.add_get("/api/venues/{venue_id}/statements", self.statements)
+        r.add_get("/api/venues/{venue_id}/history", self.venue_history)
         r.add_get("/api/providers/{provider_id}/fleet", self.fleet)
         r.add_get("/api/providers/{provider_id}/events", self.provider_events)
         r.add_get("/api/providers/{provider_id}/revenue", self.revenue)
+        r.add_get("/api/providers/{provider_id}/history", self.provider_history)
+        r.add_get("/api/region", self.region)
+        r.add_get("/api/region/history", self.region_history)
         r.add_post("/api/hosts/{host_id}/drain", self.drain)
         r.add_post("/api/hosts/{host_id}/undrain", self.undrain)
         r.add_get("/api/audit", self.audit)
@@ -201,6 +218,8 @@ class Api:
                 "role": str(caller.role),
                 "subject": caller.subject,
                 "trusted": caller.trusted,
+                # Whether the region view (/api/region) is this caller's to see: the operator's only.
+                "region": everything,
                 "venues": [dict(r) for r in venues],
                 "providers": [dict(r) for r in providers],
             }
@@ -241,6 +260,7 @@ class Api:
             with contextlib.suppress(ConnectionResetError):
                 seats = await self._seat_views(venue_id)
                 await _send(response, "seats", {"venue_id": venue_id, "seats": seats})
+                await self._send_cost(response, venue_id, ledger=False)
                 sessions = {s["seat_id"]: s["session_id"] for s in seats}
                 while True:
                     try:
@@ -248,12 +268,19 @@ class Api:
                     except TimeoutError:
                         live_fps = await self._fps(sid for sid in sessions.values() if sid)
                         await _send(response, "stats", {"fps": live_fps})
+                        if any(sessions.values()):  # running sessions' cost grows by the second
+                            await self._send_cost(response, venue_id, ledger=False)
                         continue
                     items = [item]
                     while not changes.empty():  # a burst re-reads each seat once
                         items.append(changes.get_nowait())
                     if None in items:
                         break
+                    # Money moved: ledger rows written (statements change too), a session placed (it starts to
+                    # cost) or ended (it stops).
+                    ledger = live.LEDGER in items or live.RESYNC in items
+                    if ledger or any(isinstance(c, dict) and c.get("state") in _MONEY_STATES for c in items):
+                        await self._send_cost(response, venue_id, ledger=ledger)
                     if live.RESYNC in items:
                         seats = await self._seat_views(venue_id)
                         await _send(response, "seats", {"venue_id": venue_id, "seats": seats})
@@ -264,6 +291,11 @@ class Api:
                             sessions[seat["seat_id"]] = seat["session_id"]
                             await _send(response, "seat", seat)
         return response
+
+    async def _send_cost(self, response: web.StreamResponse, venue_id: str, *, ledger: bool) -> None:
+        """Today's cost as an event; `ledger`: the ledger changed, so statements shown should be read again."""
+        cost = await business.cost_today(self._pool, venue_id)
+        await _send(response, "cost", {**cost, "ledger_changed": ledger})
 
     async def service_level(self, request: web.Request) -> web.Response:
         venue_id = self._venue(request)
@@ -285,6 +317,27 @@ class Api:
             start, end, max_days=366, fields=("from", "to"), too_long="a statement covers at most 366 days"
         )
         return _json(await business.venue_statement(self._pool, venue_id, start, end))
+
+    async def _span(self) -> history.Span:
+        return history.Span.last(await history_store.clock(self._pool))
+
+    @staticmethod
+    def _span_json(span: history.Span) -> dict[str, Any]:
+        return {"start": span.start, "end": span.end, "bucket_s": span.bucket_s}
+
+    async def venue_history(self, request: web.Request) -> web.Response:
+        venue_id = self._venue(request)
+        await self._known_venue(venue_id)
+        span = await self._span()
+        rows = await history_store.zones(self._pool, venue_id, span)
+        return _json(
+            {
+                "venue_id": venue_id,
+                "time_zone": await business.venue_time_zone(self._pool, venue_id),
+                "span": self._span_json(span),
+                **history.zone_series(span, rows),
+            }
+        )
 
     # -- provider --------------------------------------------------------------------------------------------
 
@@ -341,6 +394,39 @@ class Api:
     async def revenue(self, request: web.Request) -> web.Response:
         provider_id = self._provider(request)
         return _json(await business.revenue(self._pool, provider_id))
+
+    async def provider_history(self, request: web.Request) -> web.Response:
+        provider_id = self._provider(request)
+        await self._known_provider(provider_id)
+        span = await self._span()
+        rows = await history_store.sites(self._pool, provider_id, span)
+        return _json({"provider_id": provider_id, "span": self._span_json(span), **history.site_series(span, rows)})
+
+    # -- the region (the operator's) -------------------------------------------------------------------------
+
+    async def region(self, request: web.Request) -> web.Response:
+        _caller(request).require_operator("region")
+        sites = await q.region_sites(self._pool)
+        venues = await q.region_venues(self._pool)
+        return _json(
+            {
+                "sites": [views.region_site(r) for r in sites],
+                "venues": [views.region_venue(r) for r in venues],
+            }
+        )
+
+    async def region_history(self, request: web.Request) -> web.Response:
+        _caller(request).require_operator("region")
+        span = await self._span()
+        sites = await history_store.sites(self._pool, None, span)
+        zones = await history_store.zones(self._pool, None, span)
+        return _json(
+            {
+                "span": self._span_json(span),
+                **history.site_series(span, sites),
+                **history.zone_series(span, zones, key="venue"),
+            }
+        )
 
     async def _own_host(self, request: web.Request) -> str:
         host_id = v.ident(request.match_info["host_id"], "host_id")

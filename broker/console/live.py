@@ -3,7 +3,9 @@
 A venue's seat map subscribes to its venue: each committed change of one of its sessions is put on the subscriber's
 queue, and the stream re-reads that seat. A provider's page subscribes to its provider: a drain or undrain of any host,
 or a session change on one, tells it to re-read its hosts (it filters by host, so another provider's changes cost a
-re-read at most). `RESYNC` means changes may have been missed (the hub lost its connection): re-read everything.
+re-read at most). Ledger rows written for a venue put `LEDGER` on its subscribers' queues (its cost and statements
+are re-read and pushed, like the seat map). `RESYNC` means changes may have been missed (the hub lost its
+connection): re-read everything.
 `None` ends the stream (the console is stopping).
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 RESYNC: Final = "resync"
+LEDGER: Final = "ledger"
 
 Item = dict[str, Any] | str | None
 
@@ -60,6 +63,11 @@ class Feed:
     def on_host(self, change: dict[str, Any]) -> None:
         for q in self._hosts:
             q.put_nowait(change)
+
+    def on_ledger(self, change: dict[str, Any]) -> None:
+        for venue_id in change.get("venues") or ():
+            for q in self._venues.get(str(venue_id), ()):
+                q.put_nowait(LEDGER)
 
     def on_resync(self) -> None:
         for q in self._all():

@@ -59,3 +59,17 @@ async def metered_seconds(pool: asyncpg.Pool) -> float:
     with translated():
         value: float = await pool.fetchval(Q["console_metered_seconds"])
     return value
+
+
+async def region_sites(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every site with its provider, hosts counted and slots in use (the operator's region view)."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["console_region_sites"])
+    return rows
+
+
+async def region_venues(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every venue now: seats, live sessions, waiting, served within their latency cap."""
+    with translated():
+        rows: list[asyncpg.Record] = await pool.fetch(Q["console_region_venues"])
+    return rows

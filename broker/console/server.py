@@ -56,6 +56,7 @@ class Console:
         self.metrics = m.Metrics(counters)
         hub.add_listener(self.feed.on_session, on_resync=self.feed.on_resync)
         hub.add_host_listener(self.feed.on_host)
+        hub.add_ledger_listener(self.feed.on_ledger)
         self.app = web.Application(
             middlewares=[web_plumbing.security_headers(_CSP, hsts=self._ssl is not None), api.middleware(guard)],
             client_max_size=api.MAX_BODY_BYTES,

@@ -167,3 +167,22 @@ def site(row: Mapping[str, Any]) -> dict[str, Any]:
 def unavailable(what: str, why: str) -> dict[str, Any]:
     """A section whose data the broker cannot give yet: said plainly, never made up."""
     return {"available": False, "what": what, "reason": why}
+
+
+def region_site(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A site in the operator's region view: a provider's site, with its provider."""
+    return {**site(row), "provider_id": row["provider_id"]}
+
+
+def region_venue(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A venue in the operator's region view: its seats and what its sessions do now."""
+    return {
+        "venue_id": row["venue_id"],
+        "name": row["name"],
+        "time_zone": row["time_zone"],
+        "seats": row["seats"],
+        "sessions": row["sessions"],
+        "queued": row["queued"],
+        "serving": row["serving"],
+        "service_level": _share(row["within_cap"], row["serving"]),
+    }

@@ -62,22 +62,35 @@ def _line(line: metering.Line) -> billing_pb2.StatementLine:
         credited_seconds=line.credited_seconds,
         credit_micros=line.credit_micros,
         total_micros=line.total_micros,
+        currency=line.currency,
     )
 
 
 def statement(s: metering.Statement) -> billing_pb2.Statement:
+    # The single sums only where there is a single currency: amounts in different ones are never added.
+    one = len(s.currencies) == 1
     return billing_pb2.Statement(
         venue_id=s.venue_id or "",
         provider_id=s.provider_id or "",
         start=convert.timestamp(s.start),
         end=convert.timestamp(s.end),
         lines=[_line(line) for line in s.lines],
-        usage_micros=s.usage_micros,
-        credit_micros=s.credit_micros,
-        total_micros=s.total_micros,
+        usage_micros=s.usage_micros if one else 0,
+        credit_micros=s.credit_micros if one else 0,
+        total_micros=s.total_micros if one else 0,
         seconds=s.seconds,
         credited_seconds=s.credited_seconds,
         entries=s.entries,
+        totals=[
+            billing_pb2.CurrencyTotal(
+                currency=t.currency,
+                usage_micros=t.usage_micros,
+                credit_micros=t.credit_micros,
+                total_micros=t.total_micros,
+            )
+            for t in s.totals
+        ],
+        currency=s.currencies[0] if one else "",
     )
 
 
@@ -100,6 +113,7 @@ def entry(row: asyncpg.Record) -> billing_pb2.LedgerEntry:
         seconds=row["seconds"],
         amount_micros=row["amount_micros"],
         written_at=convert.timestamp(row["written_at"]),
+        currency=row["currency"],
     )
 
 

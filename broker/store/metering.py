@@ -48,6 +48,7 @@ def _metered(row: Mapping[str, Any]) -> metering.Metered:
         schedule=metering.Schedule.from_row(row["base_micros"], row["bands"], row["utc_offset_minutes"]),
         latency_cap_ms=row["latency_cap_ms"],
         tier_fps=fps,
+        currency=row["currency"],
     )
 
 
@@ -89,6 +90,7 @@ async def _write(
             [e.end for e in chosen],
             [e.seconds for e in chosen],
             [e.amount_micros for e in chosen],
+            [e.currency for e in chosen],
         )
     return len(chosen)
 
@@ -252,6 +254,7 @@ def _line(row: Mapping[str, Any]) -> metering.Line:
         gpu_class=row["gpu_class"],
         basis=row["basis"],
         price_micros=row["price_micros"],
+        currency=row["currency"],
         entries=row["entries"],
         seconds=row["seconds"],
         slot_seconds=row["slot_seconds"],
@@ -312,31 +315,43 @@ async def ledger(
 
 
 async def running_accrual(
-    pool: asyncpg.Pool, *, venue_id: str | None = None, provider_id: str | None = None
-) -> int:
-    """What the live sessions of a venue and/or provider have run up since their last ledger entry, in micros at
-    the prices in force (not in the ledger yet: the duty writes it at the next boundary or when they end)."""
+    pool: asyncpg.Pool,
+    *,
+    venue_id: str | None = None,
+    provider_id: str | None = None,
+    since: dt.datetime | None = None,
+) -> dict[str, int]:
+    """What the sessions of a venue and/or provider have run up since their last ledger entry, in micros at the
+    prices in force, per currency: those running, and those ended whose last entries the duty has not written yet
+    (it writes them at the next boundary, or within a round of their end). With `since`, only what would be entries
+    starting at or after it, as a statement from `since` will count them."""
     with translated():
         async with pool.acquire() as conn:
             now = await conn.fetchval(Q["metering_clock"])
             rows = await conn.fetch(Q["metering_live"], venue_id, provider_id)
-    total = 0
+    total: dict[str, int] = {}
     for r in rows:
         entries, _ = metering.usage(_metered(r), now, force=True)
-        total += sum(e.amount_micros for e in entries)
+        for e in entries:
+            if since is None or e.start >= since:
+                total[e.currency] = total.get(e.currency, 0) + e.amount_micros
     return total
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TodayCost:
-    """Today so far (local day in a UTC offset): what the ledger holds, and what running sessions have run up."""
+    """Today so far (the local day of a time zone): what the ledger holds, and what sessions have run up that is not
+    in it yet, per currency."""
 
     billed: metering.Statement
-    running_micros: int
+    running: Mapping[str, int]
+    time_zone: str
 
     @property
-    def total_micros(self) -> int:
-        return self.billed.total_micros + self.running_micros
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Per currency, sorted: (billed, running) micros."""
+        billed = {t.currency: t.total_micros for t in self.billed.totals}
+        return {c: (billed.get(c, 0), self.running.get(c, 0)) for c in sorted({*billed, *self.running})}
 
 
 async def cost_today(
@@ -344,13 +359,12 @@ async def cost_today(
     *,
     venue_id: str | None = None,
     provider_id: str | None = None,
-    utc_offset_minutes: int = 0,
+    time_zone: str = "UTC",
     now: dt.datetime | None = None,
 ) -> TodayCost:
-    """A venue's cost (or a provider's revenue) since midnight in `utc_offset_minutes` (480 for China)."""
+    """A venue's cost (or a provider's revenue) since midnight in `time_zone` (an IANA name: the venue's)."""
     now = now or dt.datetime.now(dt.UTC)
-    offset = dt.timedelta(minutes=utc_offset_minutes)
-    midnight = (now + offset).replace(hour=0, minute=0, second=0, microsecond=0) - offset
+    midnight, _ = metering.local_day(metering.local_date(now, time_zone), time_zone)
     billed = await statement(pool, venue_id=venue_id, provider_id=provider_id, start=midnight, end=now)
-    running = await running_accrual(pool, venue_id=venue_id, provider_id=provider_id)
-    return TodayCost(billed, running)
+    running = await running_accrual(pool, venue_id=venue_id, provider_id=provider_id, since=midnight)
+    return TodayCost(billed, running, time_zone)

@@ -5,8 +5,11 @@ A broker with security on serves the consoles on 127.0.0.1 (a free port). Two ve
 must refuse a call without a token (401) and another tenant's venue or provider (403), and answer another's host as
 an unknown one (404); a provider's drain from the console goes through the same store function as
 FleetService.DrainHost, so it is audited and reaches the agent.
-The browser test drives the distribution's Chromium (tests/integration/browser.py) and keeps screenshots in
-test-artifacts/.
+The browser tests drive the distribution's Chromium (tests/integration/browser.py) and keep screenshots in
+test-artifacts/ (and, for the money and history pages, in the test's own tmp dir).
+Money, time zones and history (issue 17): today's cost follows the ledger live and agrees with the statement on the
+page seconds after a session ends, in the price's currency; the venue's charts and the operator's region view draw
+the last 24 h from the sampler's rows; only the operator sees the region.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from cloudseat import tls
 from cloudseat.client import BrokerClient
 from cloudseat.v1 import agent_pb2, common_pb2, fleet_pb2, session_pb2, venue_pb2
 
-from broker import issuing
+from broker import history, issuing, metering
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import Broker
 from broker.store import audit
+from broker.store import history as history_store
 from tests.integration import browser as b
 from tests.integration.conftest import FAST
 from tests.integration.scripted_agent import ScriptedAgent
@@ -57,6 +61,8 @@ def broker_config(db_url: str, creds: issuing.Credentials) -> BrokerConfig:
         security=security,
         agent_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
+        # Ledger rows within half a second of a session's end, so the page's money moves within a test's patience.
+        metering=metering.Policy(interval_s=0.5, sla_settle_s=0),
     )
 
 
@@ -396,3 +402,136 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
     assert host.drained and host.status == fleet_pb2.HOST_STATUS_ONLINE
     await _drain_command(region.agents["host-1"], True)
     assert agent_pb2.DrainCommand(drained=True) in [m.drain for m in region.agents["host-1"].commands]
+
+
+async def test_the_region_is_the_operators_and_history_keeps_tenants_apart(region: Region, token: Token) -> None:
+    api = region.url + "api"
+    cafe, prov, operator = token("venue", venue_id="cafe"), token("provider", provider_id="prov"), token("operator")
+    assert region.broker.pool is not None
+    async with region.http() as http:
+        for tok in (cafe, prov):
+            for path in ("region", "region/history"):
+                status, body = await _get(http, f"{api}/{path}", tok)
+                assert (status, body["field"]) == (403, "region"), (path, body)
+            assert (await _get(http, f"{api}/whoami", tok))[1]["region"] is False
+        assert (await _get(http, f"{api}/whoami", operator))[1]["region"] is True
+        status, body = await _get(http, f"{api}/venues/rival/history", cafe)
+        assert (status, body["field"]) == (403, "venue_id")
+        status, body = await _get(http, f"{api}/providers/other/history", prov)
+        assert (status, body["field"]) == (403, "provider_id")
+
+        await region.start("cafe", "c1")
+        now = await history_store.clock(region.broker.pool)
+        await history_store.sample(region.broker.pool, *history.minute_to_sample(now + history.MINUTE))
+        status, body = await _get(http, f"{api}/region", operator)
+        assert status == 200
+        assert [s["site_id"] for s in body["sites"]] == ["other-site", "prov-site"]
+        assert {v["venue_id"]: v["seats"] for v in body["venues"]} == {"cafe": 3, "rival": 2}
+        status, body = await _get(http, f"{api}/region/history", operator)
+        assert status == 200 and len(body["utilisation"]) == 2 and body["span"]["bucket_s"] == history.BUCKET_S
+        assert {s["name"] for s in body["sessions"]} == {"cafe", "rival"}
+        # A tenant's own history: its zones, or its sites, and none of another's.
+        status, body = await _get(http, f"{api}/venues/cafe/history", cafe)
+        assert status == 200 and [s["name"] for s in body["sessions"]] == ["std"] and body["time_zone"] == "UTC"
+        status, body = await _get(http, f"{api}/providers/prov/history", prov)
+        assert status == 200 and [s["name"] for s in body["utilisation"]] == ["prov-site"]
+
+
+@pytest.mark.skipif(not os.access(b.CHROMIUM, os.X_OK), reason=f"no Chromium at {b.CHROMIUM}")
+async def test_money_is_live_in_its_currency_and_the_charts_and_region_draw_the_last_day(
+    region: Region, token: Token, tmp_path: Path
+) -> None:
+    """In headless Chromium, with both sites priced in USD and the cafe in Shanghai's time zone:
+    1. the venue page shows today's cost in USD, growing while a session runs (pushed, no reload);
+    2. seconds after the session ends, today's cost and the statement on the same page agree to the micro;
+    3. its charts draw the sampled minutes (a path with points, hour labels on Shanghai's clock);
+    4. the operator's region page shows every site and venue and its charts; a venue's token is refused it.
+    """
+    pool = region.broker.pool
+    assert pool is not None
+    for provider in PROVIDER_HOSTS:
+        await region.op.fleet.SetPrice(
+            fleet_pb2.SetPriceRequest(
+                site_id=f"{provider}-site", gpu_class="rtx4080", price_micros_per_slot_hour=36_000_000,
+                currency="USD",
+            )
+        )  # fmt: skip
+    await pool.execute("UPDATE venues SET time_zone = 'Asia/Shanghai' WHERE venue_id = 'cafe'")
+    started = await region.op.sessions.StartSession(
+        session_pb2.StartSessionRequest(request_id="r-money", venue_id="cafe", seat_id="c1", game_id="demo")
+    )
+    sid = started.session.session_id
+    await region.op.wait_for(sid, common_pb2.SESSION_STATE_READY, timeout_s=15)
+    # Three minutes of history (the sampler's own writes, taken now rather than waited for).
+    now = await history_store.clock(pool)
+    for back in (2, 1, 0):
+        await history_store.sample(pool, *history.minute_to_sample(now - back * history.MINUTE))
+
+    cafe = token("venue", venue_id="cafe")
+    async with b.chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 1400}, ignore_https_errors=True)
+        await page.goto(f"{region.url}?token={cafe}#venue/cafe")
+        await page.wait_for_function(
+            """() => { const c = window.cloudseatConsole.cost;
+                       return c && c.totals.length === 1 && c.totals[0].running_micros > 0; }""",
+            timeout=20_000,
+        )
+        await page.evaluate("window.notReloaded = true")
+        cost = await page.evaluate("window.cloudseatConsole.cost")
+        assert cost["time_zone"] == "Asia/Shanghai" and cost["totals"][0]["currency"] == "USD"
+        assert "USD" in await page.locator("#cost").inner_text()
+        assert "(Asia/Shanghai)" in await page.locator("#cost").inner_text()
+        # The charts: a line with the sampled points, labels on the venue's clock.
+        await page.wait_for_function("() => (window.cloudseatConsole.charts['chart-sessions'] || []).length > 0")
+        path = page.locator('#chart-sessions path.series[data-series="std"]')
+        assert int(await path.get_attribute("data-points") or 0) >= 1
+        assert (await path.get_attribute("d") or "").startswith("M")
+        assert await page.locator("#chart-service path.series").count() == 1
+        assert "times in Asia/Shanghai" in await page.locator("#venue-clock").inner_text()
+        await page.screenshot(path=str(tmp_path / "console-money-running.png"), full_page=True)
+
+        await region.op.end_session(sid, started.session_token)
+        # Seconds later: nothing left running, and today's cost is the statement's total, on the same page.
+        await page.wait_for_function(
+            """() => { const c = window.cloudseatConsole.cost, s = window.cloudseatConsole.statement;
+                       return c && s && c.totals.length === 1 && c.totals[0].running_micros === 0
+                         && s.totals.length === 1 && s.totals[0].total_micros === c.totals[0].total_micros; }""",
+            timeout=20_000,
+        )
+        assert await page.evaluate("window.notReloaded") is True
+        cost = await page.evaluate("window.cloudseatConsole.cost")
+        statement = await page.evaluate("window.cloudseatConsole.statement")
+        assert cost["totals"][0]["total_micros"] > 0 and statement["totals"][0]["currency"] == "USD"
+        assert await pool.fetchval(
+            "SELECT sum(amount_micros) FROM ledger WHERE venue_id = 'cafe' AND currency = 'USD'"
+        ) == cost["totals"][0]["total_micros"]
+        assert "USD" in await page.locator("#statements").inner_text()
+        await page.screenshot(path=str(tmp_path / "console-money-ended.png"), full_page=True)
+
+        # The region is the operator's: a venue's token gets the refusal, the operator's the whole region.
+        await page.goto(f"{region.url}#region")
+        await page.reload()
+        await page.wait_for_function(
+            "() => window.cloudseatConsole.error && window.cloudseatConsole.error.status === 403"
+        )
+        assert "region" in await page.locator("#error").inner_text()
+        operator = await browser.new_page(viewport={"width": 1280, "height": 1400}, ignore_https_errors=True)
+        await operator.goto(f"{region.url}?token={token('operator')}#region")
+        await operator.wait_for_function(
+            "() => window.cloudseatConsole.region && (window.cloudseatConsole.charts['chart-region-util'] || []).length"
+        )
+        assert await operator.locator("#region-sites tbody tr").count() == 2
+        assert await operator.locator("#region-venues tbody tr").count() == 2
+        assert await operator.locator("#region-link").is_visible()
+        util = operator.locator("#chart-region-util path.series")
+        assert await util.count() == 2 and int(await util.first.get_attribute("data-points") or 0) >= 1
+        assert await operator.locator("#chart-region-util text.tick").count() >= 2
+        # Hovering a chart's last bucket (628 of its 640 units across) shows the values sampled there.
+        box = await operator.locator("#chart-region-sessions svg").bounding_box()
+        assert box is not None
+        await operator.mouse.move(box["x"] + box["width"] * 628 / 640, box["y"] + box["height"] / 2)
+        tip = await operator.locator("#chart-region-sessions .chart-tip").inner_text()
+        assert "cafe: 0" in tip or "cafe: 1" in tip, tip
+        await operator.screenshot(path=str(tmp_path / "console-region.png"), full_page=True)
+    for name in ("console-money-running.png", "console-money-ended.png", "console-region.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name

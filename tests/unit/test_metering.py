@@ -318,3 +318,50 @@ def test_statements_equal_ledger_sums_over_random_session_histories(
         assert line.total_micros == sum(e.amount_micros for e in mine)
         assert line.slot_seconds == sum(e.seconds * e.slots for e in mine if e.kind == m.USAGE)
         assert line.credited_seconds == sum(e.seconds for e in mine if e.kind == m.CREDIT)
+
+
+# -- currencies and the venue's day (issue 17) ---------------------------------------------------------------------
+
+
+def test_every_entry_carries_its_prices_currency_and_statements_total_each_currency_apart() -> None:
+    usd = session(local(20, 0), local(20, 0, 36), currency="USD")
+    cny = session(local(20, 0), local(20, 0, 18), session_id="s2", site_id="other")
+    entries = m.usage(usd, local(21, 0))[0] + m.usage(cny, local(21, 0))[0]
+    assert {e.currency for e in entries} == {"USD", "CNY"}
+    st = m.statement(entries, local(0, 0), local(0, 0, day=2))
+    assert [(line.site_id, line.currency) for line in st.lines] == [("other", "CNY"), ("site", "USD")]
+    assert st.currencies == ("CNY", "USD")
+    # 36 s and 18 s at 2000 micros a second (peak): never added together across currencies.
+    assert [(t.currency, t.usage_micros, t.total_micros) for t in st.totals] == [
+        ("CNY", 36_000, 36_000),
+        ("USD", 72_000, 72_000),
+    ]
+    assert m.statement([], local(0, 0), local(0, 0, day=2)).totals == ()
+
+
+def test_a_price_without_a_currency_is_in_cny() -> None:
+    (entry,) = m.usage(session(local(20, 0), local(20, 1)), local(21, 0))[0]
+    assert entry.currency == m.DEFAULT_CURRENCY == "CNY"
+
+
+@pytest.mark.parametrize(
+    ("zone", "day", "start", "hours"),
+    [
+        ("UTC", dt.date(2026, 12, 4), dt.datetime(2026, 12, 4, tzinfo=UTC), 24),
+        # Midnight in Shanghai is 16:00 UTC the day before.
+        ("Asia/Shanghai", dt.date(2026, 12, 4), dt.datetime(2026, 12, 3, 16, tzinfo=UTC), 24),
+        # The clocks go forward (23 h) and back (25 h) in Berlin.
+        ("Europe/Berlin", dt.date(2026, 3, 29), dt.datetime(2026, 3, 28, 23, tzinfo=UTC), 23),
+        ("Europe/Berlin", dt.date(2026, 10, 25), dt.datetime(2026, 10, 24, 22, tzinfo=UTC), 25),
+        # Sao Paulo once sprang forward at midnight: that day began at 01:00 local, when the gap ended.
+        ("America/Sao_Paulo", dt.date(2018, 11, 4), dt.datetime(2018, 11, 4, 3, tzinfo=UTC), 23),
+    ],
+)
+def test_a_venues_day_is_its_own_time_zones(zone: str, day: dt.date, start: dt.datetime, hours: int) -> None:
+    lo, hi = m.local_day(day, zone)
+    assert lo == start and hi - lo == dt.timedelta(hours=hours)
+    assert m.local_date(lo, zone) == day and m.local_date(hi - dt.timedelta(seconds=1), zone) == day
+    assert m.local_date(hi, zone) == day + dt.timedelta(days=1)
+    # On the venue's wall clock the day starts at midnight (at 01:00 where midnight fell in a gap).
+    wall = m.local_time(lo, zone)
+    assert wall.date() == day and (wall.hour, wall.minute) == ((1, 0) if zone == "America/Sao_Paulo" else (0, 0))

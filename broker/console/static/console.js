@@ -1,4 +1,5 @@
-// The cloudseat console: a venue's live seat map and business figures, a provider's fleet with drain and undrain.
+// The cloudseat console: a venue's live seat map, money and history, a provider's fleet with drain and undrain and
+// its history, and the operator's view of the whole region. Charts are drawn by chart.js (served here too).
 // Talks only to this server's /api/ with the tenant token as "Authorization: Bearer"; the token comes from the
 // sign-in box or ?token= (then dropped from the address bar) and is kept in sessionStorage (this tab only).
 // Live updates are Server-Sent Events read through fetch(), so the token travels in a header, never in a URL.
@@ -8,7 +9,10 @@ const TOKEN_KEY = 'cloudseat.console.token';
 const $ = (id) => document.getElementById(id);
 
 // For automation and monitoring: what the page shows now.
-window.cloudseatConsole = { view: null, ready: false, seats: {}, hosts: {}, error: null };
+// cost and statement: the totals per currency the page shows; charts: the history charts drawn, by element id.
+window.cloudseatConsole = {
+  view: null, ready: false, seats: {}, hosts: {}, error: null, cost: null, statement: null, charts: {}, region: null,
+};
 
 class ApiError extends Error {
   constructor(status, message, field) { super(message); this.status = status; this.field = field; }
@@ -55,6 +59,7 @@ function signIn() {
   $('login').hidden = false;
   $('venue').hidden = true;
   $('provider').hidden = true;
+  $('region').hidden = true;
   $('audit').hidden = true;
 }
 
@@ -108,6 +113,10 @@ function clock(seconds) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return h ? `${h}:${String(m).padStart(2, '0')}:${String(r).padStart(2, '0')}` : `${m}:${String(r).padStart(2, '0')}`;
 }
+function seconds(s) {
+  if (s === null || s === undefined) return dash;
+  return s < 90 ? `${s.toFixed(s < 10 ? 1 : 0)} s` : `${(s / 60).toFixed(1)} min`;
+}
 function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); return td; }
 
 // -- venue --------------------------------------------------------------------------------------------------------
@@ -160,6 +169,24 @@ function tickTimeLeft() {
   }
 }
 
+// -- history charts -----------------------------------------------------------------------------------------------
+
+const CHART_FORMATS = { pct: (v) => `${Math.round(100 * v)}%`, num: (v) => num(v, v < 10 && v % 1 ? 1 : 0), seconds };
+
+function chart(id, series, format, options = {}) {
+  window.cloudseatChart.draw($(id), { series, format: CHART_FORMATS[format], ...options });
+  window.cloudseatConsole.charts[id] = series.map((s) => ({
+    name: s.name, points: s.points.filter((p) => p[1] !== null).length,
+  }));
+}
+
+// Draw now and again every minute (the history gains a row a minute) until the view is left.
+function everyMinute(draw, signal) {
+  draw().catch(showError);
+  const timer = setInterval(() => draw().catch(showError), 60_000);
+  signal.addEventListener('abort', () => clearInterval(timer));
+}
+
 function business(box, data) {
   box.replaceChildren();
   if (data.available === false) {
@@ -193,8 +220,21 @@ function business(box, data) {
 async function showVenue(venueId, signal) {
   $('venue').hidden = false;
   $('seat-map').replaceChildren();
+  $('statement-from').value = '';
+  $('statement-to').value = '';
   window.cloudseatConsole.seats = {};
   const base = `/api/venues/${encodeURIComponent(venueId)}`;
+  // Before the stream starts: its first "cost" event fills in the days and submits.
+  $('statement-form').onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      const q = new URLSearchParams({ from: $('statement-from').value, to: $('statement-to').value });
+      const statement = await api(`${base}/statements?${q}`);
+      business($('statements'), statement);
+      window.cloudseatConsole.statement = { from: q.get('from'), to: q.get('to'), totals: statement.totals };
+      showError(null);
+    } catch (err) { showError(err); }
+  };
   let serviceDue = null; // a seat's change may move the service level: re-read it, at most every 2 s
   const refreshService = async () => {
     const service = await api(`${base}/service-level`);
@@ -216,6 +256,8 @@ async function showVenue(venueId, signal) {
     } else if (event === 'seat') {
       setSeat(data);
       serviceDue ||= setTimeout(() => { serviceDue = null; refreshService().catch(showError); }, 2000);
+    } else if (event === 'cost') {
+      showCost(data);
     } else if (event === 'stats') {
       for (const card of document.querySelectorAll('.seat')) {
         const fps = data.fps[card.dataset.session];
@@ -224,22 +266,40 @@ async function showVenue(venueId, signal) {
       }
     }
   }, $('live'), signal);
-  const [, leases, cost] = await Promise.all([refreshService(), api(`${base}/leases`), api(`${base}/cost`)]);
+  everyMinute(async () => {
+    const h = await api(`${base}/history`);
+    const options = { timeZone: h.time_zone };
+    $('venue-clock').textContent = `times in ${h.time_zone}`;
+    chart('chart-sessions', h.sessions, 'num', options);
+    chart('chart-queue', h.queue_length, 'num', options);
+    chart('chart-wait', h.mean_wait_s, 'seconds', options);
+    chart('chart-service', h.service_level, 'pct', { ...options, max: 1 });
+  }, signal);
+  const [, leases] = await Promise.all([refreshService(), api(`${base}/leases`)]);
   business($('leases'), leases);
-  business($('cost'), cost);
-  const today = new Date().toISOString().slice(0, 10);
-  const monthStart = `${today.slice(0, 8)}01`;
-  $('statement-from').value ||= monthStart;
-  $('statement-to').value ||= new Date(Date.now() + 86400000).toISOString().slice(0, 10);
-  $('statement-form').onsubmit = async (e) => {
-    e.preventDefault();
-    try {
-      const q = new URLSearchParams({ from: $('statement-from').value, to: $('statement-to').value });
-      business($('statements'), await api(`${base}/statements?${q}`));
-      showError(null);
-    } catch (err) { showError(err); }
-  };
-  $('statement-form').requestSubmit();
+}
+
+// The venue's day (YYYY-MM-DD in its time zone) plus `days`.
+function dayPlus(day, days) {
+  return new Date(Date.parse(`${day}T00:00:00Z`) + days * 86400000).toISOString().slice(0, 10);
+}
+
+// Today's cost as pushed by the venue's stream: shown at once; the first one sets the statement's days to this
+// month of the venue's calendar; when the ledger moved, a statement that covers today is read again.
+function showCost(data) {
+  business($('cost'), data);
+  window.cloudseatConsole.cost = { day: data.day, time_zone: data.time_zone, totals: data.totals };
+  const badge = $('cost-live');
+  badge.textContent = 'live';
+  badge.classList.add('live');
+  const from = $('statement-from'), to = $('statement-to');
+  if (!from.value || !to.value) {
+    from.value = `${data.day.slice(0, 8)}01`;
+    to.value = dayPlus(data.day, 1);
+    $('statement-form').requestSubmit();
+  } else if (data.ledger_changed && from.value <= data.day && data.day < to.value) {
+    $('statement-form').requestSubmit();
+  }
 }
 
 // -- provider -----------------------------------------------------------------------------------------------------
@@ -306,7 +366,45 @@ async function showProvider(providerId, signal) {
   const base = `/api/providers/${encodeURIComponent(providerId)}`;
   refreshFleet = async () => renderFleet(await api(`${base}/fleet`));
   stream(`${base}/events`, (event, data) => { if (event === 'fleet') renderFleet(data); }, $('fleet-live'), signal);
+  everyMinute(async () => {
+    const h = await api(`${base}/history`);
+    chart('chart-provider-util', h.utilisation, 'pct', { max: 1 });
+    chart('chart-provider-hosts', h.hosts_online, 'num');
+  }, signal);
   business($('revenue'), await api(`${base}/revenue`));
+}
+
+// -- the region (the operator's) ------------------------------------------------------------------------------------
+
+async function showRegion(signal) {
+  $('region').hidden = false;
+  const now = await api('/api/region');
+  const sites = $('region-sites').tBodies[0];
+  sites.replaceChildren();
+  for (const s of now.sites) {
+    const tr = sites.insertRow();
+    tr.dataset.site = s.site_id;
+    cell(tr, `${s.site_id} (${s.name})`); cell(tr, s.provider_id); cell(tr, s.region || dash); cell(tr, s.hosts);
+    cell(tr, s.hosts_serving); cell(tr, `${s.slots_used} / ${s.slots}`); cell(tr, pct(s.utilisation));
+  }
+  const venues = $('region-venues').tBodies[0];
+  venues.replaceChildren();
+  for (const v of now.venues) {
+    const tr = venues.insertRow();
+    tr.dataset.venue = v.venue_id;
+    cell(tr, `${v.venue_id} (${v.name})`); cell(tr, v.time_zone); cell(tr, v.seats); cell(tr, v.sessions);
+    cell(tr, v.queued); cell(tr, v.serving); cell(tr, pct(v.service_level));
+  }
+  window.cloudseatConsole.region = { sites: now.sites.length, venues: now.venues.length };
+  everyMinute(async () => {
+    const h = await api('/api/region/history');
+    chart('chart-region-util', h.utilisation, 'pct', { max: 1 });
+    chart('chart-region-sessions', h.sessions, 'num');
+    chart('chart-region-queue', h.queue_length, 'num');
+    chart('chart-region-wait', h.mean_wait_s, 'seconds');
+    chart('chart-region-service', h.service_level, 'pct', { max: 1 });
+  }, signal);
+  window.cloudseatConsole.ready = true;
 }
 
 // -- audit trail --------------------------------------------------------------------------------------------------
@@ -360,7 +458,7 @@ $('audit-export').addEventListener('click', () => exportAudit().catch(showError)
 
 function route(who) {
   const [kind, id] = location.hash.slice(1).split('/').map(decodeURIComponent);
-  if (kind === 'audit') return { kind };
+  if (kind === 'audit' || kind === 'region') return { kind };
   if ((kind === 'venue' || kind === 'provider') && id) return { kind, id };
   if (who.venues.length) return { kind: 'venue', id: who.venues[0].venue_id };
   if (who.providers.length) return { kind: 'provider', id: who.providers[0].provider_id };
@@ -372,16 +470,20 @@ async function show(who) {
   streamAbort = new AbortController();
   $('venue').hidden = true;
   $('provider').hidden = true;
+  $('region').hidden = true;
   $('audit').hidden = true;
   window.cloudseatConsole.ready = false;
+  window.cloudseatConsole.charts = {};
   const where = route(who);
   window.cloudseatConsole.view = where;
   if (!where) { showError(new Error('This token sees no venue or provider.')); return; }
   if (where.id) $('pick').value = `${where.kind}/${where.id}`;
-  document.title = where.id ? `cloudseat · ${where.kind} ${where.id}` : 'cloudseat · audit trail';
+  document.title = where.id ? `cloudseat · ${where.kind} ${where.id}`
+    : where.kind === 'region' ? 'cloudseat · region' : 'cloudseat · audit trail';
   try {
     showError(null);
     if (where.kind === 'audit') await showAudit();
+    else if (where.kind === 'region') await showRegion(streamAbort.signal);
     else if (where.kind === 'venue') await showVenue(where.id, streamAbort.signal);
     else await showProvider(where.id, streamAbort.signal);
   } catch (err) {
@@ -401,6 +503,7 @@ async function start() {
   }
   $('who').textContent = who.trusted ? 'authentication off' : `${who.role} ${who.subject}`;
   $('signout').hidden = who.trusted;
+  $('region-link').hidden = !who.region;
   const pick = $('pick');
   pick.replaceChildren();
   for (const v of who.venues) pick.add(new Option(`venue ${v.name} (${v.venue_id})`, `venue/${v.venue_id}`));

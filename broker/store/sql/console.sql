@@ -2,7 +2,7 @@
 -- tenant-free aggregates /metrics exposes.
 
 -- name: console_venues
-SELECT venue_id, name FROM venues WHERE ($1::text IS NULL OR venue_id = $1) ORDER BY venue_id;
+SELECT venue_id, name, time_zone FROM venues WHERE ($1::text IS NULL OR venue_id = $1) ORDER BY venue_id;
 
 -- name: console_providers
 SELECT provider_id, name FROM providers WHERE ($1::text IS NULL OR provider_id = $1) ORDER BY provider_id;
@@ -62,3 +62,32 @@ SELECT status, drained, count(*)::bigint AS n FROM hosts GROUP BY status, draine
 -- name: console_metered_seconds
 -- Slot-seconds of usage in the metering ledger (append-only, so the sum only grows: a Prometheus counter).
 SELECT coalesce(sum(seconds::bigint * slots), 0)::float8 FROM ledger WHERE kind = 'usage';
+
+-- name: console_region_sites
+-- Every site of the region with its provider, hosts counted and slots in use (the operator's view).
+SELECT s.site_id, s.name, s.region, s.provider_id,
+       count(h.host_id)::bigint AS hosts,
+       count(h.host_id) FILTER (WHERE h.status = 'online' AND NOT h.drained)::bigint AS hosts_serving,
+       coalesce(sum(h.slots), 0)::bigint AS slots,
+       coalesce(sum(h.slots - h.free_slots), 0)::bigint AS slots_used
+FROM sites s
+LEFT JOIN hosts h ON h.site_id = s.site_id
+GROUP BY s.site_id, s.name, s.region, s.provider_id
+ORDER BY s.site_id;
+
+-- name: console_region_venues
+-- Every venue of the region now: its seats, live sessions, those waiting, and those served within their cap.
+WITH live AS (
+    SELECT venue_id, state, latency_ms, latency_cap_ms FROM sessions WHERE state <> 'ENDED'
+)
+SELECT v.venue_id, v.name, v.time_zone,
+       (SELECT count(*) FROM seats st WHERE st.venue_id = v.venue_id)::bigint AS seats,
+       count(l.venue_id)::bigint AS sessions,
+       count(l.venue_id) FILTER (WHERE l.state = 'PENDING')::bigint AS queued,
+       count(l.venue_id) FILTER (WHERE l.state IN ('READY', 'STREAMING'))::bigint AS serving,
+       count(l.venue_id) FILTER (WHERE l.state IN ('READY', 'STREAMING') AND l.latency_ms <= l.latency_cap_ms)::bigint
+           AS within_cap
+FROM venues v
+LEFT JOIN live l ON l.venue_id = v.venue_id
+GROUP BY v.venue_id, v.name, v.time_zone
+ORDER BY v.venue_id;

@@ -15,10 +15,12 @@ WHERE NOT c.done AND m.site_id = $1 AND m.gpu_class = $2
 FOR UPDATE OF c;
 
 -- name: metering_live
--- The live (not ended) sessions of a venue or provider, for the running accrual not yet in the ledger.
+-- The sessions of a venue or provider with usage not in the ledger yet, for the running accrual: those that run, and
+-- those that ended but whose last entries the duty has not written (so a cost shown does not dip between a session's
+-- end and its metering).
 SELECT m.*, c.usage_until, c.sla_until
 FROM metering_cursor c JOIN metered_sessions m USING (session_id)
-WHERE NOT c.done AND m.state <> 'ENDED'
+WHERE NOT c.done
   AND ($1::text IS NULL OR m.venue_id = $1) AND ($2::text IS NULL OR m.provider_id = $2);
 
 -- name: metering_clock
@@ -46,10 +48,10 @@ RETURNING c.session_id::text;
 
 -- name: ledger_append
 INSERT INTO ledger (session_id, venue_id, provider_id, host_id, site_id, gpu_class, slots, kind, basis, lease_id,
-                    price_micros, start_at, end_at, seconds, amount_micros)
+                    price_micros, start_at, end_at, seconds, amount_micros, currency)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
                      $8::text[], $9::text[], $10::text[], $11::bigint[], $12::timestamptz[], $13::timestamptz[],
-                     $14::integer[], $15::bigint[]);
+                     $14::integer[], $15::bigint[], $16::text[]);
 
 -- name: stream_minutes_add
 -- Agents' stats of streaming sessions into their minute (database clock). Only a session on the reporting host
@@ -81,7 +83,7 @@ RETURNING m.minute;
 
 -- name: statement_lines
 -- A statement's lines: the entries that start in [$3, $4) of a venue ($1) and/or a provider ($2).
-SELECT site_id, gpu_class, basis, price_micros,
+SELECT site_id, gpu_class, basis, price_micros, currency,
        count(*)::integer AS entries,
        coalesce(sum(seconds) FILTER (WHERE kind = 'usage'), 0)::bigint AS seconds,
        coalesce(sum(seconds::bigint * slots) FILTER (WHERE kind = 'usage'), 0)::bigint AS slot_seconds,
@@ -91,13 +93,13 @@ SELECT site_id, gpu_class, basis, price_micros,
 FROM ledger
 WHERE ($1::text IS NULL OR venue_id = $1) AND ($2::text IS NULL OR provider_id = $2)
   AND start_at >= $3 AND start_at < $4
-GROUP BY site_id, gpu_class, basis, price_micros
-ORDER BY site_id, gpu_class, basis, price_micros;
+GROUP BY site_id, gpu_class, basis, price_micros, currency
+ORDER BY site_id, gpu_class, basis, price_micros, currency;
 
 -- name: ledger_page
 -- The entries that start in [$3, $4) of a venue and/or a provider, in entry order after entry $5, at most $6.
 SELECT entry_id, session_id::text AS session_id, venue_id, provider_id, host_id, site_id, gpu_class, slots, kind,
-       basis, lease_id, price_micros, start_at, end_at, seconds, amount_micros, written_at
+       basis, lease_id, price_micros, start_at, end_at, seconds, amount_micros, currency, written_at
 FROM ledger
 WHERE ($1::text IS NULL OR venue_id = $1) AND ($2::text IS NULL OR provider_id = $2)
   AND start_at >= $3 AND start_at < $4 AND entry_id > $5

@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudseat/v1/billing.proto\x12\x0c\x63loudseat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\x13GetStatementRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x02\n\rStatementLine\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x05\x62\x61sis\x18\x03 \x01(\x0e\x32\x13.cloudseat.v1.Basis\x12\"\n\x1aprice_micros_per_slot_hour\x18\x04 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x03\x12\x14\n\x0cslot_seconds\x18\x07 \x01(\x03\x12\x14\n\x0cusage_micros\x18\x08 \x01(\x03\x12\x18\n\x10\x63redited_seconds\x18\t \x01(\x03\x12\x15\n\rcredit_micros\x18\n \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x0b \x01(\x03\"\xb1\x02\n\tStatement\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05lines\x18\x05 \x03(\x0b\x32\x1b.cloudseat.v1.StatementLine\x12\x14\n\x0cusage_micros\x18\x06 \x01(\x03\x12\x15\n\rcredit_micros\x18\x07 \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x08 \x01(\x03\x12\x0f\n\x07seconds\x18\t \x01(\x03\x12\x18\n\x10\x63redited_seconds\x18\n \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x0b \x01(\r\"\xb5\x01\n\x11ListLedgerRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"\xcb\x03\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08venue_id\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\x12\x0f\n\x07site_id\x18\x06 \x01(\t\x12\x11\n\tgpu_class\x18\x07 \x01(\t\x12\r\n\x05slots\x18\x08 \x01(\r\x12%\n\x04kind\x18\t \x01(\x0e\x32\x17.cloudseat.v1.EntryKind\x12\"\n\x05\x62\x61sis\x18\n \x01(\x0e\x32\x13.cloudseat.v1.Basis\x12\x10\n\x08lease_id\x18\x0b \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x0c \x01(\x03\x12)\n\x05start\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x0f \x01(\r\x12\x15\n\ramount_micros\x18\x10 \x01(\x03\x12.\n\nwritten_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x12ListLedgerResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.cloudseat.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*X\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_KIND_USAGE\x10\x01\x12\x19\n\x15\x45NTRY_KIND_SLA_CREDIT\x10\x02*D\n\x05\x42\x61sis\x12\x15\n\x11\x42\x41SIS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42\x41SIS_ON_DEMAND\x10\x01\x12\x0f\n\x0b\x42\x41SIS_LEASE\x10\x02\x32\xad\x01\n\x0e\x42illingService\x12J\n\x0cGetStatement\x12!.cloudseat.v1.GetStatementRequest\x1a\x17.cloudseat.v1.Statement\x12O\n\nListLedger\x12\x1f.cloudseat.v1.ListLedgerRequest\x1a .cloudseat.v1.ListLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63loudseat/v1/billing.proto\x12\x0c\x63loudseat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n\x13GetStatementRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x02\n\rStatementLine\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x05\x62\x61sis\x18\x03 \x01(\x0e\x32\x13.cloudseat.v1.Basis\x12\"\n\x1aprice_micros_per_slot_hour\x18\x04 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\r\x12\x0f\n\x07seconds\x18\x06 \x01(\x03\x12\x14\n\x0cslot_seconds\x18\x07 \x01(\x03\x12\x14\n\x0cusage_micros\x18\x08 \x01(\x03\x12\x18\n\x10\x63redited_seconds\x18\t \x01(\x03\x12\x15\n\rcredit_micros\x18\n \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x0b \x01(\x03\x12\x10\n\x08\x63urrency\x18\x0c \x01(\t\"d\n\rCurrencyTotal\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x14\n\x0cusage_micros\x18\x02 \x01(\x03\x12\x15\n\rcredit_micros\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x04 \x01(\x03\"\xf0\x02\n\tStatement\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05lines\x18\x05 \x03(\x0b\x32\x1b.cloudseat.v1.StatementLine\x12\x14\n\x0cusage_micros\x18\x06 \x01(\x03\x12\x15\n\rcredit_micros\x18\x07 \x01(\x03\x12\x14\n\x0ctotal_micros\x18\x08 \x01(\x03\x12\x0f\n\x07seconds\x18\t \x01(\x03\x12\x18\n\x10\x63redited_seconds\x18\n \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x0b \x01(\r\x12+\n\x06totals\x18\x0c \x03(\x0b\x32\x1b.cloudseat.v1.CurrencyTotal\x12\x10\n\x08\x63urrency\x18\r \x01(\t\"\xb5\x01\n\x11ListLedgerRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"\xdd\x03\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\x04\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08venue_id\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x0f\n\x07host_id\x18\x05 \x01(\t\x12\x0f\n\x07site_id\x18\x06 \x01(\t\x12\x11\n\tgpu_class\x18\x07 \x01(\t\x12\r\n\x05slots\x18\x08 \x01(\r\x12%\n\x04kind\x18\t \x01(\x0e\x32\x17.cloudseat.v1.EntryKind\x12\"\n\x05\x62\x61sis\x18\n \x01(\x0e\x32\x13.cloudseat.v1.Basis\x12\x10\n\x08lease_id\x18\x0b \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x0c \x01(\x03\x12)\n\x05start\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\x0f \x01(\r\x12\x15\n\ramount_micros\x18\x10 \x01(\x03\x12.\n\nwritten_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x12 \x01(\t\"Y\n\x12ListLedgerResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.cloudseat.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*X\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_KIND_USAGE\x10\x01\x12\x19\n\x15\x45NTRY_KIND_SLA_CREDIT\x10\x02*D\n\x05\x42\x61sis\x12\x15\n\x11\x42\x41SIS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42\x41SIS_ON_DEMAND\x10\x01\x12\x0f\n\x0b\x42\x41SIS_LEASE\x10\x02\x32\xad\x01\n\x0e\x42illingService\x12J\n\x0cGetStatement\x12!.cloudseat.v1.GetStatementRequest\x1a\x17.cloudseat.v1.Statement\x12O\n\nListLedger\x12\x1f.cloudseat.v1.ListLedgerRequest\x1a .cloudseat.v1.ListLedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudseat.v1.billing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYKIND']._serialized_start=1544
-  _globals['_ENTRYKIND']._serialized_end=1632
-  _globals['_BASIS']._serialized_start=1634
-  _globals['_BASIS']._serialized_end=1702
+  _globals['_ENTRYKIND']._serialized_start=1745
+  _globals['_ENTRYKIND']._serialized_end=1833
+  _globals['_BASIS']._serialized_start=1835
+  _globals['_BASIS']._serialized_end=1903
   _globals['_GETSTATEMENTREQUEST']._serialized_start=78
   _globals['_GETSTATEMENTREQUEST']._serialized_end=222
   _globals['_STATEMENTLINE']._serialized_start=225
-  _globals['_STATEMENTLINE']._serialized_end=497
-  _globals['_STATEMENT']._serialized_start=500
-  _globals['_STATEMENT']._serialized_end=805
-  _globals['_LISTLEDGERREQUEST']._serialized_start=808
-  _globals['_LISTLEDGERREQUEST']._serialized_end=989
-  _globals['_LEDGERENTRY']._serialized_start=992
-  _globals['_LEDGERENTRY']._serialized_end=1451
-  _globals['_LISTLEDGERRESPONSE']._serialized_start=1453
-  _globals['_LISTLEDGERRESPONSE']._serialized_end=1542
-  _globals['_BILLINGSERVICE']._serialized_start=1705
-  _globals['_BILLINGSERVICE']._serialized_end=1878
+  _globals['_STATEMENTLINE']._serialized_end=515
+  _globals['_CURRENCYTOTAL']._serialized_start=517
+  _globals['_CURRENCYTOTAL']._serialized_end=617
+  _globals['_STATEMENT']._serialized_start=620
+  _globals['_STATEMENT']._serialized_end=988
+  _globals['_LISTLEDGERREQUEST']._serialized_start=991
+  _globals['_LISTLEDGERREQUEST']._serialized_end=1172
+  _globals['_LEDGERENTRY']._serialized_start=1175
+  _globals['_LEDGERENTRY']._serialized_end=1652
+  _globals['_LISTLEDGERRESPONSE']._serialized_start=1654
+  _globals['_LISTLEDGERRESPONSE']._serialized_end=1743
+  _globals['_BILLINGSERVICE']._serialized_start=1906
+  _globals['_BILLINGSERVICE']._serialized_end=2079
 # @@protoc_insertion_point(module_scope)

@@ -41,7 +41,7 @@ class GetStatementRequest(_message.Message):
     def __init__(self, venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StatementLine(_message.Message):
-    __slots__ = ("site_id", "gpu_class", "basis", "price_micros_per_slot_hour", "entries", "seconds", "slot_seconds", "usage_micros", "credited_seconds", "credit_micros", "total_micros")
+    __slots__ = ("site_id", "gpu_class", "basis", "price_micros_per_slot_hour", "entries", "seconds", "slot_seconds", "usage_micros", "credited_seconds", "credit_micros", "total_micros", "currency")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_CLASS_FIELD_NUMBER: _ClassVar[int]
     BASIS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class StatementLine(_message.Message):
     CREDITED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CREDIT_MICROS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MICROS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     gpu_class: str
     basis: Basis
@@ -64,10 +65,23 @@ class StatementLine(_message.Message):
     credited_seconds: int
     credit_micros: int
     total_micros: int
-    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., basis: _Optional[_Union[Basis, str]] = ..., price_micros_per_slot_hour: _Optional[int] = ..., entries: _Optional[int] = ..., seconds: _Optional[int] = ..., slot_seconds: _Optional[int] = ..., usage_micros: _Optional[int] = ..., credited_seconds: _Optional[int] = ..., credit_micros: _Optional[int] = ..., total_micros: _Optional[int] = ...) -> None: ...
+    currency: str
+    def __init__(self, site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., basis: _Optional[_Union[Basis, str]] = ..., price_micros_per_slot_hour: _Optional[int] = ..., entries: _Optional[int] = ..., seconds: _Optional[int] = ..., slot_seconds: _Optional[int] = ..., usage_micros: _Optional[int] = ..., credited_seconds: _Optional[int] = ..., credit_micros: _Optional[int] = ..., total_micros: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class CurrencyTotal(_message.Message):
+    __slots__ = ("currency", "usage_micros", "credit_micros", "total_micros")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    USAGE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_MICROS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MICROS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    usage_micros: int
+    credit_micros: int
+    total_micros: int
+    def __init__(self, currency: _Optional[str] = ..., usage_micros: _Optional[int] = ..., credit_micros: _Optional[int] = ..., total_micros: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ("venue_id", "provider_id", "start", "end", "lines", "usage_micros", "credit_micros", "total_micros", "seconds", "credited_seconds", "entries")
+    __slots__ = ("venue_id", "provider_id", "start", "end", "lines", "usage_micros", "credit_micros", "total_micros", "seconds", "credited_seconds", "entries", "totals", "currency")
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +93,8 @@ class Statement(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     CREDITED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     venue_id: str
     provider_id: str
     start: _timestamp_pb2.Timestamp
@@ -90,7 +106,9 @@ class Statement(_message.Message):
     seconds: int
     credited_seconds: int
     entries: int
-    def __init__(self, venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., usage_micros: _Optional[int] = ..., credit_micros: _Optional[int] = ..., total_micros: _Optional[int] = ..., seconds: _Optional[int] = ..., credited_seconds: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
+    totals: _containers.RepeatedCompositeFieldContainer[CurrencyTotal]
+    currency: str
+    def __init__(self, venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., usage_micros: _Optional[int] = ..., credit_micros: _Optional[int] = ..., total_micros: _Optional[int] = ..., seconds: _Optional[int] = ..., credited_seconds: _Optional[int] = ..., entries: _Optional[int] = ..., totals: _Optional[_Iterable[_Union[CurrencyTotal, _Mapping]]] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class ListLedgerRequest(_message.Message):
     __slots__ = ("venue_id", "provider_id", "start", "end", "page_size", "page_token")
@@ -109,7 +127,7 @@ class ListLedgerRequest(_message.Message):
     def __init__(self, venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("entry_id", "session_id", "venue_id", "provider_id", "host_id", "site_id", "gpu_class", "slots", "kind", "basis", "lease_id", "price_micros_per_slot_hour", "start", "end", "seconds", "amount_micros", "written_at")
+    __slots__ = ("entry_id", "session_id", "venue_id", "provider_id", "host_id", "site_id", "gpu_class", "slots", "kind", "basis", "lease_id", "price_micros_per_slot_hour", "start", "end", "seconds", "amount_micros", "written_at", "currency")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +145,7 @@ class LedgerEntry(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MICROS_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_AT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
     entry_id: int
     session_id: str
     venue_id: str
@@ -144,7 +163,8 @@ class LedgerEntry(_message.Message):
     seconds: int
     amount_micros: int
     written_at: _timestamp_pb2.Timestamp
-    def __init__(self, entry_id: _Optional[int] = ..., session_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., host_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., slots: _Optional[int] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., basis: _Optional[_Union[Basis, str]] = ..., lease_id: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[int] = ..., amount_micros: _Optional[int] = ..., written_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    currency: str
+    def __init__(self, entry_id: _Optional[int] = ..., session_id: _Optional[str] = ..., venue_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., host_id: _Optional[str] = ..., site_id: _Optional[str] = ..., gpu_class: _Optional[str] = ..., slots: _Optional[int] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., basis: _Optional[_Union[Basis, str]] = ..., lease_id: _Optional[str] = ..., price_micros_per_slot_hour: _Optional[int] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., seconds: _Optional[int] = ..., amount_micros: _Optional[int] = ..., written_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class ListLedgerResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")
