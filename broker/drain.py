@@ -20,11 +20,25 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from cloudseat import errors
+
 from broker import patron_time
 
 # The furthest deadline a drain may set, in seconds from now: a week (maintenance is planned, not open-ended; a
 # drain with no deadline is the open-ended one).
 MAX_DEADLINE_S = 7 * 86_400
+
+
+def deadline_s(value: object, field: str = "deadline_s") -> int | None:
+    """A drain's deadline as asked (seconds from now, a whole number 0 to MAX_DEADLINE_S), None for none (0);
+    InvalidArgument naming `field` otherwise. The RPC and the console's drain button both take it this way."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidArgument(field, f"must be a whole number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= MAX_DEADLINE_S:
+        raise errors.InvalidArgument(
+            field, f"must be 0 to {MAX_DEADLINE_S} seconds (a week); 0 means no deadline"
+        )
+    return value or None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ token, call the store, shape with broker.console.views).
     GET  /api/region                              the operator's view of the whole region: every site and venue now
     GET  /api/region/history                      the last 24 h region-wide: utilisation per site; queue, waits,
                                                   sessions and service level per venue
-    POST /api/hosts/{host_id}/drain               {"reason": "..."} -> the host
+    POST /api/hosts/{host_id}/drain               {"reason": "...", "deadline_s": N} -> the host (N: 0, or no
+                                                  key, for no deadline; broker.drain)
     POST /api/hosts/{host_id}/undrain             -> the host
     GET  /api/audit                               the audit trail: ?tenant=&from=&to=&actor=&action=&target= (from/to
                                                   ISO times), &after=SEQ&limit=N (paged, oldest first); the caller's
@@ -52,7 +53,7 @@ from cloudseat import errors
 from cloudseat import validate as v
 from cloudseat import web as web_plumbing
 
-from broker import auth, history
+from broker import auth, drain, history
 from broker.console import business, live, views
 from broker.console import queries as q
 from broker.guard import Guard
@@ -443,8 +444,9 @@ class Api:
         if not isinstance(reason, str):
             raise errors.InvalidArgument("reason", f"must be a string, not {type(reason).__name__}")
         reason = v.text(reason, "reason")
-        row = await fleet_store.set_drained(self._pool, host_id, True, reason)
-        log.info("host drained", host_id=host_id, reason=reason, via="console")
+        deadline_s = drain.deadline_s(body.get("deadline_s", 0))
+        row = await fleet_store.set_drained(self._pool, host_id, True, reason, deadline_s)
+        log.info("host drained", host_id=host_id, reason=reason, deadline_s=deadline_s, via="console")
         return _json(views.host(row))
 
     async def undrain(self, request: web.Request) -> web.Response:

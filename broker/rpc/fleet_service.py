@@ -106,7 +106,7 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
     ) -> fleet_pb2.Host:
         host_id = v.ident(request.host_id, "host_id")
         reason = v.text(request.reason, "reason")
-        deadline_s = _deadline_s(request.deadline_s)
+        deadline_s = drain.deadline_s(request.deadline_s)
         await self._own_host(host_id)
         row = await fleet_store.set_drained(self._pool, host_id, True, reason, deadline_s)
         log.info("host drained", host_id=host_id, reason=reason, deadline_s=deadline_s)
@@ -149,15 +149,6 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         if not (caller.trusted or caller.role is auth.Role.OPERATOR):
             owner = await fleet_store.host_provider(self._pool, host_id)
             caller.require_owner(owner, "host_id", "host", host_id)
-
-
-def _deadline_s(value: int) -> int | None:
-    """A drain's deadline in seconds from now, None for none (0); checked against broker.drain's bound."""
-    if value > drain.MAX_DEADLINE_S:
-        raise errors.InvalidArgument(
-            "deadline_s", f"must be at most {drain.MAX_DEADLINE_S} seconds (a week); 0 means no deadline"
-        )
-    return value or None
 
 
 # One call enrols a site's whole fleet by id; beyond this, a prefix (one row for any number of hosts).

@@ -251,6 +251,9 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
         assert (status, body["field"]) == (404, "host_id")
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": 7})
         assert (status, body["field"]) == (400, "reason")
+        for bad in ("30m", -60, 8 * 86_400, True, 1.5):
+            status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "x", "deadline_s": bad})
+            assert (status, body["field"]) == (400, "deadline_s"), bad
         status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "fan swap"})
         assert status == 200 and body["drained"] is True
         _, body = await _get(http, f"{api}/providers/prov/fleet", prov)
@@ -274,6 +277,9 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             lines = [json.loads(line) for line in (await r.text()).splitlines()]
         assert r.status == 200 and lines and {x["tenant"] for x in lines} == {"provider:prov"}
         assert "host.drain" in {x["action"] for x in lines}
+        # A drain with a deadline (the button's minutes): the sessions left move then.
+        status, body = await _post(http, f"{api}/hosts/host-1/drain", prov, {"reason": "fan", "deadline_s": 1800})
+        assert status == 200 and body["drained"] is True and body["drain_deadline"]
 
     # The same drain as FleetService's: the host is drained for gRPC too, the agent told, the action audited.
     host = await region.op.fleet.GetHost(fleet_pb2.GetHostRequest(host_id="host-1"))
@@ -382,8 +388,12 @@ async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
         await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="true"]')
         state = provider.locator('#hosts tr[data-host="host-1"] .host-state')
         assert "drained" in await state.inner_text() and "left, no deadline" in await state.inner_text()
-        # A deadline set through the API shows live: the sessions left and when they move (broker.drain).
-        await region.op.fleet.DrainHost(fleet_pb2.DrainHostRequest(host_id="host-1", deadline_s=3600))
+        # Undrained, then drained again with a deadline in the page's minutes: the row shows live the sessions
+        # left and when they move (broker.drain).
+        await provider.click('#hosts tr[data-host="host-1"] button.undrain')
+        await provider.wait_for_selector('#hosts tr[data-host="host-1"][data-drained="false"]')
+        await provider.fill("#drain-deadline-min", "60")
+        await provider.click('#hosts tr[data-host="host-1"] button.drain')
         await provider.wait_for_function(
             """() => document.querySelector('#hosts tr[data-host="host-1"] .host-state')
                      .textContent.includes('moving at')"""

@@ -188,13 +188,16 @@ async def test_publish_prewarm_and_an_update_that_moves_only_new_chunks(
         game2 = next(g for g in await world.list_games() if g.game_id == "arena")
         assert game2.version == "2" and 0 < game2.update_bytes < game2.image_size_bytes / 2
         await world.prewarm_game("site-near", "arena")
-        host = await host_where(world, "agent-img", lambda h: "arena" in h.games_cached)
-        assert {"arena@1", "arena@2"} <= set(host.images_cached)
+        # The fetch is over once the host holds v2 and reports no fetch in progress (the two can arrive in
+        # different reports on a busy machine).
+        host = await host_where(
+            world, "agent-img", lambda h: "arena@2" in h.images_cached and not h.image_fetches
+        )
+        assert {"arena@1", "arena@2"} <= set(host.images_cached) and "arena" in host.games_cached
         same_tree(v2, store / "trees" / "arena@2")
         same_tree(v1, store / "trees" / "arena@1")  # the old version is untouched for sessions still on it
         # The host fetched only what v2 added, exactly what the publisher said an update moves.
         assert blob_bytes(store) - fetched_v1 == game2.update_bytes
-        assert list(host.image_fetches) == []
 
 
 async def test_wrong_credentials_give_one_line_and_the_provider_sees_why(

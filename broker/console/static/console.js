@@ -349,7 +349,11 @@ async function drain(hostId, drained, button) {
   button.disabled = true;
   try {
     const path = `/api/hosts/${encodeURIComponent(hostId)}/${drained ? 'drain' : 'undrain'}`;
-    const body = drained ? JSON.stringify({ reason: $('drain-reason').value }) : '{}';
+    // A deadline in whole minutes from now; the broker warns the patrons 5 and 1 minute ahead and moves them then.
+    const minutes = Math.max(0, Math.round(Number($('drain-deadline-min').value) || 0));
+    const body = drained
+      ? JSON.stringify({ reason: $('drain-reason').value, deadline_s: minutes * 60 })
+      : '{}';
     await api(path, { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
     showError(null);
     if (refreshFleet) await refreshFleet();
