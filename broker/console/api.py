@@ -15,7 +15,8 @@ token, call the store, shape with broker.console.views).
     GET  /api/venues/{venue_id}/history           the last 24 h in 5-minute buckets, per zone: queue length, waits,
                                                   sessions, service level (broker.history)
     GET  /api/providers/{provider_id}/fleet       sites and hosts (state, sessions, utilisation, images held)
-    GET  /api/providers/{provider_id}/events      Server-Sent Events: "fleet" whenever a host of it changes
+    GET  /api/providers/{provider_id}/events      Server-Sent Events: "fleet" whenever a host of it changes,
+                                                  "revenue" whenever its ledger rows are written
     GET  /api/providers/{provider_id}/revenue     revenue per site and GPU class
     GET  /api/providers/{provider_id}/history     the last 24 h: utilisation and hosts online per site
     GET  /api/region                              the operator's view of the whole region: every site and venue now
@@ -373,6 +374,7 @@ class Api:
             with contextlib.suppress(ConnectionResetError):
                 fleet = await self._fleet(provider_id)
                 await _send(response, "fleet", fleet)
+                await _send(response, "revenue", await business.revenue(self._pool, provider_id))
                 while True:
                     try:
                         item = await asyncio.wait_for(changes.get(), KEEPALIVE_S)
@@ -390,6 +392,11 @@ class Api:
                     ):
                         fleet = await self._fleet(provider_id)
                         await _send(response, "fleet", fleet)
+                    # Money moved for this provider (ledger rows written): its revenue, pushed like its fleet.
+                    if live.RESYNC in items or any(
+                        isinstance(c, dict) and provider_id in c.get("ledger_providers", ()) for c in items
+                    ):
+                        await _send(response, "revenue", await business.revenue(self._pool, provider_id))
         return response
 
     async def revenue(self, request: web.Request) -> web.Response:

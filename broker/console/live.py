@@ -4,7 +4,8 @@ A venue's seat map subscribes to its venue: each committed change of one of its 
 queue, and the stream re-reads that seat. A provider's page subscribes to its provider: a drain or undrain of any host,
 or a session change on one, tells it to re-read its hosts (it filters by host, so another provider's changes cost a
 re-read at most). Ledger rows written for a venue put `LEDGER` on its subscribers' queues (its cost and statements
-are re-read and pushed, like the seat map). `RESYNC` means changes may have been missed (the hub lost its
+are re-read and pushed, like the seat map); for a provider, `{"ledger_providers": [...]}` on the provider pages'
+queues (its revenue is re-read and pushed). `RESYNC` means changes may have been missed (the hub lost its
 connection): re-read everything.
 `None` ends the stream (the console is stopping).
 """
@@ -68,6 +69,10 @@ class Feed:
         for venue_id in change.get("venues") or ():
             for q in self._venues.get(str(venue_id), ()):
                 q.put_nowait(LEDGER)
+        providers = [str(p) for p in change.get("providers") or ()]
+        if providers:
+            for q in self._hosts:
+                q.put_nowait({"ledger_providers": providers})
 
     def on_resync(self) -> None:
         for q in self._all():

@@ -455,7 +455,8 @@ async def test_money_is_live_in_its_currency_and_the_charts_and_region_draw_the_
     1. the venue page shows today's cost in USD, growing while a session runs (pushed, no reload);
     2. seconds after the session ends, today's cost and the statement on the same page agree to the micro;
     3. its charts draw the sampled minutes (a path with points, hour labels on Shanghai's clock);
-    4. the operator's region page shows every site and venue and its charts; a venue's token is refused it.
+    4. the provider whose host ran the session sees its month's revenue in USD pushed once the ledger has it;
+    5. the operator's region page shows every site and venue and its charts; a venue's token is refused it.
     """
     pool = region.broker.pool
     assert pool is not None
@@ -499,6 +500,15 @@ async def test_money_is_live_in_its_currency_and_the_charts_and_region_draw_the_
         assert await page.locator("#chart-service path.series").count() == 1
         assert "times in Asia/Shanghai" in await page.locator("#venue-clock").inner_text()
         await page.screenshot(path=str(tmp_path / "console-money-running.png"), full_page=True)
+        # The provider whose host runs it: nothing billed this month yet, its page open before the session ends.
+        host_provider = await pool.fetchval(
+            "SELECT h.provider_id FROM sessions s JOIN hosts h USING (host_id) WHERE s.session_id = $1::uuid", sid
+        )
+        provider = await browser.new_page(viewport={"width": 1280, "height": 1400}, ignore_https_errors=True)
+        await provider.goto(f"{region.url}?token={token('provider', provider_id=host_provider)}")
+        await provider.wait_for_function("() => window.cloudseatConsole.revenue !== undefined")
+        assert (await provider.evaluate("window.cloudseatConsole.revenue"))["totals"] == []
+        await provider.evaluate("window.notReloaded = true")
 
         await region.op.end_session(sid, started.session_token)
         # Seconds later: nothing left running, and today's cost is the statement's total, on the same page.
@@ -517,6 +527,14 @@ async def test_money_is_live_in_its_currency_and_the_charts_and_region_draw_the_
         ) == cost["totals"][0]["total_micros"]
         assert "USD" in await page.locator("#statements").inner_text()
         await page.screenshot(path=str(tmp_path / "console-money-ended.png"), full_page=True)
+        # The provider's revenue follows the ledger, pushed on its page's event stream (no reload).
+        await provider.wait_for_function(
+            "() => (window.cloudseatConsole.revenue.totals || []).length === 1", timeout=20_000
+        )
+        revenue = await provider.evaluate("window.cloudseatConsole.revenue")
+        assert revenue["totals"] == [{"currency": "USD", "total_micros": cost["totals"][0]["total_micros"]}]
+        assert await provider.evaluate("window.notReloaded") is True
+        assert "USD" in await provider.locator("#revenue").inner_text()
 
         # The region is the operator's: a venue's token gets the refusal, the operator's the whole region.
         await page.goto(f"{region.url}#region")

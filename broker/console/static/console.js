@@ -369,13 +369,17 @@ async function showProvider(providerId, signal) {
   window.cloudseatConsole.hosts = {};
   const base = `/api/providers/${encodeURIComponent(providerId)}`;
   refreshFleet = async () => renderFleet(await api(`${base}/fleet`));
-  stream(`${base}/events`, (event, data) => { if (event === 'fleet') renderFleet(data); }, $('fleet-live'), signal);
+  const renderRevenue = (data) => { window.cloudseatConsole.revenue = data; business($('revenue'), data); };
+  renderRevenue(await api(`${base}/revenue`));  // before the stream, whose pushes are newer
+  stream(`${base}/events`, (event, data) => {
+    if (event === 'fleet') renderFleet(data);
+    if (event === 'revenue') renderRevenue(data);  // pushed when the provider's ledger rows are written
+  }, $('fleet-live'), signal);
   everyMinute(async () => {
     const h = await api(`${base}/history`);
     chart('chart-provider-util', h.utilisation, 'pct', { max: 1 });
     chart('chart-provider-hosts', h.hosts_online, 'num');
   }, signal);
-  business($('revenue'), await api(`${base}/revenue`));
 }
 
 // -- the region (the operator's) ------------------------------------------------------------------------------------
