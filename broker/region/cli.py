@@ -157,6 +157,13 @@ def _money(micros: int) -> str:
     return f"{micros / 1_000_000:.2f}"
 
 
+def _drained(r: Any) -> str:
+    """A provider's drain (and when its sessions move, if it has a deadline), or the agent's own shutdown."""
+    if r["drained"]:
+        return f"yes, moves {_when(r['drain_deadline'])}" if r["drain_deadline"] is not None else "yes"
+    return "shutting down" if r["draining"] else "no"
+
+
 def _when(t: dt.datetime | None) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if t else ""
 
@@ -209,7 +216,7 @@ COLUMNS: dict[str, tuple[list[str], Callable[[dict[str, Any]], list[Any]]]] = {
             r["status"],
             f"{r['free_slots']}/{r['slots']}",
             r["live_sessions"],
-            "yes" if r["drained"] or r["draining"] else "no",
+            _drained(r),
             _money(r["price_micros"]),
             _when(r["last_heartbeat_at"]),
         ],

@@ -296,6 +296,11 @@ async def test_the_example_agent_joins_the_applied_region_and_its_lease_is_made_
         )
         (ended,) = json.loads(out)
         assert (ended["session_id"], ended["state"], ended["end_reason"]) == (sid, "ENDED", "ENDED_BY_PATRON")
+        # A drain with a deadline shows when the host's sessions move.
+        assert broker.pool is not None
+        await fleet.set_drained(broker.pool, "pilot-sh-01", True, "fans", 1800)
+        code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "hosts", "--database-url", url)
+        assert re.search(r"^pilot-sh-01\s.*\syes, moves \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\s", out, re.M), out
     finally:
         if proc.returncode is None:
             proc.terminate()

@@ -80,9 +80,10 @@ SELECT s.site_id, s.provider_id, s.name AS place, s.region,
 FROM sites s ORDER BY s.site_id;
 
 -- name: region_get_hosts
-SELECT host_id, provider_id, site_id, gpu_class, status, slots, free_slots, drained, draining, live_sessions,
-       price_micros, agent_version, last_heartbeat_at
-FROM host_view ORDER BY host_id;
+-- drain_deadline: when a drained host's sessions left move (migration 0017), NULL for none.
+SELECT v.host_id, v.provider_id, v.site_id, v.gpu_class, v.status, v.slots, v.free_slots, v.drained, v.draining,
+       v.live_sessions, v.price_micros, v.agent_version, v.last_heartbeat_at, h.drain_deadline
+FROM host_view v JOIN hosts h USING (host_id) ORDER BY v.host_id;
 
 -- name: region_get_sessions
 -- Newest first; $1: live ones only.
