@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from broker.placement.host_table import host_columns
+from broker.placement.host_table import host_columns, positions
 from broker.placement.model import UNREACHABLE_MS, LatencyMatrix, Problem, Request
 
 I64 = npt.NDArray[np.int64]
@@ -98,16 +97,6 @@ class Frame:
         return rows
 
 
-K = TypeVar("K", bound=Hashable)
-
-
-def _index(values: Sequence[K], index: dict[K, int]) -> I64:
-    """Positions of `values` in `index`, adding new ones in order of first appearance."""
-    for value in dict.fromkeys(values):
-        index.setdefault(value, len(index))
-    return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
-
-
 def _latency_block(latency: Mapping[tuple[str, str], int], venues: list[str], sites: list[str]) -> I64:
     """latency[venue, site] for the given venues and sites, vectorised when the mapping is a LatencyMatrix."""
     if isinstance(latency, LatencyMatrix):
@@ -140,9 +129,9 @@ def build_frame(problem: Problem) -> Frame:
 
     venue_index: dict[str, int] = {}
     game_index: dict[str, int] = {}
-    req_venue = _index([r.venue_id for r in requests], venue_index)
-    req_game = _index([r.game_id for r in requests], game_index)
-    lease_venue = _index([lease.venue_id for lease in problem.leases], venue_index)
+    req_venue = positions([r.venue_id for r in requests], venue_index)
+    req_game = positions([r.game_id for r in requests], game_index)
+    lease_venue = positions([lease.venue_id for lease in problem.leases], venue_index)
     venues = list(venue_index)
     sites = cols.sites
     games = list(game_index)

@@ -44,7 +44,7 @@ class HostColumns:
         return int(self.site.size)
 
 
-def _index(values: Sequence[K], index: dict[K, int]) -> I64:
+def positions(values: Sequence[K], index: dict[K, int]) -> I64:
     """Positions of `values` in `index`, adding new ones in order of first appearance."""
     for value in dict.fromkeys(values):
         index.setdefault(value, len(index))
@@ -58,9 +58,9 @@ def host_columns(hosts: Sequence[Host]) -> HostColumns:
     gamesets: dict[frozenset[str], int] = {}
     n = len(hosts)
     return HostColumns(
-        site=_index([h.site_id for h in hosts], sites),
-        gpu_class=_index([h.gpu_class for h in hosts], classes),
-        games=_index([h.games for h in hosts], gamesets),
+        site=positions([h.site_id for h in hosts], sites),
+        gpu_class=positions([h.gpu_class for h in hosts], classes),
+        games=positions([h.games for h in hosts], gamesets),
         price=np.fromiter([h.price_micros for h in hosts], dtype=np.int64, count=n),
         free=np.fromiter([h.free_slots for h in hosts], dtype=np.int64, count=n),
         total=np.fromiter([h.total_slots for h in hosts], dtype=np.int64, count=n),

@@ -2,7 +2,7 @@
 
 Chromium is the distribution's (``/usr/bin/chromium``, installed by scripts/system-deps), launched by Playwright
 through ``executable_path`` with the flags a seat uses (`thin_client.kiosk.CHROMIUM_FLAGS`); Playwright's own browser
-download is never used. Tests are skipped, not failed, where that binary is missing.
+download is never used. Where that binary is missing the browser tests fail: scripts/system-deps installs it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -338,7 +337,6 @@ async def test_with_authentication_off_everything_is_allowed(db_url: str) -> Non
         await broker.stop(grace_s=1.0)
 
 
-@pytest.mark.skipif(not os.access(b.CHROMIUM, os.X_OK), reason=f"no Chromium at {b.CHROMIUM}")
 async def test_the_pages_show_seats_live_keep_venues_apart_and_drain_hosts(
     region: Region, token: Token, artifacts_dir: Path
 ) -> None:
@@ -447,7 +445,6 @@ async def test_the_region_is_the_operators_and_history_keeps_tenants_apart(regio
         assert status == 200 and [s["name"] for s in body["utilisation"]] == ["prov-site"]
 
 
-@pytest.mark.skipif(not os.access(b.CHROMIUM, os.X_OK), reason=f"no Chromium at {b.CHROMIUM}")
 async def test_money_is_live_in_its_currency_and_the_charts_and_region_draw_the_last_day(
     region: Region, token: Token, tmp_path: Path
 ) -> None:

@@ -370,10 +370,9 @@ async function showProvider(providerId, signal) {
   const base = `/api/providers/${encodeURIComponent(providerId)}`;
   refreshFleet = async () => renderFleet(await api(`${base}/fleet`));
   const renderRevenue = (data) => { window.cloudseatConsole.revenue = data; business($('revenue'), data); };
-  renderRevenue(await api(`${base}/revenue`));  // before the stream, whose pushes are newer
   stream(`${base}/events`, (event, data) => {
     if (event === 'fleet') renderFleet(data);
-    if (event === 'revenue') renderRevenue(data);  // pushed when the provider's ledger rows are written
+    if (event === 'revenue') renderRevenue(data);  // on connecting, then as its ledger grows
   }, $('fleet-live'), signal);
   everyMinute(async () => {
     const h = await api(`${base}/history`);
