@@ -61,6 +61,10 @@ class StreamRunConfig:
         "",
         "query added to the kiosk page's URL (browser seats), e.g. jitter_target_ms=0 (docs/kiosk.md#latency-knobs)",
     )
+    chromium_flags: str = setting(
+        "",
+        "extra Chromium flags for browser seats, after the seat's own (docs/kiosk.md#chromium-flags-measured)",
+    )
     ready_probes: int = setting(
         10, "short sessions started one by one to measure session ready", check=at_least(0)
     )
@@ -209,6 +213,9 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
             "freezes": seat["freezes"],
             "frames": seat["frames"],
             "session_ready_ms": seat.get("session_ready_ms", []),
+            # The browser seat's own: how many presented frames it timed, freezes per minute, the network's
+            # jitter, the receiver's knobs as negotiated (stream_browser.py).
+            **{k: seat[k] for k in BROWSER_EXTRAS if k in seat},
         }
         for seat in per_seat
     ]
@@ -229,6 +236,9 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
         "input_to_photon_ms_p50": _median([s["input_to_photon_ms_p50"] for s in per_stream]),
         "input_to_photon_ms_p99": max(s["input_to_photon_ms_p99"] for s in per_stream),
         "freezes": sum(s["freezes"] for s in per_stream),
+        "freezes_per_min": round(sum(s["freezes"] for s in per_stream) * 60 / cfg.duration_s / cfg.streams, 2),
+        # Browser seats: the worst stream's share of presented frames that were timed.
+        "measured_pct": min((s["measured_pct"] for s in per_stream if "measured_pct" in s), default=None),
         "encode_ms_p50": _median(encode_all),
         "cpu_per_stream_pct": round(100 * agent_cpu / wall / cfg.streams, 1),
         "seat_cpu_per_stream_pct": round(100 * seat_cpu / wall / cfg.streams, 1),
@@ -241,6 +251,11 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
     }
 
 
+BROWSER_EXTRAS = (
+    "frames_presented", "frames_measured", "measured_pct", "freezes_per_min", "jitter_ms", "jitter_buffer_ms",
+    "decode_ms", "capture_to_received_ms_p50", "capture_to_display_ms_p50", "stamps_read", "stamps_unreadable",
+    "stamps_disagreeing", "stamps_rebased", "frames_dropped", "receiver", "chromium",
+)  # fmt: skip
 VENUE = "bench-cafe"
 PROBE_SEAT = "probe"
 
@@ -347,7 +362,8 @@ def main(cfg: StreamRunConfig) -> int:
         f"{result['fps_min']}), capture→decoded p50 {result['capture_to_decoded_ms_p50']} ms p99 "
         f"{result['capture_to_decoded_ms_p99']} ms, input→photon p50 {result['input_to_photon_ms_p50']} ms p99 "
         f"{result['input_to_photon_ms_p99']} ms, freezes {result['freezes']}, "
-        f"encode p50 {result['encode_ms_p50']} ms (baseline loop {result['baseline']['encode_ms_p50']} ms), "
+        + (f"frames measured {result['measured_pct']}%, " if result["measured_pct"] is not None else "")
+        + f"encode p50 {result['encode_ms_p50']} ms (baseline loop {result['baseline']['encode_ms_p50']} ms), "
         f"agent CPU {result['cpu_per_stream_pct']}% per stream"
     )
     print(line)

@@ -20,13 +20,17 @@ Per seat (``play``), over the window after the warm-up:
     fps_p50, fps_samples        getStats framesDecoded per second, one sample a second
     frames                      frames decoded in the window
     capture_to_decoded_ms_p50/_p99
-                                stamp capture time → the decoded frame handed to the compositor (rVFC
+                                capture time → the decoded frame handed to the compositor (rVFC
                                 presentationTime): encode, network, jitter buffer, decode, and the wait for the
-                                compositor's next frame (it picks up frames at the display rate)
+                                compositor's next frame (it picks up frames at the display rate); the capture
+                                time from the frame's stamp, or from its RTP timestamp (docs/kiosk.md)
+    frames_presented, frames_measured, measured_pct
+                                frames the page presented (rVFC presentedFrames) and those it timed
     capture_to_received_ms_p50  → its last packet received (rVFC receiveTime): encode and network
     capture_to_display_ms_p50   → its expected display time
     input_to_photon_ms_p50/_p99 key sent → presentation of the first frame whose stamp shows it applied
-    freezes                     getStats freezeCount over the window
+    freezes, freezes_per_min    getStats freezeCount over the window
+    jitter_ms                   getStats jitter (the network's, RFC 3550) at the end of the window
     inputs_sent, inputs_shown, stamps_read, stamps_unreadable, jitter_buffer_ms, decode_ms, codec, decoder,
     resolution, reconnects
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import statistics
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -65,8 +70,9 @@ KEY: Final = "ArrowRight"  # the demo game moves the player while it is held
 
 
 @contextlib.asynccontextmanager
-async def chromium(executable: str = CHROMIUM) -> AsyncIterator[Browser]:
-    """Headless Chromium from the distribution (a fresh temporary profile), launched by Playwright."""
+async def chromium(executable: str = CHROMIUM, extra_flags: Sequence[str] = ()) -> AsyncIterator[Browser]:
+    """Headless Chromium from the distribution (a fresh temporary profile), launched by Playwright, with the seat's
+    flags and ``extra_flags`` after them (a later flag wins where two set one switch)."""
     from playwright.async_api import async_playwright
 
     from thin_client.kiosk import CHROMIUM_FLAGS
@@ -75,7 +81,7 @@ async def chromium(executable: str = CHROMIUM) -> AsyncIterator[Browser]:
         raise RuntimeError(f"no Chromium at {executable}: install the distribution's chromium package")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=executable, headless=True, args=[*CHROMIUM_FLAGS, *HEADLESS_FLAGS]
+            executable_path=executable, headless=True, args=[*CHROMIUM_FLAGS, *HEADLESS_FLAGS, *extra_flags]
         )
         try:
             yield browser
@@ -173,7 +179,9 @@ class BrowserSeats:
         from thin_client.seat import SeatConfig
 
         async with contextlib.AsyncExitStack() as stack:
-            browser = await stack.enter_async_context(chromium(self.executable))
+            browser = await stack.enter_async_context(
+                chromium(self.executable, shlex.split(self.cfg.chromium_flags))
+            )
             self.chromium_version = browser.version
             pages = []
             for seat in seats:
@@ -243,7 +251,8 @@ class BrowserSeats:
             )  # one more getStats round on every page, so its counters cover the window
             results = []
             for page, base, ready_ms in zip(pages, bases, ready, strict=True):
-                results.append(_figures(await page.evaluate("cloudseat.measurements()"), base, ready_ms))
+                got = await page.evaluate("({...cloudseat.measurements(), receiver: cloudseat.receiver})")
+                results.append(_figures(got, base, ready_ms, cfg.duration_s))
                 results[-1]["chromium"] = self.chromium_version
             await asyncio.gather(*(self._end(p) for p in pages))
         return results, cpu
@@ -264,8 +273,9 @@ async def _press_keys(page: Page, offset_s: float, every_s: float) -> None:
                 await page.keyboard.up(KEY)
 
 
-def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float) -> dict[str, Any]:
-    """One seat's figures from ``cloudseat.measurements()`` at the end of the window and its stats at the start."""
+def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float, window_s: float) -> dict[str, Any]:
+    """One seat's figures from ``cloudseat.measurements()`` at the end of the ``window_s`` window and its stats at
+    the start."""
     stats = got["stats"]
     fps = [float(x) for x in got["fps"]]
     c2d: list[float] = got["captureToDecodedMs"]
@@ -274,6 +284,7 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float) -> dict
     def delta(name: str) -> int:
         return int(stats[name] - base[name])
 
+    presented, measured = delta("framesPresented"), delta("framesMeasured")
     return {
         "session_ready_ms": [round(ready_ms, 1)],
         "fps_p50": round(statistics.median(fps), 2) if fps else float("nan"),
@@ -285,12 +296,20 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float) -> dict
         "capture_to_display_ms_p50": _pct(got["captureToDisplayMs"], 50),
         "input_to_photon_ms_p50": _pct(i2p, 50),
         "input_to_photon_ms_p99": _pct(i2p, 99),
+        "frames_presented": presented,
+        "frames_measured": measured,
+        "measured_pct": round(100 * measured / presented, 2) if presented else float("nan"),
         "freezes": delta("freezes"),
+        "freezes_per_min": round(delta("freezes") * 60 / window_s, 2) if window_s > 0 else float("nan"),
+        "jitter_ms": round(float(stats["jitterMs"]), 2),
         "frames_dropped": delta("framesDropped"),
         "inputs_sent": delta("inputsSent"),
         "inputs_shown": len(i2p),
         "stamps_read": delta("stampsRead"),
         "stamps_unreadable": delta("stampsUnreadable"),
+        "stamps_disagreeing": delta("stampsDisagreeing"),
+        "stamps_rebased": delta("stampsRebased"),
+        "receiver": got.get("receiver"),
         "jitter_buffer_ms": round(float(stats["jitterBufferDelayMs"]), 2),
         "decode_ms": round(float(stats["decodeMsPerFrame"]), 2),
         "codec": stats["codec"],

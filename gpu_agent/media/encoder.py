@@ -191,9 +191,14 @@ class VideoEncoder:
             self._ctx = self._open()
         return self._ctx
 
-    def encode(self, picture: np.ndarray, pixel_format: str, index: int) -> list[Packet]:
+    def encode(
+        self, picture: np.ndarray, pixel_format: str, index: int, capture_us: int | None = None
+    ) -> list[Packet]:
         """Encode one picture ("yuv420p": I420 (height * 3 // 2, width), or "rgb24": (height, width, 3)), number
-        ``index`` of the pacer; the packets carry RTP-clock pts."""
+        ``index`` of the pacer, captured at ``capture_us`` (the stamps' monotonic clock). The packets carry its
+        capture time on the 90 kHz RTP clock, the sampling instant RFC 3550 asks for (without ``capture_us``: the
+        slot's nominal time, index / fps). So a receiver's RTP timestamps are capture times, offset by aiortc's
+        random origin: the kiosk page times frames whose stamp it cannot read from them (docs/kiosk.md)."""
         ctx = self._context()
         if pixel_format == "yuv420p":
             view = self._i420[self._turn]
@@ -212,7 +217,7 @@ class VideoEncoder:
         except av.error.FFmpegError as exc:
             self._ctx = None  # reopen at the next frame
             raise EncoderError(f"{self.name} failed: {exc}") from exc
-        rtp_pts = index * 90_000 // self.fps
+        rtp_pts = index * 90_000 // self.fps if capture_us is None else capture_us * 9 // 100
         for packet in packets:
             packet.pts = packet.dts = rtp_pts
             packet.time_base = RTP_TIME_BASE

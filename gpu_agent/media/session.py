@@ -48,6 +48,7 @@ from aiortc.rtp import (
 )
 from cloudseat import ice, seat_protocol
 
+from gpu_agent.media import playout_delay
 from gpu_agent.media.config import MediaConfig
 from gpu_agent.media.encoder import VideoEncoder, nvenc_available
 from gpu_agent.media.errors import InvalidOffer, MediaError, SessionClosed
@@ -175,6 +176,8 @@ class MediaSession:
         )  # fmt: skip
         transceiver = pc.addTransceiver(track, direction="sendonly")
         _prefer(transceiver, codec)
+        # Render each frame as soon as it is decoded, when the seat offers the playout-delay extension.
+        playout_delay.attach(transceiver.sender)
         self._hook_rtcp(transceiver.sender, encoder)
         pc.on("connectionstatechange", lambda: self._connection_state_changed(pc))
         pc.on("datachannel", self._data_channel)

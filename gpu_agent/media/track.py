@@ -118,8 +118,9 @@ class SourceTrack(MediaStreamTrack):
     def _capture_and_encode(self, index: int) -> tuple[list[Packet], float]:
         """In the worker thread: the frame of now, encoded."""
         started = time.perf_counter()
-        picture = self._source.next_picture(monotonic_us())
-        packets = self.encoder.encode(picture, self._source.pixel_format, index)
+        now_us = monotonic_us()
+        picture = self._source.next_picture(now_us)
+        packets = self.encoder.encode(picture, self._source.pixel_format, index, now_us)
         return packets, (time.perf_counter() - started) * 1e3
 
     def _record(self, packets: list[Packet], encode_ms: float) -> None:

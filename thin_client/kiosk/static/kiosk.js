@@ -19,9 +19,16 @@ const STATS_EVERY_MS = 1000;
 // How often the page's stats windows go to the broker (through the kiosk) to count for the SLA; ?report_every_ms=.
 const REPORT_EVERY_MS = Number(params.get("report_every_ms")) || 10000;
 // The receiver's latency knobs (docs/kiosk.md#latency-knobs): how long Chromium's jitter buffer aims to hold a frame
-// (RTCRtpReceiver.jitterBufferTarget, ms) and its older playout delay hint (s). Unset: Chromium's own choice.
+// (RTCRtpReceiver.jitterBufferTarget, ms) and its older playout delay hint (s), unset: Chromium's own choice; and
+// whether the offer carries the playout-delay RTP header extension, with which the agent asks Chromium to render
+// each frame as soon as it is decoded (1, the default: offered; 0: withheld).
 const JITTER_TARGET_MS = knob("jitter_target_ms", 0, 4000);
 const PLAYOUT_DELAY_S = knob("playout_delay_s", 0, 10);
+const PLAYOUT_DELAY_EXTENSION = (knob("playout_delay_ext", 0, 1) ?? 1) === 1;
+const PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+const RTP_TICKS_PER_US = 0.09; // the video RTP clock, 90 kHz; the agent's RTP timestamps are its capture times
+const STAMP_CHECK_EVERY = 30; // frames: a stamp read back this often though nothing waits for one
+const STAMP_AGREES_US = 50; // a stamp whose capture time the RTP timestamp predicts within this: same frame
 
 /** A numeric page parameter within [low, high], or null when absent (or not a number there). */
 function knob(name, low, high) {
@@ -46,6 +53,7 @@ const emptyStats = () => ({
   framesDropped: 0,
   fps: 0,
   jitterBufferDelayMs: 0,
+  jitterMs: 0,
   decodeMsPerFrame: 0,
   freezes: 0,
   freezesDurationMs: 0,
@@ -58,6 +66,10 @@ const emptyStats = () => ({
   decoder: "",
   stampsRead: 0,
   stampsUnreadable: 0,
+  stampsDisagreeing: 0,
+  stampsRebased: 0,
+  framesPresented: 0,
+  framesMeasured: 0,
   lastFrameNumber: null,
   lastInputApplied: 0,
   captureToReceivedMsP50: null,
@@ -82,7 +94,9 @@ const cloudseat = {
   message: "", // the one line the page shows
   seat: null, // venue, seat, zone, games
   stats: emptyStats(),
-  receiver: null, // the stream receiver's latency knobs as Chromium holds them: {jitterBufferTarget, playoutDelayHint}
+  // The stream receiver's latency knobs as Chromium holds them: {jitterBufferTarget, playoutDelayHint,
+  // playoutDelayExtension (negotiated with the agent: true or false; null until the answer is applied)}.
+  receiver: null,
   history: [], // [{at, state, message}], the page's states in order (the last 200)
   start: (gameId) => startSession(gameId),
   end: () => endSession(),
@@ -417,8 +431,26 @@ function connect(isReconnect) {
     channels[label] = pc.createDataChannel(label, init);
     channels[label].binaryType = "arraybuffer";
   }
-  pc.addTransceiver("video", { direction: "recvonly" });
-  link = { pc, channels, generation: gen, disconnectedSince: null, lastFrameAt: performance.now(), frames: 0 };
+  const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
+  if (!PLAYOUT_DELAY_EXTENSION && transceiver.setHeaderExtensionsToNegotiate) {
+    // Withheld from the offer: the agent answers only what was offered, so it never sends the extension.
+    transceiver.setHeaderExtensionsToNegotiate(
+      transceiver
+        .getHeaderExtensionsToNegotiate()
+        .map((e) => (e.uri === PLAYOUT_DELAY_URI ? { ...e, direction: "stopped" } : e)),
+    );
+  }
+  link = {
+    pc,
+    channels,
+    generation: gen,
+    disconnectedSince: null,
+    lastFrameAt: performance.now(),
+    frames: 0,
+    presentedFrames: null, // rVFC presentedFrames at the last callback
+    rtpBase: null, // {rtp, captureUs}: a frame whose stamp was read, to time frames by their RTP timestamp
+    rtpCandidate: null, // the last stamp that rtpBase did not predict
+  };
   inputs.pending.length = 0; // inputs of an earlier connection were shown or are lost
   if (!isReconnect) setState("connecting", session.text);
 
@@ -442,6 +474,7 @@ function connect(isReconnect) {
     cloudseat.receiver = {
       jitterBufferTarget: e.receiver.jitterBufferTarget ?? null,
       playoutDelayHint: e.receiver.playoutDelayHint ?? null,
+      playoutDelayExtension: null,
     };
     const video = $("video");
     video.srcObject = e.streams[0] || new MediaStream([e.track]);
@@ -462,6 +495,11 @@ async function negotiate(gen, pc, session, isReconnect) {
     });
     if (gen !== generation) return false;
     await pc.setRemoteDescription({ type: "answer", sdp });
+    const receiver = pc.getReceivers().find((r) => r.track.kind === "video");
+    if (receiver && cloudseat.receiver) {
+      const negotiated = receiver.getParameters().headerExtensions ?? [];
+      cloudseat.receiver.playoutDelayExtension = negotiated.some((e) => e.uri === PLAYOUT_DELAY_URI);
+    }
   } catch (err) {
     // 404/409: the kiosk no longer has this session, or it was resumed or ended: retrying cannot help.
     const fatal = err.status === 404 || err.status === 409;
@@ -594,26 +632,29 @@ function frame(ctx, video, now, meta) {
     if (s.sessionReadyMs === null) s.sessionReadyMs = meta.presentationTime - sessionStartedAt;
     if (!recovery) setState("playing", cloudseat.session.text); // a reconnect says so when it is done
   }
-  if (video.videoWidth < protocol.stampWidth || video.videoHeight < protocol.stampHeight) return;
-  // Only the stamp's corner is read back: a 320x32 copy per frame, not the picture.
-  const [w, h] = [protocol.stampWidth, protocol.stampHeight];
-  ctx.drawImage(video, 0, 0, w, h, 0, 0, w, h);
-  const stamp = protocol.readStamp(ctx.getImageData(0, 0, w, h).data);
-  if (stamp === null) {
-    s.stampsUnreadable++;
-    return;
-  }
-  s.stampsRead++;
-  s.lastFrameNumber = stamp.frameNumber;
-  s.lastInputApplied = stamp.lastInputId;
-  if (clock.offsetMs !== null) {
+  // Every frame presented since the last callback (a busy page can miss one: then it counts unmeasured).
+  s.framesPresented += link.presentedFrames === null ? 1 : Math.max(1, meta.presentedFrames - link.presentedFrames);
+  link.presentedFrames = meta.presentedFrames;
+  // The stamp is read back only when it is needed: to pair RTP timestamps with capture times, while an input waits
+  // to be shown, and now and then to check the pairing. Every frame is timed by its RTP timestamp; reading each
+  // frame's corner would cost the page's main thread a canvas copy per frame, and a late callback is a lost one.
+  const wanted = link.rtpBase === null || inputs.pending.length > 0 || link.frames % STAMP_CHECK_EVERY === 0;
+  const stamp = wanted ? readStamp(ctx, video) : null;
+  if (wanted && stamp === null) s.stampsUnreadable++;
+  const captureUs = captureTime(stamp, meta.rtpTimestamp);
+  if (captureUs !== null && clock.offsetMs !== null) {
     // Decoded: presentationTime, when the decoded frame (out of the jitter buffer and the decoder) was handed to
     // the compositor. (receiveTime + processingDuration would leave out the time in the jitter buffer.)
-    const captureMs = stamp.captureUs / 1000 - clock.offsetMs;
+    s.framesMeasured++;
+    const captureMs = captureUs / 1000 - clock.offsetMs;
     push("captureToDecodedMs", meta.presentationTime - captureMs);
     push("captureToDisplayMs", meta.expectedDisplayTime - captureMs);
     if (meta.receiveTime !== undefined) push("captureToReceivedMs", meta.receiveTime - captureMs);
   }
+  if (stamp === null) return;
+  s.stampsRead++;
+  s.lastFrameNumber = stamp.frameNumber;
+  s.lastInputApplied = stamp.lastInputId;
   // Input→photon: every input the agent had applied before rendering this frame is now on screen.
   const pending = inputs.pending;
   let shown = 0;
@@ -625,6 +666,41 @@ function frame(ctx, video, now, meta) {
     pending.splice(0, shown);
     inputs.shown += shown;
   }
+}
+
+/** The stamp in the presented frame's corner, or null (unreadable, or a picture too small for one). Only the
+ * corner is read back: a 320x32 copy per frame, not the picture. */
+function readStamp(ctx, video) {
+  const [w, h] = [protocol.stampWidth, protocol.stampHeight];
+  if (video.videoWidth < w || video.videoHeight < h) return null;
+  ctx.drawImage(video, 0, 0, w, h, 0, 0, w, h);
+  return protocol.readStamp(ctx.getImageData(0, 0, w, h).data);
+}
+
+/** The frame's capture time (agent CLOCK_MONOTONIC, µs), or null. The agent's RTP timestamps are its capture times
+ * on the 90 kHz clock plus an origin of the connection's own, so once a stamp is read with its RTP timestamp (rVFC
+ * metadata.rtpTimestamp), every frame of the connection is timed by its RTP timestamp alone, whether or not its
+ * stamp can be read. The stamp is read from the video element after the callback, which may already hold a newer
+ * frame than the metadata's: a stamp that the RTP timestamp does not predict is such a one, and changes nothing,
+ * unless the next such stamp agrees with it (then the first base was the wrong pairing, or the sender is new). */
+function captureTime(stamp, rtp) {
+  if (rtp === undefined) return stamp === null ? null : stamp.captureUs;
+  const predict = (base) => base.captureUs + ((rtp - base.rtp) | 0) / RTP_TICKS_PER_US;
+  const agrees = (base) => Math.abs(predict(base) - stamp.captureUs) <= STAMP_AGREES_US;
+  if (stamp !== null) {
+    const pairing = { rtp, captureUs: stamp.captureUs };
+    if (link.rtpBase === null) {
+      link.rtpBase = pairing;
+    } else if (!agrees(link.rtpBase)) {
+      cloudseat.stats.stampsDisagreeing++;
+      if (link.rtpCandidate !== null && agrees(link.rtpCandidate)) {
+        link.rtpBase = link.rtpCandidate;
+        cloudseat.stats.stampsRebased++;
+      }
+      link.rtpCandidate = pairing;
+    }
+  }
+  return link.rtpBase === null ? null : predict(link.rtpBase);
 }
 
 // Every half second: a connection "disconnected" too long, or no frame for too long, is lost.
@@ -696,6 +772,7 @@ async function pollStats() {
   }
   previous = inbound;
   for (const k of Object.keys(totals)) st[k] = totals[k] + current[k];
+  st.jitterMs = (inbound.jitter ?? 0) * 1000;
   st.width = inbound.frameWidth ?? 0;
   st.height = inbound.frameHeight ?? 0;
   st.decoder = inbound.decoderImplementation ?? "";
