@@ -13,6 +13,10 @@ fps and capture→decoded latency per stream (from the frame stamps; agent and s
 CLOCK_MONOTONIC), input→photon, freezes, the encoder's time per frame (as the agent reports it on its heartbeats,
 read from GetSession), and the CPU of the agent and of the seats per stream.
 
+Browser seats take extra Chromium flags (--chromium-flags) and page parameters (--page-query), to measure the
+receiver's knobs and the seat's flags one by one (docs/kiosk.md). --link-loss-pct and --link-rate-mbit run the whole
+benchmark in a network namespace of its own whose loopback loses UDP and queues packets (loadtest/stream_link.py).
+
 The baseline, measured in the same run because this machine is shared and noisy: the same demo frames encoded with
 the same codec and bitrate in a plain loop, no WebRTC, no broker — what one core does when nothing else is in the way.
 """
@@ -64,6 +68,17 @@ class StreamRunConfig:
     chromium_flags: str = setting(
         "",
         "extra Chromium flags for browser seats, after the seat's own (docs/kiosk.md#chromium-flags-measured)",
+    )
+    link_loss_pct: float = setting(
+        0.0,
+        "a bad link: this % of UDP packets lost at random, the run in a network namespace of its own "
+        "(loadtest/stream_link.py)",
+        check=lambda v: None if 0 <= v <= 100 else "must be within 0..100",
+    )
+    link_rate_mbit: float = setting(
+        0.0,
+        "a bad link: the namespace's loopback shaped to this rate, which makes the packets' delay jitter; 0: none",
+        check=at_least(0),
     )
     ready_probes: int = setting(
         10, "short sessions started one by one to measure session ready", check=at_least(0)
@@ -252,20 +267,28 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
 
 
 BROWSER_EXTRAS = (
-    "frames_presented", "frames_measured", "measured_pct", "freezes_per_min", "jitter_ms", "jitter_buffer_ms",
-    "decode_ms", "capture_to_received_ms_p50", "capture_to_display_ms_p50", "stamps_read", "stamps_unreadable",
-    "stamps_disagreeing", "stamps_rebased", "frames_dropped", "receiver", "chromium",
+    "frames_presented", "frames_superseded", "frames_measured", "measured_pct", "freezes_per_min", "jitter_ms",
+    "jitter_buffer_ms", "decode_ms", "capture_to_received_ms_p50", "capture_to_display_ms_p50", "stamps_read",
+    "stamps_unreadable", "stamps_disagreeing", "stamps_rebased", "frames_dropped", "receiver", "chromium",
 )  # fmt: skip
 VENUE = "bench-cafe"
 PROBE_SEAT = "probe"
 
 
 async def _host_online(c: Any, host_id: str, timeout_s: float = 60.0) -> None:
+    import grpc
     from cloudseat.v1 import fleet_pb2
 
     async with asyncio.timeout(timeout_s):
         while True:
-            hosts = await c.fleet.ListHosts(fleet_pb2.ListHostsRequest())
+            try:
+                hosts = await c.fleet.ListHosts(fleet_pb2.ListHostsRequest())
+            except grpc.aio.AioRpcError as exc:
+                # A broker on a busy machine sheds load (its overload guard): ask again after a pause.
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
             if any(h.host_id == host_id and h.status == fleet_pb2.HOST_STATUS_ONLINE for h in hosts.hosts):
                 return
             await asyncio.sleep(0.1)
@@ -353,8 +376,15 @@ def _percentile(values: list[float], q: float) -> float:
 def main(cfg: StreamRunConfig) -> int:
     from cloudseat import logs
 
+    from loadtest import stream_link
+
+    if (cfg.link_loss_pct or cfg.link_rate_mbit) and not os.environ.get(stream_link.IN_NAMESPACE):
+        return stream_link.run_in_namespace(sys.argv[1:])
+    if os.environ.get(stream_link.IN_NAMESPACE):
+        stream_link.apply(cfg.link_loss_pct, cfg.link_rate_mbit)
     logs.configure("console", "warning")
     result = asyncio.run(run(cfg))
+    result["link"] = {"loss_pct": cfg.link_loss_pct, "rate_mbit": cfg.link_rate_mbit}
     line = (
         f"{result['streams']} x {result['tier']} ({result['codec']}, {result['client']} seats): session ready p50 "
         f"{result['session_ready_ms_p50']} ms p95 {result['session_ready_ms_p95']} ms, "

@@ -25,7 +25,8 @@ Per seat (``play``), over the window after the warm-up:
                                 compositor's next frame (it picks up frames at the display rate); the capture
                                 time from the frame's stamp, or from its RTP timestamp (docs/kiosk.md)
     frames_presented, frames_measured, measured_pct
-                                frames the page presented (rVFC presentedFrames) and those it timed
+                                frames the page presented (rVFC presentedFrames, less those the video element
+                                replaced before the compositor drew them: frames_superseded) and those it timed
     capture_to_received_ms_p50  → its last packet received (rVFC receiveTime): encode and network
     capture_to_display_ms_p50   → its expected display time
     input_to_photon_ms_p50/_p99 key sent → presentation of the first frame whose stamp shows it applied
@@ -101,11 +102,17 @@ async def seat_page(browser: Browser, origin: str, *, width: int = 1280, height:
 async def wait_state(page: Page, states: Sequence[str], timeout_s: float) -> str:
     """Wait until ``window.cloudseat.state`` is one of ``states``; the state. The page's "error" state ends the wait
     with its message (a RuntimeError), unless "error" is among ``states``."""
-    await page.wait_for_function(
-        "(states) => window.cloudseat && (states.includes(cloudseat.state) || cloudseat.state === 'error')",
-        arg=list(states),
-        timeout=timeout_s * 1000,
-    )
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        await page.wait_for_function(
+            "(states) => window.cloudseat && (states.includes(cloudseat.state) || cloudseat.state === 'error')",
+            arg=list(states),
+            timeout=timeout_s * 1000,
+        )
+    except PlaywrightTimeout:
+        now = await page.evaluate("window.cloudseat && [cloudseat.state, cloudseat.message]")
+        raise RuntimeError(f"the page did not reach {'/'.join(states)} in {timeout_s} s; it is at {now}") from None
     state: str = await page.evaluate("cloudseat.state")
     if state not in states:
         raise RuntimeError(f"the page is in state {state}: {await page.evaluate('cloudseat.message')}")
@@ -284,7 +291,8 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float, window_
     def delta(name: str) -> int:
         return int(stats[name] - base[name])
 
-    presented, measured = delta("framesPresented"), delta("framesMeasured")
+    # Presented and on screen: those the video element did not replace before the compositor drew them.
+    presented, measured = delta("framesPresented") - delta("framesSuperseded"), delta("framesMeasured")
     return {
         "session_ready_ms": [round(ready_ms, 1)],
         "fps_p50": round(statistics.median(fps), 2) if fps else float("nan"),
@@ -297,6 +305,7 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float, window_
         "input_to_photon_ms_p50": _pct(i2p, 50),
         "input_to_photon_ms_p99": _pct(i2p, 99),
         "frames_presented": presented,
+        "frames_superseded": delta("framesSuperseded"),
         "frames_measured": measured,
         "measured_pct": round(100 * measured / presented, 2) if presented else float("nan"),
         "freezes": delta("freezes"),

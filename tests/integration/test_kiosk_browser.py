@@ -88,7 +88,13 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
     4. the host is lost: the agent process dies (SIGKILL) and the host comes back as a new process (a newer
        epoch), so the broker ends the session HOST_LOST; the page resumes into a new session at the front of the
        queue by itself;
-    5. the End button ends the session: the broker records ENDED_BY_PATRON and the picker is back.
+    5. the page is reloaded withholding the playout-delay extension (``?playout_delay_ext=0``): it picks the live
+       session up, negotiates without the extension, and plays;
+    6. the End button ends the session: the broker records ENDED_BY_PATRON and the picker is back.
+
+    Throughout, the agent answers Chromium's offer with the playout-delay RTP header extension (its sender writes
+    min = max = 0 into every video packet) unless the page withheld it, and the page times presented frames from
+    their RTP timestamps beside the stamps it reads.
     """
     await b.kiosk_seat(world)
     agent = await b.start_agent(tmp_path, broker.port)
@@ -104,11 +110,15 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             # 1. Through the picker to a playing stream.
             await page.click('button[data-game-id="demo"]')
             await b.wait_state(page, ["playing"], 30)
-            assert (await page.evaluate("cloudseat.receiver"))["jitterBufferTarget"] == 0
+            receiver = await page.evaluate("cloudseat.receiver")
+            assert receiver["jitterBufferTarget"] == 0
+            assert receiver["playoutDelayExtension"] is True  # Chromium offered it, the agent answered it
             session_id = await page.evaluate("cloudseat.session.session_id")
             await _grows(page, "framesDecoded", by=20)
             stats = await _stats(page)
             assert stats["stampsRead"] > 0 and stats["sessionReadyMs"] > 0
+            # Timed from RTP timestamps: more frames than stamps were read from.
+            assert stats["framesMeasured"] > stats["stampsRead"] and stats["framesPresented"] >= 20
             assert (
                 stats["codec"] == "H264"
             )  # the agent's "auto" answers Chromium's offer with H.264, and it decodes
@@ -173,7 +183,14 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             assert any("host was lost" in m for m in messages), messages
             await _grows(page, "framesDecoded", by=10)
 
-            # 5. The End button.
+            # 5. Reloaded without the extension in its offer: the same session, a new connection without it.
+            await page.goto(f"{kiosk.url}?playout_delay_ext=0")
+            await b.wait_state(page, ["playing"], 30)
+            assert await page.evaluate("cloudseat.session.session_id") == resumed_id
+            assert (await page.evaluate("cloudseat.receiver"))["playoutDelayExtension"] is False
+            await _grows(page, "framesDecoded", by=10)
+
+            # 6. The End button.
             await page.click("#end")
             await b.wait_state(page, ["ended"], 15)
             ended = await world.wait_for(resumed_id, S.SESSION_STATE_ENDED)

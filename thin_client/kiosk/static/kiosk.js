@@ -69,6 +69,7 @@ const emptyStats = () => ({
   stampsDisagreeing: 0,
   stampsRebased: 0,
   framesPresented: 0,
+  framesSuperseded: 0,
   framesMeasured: 0,
   lastFrameNumber: null,
   lastInputApplied: 0,
@@ -717,12 +718,20 @@ setInterval(() => {
 // -- getStats ------------------------------------------------------------------------------------------------
 
 let previous = null; // the last inbound-rtp sample of the current connection
-let totals = { framesDecoded: 0, framesDropped: 0, freezes: 0, freezesDurationMs: 0, packetsLost: 0 };
-let current = { ...totals };
+const noCounts = () => ({
+  framesDecoded: 0,
+  framesDropped: 0,
+  framesSuperseded: 0,
+  freezes: 0,
+  freezesDurationMs: 0,
+  packetsLost: 0,
+});
+let totals = noCounts();
+let current = noCounts();
 
 function rollStats() {
   for (const k of Object.keys(totals)) totals[k] += current[k];
-  current = { framesDecoded: 0, framesDropped: 0, freezes: 0, freezesDurationMs: 0, packetsLost: 0 };
+  current = noCounts();
   previous = null;
 }
 
@@ -746,6 +755,9 @@ async function pollStats() {
   current = {
     framesDecoded: inbound.framesDecoded ?? 0,
     framesDropped: inbound.framesDropped ?? 0,
+    // Frames the video element replaced by a newer one before the compositor drew them (two decoded within one
+    // display frame): presented for composition, never on screen, so no callback can time them.
+    framesSuperseded: $("video").getVideoPlaybackQuality?.().droppedVideoFrames ?? 0,
     freezes: inbound.freezeCount ?? 0,
     freezesDurationMs: (inbound.totalFreezesDuration ?? 0) * 1000,
     packetsLost: inbound.packetsLost ?? 0,
