@@ -140,8 +140,15 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
         url = cfg.database_url or await asyncio.to_thread(embedded.start, Path(tmp))
         broker = Broker(
             # Agents on the tenant port (one process, no security); stats every second, as the figures read them.
+            # No shedding on event-loop lag: the broker shares two cores with the agent and Chromium, whose bursts
+            # make it late without its being overloaded, and a refused call here only spoils a run.
             BrokerConfig(
-                listen="127.0.0.1:0", database_url=url, insecure=True, agent_listen=None, heartbeat_interval_s=1.0
+                listen="127.0.0.1:0",
+                database_url=url,
+                insecure=True,
+                agent_listen=None,
+                heartbeat_interval_s=1.0,
+                shed_lag_ms=0,
             )
         )
         await broker.start()
