@@ -530,6 +530,11 @@ async def test_the_kiosk_api_refuses_bad_input_naming_the_field_and_writes_nothi
         status, ended = await call("POST", f"/api/sessions/{sid}/end", {"detail": "bye"})
         assert status == 200 and ended["session"]["end_reason"] == "ENDED_BY_PATRON"
         assert [s.session_id for s in await sessions()] == [sid]
+        # The patron picks again at once: the end's own answer freed the seat, the watch need not catch up first.
+        status, again = await call("POST", "/api/sessions", {"game_id": "demo"})
+        assert status == 201 and again["session"]["session_id"] != sid, again
+        status, _ = await call("POST", f"/api/sessions/{again['session']['session_id']}/end", {})
+        assert status == 200
 
     async with (
         b.kiosk(f"127.0.0.1:{broker.port}", zone_id="std") as elsewhere,

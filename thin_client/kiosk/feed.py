@@ -81,6 +81,12 @@ class SessionFeed:
         again (its next update replaces this)."""
         await self._publish({**self.latest, "text": text, "broker_reachable": False})
 
+    async def settle(self, update: session_pb2.SessionUpdate) -> None:
+        """The broker's own answer that ended the session (EndSession): the feed is over now, not when the watch
+        brings the same news, so a start right after an end is not refused as a second session."""
+        if update.session.state == S.SESSION_STATE_ENDED and not self.ended:
+            await self._publish(session_json(update))
+
     async def _publish(self, latest: dict[str, Any]) -> None:
         async with self._changed:
             self.latest, self.version = latest, self.version + 1

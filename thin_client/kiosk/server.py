@@ -455,8 +455,12 @@ class Kiosk:
         except SeatError as exc:
             raise api.from_seat_error(exc, self.cfg.seat) from None
         assert session is not None
+        update = session_pb2.SessionUpdate(session=session)
+        feed = self._feeds.get(session_id)
+        if feed is not None:
+            await feed.settle(update)
         log.info("session ended at the seat", session_id=session_id)
-        return web.json_response({"session": session_json(session_pb2.SessionUpdate(session=session))})
+        return web.json_response({"session": session_json(update)})
 
     async def _stats(self, request: web.Request) -> web.Response:
         session_id, seat = self._known(request)
