@@ -10,8 +10,10 @@ would otherwise estimate from the network's jitter (~10 ms on loopback, more on 
 renderer takes the low-latency path. The price is on a link that jitters: nothing smooths the frames out, so the
 picture shows the network's unevenness instead of hiding it behind a delay (docs/streaming.md measures both).
 
-The seat decides: Chromium offers the extension by default (the kiosk page can withhold it, see docs/kiosk.md), and
-the agent answers it whenever it is offered and then writes it into every video packet. aiortc negotiates only the
+The seat decides whether: Chromium offers the extension by default (the kiosk page can withhold it, see
+docs/kiosk.md), and the agent answers it whenever it is offered and then writes it into every video packet. The
+agent decides what: zero while the link delivers, the receiver's own adaptive delay while it loses packets
+(`PlayoutPolicy`). aiortc negotiates only the
 header extensions in its `HEADER_EXTENSIONS` table and writes only those its `HeaderExtensionsMap` knows, so this
 module adds the URI to the table (`register`, idempotent) and gives a sender a map that writes one more element
 (`attach`). The codec (`pack` / `unpack`) is pure.
@@ -47,6 +49,45 @@ class PlayoutDelay:
 
 
 ZERO: Final = PlayoutDelay(0, 0)
+# The receiver's own adaptive jitter buffer, within Chromium's default bounds (0 to 10 s): what it does without
+# the extension, asked for while the link loses packets.
+ADAPTIVE: Final = PlayoutDelay(0, 10_000)
+
+
+class PlayoutPolicy:
+    """Which delay to ask for, from the seat's receiver reports. Pure: time comes in as an argument.
+
+    Zero while the link delivers: each frame is rendered as soon as it is decoded. Once a report shows the link
+    losing packets (``loss_fraction`` at least ``lossy``), the receiver's adaptive delay: with none, a frame that
+    waits for a retransmission or a keyframe freezes the picture instead of being absorbed by the jitter buffer
+    (measured on a link with 1% loss: docs/streaming.md#a-bad-link). Back to zero after ``clean_for_us`` without
+    a lossy report. A receiver takes the delay from each frame, so a change applies without renegotiating.
+    A single packet lost in a report's second (~300 packets at 720p60) reads as 0/256 and changes nothing.
+    """
+
+    def __init__(self, *, lossy: float = 0.005, clean_for_us: int = 30_000_000) -> None:
+        if not 0 < lossy <= 1:
+            raise ValueError(f"lossy must be within (0, 1], not {lossy}")
+        if clean_for_us <= 0:
+            raise ValueError(f"clean_for_us must be positive, not {clean_for_us}")
+        self.lossy = lossy
+        self.clean_for_us = clean_for_us
+        self.delay = ZERO
+        self._last_lossy_us: int | None = None
+
+    def on_report(self, loss_fraction: float, now_us: int) -> PlayoutDelay | None:
+        """Take one receiver report's loss fraction (0..1); the new delay when it changes, else None."""
+        if loss_fraction >= self.lossy:
+            self._last_lossy_us = now_us
+            wanted = ADAPTIVE
+        elif self._last_lossy_us is not None and now_us - self._last_lossy_us < self.clean_for_us:
+            wanted = self.delay
+        else:
+            wanted = ZERO
+        if wanted == self.delay:
+            return None
+        self.delay = wanted
+        return wanted
 
 
 def pack(delay: PlayoutDelay) -> bytes:
@@ -73,13 +114,17 @@ def register() -> None:
     video.append(RTCRtpHeaderExtensionParameters(id=free, uri=URI))
 
 
-class _ExtensionsMap(rtp.HeaderExtensionsMap):
+class ExtensionsMap(rtp.HeaderExtensionsMap):
     """aiortc's map, plus the playout delay in every packet once the extension is negotiated."""
 
     def __init__(self, delay: PlayoutDelay) -> None:
         super().__init__()
         self._element = pack(delay)
         self.id: int | None = None
+
+    def set_delay(self, delay: PlayoutDelay) -> None:
+        """Write ``delay`` from the next packet on."""
+        self._element = pack(delay)
 
     def configure(self, parameters: RTCRtpParameters) -> None:
         super().configure(parameters)
@@ -95,10 +140,12 @@ class _ExtensionsMap(rtp.HeaderExtensionsMap):
         return rtp.pack_header_extensions(elements)
 
 
-def attach(sender: RTCRtpSender, delay: PlayoutDelay = ZERO) -> None:
+def attach(sender: RTCRtpSender, delay: PlayoutDelay = ZERO) -> ExtensionsMap:
     """Make ``sender`` write ``delay`` into its packets when the extension is negotiated. Call it before the
     sender starts (``RTCRtpSender.send``, which the peer connection calls once the answer is set): that is when
     the map learns the negotiated ids. The map is a private attribute of aiortc's sender: the one place it is
-    read, for new packets and retransmissions alike."""
+    read, for new packets and retransmissions alike. The map it returns changes the delay (`set_delay`)."""
     register()
-    sender._RTCRtpSender__rtp_header_extensions_map = _ExtensionsMap(delay)  # type: ignore[attr-defined]
+    mapping = ExtensionsMap(delay)
+    sender._RTCRtpSender__rtp_header_extensions_map = mapping  # type: ignore[attr-defined]
+    return mapping

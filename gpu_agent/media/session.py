@@ -99,6 +99,7 @@ class MediaSession:
             1, thread_name_prefix=f"media-{session_id[:16]}"
         )
         self._bitrate = BitrateController(bitrate_kbps * 1000)
+        self._playout_policy = playout_delay.PlayoutPolicy()
         self._lock = asyncio.Lock()
         self._pc: RTCPeerConnection | None = None
         self._track: SourceTrack | None = None
@@ -176,9 +177,10 @@ class MediaSession:
         )  # fmt: skip
         transceiver = pc.addTransceiver(track, direction="sendonly")
         _prefer(transceiver, codec)
-        # Render each frame as soon as it is decoded, when the seat offers the playout-delay extension.
-        playout_delay.attach(transceiver.sender)
-        self._hook_rtcp(transceiver.sender, encoder)
+        # Render each frame as soon as it is decoded, when the seat offers the playout-delay extension; the seat's
+        # receiver reports move it to the receiver's adaptive delay while the link loses packets.
+        playout = playout_delay.attach(transceiver.sender, self._playout_policy.delay)
+        self._hook_rtcp(transceiver.sender, encoder, playout)
         pc.on("connectionstatechange", lambda: self._connection_state_changed(pc))
         pc.on("datachannel", self._data_channel)
         return pc, track
@@ -247,7 +249,9 @@ class MediaSession:
         self._inputs_applied += 1
         self._source.apply_input(msg)
 
-    def _hook_rtcp(self, sender: RTCRtpSender, encoder: VideoEncoder) -> None:
+    def _hook_rtcp(
+        self, sender: RTCRtpSender, encoder: VideoEncoder, playout: playout_delay.ExtensionsMap
+    ) -> None:
         """See the receiver's feedback before aiortc does: REMB steers our encoder (aiortc would only tell its own
         encoder, which does not run), PLI/FIR ask it for a keyframe (aiortc's flag only reaches its own encoder),
         receiver reports give RTT and loss. The RTP router calls ``_handle_rtcp_packet`` on the sender object, so
@@ -256,14 +260,16 @@ class MediaSession:
 
         async def handle(packet: AnyRtcpPacket) -> None:
             try:
-                self._feedback(packet, sender._ssrc, encoder)
+                self._feedback(packet, sender._ssrc, encoder, playout)
             except Exception:  # feedback must never break aiortc's RTCP handling
                 self._log.exception("rtcp feedback failed")
             await original(packet)
 
         sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
-    def _feedback(self, packet: AnyRtcpPacket, ssrc: int, encoder: VideoEncoder) -> None:
+    def _feedback(
+        self, packet: AnyRtcpPacket, ssrc: int, encoder: VideoEncoder, playout: playout_delay.ExtensionsMap
+    ) -> None:
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
                 if report.ssrc == ssrc:
@@ -277,6 +283,13 @@ class MediaSession:
                     if r.rtt_s is not None:
                         self._rtt_s = r.rtt_s
                     self._loss_fraction = r.loss_fraction
+                    delay = self._playout_policy.on_report(r.loss_fraction, monotonic_us())
+                    if delay is not None:
+                        playout.set_delay(delay)
+                        self._log.info(
+                            "playout delay", min_ms=delay.min_ms, max_ms=delay.max_ms,
+                            loss_pct=round(r.loss_fraction * 100, 2), negotiated=playout.id is not None,
+                        )  # fmt: skip
         elif isinstance(packet, RtcpPsfbPacket):
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR) and packet.media_ssrc == ssrc:
                 encoder.request_keyframe()

@@ -71,7 +71,7 @@ def test_registering_adds_the_extension_to_aiortcs_video_table_once() -> None:
 
 
 def test_a_packet_written_with_the_map_carries_zero_delay_beside_aiortcs_own_extensions() -> None:
-    mapping = pd._ExtensionsMap(pd.ZERO)
+    mapping = pd.ExtensionsMap(pd.ZERO)
     mapping.configure(_negotiated((MID, 9), (ABS_SEND_TIME, 2), (pd.URI, 5)))
     packet = rtp.RtpPacket(payload_type=102, sequence_number=7, timestamp=90_000, ssrc=1234, payload=b"\x65" * 40)
     packet.extensions.mid = "0"
@@ -90,7 +90,7 @@ def test_a_packet_written_with_the_map_carries_zero_delay_beside_aiortcs_own_ext
 
 
 def test_without_the_extension_negotiated_the_packet_is_aiortcs_own() -> None:
-    ours, theirs = pd._ExtensionsMap(pd.ZERO), rtp.HeaderExtensionsMap()
+    ours, theirs = pd.ExtensionsMap(pd.ZERO), rtp.HeaderExtensionsMap()
     for mapping in (ours, theirs):
         mapping.configure(_negotiated((MID, 1)))
     packet = rtp.RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=1, payload=b"x")
@@ -111,6 +111,30 @@ async def test_attach_gives_a_real_sender_the_map_its_packets_are_written_with()
         before = vars(sender)["_RTCRtpSender__rtp_header_extensions_map"]
         pd.attach(sender)
         after = vars(sender)["_RTCRtpSender__rtp_header_extensions_map"]
-        assert isinstance(before, rtp.HeaderExtensionsMap) and isinstance(after, pd._ExtensionsMap)
+        assert isinstance(before, rtp.HeaderExtensionsMap) and isinstance(after, pd.ExtensionsMap)
     finally:
         await pc.close()
+
+
+def test_the_policy_asks_for_zero_until_the_link_loses_then_for_the_receivers_own_until_clean_again() -> None:
+    policy = pd.PlayoutPolicy(lossy=0.005, clean_for_us=30_000_000)
+    assert policy.delay == pd.ZERO
+    assert policy.on_report(0.0, 1_000_000) is None
+    assert policy.on_report(1 / 256, 2_000_000) is None  # one packet in a report's few hundred: not a lossy link
+    assert policy.on_report(3 / 256, 3_000_000) == pd.ADAPTIVE
+    assert policy.on_report(0.0, 20_000_000) is None  # clean, but not for long enough
+    assert policy.on_report(5 / 256, 25_000_000) is None  # lossy again: the clean spell starts afresh
+    assert policy.on_report(0.0, 54_000_000) is None
+    assert policy.on_report(0.0, 55_000_000) == pd.ZERO
+    assert policy.delay == pd.ZERO and pd.pack(pd.ADAPTIVE) == bytes([0x00, 0x03, 0xE8])
+
+
+def test_a_delay_set_on_the_map_is_written_from_the_next_packet_on() -> None:
+    mapping = pd.ExtensionsMap(pd.ZERO)
+    mapping.configure(_negotiated((pd.URI, 5)))
+    packet = rtp.RtpPacket(payload_type=96, sequence_number=1, timestamp=1, ssrc=1, payload=b"x")
+    assert pd.unpack(_extensions(packet.serialize(mapping))[5]) == pd.ZERO
+    mapping.set_delay(pd.ADAPTIVE)
+    assert pd.unpack(_extensions(packet.serialize(mapping))[5]) == pd.ADAPTIVE
+    with pytest.raises(ValueError, match="lossy"):
+        pd.PlayoutPolicy(lossy=0)
