@@ -23,6 +23,9 @@ FIELDS = (
     "session_ready_ms_p50",
     "session_ready_ms_p95",
     "freezes",
+    "freezes_per_min",
+    "measured_pct",
+    "link",
     "baseline",
 )
 
@@ -62,3 +65,4 @@ def test_stream_benchmark_writes_every_field(tmp_path: Path, db_url: str) -> Non
     assert result["fps_p50"] > 0 and result["baseline"]["encode_ms_p50"] > 0
     # Two probes and the stream's own session each measured session ready.
     assert result["session_ready_samples"] == 3 and result["session_ready_ms_p95"] > 0
+    assert result["link"] == {"loss_pct": 0.0, "rate_mbit": 0.0} and result["measured_pct"] is None  # Python seats

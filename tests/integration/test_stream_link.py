@@ -10,13 +10,15 @@ import pytest
 
 from loadtest import stream_link
 
-# In the namespace: the link applied, then 1,000 UDP datagrams paced so the socket buffer never overflows, and a
-# TCP exchange; prints the datagrams received and the qdisc.
+# In the namespace: the link applied, then 1,000 UDP datagrams into a receive buffer that holds them all, and a TCP
+# exchange; prints the datagrams received and the qdisc.
 PROBE = """
 import socket, subprocess, sys
 from loadtest import stream_link
 stream_link.apply(float(sys.argv[1]), float(sys.argv[2]))
 rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# Room for every datagram: a receiver descheduled on a busy machine must not lose any to its own buffer.
+rx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", socket.SO_RCVBUF), 8 << 20)
 rx.bind(("127.0.0.1", 0))
 rx.setblocking(False)
 tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
