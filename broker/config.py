@@ -154,6 +154,18 @@ class BrokerConfig:
         flag="--accept-wait",
         check=at_least(0),
     )
+    # Calls at once per connection on the tenant port (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS, enforced by gRPC's
+    # core): a client's calls past it wait in the client, on its own connection, instead of in the one queue of new
+    # calls inside the broker's gRPC that every tenant's call passes through in arrival order (broker.overload: a
+    # flood of 300 calls in flight on one connection put 300 ahead of every other tenant's call). Watches count
+    # too: a seat holds one or two; a program that watches many sessions opens more connections. 0: gRPC's default
+    # (no bound).
+    max_streams_per_connection: int = setting(
+        100,
+        "calls (and watches) at once per tenant connection; a client's further calls wait in the client; 0: no bound",
+        flag="--max-streams-per-connection",
+        check=at_least(0),
+    )
     # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the
     # greedy baseline the benchmarks compare against.
     solver: str = setting(

@@ -26,9 +26,10 @@ quiet venue's calls were shed as often as the flooding one's, and waited behind 
 p50). So the same mechanism is per tenant: the broker keeps each tenant's recent calls (`Shares`, decaying over
 about a second) and, when the loop runs late, sheds the tenants above their fair share of that traffic (the total
 over the tenants active), with a probability that grows with how far above it they are, and spares the ones at or
-below it. Only when every active tenant is at its share (one tenant alone, or all alike) is everyone shed alike,
-as before; and once the loop runs twice the target late (drowning), everyone is shed alike too. A tenant is known
-only once its caller is: the token check is cached per token (broker.guard), so knowing it costs a lookup.
+below it — even once the loop runs twice the target late (drowning), when the ones above are shed entirely. Only
+when every active tenant is at its share (one tenant alone, or all alike) is everyone shed alike, as before (and,
+drowning, before the caller is even checked). A tenant is known only once its caller is: the token check is cached
+per token (broker.guard), so knowing it costs a lookup.
 
 Pure: `Admission` and `Shares` take the lag measurements, the clock and the random draws; `LoopProbe` is the
 asyncio edge that measures.
@@ -87,16 +88,19 @@ class Admission:
 
     def admit_tenant(self, draw: float, ratio: float, heaviest: float) -> bool:
         """Let a call of a tenant in, the tenant's recent calls being `ratio` × the fair share (Shares.ratio), the
-        heaviest active tenant's `heaviest` ×. Below the drowning point, a tenant at or under its share is let in
-        while another is over it; one over it is shed with a probability that grows with its excess; when nobody
+        heaviest active tenant's `heaviest` ×. A tenant at or under its share is let in while another is over it,
+        however late the loop runs (its calls are the few; the flood's are what makes the loop late); one over it
+        is shed with a probability that grows with its excess, all of them once the loop is drowning; when nobody
         is over (`heaviest` ≤ 1), all alike, as `admit`."""
         share = self.shed_share
         if share <= 0.0:
             return True
-        if share >= 1.0 or heaviest <= _OVER:
+        if heaviest <= _OVER:
             return draw >= share
         if ratio <= _OVER:
             return True
+        if share >= 1.0:
+            return False
         # The excess over the fair share is what is shed first: a tenant at 10× its share sheds ~90% of its calls
         # at the first sign of lateness, one at 2× half of them, scaled up to all as the lateness grows.
         excess = 1.0 - 1.0 / ratio
@@ -141,6 +145,10 @@ class Shares:
         heaviest = max(self._decayed(w, a, now) for w, a in self._weights.values())
         return self._decayed(weight, at, now) / fair, heaviest / fair
 
+    def anyone_over(self, now: float) -> bool:
+        """Whether some tenant's recent calls are above its fair share (then the others are spared)."""
+        return self.ratio("", now)[1] > _OVER
+
     def active(self, now: float) -> int:
         """Tenants with calls in the last second or so."""
         return sum(1 for w, at in self._weights.values() if self._decayed(w, at, now) >= 0.5)
@@ -148,6 +156,85 @@ class Shares:
     def _forget(self, now: float) -> None:
         """Drop the tenants whose calls have all but decayed away."""
         self._weights = {t: (w, a) for t, (w, a) in self._weights.items() if self._decayed(w, a, now) >= 0.5}
+
+
+class Slots:
+    """The calls in progress per tenant, and each tenant's share of the process's `capacity` of them.
+
+    A rate share (`Shares`) reacts only once the loop runs late, and a rate says nothing of what a tenant holds: a
+    flood of slow calls fills the database pool's queue long before the loop is late, and every other tenant's call
+    then waits behind it. So the calls in progress are shared too: while n tenants hold calls here, each may hold
+    `capacity / n` of them (at least one); a tenant alone may hold them all. A tenant at its share is refused at
+    once, cheaply, whoever else is busy; a tenant under it is let in even when the whole capacity is held — by
+    tenants that took it while alone, and give it back as their calls end — so the total may pass `capacity`
+    briefly, by at most the sum of the shares of the tenants under theirs (another `capacity` at worst).
+
+    Counted per tenant, not per connection: a flood over many connections holds one tenant's share. Pure: the
+    caller enters and leaves; `take` answers whether the call may go in.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity: at least 1 call in progress")
+        self.capacity = capacity
+        self.held: dict[str, int] = {}
+        self.total = 0
+        self.holding: dict[str, int] = {}  # refusals held, per tenant (hold)
+        self.hold_max = 16 * capacity
+
+    def share(self, tenant: str) -> int:
+        """How many calls `tenant` may hold now: the capacity over the tenants holding calls, it included."""
+        holders = len(self.held) + (0 if tenant in self.held else 1)
+        return max(1, self.capacity // holders)
+
+    def take(self, tenant: str) -> bool:
+        """One call of `tenant` goes in (True; `give` it back when it ends) or is refused (False)."""
+        held = self.held.get(tenant, 0)
+        if held >= self.share(tenant):
+            return False
+        self.held[tenant] = held + 1
+        self.total += 1
+        return True
+
+    def give(self, tenant: str) -> None:
+        """A call of `tenant` ended (or waits without work here)."""
+        held = self.held.get(tenant, 0) - 1
+        if held < 0:
+            raise ValueError(f"tenant {tenant!r}: no call in progress to give back")
+        if held == 0:
+            del self.held[tenant]
+        else:
+            self.held[tenant] = held
+        self.total -= 1
+
+    def hold(self, tenant: str) -> bool:
+        """Whether a refusal of `tenant` is to be held (answered only after its hint) rather than answered at once:
+        while it holds fewer than `capacity` such refusals (`unhold` each once answered).
+
+        A refused caller that asks again at once (a flood ignores the hint) would otherwise turn each refusal into
+        another call in gRPC's one queue of new calls, ahead of every other tenant's. Held, the refusal keeps its
+        place on the caller's connection (one of its `max_streams_per_connection`) for the hint's time, so the
+        caller's next calls wait in the caller, and the hint is obeyed whether the caller honours it or not; a
+        held refusal costs a timer and a call's memory (a few KB). At most `hold_max` per tenant (16 × capacity:
+        4,096 by default, as many as 41 connections at the default 100 calls each): past it, answered at once."""
+        holding = self.holding.get(tenant, 0)
+        if holding >= self.hold_max:
+            return False
+        self.holding[tenant] = holding + 1
+        return True
+
+    def unhold(self, tenant: str) -> None:
+        holding = self.holding.get(tenant, 0) - 1
+        if holding <= 0:
+            self.holding.pop(tenant, None)
+        else:
+            self.holding[tenant] = holding
+
+    def retry_after_ms(self, tenant: str, base_ms: int) -> int:
+        """A refused tenant's hint: `base_ms` at its share, longer the further over it (a tenant that took the whole
+        capacity alone waits for its excess to drain), at most 10× base."""
+        over = self.held.get(tenant, 0) / self.share(tenant)
+        return round(base_ms * min(10.0, max(1.0, over)))
 
 
 class LoopProbe:

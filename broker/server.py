@@ -126,11 +126,18 @@ def _pings(every_ms: int, timeout_ms: int) -> list[tuple[str, Any]]:
     ]
 
 
-def tenant_server_options(accept_wait_s: int | None = None) -> list[tuple[str, Any]]:
+def tenant_server_options(
+    accept_wait_s: int | None = None, max_streams: int = 0
+) -> list[tuple[str, Any]]:
     """Seats and tenants: half-open watch streams are noticed within 20 s; with `accept_wait_s`, a call the loop has
-    not taken up within that many seconds is refused in gRPC's core (BrokerConfig.accept_wait_s)."""
+    not taken up within that many seconds is refused in gRPC's core (BrokerConfig.accept_wait_s); with
+    `max_streams`, a connection carries at most that many calls at once (BrokerConfig.max_streams_per_connection).
+    Connections are closed gracefully after about 10 minutes (gRPC adds jitter; calls and watches under way go on,
+    the client opens a new connection for new ones), so `serve --workers N`, where the kernel deals connections
+    among the workers, deals them again, and a client's connections do not stay piled on one worker."""
     accept = [] if accept_wait_s is None else [("grpc.server_max_unrequested_time_in_server", accept_wait_s)]
-    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept]
+    streams = [("grpc.max_concurrent_streams", max_streams)] if max_streams > 0 else []
+    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept, *streams, ("grpc.max_connection_age_ms", 600_000)]
 
 
 def agent_server_options(link_ping_s: float, timeout_s: float) -> list[tuple[str, Any]]:
@@ -288,7 +295,7 @@ class Broker:
             options = (
                 agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s)
                 if shared
-                else tenant_server_options(cfg.accept_wait_s)
+                else tenant_server_options(cfg.accept_wait_s, cfg.max_streams_per_connection)
             )
             tenant = self._server(interceptor, options)
             session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)

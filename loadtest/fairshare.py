@@ -1,19 +1,27 @@
 """Fair share under load: one venue floods the broker, another's latency is measured beside its unloaded baseline.
 
-    python -m loadtest.fairshare [--seconds 8] [--flood 500] [--out DIR]
+    python -m loadtest.fairshare [--seconds 8] [--processes 4] [--connections 4] [--flood 64] [--workers 0]
+                                 [--max-inflight 256] [--max-streams 100] [--out DIR]
 
-A real broker (`cloudseat-broker serve`, one process, security on, an embedded PostgreSQL in a temporary folder) with
-two venues. Phases, each `--seconds` long, all in one run so the figures compare:
+A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
+tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
+one run so the figures compare:
 
-1. quiet: venue "quiet" alone calls GetVenue at a steady 50/s (open loop): its unloaded p50/p99;
-2. capacity: venue "flood" alone, `--flood` calls in flight (closed loop): the broker's capacity in calls/s;
-3. flood: both at once, "flood" with `--flood` in flight, ignoring every refusal and asking again at once (the
-   worst-behaved client), "quiet" as in 1: the quiet venue's p50/p99, and what the flood got through.
+1. quiet: venue "quiet" alone calls GetVenue at a steady 50/s (open loop, one connection): its unloaded p50/p99;
+2. capacity: venue "flood" alone, the whole flood (below): the broker's capacity in calls answered per second;
+3. flood: both at once, the quiet venue as in 1: its p50/p99 flooded, and what the flood got through.
 
-The broker is started twice: with admission on (the default, `--shed-lag-ms 20`, per-tenant fair share) and with
-it off (`--shed-lag-ms 0`), so the result shows what the fair share buys. The flood's offered rate is what this
-one generator process can push, reported beside the capacity (its multiple of a fair share, capacity / 2). Timings
-are this machine's, now: the report is the comparison within a run, not the absolute figures.
+The flood is `--processes` generator processes, each with `--connections` connections of its own and `--flood`
+calls in flight on each, every caller asking again at once after any refusal (the worst-behaved client: it ignores
+the retry hint). The generators run at a lower CPU priority (nice 10): on a 2-core machine they share the broker's
+cores, where a real flood would come from other machines; they still offer what the broker can refuse.
+
+The broker is started twice: admission on (the defaults: fair share of the calls in progress, `--max-inflight`,
+and of the recent calls while the loop runs late, `--shed-lag-ms 20`, at most `--max-streams` calls per
+connection) and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0`), so the result
+shows what they buy. The flood's offered rate (answered + refused, per second) is reported as a multiple of a fair
+share (the capacity over the two venues). Timings are this machine's, now: the report is the comparison within a
+run, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from grpc import aio
 from broker import issuing
 
 QUIET_RATE = 50.0
+# The generators' niceness: below the broker and the quiet venue's client (see the module's docstring).
+FLOOD_NICE = 10
 
 
 def _free_port() -> int:
@@ -48,24 +58,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _broker(folder: Path, creds: issuing.Credentials, port: int, shed_lag_ms: int) -> asyncio.subprocess.Process:
+async def _broker(
+    folder: Path, creds: issuing.Credentials, port: int, admission: dict[str, int], workers: int
+) -> asyncio.subprocess.Process:
+    limits = [
+        "--max-inflight", str(admission["max_inflight"]), "--shed-lag-ms", str(admission["shed_lag_ms"]),
+        "--max-streams-per-connection", str(admission["max_streams"]),
+    ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker", "serve", "--workers", "0", "--listen", f"127.0.0.1:{port}",
+        sys.executable, "-m", "broker", "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
         "--agent-listen", "127.0.0.1:0", "--data-dir", str(folder / "data"), "--log-level", "warning",
         "--tls-cert", str(creds.broker.cert), "--tls-key", str(creds.broker.key), "--tls-ca", str(creds.ca),
-        "--token-key", str(creds.token_key), "--shed-lag-ms", str(shed_lag_ms), "--rate-limit", "100000",
+        "--token-key", str(creds.token_key), "--rate-limit", "1000000", *limits,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     return proc
 
 
-async def _client(creds: issuing.Credentials, port: int, role: str, **claims: str) -> BrokerClient:
-    token = issuing.issue_token(creds.token_key, role, ttl_s=3600, **claims)
-    return BrokerClient(f"127.0.0.1:{port}", token=token, credentials=tls.client_credentials(creds.ca))
+def _client(ca: Path, port: int, token: str) -> BrokerClient:
+    # Each client its own connection (its own subchannel pool), as separate machines' would be.
+    return BrokerClient(
+        f"127.0.0.1:{port}",
+        token=token,
+        credentials=tls.client_credentials(ca),
+        options=[("grpc.use_local_subchannel_pool", 1)],
+    )
 
 
 async def _ready(op: BrokerClient) -> None:
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(90):
         while True:
             with contextlib.suppress(aio.AioRpcError):
                 await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="quiet", name="Q"), timeout=2)
@@ -99,24 +120,60 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     return _summary(latencies, refused)
 
 
-async def _flood(client: BrokerClient, inflight: int, seconds: float) -> dict[str, Any]:
-    """`inflight` callers each asking again at once, refused or not: calls answered OK and refused, per second."""
-    ok = refused = 0
-    deadline = time.perf_counter() + seconds
+async def _flood_here(
+    ca: Path, port: int, token: str, connections: int, inflight: int, seconds: float
+) -> dict[str, int]:
+    """One generator process: `connections` connections, `inflight` callers on each asking again at once, refused
+    or not. Calls answered and refused, and the hints seen (the shortest and longest, ms)."""
+    ok = refused = failed = 0
+    hints: list[int] = []
+    clients = [_client(ca, port, token) for _ in range(connections)]
+    try:
+        deadline = time.perf_counter() + seconds
 
-    async def caller() -> None:
-        nonlocal ok, refused
-        while time.perf_counter() < deadline:
-            try:
-                await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="flood"), timeout=10)
-                ok += 1
-            except aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
-                    raise
-                refused += 1
+        async def caller(client: BrokerClient) -> None:
+            nonlocal ok, refused, failed
+            while time.perf_counter() < deadline:
+                try:
+                    await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="flood"), timeout=10)
+                    ok += 1
+                except aio.AioRpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+                        failed += 1  # a deadline or a lost connection: not a refusal, counted apart
+                        continue
+                    refused += 1
+                    hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                    if hint is not None and len(hints) < 10_000:
+                        hints.append(int(hint))
 
-    await asyncio.gather(*(caller() for _ in range(inflight)))
-    return {"ok_per_s": round(ok / seconds), "refused_per_s": round(refused / seconds)}
+        await asyncio.gather(*(caller(c) for c in clients for _ in range(inflight)))
+    finally:
+        for c in clients:
+            await c.close()
+    hint_range = {"hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0)}
+    return {"ok": ok, "refused": refused, "failed": failed, **hint_range}
+
+
+async def _flood(args: argparse.Namespace, ca: Path, port: int, token_file: Path, seconds: float) -> dict[str, Any]:
+    """The flood from `args.processes` generator processes at once: calls answered and refused, per second."""
+    command = [
+        sys.executable, "-m", "loadtest.fairshare", "generate", "--ca", str(ca), "--port", str(port),
+        "--token-file", str(token_file), "--connections", str(args.connections), "--flood", str(args.flood),
+        "--seconds", str(seconds),
+    ]  # fmt: skip
+    procs = [
+        await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE) for _ in range(args.processes)
+    ]
+    outs = [json.loads((await p.communicate())[0]) for p in procs]
+    ok, refused = sum(o["ok"] for o in outs), sum(o["refused"] for o in outs)
+    hints = [o for o in outs if o["refused"]]
+    hint_range = [min((o["hint_min_ms"] for o in hints), default=0), max((o["hint_max_ms"] for o in hints), default=0)]
+    return {
+        "ok_per_s": round(ok / seconds),
+        "refused_per_s": round(refused / seconds),
+        "failed": sum(o["failed"] for o in outs),
+        "hint_ms": hint_range,
+    }
 
 
 def _summary(latencies: list[float], refused: int) -> dict[str, Any]:
@@ -126,26 +183,30 @@ def _summary(latencies: list[float], refused: int) -> dict[str, Any]:
     return {"calls": len(latencies), "refused": refused, "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
 
 
-async def _run(seconds: float, inflight: int, shed_lag_ms: int, folder: Path) -> dict[str, Any]:
+async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], folder: Path) -> dict[str, Any]:
     creds = issuing.make(folder / "creds", [])
     port = _free_port()
-    proc = await _broker(folder / f"lag{shed_lag_ms}", creds, port, shed_lag_ms)
+    proc = await _broker(folder / label, creds, port, admission, args.workers)
+    token_file = folder / "flood.token"
+    token_file.write_text(issuing.issue_token(creds.token_key, "venue", ttl_s=3600, venue_id="flood"))
     clients: list[BrokerClient] = []
     try:
-        op = await _client(creds, port, "operator")
-        quiet = await _client(creds, port, "venue", venue_id="quiet")
-        flood = await _client(creds, port, "venue", venue_id="flood")
-        clients += [op, quiet, flood]
+        op = _client(creds.ca, port, issuing.issue_token(creds.token_key, "operator", ttl_s=3600))
+        quiet = _client(creds.ca, port, issuing.issue_token(creds.token_key, "venue", ttl_s=3600, venue_id="quiet"))
+        clients += [op, quiet]
         await _ready(op)
-        await _quiet(quiet, 1.0)  # warm both connections
-        await _flood(flood, 8, 1.0)
+        await _quiet(quiet, 1.0)  # warm the connection and the broker
+        seconds = args.seconds
         unloaded = await _quiet(quiet, seconds)
-        capacity = await _flood(flood, inflight, seconds)
-        flooded, flood_got = await asyncio.gather(_quiet(quiet, seconds), _flood(flood, inflight, seconds))
+        capacity = await _flood(args, creds.ca, port, token_file, seconds)
+        flooded, flood_got = await asyncio.gather(
+            _quiet(quiet, seconds), _flood(args, creds.ca, port, token_file, seconds)
+        )
         offered = flood_got["ok_per_s"] + flood_got["refused_per_s"]
-        fair = capacity["ok_per_s"] / 2
+        fair = max(1.0, capacity["ok_per_s"] / 2)
         return {
-            "shed_lag_ms": shed_lag_ms,
+            "admission": label,
+            "settings": admission,
             "quiet_unloaded": unloaded,
             "capacity_ok_per_s": capacity["ok_per_s"],
             "flood": {**flood_got, "offered_per_s": offered, "times_fair_share": round(offered / fair, 1)},
@@ -158,22 +219,51 @@ async def _run(seconds: float, inflight: int, shed_lag_ms: int, folder: Path) ->
         await proc.wait()
 
 
+def _generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.fairshare generate")
+    parser.add_argument("--ca", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--connections", type=int, required=True)
+    parser.add_argument("--flood", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args(argv)
+    os.nice(FLOOD_NICE)
+    token = args.token_file.read_text().strip()
+    out = asyncio.run(_flood_here(args.ca, args.port, token, args.connections, args.flood, args.seconds))
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["generate"]:
+        return _generate(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m loadtest.fairshare", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--flood", type=int, default=500, help="the flooding venue's calls in flight")
+    parser.add_argument("--processes", type=int, default=4, help="flood generator processes")
+    parser.add_argument("--connections", type=int, default=4, help="connections per generator process")
+    parser.add_argument("--flood", type=int, default=64, help="calls in flight per flood connection")
+    parser.add_argument("--workers", type=int, default=0, help="tenant worker processes (serve --workers; 0: one)")
+    parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
+    parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
-        results = [asyncio.run(_run(args.seconds, args.flood, lag, Path(tmp))) for lag in (20, 0)]
+    on = {"max_inflight": args.max_inflight, "shed_lag_ms": 20, "max_streams": args.max_streams}
+    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
+
+    async def both() -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
+            return [await _run(args, label, settings, Path(tmp)) for label, settings in (("on", on), ("off", off))]
+
+    results = asyncio.run(both())
     for r in results:
-        u, f = r["quiet_unloaded"], r["quiet_flooded"]
-        label = "fair share on " if r["shed_lag_ms"] else "admission off"
+        u, f, fl = r["quiet_unloaded"], r["quiet_flooded"], r["flood"]
         print(
-            f"{label}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
-            f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} refused); capacity "
-            f"{r['capacity_ok_per_s']}/s; flood offered {r['flood']['offered_per_s']}/s "
-            f"({r['flood']['times_fair_share']}x its share), {r['flood']['ok_per_s']}/s answered"
+            f"admission {r['admission']:3}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
+            f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
+            f"refused); capacity {r['capacity_ok_per_s']}/s; flood offered {fl['offered_per_s']}/s "
+            f"({fl['times_fair_share']}x its share), {fl['ok_per_s']}/s answered, hints {fl['hint_ms']} ms"
         )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
