@@ -89,15 +89,21 @@ class Guard:
     broker then runs with authentication off, which it logs loudly at start)."""
 
     def __init__(
-        self, verifier: auth.TokenVerifier | None, limits: Limits | None = None, *, max_inflight: int = 0
+        self,
+        verifier: auth.TokenVerifier | None,
+        limits: Limits | None = None,
+        *,
+        max_inflight: int = 0,
+        shared_inflight: int | None = None,
     ) -> None:
         self.verifier = verifier
         self.limits = limits or Limits()
         self._rate = RateLimiter(self.limits.rate_per_s, self.limits.burst)
         self._streams: dict[str, int] = {}
-        # Overload: at most this many unary calls in this replica at once (0: no limit); see enter().
+        # Overload: at most this many unary calls in this replica at once (0: no limit), `shared_inflight` of them
+        # shared among the tenants active at once (broker.overload.Slots); see enter().
         self.max_inflight = max_inflight
-        self._slots = Slots(max_inflight) if max_inflight > 0 else None
+        self._slots = Slots(max_inflight, shared_inflight) if max_inflight > 0 else None
         self.shed = 0
         # Every refusal answered (the error, the method or path, the peer), for broker.alarms to watch for probing.
         self.on_refusal: Callable[[BaseException, str, str], None] | None = None
@@ -111,7 +117,7 @@ class Guard:
     def inflight(self) -> int:
         return self._slots.total if self._slots is not None else 0
 
-    def enter(self, method: str, tenant: str = "") -> bool:
+    def enter(self, method: str, tenant: str = "", now: float | None = None) -> bool:
         """Admit one unary call of `tenant` to this replica's work, or shed it with ResourceExhausted. Past its
         capacity a broker that takes every call slows every call down until they all miss their deadlines
         (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once keeps the admitted ones
@@ -121,10 +127,11 @@ class Guard:
         (EndSession, Negotiate) are always admitted. True when the call counts (leave() it afterwards)."""
         if self._slots is None or method.endswith(ALWAYS_ADMITTED):
             return False
-        if not self._slots.take(tenant):
+        now = time.monotonic() if now is None else now
+        if not self._slots.take(tenant, now):
             self.shed += 1
-            held, share = self._slots.held.get(tenant, 0), self._slots.share(tenant)
-            retry_ms = self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS)
+            held, share = self._slots.held.get(tenant, 0), self._slots.share(tenant, now)
+            retry_ms = self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS, now)
             if share >= self.max_inflight:
                 reason = f"{held} calls in progress here"
             else:
@@ -133,12 +140,14 @@ class Guard:
         return True
 
     def hold_refusal(self, tenant: str, retry_after_ms: int, time_left_s: float | None) -> float:
-        """How long to hold the refusal `enter` just raised for `tenant` before answering it (broker.overload.Slots.
-        hold): its hint, but never past the call's deadline (less a margin, so the caller reads the refusal and not
-        its own timeout); 0: answer at once. A returned hold > 0 is `release_refusal`d once answered."""
+        """How long to hold a refusal of `tenant` for being over its share before answering it (broker.overload.
+        Slots.hold): its hint, or longer the more the tenant holds (Slots.retry_after_ms), but never past the
+        call's deadline (less a margin, so the caller reads the refusal, not its own timeout); 0: answer at once.
+        A returned hold > 0 is `release_refusal`d once answered."""
         if self._slots is None:
             return 0.0
-        hold_s = retry_after_ms / 1000
+        now = time.monotonic()
+        hold_s = max(retry_after_ms, self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS, now)) / 1000
         if time_left_s is not None:
             hold_s = min(hold_s, time_left_s - _HOLD_MARGIN_S)
         if hold_s <= 0 or not self._slots.hold(tenant):
@@ -151,7 +160,7 @@ class Guard:
 
     def leave(self, tenant: str = "") -> None:
         if self._slots is not None:
-            self._slots.give(tenant)
+            self._slots.give(tenant, time.monotonic())
 
     def hold(self, tenant: str = "") -> Callable[[], None]:
         """The slot the call just entered (in this context), as a function that gives it back once, whoever calls

@@ -45,6 +45,8 @@ import time
 
 # How often the probe looks at the loop.
 PROBE_S = 0.01
+# A tenant counts as active this long after its last call (Slots): a quiet tenant between two calls is still there.
+ACTIVE_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -159,44 +161,61 @@ class Shares:
 
 
 class Slots:
-    """The calls in progress per tenant, and each tenant's share of the process's `capacity` of them.
+    """The calls in progress per tenant, and each tenant's share of them.
 
     A rate share (`Shares`) reacts only once the loop runs late, and a rate says nothing of what a tenant holds: a
-    flood of slow calls fills the database pool's queue long before the loop is late, and every other tenant's call
-    then waits behind it. So the calls in progress are shared too: while n tenants hold calls here, each may hold
-    `capacity / n` of them (at least one); a tenant alone may hold them all. A tenant at its share is refused at
-    once, cheaply, whoever else is busy; a tenant under it is let in even when the whole capacity is held — by
-    tenants that took it while alone, and give it back as their calls end — so the total may pass `capacity`
-    briefly, by at most the sum of the shares of the tenants under theirs (another `capacity` at worst).
+    flood's calls in progress queue for the database pool (first come, first served) long before the loop is
+    late, and every other tenant's call then waits behind all of them (measured: 128 of a flood's GetVenue in
+    progress put 350 ms ahead of the quiet venue's). So the calls in progress are shared:
+
+    - A tenant alone (no other tenant has called in the last `ACTIVE_S`) may hold `capacity` (--max-inflight), as
+      before: nobody else waits behind it.
+    - With n tenants active, each may hold `shared / n` (at least one), `shared` being about what the process can
+      work on at once without queueing (twice its database connections): past it, calls in progress only wait
+      for each other. Below `shared` in all, nobody is refused (bursts go in); past it, a tenant at its share is
+      refused at once, and one under it is let in however much the others hold — so the total passes `shared`
+      by at most the shares of the tenants under theirs, while a tenant that took more while alone drains.
 
     Counted per tenant, not per connection: a flood over many connections holds one tenant's share. Pure: the
-    caller enters and leaves; `take` answers whether the call may go in.
+    caller passes the clock; `take` answers whether the call may go in.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, shared: int | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity: at least 1 call in progress")
         self.capacity = capacity
+        self.shared = max(1, min(capacity, shared if shared is not None else capacity))
         self.held: dict[str, int] = {}
         self.total = 0
         self.holding: dict[str, int] = {}  # refusals held, per tenant (hold)
         self.hold_max = 16 * capacity
+        self._seen: dict[str, float] = {}  # tenant -> its last call's start or end
+        self._pruned = 0.0
 
-    def share(self, tenant: str) -> int:
-        """How many calls `tenant` may hold now: the capacity over the tenants holding calls, it included."""
-        holders = len(self.held) + (0 if tenant in self.held else 1)
-        return max(1, self.capacity // holders)
+    def active(self, tenant: str, now: float) -> int:
+        """The tenants active now (holding calls, or with one started or ended in the last ACTIVE_S), `tenant`
+        counted in."""
+        if now - self._pruned > ACTIVE_S / 4:
+            self._pruned = now
+            self._seen = {t: at for t, at in self._seen.items() if now - at <= ACTIVE_S or t in self.held}
+        return len(self._seen) + (0 if tenant in self._seen else 1)
 
-    def take(self, tenant: str) -> bool:
+    def share(self, tenant: str, now: float) -> int:
+        """How many calls `tenant` may hold now."""
+        active = self.active(tenant, now)
+        return self.capacity if active == 1 else max(1, self.shared // active)
+
+    def take(self, tenant: str, now: float) -> bool:
         """One call of `tenant` goes in (True; `give` it back when it ends) or is refused (False)."""
         held = self.held.get(tenant, 0)
-        if held >= self.share(tenant):
+        if held >= self.share(tenant, now) and (self.total >= self.shared or held >= self.capacity):
             return False
         self.held[tenant] = held + 1
         self.total += 1
+        self._seen[tenant] = now
         return True
 
-    def give(self, tenant: str) -> None:
+    def give(self, tenant: str, now: float) -> None:
         """A call of `tenant` ended (or waits without work here)."""
         held = self.held.get(tenant, 0) - 1
         if held < 0:
@@ -206,6 +225,7 @@ class Slots:
         else:
             self.held[tenant] = held
         self.total -= 1
+        self._seen[tenant] = now
 
     def hold(self, tenant: str) -> bool:
         """Whether a refusal of `tenant` is to be held (answered only after its hint) rather than answered at once:
@@ -230,11 +250,17 @@ class Slots:
         else:
             self.holding[tenant] = holding
 
-    def retry_after_ms(self, tenant: str, base_ms: int) -> int:
-        """A refused tenant's hint: `base_ms` at its share, longer the further over it (a tenant that took the whole
-        capacity alone waits for its excess to drain), at most 10× base."""
-        over = self.held.get(tenant, 0) / self.share(tenant)
-        return round(base_ms * min(10.0, max(1.0, over)))
+    def retry_after_ms(self, tenant: str, base_ms: int, now: float) -> int:
+        """A refused tenant's hint, which is also how long its refusal is held: `base_ms` × the square of how many
+        times its share it holds, counting its refusals held (1× to 100× base). Held, a tenant's refusals are
+        answered more slowly the more calls it keeps asking: a flood over more connections is not refused faster,
+        it is told to wait longer (a tenant a little over its share waits about the base)."""
+        over = (self.held.get(tenant, 0) + self.holding.get(tenant, 0)) / self.share(tenant, now)
+        return round(base_ms * min(_HOLD_MAX_OVER, max(1.0, over * over)))
+
+
+# A refused tenant's hint stops growing at this many times the base (10 s at 100 ms).
+_HOLD_MAX_OVER = 100.0
 
 
 class LoopProbe:

@@ -136,7 +136,12 @@ def tenant_server_options(
     the client opens a new connection for new ones), so `serve --workers N`, where the kernel deals connections
     among the workers, deals them again, and a client's connections do not stay piled on one worker."""
     accept = [] if accept_wait_s is None else [("grpc.server_max_unrequested_time_in_server", accept_wait_s)]
-    streams = [("grpc.max_concurrent_streams", max_streams)] if max_streams > 0 else []
+    # gRPC's own overload protection counts a stream until the client has seen it close, so a client that opens
+    # the next one as soon as an answer arrives is refused the stream (RST_STREAM REFUSED_STREAM, UNAVAILABLE to
+    # the caller; measured: thousands a second from a flood at the bound): off, the bound is HTTP/2's own.
+    streams = (
+        [("grpc.max_concurrent_streams", max_streams), ("grpc.http.overload_protection", 0)] if max_streams > 0 else []
+    )
     return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept, *streams, ("grpc.max_connection_age_ms", 600_000)]
 
 
@@ -156,7 +161,8 @@ def _security(
     sec = cfg.security
     if sec is None:
         log.warning("authentication is OFF: plaintext, every caller trusted (--insecure)")
-        return Guard(None, max_inflight=cfg.max_inflight), auth.SessionTokens(None, None), None
+        guard = Guard(None, max_inflight=cfg.max_inflight, shared_inflight=_shared_inflight(cfg))
+        return guard, auth.SessionTokens(None, None), None
     try:
         signing = auth.load_signing_key(sec.token_key)
         verify_keys = [signing.public_key(), *(auth.load_public_key(p) for p in sec.extra_verify_keys)]
@@ -169,8 +175,14 @@ def _security(
         raise errors.FailedPrecondition(f"security: {exc}") from None
     verifier = auth.TokenVerifier(verify_keys)
     limits = Limits(rate_per_s=sec.rate_per_s, burst=sec.burst, streams=sec.streams)
-    guard = Guard(verifier, limits, max_inflight=cfg.max_inflight)
+    guard = Guard(verifier, limits, max_inflight=cfg.max_inflight, shared_inflight=_shared_inflight(cfg))
     return guard, auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
+
+
+def _shared_inflight(cfg: BrokerConfig) -> int:
+    """How many of the calls in progress (--max-inflight) a process's active tenants share: about what it works on
+    at once without queueing, twice its database connections (broker.overload.Slots)."""
+    return 2 * cfg.db_pool_max
 
 
 def _reachable_at(configured: str | None, listen: str, port: int) -> str:

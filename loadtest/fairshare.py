@@ -121,59 +121,84 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
 
 
 async def _flood_here(
-    ca: Path, port: int, token: str, connections: int, inflight: int, seconds: float
-) -> dict[str, int]:
-    """One generator process: `connections` connections, `inflight` callers on each asking again at once, refused
-    or not. Calls answered and refused, and the hints seen (the shortest and longest, ms)."""
-    ok = refused = failed = 0
+    ca: Path, port: int, token: str, connections: int, inflight: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    """One generator process on `connections` connections of its own. `rate` 0: closed loop, `inflight` callers on
+    each connection asking again at once, refused or not. `rate` > 0: open loop, that many calls a second dealt
+    over the connections whatever the answers, each with a 2 s deadline (a call that waits past it in this
+    process, behind the broker's bound on calls per connection, expires here). Counts of the answered, refused,
+    expired and failed, the calls sent, and the hints seen (the shortest and longest, ms)."""
+    counts = {"sent": 0, "ok": 0, "refused": 0, "expired": 0, "failed": 0}
     hints: list[int] = []
+    failures: list[str] = []
     clients = [_client(ca, port, token) for _ in range(connections)]
+    request = venue_pb2.GetVenueRequest(venue_id="flood")
+
+    async def one(client: BrokerClient, deadline_s: float) -> None:
+        counts["sent"] += 1
+        try:
+            await client.venues.GetVenue(request, timeout=deadline_s)
+            counts["ok"] += 1
+        except aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+                counts["refused"] += 1
+                hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                if hint is not None and len(hints) < 10_000:
+                    hints.append(int(hint))
+            elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                counts["expired"] += 1
+            else:
+                counts["failed"] += 1  # a lost connection: not a refusal, counted apart
+                if len(failures) < 3:
+                    failures.append(f"{code.name}: {exc.details()}")
+
     try:
-        deadline = time.perf_counter() + seconds
+        start = time.perf_counter()
+        deadline = start + seconds
+        if rate <= 0:
 
-        async def caller(client: BrokerClient) -> None:
-            nonlocal ok, refused, failed
-            while time.perf_counter() < deadline:
-                try:
-                    await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="flood"), timeout=10)
-                    ok += 1
-                except aio.AioRpcError as exc:
-                    if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
-                        failed += 1  # a deadline or a lost connection: not a refusal, counted apart
-                        continue
-                    refused += 1
-                    hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
-                    if hint is not None and len(hints) < 10_000:
-                        hints.append(int(hint))
+            async def caller(client: BrokerClient) -> None:
+                while time.perf_counter() < deadline:
+                    await one(client, 10.0)
 
-        await asyncio.gather(*(caller(c) for c in clients for _ in range(inflight)))
+            await asyncio.gather(*(caller(c) for c in clients for _ in range(inflight)))
+        else:
+            tasks: set[asyncio.Task[None]] = set()
+            n = 0
+            while (now := time.perf_counter()) < deadline:
+                due = int((now - start) * rate)
+                while n < due:
+                    task = asyncio.create_task(one(clients[n % len(clients)], 2.0))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    n += 1
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*tasks)
     finally:
         for c in clients:
             await c.close()
-    hint_range = {"hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0)}
-    return {"ok": ok, "refused": refused, "failed": failed, **hint_range}
+    return {**counts, "hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0), "failures": failures}
 
 
-async def _flood(args: argparse.Namespace, ca: Path, port: int, token_file: Path, seconds: float) -> dict[str, Any]:
-    """The flood from `args.processes` generator processes at once: calls answered and refused, per second."""
+async def _flood(
+    args: argparse.Namespace, ca: Path, port: int, token_file: Path, seconds: float, rate: float = 0.0
+) -> dict[str, Any]:
+    """The flood from `args.processes` generator processes at once (`rate` in all, 0: closed loop), per second."""
     command = [
         sys.executable, "-m", "loadtest.fairshare", "generate", "--ca", str(ca), "--port", str(port),
         "--token-file", str(token_file), "--connections", str(args.connections), "--flood", str(args.flood),
-        "--seconds", str(seconds),
+        "--seconds", str(seconds), "--rate", str(rate / args.processes),
     ]  # fmt: skip
     procs = [
         await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE) for _ in range(args.processes)
     ]
     outs = [json.loads((await p.communicate())[0]) for p in procs]
-    ok, refused = sum(o["ok"] for o in outs), sum(o["refused"] for o in outs)
     hints = [o for o in outs if o["refused"]]
     hint_range = [min((o["hint_min_ms"] for o in hints), default=0), max((o["hint_max_ms"] for o in hints), default=0)]
-    return {
-        "ok_per_s": round(ok / seconds),
-        "refused_per_s": round(refused / seconds),
-        "failed": sum(o["failed"] for o in outs),
-        "hint_ms": hint_range,
-    }
+    per_s = {f"{k}_per_s": round(sum(o[k] for o in outs) / seconds) for k in ("sent", "ok", "refused", "expired")}
+    failures = sorted({f for o in outs for f in o["failures"]})[:3]
+    return {**per_s, "failed": sum(o["failed"] for o in outs), "failures": failures, "hint_ms": hint_range}
 
 
 def _summary(latencies: list[float], refused: int) -> dict[str, Any]:
@@ -199,17 +224,16 @@ async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], 
         seconds = args.seconds
         unloaded = await _quiet(quiet, seconds)
         capacity = await _flood(args, creds.ca, port, token_file, seconds)
-        flooded, flood_got = await asyncio.gather(
-            _quiet(quiet, seconds), _flood(args, creds.ca, port, token_file, seconds)
-        )
-        offered = flood_got["ok_per_s"] + flood_got["refused_per_s"]
         fair = max(1.0, capacity["ok_per_s"] / 2)
+        flooded, flood_got = await asyncio.gather(
+            _quiet(quiet, seconds), _flood(args, creds.ca, port, token_file, seconds, rate=args.times * fair)
+        )
         return {
             "admission": label,
             "settings": admission,
             "quiet_unloaded": unloaded,
             "capacity_ok_per_s": capacity["ok_per_s"],
-            "flood": {**flood_got, "offered_per_s": offered, "times_fair_share": round(offered / fair, 1)},
+            "flood": {**flood_got, "times_fair_share": round(flood_got["sent_per_s"] / fair, 1)},
             "quiet_flooded": flooded,
         }
     finally:
@@ -227,10 +251,11 @@ def _generate(argv: list[str]) -> int:
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--flood", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--rate", type=float, required=True)
     args = parser.parse_args(argv)
     os.nice(FLOOD_NICE)
     token = args.token_file.read_text().strip()
-    out = asyncio.run(_flood_here(args.ca, args.port, token, args.connections, args.flood, args.seconds))
+    out = asyncio.run(_flood_here(args.ca, args.port, token, args.connections, args.flood, args.seconds, args.rate))
     print(json.dumps(out))
     return 0
 
@@ -243,10 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--processes", type=int, default=4, help="flood generator processes")
     parser.add_argument("--connections", type=int, default=4, help="connections per generator process")
-    parser.add_argument("--flood", type=int, default=64, help="calls in flight per flood connection")
+    parser.add_argument("--flood", type=int, default=64, help="calls in flight per flood connection (capacity)")
+    parser.add_argument("--times", type=float, default=10.0, help="the flood's rate, in fair shares of the capacity")
     parser.add_argument("--workers", type=int, default=0, help="tenant worker processes (serve --workers; 0: one)")
     parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
+    parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
     args = parser.parse_args(argv)
     on = {"max_inflight": args.max_inflight, "shed_lag_ms": 20, "max_streams": args.max_streams}
@@ -254,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def both() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
-            return [await _run(args, label, settings, Path(tmp)) for label, settings in (("on", on), ("off", off))]
+            runs = [(label, x) for label, x in (("on", on), ("off", off)) if args.admission in (label, "both")]
+            return [await _run(args, label, settings, Path(tmp)) for label, settings in runs]
 
     results = asyncio.run(both())
     for r in results:
@@ -262,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"admission {r['admission']:3}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
             f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
-            f"refused); capacity {r['capacity_ok_per_s']}/s; flood offered {fl['offered_per_s']}/s "
-            f"({fl['times_fair_share']}x its share), {fl['ok_per_s']}/s answered, hints {fl['hint_ms']} ms"
+            f"refused); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
+            f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
+            f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}"
         )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

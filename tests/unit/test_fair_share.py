@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.overload import Admission, Policy, Shares, Slots
+from broker.overload import ACTIVE_S, Admission, Policy, Shares, Slots
 
 
 def _late(lag_ms: float) -> Admission:
@@ -43,60 +43,84 @@ def test_when_late_the_tenants_over_their_share_are_shed_and_the_others_spared()
 
 
 def test_a_tenant_alone_may_hold_the_whole_capacity() -> None:
-    slots = Slots(4)
-    assert [slots.take("venue:a") for _ in range(5)] == [True, True, True, True, False]
-    assert slots.total == 4 and slots.share("venue:a") == 4
+    slots = Slots(4, shared=2)
+    assert [slots.take("venue:a", 0.0) for _ in range(5)] == [True, True, True, True, False]
+    assert slots.total == 4 and slots.share("venue:a", 0.0) == 4
 
 
 def test_a_second_tenant_gets_its_share_even_while_the_first_holds_everything() -> None:
-    slots = Slots(4)
-    for _ in range(4):
-        assert slots.take("venue:flood")
-    # The flood took the whole capacity alone; a newcomer is under its share (4 / 2) and goes in regardless.
-    assert slots.take("venue:quiet") and slots.take("venue:quiet")
-    assert not slots.take("venue:quiet")  # at its share now
-    assert slots.total == 6  # past the capacity, by no more than the newcomer's share
+    slots = Slots(8, shared=4)
+    for _ in range(8):
+        assert slots.take("venue:flood", 0.0)
+    # The flood took the whole capacity alone; a newcomer is under its share (4 shared by 2) and goes in regardless.
+    assert slots.take("venue:quiet", 0.1) and slots.take("venue:quiet", 0.1)
+    assert not slots.take("venue:quiet", 0.1)  # at its share, and the shared part is all held
+    assert slots.total == 10
     # The flood is over its share: refused until its calls in progress drop under it, whatever it asks.
-    assert not slots.take("venue:flood")
-    slots.give("venue:flood")
-    slots.give("venue:flood")
-    assert not slots.take("venue:flood")  # 2 held, the share is 2
-    slots.give("venue:flood")
-    assert slots.take("venue:flood")
+    for _ in range(6):
+        assert not slots.take("venue:flood", 0.2)
+        slots.give("venue:flood", 0.2)
     assert slots.held == {"venue:flood": 2, "venue:quiet": 2}
+    assert not slots.take("venue:flood", 0.2)  # 2 held, its share is 2, and the 4 shared are held
+    slots.give("venue:quiet", 0.2)
+    assert slots.take("venue:flood", 0.2)  # the total is under the shared part: no one is refused
 
 
-def test_shares_follow_the_tenants_holding_calls() -> None:
-    slots = Slots(9)
-    assert slots.share("a") == 9
-    slots.take("a")
-    slots.take("b")
-    assert slots.share("a") == slots.share("b") == 4  # 9 // 2
-    assert slots.share("c") == 3  # a third tenant would make three
-    slots.give("b")
-    assert "b" not in slots.held and slots.share("a") == 9
+def test_below_the_shared_part_nobody_is_refused() -> None:
+    slots = Slots(8, shared=4)
+    slots.take("venue:quiet", 0.0)
+    assert all(slots.take("venue:burst", 0.0) for _ in range(3))  # 1 + 3: a burst over its share of 2 goes in
+    assert not slots.take("venue:burst", 0.0)
+
+
+def test_a_tenant_stays_active_a_while_after_its_last_call() -> None:
+    slots = Slots(9, shared=6)
+    assert slots.take("a", 0.0)
+    slots.give("a", 0.0)
+    assert slots.share("b", 0.5) == 3  # "a" called half a second ago: two tenants
+    assert slots.share("b", 0.5 + ACTIVE_S) == 9  # long gone: "b" is alone
+    slots.take("c", 10.0)
+    assert slots.share("c", 60.0) == 9  # holding a call: active however long ago it started... and alone
+    assert slots.share("d", 60.0) == 3  # two with "d"
 
 
 def test_every_tenant_gets_at_least_one_call_in_progress() -> None:
     slots = Slots(2)
-    assert all(slots.take(f"venue:{i}") for i in range(5))
-    assert not slots.take("venue:0")
+    assert all(slots.take(f"venue:{i}", 0.0) for i in range(5))
+    assert not slots.take("venue:0", 0.0)
     assert slots.total == 5
 
 
-def test_the_hint_grows_with_how_far_over_its_share_a_tenant_is() -> None:
+def test_the_hint_grows_with_the_square_of_how_far_over_its_share_a_tenant_is() -> None:
     slots = Slots(10)
     for _ in range(10):
-        slots.take("flood")
-    assert slots.retry_after_ms("flood", 100) == 100  # alone, at its share
-    slots.take("quiet")
-    assert slots.retry_after_ms("flood", 100) == 200  # holds 10, its share is 5
-    assert slots.retry_after_ms("quiet", 100) == 100
+        slots.take("flood", 0.0)
+    assert slots.retry_after_ms("flood", 100, 0.0) == 100  # alone, at its share
+    slots.take("quiet", 0.0)
+    assert slots.retry_after_ms("flood", 100, 0.0) == 400  # holds 10, its share is 5: twice, squared
+    assert slots.retry_after_ms("quiet", 100, 0.0) == 100
+    # Its refusals held count too: a flood that keeps asking is told to wait longer, not answered faster.
+    for _ in range(20):
+        assert slots.hold("flood")
+    assert slots.retry_after_ms("flood", 100, 0.0) == 3600  # (10 + 20) / 5 = 6, squared
+    for _ in range(100):
+        slots.hold("flood")
+    assert slots.retry_after_ms("flood", 100, 0.0) == 10_000  # at most 100 × base
+    slots.unhold("flood")
+    assert slots.holding == {"flood": 119}
+
+
+def test_refusals_held_are_bounded_per_tenant() -> None:
+    slots = Slots(1)
+    assert slots.hold_max == 16
+    assert all(slots.hold("flood") for _ in range(16))
+    assert not slots.hold("flood")
+    assert slots.hold("quiet")
 
 
 def test_giving_back_what_was_not_taken_is_a_bug_that_says_so() -> None:
     slots = Slots(1)
     with pytest.raises(ValueError, match="no call in progress"):
-        slots.give("venue:a")
+        slots.give("venue:a", 0.0)
     with pytest.raises(ValueError, match="capacity"):
         Slots(0)

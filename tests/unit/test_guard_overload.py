@@ -84,13 +84,13 @@ def test_a_call_whose_deadline_passed_while_it_waited_is_not_served() -> None:
 
 
 def test_a_tenant_at_its_share_of_the_calls_in_progress_is_shed_while_another_goes_in() -> None:
-    guard = Guard(None, max_inflight=4)
+    guard = Guard(None, max_inflight=4, shared_inflight=4)
     for _ in range(4):
-        assert guard.enter(START, "venue:flood")
-    assert guard.enter(START, "venue:quiet")  # under its share (2 of 4) though all 4 are held
+        assert guard.enter(START, "venue:flood", now=0.0)
+    assert guard.enter(START, "venue:quiet", now=0.0)  # under its share (2 of 4) though all 4 are held
     with pytest.raises(ResourceExhausted, match="venue:flood holds 4 calls in progress here, its share") as shed:
-        guard.enter(START, "venue:flood")
-    assert shed.value.retry_after_ms == 200  # twice its share held: twice the base hint
+        guard.enter(START, "venue:flood", now=0.0)
+    assert shed.value.retry_after_ms == 400  # twice its share held: four times the base hint
     assert guard.enter(END, "venue:flood") is False  # ending is never shed
     guard.leave("venue:flood")
     guard.leave("venue:quiet")
