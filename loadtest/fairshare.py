@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +99,16 @@ async def _ready(op: BrokerClient) -> None:
 async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     """GetVenue at QUIET_RATE/s, each call on its own task (open loop): latencies of the answered, and refusals."""
     latencies: list[float] = []
-    refused = 0
+    refused: Counter[str] = Counter()
     tasks: list[asyncio.Task[None]] = []
 
     async def one() -> None:
-        nonlocal refused
         t0 = time.perf_counter()
         try:
             await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="quiet"), timeout=10)
             latencies.append((time.perf_counter() - t0) * 1000)
-        except aio.AioRpcError:
-            refused += 1
+        except aio.AioRpcError as exc:
+            refused[exc.code().name] += 1
 
     start = time.perf_counter()
     n = 0
@@ -201,11 +201,12 @@ async def _flood(
     return {**per_s, "failed": sum(o["failed"] for o in outs), "failures": failures, "hint_ms": hint_range}
 
 
-def _summary(latencies: list[float], refused: int) -> dict[str, Any]:
-    if len(latencies) < 2:
-        return {"calls": len(latencies), "refused": refused}
-    q = statistics.quantiles(latencies, n=100)
-    return {"calls": len(latencies), "refused": refused, "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
+def _summary(latencies: list[float], refused: Counter[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"calls": len(latencies), "refused": sum(refused.values()), "refused_by": dict(refused)}
+    if len(latencies) >= 2:
+        q = statistics.quantiles(latencies, n=100)
+        out |= {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
+    return out
 
 
 async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], folder: Path) -> dict[str, Any]:
@@ -273,10 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="tenant worker processes (serve --workers; 0: one)")
     parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
+    parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
     parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
     args = parser.parse_args(argv)
-    on = {"max_inflight": args.max_inflight, "shed_lag_ms": 20, "max_streams": args.max_streams}
+    on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
     off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
 
     async def both() -> list[dict[str, Any]]:
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"admission {r['admission']:3}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
             f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
-            f"refused); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
+            f"refused {f['refused_by']}); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
             f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
             f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}"
         )
