@@ -31,8 +31,21 @@ when every active tenant is at its share (one tenant alone, or all alike) is eve
 drowning, before the caller is even checked). A tenant is known only once its caller is: the token check is cached
 per token (broker.guard), so knowing it costs a lookup.
 
-Pure: `Admission` and `Shares` take the lag measurements, the clock and the random draws; `LoopProbe` is the
-asyncio edge that measures.
+A rate share sees a flood only once the loop is late; by then the flood's calls fill every queue a call passes
+through in arrival order — gRPC's queue of new calls, the loop's, the database pool's — and the others wait behind
+them. So the fair share has three more parts, per tenant, whatever the connections:
+
+- The calls in progress (`Slots`, the same bound as `--max-inflight`): the tenants active in the last second share
+  about what the process works on at once without queueing (twice its database connections); a tenant at its
+  share is refused at once while one under it goes in. A tenant alone may still take the whole bound.
+- Refusals held (`Slots.hold`): a tenant over its share is answered only once its hint has passed, so a caller that
+  ignores the hint and asks again at once keeps waiting on its own connection; the hint grows with the square of
+  how far over its share the tenant is, so more connections buy it longer waits, not more refusals a second.
+- At the transport (broker.server): at most `--max-streams-per-connection` calls at once per connection, so what a
+  flood has in flight past it waits in its own client, not in the broker's gRPC.
+
+Pure: `Admission`, `Shares` and `Slots` take the lag measurements, the clock and the random draws; `LoopProbe` is
+the asyncio edge that measures, broker.guard and broker.rpc.interceptor the edges that count and answer.
 """
 
 from __future__ import annotations
