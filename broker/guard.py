@@ -117,18 +117,19 @@ class Guard:
     def inflight(self) -> int:
         return self._slots.total if self._slots is not None else 0
 
-    def enter(self, method: str, tenant: str = "", now: float | None = None) -> bool:
+    def enter(self, method: str, tenant: str = "", now: float | None = None, *, light: bool = False) -> bool:
         """Admit one unary call of `tenant` to this replica's work, or shed it with ResourceExhausted. Past its
         capacity a broker that takes every call slows every call down until they all miss their deadlines
         (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once keeps the admitted ones
-        fast and tells the others to retry. The `max_inflight` calls in progress are shared among the tenants
-        holding any (broker.overload.Slots): a tenant at its share is shed, whatever the others do, so one tenant's
-        flood cannot hold the work the others' calls need. Calls that finish or serve a session already placed
-        (EndSession, Negotiate) are always admitted. True when the call counts (leave() it afterwards)."""
+        fast and tells the others to retry. The calls in progress are shared among the tenants active at once
+        (broker.overload.Slots): a tenant at its share is shed, whatever the others do, so one tenant's flood
+        cannot hold the work the others' calls need. Calls that finish or serve a session already placed
+        (EndSession, Negotiate) are always admitted, and a `light` tenant (well under its share of the recent calls)
+        is bounded by max_inflight alone. True when the call counts (leave() it afterwards)."""
         if self._slots is None or method.endswith(ALWAYS_ADMITTED):
             return False
         now = time.monotonic() if now is None else now
-        if not self._slots.take(tenant, now):
+        if not self._slots.take(tenant, now, light):
             self.shed += 1
             held, share = self._slots.held.get(tenant, 0), self._slots.share(tenant, now)
             retry_ms = self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS, now)

@@ -122,8 +122,10 @@ class Admission:
         return draw >= min(1.0, excess + share * (1.0 - excess))
 
 
-# A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble).
+# A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble), and as
+# light below LIGHT (Slots.take).
 _OVER = 1.25
+LIGHT = 0.8
 
 
 class Shares:
@@ -159,6 +161,12 @@ class Shares:
         weight, at = self._weights.get(tenant, (0.0, now))
         heaviest = max(self._decayed(w, a, now) for w, a in self._weights.values())
         return self._decayed(weight, at, now) / fair, heaviest / fair
+
+    def light(self, tenant: str, now: float) -> bool:
+        """Whether `tenant` calls well under its fair share of the recent calls (below LIGHT of it), while
+        another tenant is active."""
+        ratio, heaviest = self.ratio(tenant, now)
+        return ratio < LIGHT and heaviest > _OVER
 
     def anyone_over(self, now: float) -> bool:
         """Whether some tenant's recent calls are above its fair share (then the others are spared)."""
@@ -218,10 +226,15 @@ class Slots:
         active = self.active(tenant, now)
         return self.capacity if active == 1 else max(1, self.shared // active)
 
-    def take(self, tenant: str, now: float) -> bool:
-        """One call of `tenant` goes in (True; `give` it back when it ends) or is refused (False)."""
+    def take(self, tenant: str, now: float, light: bool = False) -> bool:
+        """One call of `tenant` goes in (True; `give` it back when it ends) or is refused (False). A `light` tenant
+        (one calling well under its fair share of the recent calls, Shares.light) goes in at its share too, up to
+        `capacity`: its calls in progress grow when they are slowed by a flood's, and refusing them then would
+        make it pay for the flood; its rate, not its calls in progress, bounds it."""
         held = self.held.get(tenant, 0)
-        if held >= self.share(tenant, now) and (self.total >= self.shared or held >= self.capacity):
+        if held >= self.capacity or (
+            not light and held >= self.share(tenant, now) and self.total >= self.shared
+        ):
             return False
         self.held[tenant] = held + 1
         self.total += 1

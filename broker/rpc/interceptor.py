@@ -154,6 +154,9 @@ class _Fair:
         self.shares = Shares()
         self.counters = counters
 
+    def light(self, tenant: str) -> bool:
+        return self.shares.light(tenant, time.monotonic())
+
     def refusal(self, method: str, tenant: str) -> tuple[int, bool] | None:
         """None: let the call in. Else refuse it before anything is done (no log line: the refusal must cost less
         than the call): the retry hint in ms, and whether the tenant is over its share (its refusal is then held,
@@ -224,7 +227,7 @@ def _unary(
                 message = f"overloaded: retry in {retry_ms} ms"
                 await _shed(guard, counters, tenant, retry_ms, message, context, hold=over)
             try:
-                entered = guard.enter(method, tenant)
+                entered = guard.enter(method, tenant, light=fair is not None and fair.light(tenant))
             except errors.ResourceExhausted as exc:
                 shed = True
                 await _shed(guard, counters, tenant, exc.retry_after_ms or 0, exc.message, context, hold=True)

@@ -84,6 +84,31 @@ def test_a_tenant_stays_active_a_while_after_its_last_call() -> None:
     assert slots.share("d", 60.0) == 3  # two with "d"
 
 
+def test_a_light_tenant_is_bounded_by_the_capacity_alone() -> None:
+    """A tenant calling well under its share of the recent calls whose calls are slowed (by a flood's) holds more
+    of them in progress: it is not refused for that, up to the whole capacity."""
+    slots = Slots(6, shared=4)
+    assert slots.take("venue:flood", 0.0) and slots.take("venue:flood", 0.0)
+    assert slots.take("venue:quiet", 0.0) and slots.take("venue:quiet", 0.0)
+    assert not slots.take("venue:quiet", 0.0)  # at its share (2), all 4 shared held
+    assert slots.take("venue:quiet", 0.0, light=True) and slots.take("venue:quiet", 0.0, light=True)
+    assert slots.take("venue:quiet", 0.0, light=True) and slots.take("venue:quiet", 0.0, light=True)
+    assert not slots.take("venue:quiet", 0.0, light=True)  # the capacity is its bound
+    assert not slots.take("venue:flood", 0.0)
+
+
+def test_light_means_well_under_the_share_while_someone_is_over_it() -> None:
+    shares = Shares(half_life_s=1.0)
+    for i in range(100):
+        shares.note("venue:flood", i * 0.001)
+    for i in range(5):
+        shares.note("venue:quiet", i * 0.01)
+    assert shares.light("venue:quiet", 0.1) and not shares.light("venue:flood", 0.1)
+    alone = Shares(half_life_s=1.0)
+    alone.note("venue:a", 0.0)
+    assert not alone.light("venue:a", 0.0)  # alone: at its share, not under it
+
+
 def test_every_tenant_gets_at_least_one_call_in_progress() -> None:
     slots = Slots(2)
     assert all(slots.take(f"venue:{i}", 0.0) for i in range(5))
