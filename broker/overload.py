@@ -72,19 +72,41 @@ class Policy:
     # The retry hint: this much at the target, growing with the overshoot up to the most.
     retry_min_ms: int = 100
     retry_max_ms: int = 5_000
+    # The share of its time the loop's thread may spend working before the tenants over their share are shed (not
+    # the others): a loop that is never idle takes new calls out of gRPC's queue no faster than its turns come, and
+    # every tenant's new call then waits there behind the flood's, while the loop itself runs on time (lateness
+    # does not see it). Smoothed over about 20 probes (0.2 s).
+    busy_target: float = 0.8
 
 
 class Admission:
-    """Whether to let a new call in, judged from the loop's recent lateness."""
+    """Whether to let a new call in, judged from the loop's recent lateness, and for a tenant over its share, from
+    how busy the loop's thread is too."""
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self.lag_ms = 0.0
+        self.busy = 0.0
 
-    def observe(self, lag_ms: float) -> None:
-        """One probe's measure of how late the loop ran it."""
+    def observe(self, lag_ms: float, busy: float | None = None) -> None:
+        """One probe's measure of how late the loop ran it, and of the share of the time since the last probe the
+        loop's thread spent working (on the CPU)."""
         alpha = 2.0 / (self.policy.smoothing + 1)
         self.lag_ms += alpha * (max(0.0, lag_ms) - self.lag_ms)
+        if busy is not None:
+            self.busy += (2.0 / 21) * (min(1.0, max(0.0, busy)) - self.busy)
+
+    @property
+    def busy_share(self) -> float:
+        """The share of an over-share tenant's calls to refuse for the loop's busyness: none up to the target, all
+        when the loop never rests."""
+        target = self.policy.busy_target
+        return min(1.0, max(0.0, (self.busy - target) / (1.0 - target)))
+
+    @property
+    def pressed(self) -> bool:
+        """Whether anyone may be refused now (late, or busy for the tenants over their share)."""
+        return self.shed_share > 0.0 or self.busy_share > 0.0
 
     @property
     def shed_share(self) -> float:
@@ -107,12 +129,13 @@ class Admission:
         however late the loop runs (its calls are the few; the flood's are what makes the loop late); one over it
         is shed with a probability that grows with its excess, all of them once the loop is drowning; when nobody
         is over (`heaviest` ≤ 1), all alike, as `admit`."""
-        share = self.shed_share
-        if share <= 0.0:
-            return True
+        late = self.shed_share
         if heaviest <= _OVER:
-            return draw >= share
+            return draw >= late
         if ratio <= _OVER:
+            return True
+        share = max(late, self.busy_share)
+        if share <= 0.0:
             return True
         if share >= 1.0:
             return False
@@ -290,7 +313,7 @@ _HOLD_MAX_OVER = 100.0
 
 
 class LoopProbe:
-    """Measures the event loop's lateness every PROBE_S and feeds `admission`."""
+    """Measures the event loop's lateness and its thread's busyness every PROBE_S and feeds `admission`."""
 
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
@@ -307,6 +330,7 @@ class LoopProbe:
 
     async def _run(self) -> None:
         while True:
-            asked = time.perf_counter()
+            asked, worked = time.perf_counter(), time.thread_time()
             await asyncio.sleep(PROBE_S)
-            self.admission.observe((time.perf_counter() - asked - PROBE_S) * 1000)
+            elapsed = time.perf_counter() - asked
+            self.admission.observe((elapsed - PROBE_S) * 1000, (time.thread_time() - worked) / elapsed)

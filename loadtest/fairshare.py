@@ -1,27 +1,31 @@
 """Fair share under load: one venue floods the broker, another's latency is measured beside its unloaded baseline.
 
-    python -m loadtest.fairshare [--seconds 8] [--processes 4] [--connections 4] [--flood 64] [--workers 0]
-                                 [--max-inflight 256] [--max-streams 100] [--out DIR]
+    python -m loadtest.fairshare [--seconds 8] [--times 10] [--processes 4] [--connections 4] [--flood 64]
+                                 [--workers 0] [--max-inflight 256] [--max-streams 100] [--shed-lag-ms 20]
+                                 [--admission both|on|off] [--out DIR]
 
 A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
 tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
 one run so the figures compare:
 
 1. quiet: venue "quiet" alone calls GetVenue at a steady 50/s (open loop, one connection): its unloaded p50/p99;
-2. capacity: venue "flood" alone, the whole flood (below): the broker's capacity in calls answered per second;
-3. flood: both at once, the quiet venue as in 1: its p50/p99 flooded, and what the flood got through.
+2. capacity: venue "flood" alone, closed loop (`--flood` calls in flight on each of its connections, asking again
+   at once): the broker's capacity in calls answered per second; a fair share is half of it (two venues);
+3. flood: both at once, the quiet venue as in 1, the flood open loop at `--times` fair shares a second (10: five
+   times the capacity), whatever the answers, each call with a 2 s deadline: the quiet venue's p50/p99 flooded,
+   and what became of the flood's calls (answered, refused, expired: a call that waited past its deadline, in the
+   flood's own client behind the broker's bound per connection or in the broker).
 
-The flood is `--processes` generator processes, each with `--connections` connections of its own and `--flood`
-calls in flight on each, every caller asking again at once after any refusal (the worst-behaved client: it ignores
-the retry hint). The generators run at a lower CPU priority (nice 10): on a 2-core machine they share the broker's
-cores, where a real flood would come from other machines; they still offer what the broker can refuse.
+The flood comes from `--processes` generator processes with `--connections` connections each (a separate HTTP/2
+connection per client), ignoring every retry hint (the worst-behaved client). The generators run at a lower CPU
+priority (nice 10): on a 2-core machine they share the broker's cores, where a real flood would come from other
+machines.
 
-The broker is started twice: admission on (the defaults: fair share of the calls in progress, `--max-inflight`,
-and of the recent calls while the loop runs late, `--shed-lag-ms 20`, at most `--max-streams` calls per
+The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
+and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
 connection) and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0`), so the result
-shows what they buy. The flood's offered rate (answered + refused, per second) is reported as a multiple of a fair
-share (the capacity over the two venues). Timings are this machine's, now: the report is the comparison within a
-run, not the absolute figures.
+shows what they buy. Timings are this machine's, now: the report is the comparison within a run, not the absolute
+figures.
 """
 
 from __future__ import annotations

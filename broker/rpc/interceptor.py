@@ -166,7 +166,7 @@ class _Fair:
         now = time.monotonic()
         # Demand, not what was let in: a flooding tenant stays heavy while it is being shed.
         self.shares.note(tenant, now)
-        if self.admission.shed_share <= 0.0:
+        if not self.admission.pressed:
             return None
         ratio, heaviest = self.shares.ratio(tenant, now)
         if self.admission.admit_tenant(random.random(), ratio, heaviest):

@@ -149,3 +149,19 @@ def test_giving_back_what_was_not_taken_is_a_bug_that_says_so() -> None:
         slots.give("venue:a", 0.0)
     with pytest.raises(ValueError, match="capacity"):
         Slots(0)
+
+
+def test_a_busy_loop_sheds_the_tenants_over_their_share_and_nobody_else() -> None:
+    """A loop that never rests takes new calls out of gRPC's queue no faster than its turns come, though it runs
+    on time: then the tenants over their share are shed, the others spared, and alike tenants not shed at all."""
+    admission = Admission(Policy(target_ms=20, smoothing=1, busy_target=0.8))
+    for _ in range(100):
+        admission.observe(1.0, busy=1.0)  # on time, never idle
+    assert admission.shed_share == 0 and admission.busy_share > 0.99 and admission.pressed
+    draws = [i / 100 for i in range(100)]
+    assert not any(admission.admit_tenant(d, ratio=1.9, heaviest=1.9) for d in draws)
+    assert all(admission.admit_tenant(d, ratio=0.1, heaviest=1.9) for d in draws)
+    assert all(admission.admit_tenant(d, ratio=1.0, heaviest=1.0) for d in draws)  # alike: lateness decides
+    for _ in range(100):
+        admission.observe(1.0, busy=0.5)
+    assert admission.busy_share == 0 and not admission.pressed
