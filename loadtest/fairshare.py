@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from cloudseat import tls
@@ -64,7 +64,7 @@ def _free_port() -> int:
 
 
 async def _broker(
-    folder: Path, creds: issuing.Credentials, port: int, admission: dict[str, int], workers: int
+    folder: Path, creds: issuing.Credentials, port: int, admission: dict[str, int], workers: int, log: IO[str] | None
 ) -> asyncio.subprocess.Process:
     limits = [
         "--max-inflight", str(admission["max_inflight"]), "--shed-lag-ms", str(admission["shed_lag_ms"]),
@@ -72,10 +72,11 @@ async def _broker(
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
-        "--agent-listen", "127.0.0.1:0", "--data-dir", str(folder / "data"), "--log-level", "warning",
+        "--agent-listen", "127.0.0.1:0", "--data-dir", str(folder / "data"),
+        "--log-level", "warning" if log is None else "info", "--log-format", "json",
         "--tls-cert", str(creds.broker.cert), "--tls-key", str(creds.broker.key), "--tls-ca", str(creds.ca),
         "--token-key", str(creds.token_key), "--rate-limit", "1000000", *limits,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL if log is None else log,
     )  # fmt: skip
     return proc
 
@@ -216,7 +217,8 @@ def _summary(latencies: list[float], refused: Counter[str]) -> dict[str, Any]:
 async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], folder: Path) -> dict[str, Any]:
     creds = issuing.make(folder / "creds", [])
     port = _free_port()
-    proc = await _broker(folder / label, creds, port, admission, args.workers)
+    log = None if args.broker_log is None else (args.broker_log.parent / f"{args.broker_log.name}.{label}").open("w")
+    proc = await _broker(folder / label, creds, port, admission, args.workers, log)
     token_file = folder / "flood.token"
     token_file.write_text(issuing.issue_token(creds.token_key, "venue", ttl_s=3600, venue_id="flood"))
     clients: list[BrokerClient] = []
@@ -246,6 +248,8 @@ async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], 
             await c.close()
         proc.terminate()
         await proc.wait()
+        if log is not None:
+            log.close()
 
 
 def _generate(argv: list[str]) -> int:
@@ -281,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
     parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
+    parser.add_argument("--broker-log", type=Path, default=None, help="the broker's log (info, JSON) to FILE.on|off")
     args = parser.parse_args(argv)
     on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
     off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
