@@ -132,6 +132,23 @@ class BrokerConfig:
         "event-loop lateness (ms) past which a tenant worker refuses new calls with a retry hint; 0: never",
         check=at_least(0),
     )
+    # The fair share (broker.overload): while several tenants are active, the calls in progress they share (each
+    # its part; a tenant alone may still hold max_inflight). About what a worker does at once without queueing:
+    # 0 is twice db_pool_max (20). Larger lets each tenant's bursts in, at the cost of the queue one tenant's calls
+    # put ahead of the others' (measured: a flood's 128 GetVenue in progress put 350 ms ahead of a quiet venue's).
+    fair_inflight: int = setting(
+        0,
+        "calls in progress shared among the tenants active at once, each its part; 0: twice --db-pool-max",
+        check=at_least(0),
+    )
+    # The share of its time a tenant worker's event loop may be busy before the tenants over their share of the
+    # recent calls are shed (not the others): a loop that never rests takes new calls out of gRPC no faster than
+    # its turns come, while still running on time. 1: never for busyness.
+    shed_busy: float = setting(
+        0.8,
+        "share of the time a tenant worker's loop may be busy before tenants over their share are shed; 1: never",
+        check=at_least(0),
+    )
     # Past capacity the calls a tenant worker let in queue for a database connection; a new StartSession that has
     # waited this long is refused (RESOURCE_EXHAUSTED, retry in 500 ms) before it writes anything, rather than finish
     # after its seat gave up (broker.store.sessions.start). At capacity such waits reach a few hundred ms (250 ms

@@ -99,8 +99,10 @@ class Admission:
     @property
     def busy_share(self) -> float:
         """The share of an over-share tenant's calls to refuse for the loop's busyness: none up to the target, all
-        when the loop never rests."""
+        when the loop never rests (none ever with a target of 1)."""
         target = self.policy.busy_target
+        if target >= 1.0:
+            return 0.0
         return min(1.0, max(0.0, (self.busy - target) / (1.0 - target)))
 
     @property

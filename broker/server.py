@@ -180,9 +180,9 @@ def _security(
 
 
 def _shared_inflight(cfg: BrokerConfig) -> int:
-    """How many of the calls in progress (--max-inflight) a process's active tenants share: about what it works on
-    at once without queueing, twice its database connections (broker.overload.Slots)."""
-    return 2 * cfg.db_pool_max
+    """How many of the calls in progress (--max-inflight) a process's active tenants share (broker.overload.Slots):
+    --fair-inflight, by default about what it works on at once without queueing, twice its database connections."""
+    return cfg.fair_inflight or 2 * cfg.db_pool_max
 
 
 def _reachable_at(configured: str | None, listen: str, port: int) -> str:
@@ -266,7 +266,7 @@ class Broker:
         self.alarms = Alarms(pool, self.counters)
         guard.on_refusal = self.alarms.note
         if Role.TENANT in self.roles and cfg.shed_lag_ms > 0:
-            admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms))
+            admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms, busy_target=cfg.shed_busy))
             self._probe = LoopProbe(admission)
             self._probe.start()
         interceptor = Interceptor(guard, self.counters, self._probe.admission if self._probe else None)
