@@ -155,6 +155,11 @@ class Guard:
             return 0.0
         return hold_s
 
+    def sharing(self, tenant: str) -> bool:
+        """Whether `tenant` shares this process with other active tenants: then a refusal of its calls in progress
+        is for being over its share, and held (hold_refusal); alone, it is past the capacity, answered at once."""
+        return self._slots is not None and self._slots.active(tenant, time.monotonic()) > 1
+
     def release_refusal(self, tenant: str) -> None:
         if self._slots is not None:
             self._slots.unhold(tenant)

@@ -132,9 +132,9 @@ class Admission:
         is shed with a probability that grows with its excess, all of them once the loop is drowning; when nobody
         is over (`heaviest` ≤ 1), all alike, as `admit`."""
         late = self.shed_share
-        if heaviest <= _OVER:
+        if heaviest <= OVER:
             return draw >= late
-        if ratio <= _OVER:
+        if ratio <= OVER:
             return True
         share = max(late, self.busy_share)
         if share <= 0.0:
@@ -149,7 +149,7 @@ class Admission:
 
 # A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble), and as
 # light below LIGHT (Slots.take).
-_OVER = 1.25
+OVER = 1.25
 LIGHT = 0.8
 
 
@@ -191,11 +191,11 @@ class Shares:
         """Whether `tenant` calls well under its fair share of the recent calls (below LIGHT of it), while
         another tenant is active."""
         ratio, heaviest = self.ratio(tenant, now)
-        return ratio < LIGHT and heaviest > _OVER
+        return ratio < LIGHT and heaviest > OVER
 
     def anyone_over(self, now: float) -> bool:
         """Whether some tenant's recent calls are above its fair share (then the others are spared)."""
-        return self.ratio("", now)[1] > _OVER
+        return self.ratio("", now)[1] > OVER
 
     def active(self, now: float) -> int:
         """Tenants with calls in the last second or so."""
@@ -307,11 +307,11 @@ class Slots:
         answered more slowly the more calls it keeps asking: a flood over more connections is not refused faster,
         it is told to wait longer (a tenant a little over its share waits about the base)."""
         over = (self.held.get(tenant, 0) + self.holding.get(tenant, 0)) / self.share(tenant, now)
-        return round(base_ms * min(_HOLD_MAX_OVER, max(1.0, over * over)))
+        return round(base_ms * min(_HOLD_MAXOVER, max(1.0, over * over)))
 
 
 # A refused tenant's hint stops growing at this many times the base (10 s at 100 ms).
-_HOLD_MAX_OVER = 100.0
+_HOLD_MAXOVER = 100.0
 
 
 class LoopProbe:

@@ -29,6 +29,7 @@ from grpc import aio
 from broker import auth
 from broker.counters import Counters
 from broker.guard import ALWAYS_ADMITTED, Guard
+from broker.overload import OVER as _OVER
 from broker.overload import Admission, Shares
 from broker.rpc import status
 from broker.store import audit
@@ -171,7 +172,7 @@ class _Fair:
         ratio, heaviest = self.shares.ratio(tenant, now)
         if self.admission.admit_tenant(random.random(), ratio, heaviest):
             return None
-        return self.admission.retry_after_ms(), ratio > 1.0
+        return self.admission.retry_after_ms(), ratio > _OVER
 
 
 async def _shed(
@@ -230,7 +231,8 @@ def _unary(
                 entered = guard.enter(method, tenant, light=fair is not None and fair.light(tenant))
             except errors.ResourceExhausted as exc:
                 shed = True
-                await _shed(guard, counters, tenant, exc.retry_after_ms or 0, exc.message, context, hold=True)
+                hold = guard.sharing(tenant)  # over its share; alone, past the capacity: answered at once
+                await _shed(guard, counters, tenant, exc.retry_after_ms or 0, exc.message, context, hold=hold)
             if entered:
                 release = guard.hold(tenant)  # the servicer may give it back while it waits (broker.guard.waiting)
             _check_not_expired(context)
