@@ -122,7 +122,7 @@ def _multi_bound(frame: Frame, multi: I64) -> int:
         cost = (
             frame.host_price[ok] * (k - leased)
             + params.latency_weight_micros_per_ms * lat[ok]
-            + params.cold_start_penalty_micros * (~frame.warm[frame.host_gs[ok], frame.req_game[r]])
+            + frame.cold[frame.host_gs[ok], frame.req_game[r]]
         )
         total += min(int(cost.min()), params.stay_pending_cost_micros)
     return total
@@ -209,7 +209,7 @@ def _each_at_its_best(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> 
         rows = frame.lessee_rows(venue)
         lat = frame.lat[venue][frame.host_site]
         near = frame.host_usable & (lat <= frame.req_target[r])
-        cold = params.cold_start_penalty_micros * (~frame.warm[frame.host_gs, frame.req_game[r]])
+        cold = frame.cold[frame.host_gs, frame.req_game[r]]
         best = None
         for free, reserved in ((cap.open, cap.own_reserved(rows)), (open_, reserved_left(res_left, rows))):
             ok = np.nonzero(near & (free + reserved >= k))[0]
