@@ -62,19 +62,25 @@ def host_columns(hosts: Sequence[Host]) -> HostColumns:
     """The columns of `hosts`, made from scratch."""
     sites: dict[str, int] = {}
     classes: dict[str, int] = {}
-    gamesets: dict[Holding, int] = {}
     n = len(hosts)
+    # A holding is a pair of sets: number each kind of set apart (a frozenset caches its hash, a pair does not),
+    # then the pairs that occur.
+    warm: dict[frozenset[str], int] = {}
+    held: dict[frozenset[str], int] = {}
+    warm_at = positions([h.games for h in hosts], warm)
+    held_at = positions([h.images for h in hosts], held)
+    _, first, gameset = np.unique(warm_at * max(len(held), 1) + held_at, return_index=True, return_inverse=True)
     return HostColumns(
         site=positions([h.site_id for h in hosts], sites),
         gpu_class=positions([h.gpu_class for h in hosts], classes),
-        games=positions([holding(h) for h in hosts], gamesets),
+        games=gameset.reshape(-1).astype(np.int64),
         price=np.fromiter([h.price_micros for h in hosts], dtype=np.int64, count=n),
         free=np.fromiter([h.free_slots for h in hosts], dtype=np.int64, count=n),
         total=np.fromiter([h.total_slots for h in hosts], dtype=np.int64, count=n),
         usable=np.fromiter([h.online and not h.drained for h in hosts], dtype=np.bool_, count=n),
         sites=list(sites),
         classes=list(classes),
-        gamesets=list(gamesets),
+        gamesets=[holding(hosts[i]) for i in first.tolist()],
     )
 
 
