@@ -95,6 +95,12 @@ def test_json_has_every_field(small_run: tuple[dict[str, Any], dict[str, str], P
     assert check["engine_placed_fewer"] <= check["proven_optimal"]
     assert result["placed_engine"] == result["solvers"]["engine"]["placed"]
     assert result["headline"]["batches"] == 2
+    # every engine batch with multi-slot requests against its lower bound: never below it
+    bound = result["gap_bound"]
+    assert bound["batches"] > 0
+    assert bound["proven_optimal"] <= bound["batches"]
+    assert bound["within_target"] + bound["more_pending_than_bound"] <= bound["batches"]
+    assert 0 <= bound["mean_gap_bound_pct"] <= bound["max_gap_bound_pct"]
 
 
 def test_assignments_file_validates(small_run: tuple[dict[str, Any], dict[str, str], Path]) -> None:
