@@ -237,7 +237,9 @@ def replay(
                 )
                 for r in batch
             ]
-            problem = Problem(requests, list(state.hosts), instance.latency, state.leases(), instance.params)
+            problem = Problem(
+                requests, list(state.hosts), instance.latency, state.leases(), instance.params, images=instance.images
+            )
             t0 = time.perf_counter()
             solution = solve(problem)
             solve_ms = (time.perf_counter() - t0) * 1000
@@ -312,7 +314,9 @@ def headline(instance: Instance, solve: Solver, batch: int, batches: int) -> dic
             )
             for r in chunk
         ]
-        problem = Problem(reqs, instance.hosts, instance.latency, instance.leases, instance.params)
+        problem = Problem(
+            reqs, instance.hosts, instance.latency, instance.leases, instance.params, images=instance.images
+        )
         t0 = time.perf_counter()
         solution = solve(problem)
         times.append(time.perf_counter() - t0)
