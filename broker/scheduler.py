@@ -411,7 +411,12 @@ class Scheduler:
                 # those stay pending for the next round, which sees every host afresh.
                 self._cache.invalidate()
                 self._wake.set()
-            await self._store.set_pending_reasons(solution.unplaced)
+            # Only the reasons that changed: past capacity most of the queue waits for the same reason round after
+            # round, and writing (and locking) each of those every round made a round's commit grow with the queue.
+            recorded = {r.session_id: r.pending_reason for r in pending}
+            changed = {rid: why for rid, why in solution.unplaced.items() if recorded.get(rid) != why}
+            if changed:
+                await self._store.set_pending_reasons(changed)
             self._counters.round_phases(
                 {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
             )

@@ -32,6 +32,8 @@ class PendingRequest(NamedTuple):
     resumed: bool
     #: How long it has waited, by the store's clock (so every replica loosens targets alike).
     waited_ms: int
+    #: Why it waits, as last recorded ("" before its first round): a round writes only the reasons that changed.
+    pending_reason: str = ""
 
 
 class HostRow(NamedTuple):

@@ -108,6 +108,7 @@ class PostgresSchedulerStore:
                 slots=r["slots"],
                 resumed=r["resumed"],
                 waited_ms=r["waited_ms"],
+                pending_reason=r["pending_reason"] or "",
             )
             for r in await pending_batch(self._pool, limit)
         ]
