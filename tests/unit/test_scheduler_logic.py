@@ -47,11 +47,12 @@ class _Host:
     gpu_class: str = "rtx"
     online: bool = True
     drained: bool = False
+    images: tuple[str, ...] = ()  # GAME@VERSION held, older versions too
 
     def row(self) -> HostRow:
         return HostRow(
             self.id, self.site_id, self.gpu_class, self.free_slots, self.slots, self.price_micros,
-            list(self.games), self.drained,
+            list(self.games), self.drained, list(self.images),
         )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ class MemoryStore:
         self.latency: dict[tuple[str, str], int] = {}
         self.stamps: dict[str, int] = {}
         self.leases: dict[str, _Lease] = {}
+        self.images: dict[str, placement.GameImage] = {}  # games' current images (games.sql, 0019's table)
         self.calls: list[tuple[str, object]] = []
         self.reason_writes: list[tuple[placement.RequestId, str]] = []
         #: Commits to refuse before looking at them, as when other writers keep taking the slots a plan counted
@@ -179,6 +181,13 @@ class MemoryStore:
     async def venue_latency(self, venue_ids: Sequence[str]) -> list[LatencyRow]:
         self.calls.append(("venue_latency", list(venue_ids)))
         return [LatencyRow(v, s, ms) for (v, s), ms in self.latency.items() if v in venue_ids]
+
+    async def games_stamp(self) -> object:
+        return sorted(self.images.items())
+
+    async def game_images(self) -> dict[str, placement.GameImage]:
+        self.calls.append(("game_images", None))
+        return dict(self.images)
 
     async def leases_in_force(self) -> list[placement.Lease]:
         used = Counter[str]()
@@ -566,3 +575,33 @@ async def test_a_placement_is_committed_at_the_price_in_force() -> None:
     assert store.state(rid) == ("PLACED", "h1")
     [placed] = store.committed
     assert (placed.session_id, placed.host_id, placed.price_micros) == (rid, "h1", 2_500_000)
+
+
+# -- cold starts priced by the bytes a host lacks ---------------------------------------------------------------------
+
+
+async def test_a_host_holding_the_previous_version_beats_a_cheaper_cold_host() -> None:
+    store = _store()
+    store.add_host("cold", slots=2, price=1_000_000)
+    store.add_host("holds-v2", slots=2, price=1_100_000)
+    for h in store.hosts.values():
+        h.games = ()  # neither holds the current version, v3
+    store.hosts["holds-v2"].images = ("demo@2",)
+    # v3 is 40 GiB, 1 GiB of it new since v2: a full fetch costs the flat 0.4 units, v2's host 0.025.
+    store.images["demo"] = placement.GameImage("3", 40 << 30, {"2": 1 << 30})
+    scheduler = _scheduler(store)
+    first = store.add_request("first")
+    await scheduler.round()
+    assert store.state(first) == ("PLACED", "holds-v2")
+    second = store.add_request("second")
+    await scheduler.round()
+    assert store.state(second) == ("PLACED", "holds-v2")
+    assert store.called("game_images") == [None]  # read again only when a game was put
+    # v4 replaces everything: holding v2 no longer helps, and the cheaper host wins.
+    store.images["demo"] = placement.GameImage("4", 40 << 30, {"3": 1 << 30})
+    store.end(first)
+    scheduler.host_changed("holds-v2")  # a slot there again
+    third = store.add_request("third")
+    await scheduler.round()
+    assert store.called("game_images") == [None, None]
+    assert store.state(third) == ("PLACED", "cold")
