@@ -51,7 +51,8 @@ class ServeOptions:
 
     # One tenant worker per core by default: the tenant-facing RPCs grow with the seats.
     workers: int = setting(
-        default_factory=lambda: os.cpu_count() or 1,
+        # The cores this process may run on (a container's or taskset's CPU set), not the machine's.
+        default_factory=lambda: len(os.sched_getaffinity(0)) or 1,
         help="tenant worker processes sharing --listen (besides one process for the agents' links and one for "
         "the leader's duties); 0 runs the whole broker in one process",
         env="CLOUDSEAT_BROKER_WORKERS",
