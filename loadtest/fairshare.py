@@ -19,7 +19,7 @@ one run so the figures compare:
 The flood comes from `--processes` generator processes with `--connections` connections each (a separate HTTP/2
 connection per client), ignoring every retry hint (the worst-behaved client). The generators run at a lower CPU
 priority (nice 10): on a 2-core machine they share the broker's cores, where a real flood would come from other
-machines.
+machines; `--flood-cpus` pins them, `--broker-cpus` this process, the broker and its embedded PostgreSQL.
 
 The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
 and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
@@ -193,7 +193,7 @@ async def _flood(
     command = [
         sys.executable, "-m", "loadtest.fairshare", "generate", "--ca", str(ca), "--port", str(port),
         "--token-file", str(token_file), "--connections", str(args.connections), "--flood", str(args.flood),
-        "--seconds", str(seconds), "--rate", str(rate / args.processes),
+        "--seconds", str(seconds), "--rate", str(rate / args.processes), "--cpus", args.flood_cpus,
     ]  # fmt: skip
     procs = [
         await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE) for _ in range(args.processes)
@@ -252,6 +252,10 @@ async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], 
             log.close()
 
 
+def _cpus(text: str) -> set[int]:
+    return {int(c) for c in text.split(",")}
+
+
 def _generate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.fairshare generate")
     parser.add_argument("--ca", type=Path, required=True)
@@ -261,8 +265,11 @@ def _generate(argv: list[str]) -> int:
     parser.add_argument("--flood", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--cpus", default="")
     args = parser.parse_args(argv)
     os.nice(FLOOD_NICE)
+    if args.cpus:
+        os.sched_setaffinity(0, _cpus(args.cpus))
     token = args.token_file.read_text().strip()
     out = asyncio.run(_flood_here(args.ca, args.port, token, args.connections, args.flood, args.seconds, args.rate))
     print(json.dumps(out))
@@ -284,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
     parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
     parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
+    parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
+    parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
     parser.add_argument("--broker-log", type=Path, default=None, help="the broker's log (info, JSON) to FILE.on|off")
     args = parser.parse_args(argv)
+    if args.broker_cpus:
+        os.sched_setaffinity(0, _cpus(args.broker_cpus))  # the broker, started from here, inherits them
     on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
     off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
 
