@@ -51,12 +51,23 @@ class ServeOptions:
 
     # One tenant worker per core by default: the tenant-facing RPCs grow with the seats.
     workers: int = setting(
-        default_factory=lambda: os.cpu_count() or 1,
+        # The cores this process may run on (a container's or taskset's CPU set), not the machine's.
+        default_factory=lambda: len(os.sched_getaffinity(0)) or 1,
         help="tenant worker processes sharing --listen (besides one process for the agents' links and one for "
         "the leader's duties); 0 runs the whole broker in one process",
         env="CLOUDSEAT_BROKER_WORKERS",
         check=at_least(0),
         shown="the cores",
+    )
+    # The placement round is on every start's path, and on a machine whose cores run out it waits for a core
+    # behind the tenant workers' calls; niceness puts the workers behind it instead (on Kubernetes each role has
+    # its own CPU requests). docs/loadtest-fleet.md#the-notify-lock-and-quiet-pinned-cores measures it.
+    tenant_nice: int = setting(
+        0,
+        "niceness added to the tenant worker processes (0-19): the leader's and the agents' processes come first "
+        "for the CPU",
+        env="CLOUDSEAT_BROKER_TENANT_NICE",
+        check=at_least(0),
     )
     roles: frozenset[Role] = setting(
         default_factory=lambda: ALL_ROLES,
@@ -138,7 +149,13 @@ async def _serve(
     broker: Broker | Supervisor = (
         Broker(config, roles=options.roles)
         if options.workers == 0
-        else Supervisor(config, workers=options.workers, roles=options.roles, log_config=log_config)
+        else Supervisor(
+            config,
+            workers=options.workers,
+            roles=options.roles,
+            log_config=log_config,
+            tenant_nice=options.tenant_nice,
+        )
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -132,6 +132,23 @@ class BrokerConfig:
         "event-loop lateness (ms) past which a tenant worker refuses new calls with a retry hint; 0: never",
         check=at_least(0),
     )
+    # The fair share (broker.overload): while several tenants are active, the calls in progress they share (each
+    # its part; a tenant alone may still hold max_inflight). About what a worker does at once without queueing:
+    # 0 is twice db_pool_max (20). Larger lets each tenant's bursts in, at the cost of the queue one tenant's calls
+    # put ahead of the others' (measured: a flood's 128 GetVenue in progress put 350 ms ahead of a quiet venue's).
+    fair_inflight: int = setting(
+        0,
+        "calls in progress shared among the tenants active at once, each its part; 0: twice --db-pool-max",
+        check=at_least(0),
+    )
+    # The share of its time a tenant worker's event loop may be busy before the tenants over their share of the
+    # recent calls are shed (not the others): a loop that never rests takes new calls out of gRPC no faster than
+    # its turns come, while still running on time. 1: never for busyness.
+    shed_busy: float = setting(
+        0.8,
+        "share of the time a tenant worker's loop may be busy before tenants over their share are shed; 1: never",
+        check=at_least(0),
+    )
     # Past capacity the calls a tenant worker let in queue for a database connection; a new StartSession that has
     # waited this long is refused (RESOURCE_EXHAUSTED, retry in 500 ms) before it writes anything, rather than finish
     # after its seat gave up (broker.store.sessions.start). At capacity such waits reach a few hundred ms (250 ms
@@ -152,6 +169,18 @@ class BrokerConfig:
         "seconds a new call may wait inside gRPC for a tenant worker to take it up; past it the call is refused "
         "(CANCELLED)",
         flag="--accept-wait",
+        check=at_least(0),
+    )
+    # Calls at once per connection on the tenant port (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS, enforced by gRPC's
+    # core): a client's calls past it wait in the client, on its own connection, instead of in the one queue of new
+    # calls inside the broker's gRPC that every tenant's call passes through in arrival order (broker.overload: a
+    # flood of 300 calls in flight on one connection put 300 ahead of every other tenant's call). Watches count
+    # too: a seat holds one or two; a program that watches many sessions opens more connections. 0: gRPC's default
+    # (no bound).
+    max_streams_per_connection: int = setting(
+        100,
+        "calls (and watches) at once per tenant connection; a client's further calls wait in the client; 0: no bound",
+        flag="--max-streams-per-connection",
         check=at_least(0),
     )
     # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the

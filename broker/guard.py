@@ -18,6 +18,7 @@ from typing import Any
 from cloudseat.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 
 from broker import auth
+from broker.overload import Slots
 
 AGENT_METHOD_PREFIX = "/cloudseat.v1.AgentService/"
 
@@ -35,8 +36,11 @@ class Limits:
 ALWAYS_ADMITTED = ("/EndSession", "/Negotiate")
 # Tokens whose verification is remembered (a few MB at most); past it, the memory starts afresh.
 _VERIFIED_MAX = 20_000
-# A call shed for too many in progress here may try again this soon.
+# A call shed for too many in progress here (its tenant's share of them) may try again this soon, or later the
+# further over its share it is (broker.overload.Slots.retry_after_ms).
 _INFLIGHT_RETRY_MS = 100
+# A held refusal is answered at least this long before the call's deadline.
+_HOLD_MARGIN_S = 0.05
 
 
 class RateLimiter:
@@ -85,15 +89,21 @@ class Guard:
     broker then runs with authentication off, which it logs loudly at start)."""
 
     def __init__(
-        self, verifier: auth.TokenVerifier | None, limits: Limits | None = None, *, max_inflight: int = 0
+        self,
+        verifier: auth.TokenVerifier | None,
+        limits: Limits | None = None,
+        *,
+        max_inflight: int = 0,
+        shared_inflight: int | None = None,
     ) -> None:
         self.verifier = verifier
         self.limits = limits or Limits()
         self._rate = RateLimiter(self.limits.rate_per_s, self.limits.burst)
         self._streams: dict[str, int] = {}
-        # Overload: at most this many unary calls in this replica at once (0: no limit); see enter().
+        # Overload: at most this many unary calls in this replica at once (0: no limit), `shared_inflight` of them
+        # shared among the tenants active at once (broker.overload.Slots); see enter().
         self.max_inflight = max_inflight
-        self.inflight = 0
+        self._slots = Slots(max_inflight, shared_inflight) if max_inflight > 0 else None
         self.shed = 0
         # Every refusal answered (the error, the method or path, the peer), for broker.alarms to watch for probing.
         self.on_refusal: Callable[[BaseException, str, str], None] | None = None
@@ -103,27 +113,62 @@ class Guard:
         if self.on_refusal is not None:
             self.on_refusal(exc, method, peer)
 
-    def enter(self, method: str) -> bool:
-        """Admit one unary call to this replica's work, or shed it with ResourceExhausted when `max_inflight` are
-        already in progress. Past its capacity a broker that takes every call slows every call down until they all
-        miss their deadlines (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once
-        keeps the admitted ones fast and tells the others to retry. Calls that finish or serve a session already
-        placed (EndSession, Negotiate) are always admitted. True when the call counts (leave() it afterwards)."""
-        if not self.max_inflight or method.endswith(ALWAYS_ADMITTED):
+    @property
+    def inflight(self) -> int:
+        return self._slots.total if self._slots is not None else 0
+
+    def enter(self, method: str, tenant: str = "", now: float | None = None, *, light: bool = False) -> bool:
+        """Admit one unary call of `tenant` to this replica's work, or shed it with ResourceExhausted. Past its
+        capacity a broker that takes every call slows every call down until they all miss their deadlines
+        (measured: 43 starts/s out of 3,000 offered, p50 25 s); shedding the excess at once keeps the admitted ones
+        fast and tells the others to retry. The calls in progress are shared among the tenants active at once
+        (broker.overload.Slots): a tenant at its share is shed, whatever the others do, so one tenant's flood
+        cannot hold the work the others' calls need. Calls that finish or serve a session already placed
+        (EndSession, Negotiate) are always admitted, and a `light` tenant (well under its share of the recent calls)
+        is bounded by max_inflight alone. True when the call counts (leave() it afterwards)."""
+        if self._slots is None or method.endswith(ALWAYS_ADMITTED):
             return False
-        if self.inflight >= self.max_inflight:
+        now = time.monotonic() if now is None else now
+        if not self._slots.take(tenant, now, light):
             self.shed += 1
-            raise ResourceExhausted(
-                f"overloaded: {self.inflight} calls in progress here; retry in {_INFLIGHT_RETRY_MS} ms",
-                retry_after_ms=_INFLIGHT_RETRY_MS,
-            )
-        self.inflight += 1
+            held, share = self._slots.held.get(tenant, 0), self._slots.share(tenant, now)
+            retry_ms = self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS, now)
+            if share >= self.max_inflight:
+                reason = f"{held} calls in progress here"
+            else:
+                reason = f"{tenant or 'this tenant'} holds {held} calls in progress here, its share"
+            raise ResourceExhausted(f"overloaded: {reason}; retry in {retry_ms} ms", retry_after_ms=retry_ms)
         return True
 
-    def leave(self) -> None:
-        self.inflight -= 1
+    def hold_refusal(self, tenant: str, retry_after_ms: int, time_left_s: float | None) -> float:
+        """How long to hold a refusal of `tenant` for being over its share before answering it (broker.overload.
+        Slots.hold): its hint, or longer the more the tenant holds (Slots.retry_after_ms), but never past the
+        call's deadline (less a margin, so the caller reads the refusal, not its own timeout); 0: answer at once.
+        A returned hold > 0 is `release_refusal`d once answered."""
+        if self._slots is None:
+            return 0.0
+        now = time.monotonic()
+        hold_s = max(retry_after_ms, self._slots.retry_after_ms(tenant, _INFLIGHT_RETRY_MS, now)) / 1000
+        if time_left_s is not None:
+            hold_s = min(hold_s, time_left_s - _HOLD_MARGIN_S)
+        if hold_s <= 0 or not self._slots.hold(tenant):
+            return 0.0
+        return hold_s
 
-    def hold(self) -> Callable[[], None]:
+    def sharing(self, tenant: str) -> bool:
+        """Whether `tenant` shares this process with other active tenants: then a refusal of its calls in progress
+        is for being over its share, and held (hold_refusal); alone, it is past the capacity, answered at once."""
+        return self._slots is not None and self._slots.active(tenant, time.monotonic()) > 1
+
+    def release_refusal(self, tenant: str) -> None:
+        if self._slots is not None:
+            self._slots.unhold(tenant)
+
+    def leave(self, tenant: str = "") -> None:
+        if self._slots is not None:
+            self._slots.give(tenant, time.monotonic())
+
+    def hold(self, tenant: str = "") -> Callable[[], None]:
         """The slot the call just entered (in this context), as a function that gives it back once, whoever calls
         it first: the call's end, or the call itself through `waiting()`."""
         held = True
@@ -132,7 +177,7 @@ class Guard:
             nonlocal held
             if held:
                 held = False
-                self.leave()
+                self.leave(tenant)
 
         _slot.set(release)
         return release

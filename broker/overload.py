@@ -26,12 +26,26 @@ quiet venue's calls were shed as often as the flooding one's, and waited behind 
 p50). So the same mechanism is per tenant: the broker keeps each tenant's recent calls (`Shares`, decaying over
 about a second) and, when the loop runs late, sheds the tenants above their fair share of that traffic (the total
 over the tenants active), with a probability that grows with how far above it they are, and spares the ones at or
-below it. Only when every active tenant is at its share (one tenant alone, or all alike) is everyone shed alike,
-as before; and once the loop runs twice the target late (drowning), everyone is shed alike too. A tenant is known
-only once its caller is: the token check is cached per token (broker.guard), so knowing it costs a lookup.
+below it — even once the loop runs twice the target late (drowning), when the ones above are shed entirely. Only
+when every active tenant is at its share (one tenant alone, or all alike) is everyone shed alike, as before (and,
+drowning, before the caller is even checked). A tenant is known only once its caller is: the token check is cached
+per token (broker.guard), so knowing it costs a lookup.
 
-Pure: `Admission` and `Shares` take the lag measurements, the clock and the random draws; `LoopProbe` is the
-asyncio edge that measures.
+A rate share sees a flood only once the loop is late; by then the flood's calls fill every queue a call passes
+through in arrival order — gRPC's queue of new calls, the loop's, the database pool's — and the others wait behind
+them. So the fair share has three more parts, per tenant, whatever the connections:
+
+- The calls in progress (`Slots`, the same bound as `--max-inflight`): the tenants active in the last second share
+  about what the process works on at once without queueing (twice its database connections); a tenant at its
+  share is refused at once while one under it goes in. A tenant alone may still take the whole bound.
+- Refusals held (`Slots.hold`): a tenant over its share is answered only once its hint has passed, so a caller that
+  ignores the hint and asks again at once keeps waiting on its own connection; the hint grows with the square of
+  how far over its share the tenant is, so more connections buy it longer waits, not more refusals a second.
+- At the transport (broker.server): at most `--max-streams-per-connection` calls at once per connection, so what a
+  flood has in flight past it waits in its own client, not in the broker's gRPC.
+
+Pure: `Admission`, `Shares` and `Slots` take the lag measurements, the clock and the random draws; `LoopProbe` is
+the asyncio edge that measures, broker.guard and broker.rpc.interceptor the edges that count and answer.
 """
 
 from __future__ import annotations
@@ -44,6 +58,8 @@ import time
 
 # How often the probe looks at the loop.
 PROBE_S = 0.01
+# A tenant counts as active this long after its last call (Slots): a quiet tenant between two calls is still there.
+ACTIVE_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,19 +72,43 @@ class Policy:
     # The retry hint: this much at the target, growing with the overshoot up to the most.
     retry_min_ms: int = 100
     retry_max_ms: int = 5_000
+    # The share of its time the loop's thread may spend working before the tenants over their share are shed (not
+    # the others): a loop that is never idle takes new calls out of gRPC's queue no faster than its turns come, and
+    # every tenant's new call then waits there behind the flood's, while the loop itself runs on time (lateness
+    # does not see it). Smoothed over about 20 probes (0.2 s).
+    busy_target: float = 0.8
 
 
 class Admission:
-    """Whether to let a new call in, judged from the loop's recent lateness."""
+    """Whether to let a new call in, judged from the loop's recent lateness, and for a tenant over its share, from
+    how busy the loop's thread is too."""
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self.lag_ms = 0.0
+        self.busy = 0.0
 
-    def observe(self, lag_ms: float) -> None:
-        """One probe's measure of how late the loop ran it."""
+    def observe(self, lag_ms: float, busy: float | None = None) -> None:
+        """One probe's measure of how late the loop ran it, and of the share of the time since the last probe the
+        loop's thread spent working (on the CPU)."""
         alpha = 2.0 / (self.policy.smoothing + 1)
         self.lag_ms += alpha * (max(0.0, lag_ms) - self.lag_ms)
+        if busy is not None:
+            self.busy += (2.0 / 21) * (min(1.0, max(0.0, busy)) - self.busy)
+
+    @property
+    def busy_share(self) -> float:
+        """The share of an over-share tenant's calls to refuse for the loop's busyness: none up to the target, all
+        when the loop never rests (none ever with a target of 1)."""
+        target = self.policy.busy_target
+        if target >= 1.0:
+            return 0.0
+        return min(1.0, max(0.0, (self.busy - target) / (1.0 - target)))
+
+    @property
+    def pressed(self) -> bool:
+        """Whether anyone may be refused now (late, or busy for the tenants over their share)."""
+        return self.shed_share > 0.0 or self.busy_share > 0.0
 
     @property
     def shed_share(self) -> float:
@@ -87,24 +127,30 @@ class Admission:
 
     def admit_tenant(self, draw: float, ratio: float, heaviest: float) -> bool:
         """Let a call of a tenant in, the tenant's recent calls being `ratio` × the fair share (Shares.ratio), the
-        heaviest active tenant's `heaviest` ×. Below the drowning point, a tenant at or under its share is let in
-        while another is over it; one over it is shed with a probability that grows with its excess; when nobody
+        heaviest active tenant's `heaviest` ×. A tenant at or under its share is let in while another is over it,
+        however late the loop runs (its calls are the few; the flood's are what makes the loop late); one over it
+        is shed with a probability that grows with its excess, all of them once the loop is drowning; when nobody
         is over (`heaviest` ≤ 1), all alike, as `admit`."""
-        share = self.shed_share
+        late = self.shed_share
+        if heaviest <= OVER:
+            return draw >= late
+        if ratio <= OVER:
+            return True
+        share = max(late, self.busy_share)
         if share <= 0.0:
             return True
-        if share >= 1.0 or heaviest <= _OVER:
-            return draw >= share
-        if ratio <= _OVER:
-            return True
+        if share >= 1.0:
+            return False
         # The excess over the fair share is what is shed first: a tenant at 10× its share sheds ~90% of its calls
         # at the first sign of lateness, one at 2× half of them, scaled up to all as the lateness grows.
         excess = 1.0 - 1.0 / ratio
         return draw >= min(1.0, excess + share * (1.0 - excess))
 
 
-# A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble).
-_OVER = 1.25
+# A tenant counts as over its share past this ratio (a little above 1: shares of equal tenants wobble), and as
+# light below LIGHT (Slots.take).
+OVER = 1.25
+LIGHT = 0.8
 
 
 class Shares:
@@ -141,6 +187,16 @@ class Shares:
         heaviest = max(self._decayed(w, a, now) for w, a in self._weights.values())
         return self._decayed(weight, at, now) / fair, heaviest / fair
 
+    def light(self, tenant: str, now: float) -> bool:
+        """Whether `tenant` calls well under its fair share of the recent calls (below LIGHT of it), while
+        another tenant is active."""
+        ratio, heaviest = self.ratio(tenant, now)
+        return ratio < LIGHT and heaviest > OVER
+
+    def anyone_over(self, now: float) -> bool:
+        """Whether some tenant's recent calls are above its fair share (then the others are spared)."""
+        return self.ratio("", now)[1] > OVER
+
     def active(self, now: float) -> int:
         """Tenants with calls in the last second or so."""
         return sum(1 for w, at in self._weights.values() if self._decayed(w, at, now) >= 0.5)
@@ -150,8 +206,116 @@ class Shares:
         self._weights = {t: (w, a) for t, (w, a) in self._weights.items() if self._decayed(w, a, now) >= 0.5}
 
 
+class Slots:
+    """The calls in progress per tenant, and each tenant's share of them.
+
+    A rate share (`Shares`) reacts only once the loop runs late, and a rate says nothing of what a tenant holds: a
+    flood's calls in progress queue for the database pool (first come, first served) long before the loop is
+    late, and every other tenant's call then waits behind all of them (measured: 128 of a flood's GetVenue in
+    progress put 350 ms ahead of the quiet venue's). So the calls in progress are shared:
+
+    - A tenant alone (no other tenant has called in the last `ACTIVE_S`) may hold `capacity` (--max-inflight), as
+      before: nobody else waits behind it.
+    - With n tenants active, each may hold `shared / n` (at least one), `shared` being about what the process can
+      work on at once without queueing (twice its database connections): past it, calls in progress only wait
+      for each other. Below `shared` in all, nobody is refused (bursts go in); past it, a tenant at its share is
+      refused at once, and one under it is let in however much the others hold — so the total passes `shared`
+      by at most the shares of the tenants under theirs, while a tenant that took more while alone drains.
+
+    Counted per tenant, not per connection: a flood over many connections holds one tenant's share. Pure: the
+    caller passes the clock; `take` answers whether the call may go in.
+    """
+
+    def __init__(self, capacity: int, shared: int | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity: at least 1 call in progress")
+        self.capacity = capacity
+        self.shared = max(1, min(capacity, shared if shared is not None else capacity))
+        self.held: dict[str, int] = {}
+        self.total = 0
+        self.holding: dict[str, int] = {}  # refusals held, per tenant (hold)
+        self.hold_max = 16 * capacity
+        self._seen: dict[str, float] = {}  # tenant -> its last call's start or end
+        self._pruned = 0.0
+
+    def active(self, tenant: str, now: float) -> int:
+        """The tenants active now (holding calls, or with one started or ended in the last ACTIVE_S), `tenant`
+        counted in."""
+        if now - self._pruned > ACTIVE_S / 4:
+            self._pruned = now
+            self._seen = {t: at for t, at in self._seen.items() if now - at <= ACTIVE_S or t in self.held}
+        return len(self._seen) + (0 if tenant in self._seen else 1)
+
+    def share(self, tenant: str, now: float) -> int:
+        """How many calls `tenant` may hold now."""
+        active = self.active(tenant, now)
+        return self.capacity if active == 1 else max(1, self.shared // active)
+
+    def take(self, tenant: str, now: float, light: bool = False) -> bool:
+        """One call of `tenant` goes in (True; `give` it back when it ends) or is refused (False). A `light` tenant
+        (one calling well under its fair share of the recent calls, Shares.light) goes in at its share too, up to
+        `capacity`: its calls in progress grow when they are slowed by a flood's, and refusing them then would
+        make it pay for the flood; its rate, not its calls in progress, bounds it."""
+        held = self.held.get(tenant, 0)
+        if held >= self.capacity or (
+            not light and held >= self.share(tenant, now) and self.total >= self.shared
+        ):
+            return False
+        self.held[tenant] = held + 1
+        self.total += 1
+        self._seen[tenant] = now
+        return True
+
+    def give(self, tenant: str, now: float) -> None:
+        """A call of `tenant` ended (or waits without work here)."""
+        held = self.held.get(tenant, 0) - 1
+        if held < 0:
+            raise ValueError(f"tenant {tenant!r}: no call in progress to give back")
+        if held == 0:
+            del self.held[tenant]
+        else:
+            self.held[tenant] = held
+        self.total -= 1
+        self._seen[tenant] = now
+
+    def hold(self, tenant: str) -> bool:
+        """Whether a refusal of `tenant` is to be held (answered only after its hint) rather than answered at once:
+        while it holds fewer than `capacity` such refusals (`unhold` each once answered).
+
+        A refused caller that asks again at once (a flood ignores the hint) would otherwise turn each refusal into
+        another call in gRPC's one queue of new calls, ahead of every other tenant's. Held, the refusal keeps its
+        place on the caller's connection (one of its `max_streams_per_connection`) for the hint's time, so the
+        caller's next calls wait in the caller, and the hint is obeyed whether the caller honours it or not; a
+        held refusal costs a timer and a call's memory (a few KB). At most `hold_max` per tenant (16 × capacity:
+        4,096 by default, as many as 41 connections at the default 100 calls each): past it, answered at once."""
+        holding = self.holding.get(tenant, 0)
+        if holding >= self.hold_max:
+            return False
+        self.holding[tenant] = holding + 1
+        return True
+
+    def unhold(self, tenant: str) -> None:
+        holding = self.holding.get(tenant, 0) - 1
+        if holding <= 0:
+            self.holding.pop(tenant, None)
+        else:
+            self.holding[tenant] = holding
+
+    def retry_after_ms(self, tenant: str, base_ms: int, now: float) -> int:
+        """A refused tenant's hint, which is also how long its refusal is held: `base_ms` × the square of how many
+        times its share it holds, counting its refusals held (1× to 100× base). Held, a tenant's refusals are
+        answered more slowly the more calls it keeps asking: a flood over more connections is not refused faster,
+        it is told to wait longer (a tenant a little over its share waits about the base)."""
+        over = (self.held.get(tenant, 0) + self.holding.get(tenant, 0)) / self.share(tenant, now)
+        return round(base_ms * min(_HOLD_MAXOVER, max(1.0, over * over)))
+
+
+# A refused tenant's hint stops growing at this many times the base (10 s at 100 ms).
+_HOLD_MAXOVER = 100.0
+
+
 class LoopProbe:
-    """Measures the event loop's lateness every PROBE_S and feeds `admission`."""
+    """Measures the event loop's lateness and its thread's busyness every PROBE_S and feeds `admission`."""
 
     def __init__(self, admission: Admission) -> None:
         self.admission = admission
@@ -168,6 +332,7 @@ class LoopProbe:
 
     async def _run(self) -> None:
         while True:
-            asked = time.perf_counter()
+            asked, worked = time.perf_counter(), time.thread_time()
             await asyncio.sleep(PROBE_S)
-            self.admission.observe((time.perf_counter() - asked - PROBE_S) * 1000)
+            elapsed = time.perf_counter() - asked
+            self.admission.observe((elapsed - PROBE_S) * 1000, (time.thread_time() - worked) / elapsed)

@@ -52,6 +52,7 @@ def host_from_row(h: HostRow, prices: Mapping[tuple[str, str], int]) -> placemen
         games=frozenset(h.games_cached),
         drained=h.drained,
         online=True,
+        images=frozenset(h.images_cached),
     )
 
 
@@ -62,10 +63,12 @@ def build_problem(
     params: placement.Params,
     leases: Sequence[placement.Lease] = (),
     host_columns: HostColumns | None = None,
+    images: Mapping[str, placement.GameImage] | None = None,
 ) -> placement.Problem:
     """The pure placement problem of a batch (targets loosened by how long each request waited). `latency` is
     best a LatencyMatrix (LatencyCache); `leases` are the leases in force, every one of them, so their slots are
-    kept for their venues whoever is in the batch."""
+    kept for their venues whoever is in the batch; `images` the games' current images (ImageCache), which price
+    a cold start by the bytes a host lacks."""
     requests = [
         placement.Request(
             id=r.session_id,
@@ -90,6 +93,7 @@ def build_problem(
         leases=list(leases),
         params=params,
         host_columns=host_columns,
+        images=images or {},
     )
 
 
@@ -208,6 +212,24 @@ class PriceCache:
         return self._in_force
 
 
+class ImageCache:
+    """The games' current images and what earlier versions lack of them (what a cold start costs), read again only
+    when a game was put (the store's stamp moved): a publish happens a few times a day, a round many times a
+    second."""
+
+    def __init__(self) -> None:
+        self._images: Mapping[str, placement.GameImage] = {}
+        self._stamp: object = None
+        self._read = False
+
+    async def images(self, store: SchedulerStore) -> Mapping[str, placement.GameImage]:
+        stamp = await store.games_stamp()
+        if not self._read or stamp != self._stamp:
+            self._images = await store.game_images()
+            self._stamp, self._read = stamp, True
+        return self._images
+
+
 class LatencyCache:
     """Venue→site round trips as one dense LatencyMatrix, which the solver reads whole rows of.
 
@@ -273,6 +295,7 @@ class Scheduler:
         self._cache = HostCache()
         self._prices = PriceCache()
         self._latency = LatencyCache()
+        self._images = ImageCache()
         self._last_solve_s = 0.0
         self.rounds = 0
         self.replans = 0
@@ -358,7 +381,8 @@ class Scheduler:
             hosts, columns = await self._cache.snapshot(self._store, self._clock(), prices)
             latency = await self._latency.matrix(self._store, venues)
             leases = await self._store.leases_in_force()
-            problem = build_problem(pending, hosts, latency, self._params, leases, columns)
+            images = await self._images.images(self._store)
+            problem = build_problem(pending, hosts, latency, self._params, leases, columns, images)
             started = time.perf_counter()
             solution = await asyncio.to_thread(self._solver, problem)
             self._last_solve_s = time.perf_counter() - started
@@ -387,7 +411,12 @@ class Scheduler:
                 # those stay pending for the next round, which sees every host afresh.
                 self._cache.invalidate()
                 self._wake.set()
-            await self._store.set_pending_reasons(solution.unplaced)
+            # Only the reasons that changed: past capacity most of the queue waits for the same reason round after
+            # round, and writing (and locking) each of those every round made a round's commit grow with the queue.
+            recorded = {r.session_id: r.pending_reason for r in pending}
+            changed = {rid: why for rid, why in solution.unplaced.items() if recorded.get(rid) != why}
+            if changed:
+                await self._store.set_pending_reasons(changed)
             self._counters.round_phases(
                 {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
             )

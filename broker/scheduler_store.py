@@ -32,6 +32,8 @@ class PendingRequest(NamedTuple):
     resumed: bool
     #: How long it has waited, by the store's clock (so every replica loosens targets alike).
     waited_ms: int
+    #: Why it waits, as last recorded ("" before its first round): a round writes only the reasons that changed.
+    pending_reason: str = ""
 
 
 class HostRow(NamedTuple):
@@ -49,6 +51,8 @@ class HostRow(NamedTuple):
     games_cached: Sequence[str]
     #: Drained or draining: nothing new may go there, but an unplaced request can be told why.
     drained: bool
+    #: Every image the host holds, GAME_ID@VERSION (older versions too): what a cold start there still lacks.
+    images_cached: Sequence[str] = ()
 
 
 class PriceRow(NamedTuple):
@@ -111,6 +115,15 @@ class SchedulerStore(Protocol):
 
     async def venue_latency(self, venue_ids: Sequence[str]) -> Sequence[LatencyRow]:
         """The measurements of the given venues."""
+        ...
+
+    async def games_stamp(self) -> object:
+        """Any value that changes when a game is put (a new version, what earlier versions lack of it)."""
+        ...
+
+    async def game_images(self) -> Mapping[str, placement.GameImage]:
+        """Each game's current image by game id, with what each earlier version lacks of it (games whose image
+        size is unknown are left out)."""
         ...
 
     async def leases_in_force(self) -> Sequence[placement.Lease]:

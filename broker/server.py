@@ -126,11 +126,23 @@ def _pings(every_ms: int, timeout_ms: int) -> list[tuple[str, Any]]:
     ]
 
 
-def tenant_server_options(accept_wait_s: int | None = None) -> list[tuple[str, Any]]:
+def tenant_server_options(
+    accept_wait_s: int | None = None, max_streams: int = 0
+) -> list[tuple[str, Any]]:
     """Seats and tenants: half-open watch streams are noticed within 20 s; with `accept_wait_s`, a call the loop has
-    not taken up within that many seconds is refused in gRPC's core (BrokerConfig.accept_wait_s)."""
+    not taken up within that many seconds is refused in gRPC's core (BrokerConfig.accept_wait_s); with
+    `max_streams`, a connection carries at most that many calls at once (BrokerConfig.max_streams_per_connection).
+    Connections are closed gracefully after about 10 minutes (gRPC adds jitter; calls and watches under way go on,
+    the client opens a new connection for new ones), so `serve --workers N`, where the kernel deals connections
+    among the workers, deals them again, and a client's connections do not stay piled on one worker."""
     accept = [] if accept_wait_s is None else [("grpc.server_max_unrequested_time_in_server", accept_wait_s)]
-    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept]
+    # gRPC's own overload protection counts a stream until the client has seen it close, so a client that opens
+    # the next one as soon as an answer arrives is refused the stream (RST_STREAM REFUSED_STREAM, UNAVAILABLE to
+    # the caller; measured: thousands a second from a flood at the bound): off, the bound is HTTP/2's own.
+    streams = (
+        [("grpc.max_concurrent_streams", max_streams), ("grpc.http.overload_protection", 0)] if max_streams > 0 else []
+    )
+    return [*_COMMON_OPTIONS, *_pings(10_000, 10_000), *accept, *streams, ("grpc.max_connection_age_ms", 600_000)]
 
 
 def agent_server_options(link_ping_s: float, timeout_s: float) -> list[tuple[str, Any]]:
@@ -149,7 +161,8 @@ def _security(
     sec = cfg.security
     if sec is None:
         log.warning("authentication is OFF: plaintext, every caller trusted (--insecure)")
-        return Guard(None, max_inflight=cfg.max_inflight), auth.SessionTokens(None, None), None
+        guard = Guard(None, max_inflight=cfg.max_inflight, shared_inflight=_shared_inflight(cfg))
+        return guard, auth.SessionTokens(None, None), None
     try:
         signing = auth.load_signing_key(sec.token_key)
         verify_keys = [signing.public_key(), *(auth.load_public_key(p) for p in sec.extra_verify_keys)]
@@ -162,8 +175,14 @@ def _security(
         raise errors.FailedPrecondition(f"security: {exc}") from None
     verifier = auth.TokenVerifier(verify_keys)
     limits = Limits(rate_per_s=sec.rate_per_s, burst=sec.burst, streams=sec.streams)
-    guard = Guard(verifier, limits, max_inflight=cfg.max_inflight)
+    guard = Guard(verifier, limits, max_inflight=cfg.max_inflight, shared_inflight=_shared_inflight(cfg))
     return guard, auth.SessionTokens(auth.TokenIssuer(signing), verifier), credentials
+
+
+def _shared_inflight(cfg: BrokerConfig) -> int:
+    """How many of the calls in progress (--max-inflight) a process's active tenants share (broker.overload.Slots):
+    --fair-inflight, by default about what it works on at once without queueing, twice its database connections."""
+    return cfg.fair_inflight or 2 * cfg.db_pool_max
 
 
 def _reachable_at(configured: str | None, listen: str, port: int) -> str:
@@ -247,7 +266,7 @@ class Broker:
         self.alarms = Alarms(pool, self.counters)
         guard.on_refusal = self.alarms.note
         if Role.TENANT in self.roles and cfg.shed_lag_ms > 0:
-            admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms))
+            admission = Admission(OverloadPolicy(target_ms=cfg.shed_lag_ms, busy_target=cfg.shed_busy))
             self._probe = LoopProbe(admission)
             self._probe.start()
         interceptor = Interceptor(guard, self.counters, self._probe.admission if self._probe else None)
@@ -288,7 +307,7 @@ class Broker:
             options = (
                 agent_server_options(cfg.link_ping_s, cfg.link_ping_timeout_s)
                 if shared
-                else tenant_server_options(cfg.accept_wait_s)
+                else tenant_server_options(cfg.accept_wait_s, cfg.max_streams_per_connection)
             )
             tenant = self._server(interceptor, options)
             session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)

@@ -56,13 +56,16 @@ class _Plan:
     name: str
     roles: frozenset[Role]
     row: int
+    # Added to the process's niceness (os.nice): lower priority for the CPU than the others'.
+    nice: int = 0
 
 
-def plan(roles: frozenset[Role], workers: int) -> list[_Plan]:
-    """The processes a broker of `roles` with `workers` tenant workers runs."""
+def plan(roles: frozenset[Role], workers: int, tenant_nice: int = 0) -> list[_Plan]:
+    """The processes a broker of `roles` with `workers` tenant workers runs; the tenant workers `tenant_nice` lower
+    in the CPU's priority than the agents' and the leader's processes."""
     out: list[_Plan] = []
     if Role.TENANT in roles:
-        out += [_Plan(f"tenant-{i}", frozenset({Role.TENANT}), 0) for i in range(workers)]
+        out += [_Plan(f"tenant-{i}", frozenset({Role.TENANT}), 0, tenant_nice) for i in range(workers)]
     if Role.AGENTS in roles:
         out.append(_Plan("agents", frozenset({Role.AGENTS}), 0))
     if Role.LEADER in roles:
@@ -104,6 +107,8 @@ def _child(
 ) -> None:
     """A child's life: serve its roles until SIGTERM, telling the supervisor its ports once serving."""
     _die_with_parent(part.name)
+    if part.nice:
+        os.nice(part.nice)
     logs.configure(log_config.log_format, log_config.log_level)
     structlog.contextvars.bind_contextvars(process=part.name)
     counters = Counters(Path(counters_path), row=part.row, rows=rows)
@@ -149,6 +154,7 @@ class Supervisor:
         workers: int,
         roles: frozenset[Role] = ALL_ROLES,
         log_config: logs.LogConfig | None = None,
+        tenant_nice: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1 (0 runs the broker in one process: broker.server)")
@@ -156,7 +162,7 @@ class Supervisor:
             raise errors.FailedPrecondition("agent_listen: the agents' process needs a port of its own")
         self.config = config
         self.roles = roles
-        self.plan = plan(roles, workers)
+        self.plan = plan(roles, workers, tenant_nice)
         self.log_config = log_config or logs.LogConfig()
         self.port = 0
         self.agent_port = 0
@@ -261,6 +267,10 @@ class Supervisor:
         if not self._failed.is_set():
             log.error("a broker process exited; stopping the broker", process=name, code=proc.exitcode)
             self._failed.set()
+
+    def pids(self) -> dict[str, int]:
+        """Each started process's pid, by its name in the plan."""
+        return {name: proc.pid for name, proc in self._procs.items() if proc.pid is not None}
 
     async def wait_failed(self) -> None:
         """Until one of the processes exits on its own."""

@@ -111,6 +111,7 @@ def run_placement(cfg: PlacementConfig) -> int:
         replay_cfg,
         keep_assignments=cfg.assignments is not None,
         keep_problems=cfg.exact_sample > 0,
+        bound=placement.lower_bound,
         progress=cfg.progress,
     )
     greedy_run = placement.replay(inst, "greedy", placement.GREEDY, replay_cfg, progress=cfg.progress)
@@ -146,6 +147,14 @@ def run_placement(cfg: PlacementConfig) -> int:
             f"matched the optimum on {check['engine_equal_to_optimum']} of them, placed fewer on "
             f"{check['engine_placed_fewer']} (placement cost gap where it placed as many: max "
             f"{check['engine_max_gap_pct']:.4f}%, mean {check['engine_mean_gap_pct']:.4f}%)"
+        )
+    if result["gap_bound"]:
+        gb = result["gap_bound"]
+        print(
+            f"multi-slot batches: {gb['batches']}; the engine proved {gb['proven_optimal']} optimal; "
+            f"{gb['within_target']} within {gb['target_pct']}% of the lower bound (so of the optimum); placement "
+            f"cost above the bound: max {gb['max_gap_bound_pct']:.3f}%, mean {gb['mean_gap_bound_pct']:.3f}%"
+            f" ({gb['more_pending_than_bound']} batches left more pending than the bound)"
         )
     for item in sample:
         proven = "proven optimal" if item["exact_proven_optimal"] else "not proven in the time limit"

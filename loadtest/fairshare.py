@@ -1,19 +1,31 @@
 """Fair share under load: one venue floods the broker, another's latency is measured beside its unloaded baseline.
 
-    python -m loadtest.fairshare [--seconds 8] [--flood 500] [--out DIR]
+    python -m loadtest.fairshare [--seconds 8] [--times 10] [--processes 4] [--connections 4] [--flood 64]
+                                 [--workers 0] [--max-inflight 256] [--max-streams 100] [--shed-lag-ms 20]
+                                 [--admission both|on|off] [--out DIR]
 
-A real broker (`cloudseat-broker serve`, one process, security on, an embedded PostgreSQL in a temporary folder) with
-two venues. Phases, each `--seconds` long, all in one run so the figures compare:
+A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
+tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
+one run so the figures compare:
 
-1. quiet: venue "quiet" alone calls GetVenue at a steady 50/s (open loop): its unloaded p50/p99;
-2. capacity: venue "flood" alone, `--flood` calls in flight (closed loop): the broker's capacity in calls/s;
-3. flood: both at once, "flood" with `--flood` in flight, ignoring every refusal and asking again at once (the
-   worst-behaved client), "quiet" as in 1: the quiet venue's p50/p99, and what the flood got through.
+1. quiet: venue "quiet" alone calls GetVenue at a steady 50/s (open loop, one connection): its unloaded p50/p99;
+2. capacity: venue "flood" alone, closed loop (`--flood` calls in flight on each of its connections, asking again
+   at once): the broker's capacity in calls answered per second; a fair share is half of it (two venues);
+3. flood: both at once, the quiet venue as in 1, the flood open loop at `--times` fair shares a second (10: five
+   times the capacity), whatever the answers, each call with a 2 s deadline: the quiet venue's p50/p99 flooded,
+   and what became of the flood's calls (answered, refused, expired: a call that waited past its deadline, in the
+   flood's own client behind the broker's bound per connection or in the broker).
 
-The broker is started twice: with admission on (the default, `--shed-lag-ms 20`, per-tenant fair share) and with
-it off (`--shed-lag-ms 0`), so the result shows what the fair share buys. The flood's offered rate is what this
-one generator process can push, reported beside the capacity (its multiple of a fair share, capacity / 2). Timings
-are this machine's, now: the report is the comparison within a run, not the absolute figures.
+The flood comes from `--processes` generator processes with `--connections` connections each (a separate HTTP/2
+connection per client), ignoring every retry hint (the worst-behaved client). The generators run at a lower CPU
+priority (nice 10): on a 2-core machine they share the broker's cores, where a real flood would come from other
+machines; `--flood-cpus` pins them, `--broker-cpus` this process, the broker and its embedded PostgreSQL.
+
+The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
+and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
+connection) and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0`), so the result
+shows what they buy. Timings are this machine's, now: the report is the comparison within a run, not the absolute
+figures.
 """
 
 from __future__ import annotations
@@ -28,8 +40,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from cloudseat import tls
@@ -40,6 +53,8 @@ from grpc import aio
 from broker import issuing
 
 QUIET_RATE = 50.0
+# The generators' niceness: below the broker and the quiet venue's client (see the module's docstring).
+FLOOD_NICE = 10
 
 
 def _free_port() -> int:
@@ -48,24 +63,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _broker(folder: Path, creds: issuing.Credentials, port: int, shed_lag_ms: int) -> asyncio.subprocess.Process:
+async def _broker(
+    folder: Path, creds: issuing.Credentials, port: int, admission: dict[str, int], workers: int, log: IO[str] | None
+) -> asyncio.subprocess.Process:
+    limits = [
+        "--max-inflight", str(admission["max_inflight"]), "--shed-lag-ms", str(admission["shed_lag_ms"]),
+        "--max-streams-per-connection", str(admission["max_streams"]),
+    ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker", "serve", "--workers", "0", "--listen", f"127.0.0.1:{port}",
-        "--agent-listen", "127.0.0.1:0", "--data-dir", str(folder / "data"), "--log-level", "warning",
+        sys.executable, "-m", "broker", "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
+        "--agent-listen", "127.0.0.1:0", "--data-dir", str(folder / "data"),
+        "--log-level", "warning" if log is None else "info", "--log-format", "json",
         "--tls-cert", str(creds.broker.cert), "--tls-key", str(creds.broker.key), "--tls-ca", str(creds.ca),
-        "--token-key", str(creds.token_key), "--shed-lag-ms", str(shed_lag_ms), "--rate-limit", "100000",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        "--token-key", str(creds.token_key), "--rate-limit", "1000000", *limits,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL if log is None else log,
     )  # fmt: skip
     return proc
 
 
-async def _client(creds: issuing.Credentials, port: int, role: str, **claims: str) -> BrokerClient:
-    token = issuing.issue_token(creds.token_key, role, ttl_s=3600, **claims)
-    return BrokerClient(f"127.0.0.1:{port}", token=token, credentials=tls.client_credentials(creds.ca))
+def _client(ca: Path, port: int, token: str) -> BrokerClient:
+    # Each client its own connection (its own subchannel pool), as separate machines' would be.
+    return BrokerClient(
+        f"127.0.0.1:{port}",
+        token=token,
+        credentials=tls.client_credentials(ca),
+        options=[("grpc.use_local_subchannel_pool", 1)],
+    )
 
 
 async def _ready(op: BrokerClient) -> None:
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(90):
         while True:
             with contextlib.suppress(aio.AioRpcError):
                 await op.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id="quiet", name="Q"), timeout=2)
@@ -77,17 +104,16 @@ async def _ready(op: BrokerClient) -> None:
 async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     """GetVenue at QUIET_RATE/s, each call on its own task (open loop): latencies of the answered, and refusals."""
     latencies: list[float] = []
-    refused = 0
+    refused: Counter[str] = Counter()
     tasks: list[asyncio.Task[None]] = []
 
     async def one() -> None:
-        nonlocal refused
         t0 = time.perf_counter()
         try:
             await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="quiet"), timeout=10)
             latencies.append((time.perf_counter() - t0) * 1000)
-        except aio.AioRpcError:
-            refused += 1
+        except aio.AioRpcError as exc:
+            refused[exc.code().name] += 1
 
     start = time.perf_counter()
     n = 0
@@ -99,56 +125,122 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     return _summary(latencies, refused)
 
 
-async def _flood(client: BrokerClient, inflight: int, seconds: float) -> dict[str, Any]:
-    """`inflight` callers each asking again at once, refused or not: calls answered OK and refused, per second."""
-    ok = refused = 0
-    deadline = time.perf_counter() + seconds
+async def _flood_here(
+    ca: Path, port: int, token: str, connections: int, inflight: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    """One generator process on `connections` connections of its own. `rate` 0: closed loop, `inflight` callers on
+    each connection asking again at once, refused or not. `rate` > 0: open loop, that many calls a second dealt
+    over the connections whatever the answers, each with a 2 s deadline (a call that waits past it in this
+    process, behind the broker's bound on calls per connection, expires here). Counts of the answered, refused,
+    expired and failed, the calls sent, and the hints seen (the shortest and longest, ms)."""
+    counts = {"sent": 0, "ok": 0, "refused": 0, "expired": 0, "failed": 0}
+    hints: list[int] = []
+    failures: list[str] = []
+    clients = [_client(ca, port, token) for _ in range(connections)]
+    request = venue_pb2.GetVenueRequest(venue_id="flood")
 
-    async def caller() -> None:
-        nonlocal ok, refused
-        while time.perf_counter() < deadline:
-            try:
-                await client.venues.GetVenue(venue_pb2.GetVenueRequest(venue_id="flood"), timeout=10)
-                ok += 1
-            except aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
-                    raise
-                refused += 1
+    async def one(client: BrokerClient, deadline_s: float) -> None:
+        counts["sent"] += 1
+        try:
+            await client.venues.GetVenue(request, timeout=deadline_s)
+            counts["ok"] += 1
+        except aio.AioRpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+                counts["refused"] += 1
+                hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                if hint is not None and len(hints) < 10_000:
+                    hints.append(int(hint))
+            elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                counts["expired"] += 1
+            else:
+                counts["failed"] += 1  # a lost connection: not a refusal, counted apart
+                if len(failures) < 3:
+                    failures.append(f"{code.name}: {exc.details()}")
 
-    await asyncio.gather(*(caller() for _ in range(inflight)))
-    return {"ok_per_s": round(ok / seconds), "refused_per_s": round(refused / seconds)}
+    try:
+        start = time.perf_counter()
+        deadline = start + seconds
+        if rate <= 0:
+
+            async def caller(client: BrokerClient) -> None:
+                while time.perf_counter() < deadline:
+                    await one(client, 10.0)
+
+            await asyncio.gather(*(caller(c) for c in clients for _ in range(inflight)))
+        else:
+            tasks: set[asyncio.Task[None]] = set()
+            n = 0
+            while (now := time.perf_counter()) < deadline:
+                due = int((now - start) * rate)
+                while n < due:
+                    task = asyncio.create_task(one(clients[n % len(clients)], 2.0))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    n += 1
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*tasks)
+    finally:
+        for c in clients:
+            await c.close()
+    return {**counts, "hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0), "failures": failures}
 
 
-def _summary(latencies: list[float], refused: int) -> dict[str, Any]:
-    if len(latencies) < 2:
-        return {"calls": len(latencies), "refused": refused}
-    q = statistics.quantiles(latencies, n=100)
-    return {"calls": len(latencies), "refused": refused, "p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
+async def _flood(
+    args: argparse.Namespace, ca: Path, port: int, token_file: Path, seconds: float, rate: float = 0.0
+) -> dict[str, Any]:
+    """The flood from `args.processes` generator processes at once (`rate` in all, 0: closed loop), per second."""
+    command = [
+        sys.executable, "-m", "loadtest.fairshare", "generate", "--ca", str(ca), "--port", str(port),
+        "--token-file", str(token_file), "--connections", str(args.connections), "--flood", str(args.flood),
+        "--seconds", str(seconds), "--rate", str(rate / args.processes), "--cpus", args.flood_cpus,
+    ]  # fmt: skip
+    procs = [
+        await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE) for _ in range(args.processes)
+    ]
+    outs = [json.loads((await p.communicate())[0]) for p in procs]
+    hints = [o for o in outs if o["refused"]]
+    hint_range = [min((o["hint_min_ms"] for o in hints), default=0), max((o["hint_max_ms"] for o in hints), default=0)]
+    per_s = {f"{k}_per_s": round(sum(o[k] for o in outs) / seconds) for k in ("sent", "ok", "refused", "expired")}
+    failures = sorted({f for o in outs for f in o["failures"]})[:3]
+    return {**per_s, "failed": sum(o["failed"] for o in outs), "failures": failures, "hint_ms": hint_range}
 
 
-async def _run(seconds: float, inflight: int, shed_lag_ms: int, folder: Path) -> dict[str, Any]:
+def _summary(latencies: list[float], refused: Counter[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"calls": len(latencies), "refused": sum(refused.values()), "refused_by": dict(refused)}
+    if len(latencies) >= 2:
+        q = statistics.quantiles(latencies, n=100)
+        out |= {"p50_ms": round(q[49], 2), "p99_ms": round(q[98], 2)}
+    return out
+
+
+async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], folder: Path) -> dict[str, Any]:
     creds = issuing.make(folder / "creds", [])
     port = _free_port()
-    proc = await _broker(folder / f"lag{shed_lag_ms}", creds, port, shed_lag_ms)
+    log = None if args.broker_log is None else (args.broker_log.parent / f"{args.broker_log.name}.{label}").open("w")
+    proc = await _broker(folder / label, creds, port, admission, args.workers, log)
+    token_file = folder / "flood.token"
+    token_file.write_text(issuing.issue_token(creds.token_key, "venue", ttl_s=3600, venue_id="flood"))
     clients: list[BrokerClient] = []
     try:
-        op = await _client(creds, port, "operator")
-        quiet = await _client(creds, port, "venue", venue_id="quiet")
-        flood = await _client(creds, port, "venue", venue_id="flood")
-        clients += [op, quiet, flood]
+        op = _client(creds.ca, port, issuing.issue_token(creds.token_key, "operator", ttl_s=3600))
+        quiet = _client(creds.ca, port, issuing.issue_token(creds.token_key, "venue", ttl_s=3600, venue_id="quiet"))
+        clients += [op, quiet]
         await _ready(op)
-        await _quiet(quiet, 1.0)  # warm both connections
-        await _flood(flood, 8, 1.0)
+        await _quiet(quiet, 1.0)  # warm the connection and the broker
+        seconds = args.seconds
         unloaded = await _quiet(quiet, seconds)
-        capacity = await _flood(flood, inflight, seconds)
-        flooded, flood_got = await asyncio.gather(_quiet(quiet, seconds), _flood(flood, inflight, seconds))
-        offered = flood_got["ok_per_s"] + flood_got["refused_per_s"]
-        fair = capacity["ok_per_s"] / 2
+        capacity = await _flood(args, creds.ca, port, token_file, seconds)
+        fair = max(1.0, capacity["ok_per_s"] / 2)
+        flooded, flood_got = await asyncio.gather(
+            _quiet(quiet, seconds), _flood(args, creds.ca, port, token_file, seconds, rate=args.times * fair)
+        )
         return {
-            "shed_lag_ms": shed_lag_ms,
+            "admission": label,
+            "settings": admission,
             "quiet_unloaded": unloaded,
             "capacity_ok_per_s": capacity["ok_per_s"],
-            "flood": {**flood_got, "offered_per_s": offered, "times_fair_share": round(offered / fair, 1)},
+            "flood": {**flood_got, "times_fair_share": round(flood_got["sent_per_s"] / fair, 1)},
             "quiet_flooded": flooded,
         }
     finally:
@@ -156,24 +248,73 @@ async def _run(seconds: float, inflight: int, shed_lag_ms: int, folder: Path) ->
             await c.close()
         proc.terminate()
         await proc.wait()
+        if log is not None:
+            log.close()
+
+
+def _cpus(text: str) -> set[int]:
+    return {int(c) for c in text.split(",")}
+
+
+def _generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.fairshare generate")
+    parser.add_argument("--ca", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token-file", type=Path, required=True)
+    parser.add_argument("--connections", type=int, required=True)
+    parser.add_argument("--flood", type=int, required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--cpus", default="")
+    args = parser.parse_args(argv)
+    os.nice(FLOOD_NICE)
+    if args.cpus:
+        os.sched_setaffinity(0, _cpus(args.cpus))
+    token = args.token_file.read_text().strip()
+    out = asyncio.run(_flood_here(args.ca, args.port, token, args.connections, args.flood, args.seconds, args.rate))
+    print(json.dumps(out))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["generate"]:
+        return _generate(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m loadtest.fairshare", description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--flood", type=int, default=500, help="the flooding venue's calls in flight")
+    parser.add_argument("--processes", type=int, default=4, help="flood generator processes")
+    parser.add_argument("--connections", type=int, default=4, help="connections per generator process")
+    parser.add_argument("--flood", type=int, default=64, help="calls in flight per flood connection (capacity)")
+    parser.add_argument("--times", type=float, default=10.0, help="the flood's rate, in fair shares of the capacity")
+    parser.add_argument("--workers", type=int, default=0, help="tenant worker processes (serve --workers; 0: one)")
+    parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
+    parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
+    parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
+    parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
+    parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
+    parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
+    parser.add_argument("--broker-log", type=Path, default=None, help="the broker's log (info, JSON) to FILE.on|off")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
-        results = [asyncio.run(_run(args.seconds, args.flood, lag, Path(tmp))) for lag in (20, 0)]
+    if args.broker_cpus:
+        os.sched_setaffinity(0, _cpus(args.broker_cpus))  # the broker, started from here, inherits them
+    on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
+    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
+
+    async def both() -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
+            runs = [(label, x) for label, x in (("on", on), ("off", off)) if args.admission in (label, "both")]
+            return [await _run(args, label, settings, Path(tmp)) for label, settings in runs]
+
+    results = asyncio.run(both())
     for r in results:
-        u, f = r["quiet_unloaded"], r["quiet_flooded"]
-        label = "fair share on " if r["shed_lag_ms"] else "admission off"
+        u, f, fl = r["quiet_unloaded"], r["quiet_flooded"], r["flood"]
         print(
-            f"{label}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
-            f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} refused); capacity "
-            f"{r['capacity_ok_per_s']}/s; flood offered {r['flood']['offered_per_s']}/s "
-            f"({r['flood']['times_fair_share']}x its share), {r['flood']['ok_per_s']}/s answered"
+            f"admission {r['admission']:3}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
+            f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
+            f"refused {f['refused_by']}); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
+            f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
+            f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}"
         )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

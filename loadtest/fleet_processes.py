@@ -131,7 +131,7 @@ class CpuMeter:
                     count[name] += 1
                 self.by_process[role] = {k: round(100 * n / hz / wall, 1) for k, n in split.most_common()}
                 self.processes[role] = dict(count)
-        out[f"total (of {100 * (os.cpu_count() or 1)})"] = round(sum(out.values()), 1)
+        out[f"total (of {100 * len(os.sched_getaffinity(0))})"] = round(sum(out.values()), 1)
         return out
 
 

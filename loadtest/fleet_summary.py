@@ -389,7 +389,9 @@ def about(
             "broker_log": str(out / "broker.log") if cfg.broker is None else None,
         },
         "machine": {
-            "cpu_count": os.cpu_count(),
+            # The cores this run may use (taskset, a container's CPU set); the machine's beside them.
+            "cpu_count": len(os.sched_getaffinity(0)),
+            "machine_cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),

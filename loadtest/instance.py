@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.placement import Host, LatencyMatrix, LatencyPolicy, Lease, Params
+from broker.placement import GameImage, Host, LatencyMatrix, LatencyPolicy, Lease, Params
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +53,8 @@ class Instance:
     requests: list[TraceRequest]
     running: list[Running] = field(default_factory=list)
     params: Params = field(default_factory=Params)
+    #: the games' current images by game id (placement prices a cold start by the bytes a host lacks)
+    images: dict[str, GameImage] = field(default_factory=dict)
 
 
 # -- writing ----------------------------------------------------------------------------------------------------
@@ -66,6 +68,7 @@ def to_json(instance: Instance) -> dict[str, Any]:
         "params": {
             "latency_weight_micros_per_ms": params.latency_weight_micros_per_ms,
             "cold_start_penalty_micros": params.cold_start_penalty_micros,
+            "cold_start_micros_per_gib": params.cold_start_micros_per_gib,
             "stay_pending_cost_micros": params.stay_pending_cost_micros,
             "latency_policy": [list(step) for step in params.latency_policy.steps],
         },
@@ -80,9 +83,14 @@ def to_json(instance: Instance) -> dict[str, Any]:
                 "games": sorted(h.games),
                 "drained": h.drained,
                 "online": h.online,
+                **({"images": sorted(h.images)} if h.images else {}),
             }
             for h in instance.hosts
         ],
+        "images": {
+            game: {"version": i.version, "size_bytes": i.size_bytes, "lacking_from": dict(i.lacking_from)}
+            for game, i in sorted(instance.images.items())
+        },
         "latency": [[v, s, ms] for (v, s), ms in sorted(instance.latency.items())],
         "leases": [
             {
@@ -197,6 +205,9 @@ def _params(raw: Any) -> Params:
         cold_start_penalty_micros=_int(
             obj, "cold_start_penalty_micros", "instance.params", 0, default.cold_start_penalty_micros
         ),
+        cold_start_micros_per_gib=_int(
+            obj, "cold_start_micros_per_gib", "instance.params", 0, default.cold_start_micros_per_gib
+        ),
         stay_pending_cost_micros=pending,
         latency_policy=policy,
     )
@@ -222,6 +233,10 @@ def from_json(raw: Any) -> Instance:
         for j, game in enumerate(games_raw):
             if not isinstance(game, str) or not game:
                 raise InstanceError(f"{path}.games[{j}]: must be a non-empty string")
+        images_raw = _list(h.get("images", []), f"{path}.images")
+        for j, image in enumerate(images_raw):
+            if not isinstance(image, str) or image.count("@") != 1 or "" in image.split("@"):
+                raise InstanceError(f"{path}.images[{j}]: must be GAME_ID@VERSION")
         hosts.append(
             Host(
                 id=_str(h, "id", path),
@@ -233,6 +248,7 @@ def from_json(raw: Any) -> Instance:
                 games=frozenset(games_raw),
                 drained=_bool(h, "drained", path, False),
                 online=_bool(h, "online", path, True),
+                images=frozenset(images_raw),
             )
         )
     _unique([h.id for h in hosts], "instance.hosts", "host")
@@ -304,8 +320,24 @@ def from_json(raw: Any) -> Instance:
         if host_id not in host_ids:
             raise InstanceError(f"{path}.host_id: unknown host {host_id!r}")
         running.append(Running(host_id, _int(obj, "slots", path, 1), _int(obj, "end_ms", path, 0)))
+    images: dict[str, GameImage] = {}
+    for game, item in _obj(top.get("images", {}), "instance.images").items():
+        path = f"instance.images[{game!r}]"
+        obj = _obj(item, path)
+        lacking: dict[str, int] = {}
+        for version, value in _obj(obj.get("lacking_from", {}), f"{path}.lacking_from").items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InstanceError(f"{path}.lacking_from[{version!r}]: must be an integer ≥ 0")
+            lacking[version] = value
+        images[game] = GameImage(_str(obj, "version", path), _int(obj, "size_bytes", path, 0), lacking)
     return Instance(
-        hosts=hosts, latency=latency, leases=leases, requests=requests, running=running, params=params
+        hosts=hosts,
+        latency=latency,
+        leases=leases,
+        requests=requests,
+        running=running,
+        params=params,
+        images=images,
     )
 
 

@@ -69,6 +69,19 @@ class BatchRecord:
     engine_placement_cost_micros: int | None = None
     engine_placed: int | None = None
     proven_optimal: bool = False
+    multi_slot: int = 0
+    # with `bound`: the batch's lower bound (engine.lower_bound): no answer leaving `bound_pending` pending
+    # places the rest for less than `bound_placement_micros`
+    bound_placement_micros: int | None = None
+    bound_pending: int | None = None
+
+    @property
+    def gap_bound_pct(self) -> float | None:
+        """How far above the optimum this answer's placement cost can be at most, by the lower bound (None without
+        one, or where the answer left more pending than the bound)."""
+        if self.bound_placement_micros is None or self.requests - self.placed != self.bound_pending:
+            return None
+        return _pct(self.placement_cost_micros, self.bound_placement_micros) or 0.0
 
 
 @dataclass(slots=True)
@@ -186,9 +199,11 @@ def replay(
     keep_assignments: bool = False,
     keep_problems: bool = False,
     compare: Solver | None = None,
+    bound: Callable[[Problem], engine.Bound] | None = None,
     progress: bool = False,
 ) -> ReplayResult:
-    """Replay the trace through `solve`; with `compare`, also solve every batch with it (untimed) to compare."""
+    """Replay the trace through `solve`; with `compare`, also solve every batch with it (untimed) to compare;
+    with `bound`, work out each batch's lower bound where it has multi-slot requests (untimed)."""
     policy = instance.params.latency_policy
     state = _State(instance)
     trace = sorted(instance.requests, key=lambda r: (r.arrival_ms, r.id))
@@ -222,7 +237,9 @@ def replay(
                 )
                 for r in batch
             ]
-            problem = Problem(requests, list(state.hosts), instance.latency, state.leases(), instance.params)
+            problem = Problem(
+                requests, list(state.hosts), instance.latency, state.leases(), instance.params, images=instance.images
+            )
             t0 = time.perf_counter()
             solution = solve(problem)
             solve_ms = (time.perf_counter() - t0) * 1000
@@ -240,7 +257,11 @@ def replay(
                 solver=solution.solver,
                 placement_cost_micros=placement_cost(solution, instance.params),
                 proven_optimal=solution.proven_optimal,
+                multi_slot=sum(1 for r in requests if r.slots > 1),
             )
+            if bound is not None and record.multi_slot:
+                lower = bound(problem)
+                record.bound_placement_micros, record.bound_pending = lower.placement_micros, lower.pending
             if compare is not None:
                 theirs = compare(problem)
                 record.engine_cost_micros = theirs.cost_micros
@@ -293,7 +314,9 @@ def headline(instance: Instance, solve: Solver, batch: int, batches: int) -> dic
             )
             for r in chunk
         ]
-        problem = Problem(reqs, instance.hosts, instance.latency, instance.leases, instance.params)
+        problem = Problem(
+            reqs, instance.hosts, instance.latency, instance.leases, instance.params, images=instance.images
+        )
         t0 = time.perf_counter()
         solution = solve(problem)
         times.append(time.perf_counter() - t0)
@@ -347,6 +370,29 @@ def exact_sample(run: ReplayResult, exact_solve: Solver, count: int) -> list[dic
             }
         )
     return out
+
+
+def lower_bound(problem: Problem) -> engine.Bound:
+    """The batch's lower bound (broker.placement.engine.lower_bound), what the replay measures gaps against."""
+    return engine.lower_bound(problem)
+
+
+def gap_bound(run: ReplayResult, target_pct: float = engine.GAP_TARGET_PCT) -> dict[str, Any] | None:
+    """The engine's batches with multi-slot requests against their lower bounds: how many it proved optimal, how
+    many are within `target_pct` of the bound (so of the optimum), the largest and mean gap bound."""
+    batches = [b for b in run.batches if b.bound_placement_micros is not None]
+    if not batches:
+        return None
+    gaps = [g for g in (b.gap_bound_pct for b in batches) if g is not None]
+    return {
+        "batches": len(batches),
+        "proven_optimal": sum(1 for b in batches if b.proven_optimal),
+        "within_target": sum(1 for g in gaps if g <= target_pct),
+        "target_pct": target_pct,
+        "more_pending_than_bound": len(batches) - len(gaps),
+        "max_gap_bound_pct": max(gaps, default=0.0),
+        "mean_gap_bound_pct": statistics.fmean(gaps) if gaps else 0.0,
+    }
 
 
 def _pct(a: float, b: float) -> float | None:
@@ -424,6 +470,7 @@ def report(
             "exact": _summary(exact_run) if exact_run else None,
         },
         "exact_check": exact_check,
+        "gap_bound": gap_bound(engine_run),
         "exact_sample": sample or [],
         "headline": head,
         "config": config,

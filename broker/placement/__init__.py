@@ -12,6 +12,7 @@ from broker.placement.engine import solve
 from broker.placement.frame import reserve_leases
 from broker.placement.model import (
     UNREACHABLE_MS,
+    GameImage,
     Host,
     LatencyMatrix,
     LatencyPolicy,
@@ -28,6 +29,7 @@ from broker.placement.validate import evaluate, placement_cost, validate_solutio
 
 __all__ = [
     "UNREACHABLE_MS",
+    "GameImage",
     "Host",
     "LatencyMatrix",
     "LatencyPolicy",

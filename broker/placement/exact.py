@@ -217,7 +217,7 @@ def _patterns(
     them to hold `keep` hosts (every other request of the model sits on one host, so it can spoil at most one of
     them: a class's cheapest `keep` hosts always include one left for it)."""
     params = frame.problem.params
-    lam, cold_pen = params.latency_weight_micros_per_ms, params.cold_start_penalty_micros
+    lam = params.latency_weight_micros_per_ms
     plain = np.nonzero(frame.host_usable & ~leased_host & (pool_of >= 0) & (cap.open >= 2))[0]
     key = pool_of[plain] * (int(cap.open.max(initial=0)) + 1) + cap.open[plain]
     _, sub_first, sub_inverse = np.unique(key, return_index=True, return_inverse=True)
@@ -247,7 +247,7 @@ def _patterns(
                        int(frame.req_slots[r]))
         lat = frame.lat[v][sub_site]
         ok = np.nonzero((lat <= t) & (sub_open >= kk))[0]
-        cost = sub_price[ok] * kk + lam * lat[ok] + cold_pen * (~frame.warm[sub_gs[ok], g])
+        cost = sub_price[ok] * kk + lam * lat[ok] + frame.cold[sub_gs[ok], g]
         ranked = np.lexsort((ok, cost))
         before = np.cumsum(sub_size[ok][ranked]) - sub_size[ok][ranked]
         c = len(model.members)
@@ -284,7 +284,7 @@ def place(
     if reqs.size == 0:
         return ExactStatus(True, True, 0.0)
     params = frame.problem.params
-    lam, cold_pen = params.latency_weight_micros_per_ms, params.cold_start_penalty_micros
+    lam = params.latency_weight_micros_per_ms
     pending = params.stay_pending_cost_micros
     n_slots = int(frame.req_slots[reqs].sum())
     singles = reqs[frame.req_slots[reqs] == 1]
@@ -336,7 +336,7 @@ def place(
         costs = (
             np.where(kinds == _POOL, pool_price[o_pool], 0)
             + lam * lat[pool_site[o_pool]]
-            + cold_pen * (~frame.warm[pool_gs[o_pool], game])
+            + frame.cold[pool_gs[o_pool], game]
         )
         caps = np.concatenate([pool_open[p_ok], part_cap[l_ok]])
         order = np.lexsort((targets, kinds, costs))
@@ -374,11 +374,11 @@ def place(
         best = (
             frame.host_price[hosts] * (k - np.minimum(own[hosts], k))
             + lam * lat_h[hosts]
-            + cold_pen * (~frame.warm[frame.host_gs[hosts], game])
+            + frame.cold[frame.host_gs[hosts], game]
         )
         for h in hosts[np.lexsort((hosts, best))][:keep_hosts].tolist():
             price = int(frame.host_price[h])
-            fixed = lam * int(lat_h[h]) + cold_pen * int(not frame.warm[frame.host_gs[h], game])
+            fixed = lam * int(lat_h[h]) + int(frame.cold[frame.host_gs[h], game])
             v = vs.add(r, _HOST, h, price * k + fixed, 1)
             by_owner[(1, r)].append(v)
             host_load[h].append((v, k))

@@ -3,16 +3,20 @@
 Graph (Firmament's aggregator idea: equivalent things share one node, so the graph grows with the variety of
 the batch, not with its size):
 
-    request group ──▶ K(bucket)              ──▶ pool ──▶ sink    group: same venue, target, warm signature
-        │       └──▶ W(bucket, signature)    ──▶ pool             bucket: same site, GPU class, price
-        │       └──▶ lease part              ─────────▶ sink      pool: bucket × same cached games
-        └──────────────────────────────────────────────▶ sink    "stay pending", stay_pending_cost
+    request group ──▶ K(bucket)                     ──▶ pool ──▶ sink    group: same venue, target, cold signature
+        │       └──▶ W(bucket, signature, grade)    ──▶ pool             bucket: same site, GPU class, price
+        │       └──▶ lease part                     ─────────▶ sink      pool: bucket × same held images
+        └─────────────────────────────────────────────────────▶ sink    "stay pending", stay_pending_cost
 
-A group's arc to K(bucket) costs price + λ·latency (+ the cold-start penalty unless every pool of the bucket
-caches its games); where a bucket is mixed, the arc to W(bucket, signature) reaches only the warm pools at the
-warm price. A cold unit can never be dearer than the flow thinks, and the flow never pays the cold price for a
-warm pool it can reach through W, so the flow's cost is the placement's cost. A lease part is the slots one
-lease holds in one pool: reachable by the lessee only, and free to it (latency and cold start still count).
+A group's cold-start cost on a pool is graded (coldstart.py: 0 where the pool holds the current version, what the
+bytes it lacks cost where it holds an older one, at most the flat penalty), and the grades a group meets in one
+bucket are few. The arc to K(bucket) costs price + λ·latency + the dearest grade the group meets in the bucket;
+below that, the arc to W(bucket, signature, grade) costs that grade and reaches only the pools whose grade is no
+dearer. So a unit can never be dearer than the flow thinks, and the flow never pays more than a pool's own grade
+for a pool it can reach through that grade's node, so the flow's cost is the placement's cost. Without image
+sizes the grades are 0 and the flat penalty: W(bucket, signature, 0) reaches the warm pools, K all of them. A
+lease part is the slots one lease holds in one pool: reachable by the lessee only, and free to it (latency and
+cold start still count).
 
 Pruning that keeps optimality: a group only gets arcs to its cheapest options until they hold N slots (the
 batch's demand; `ranking.py` finds them). If some optimal answer sent a unit past them, they would still have a
@@ -114,16 +118,15 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
         return
     params = frame.problem.params
     lam = params.latency_weight_micros_per_ms
-    cold_pen = params.cold_start_penalty_micros
     n_demand = int(reqs.size)
 
-    # -- request groups: same venue, target and warm signature are interchangeable ----------------------------
-    # Two games cached by exactly the same gamesets cost the same everywhere, so requests for them merge (the
-    # popular titles are in every bundle: one group per venue and target covers most of a batch).
+    # -- request groups: same venue, target and cold signature are interchangeable ----------------------------
+    # Two games whose cold starts cost the same on every holding cost the same everywhere, so requests for them
+    # merge (the popular titles are in every bundle: one group per venue and target covers most of a batch).
     r_venue, r_target = frame.req_venue[reqs], frame.req_target[reqs]
     u_games, r_gi = np.unique(frame.req_game[reqs], return_inverse=True)
-    sig_rows, game_sig = np.unique(frame.warm[:, u_games].T, axis=0, return_inverse=True)
-    sig_warm = sig_rows.T  # [gameset, signature]
+    sig_rows, game_sig = np.unique(frame.cold[:, u_games].T, axis=0, return_inverse=True)
+    sig_cost = sig_rows.T  # [gameset, signature]: the cold-start cost
     n_sig = sig_rows.shape[0]
     r_sig = game_sig.reshape(-1)[r_gi]
     gkey = (r_venue * n_sig + r_sig) * (int(r_target.max()) + 1) + r_target
@@ -152,20 +155,25 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     p_bucket = host_bucket[p_first]
     p_gs = frame.host_gs[live[p_first]]
     p_open = np.bincount(host_pool, weights=cap.open[live], minlength=n_pools).astype(np.int64)
-    b_open = np.bincount(p_bucket, weights=p_open, minlength=n_buckets).astype(np.int64)
     pool_of_host = np.full(frame.n_hosts, -1, dtype=np.int64)
     pool_of_host[live] = host_pool
-    p_warm = sig_warm[p_gs]
-    # warm open slots per (signature, bucket): what a W node can reach; the rest of the bucket is cold
-    if cold_pen > 0:
-        index = (np.arange(n_sig) * n_buckets + p_bucket[:, None]).ravel()
-        warm_slots = np.bincount(
-            index, weights=(p_open[:, None] * p_warm).ravel(), minlength=n_sig * n_buckets
-        )
-        warm_sb = warm_slots.astype(np.int64).reshape(n_sig, n_buckets)
-    else:  # without a cold-start penalty every slot is as good as warm
-        warm_sb = np.broadcast_to(b_open, (n_sig, n_buckets))
-    sig_slots = np.concatenate([warm_sb, b_open - warm_sb], axis=1)
+    # grades: the distinct cold-start costs; p_grade[pool, signature] indexes them
+    grades, p_grade = np.unique(sig_cost[p_gs], return_inverse=True)
+    n_gr = grades.size
+    p_grade = p_grade.reshape(n_pools, n_sig)
+    # open slots per (signature, grade, bucket): a column of the ranking is a (grade, bucket) that has any
+    index = ((np.arange(n_sig) * n_gr + p_grade) * n_buckets + p_bucket[:, None]).ravel()
+    gb_slots = np.bincount(
+        index, weights=np.repeat(p_open, n_sig), minlength=n_sig * n_gr * n_buckets
+    ).astype(np.int64).reshape(n_sig, n_gr * n_buckets)
+    columns = np.nonzero(gb_slots.any(axis=0))[0]
+    if columns.size == 0:  # only lease parts have room: one column, absent for every group
+        columns = np.zeros(1, dtype=np.int64)
+    col_bucket, col_grade = columns % n_buckets, columns // n_buckets
+    sig_slots = gb_slots[:, columns]
+    # the dearest grade with open slots per (signature, bucket): K(bucket) stands for it
+    has = gb_slots.reshape(n_sig, n_gr, n_buckets) > 0
+    top_grade = n_gr - 1 - np.argmax(has[:, ::-1, :], axis=1)
     pools_by_bucket = np.argsort(p_bucket, kind="stable")
     b_start = np.searchsorted(p_bucket[pools_by_bucket], np.arange(n_buckets))
     b_count = np.bincount(p_bucket, minlength=n_buckets)
@@ -186,32 +194,32 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     l_lat = frame.lat[g_venue[lg], b_site[p_bucket[part_pool[lp]]]]
     near = l_lat <= g_target[lg]
     lg, lp, l_lat = lg[near], lp[near], l_lat[near]
-    lc = lam * l_lat + cold_pen * (~sig_warm[p_gs[part_pool[lp]], g_sig[lg]]).astype(np.int64)
+    lc = lam * l_lat + sig_cost[p_gs[part_pool[lp]], g_sig[lg]]
 
     # -- options: each group's cheapest ones holding N slots ----------------------------------------------------
     lat32 = np.minimum(frame.lat[:, b_site], np.iinfo(np.int32).max).astype(np.int32)[g_venue]
-    ranking = OptionRanking(lat32, g_target, b_price, lam, cold_pen, sig_slots, g_sig)
+    ranking = OptionRanking(lat32, g_target, b_price, lam, col_bucket, grades[col_grade], sig_slots, g_sig)
     gi, ci, _ = ranking.cut(np.full(n_groups, n_demand, dtype=np.int64))
-    is_cold = ci >= n_buckets
-    ob = np.where(is_cold, ci - n_buckets, ci)
-    oc = b_price[ob] + lam * frame.lat[g_venue[gi], b_site[ob]] + cold_pen * is_cold.astype(np.int64)
-    # a warm part is all of its bucket (then K(bucket) reaches it, as it reaches cold parts) or some of the
-    # bucket's pools (then W(bucket, signature), which reaches only those)
-    to_w = ~is_cold & (warm_sb[g_sig[gi], ob] < b_open[ob])
+    ob, og = col_bucket[ci], col_grade[ci]
+    oc = b_price[ob] + lam * frame.lat[g_venue[gi], b_site[ob]] + grades[og]
+    # the dearest grade of a bucket is all of it (K(bucket) reaches every pool); a cheaper one only some of the
+    # bucket's pools (W(bucket, signature, grade) reaches those no dearer)
+    to_w = og < top_grade[g_sig[gi], ob]
     graph = _build(
         gi[~to_w],
         ob[~to_w],
         oc[~to_w],
         gi[to_w],
-        ob[to_w] * n_sig + g_sig[gi[to_w]],
+        (ob[to_w] * n_sig + g_sig[gi[to_w]]) * n_gr + og[to_w],
         oc[to_w],
         lg,
         lp,
         lc,
         demand,
         n_sig,
+        n_gr,
         p_open,
-        p_warm,
+        p_grade,
         part_cap,
         pools_by_bucket,
         b_start,
@@ -244,9 +252,9 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     n_pool_units = u_pool.size
     u_target_pool = np.concatenate([u_pool, part_pool[u_part]])
     u_lat = frame.lat[g_venue[u_group], b_site[p_bucket[u_target_pool]]]
-    u_cold = ~sig_warm[p_gs[u_target_pool], g_sig[u_group]]
+    u_cold = sig_cost[p_gs[u_target_pool], g_sig[u_group]]
     u_price = np.concatenate([b_price[p_bucket[u_pool]], np.zeros(u_part.size, dtype=np.int64)])
-    u_cost = u_price + lam * u_lat + cold_pen * u_cold.astype(np.int64)
+    u_cost = u_price + lam * u_lat + u_cold
 
     # Earliest request of a group gets the group's cheapest unit.
     u_order = np.lexsort((np.arange(u_group.size), u_cost, u_group))
@@ -301,15 +309,16 @@ def _build(
     lc: I64,
     demand: I64,
     n_sig: int,
+    n_gr: int,
     p_open: I64,
-    p_warm: np.ndarray,
+    p_grade: I64,
     part_cap: I64,
     pools_by_bucket: I64,
     b_start: I64,
     b_count: I64,
 ) -> _Graph:
-    """The network for the kept options: K options (group, bucket, cost), W options (group, bucket * n_sig +
-    signature, cost) and lease options (group, part, cost)."""
+    """The network for the kept options: K options (group, bucket, cost), W options (group, (bucket * n_sig +
+    signature) * n_gr + grade, cost) and lease options (group, part, cost)."""
     n_groups, n_pools, n_parts = demand.size, p_open.size, part_cap.size
     k_buckets, k_node_of = np.unique(kb, return_inverse=True)
     w_keys, w_node_of = np.unique(wkey, return_inverse=True)
@@ -323,11 +332,11 @@ def _build(
     kq_pool = pools_by_bucket[spans(b_start[k_buckets], b_count[k_buckets])]
     keep = p_open[kq_pool] > 0
     kq_tail, kq_pool = kq_tail[keep], kq_pool[keep]
-    # W(bucket, signature) -> the pools of the bucket that cache the signature's games
-    w_bucket, w_sig = w_keys // n_sig, w_keys % n_sig
+    # W(bucket, signature, grade) -> the pools of the bucket where the signature's cold start is no dearer
+    w_bucket, w_sig, w_grade = w_keys // (n_sig * n_gr), (w_keys // n_gr) % n_sig, w_keys % n_gr
     wq_tail = np.repeat(np.arange(w_keys.size), b_count[w_bucket])
     wq_pool = pools_by_bucket[spans(b_start[w_bucket], b_count[w_bucket])]
-    keep = (p_open[wq_pool] > 0) & p_warm[wq_pool, w_sig[wq_tail]]
+    keep = (p_open[wq_pool] > 0) & (p_grade[wq_pool, w_sig[wq_tail]] <= w_grade[wq_tail])
     wq_tail, wq_pool = wq_tail[keep], wq_pool[keep]
 
     n_mid = kq_tail.size + wq_tail.size

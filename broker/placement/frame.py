@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from broker.placement.coldstart import Holding, cold_costs
 from broker.placement.host_table import host_columns, positions
 from broker.placement.model import UNREACHABLE_MS, LatencyMatrix, Problem, Request
 
@@ -46,7 +47,7 @@ class Frame:
     host_gs: I64  # index into `gamesets`
     sites: list[str]
     classes: list[str]
-    gamesets: list[frozenset[str]]
+    gamesets: list[Holding]  # (warm games, images held)
     # requests
     req_venue: I64  # index into `venues`
     req_game: I64  # index into `games` (the batch's games)
@@ -58,8 +59,8 @@ class Frame:
     games: list[str]
     # latency[venue, site] in ms, UNREACHABLE_MS where unmeasured
     lat: I64
-    # warm[gameset, game]: the gameset caches the batch game
-    warm: B
+    # cold[gameset, game]: the cold-start cost of the batch game on hosts of the gameset (0: warm; coldstart.py)
+    cold: I64
     # reservations: one row per (lease, host) holding slots
     lease_venue: I64
     res_lease: I64
@@ -137,13 +138,8 @@ def build_frame(problem: Problem) -> Frame:
     games = list(game_index)
     gamesets = cols.gamesets
 
-    # Which gamesets cache which batch games: loop over the (few) distinct gamesets, not the hosts.
-    warm = np.zeros((max(len(gamesets), 1), max(len(games), 1)), dtype=np.bool_)
-    for g, gameset in enumerate(gamesets):
-        for game in gameset:
-            j = game_index.get(game)
-            if j is not None:
-                warm[g, j] = True
+    # What each batch game's cold start costs on each holding: a loop over the (few) distinct holdings.
+    cold = cold_costs(problem.params, problem.images, gamesets, game_index)
 
     lat = _latency_block(problem.latency, venues, sites)
     frame = Frame(
@@ -167,7 +163,7 @@ def build_frame(problem: Problem) -> Frame:
         venues=venues,
         games=games,
         lat=lat,
-        warm=warm,
+        cold=cold,
         lease_venue=lease_venue,
         res_lease=np.zeros(0, dtype=np.int64),
         res_host=np.zeros(0, dtype=np.int64),

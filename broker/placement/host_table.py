@@ -3,7 +3,7 @@
 `build_frame` turns every host into NumPy columns one Python object at a time: at 10,000 hosts that was about 6 ms
 of every round, most of a small batch's solve, although a round changes a few dozen hosts. A `HostTable` keeps the
 columns and rewrites only the row of a host that changed; `snapshot` hands a round copies it may keep while the
-table moves on. The names in the columns (sites, GPU classes, sets of cached games) are numbered once and keep their
+table moves on. The names in the columns (sites, GPU classes, what hosts hold) are numbered once and keep their
 number; `replace` (a full read) numbers them afresh, so names no host uses any more do not pile up.
 """
 
@@ -16,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from broker.placement.coldstart import Holding
 from broker.placement.model import Host
 
 I64 = npt.NDArray[np.int64]
@@ -37,7 +38,8 @@ class HostColumns:
     usable: B  # online and not drained
     sites: list[str]
     classes: list[str]
-    gamesets: list[frozenset[str]]
+    #: what hosts hold, each once: (warm games, images held); hosts holding the same versions pool together
+    gamesets: list[Holding]
 
     @property
     def n_hosts(self) -> int:
@@ -51,23 +53,34 @@ def positions(values: Sequence[K], index: dict[K, int]) -> I64:
     return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
 
 
+def holding(host: Host) -> Holding:
+    """What `host` holds, as placement tells hosts apart by it."""
+    return host.games, host.images
+
+
 def host_columns(hosts: Sequence[Host]) -> HostColumns:
     """The columns of `hosts`, made from scratch."""
     sites: dict[str, int] = {}
     classes: dict[str, int] = {}
-    gamesets: dict[frozenset[str], int] = {}
     n = len(hosts)
+    # A holding is a pair of sets: number each kind of set apart (a frozenset caches its hash, a pair does not),
+    # then the pairs that occur.
+    warm: dict[frozenset[str], int] = {}
+    held: dict[frozenset[str], int] = {}
+    warm_at = positions([h.games for h in hosts], warm)
+    held_at = positions([h.images for h in hosts], held)
+    _, first, gameset = np.unique(warm_at * max(len(held), 1) + held_at, return_index=True, return_inverse=True)
     return HostColumns(
         site=positions([h.site_id for h in hosts], sites),
         gpu_class=positions([h.gpu_class for h in hosts], classes),
-        games=positions([h.games for h in hosts], gamesets),
+        games=gameset.reshape(-1).astype(np.int64),
         price=np.fromiter([h.price_micros for h in hosts], dtype=np.int64, count=n),
         free=np.fromiter([h.free_slots for h in hosts], dtype=np.int64, count=n),
         total=np.fromiter([h.total_slots for h in hosts], dtype=np.int64, count=n),
         usable=np.fromiter([h.online and not h.drained for h in hosts], dtype=np.bool_, count=n),
         sites=list(sites),
         classes=list(classes),
-        gamesets=list(gamesets),
+        gamesets=[holding(hosts[i]) for i in first.tolist()],
     )
 
 
@@ -83,7 +96,7 @@ class HostTable:
         self._position: dict[str, int] = {}
         self._sites: dict[str, int] = {}
         self._classes: dict[str, int] = {}
-        self._gamesets: dict[frozenset[str], int] = {}
+        self._gamesets: dict[Holding, int] = {}
         self._rows = np.zeros((7, 0), dtype=np.int64)  # site, class, games, price, free, total, usable
 
     def __len__(self) -> int:
@@ -124,7 +137,7 @@ class HostTable:
         self._rows[:, at] = (
             self._sites.setdefault(host.site_id, len(self._sites)),
             self._classes.setdefault(host.gpu_class, len(self._classes)),
-            self._gamesets.setdefault(host.games, len(self._gamesets)),
+            self._gamesets.setdefault(holding(host), len(self._gamesets)),
             host.price_micros,
             host.free_slots,
             host.total_slots,

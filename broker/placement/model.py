@@ -74,6 +74,10 @@ class Host:
     games: frozenset[str]
     drained: bool = False
     online: bool = True
+    #: Every image the host holds, as GAME_ID@VERSION, older versions of a game too: a host holding an older
+    #: version lacks only the bytes the current one added since (`GameImage.lacking_from`). A game in `games`
+    #: is warm whatever this says.
+    images: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 0 <= self.free_slots <= self.total_slots:
@@ -105,6 +109,27 @@ class Lease:
     def __post_init__(self) -> None:
         if self.unused_slots < 0:
             raise ValueError(f"lease {self.id}: unused_slots must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class GameImage:
+    """What a host has to fetch to start a game: its current version's image, and what that adds to older ones.
+
+    `size_bytes` is the image's stored size (all of it for a host holding no version; 0: unknown, so a cold
+    start costs the flat `Params.cold_start_penalty_micros`). `lacking_from[v]` is how many of those bytes a host
+    holding version v still lacks (cloudseat-images push records it per earlier version it finds); a version not
+    named there counts as holding nothing of the current one.
+    """
+
+    version: str
+    size_bytes: int
+    lacking_from: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.size_bytes < 0:
+            raise ValueError(f"game image {self.version}: size_bytes must be >= 0")
+        if any(b < 0 for b in self.lacking_from.values()):
+            raise ValueError(f"game image {self.version}: lacking_from bytes must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +173,12 @@ class Params:
       slot-hour, so a cheaper site a few ms farther wins but a far one does not.
     - `cold_start_penalty_micros` 400,000: a game not cached on the host means pulling tens of GB before the
       first frame (minutes of a patron waiting at a paid seat) plus the transfer; worth about a third of a
-      slot-hour, so a warm host is preferred unless the cold one is much cheaper or nearer.
+      slot-hour, so a warm host is preferred unless the cold one is much cheaper or nearer. It is what a cold
+      start costs when the game's image size is unknown, and the most any cold start costs.
+    - `cold_start_micros_per_gib` 10,000: where the image is known (`Problem.images`), a cold start costs this
+      per GiB the host still lacks, rounded up to a grade (a sixteenth of `cold_start_penalty_micros`), and at
+      most `cold_start_penalty_micros`: a full fetch of 40 GiB or more costs the flat penalty, a host holding
+      the previous version of a game whose update added 2 GiB costs 25,000 (one grade).
     - `stay_pending_cost_micros` 1,000,000,000: several hundred times the dearest placement, so leaving a
       request pending is only chosen when no feasible host is left for it; being far above any placement's
       cost also makes the solver place as many requests as it can before it looks at prices.
@@ -156,11 +186,12 @@ class Params:
 
     latency_weight_micros_per_ms: int = 20_000
     cold_start_penalty_micros: int = 400_000
+    cold_start_micros_per_gib: int = 10_000
     stay_pending_cost_micros: int = 1_000_000_000
     latency_policy: LatencyPolicy = field(default_factory=LatencyPolicy)
 
     def __post_init__(self) -> None:
-        if self.latency_weight_micros_per_ms < 0 or self.cold_start_penalty_micros < 0:
+        if min(self.latency_weight_micros_per_ms, self.cold_start_penalty_micros, self.cold_start_micros_per_gib) < 0:
             raise ValueError("params: weights must be >= 0")
         if self.stay_pending_cost_micros <= 0:
             raise ValueError("params: stay_pending_cost_micros must be > 0")
@@ -238,6 +269,9 @@ class Problem:
     params: Params = field(default_factory=Params)
     #: `hosts` as columns already (a HostTable's snapshot, same order); None: made from `hosts` when solving.
     host_columns: HostColumns | None = None
+    #: The games' current images by game id, to price a cold start by the bytes a host lacks; a game not here
+    #: costs the flat `Params.cold_start_penalty_micros` on a host that lacks it.
+    images: Mapping[str, GameImage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

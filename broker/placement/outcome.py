@@ -69,12 +69,11 @@ def placement_costs(frame: Frame, req: I64, host: I64, leased: I64) -> I64:
     """Objective terms of placing requests `req` on hosts `host` with `leased` slots paid by a lease."""
     params = frame.problem.params
     lat = frame.lat[frame.req_venue[req], frame.host_site[host]]
-    cold = ~frame.warm[frame.host_gs[host], frame.req_game[req]]
     paid = frame.req_slots[req] - leased
     return (
         frame.host_price[host] * paid
         + params.latency_weight_micros_per_ms * lat
-        + params.cold_start_penalty_micros * cold.astype(np.int64)
+        + frame.cold[frame.host_gs[host], frame.req_game[req]]
     )
 
 

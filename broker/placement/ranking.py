@@ -1,8 +1,10 @@
 """Each request group's options ranked by cost, so the flow can keep any group's cheapest few.
 
-Options of group g are the columns of a groups x (2 * buckets) matrix: column b is the warm part of bucket b
-(its pools that cache g's games), column buckets + b the cold part (the rest). Option (g, c) exists where the
-bucket is within g's latency target; it costs price + λ·latency, plus the cold-start penalty for cold parts.
+Options of group g are the columns of a groups x columns matrix. A column is one cold-start grade of one bucket:
+the bucket's pools whose cold start for g's games costs exactly that grade (coldstart.py; without image sizes
+the grades are 0, warm, and the flat penalty, so a bucket has at most two columns). Option (g, c) exists where the
+bucket is within g's latency target and the grade has open slots for g's signature; it costs price + λ·latency +
+the grade.
 
 Costs are kept as packed integers (cost rounded down to a power-of-two quantum, then the column) in 32 bits
 when they fit: NumPy partitions and sorts 32-bit integers with SIMD, several times faster than an int64
@@ -32,31 +34,32 @@ class OptionRanking:
         target: I64,
         price: I64,
         lam: int,
-        cold: int,
+        col_bucket: I64,
+        col_extra: I64,
         slots: I64,
         sig: I64,
     ) -> None:
-        """`lat[g, b]` (clipped to int32), `target[g]`, `price[b]`, `slots[sig, column]` and `sig[g]`."""
-        n_groups, n_buckets = lat.shape
-        self.n_cols = n_cols = 2 * n_buckets
+        """`lat[g, b]` (clipped to int32), `target[g]`, `price[b]`; per column its bucket and its cold-start grade
+        `col_extra`; `slots[sig, column]` and `sig[g]`."""
+        n_groups = lat.shape[0]
+        self.n_cols = n_cols = int(col_bucket.size)
         self.bits = bits = max(1, (n_cols - 1).bit_length())
-        max_cost = int(price.max(initial=0)) + lam * int(target.max(initial=0)) + cold
+        max_cost = int(price.max(initial=0)) + lam * int(target.max(initial=0)) + int(col_extra.max(initial=0))
         wide = max_cost >= (1 << 31) - 1 or bits > 20
         self.dtype = dtype = np.int64 if wide else np.int32
         #: rounded costs are below `levels`; the level `levels` itself means "no such option"
         self.levels = levels = (1 << ((63 if wide else 31) - bits)) - 1
         shift = (max_cost // levels).bit_length()
         keys = np.empty((n_groups, n_cols), dtype=dtype)
-        warm, cold_part = keys[:, :n_buckets], keys[:, n_buckets:]
-        np.minimum(lat, target.astype(dtype)[:, None], out=warm, casting="unsafe")
-        warm *= lam
-        warm += price.astype(dtype)
-        np.add(warm, cold, out=cold_part)
+        col_lat = np.take(lat, col_bucket, axis=1)
+        np.minimum(col_lat, target.astype(dtype)[:, None], out=keys, casting="unsafe")
+        keys *= lam
+        keys += (price[col_bucket] + col_extra).astype(dtype)
         if shift:
             keys >>= shift
         # an option with no slots (for this group's signature) or out of reach does not exist
         row_slots = slots[sig]
-        absent = np.concatenate([lat > target[:, None]] * 2, axis=1) | (row_slots <= 0)
+        absent = (col_lat > target[:, None]) | (row_slots <= 0)
         np.putmask(keys, absent, levels)
         keys <<= bits
         keys |= np.arange(n_cols, dtype=dtype)
@@ -75,7 +78,7 @@ class OptionRanking:
         enough = cum >= need[:, None]
         first = np.argmax(enough, axis=1)
         level = np.take_along_axis(sorted_keys, first[:, None], axis=1)[:, 0] >> self.bits
-        cut = ((level.astype(self.dtype) + 1) << self.bits) - 1
+        cut = np.left_shift(level.astype(self.dtype) + 1, self.bits) - 1
         reached = enough.any(axis=1) & (level < self.levels)
         return np.where(reached, np.minimum(cut, self._none), self._none)
 

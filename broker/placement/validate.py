@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from broker.placement.coldstart import cold_start_micros
 from broker.placement.frame import reserve_leases
 from broker.placement.model import Host, PendingReason, Problem, Request, Solution
 
@@ -17,7 +18,7 @@ def placement_cost(problem: Problem, request: Request, host: Host, leased_slots:
     """Objective term of one placement: what the venue pays, plus latency and cold-start terms."""
     params = problem.params
     latency = problem.latency[(request.venue_id, host.site_id)]
-    cold = params.cold_start_penalty_micros if request.game_id not in host.games else 0
+    cold = cold_start_micros(params, problem.images, request.game_id, host.games, host.images)
     paid = host.price_micros * (request.slots - leased_slots)
     return paid + params.latency_weight_micros_per_ms * latency + cold
 

@@ -222,7 +222,7 @@ def image_fetches(fetches: Any, field: str) -> list[dict[str, Any]]:
     return out
 
 
-def game(row: Row) -> fleet_pb2.Game:
+def game(row: Row, lacking_from: Mapping[str, int] | None = None) -> fleet_pb2.Game:
     return fleet_pb2.Game(
         game_id=row["game_id"],
         name=row["name"],
@@ -231,7 +231,23 @@ def game(row: Row) -> fleet_pb2.Game:
         image_ref=row.get("image_ref") or "",
         image_digest=row.get("image_digest") or "",
         update_bytes=row.get("update_bytes") or 0,
+        lacking_from=dict(lacking_from or {}),
     )
+
+
+#: The most earlier versions a PutGame may say the bytes they lack of for one version.
+MAX_LACKING_FROM = 64
+
+
+def lacking_from(given: Mapping[str, int]) -> dict[str, int]:
+    """PutGameRequest.lacking_from checked: version ids and byte counts, at most MAX_LACKING_FROM of them."""
+    if len(given) > MAX_LACKING_FROM:
+        raise InvalidArgument("lacking_from", f"must name at most {MAX_LACKING_FROM} versions")
+    out: dict[str, int] = {}
+    for version in sorted(given):
+        v.ident(version, f"lacking_from[{version[:64]!r}]")
+        out[version] = v.int_range(given[version], f"lacking_from[{version!r}]", 0, 2**63 - 1)
+    return out
 
 
 def price(row: Row) -> fleet_pb2.Price:

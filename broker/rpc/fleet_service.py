@@ -53,9 +53,12 @@ class FleetService(fleet_pb2_grpc.FleetServiceServicer):
         version = v.ident(request.version, "version", required=False)
         image_ref, digest = v.registry_image(request.image_ref, request.image_digest, "image_ref")
         update = v.int_range(request.update_bytes, "update_bytes", 0, 2**63 - 1)
+        lacking = convert.lacking_from(request.lacking_from)
         auth.caller().require_operator("game_id")
-        row = await game_store.put_game(self._pool, game_id, name, size, version, (image_ref, digest, update))
-        return convert.game(row)
+        row, recorded = await game_store.put_game(
+            self._pool, game_id, name, size, version, (image_ref, digest, update), lacking
+        )
+        return convert.game(row, recorded)
 
     async def PrewarmGame(
         self, request: fleet_pb2.PrewarmGameRequest, context: aio.ServicerContext

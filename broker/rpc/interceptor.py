@@ -13,11 +13,12 @@ is admitted and before the servicer sees anything.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import structlog
@@ -28,6 +29,7 @@ from grpc import aio
 from broker import auth
 from broker.counters import Counters
 from broker.guard import ALWAYS_ADMITTED, Guard
+from broker.overload import OVER as _OVER
 from broker.overload import Admission, Shares
 from broker.rpc import status
 from broker.store import audit
@@ -153,24 +155,50 @@ class _Fair:
         self.shares = Shares()
         self.counters = counters
 
-    async def admit(self, method: str, tenant: str, context: aio.ServicerContext) -> None:
-        """Let the call in, or refuse it here (RESOURCE_EXHAUSTED with a retry hint, nothing done, no log line:
-        the refusal must cost less than the call)."""
+    def light(self, tenant: str) -> bool:
+        return self.shares.light(tenant, time.monotonic())
+
+    def refusal(self, method: str, tenant: str) -> tuple[int, bool] | None:
+        """None: let the call in. Else refuse it before anything is done (no log line: the refusal must cost less
+        than the call): the retry hint in ms, and whether the tenant is over its share (its refusal is then held,
+        Guard.hold_refusal)."""
         if method.endswith(ALWAYS_ADMITTED):
-            return
+            return None
         now = time.monotonic()
         # Demand, not what was let in: a flooding tenant stays heavy while it is being shed.
         self.shares.note(tenant, now)
-        if self.admission.shed_share <= 0.0:
-            return
+        if not self.admission.pressed:
+            return None
         ratio, heaviest = self.shares.ratio(tenant, now)
         if self.admission.admit_tenant(random.random(), ratio, heaviest):
-            return
-        self.counters.add("calls_shed")
-        retry_ms = self.admission.retry_after_ms()
-        context.set_trailing_metadata(((PUSHBACK, str(retry_ms)),))
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded: retry in {retry_ms} ms")
+            return None
+        return self.admission.retry_after_ms(), ratio > _OVER
 
+
+async def _shed(
+    guard: Guard,
+    counters: Counters,
+    tenant: str,
+    retry_ms: int,
+    message: str,
+    context: aio.ServicerContext,
+    *,
+    hold: bool,
+) -> NoReturn:
+    """Refuse a call of `tenant`: RESOURCE_EXHAUSTED with the hint. With `hold` (the tenant is over its share),
+    answered once the hint has passed (while the tenant holds few enough such refusals), so that a caller that asks
+    again at once waits in its own connection rather than in the queue of new calls every tenant's call passes
+    through (broker.overload.Slots.hold)."""
+    hold_s = guard.hold_refusal(tenant, retry_ms, context.time_remaining()) if hold else 0.0
+    if hold_s > 0:
+        try:
+            await asyncio.sleep(hold_s)
+        finally:
+            guard.release_refusal(tenant)
+    counters.add("calls_shed")
+    context.set_trailing_metadata(((PUSHBACK, str(retry_ms)),))
+    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+    raise AssertionError("abort raises")
 
 
 def _unary(
@@ -190,12 +218,23 @@ def _unary(
         shed = False
         try:
             call.admit(context)
-            if fair is not None:
-                shed = True  # until let in: an abort below is the shedding's own
-                await fair.admit(method, call.caller.tenant, context)
-                shed = False
-            if guard.enter(method):
-                release = guard.hold()  # the servicer may give it back while it waits (broker.guard.waiting)
+            tenant = call.caller.tenant
+            # Its share of the recent calls while the loop runs late, then of the calls in progress: refused
+            # without a log line, and held when the tenant is over its share.
+            refused = fair.refusal(method, tenant) if fair is not None else None
+            if refused is not None:
+                shed = True
+                retry_ms, over = refused
+                message = f"overloaded: retry in {retry_ms} ms"
+                await _shed(guard, counters, tenant, retry_ms, message, context, hold=over)
+            try:
+                entered = guard.enter(method, tenant, light=fair is not None and fair.light(tenant))
+            except errors.ResourceExhausted as exc:
+                shed = True
+                hold = guard.sharing(tenant)  # over its share; alone, past the capacity: answered at once
+                await _shed(guard, counters, tenant, exc.retry_after_ms or 0, exc.message, context, hold=hold)
+            if entered:
+                release = guard.hold(tenant)  # the servicer may give it back while it waits (broker.guard.waiting)
             _check_not_expired(context)
             with structlog.contextvars.bound_contextvars(**call.ids):
                 return await behavior(_decoded(request), context)
@@ -307,7 +346,8 @@ class Interceptor(aio.ServerInterceptor):
         self.guard = guard or Guard(None)
         self.counters = counters or Counters()
         # Past capacity, new unary calls are refused per tenant once the caller is known (broker.overload); when
-        # the loop is drowning (every tenant shed), here, before anything else is done for them.
+        # the loop is drowning and no tenant is above its share (every tenant shed alike), here, before anything
+        # else is done for them.
         self.admission = admission
         self._fair = _Fair(admission, self.counters) if admission is not None else None
 
@@ -330,12 +370,13 @@ class Interceptor(aio.ServerInterceptor):
         }
         if handler.unary_unary:
             if (
-                self.admission is not None
-                and self.admission.shed_share >= 1.0
+                self._fair is not None
+                and self._fair.admission.shed_share >= 1.0
                 and not method.endswith(ALWAYS_ADMITTED)
+                and not self._fair.shares.anyone_over(time.monotonic())
             ):
                 return grpc.unary_unary_rpc_method_handler(
-                    _refuse(self.counters, self.admission.retry_after_ms()), **kw
+                    _refuse(self.counters, self._fair.admission.retry_after_ms()), **kw
                 )
             return grpc.unary_unary_rpc_method_handler(
                 _unary(method, self.guard, self.counters, handler.unary_unary, self._fair), **kw

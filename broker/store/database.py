@@ -138,12 +138,45 @@ async def create_pool(url: str, min_size: int, max_size: int, name: str = "cloud
 
 
 @contextlib.asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction, with errors translated."""
+async def notifying(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on `conn` for a write that notifies (a session's or a host's change), committed without holding
+    PostgreSQL's notify lock through its WAL flush; on return the write is as durable as any synchronous commit.
+
+    PostgreSQL takes one database-wide lock from a notifying commit's start until the end of its commit, WAL flush
+    included, so notifying commits happen one at a time, each with its own fsync: the lock waits that
+    docs/loadtest-fleet.md#what-limits-it measured. Here the commit itself does not wait for the flush
+    (synchronous_commit off, for this transaction only), so it holds the lock for microseconds; a second, tiny
+    synchronous transaction then waits for the flush, which every concurrent flush shares.
+
+    What changes: the caller is still answered only once the write is on disk (and on a synchronous standby), but a
+    listener may see its notification a few milliseconds earlier. If PostgreSQL crashes in those milliseconds the
+    write is gone after recovery, the caller got UNAVAILABLE (as for a commit whose outcome it never heard) and
+    retries with its request id, and every listener reloads what it caches when its connection comes back; an
+    agent told to start or stop meanwhile is reconciled when it reports (broker.reconcile). The leader's placement
+    commit is not made this way: its notifications send agents their start commands.
+    """
+    # Begun and ended by hand, so the setting and the flush ride on the begin's and the commit's round trips; a
+    # nested conn.transaction() inside is refused by asyncpg (a manual transaction), never silently wrong.
+    await conn.execute(Q["begin_notifying"])
+    try:
+        yield conn
+    except BaseException:
+        try:
+            await conn.execute(Q["rollback"])
+        except Exception:  # the connection is gone or out of step: never hand it out again
+            conn.terminate()
+        raise
+    await conn.execute(Q["commit_then_flush"])
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool, *, notifies: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction, with errors translated. `notifies`: a hot write whose commit notifies,
+    committed as `notifying` says."""
     with translated():
         async with pool.acquire() as conn:
             try:
-                async with conn.transaction():
+                async with notifying(conn) if notifies else conn.transaction():
                     yield conn
             except (
                 asyncpg.InternalClientError,

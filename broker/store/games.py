@@ -8,6 +8,8 @@ the new version — while the sessions running on the old one go on: nothing end
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 from cloudseat import errors
 
@@ -23,11 +25,13 @@ async def put_game(
     image_size_bytes: int,
     version: str = "",
     image: tuple[str, str, int] = ("", "", 0),
-) -> asyncpg.Record:
+    lacking_from: Mapping[str, int] | None = None,
+) -> tuple[asyncpg.Record, dict[str, int]]:
     """Publish or update a game of the catalogue; a new `version` is a game update ('' keeps the current one).
-    `image`: the version's (reference, manifest digest, bytes new since the previous version), or empty."""
+    `image`: the version's (reference, manifest digest, bytes new since the previous version), or empty.
+    Returns the game's row and what each earlier version lacks of its version (`put_game_in`)."""
     async with transaction(pool) as conn:
-        return await put_game_in(conn, game_id, name, image_size_bytes, version, image)
+        return await put_game_in(conn, game_id, name, image_size_bytes, version, image, lacking_from)
 
 
 async def put_game_in(
@@ -37,24 +41,38 @@ async def put_game_in(
     image_size_bytes: int,
     version: str = "",
     image: tuple[str, str, int] = ("", "", 0),
-) -> asyncpg.Record:
-    """`put_game` in the caller's transaction (broker.region applies a whole file in one)."""
+    lacking_from: Mapping[str, int] | None = None,
+) -> tuple[asyncpg.Record, dict[str, int]]:
+    """`put_game` in the caller's transaction (broker.region applies a whole file in one).
+
+    `lacking_from`: stored bytes of this version that a host holding each earlier version lacks (what placement
+    prices a cold start by). With an image it replaces what was recorded for the version, and a new version's
+    `update_bytes` counts for the version it replaces unless named; None leaves what was recorded."""
     image_ref, image_digest, update_bytes = image
     before = await conn.fetchrow(Q["game_image"], game_id)
     row: asyncpg.Record = await conn.fetchrow(
         Q["put_game"], game_id, name, image_size_bytes, version, image_ref, image_digest, update_bytes
     )
+    current = row["version"]
+    if image_ref and lacking_from is not None:
+        lacking = {v: b for v, b in lacking_from.items() if v != current}
+        if before is not None and before["version"] != current and update_bytes > 0:
+            lacking.setdefault(before["version"], update_bytes)
+        await conn.execute(Q["clear_game_lacking"], game_id, current)
+        await conn.execute(Q["put_game_lacking"], game_id, current, list(lacking), list(lacking.values()))
+    recorded = {r["from_version"]: r["bytes"] for r in await conn.fetch(Q["game_lacking"], game_id, current)}
     await audit.write(
         conn,
         "game.put",
         f"game:{game_id}",
         name=name,
         image_size_bytes=image_size_bytes,
-        version=row["version"],
+        version=current,
         previous_version=before["version"] if before is not None else None,
         image_ref=row["image_ref"],
+        lacking_from=recorded,
     )
-    return row
+    return row, recorded
 
 
 async def prewarm(pool: asyncpg.Pool, site_id: str, game_id: str) -> tuple[str, list[str]]:

@@ -88,7 +88,7 @@ async def register(
 async def _register(
     pool: asyncpg.Pool, reg: Registration, link: Link | None, enrolment_required: bool
 ) -> Registered:
-    async with transaction(pool) as conn:
+    async with transaction(pool, notifies=True) as conn:
         site = await required_row(
             conn,
             "site_exists",
@@ -283,7 +283,7 @@ async def advance_reported(
         return []
     outcomes: list[errors.CloudseatError | None] = []
     steps: dict[State, list[uuid.UUID]] = {s: [] for s in _REPORTED_STEPS}
-    async with transaction(pool) as conn:
+    async with transaction(pool, notifies=True) as conn:
         rows = await conn.fetch(Q["lock_reported_sessions"], sorted({sid for sid, _, _ in reports}))
         now = {r["session_id"]: (State(r["state"]), r["host_id"]) for r in rows}
         for sid, host_id, to in reports:

@@ -108,6 +108,7 @@ class PostgresSchedulerStore:
                 slots=r["slots"],
                 resumed=r["resumed"],
                 waited_ms=r["waited_ms"],
+                pending_reason=r["pending_reason"] or "",
             )
             for r in await pending_batch(self._pool, limit)
         ]
@@ -137,6 +138,24 @@ class PostgresSchedulerStore:
             LatencyRow(r["venue_id"], r["site_id"], r["rtt_ms"])
             for r in await venue_latency(self._pool, venue_ids)
         ]
+
+    async def games_stamp(self) -> object:
+        with translated():
+            row = await self._pool.fetchrow(Q["games_stamp"])
+        assert row is not None  # an aggregate answers one row
+        return row["n"], row["updated_at"]
+
+    async def game_images(self) -> dict[str, placement.GameImage]:
+        with translated():
+            rows = await self._pool.fetch(Q["game_images"])
+        return {
+            r["game_id"]: placement.GameImage(
+                r["version"],
+                r["image_size_bytes"],
+                dict(zip(r["from_versions"], r["lacking_bytes"], strict=True)),
+            )
+            for r in rows
+        }
 
     async def leases_in_force(self) -> list[placement.Lease]:
         return [

@@ -19,7 +19,7 @@ import asyncpg
 from cloudseat import errors
 
 from broker.store import audit
-from broker.store.database import transaction, translated
+from broker.store.database import notifying, transaction, translated
 from broker.store.group_commit import GroupCommit
 from broker.store.queries import Q
 
@@ -94,21 +94,22 @@ class SessionBatches:
                     return [busy() for _ in batch]
                 try:
                     try:
-                        found = await conn.fetch(
-                            Q["insert_sessions"],
-                            [s.session_id for s in todo],
-                            [s.venue_id for s in todo],
-                            [s.seat_id for s in todo],
-                            [s.request_id for s in todo],
-                            [s.game_id for s in todo],
-                            [s.patron_id for s in todo],
-                            [s.slots for s in todo],
-                            [s.token for s in todo],
-                            [s.zone_id for s in todo],
-                            [s.started_by for s in todo],
-                            [s.by_peer for s in todo],
-                            [s.paid_time_s for s in todo],
-                        )
+                        async with notifying(conn):
+                            found = await conn.fetch(
+                                Q["insert_sessions"],
+                                [s.session_id for s in todo],
+                                [s.venue_id for s in todo],
+                                [s.seat_id for s in todo],
+                                [s.request_id for s in todo],
+                                [s.game_id for s in todo],
+                                [s.patron_id for s in todo],
+                                [s.slots for s in todo],
+                                [s.token for s in todo],
+                                [s.zone_id for s in todo],
+                                [s.started_by for s in todo],
+                                [s.by_peer for s in todo],
+                                [s.paid_time_s for s in todo],
+                            )
                     except (asyncpg.ForeignKeyViolationError, asyncpg.DeadlockDetectedError):
                         # An unknown game fails the whole statement, as do writers that crossed: nothing was
                         # written, and each start learns its own answer alone.
@@ -125,7 +126,7 @@ class SessionBatches:
             first.setdefault(e.session_id, i)
         todo = [batch[i] for i in first.values()]
         try:
-            async with transaction(self._pool) as conn:
+            async with transaction(self._pool, notifies=True) as conn:
                 # The sessions, then their hosts, each in id order, as every writer of many sessions: two batches
                 # never wait on each other in a circle (migration 0012).
                 await conn.execute(Q["lock_sessions_then_hosts"], [e.session_id for e in todo], [])

@@ -152,7 +152,7 @@ async def start(
                     async with _connection(pool, busy_after_s) as conn:
                         row = await _insert(conn, req, 0)
         else:
-            async with transaction(pool) as conn:
+            async with transaction(pool, notifies=True) as conn:
                 retry, carried = await _check_resume(conn, req, req.resume, check)
                 row = None if retry else await _insert(conn, req, carried)
     except errors.NotFound as exc:
@@ -275,7 +275,7 @@ async def advance(
         moves = lifecycle.catch_up(State(row["state"]), to)
         if not moves:
             return row
-        async with transaction(pool) as conn:
+        async with transaction(pool, notifies=True) as conn:
             updated: asyncpg.Record | None = None
             for move in moves:
                 updated = await conn.fetchrow(Q["advance"], session_id, move.current, move.to)

@@ -41,13 +41,14 @@ async def _arena(world: BrokerClient, version: str = "") -> fleet_pb2.Game:
     game: fleet_pb2.Game = await world.fleet.PutGame(
         fleet_pb2.PutGameRequest(game_id="arena", name="Arena", image_size_bytes=3_000_000, version=version)
     )
-    # Both sites within the first latency target (15 ms); the near one 2 ms nearer: worth less than a cold start.
+    # Both sites within the first latency target (15 ms); the near one 1 ms nearer (0.02 units): worth less than
+    # the least cold start (a grade, 0.025 units, however small the image: placement knows the bytes).
     await world.venues.ReportLatency(
         venue_pb2.ReportLatencyRequest(
             venue_id="cafe",
             samples=[
                 venue_pb2.LatencySample(site_id="site-near", rtt_ms=10),
-                venue_pb2.LatencySample(site_id="site-far", rtt_ms=12),
+                venue_pb2.LatencySample(site_id="site-far", rtt_ms=11),
             ],
         )
     )
@@ -179,6 +180,47 @@ async def test_game_update_rolls_out_without_ending_running_sessions(world: Brok
         )
 
 
+def _image(n: int) -> dict[str, str]:
+    """A published image's reference and digest, as cloudseat-images push would send them."""
+    digest = f"{n:x}" * 64
+    return {"image_ref": f"games/arena@sha256:{digest}", "image_digest": digest}
+
+
+async def test_a_host_holding_the_previous_version_is_almost_warm_for_the_update(world: BrokerClient) -> None:
+    """Placement knows the bytes: a cold start costs what the host still lacks of the current version."""
+    gib = 1 << 30
+    await _arena(world)
+    await world.fleet.PutGame(
+        fleet_pb2.PutGameRequest(game_id="arena", name="Arena", image_size_bytes=38 * gib, version="1", **_image(1))
+    )
+    # Version 2: 40 GiB, of which a host holding version 1 lacks 1 GiB (push's update_bytes counts for version 1).
+    update = await world.fleet.PutGame(
+        fleet_pb2.PutGameRequest(
+            game_id="arena", name="Arena", image_size_bytes=40 * gib, version="2", update_bytes=gib, **_image(2)
+        )
+    )
+    assert (update.version, dict(update.lacking_from)) == ("2", {"1": gib})
+    async with (
+        ScriptedAgent(world, "host-far", site_id="site-far", games=("demo", "arena@1")),
+        ScriptedAgent(world, "host-near", site_id="site-near", games=("demo",)),
+    ):
+        for host_id in ("host-far", "host-near"):
+            host = await world.fleet.GetHost(fleet_pb2.GetHostRequest(host_id=host_id))
+            assert "arena" not in host.games_cached  # both are cold for version 2
+        # The far host fetches 1 GiB (0.025 units) and is 1 ms farther (0.02); the near one fetches 40 GiB (0.4).
+        assert await _placed_on(world, "s1") == "host-far"
+        # Version 3 was compared with version 2 only: a host holding version 1 lacks all of it, like a host
+        # holding nothing, and the nearer host wins.
+        v3 = await world.fleet.PutGame(
+            fleet_pb2.PutGameRequest(
+                game_id="arena", name="Arena", image_size_bytes=40 * gib, version="3", update_bytes=gib,
+                lacking_from={"2": gib}, **_image(3),
+            )
+        )  # fmt: skip
+        assert dict(v3.lacking_from) == {"2": gib}
+        assert await _placed_on(world, "s2") == "host-near"
+
+
 async def test_bad_input(world: BrokerClient) -> None:
     await _arena(world)
     pre, put = fleet_pb2.PrewarmGameRequest, fleet_pb2.PutGameRequest
@@ -188,6 +230,18 @@ async def test_bad_input(world: BrokerClient) -> None:
         (world.fleet.PrewarmGame, pre(site_id="nowhere", game_id="arena"), C.NOT_FOUND, "site_id"),
         (world.fleet.PrewarmGame, pre(site_id="site-near", game_id="nogame"), C.NOT_FOUND, "game_id"),
         (world.fleet.PutGame, put(game_id="arena", name="A", version="v 2"), C.INVALID_ARGUMENT, "version"),
+        (
+            world.fleet.PutGame,
+            put(game_id="arena", name="A", version="2", lacking_from={"v 1": 5}),
+            C.INVALID_ARGUMENT,
+            "lacking_from['v 1']",
+        ),
+        (
+            world.fleet.PutGame,
+            put(game_id="arena", name="A", version="2", lacking_from={f"v{i}": 1 for i in range(65)}),
+            C.INVALID_ARGUMENT,
+            "lacking_from",
+        ),
     ]
     for method, request, code, field in cases:
         with pytest.raises(aio.AioRpcError) as refused:

@@ -398,3 +398,29 @@ async def test_publishing_a_demo_update_changes_the_pixels_a_seat_sees(
         assert abs(seen - blue) <= 16, (version, seen)
         host = await host_where(world, "agent-demo", lambda h, v=version: f"demo@{v}" in h.images_cached)
         assert "demo" in host.games_cached  # warm for the current version now
+
+
+async def test_a_push_records_what_every_earlier_version_lacks(
+    world: BrokerClient, broker: Broker, registry: RegistryProcesses, tmp_path: Path
+) -> None:
+    """Placement prices a cold start by these bytes (broker.placement.coldstart): the push compares the new version
+    with each earlier one in the registry, not only the one it replaces."""
+    v1, v2, v3 = tmp_path / "v1", tmp_path / "v2", tmp_path / "v3"
+    make_tree(v1, seed=3, size=600_000)
+    edit(v1, v2)
+    shutil.copytree(v2, v3, symlinks=True)
+    (v3 / "media" / "outro.bin").write_bytes(os.urandom(60_000))  # v3 adds a file to v2
+    for version, tree in (("1", v1), ("2", v2), ("3", v3)):
+        rc, _, err = await push(registry, broker, "arena", version, tree)
+        assert rc == 0, err
+    game = next(g for g in await world.list_games() if g.game_id == "arena")
+    assert broker.pool is not None
+    rows = await broker.pool.fetch(
+        "SELECT version, from_version, bytes FROM game_version_lacking WHERE game_id = 'arena'"
+        " ORDER BY version, from_version"
+    )
+    lacking = {(r["version"], r["from_version"]): r["bytes"] for r in rows}
+    assert set(lacking) == {("2", "1"), ("3", "1"), ("3", "2")}
+    # A host holding v2 lacks what v3 added; one holding v1 lacks that and what v2 had added, but not everything.
+    assert lacking[("3", "2")] == game.update_bytes
+    assert 0 < lacking[("3", "2")] < lacking[("3", "1")] < game.image_size_bytes

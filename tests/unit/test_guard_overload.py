@@ -81,3 +81,30 @@ def test_a_call_whose_deadline_passed_while_it_waited_is_not_served() -> None:
     _check_not_expired(_Deadline(0.5))  # type: ignore[arg-type]
     with pytest.raises(DeadlineExceeded, match="deadline passed before it was served"):
         _check_not_expired(_Deadline(0.0))  # type: ignore[arg-type]
+
+
+def test_a_tenant_at_its_share_of_the_calls_in_progress_is_shed_while_another_goes_in() -> None:
+    guard = Guard(None, max_inflight=4, shared_inflight=4)
+    for _ in range(4):
+        assert guard.enter(START, "venue:flood", now=0.0)
+    assert guard.enter(START, "venue:quiet", now=0.0)  # under its share (2 of 4) though all 4 are held
+    with pytest.raises(ResourceExhausted, match="venue:flood holds 4 calls in progress here, its share") as shed:
+        guard.enter(START, "venue:flood", now=0.0)
+    assert shed.value.retry_after_ms == 400  # twice its share held: four times the base hint
+    assert guard.enter(END, "venue:flood") is False  # ending is never shed
+    guard.leave("venue:flood")
+    guard.leave("venue:quiet")
+    assert guard.inflight == 3 and guard.shed == 1
+
+
+def test_a_tenant_alone_is_refused_at_once_and_one_sharing_is_held() -> None:
+    """Past the capacity a tenant alone is answered at once (a refusal must cost less than the call); one over its
+    share beside another tenant has its refusal held for the hint (broker.overload.Slots.hold)."""
+    guard = Guard(None, max_inflight=2, shared_inflight=2)
+    assert guard.enter(START, "venue:a") and guard.enter(START, "venue:a")
+    assert not guard.sharing("venue:a")
+    assert guard.hold_refusal("venue:a", 100, time_left_s=10.0) > 0  # what a hold would be, if asked
+    guard.release_refusal("venue:a")
+    assert guard.enter(START, "venue:b")
+    assert guard.sharing("venue:a") and guard.sharing("venue:b")
+    assert guard.hold_refusal("venue:a", 100, time_left_s=0.01) == 0.0  # never past the caller's deadline

@@ -25,7 +25,7 @@ def _decoded(hosts: list[placement.Host], cols: HostColumns) -> list[tuple[objec
             h.id,
             cols.sites[int(cols.site[i])] == h.site_id,
             cols.classes[int(cols.gpu_class[i])] == h.gpu_class,
-            cols.gamesets[int(cols.games[i])] == h.games,
+            cols.gamesets[int(cols.games[i])] == (h.games, h.images),
             int(cols.price[i]) == h.price_micros,
             int(cols.free[i]) == h.free_slots,
             int(cols.total[i]) == h.total_slots,

@@ -95,6 +95,12 @@ def test_json_has_every_field(small_run: tuple[dict[str, Any], dict[str, str], P
     assert check["engine_placed_fewer"] <= check["proven_optimal"]
     assert result["placed_engine"] == result["solvers"]["engine"]["placed"]
     assert result["headline"]["batches"] == 2
+    # every engine batch with multi-slot requests against its lower bound: never below it
+    bound = result["gap_bound"]
+    assert bound["batches"] > 0
+    assert bound["proven_optimal"] <= bound["batches"]
+    assert bound["within_target"] + bound["more_pending_than_bound"] <= bound["batches"]
+    assert 0 <= bound["mean_gap_bound_pct"] <= bound["max_gap_bound_pct"]
 
 
 def test_assignments_file_validates(small_run: tuple[dict[str, Any], dict[str, str], Path]) -> None:
@@ -183,6 +189,19 @@ _DELETE = object()
         ("requests.0.slots", 0, "instance.requests[0].slots: must be an integer ≥ 1"),
         ("requests", {}, "instance.requests: must be a list"),
         ("version", 2, "instance.version: must be 1"),
+        ("hosts.0.images", ["lol"], "instance.hosts[0].images[0]: must be GAME_ID@VERSION"),
+        ("images", [], "instance.images: must be an object"),
+        ("images", {"lol": {"size_bytes": 5}}, "instance.images['lol'].version: must be a non-empty string"),
+        (
+            "images",
+            {"lol": {"version": "2", "size_bytes": 5, "lacking_from": {"1": -1}}},
+            "instance.images['lol'].lacking_from['1']: must be an integer ≥ 0",
+        ),
+        (
+            "params",
+            {"cold_start_micros_per_gib": -1},
+            "instance.params.cold_start_micros_per_gib: must be an integer ≥ 0",
+        ),
     ],
 )
 def test_malformed_instance_names_the_field(
@@ -263,3 +282,22 @@ def test_multi_slot_pct_sets_the_share_of_multi_slot_sessions(
     capsys.readouterr()
     assert cli.main(["placement", "--multi-slot-pct", "150"]) == 2
     assert "--multi-slot-pct" in capsys.readouterr().err
+
+
+def test_an_instance_with_images_prices_cold_starts_by_the_bytes(tmp_path: Path) -> None:
+    doc = _valid()
+    doc["leases"] = []
+    base = doc["hosts"][0]
+    doc["hosts"] = [
+        {**base, "id": "cold", "games": [], "price_micros": 1_500_000},
+        {**base, "id": "holds-v1", "games": [], "price_micros": 1_600_000, "images": ["lol@1"]},
+    ]
+    doc["images"] = {"lol": {"version": "2", "size_bytes": 40 << 30, "lacking_from": {"1": 1 << 30}}}
+    path = tmp_path / "i.json"
+    path.write_text(json.dumps(doc))
+    inst = instance_file.read(path)
+    assert instance_file.to_json(inst)["images"] == doc["images"]
+    out = tmp_path / "a.json"
+    args = ["placement", "--instance", str(path), "--exact-max-requests", "0", "--exact-sample", "0"]
+    assert cli.main([*args, "--headline-batches", "0", "--assignments", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"r0": "holds-v1"}

@@ -5,8 +5,12 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from broker.placement import Host, Lease, Params, Problem, Request
+from broker.placement.model import GameImage
 
 GAMES = ("lol", "cs2", "dota2", "valorant")
+#: Versions an image strategy draws from; "3" is the current one.
+VERSIONS = ("1", "2", "3")
+GIB = 1 << 30
 
 
 def host(
@@ -43,6 +47,14 @@ def problems(draw: st.DrawFn, *, multi: bool = False, max_requests: int = 8, max
     sites = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
     venues = [f"v{i}" for i in range(draw(st.integers(1, 3)))]
     classes = ["l4", "a16"]
+    # Some games have known images: a host holding an older version lacks only part of the current one.
+    images = {}
+    if draw(st.booleans()):
+        for game in draw(st.sets(st.sampled_from(GAMES))):
+            size = draw(st.sampled_from([0, 3 * GIB, 30 * GIB, 80 * GIB]))
+            lacking = {v: draw(st.integers(0, size)) for v in draw(st.sets(st.sampled_from(VERSIONS[:2])))}
+            images[game] = GameImage("3", size, lacking)
+    held_images = st.frozensets(st.builds("{}@{}".format, st.sampled_from(GAMES), st.sampled_from(VERSIONS)))
     hosts = []
     for i in range(draw(st.integers(1, max_hosts))):
         total = draw(st.integers(1, 4))
@@ -57,6 +69,7 @@ def problems(draw: st.DrawFn, *, multi: bool = False, max_requests: int = 8, max
                 games=frozenset(draw(st.sets(st.sampled_from(GAMES)))),
                 drained=draw(st.booleans()) and draw(st.booleans()),
                 online=not (draw(st.booleans()) and draw(st.booleans()) and draw(st.booleans())),
+                images=draw(held_images) if images else frozenset(),
             )
         )
     latency = {}
@@ -90,5 +103,6 @@ def problems(draw: st.DrawFn, *, multi: bool = False, max_requests: int = 8, max
     params = Params(
         latency_weight_micros_per_ms=draw(st.sampled_from([0, 20_000])),
         cold_start_penalty_micros=draw(st.sampled_from([0, 400_000])),
+        cold_start_micros_per_gib=draw(st.sampled_from([10_000, 200_000])),
     )
-    return Problem(requests, hosts, latency, leases, params)
+    return Problem(requests, hosts, latency, leases, params, images=images)

@@ -153,6 +153,10 @@ def test_multi_slot_batches(problem: Problem) -> None:
     assert by_engine.cost_micros >= by_exact.cost_micros
     if by_engine.proven_optimal:
         assert by_engine.cost_micros == by_exact.cost_micros
+    # the lower bound the engine's gap is measured against is one
+    bound = engine.lower_bound(problem)
+    assert bound.placement_micros + bound.pending * problem.params.stay_pending_cost_micros <= by_exact.cost_micros
+    assert bound.pending <= len(by_exact.unplaced)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -212,3 +212,29 @@ def test_validate_catches_broken_answers() -> None:
     assert any("2 slots placed, 1 free" in e for e in validate_solution(problem, over))
     missing = type(good)(assignments={}, unplaced={}, cost_micros=0)
     assert any("neither placed nor pending" in e for e in validate_solution(problem, missing))
+
+
+def test_a_big_batch_tries_multi_slot_sessions_first_when_they_pay_much_more_than_alone() -> None:
+    # The flow puts the one-slot request on the cheapest host, the only one near with room for the 2-slot
+    # session, which then goes far and dear: far above the batch's lower bound (each part alone). So the engine
+    # tries the other order too: the 2-slot session first, then the one-slot request beside it, a little dearer.
+    hosts = [
+        host("near-2", "s0", free=2, total=2, price=1_000_000),
+        host("near-1", "s0", free=1, total=1, price=1_100_000),
+        host("far-2", "s1", free=2, total=2, price=2_000_000),
+    ]
+    problem = Problem(
+        [request("one", arrival=0), request("two", arrival=1, slots=2)],
+        hosts,
+        {("v0", "s0"): 5, ("v0", "s1"): 25},
+    )
+    split = engine.solve(problem, exact_max_requests=0)  # the big-batch path
+    assert split.assignments == {"one": "near-1", "two": "near-2"}
+    assert split.cost_micros == exact.solve(problem).cost_micros
+    # Each part alone would cost 1.0 + 2.0 units (+ latency); with the 2-slot session spread over one-slot units
+    # sharing the capacity, the bound sees the competition and meets the optimum: 1.1 + 2.0.
+    bound = engine.lower_bound(problem)
+    assert (bound.placement_micros, bound.pending) == (1_100_000 + 2 * 1_000_000 + 2 * 20_000 * 5, 0)
+    assert bound.placement_micros == split.cost_micros
+    assert split.solver == "engine:cp-sat+flow"
+    assert validate_solution(problem, split) == []

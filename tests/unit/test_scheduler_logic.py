@@ -47,11 +47,12 @@ class _Host:
     gpu_class: str = "rtx"
     online: bool = True
     drained: bool = False
+    images: tuple[str, ...] = ()  # GAME@VERSION held, older versions too
 
     def row(self) -> HostRow:
         return HostRow(
             self.id, self.site_id, self.gpu_class, self.free_slots, self.slots, self.price_micros,
-            list(self.games), self.drained,
+            list(self.games), self.drained, list(self.images),
         )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ class MemoryStore:
         self.latency: dict[tuple[str, str], int] = {}
         self.stamps: dict[str, int] = {}
         self.leases: dict[str, _Lease] = {}
+        self.images: dict[str, placement.GameImage] = {}  # games' current images (games.sql, 0019's table)
         self.calls: list[tuple[str, object]] = []
         self.reason_writes: list[tuple[placement.RequestId, str]] = []
         #: Commits to refuse before looking at them, as when other writers keep taking the slots a plan counted
@@ -152,7 +154,9 @@ class MemoryStore:
         )[:limit]
         self.calls.append(("pending_batch", len(pending)))
         return [
-            PendingRequest(s.id, s.venue_id, "demo", s.cap_ms, s.slots, s.resumed, self.now_ms - s.created_ms)
+            PendingRequest(
+                s.id, s.venue_id, "demo", s.cap_ms, s.slots, s.resumed, self.now_ms - s.created_ms, s.reason or ""
+            )
             for s in pending
         ]
 
@@ -177,6 +181,13 @@ class MemoryStore:
     async def venue_latency(self, venue_ids: Sequence[str]) -> list[LatencyRow]:
         self.calls.append(("venue_latency", list(venue_ids)))
         return [LatencyRow(v, s, ms) for (v, s), ms in self.latency.items() if v in venue_ids]
+
+    async def games_stamp(self) -> object:
+        return sorted(self.images.items())
+
+    async def game_images(self) -> dict[str, placement.GameImage]:
+        self.calls.append(("game_images", None))
+        return dict(self.images)
 
     async def leases_in_force(self) -> list[placement.Lease]:
         used = Counter[str]()
@@ -333,7 +344,7 @@ async def test_a_partly_skipped_commit_reads_every_host_again_and_wakes_another_
 # -- pending reasons ------------------------------------------------------------------------------------------
 
 
-async def test_every_unplaced_request_s_reason_is_handed_over_and_only_changed_ones_are_written() -> None:
+async def test_only_reasons_that_changed_are_handed_over() -> None:
     why = placement.PendingReason
     store = _store()
     store.add_host("h1", slots=1)
@@ -346,15 +357,16 @@ async def test_every_unplaced_request_s_reason_is_handed_over_and_only_changed_o
     both = {attic: why.NO_SITE_WITHIN_CAP, queued: why.NO_CAPACITY_WITHIN_CAP}
     assert store.called("set_pending_reasons") == [both]
     assert store.reason_writes == [(attic, "NO_SITE_WITHIN_CAP"), (queued, "NO_CAPACITY_WITHIN_CAP")]
-    # Nothing changed: the same reasons are handed over again, and the store writes none of them.
+    # Nothing changed: past capacity most of a queue waits like this, and a round then writes (and locks) none.
     await scheduler.round()
-    assert store.called("set_pending_reasons") == [both, both]
+    assert store.called("set_pending_reasons") == [both]
     assert len(store.reason_writes) == 2
-    # The attic is measured now, to a site whose host is free: placed, its reason cleared, and no longer handed.
+    # The attic is measured now, to a site whose host is free: placed, its reason cleared; the queued one's reason
+    # has not changed, so nothing is handed over.
     store.report_latency("attic", "site-b", 5)
     await scheduler.round()
     assert store.state(attic) == ("PLACED", "h2") and store.sessions[attic].reason is None
-    assert store.called("set_pending_reasons")[-1] == {queued: why.NO_CAPACITY_WITHIN_CAP}
+    assert store.called("set_pending_reasons") == [both]
     assert len(store.reason_writes) == 2
 
 
@@ -563,3 +575,33 @@ async def test_a_placement_is_committed_at_the_price_in_force() -> None:
     assert store.state(rid) == ("PLACED", "h1")
     [placed] = store.committed
     assert (placed.session_id, placed.host_id, placed.price_micros) == (rid, "h1", 2_500_000)
+
+
+# -- cold starts priced by the bytes a host lacks ---------------------------------------------------------------------
+
+
+async def test_a_host_holding_the_previous_version_beats_a_cheaper_cold_host() -> None:
+    store = _store()
+    store.add_host("cold", slots=2, price=1_000_000)
+    store.add_host("holds-v2", slots=2, price=1_100_000)
+    for h in store.hosts.values():
+        h.games = ()  # neither holds the current version, v3
+    store.hosts["holds-v2"].images = ("demo@2",)
+    # v3 is 40 GiB, 1 GiB of it new since v2: a full fetch costs the flat 0.4 units, v2's host 0.025.
+    store.images["demo"] = placement.GameImage("3", 40 << 30, {"2": 1 << 30})
+    scheduler = _scheduler(store)
+    first = store.add_request("first")
+    await scheduler.round()
+    assert store.state(first) == ("PLACED", "holds-v2")
+    second = store.add_request("second")
+    await scheduler.round()
+    assert store.state(second) == ("PLACED", "holds-v2")
+    assert store.called("game_images") == [None]  # read again only when a game was put
+    # v4 replaces everything: holding v2 no longer helps, and the cheaper host wins.
+    store.images["demo"] = placement.GameImage("4", 40 << 30, {"3": 1 << 30})
+    store.end(first)
+    scheduler.host_changed("holds-v2")  # a slot there again
+    third = store.add_request("third")
+    await scheduler.round()
+    assert store.called("game_images") == [None, None]
+    assert store.state(third) == ("PLACED", "cold")

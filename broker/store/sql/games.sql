@@ -14,6 +14,17 @@ ON CONFLICT (game_id) DO UPDATE
         updated_at = now()
 RETURNING *;
 
+-- name: clear_game_lacking
+DELETE FROM game_version_lacking WHERE game_id = $1 AND version = $2;
+
+-- name: put_game_lacking
+-- What each earlier version ($3, $4: versions and bytes) lacks of version $2 (after clear_game_lacking).
+INSERT INTO game_version_lacking (game_id, version, from_version, bytes)
+SELECT $1, $2, f, b FROM unnest($3::text[], $4::bigint[]) AS u(f, b);
+
+-- name: game_lacking
+SELECT from_version, bytes FROM game_version_lacking WHERE game_id = $1 AND version = $2 ORDER BY from_version;
+
 -- name: game_image
 SELECT game_id, version, image_size_bytes, image_ref, image_digest FROM games WHERE game_id = $1;
 

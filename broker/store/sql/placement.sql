@@ -11,13 +11,32 @@ LIMIT $1;
 -- declared one: the scheduler works out the site's price in force from `prices` itself, once per price; through
 -- host_view (once per host) it was 110 of a full read's 128 ms at 10,000 hosts.
 SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
-       drained OR draining AS drained
+       drained OR draining AS drained, images_cached
 FROM hosts WHERE status = 'online';
 
 -- name: hosts_by_id
 SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
-       drained OR draining AS drained
+       drained OR draining AS drained, images_cached
 FROM hosts WHERE status = 'online' AND host_id = ANY($1::text[]);
+
+-- name: games_stamp
+-- Changes whenever a game is put (a put stamps its row, and writes what earlier versions lack in the same
+-- transaction; games are never removed).
+SELECT count(*) AS n, max(updated_at) AS updated_at FROM games;
+
+-- name: game_images
+-- Each game's current version, its image's stored size, and what each earlier version lacks of it (placement prices
+-- a cold start by these; broker.placement.coldstart). Games without a size are left out: a cold start costs the
+-- flat penalty for them.
+SELECT g.game_id, g.version, g.image_size_bytes,
+       coalesce(array_agg(l.from_version ORDER BY l.from_version) FILTER (WHERE l.from_version IS NOT NULL),
+                '{}') AS from_versions,
+       coalesce(array_agg(l.bytes ORDER BY l.from_version) FILTER (WHERE l.from_version IS NOT NULL),
+                '{}') AS lacking_bytes
+FROM games g
+LEFT JOIN game_version_lacking l ON l.game_id = g.game_id AND l.version = g.version
+WHERE g.image_size_bytes > 0
+GROUP BY g.game_id;
 
 -- name: price_stamp
 -- Changes whenever a price is set (a set stamps its row; prices are never removed).

@@ -75,6 +75,9 @@ async def _push(opts: PushOptions, root: Path) -> int:
         previous = None
         if current is not None and current.image_ref and current.version != opts.version:
             previous = await asyncio.to_thread(publish.read, registry, current.image_ref)
+        # Every earlier version in the registry: the broker prices a cold start on a host holding one by what it
+        # lacks of this one.
+        earlier = await asyncio.to_thread(publish.earlier_versions, registry, opts.game, opts.version)
         started = time.monotonic()
         progress = publish.Progress()
         done = await asyncio.to_thread(
@@ -84,6 +87,7 @@ async def _push(opts: PushOptions, root: Path) -> int:
             opts.version,
             root,
             previous=previous,
+            earlier=earlier,
             workers=opts.workers,
             progress=progress,
             on_progress=lambda p: _bar(p, started),
@@ -99,6 +103,7 @@ async def _push(opts: PushOptions, root: Path) -> int:
                 image_ref=done.image_ref,
                 image_digest=done.digest,
                 update_bytes=done.update_bytes,
+                lacking_from=done.lacking_from,
             )
         )
     print(

@@ -134,6 +134,19 @@ class Registry:
             raise self._error(r, f"reading the manifest {repo}:{reference}")
         return r.body
 
+    def tags(self, repo: str) -> list[str]:
+        """The repository's tags (none for a repository the registry does not know yet); at most 1,000."""
+        r = self._request("GET", f"/v2/{repo}/tags/list?n=1000", scope=f"repository:{repo}:pull")
+        if r.status == 404:
+            return []
+        if r.status != 200:
+            raise self._error(r, f"listing the tags of {repo}")
+        try:
+            tags = json.loads(r.body).get("tags") or []
+        except (ValueError, AttributeError):
+            raise RegistryError(f"registry {self.url}: the tag list of {repo} is not JSON") from None
+        return [str(t) for t in tags]
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cloudseat.images import manifest, oci, tree
@@ -47,6 +47,8 @@ class Published:
     present_blobs: int  # already in the registry
     update_bytes: int  # stored bytes the previous version lacks (all of them without one)
     manifest: manifest.Manifest
+    #: stored bytes each earlier version given (`push(earlier=...)`) lacks, by version: placement's cold-start cost
+    lacking_from: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -67,11 +69,15 @@ def push(
     root: Path,
     *,
     previous: manifest.Manifest | None = None,
+    earlier: Sequence[manifest.Manifest] = (),
     workers: int = 4,
     progress: Progress | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Published:
-    """Publish the tree at root as GAME_ID:VERSION; raises ManifestError or RegistryError (nothing is tagged)."""
+    """Publish the tree at root as GAME_ID:VERSION; raises ManifestError or RegistryError (nothing is tagged).
+
+    `previous` is the version this one replaces (its update_bytes); `earlier` any earlier versions (the previous one
+    may be among them), each of which gets what it lacks of this one in `lacking_from`."""
     repo = repository(game_id)
     registry.check()
     state = progress or Progress()
@@ -135,9 +141,33 @@ def push(
         uploaded_bytes=state.uploaded_bytes,
         uploaded_blobs=state.uploaded_blobs,
         present_blobs=state.present_blobs,
-        update_bytes=sum(c.stored_size for c in chunks if c.digest not in old),
+        update_bytes=lacking(chunks, old),
         manifest=built,
+        lacking_from={
+            m.version: lacking(chunks, {c.digest for c in m.chunks}) for m in earlier if m.version != version
+        },
     )
+
+
+def lacking(chunks: Sequence[manifest.Chunk], held: set[str]) -> int:
+    """Stored bytes of `chunks` (distinct) whose digests are not in `held`: what a host holding those still fetches."""
+    return sum(c.stored_size for c in chunks if c.digest not in held)
+
+
+def earlier_versions(
+    registry: oci.Registry, game_id: str, version: str, limit: int = 64
+) -> list[manifest.Manifest]:
+    """The image manifests of the game's other versions in the registry (at most `limit`, by tag name), to compare
+    a new version with. A tag that is not a cloudseat image is passed over."""
+    repo = repository(game_id)
+    out = []
+    for tag in sorted(t for t in registry.tags(repo) if t != version)[:limit]:
+        doc = registry.get_manifest(repo, tag)
+        try:
+            out.append(read(registry, f"{repo}@sha256:{hashlib.sha256(doc).hexdigest()}"))
+        except ManifestError:
+            continue
+    return out
 
 
 def _settle(pending: list[concurrent.futures.Future[None]], everything: bool = False) -> None:

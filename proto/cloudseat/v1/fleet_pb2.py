@@ -26,15 +26,19 @@ from cloudseat.v1 import common_pb2 as cloudseat_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/fleet.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x11\x45nrolHostsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x10\n\x08host_ids\x18\x03 \x03(\t\x12\x13\n\x0bhost_prefix\x18\x04 \x01(\t\"t\n\x12\x45nrolHostsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x10\n\x08host_ids\x18\x04 \x03(\t\x12\x13\n\x0bhost_prefix\x18\x05 \x01(\t\"]\n\x08Provider\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x04Site\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x04Game\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x14\n\x0cupdate_bytes\x18\x07 \x01(\x04\"\xcd\x01\n\x05Price\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\x12&\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x17.cloudseat.v1.PriceBand\x12\x1a\n\x12utc_offset_minutes\x18\x05 \x01(\x05\x12&\n\x1eprice_now_micros_per_slot_hour\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\"Y\n\tPriceBand\x12\x14\n\x0cstart_minute\x18\x01 \x01(\r\x12\x12\n\nend_minute\x18\x02 \x01(\r\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\"Q\n\x03Gpu\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x17\n\x0f\x65ncoder_engines\x18\x03 \x01(\r\x12\x0c\n\x04uuid\x18\x04 \x01(\t\"\x8b\x04\n\x04Host\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x11\n\tgpu_class\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.cloudseat.v1.HostStatus\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\x12\r\n\x05slots\x18\x07 \x01(\r\x12\x12\n\nfree_slots\x18\x08 \x01(\r\x12\"\n\x1aprice_micros_per_slot_hour\x18\t \x01(\x03\x12\x14\n\x0cgames_cached\x18\n \x03(\t\x12\x1f\n\x04gpus\x18\x0b \x03(\x0b\x32\x11.cloudseat.v1.Gpu\x12\r\n\x05\x65poch\x18\x0c \x01(\x04\x12\x35\n\x11last_heartbeat_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlive_sessions\x18\x0e \x01(\r\x12\x15\n\ragent_version\x18\x0f \x01(\t\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x15\n\rimages_cached\x18\x11 \x03(\t\x12/\n\rimage_fetches\x18\x12 \x03(\x0b\x32\x18.cloudseat.v1.ImageFetch\x12\x32\n\x0e\x64rain_deadline\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x15\x43reateProviderRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"W\n\x11\x43reateSiteRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\"\x99\x01\n\x0ePutGameRequest\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x14\n\x0cupdate_bytes\x18\x07 \x01(\x04\"6\n\x12PrewarmGameRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07game_id\x18\x02 \x01(\t\"8\n\x13PrewarmGameResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08host_ids\x18\x02 \x03(\t\"\xaf\x01\n\x0fSetPriceRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\x12&\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x17.cloudseat.v1.PriceBand\x12\x1a\n\x12utc_offset_minutes\x18\x05 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\"!\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"8\n\x10ListHostsRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"6\n\x11ListHostsResponse\x12!\n\x05hosts\x18\x01 \x03(\x0b\x32\x12.cloudseat.v1.Host\"G\n\x10\x44rainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ndeadline_s\x18\x03 \x01(\r\"%\n\x12UndrainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t*p\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12HOST_STATUS_ONLINE\x10\x01\x12\x14\n\x10HOST_STATUS_LOST\x10\x02\x12\x17\n\x13HOST_STATUS_OFFLINE\x10\x03\x32\xd3\x05\n\x0c\x46leetService\x12M\n\x0e\x43reateProvider\x12#.cloudseat.v1.CreateProviderRequest\x1a\x16.cloudseat.v1.Provider\x12\x41\n\nCreateSite\x12\x1f.cloudseat.v1.CreateSiteRequest\x1a\x12.cloudseat.v1.Site\x12;\n\x07PutGame\x12\x1c.cloudseat.v1.PutGameRequest\x1a\x12.cloudseat.v1.Game\x12R\n\x0bPrewarmGame\x12 .cloudseat.v1.PrewarmGameRequest\x1a!.cloudseat.v1.PrewarmGameResponse\x12>\n\x08SetPrice\x12\x1d.cloudseat.v1.SetPriceRequest\x1a\x13.cloudseat.v1.Price\x12;\n\x07GetHost\x12\x1c.cloudseat.v1.GetHostRequest\x1a\x12.cloudseat.v1.Host\x12L\n\tListHosts\x12\x1e.cloudseat.v1.ListHostsRequest\x1a\x1f.cloudseat.v1.ListHostsResponse\x12?\n\tDrainHost\x12\x1e.cloudseat.v1.DrainHostRequest\x1a\x12.cloudseat.v1.Host\x12\x43\n\x0bUndrainHost\x12 .cloudseat.v1.UndrainHostRequest\x1a\x12.cloudseat.v1.Host\x12O\n\nEnrolHosts\x12\x1f.cloudseat.v1.EnrolHostsRequest\x1a .cloudseat.v1.EnrolHostsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/fleet.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x11\x45nrolHostsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\x10\n\x08host_ids\x18\x03 \x03(\t\x12\x13\n\x0bhost_prefix\x18\x04 \x01(\t\"t\n\x12\x45nrolHostsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x10\n\x08host_ids\x18\x04 \x03(\t\x12\x13\n\x0bhost_prefix\x18\x05 \x01(\t\"]\n\x08Provider\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x04Site\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x04Game\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x14\n\x0cupdate_bytes\x18\x07 \x01(\x04\x12\x39\n\x0clacking_from\x18\x08 \x03(\x0b\x32#.cloudseat.v1.Game.LackingFromEntry\x1a\x32\n\x10LackingFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xcd\x01\n\x05Price\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\x12&\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x17.cloudseat.v1.PriceBand\x12\x1a\n\x12utc_offset_minutes\x18\x05 \x01(\x05\x12&\n\x1eprice_now_micros_per_slot_hour\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\"Y\n\tPriceBand\x12\x14\n\x0cstart_minute\x18\x01 \x01(\r\x12\x12\n\nend_minute\x18\x02 \x01(\r\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\"Q\n\x03Gpu\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x17\n\x0f\x65ncoder_engines\x18\x03 \x01(\r\x12\x0c\n\x04uuid\x18\x04 \x01(\t\"\x8b\x04\n\x04Host\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x11\n\tgpu_class\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.cloudseat.v1.HostStatus\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\x12\r\n\x05slots\x18\x07 \x01(\r\x12\x12\n\nfree_slots\x18\x08 \x01(\r\x12\"\n\x1aprice_micros_per_slot_hour\x18\t \x01(\x03\x12\x14\n\x0cgames_cached\x18\n \x03(\t\x12\x1f\n\x04gpus\x18\x0b \x03(\x0b\x32\x11.cloudseat.v1.Gpu\x12\r\n\x05\x65poch\x18\x0c \x01(\x04\x12\x35\n\x11last_heartbeat_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlive_sessions\x18\x0e \x01(\r\x12\x15\n\ragent_version\x18\x0f \x01(\t\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x15\n\rimages_cached\x18\x11 \x03(\t\x12/\n\rimage_fetches\x18\x12 \x03(\x0b\x32\x18.cloudseat.v1.ImageFetch\x12\x32\n\x0e\x64rain_deadline\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x15\x43reateProviderRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"W\n\x11\x43reateSiteRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\"\x92\x02\n\x0ePutGameRequest\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12\x14\n\x0cimage_digest\x18\x06 \x01(\t\x12\x14\n\x0cupdate_bytes\x18\x07 \x01(\x04\x12\x43\n\x0clacking_from\x18\x08 \x03(\x0b\x32-.cloudseat.v1.PutGameRequest.LackingFromEntry\x1a\x32\n\x10LackingFromEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"6\n\x12PrewarmGameRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0f\n\x07game_id\x18\x02 \x01(\t\"8\n\x13PrewarmGameResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08host_ids\x18\x02 \x03(\t\"\xaf\x01\n\x0fSetPriceRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tgpu_class\x18\x02 \x01(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x03 \x01(\x03\x12&\n\x05\x62\x61nds\x18\x04 \x03(\x0b\x32\x17.cloudseat.v1.PriceBand\x12\x1a\n\x12utc_offset_minutes\x18\x05 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\"!\n\x0eGetHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\"8\n\x10ListHostsRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\"6\n\x11ListHostsResponse\x12!\n\x05hosts\x18\x01 \x03(\x0b\x32\x12.cloudseat.v1.Host\"G\n\x10\x44rainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ndeadline_s\x18\x03 \x01(\r\"%\n\x12UndrainHostRequest\x12\x0f\n\x07host_id\x18\x01 \x01(\t*p\n\nHostStatus\x12\x1b\n\x17HOST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12HOST_STATUS_ONLINE\x10\x01\x12\x14\n\x10HOST_STATUS_LOST\x10\x02\x12\x17\n\x13HOST_STATUS_OFFLINE\x10\x03\x32\xd3\x05\n\x0c\x46leetService\x12M\n\x0e\x43reateProvider\x12#.cloudseat.v1.CreateProviderRequest\x1a\x16.cloudseat.v1.Provider\x12\x41\n\nCreateSite\x12\x1f.cloudseat.v1.CreateSiteRequest\x1a\x12.cloudseat.v1.Site\x12;\n\x07PutGame\x12\x1c.cloudseat.v1.PutGameRequest\x1a\x12.cloudseat.v1.Game\x12R\n\x0bPrewarmGame\x12 .cloudseat.v1.PrewarmGameRequest\x1a!.cloudseat.v1.PrewarmGameResponse\x12>\n\x08SetPrice\x12\x1d.cloudseat.v1.SetPriceRequest\x1a\x13.cloudseat.v1.Price\x12;\n\x07GetHost\x12\x1c.cloudseat.v1.GetHostRequest\x1a\x12.cloudseat.v1.Host\x12L\n\tListHosts\x12\x1e.cloudseat.v1.ListHostsRequest\x1a\x1f.cloudseat.v1.ListHostsResponse\x12?\n\tDrainHost\x12\x1e.cloudseat.v1.DrainHostRequest\x1a\x12.cloudseat.v1.Host\x12\x43\n\x0bUndrainHost\x12 .cloudseat.v1.UndrainHostRequest\x1a\x12.cloudseat.v1.Host\x12O\n\nEnrolHosts\x12\x1f.cloudseat.v1.EnrolHostsRequest\x1a .cloudseat.v1.EnrolHostsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudseat.v1.fleet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HOSTSTATUS']._serialized_start=2447
-  _globals['_HOSTSTATUS']._serialized_end=2559
+  _globals['_GAME_LACKINGFROMENTRY']._loaded_options = None
+  _globals['_GAME_LACKINGFROMENTRY']._serialized_options = b'8\001'
+  _globals['_PUTGAMEREQUEST_LACKINGFROMENTRY']._loaded_options = None
+  _globals['_PUTGAMEREQUEST_LACKINGFROMENTRY']._serialized_options = b'8\001'
+  _globals['_HOSTSTATUS']._serialized_start=2679
+  _globals['_HOSTSTATUS']._serialized_end=2791
   _globals['_ENROLHOSTSREQUEST']._serialized_start=102
   _globals['_ENROLHOSTSREQUEST']._serialized_end=196
   _globals['_ENROLHOSTSRESPONSE']._serialized_start=198
@@ -44,37 +48,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITE']._serialized_start=411
   _globals['_SITE']._serialized_end=533
   _globals['_GAME']._serialized_start=536
-  _globals['_GAME']._serialized_end=679
-  _globals['_PRICE']._serialized_start=682
-  _globals['_PRICE']._serialized_end=887
-  _globals['_PRICEBAND']._serialized_start=889
-  _globals['_PRICEBAND']._serialized_end=978
-  _globals['_GPU']._serialized_start=980
-  _globals['_GPU']._serialized_end=1061
-  _globals['_HOST']._serialized_start=1064
-  _globals['_HOST']._serialized_end=1587
-  _globals['_CREATEPROVIDERREQUEST']._serialized_start=1589
-  _globals['_CREATEPROVIDERREQUEST']._serialized_end=1647
-  _globals['_CREATESITEREQUEST']._serialized_start=1649
-  _globals['_CREATESITEREQUEST']._serialized_end=1736
-  _globals['_PUTGAMEREQUEST']._serialized_start=1739
-  _globals['_PUTGAMEREQUEST']._serialized_end=1892
-  _globals['_PREWARMGAMEREQUEST']._serialized_start=1894
-  _globals['_PREWARMGAMEREQUEST']._serialized_end=1948
-  _globals['_PREWARMGAMERESPONSE']._serialized_start=1950
-  _globals['_PREWARMGAMERESPONSE']._serialized_end=2006
-  _globals['_SETPRICEREQUEST']._serialized_start=2009
-  _globals['_SETPRICEREQUEST']._serialized_end=2184
-  _globals['_GETHOSTREQUEST']._serialized_start=2186
-  _globals['_GETHOSTREQUEST']._serialized_end=2219
-  _globals['_LISTHOSTSREQUEST']._serialized_start=2221
-  _globals['_LISTHOSTSREQUEST']._serialized_end=2277
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=2279
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=2333
-  _globals['_DRAINHOSTREQUEST']._serialized_start=2335
-  _globals['_DRAINHOSTREQUEST']._serialized_end=2406
-  _globals['_UNDRAINHOSTREQUEST']._serialized_start=2408
-  _globals['_UNDRAINHOSTREQUEST']._serialized_end=2445
-  _globals['_FLEETSERVICE']._serialized_start=2562
-  _globals['_FLEETSERVICE']._serialized_end=3285
+  _globals['_GAME']._serialized_end=790
+  _globals['_GAME_LACKINGFROMENTRY']._serialized_start=740
+  _globals['_GAME_LACKINGFROMENTRY']._serialized_end=790
+  _globals['_PRICE']._serialized_start=793
+  _globals['_PRICE']._serialized_end=998
+  _globals['_PRICEBAND']._serialized_start=1000
+  _globals['_PRICEBAND']._serialized_end=1089
+  _globals['_GPU']._serialized_start=1091
+  _globals['_GPU']._serialized_end=1172
+  _globals['_HOST']._serialized_start=1175
+  _globals['_HOST']._serialized_end=1698
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=1700
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=1758
+  _globals['_CREATESITEREQUEST']._serialized_start=1760
+  _globals['_CREATESITEREQUEST']._serialized_end=1847
+  _globals['_PUTGAMEREQUEST']._serialized_start=1850
+  _globals['_PUTGAMEREQUEST']._serialized_end=2124
+  _globals['_PUTGAMEREQUEST_LACKINGFROMENTRY']._serialized_start=740
+  _globals['_PUTGAMEREQUEST_LACKINGFROMENTRY']._serialized_end=790
+  _globals['_PREWARMGAMEREQUEST']._serialized_start=2126
+  _globals['_PREWARMGAMEREQUEST']._serialized_end=2180
+  _globals['_PREWARMGAMERESPONSE']._serialized_start=2182
+  _globals['_PREWARMGAMERESPONSE']._serialized_end=2238
+  _globals['_SETPRICEREQUEST']._serialized_start=2241
+  _globals['_SETPRICEREQUEST']._serialized_end=2416
+  _globals['_GETHOSTREQUEST']._serialized_start=2418
+  _globals['_GETHOSTREQUEST']._serialized_end=2451
+  _globals['_LISTHOSTSREQUEST']._serialized_start=2453
+  _globals['_LISTHOSTSREQUEST']._serialized_end=2509
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=2511
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=2565
+  _globals['_DRAINHOSTREQUEST']._serialized_start=2567
+  _globals['_DRAINHOSTREQUEST']._serialized_end=2638
+  _globals['_UNDRAINHOSTREQUEST']._serialized_start=2640
+  _globals['_UNDRAINHOSTREQUEST']._serialized_end=2677
+  _globals['_FLEETSERVICE']._serialized_start=2794
+  _globals['_FLEETSERVICE']._serialized_end=3517
 # @@protoc_insertion_point(module_scope)

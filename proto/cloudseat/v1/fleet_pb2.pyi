@@ -73,7 +73,14 @@ class Site(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Game(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes", "lacking_from")
+    class LackingFromEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +88,7 @@ class Game(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FROM_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
@@ -88,7 +96,8 @@ class Game(_message.Message):
     image_ref: str
     image_digest: str
     update_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ...) -> None: ...
+    lacking_from: _containers.ScalarMap[str, int]
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ..., lacking_from: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Price(_message.Message):
     __slots__ = ("site_id", "gpu_class", "price_micros_per_slot_hour", "bands", "utc_offset_minutes", "price_now_micros_per_slot_hour", "currency")
@@ -193,7 +202,14 @@ class CreateSiteRequest(_message.Message):
     def __init__(self, site_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class PutGameRequest(_message.Message):
-    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes")
+    __slots__ = ("game_id", "name", "image_size_bytes", "version", "image_ref", "image_digest", "update_bytes", "lacking_from")
+    class LackingFromEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +217,7 @@ class PutGameRequest(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FROM_FIELD_NUMBER: _ClassVar[int]
     game_id: str
     name: str
     image_size_bytes: int
@@ -208,7 +225,8 @@ class PutGameRequest(_message.Message):
     image_ref: str
     image_digest: str
     update_bytes: int
-    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ...) -> None: ...
+    lacking_from: _containers.ScalarMap[str, int]
+    def __init__(self, game_id: _Optional[str] = ..., name: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., update_bytes: _Optional[int] = ..., lacking_from: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class PrewarmGameRequest(_message.Message):
     __slots__ = ("site_id", "game_id")
