@@ -6,9 +6,10 @@ catalogue calls current), and so is every image installed in image_store (gpu_ag
 
 A pre-warm that names an image in the registry (image_ref) is a real fetch: read the manifest from the registry (with
 the host's read-only credentials), make room within the disk budget (least recently used images go first, never
-one a running session's game uses), then fetch the chunks the store lacks and install the tree whole
-(gpu_agent.image_install). Progress (stored bytes done of total), and the reason a fetch failed, go out with the next
-heartbeat; the image is reported held only once it is installed.
+one a running session's game uses), then fetch the chunks the store lacks (from their owners among the site's hosts,
+gpu_agent.peers, else the registry) and install the tree whole (gpu_agent.image_install). A cold start (a session
+placed here before the image) fetches the same way. Progress (stored bytes done of total), and the reason a fetch
+failed, go out with the next heartbeat; the image is reported held only once it is installed.
 
 A pre-warm without an image_ref (a game catalogued without one) is simulated as before: wait size / rate, then write
 GAME_ID@VERSION.img there at the image's size (a sparse file). Such images are held again after a restart too.

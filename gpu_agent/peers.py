@@ -201,7 +201,7 @@ async def serve(
     listen: str,
     flights: Flights,
     tls_files: TlsConfig | None,
-    site_hosts: Callable[[], Collection[str]] = frozenset,
+    site_hosts: Callable[[], Collection[str]],
 ) -> tuple[aio.Server, int]:
     """Start the peers' gRPC server on `listen`; returns it and the port it got. With TLS it answers only the hosts
     `site_hosts()` names when asked (the site's serving hosts, as the broker last listed them)."""

@@ -204,7 +204,7 @@ async def _site(
             cache = ImageCache((), work / "site" / name, 1e9, registry=oci.Registry(registry_url, creds),
                                workers=workers, host_id=name, tls_files=tls_files)  # fmt: skip
             assert cache.flights is not None
-            server, port = await peers.serve("127.0.0.1:0", cache.flights, tls_files)
+            server, port = await peers.serve("127.0.0.1:0", cache.flights, tls_files, cache.site_hosts)
             caches.append(cache)
             servers.append(server)
             site.append(peers.Peer(name, f"127.0.0.1:{port}"))

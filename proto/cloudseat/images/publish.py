@@ -1,4 +1,4 @@
-"""Publishing a game version: chunk a directory, upload the blobs the registry lacks, push the OCI manifest.
+"""Publishing a game version: chunk a directory, upload the blobs the registry lacks, push the OCI documents.
 
 The registry holds, in repository games/GAME_ID:
 
