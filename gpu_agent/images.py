@@ -82,9 +82,9 @@ class ImageCache:
         self.flights: peers.Flights | None = None
         # What came from where, for the benchmark and the logs.
         self.peer_bytes = 0
-        # The site's hosts that serve chunks, this one among them, as the broker last listed them (SitePeersCommand,
-        # or a PrewarmCommand's peers): whom a fetch asks first, pre-warm or cold start, and whom the peer server
-        # answers.
+        # The site's online hosts, this one among them, as the broker last listed them (SitePeersCommand), each with
+        # the address it serves chunks on ('' when it does not): whom a fetch asks first, pre-warm or cold start (those
+        # with an address), and whom the peer server answers (all).
         self.site_peers: tuple[peers.Peer, ...] = ()
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ class ImageCache:
         return list(self._held)
 
     def set_site_peers(self, site_peers: Sequence[peers.Peer]) -> None:
-        """What the broker says the site's serving hosts are now (a SitePeersCommand)."""
+        """What the broker says the site's hosts are now (a SitePeersCommand)."""
         self.site_peers = tuple(site_peers)
         log.info("site peers", hosts=[p.host_id for p in self.site_peers])
 
@@ -160,15 +160,13 @@ class ImageCache:
         image_digest: str = "",
         site_peers: Sequence[peers.Peer] = (),
     ) -> None:
-        """Start fetching GAME_ID@VERSION unless it is held or on its way: from `site_peers` (a pre-warm's list of the
-        site's serving hosts, which also becomes what this host knows of its site), else the site as last listed."""
-        if site_peers:
-            self.site_peers = tuple(site_peers)
+        """Start fetching GAME_ID@VERSION unless it is held or on its way: through `site_peers` (a pre-warm's list of
+        the site's serving hosts), else the site as the broker last listed it."""
         image = f"{game_id}@{version}"
         if image in self._held or image in self._fetching:
             return
         if image_ref and self._registry is not None and self.store is not None:
-            coro = self._install(image, image_ref, image_digest, self.site_peers)
+            coro = self._install(image, image_ref, image_digest, site_peers or self.site_peers)
         elif image_ref:
             log.warning("cannot fetch the image: no registry or image_store configured", image=image)
             self._progress[image] = Progress(

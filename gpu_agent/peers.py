@@ -8,9 +8,9 @@ verified in its store, and answers everyone. A chunk the host owns itself comes 
 flight. A peer that fails or answers wrong bytes is skipped for that chunk: the registry is the fallback.
 
 Authentication: the peers' port speaks mutual TLS with the hosts' own certificates (the fleet CA; OU agent). A
-client must present an agent certificate of a host of this site, as the broker last listed the site's serving hosts
-(SitePeersCommand at registration and whenever a host of the site registers, and each PrewarmCommand's peers): a
-host of another site, or one the broker has not listed yet, is refused. A client checks that the server's
+client must present an agent certificate of a host of this site, as the broker last listed the site's online hosts
+(SitePeersCommand, at registration and whenever a host of the site registers, leaves it or says goodbye): a host of
+another site, or one the broker has not listed yet, is refused. A client checks that the server's
 certificate names the host it meant to ask (the host id as the TLS name). An agent running `insecure` (a test, a
 laptop) serves plaintext and can check no one.
 
@@ -109,15 +109,17 @@ class SiteSource:
         self.host_id = host_id
         self.flights = flights
         self.repository = repository
-        self.peers = {p.host_id: p for p in peers if p.host_id != host_id}
-        self.hosts = sorted({host_id, *self.peers})
+        # The owners: the site's hosts that serve chunks (an address), this one if it does.
+        self.peers = {p.host_id: p for p in peers if p.host_id != host_id and p.address}
+        serves = any(p.host_id == host_id and p.address for p in peers)
+        self.hosts = sorted({*self.peers, *((host_id,) if serves else ())})
         self._tls = tls_files
         self._local = threading.local()
         self.peer_bytes = 0
         self._lock = threading.Lock()
 
     def __call__(self, chunk: manifest.Chunk) -> bytes:
-        who = owner(chunk.digest, self.hosts)
+        who = owner(chunk.digest, self.hosts) if self.hosts else self.host_id
         if who != self.host_id:
             try:
                 data = self._ask(self.peers[who], chunk)

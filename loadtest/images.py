@@ -210,6 +210,7 @@ async def _site(
             site.append(peers.Peer(name, f"127.0.0.1:{port}"))
         started = time.perf_counter()
         for cache in caches:
+            cache.set_site_peers(site)  # what the broker's SitePeersCommand tells each host
             cache.prewarm(published.manifest.game_id, published.manifest.version, 0, published.image_ref,
                           published.digest, site)  # fmt: skip
         image = published.manifest.image

@@ -272,17 +272,19 @@ async def test_each_host_is_told_its_own_sites_serving_hosts_as_they_come_and_go
     ):
         assert await _site_peers(near1, 1) == [("near-1", "127.0.0.1:7001")]
         assert await _site_peers(far1, 1) == [("far-1", "127.0.0.1:7003")]
-        # A host serving nothing (no peer address) is told its site's list but is not in it.
+        # A host serving nothing (no peer address) is listed without an address: it may ask, no one asks it.
         async with ScriptedAgent(world, "near-quiet", site_id="site-near") as quiet:
-            assert await _site_peers(quiet, 1) == [("near-1", "127.0.0.1:7001")]
+            one = [("near-1", "127.0.0.1:7001"), ("near-quiet", "")]
+            assert await _site_peers(quiet, 1) == one
+            assert await _site_peers(near1, 2) == one
             second = ScriptedAgent(world, "near-2", site_id="site-near", peer_address="127.0.0.1:7002")
             async with second as near2:
-                both = [("near-1", "127.0.0.1:7001"), ("near-2", "127.0.0.1:7002")]
-                assert await _site_peers(near2, 1) == both
+                every = [("near-1", "127.0.0.1:7001"), ("near-2", "127.0.0.1:7002"), ("near-quiet", "")]
+                assert await _site_peers(near2, 1) == every
                 # The site's other hosts hear of it; the other site's do not.
-                assert await _site_peers(near1, 3) == both
-                assert await _site_peers(quiet, 2) == both
+                assert await _site_peers(near1, 3) == every
+                assert await _site_peers(quiet, 2) == every
                 # A host that leaves (goodbye) is dropped from its site's list.
                 await near2.link.finish()
-                assert await _site_peers(quiet, 3) == [("near-1", "127.0.0.1:7001")]
+                assert await _site_peers(quiet, 3) == one
         assert told(far1) == 1

@@ -1,7 +1,8 @@
 """The agent's own link keeps its peer server to its site: a real BrokerLink (mutual TLS, a peer port, a store and
-the embedded registry) is told its site's serving hosts by a stand-in AgentService, and from then on its peer port
-gives chunks to a listed host of the site and refuses a host of another site, both with good agent certificates of
-the fleet CA. (The broker's side, which hosts each agent is told, is tests/integration/test_game_images.py.)"""
+the embedded registry) is told its site's hosts by a stand-in AgentService, and from then on its peer port gives
+chunks to a listed host of the site (serving chunks itself or not) and refuses a host of another site, both with good
+agent certificates of the fleet CA. (The broker's side, which hosts each agent is told, is
+tests/integration/test_game_images.py.)"""
 
 from __future__ import annotations
 
@@ -65,11 +66,11 @@ async def test_the_agents_peer_port_answers_its_site_as_the_broker_lists_it(
     make_tree(tmp_path / "src", seed=41, size=300_000)
     done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
     chunk = done.manifest.chunks[0]
-    creds = issuing.make(tmp_path / "creds", ["near-1", "near-2", "far-1"])
+    creds = issuing.make(tmp_path / "creds", ["near-1", "near-2", "near-3", "far-1"])
 
     server = aio.server()
     agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        SiteBroker([("near-1", "127.0.0.1:1"), ("near-2", "127.0.0.1:2")]), server
+        SiteBroker([("near-1", "127.0.0.1:1"), ("near-2", "127.0.0.1:2"), ("near-3", "")]), server
     )
     server_tls = tls.ServerCredentials(creds.broker, require_client_cert=True)
     port = server.add_secure_port("127.0.0.1:0", server_tls.credentials())
@@ -102,9 +103,10 @@ async def test_the_agents_peer_port_answers_its_site_as_the_broker_lists_it(
 
     try:
         async with asyncio.timeout(30):
-            while link.images.site_hosts() != {"near-1", "near-2"}:
+            while link.images.site_hosts() != {"near-1", "near-2", "near-3"}:
                 await asyncio.sleep(0.05)
         assert len((await ask("near-2")).blob) == chunk.stored_size
+        assert len((await ask("near-3")).blob) == chunk.stored_size  # of the site, serving nothing itself
         with pytest.raises(aio.AioRpcError) as refused:
             await ask("far-1")
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED

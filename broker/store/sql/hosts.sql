@@ -121,14 +121,14 @@ UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2
 SELECT broker_address FROM hosts WHERE host_id = $1;
 
 -- name: site_peers
--- The serving hosts (online, with a peer address) of host $1's site, this one among them: whom its agent fetches
--- chunks from and serves them to (gpu_agent.peers).
+-- The online hosts of host $1's site, this one among them, with the address each serves chunks on ('' when it does
+-- not): its agent fetches chunks from those with an address and serves them to all (gpu_agent.peers).
 SELECT p.host_id, p.peer_address FROM hosts h JOIN hosts p ON p.site_id = h.site_id
-WHERE h.host_id = $1 AND p.status = 'online' AND p.peer_address <> ''
+WHERE h.host_id = $1 AND p.status = 'online'
 ORDER BY p.host_id;
 
 -- name: notify_site_peers
--- The serving hosts of sites $1 changed (host $2 registered there, left one of them, or went offline): tell the
+-- The hosts of sites $1 changed (host $2 registered there, left one of them, or went offline): tell the
 -- replica holding each other online host's link of those sites to send it its site's list anew (channel
 -- cloudseat_hosts; the list is read there, so no payload outgrows NOTIFY's 8000 bytes). Sent at commit.
 SELECT pg_notify('cloudseat_hosts', json_build_object('host_id', host_id, 'site_peers', true)::text)
