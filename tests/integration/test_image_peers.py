@@ -186,3 +186,30 @@ async def test_a_host_of_another_site_is_refused(registry: RegistryProcesses, tm
     finally:
         for server in servers:
             await server.stop(0)
+
+
+async def test_a_host_that_serves_no_chunks_asks_the_owners_and_owns_nothing(
+    registry: RegistryProcesses, tmp_path: Path
+) -> None:
+    reg = registry.registry
+    assert reg is not None
+    make_tree(tmp_path / "src", seed=35, size=1_000_000)
+    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    caches, clients, site, servers, _ = await _site(registry, tmp_path, ["h1", "h2", "h3"])
+    # h3 has no peer port: the broker lists it without an address.
+    listed = [*site[:2], peers.Peer("h3", "")]
+    for cache in caches:
+        cache.set_site_peers(listed)
+    await servers[2].stop(0)
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(c.ensure("arena", "1", done.image_ref, done.digest) for c in caches))
+        index = len(publish.manifest.to_json(done.manifest))
+        served = sum(c.bytes_received for c in clients) - len(caches) * index
+        assert served == done.stored_size
+        assert clients[2].bytes_received == index  # h3 took every chunk from its owner in the site
+        same_tree(tmp_path / "src", tmp_path / "h3" / "trees" / "arena@1")
+    finally:
+        for cache, server in zip(caches, servers, strict=True):
+            await cache.close()
+            await server.stop(0)
