@@ -41,7 +41,7 @@ EMPTY = b"{}"
 REGISTRY_LIMIT = 4 * 1024 * 1024
 #: What any document of ours may weigh: well under the registries' limit.
 DOCUMENT_LIMIT = 1024 * 1024
-#: Chunk descriptors per part: 4096 at the longest descriptor (~120 bytes) is ~0.5 MiB.
+#: Chunk descriptors per part: 4096 descriptors (~150 bytes each) are ~0.6 MiB.
 CHUNKS_PER_PART = 4096
 
 
