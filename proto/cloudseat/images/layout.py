@@ -1,7 +1,7 @@
 """How a published version is laid out as OCI documents in the registry. Pure: builds and reads the documents' bytes.
 
-Registries refuse a manifest over 4 MiB, and a chunk's descriptor is ~120 bytes, so one OCI manifest listing every
-chunk of a game past ~3 GiB (~25k chunks) cannot be pushed. A version is therefore an OCI image index (tagged with the
+Registries refuse a manifest over 4 MiB, and a chunk's descriptor is ~150 bytes, so one OCI manifest listing every
+chunk of a game past ~3.5 GiB (~27k chunks) cannot be pushed. A version is therefore an OCI image index (tagged with the
 version) over one or more OCI image manifests, the *parts*:
 
     index  application/vnd.oci.image.index.v1+json, artifactType application/vnd.cloudseat.image.v1
