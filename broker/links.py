@@ -151,10 +151,22 @@ class LinkRegistry:
             link.send(commands.drain_command(bool(change["drained"])))
         if "prewarm" in change:
             link.send(commands.prewarm_command(change["prewarm"]))
+        if change.get("site_peers"):
+            self._chore(self._send_site_peers(link), f"site-peers-{link.host_id}")
         if "status" in change:
             held = change["status"] == "online" and change.get("link_id") in (None, str(link.link_id))
             if not held:
                 self.retire([link], LOST if change["status"] == "lost" else RETIRED)
+
+    async def _send_site_peers(self, link: AgentLink) -> None:
+        """The site's serving hosts changed: send the agent the list as it stands now (read here, not carried in
+        the notification, which NOTIFY's payload limit would cap)."""
+        try:
+            site = await host_store.site_peers(self._pool, link.host_id)
+        except errors.CloudseatError as exc:
+            log.warning("could not read the site's peers", host_id=link.host_id, error=str(exc))
+            return
+        link.send(commands.site_peers_command(site))
 
     def resync_hosts(self) -> None:
         """Host changes may have been missed: tell every agent linked here its host's drain as it stands."""

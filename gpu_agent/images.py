@@ -6,9 +6,10 @@ catalogue calls current), and so is every image installed in image_store (gpu_ag
 
 A pre-warm that names an image in the registry (image_ref) is a real fetch: read the manifest from the registry (with
 the host's read-only credentials), make room within the disk budget (least recently used images go first, never
-one a running session's game uses), then fetch the chunks the store lacks and install the tree whole
-(gpu_agent.image_install). Progress (stored bytes done of total), and the reason a fetch failed, go out with the next
-heartbeat; the image is reported held only once it is installed.
+one a running session's game uses), then fetch the chunks the store lacks (from their owners among the site's hosts,
+gpu_agent.peers, else the registry) and install the tree whole (gpu_agent.image_install). A cold start (a session
+placed here before the image) fetches the same way. Progress (stored bytes done of total), and the reason a fetch
+failed, go out with the next heartbeat; the image is reported held only once it is installed.
 
 A pre-warm without an image_ref (a game catalogued without one) is simulated as before: wait size / rate, then write
 GAME_ID@VERSION.img there at the image's size (a sparse file). Such images are held again after a restart too.
@@ -81,6 +82,10 @@ class ImageCache:
         self.flights: peers.Flights | None = None
         # What came from where, for the benchmark and the logs.
         self.peer_bytes = 0
+        # The site's online hosts, this one among them, as the broker last listed them (SitePeersCommand), each with
+        # the address it serves chunks on ('' when it does not): whom a fetch asks first, pre-warm or cold start (those
+        # with an address), and whom the peer server answers (all).
+        self.site_peers: tuple[peers.Peer, ...] = ()
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
             self.store = ImageStore(store)
@@ -94,6 +99,15 @@ class ImageCache:
 
     def held(self) -> list[str]:
         return list(self._held)
+
+    def set_site_peers(self, site_peers: Sequence[peers.Peer]) -> None:
+        """What the broker says the site's hosts are now (a SitePeersCommand)."""
+        self.site_peers = tuple(site_peers)
+        log.info("site peers", hosts=[p.host_id for p in self.site_peers])
+
+    def site_hosts(self) -> set[str]:
+        """The host ids the peer server answers: the site's, as last listed."""
+        return {p.host_id for p in self.site_peers}
 
     def take_changes(self) -> list[str] | None:
         """The full held set when it changed since the last call (for the next heartbeat), else None."""
@@ -146,12 +160,13 @@ class ImageCache:
         image_digest: str = "",
         site_peers: Sequence[peers.Peer] = (),
     ) -> None:
-        """Start fetching GAME_ID@VERSION unless it is held or on its way."""
+        """Start fetching GAME_ID@VERSION unless it is held or on its way: through `site_peers` (a pre-warm's list of
+        the site's serving hosts), else the site as the broker last listed it."""
         image = f"{game_id}@{version}"
         if image in self._held or image in self._fetching:
             return
         if image_ref and self._registry is not None and self.store is not None:
-            coro = self._install(image, image_ref, image_digest, site_peers)
+            coro = self._install(image, image_ref, image_digest, site_peers or self.site_peers)
         elif image_ref:
             log.warning("cannot fetch the image: no registry or image_store configured", image=image)
             self._progress[image] = Progress(
@@ -166,8 +181,9 @@ class ImageCache:
         task.add_done_callback(lambda _t: self._fetching.pop(image, None))
 
     async def ensure(self, game_id: str, version: str, image_ref: str, image_digest: str) -> None:
-        """Hold GAME_ID@VERSION when this returns (a cold start): fetch it now unless it is held or on its way.
-        Raises ImageError with the reason the fetch failed."""
+        """Hold GAME_ID@VERSION when this returns (a cold start): fetch it now unless it is held or on its way, from
+        the site's hosts like a pre-warm (so hosts of a site cold-starting the same version pull each chunk into the
+        site once). Raises ImageError with the reason the fetch failed."""
         image = f"{game_id}@{version}"
         if image in self._held:
             return

@@ -203,7 +203,9 @@ class BrokerLink:
         c = self.config
         if not c.peer_listen or self.images.flights is None or self._peer_server is not None:
             return
-        self._peer_server, port = await peers.serve(c.peer_listen, self.images.flights, c.tls)
+        self._peer_server, port = await peers.serve(
+            c.peer_listen, self.images.flights, c.tls, self.images.site_hosts
+        )
         if c.peer_address:
             self.peer_address = c.peer_address
         else:
@@ -398,6 +400,8 @@ class BrokerLink:
                     p.image_digest,
                     [peers.Peer(x.host_id, x.address) for x in p.peers],
                 )
+            elif kind == "site_peers":
+                self.images.set_site_peers([peers.Peer(x.host_id, x.address) for x in msg.site_peers.peers])
         raise ConnectionError("the broker closed the link")
 
     async def _negotiate(self, cmd: agent_pb2.NegotiateCommand) -> None:

@@ -8,8 +8,11 @@ verified in its store, and answers everyone. A chunk the host owns itself comes 
 flight. A peer that fails or answers wrong bytes is skipped for that chunk: the registry is the fallback.
 
 Authentication: the peers' port speaks mutual TLS with the hosts' own certificates (the fleet CA; OU agent). A
-client must present an agent certificate, and a client checks that the server's certificate names the host it
-meant to ask (the host id as the TLS name). An agent running `insecure` (a test, a laptop) serves plaintext.
+client must present an agent certificate of a host of this site, as the broker last listed the site's online hosts
+(SitePeersCommand, at registration and whenever a host of the site registers, leaves it or says goodbye): a host of
+another site, or one the broker has not listed yet, is refused. A client checks that the server's
+certificate names the host it meant to ask (the host id as the TLS name). An agent running `insecure` (a test, a
+laptop) serves plaintext and can check no one.
 
 The asking side is blocking (it runs in the install's threads, gpu_agent.image_install); the serving side is the
 agent's asyncio gRPC server.
@@ -21,7 +24,7 @@ import asyncio
 import dataclasses
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import grpc
 import structlog
@@ -106,15 +109,17 @@ class SiteSource:
         self.host_id = host_id
         self.flights = flights
         self.repository = repository
-        self.peers = {p.host_id: p for p in peers if p.host_id != host_id}
-        self.hosts = sorted({host_id, *self.peers})
+        # The owners: the site's hosts that serve chunks (an address), this one if it does.
+        self.peers = {p.host_id: p for p in peers if p.host_id != host_id and p.address}
+        serves = any(p.host_id == host_id and p.address for p in peers)
+        self.hosts = sorted({*self.peers, *((host_id,) if serves else ())})
         self._tls = tls_files
         self._local = threading.local()
         self.peer_bytes = 0
         self._lock = threading.Lock()
 
     def __call__(self, chunk: manifest.Chunk) -> bytes:
-        who = owner(chunk.digest, self.hosts)
+        who = owner(chunk.digest, self.hosts) if self.hosts else self.host_id
         if who != self.host_id:
             try:
                 data = self._ask(self.peers[who], chunk)
@@ -155,19 +160,28 @@ class SiteSource:
 
 
 class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
-    def __init__(self, flights: Flights, require_agent: bool) -> None:
+    """Serves chunks; with `site_hosts` (mutual TLS) only to the hosts it names (the agent's site, as the broker
+    listed it), without (plaintext) to anyone."""
+
+    def __init__(self, flights: Flights, site_hosts: Callable[[], Collection[str]] | None) -> None:
         self.flights = flights
-        self.require_agent = require_agent
+        self.site_hosts = site_hosts
 
     async def GetChunk(
         self, request: peer_pb2.GetChunkRequest, context: aio.ServicerContext
     ) -> peer_pb2.GetChunkResponse:
-        if self.require_agent:
+        if self.site_hosts is not None:
             certs = (context.auth_context() or {}).get("x509_pem_cert") or [b""]
-            role, _ = tls.identity(certs[0]) if certs[0] else ("", "")
+            role, host = tls.identity(certs[0]) if certs[0] else ("", "")
             if role != "agent":
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED, "only the site's hosts may ask for chunks"
+                )
+            if host not in self.site_hosts():
+                log.warning("refused chunks to a host not of this site", asker=host)
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"host {host!r} is not a host of this site: only the site's hosts may ask for chunks",
                 )
         try:
             chunk = manifest.parse_chunk(
@@ -185,10 +199,17 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):  # type: ignore[misc]
         return peer_pb2.GetChunkResponse(blob=data)
 
 
-async def serve(listen: str, flights: Flights, tls_files: TlsConfig | None) -> tuple[aio.Server, int]:
-    """Start the peers' gRPC server on `listen`; returns it and the port it got."""
+async def serve(
+    listen: str,
+    flights: Flights,
+    tls_files: TlsConfig | None,
+    site_hosts: Callable[[], Collection[str]],
+) -> tuple[aio.Server, int]:
+    """Start the peers' gRPC server on `listen`; returns it and the port it got. With TLS it answers only the hosts
+    `site_hosts()` names when asked (the site's serving hosts, as the broker last listed them)."""
     server = aio.server(options=[("grpc.max_send_message_length", _MAX_MESSAGE)])
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(flights, tls_files is not None), server)
+    servicer = PeerServicer(flights, site_hosts if tls_files is not None else None)
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
     if tls_files is not None:
         files = tls.CertFiles(tls_files.cert, tls_files.key, tls_files.ca)
         creds = tls.ServerCredentials(files, require_client_cert=True).credentials()

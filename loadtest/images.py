@@ -204,12 +204,13 @@ async def _site(
             cache = ImageCache((), work / "site" / name, 1e9, registry=oci.Registry(registry_url, creds),
                                workers=workers, host_id=name, tls_files=tls_files)  # fmt: skip
             assert cache.flights is not None
-            server, port = await peers.serve("127.0.0.1:0", cache.flights, tls_files)
+            server, port = await peers.serve("127.0.0.1:0", cache.flights, tls_files, cache.site_hosts)
             caches.append(cache)
             servers.append(server)
             site.append(peers.Peer(name, f"127.0.0.1:{port}"))
         started = time.perf_counter()
         for cache in caches:
+            cache.set_site_peers(site)  # what the broker's SitePeersCommand tells each host
             cache.prewarm(published.manifest.game_id, published.manifest.version, 0, published.image_ref,
                           published.digest, site)  # fmt: skip
         image = published.manifest.image

@@ -1,4 +1,4 @@
-"""What the broker tells an agent, as the contract's messages: start, stop, drain, pre-warm, negotiate.
+"""What the broker tells an agent, as the contract's messages: start, stop, drain, pre-warm, site peers, negotiate.
 
 Built from session and host changes (hub notifications carry what a start needs: broker.store's session_change) and
 from the rows the agent service reads when an agent reconnects.
@@ -6,7 +6,7 @@ from the rows the agent service reads when an agent reconnects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cloudseat.v1 import agent_pb2, common_pb2
@@ -53,6 +53,14 @@ def prewarm_command(image: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
             image_ref=image.get("image_ref") or "",
             image_digest=image.get("image_digest") or "",
             peers=[agent_pb2.SitePeer(host_id=h, address=a) for h, a in image.get("peers") or []],
+        )
+    )
+
+
+def site_peers_command(peers: Sequence[tuple[str, str]]) -> agent_pb2.BrokerMessage:
+    return agent_pb2.BrokerMessage(
+        site_peers=agent_pb2.SitePeersCommand(
+            peers=[agent_pb2.SitePeer(host_id=h, address=a) for h, a in peers]
         )
     )
 

@@ -23,7 +23,7 @@ from broker.links import AgentLink, LinkRegistry
 from broker.reconcile import Held, plan_reconcile
 from broker.replica import Presence
 from broker.rpc import convert
-from broker.rpc.agent_commands import prewarm_command, start_command, stop_command
+from broker.rpc.agent_commands import prewarm_command, site_peers_command, start_command, stop_command
 from broker.store import games as game_store
 from broker.store import hosts as host_store
 from broker.store import sessions as session_store
@@ -95,6 +95,8 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
             )
             # Before reading what the agent sends next: the moves it reported in its registration are queued first.
             await self._reconcile(link, first.register.running)
+            # The site's serving hosts (before any fetch): whom to fetch chunks from and serve them to.
+            link.send(site_peers_command(await host_store.site_peers(self._pool, reg.host_id)))
             # Images the provider pre-warmed at this site while the host was away (or before it joined).
             for image in await game_store.prewarms_missed(self._pool, reg.host_id):
                 link.send(prewarm_command(image))

@@ -152,6 +152,9 @@ async def _register(
             reg.peer_address,
         )
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
+        # The site's other hosts learn it serves chunks now (or no longer, from the site it left).
+        sites = [reg.site_id] if current is None else list({reg.site_id, current["site_id"]})
+        await conn.fetch(Q["notify_site_peers"], sites, reg.host_id)
         new_epoch = current is not None and reg.epoch > current["epoch"]
         if outcome is not enrolment.Outcome.SAME or new_epoch:
             await audit.write(
@@ -168,6 +171,13 @@ async def _register(
                 enrolled=enrolment_required,
             )
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
+
+
+async def site_peers(pool: asyncpg.Pool, host_id: str) -> list[tuple[str, str]]:
+    """The serving hosts of the host's site as (host id, peer address), this one among them."""
+    with translated():
+        rows = await pool.fetch(Q["site_peers"], host_id)
+    return [(r["host_id"], r["peer_address"]) for r in rows]
 
 
 async def host_reports(
@@ -257,9 +267,11 @@ async def mark_lost(
 async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]:
     """The agent of `epoch` left cleanly: mark the host offline and end what it still held (HOST_LOST)."""
     async with transaction(pool) as conn:
-        if await conn.fetchval(Q["set_offline"], host_id, epoch) is None:
+        site_id = await conn.fetchval(Q["set_offline"], host_id, epoch)
+        if site_id is None:
             return []  # replaced by a newer epoch meanwhile, or already lost
         rows = await conn.fetch(Q["end_host_sessions"], host_id, "HOST_LOST", "the agent went offline")
+        await conn.fetch(Q["notify_site_peers"], [site_id], host_id)
     return [str(r["session_id"]) for r in rows]
 
 

@@ -31,6 +31,7 @@ class ScriptedAgent:
         games: tuple[str, ...] = ("demo",),
         auto_ready: bool = True,
         running: tuple[tuple[str, int], ...] = (),
+        peer_address: str = "",
     ) -> None:
         self.link = AgentLinkClient(
             client,
@@ -46,6 +47,7 @@ class ScriptedAgent:
                     games_cached=list(games),
                     media_addresses=["127.0.0.1"],
                     price_micros_per_slot_hour=price_micros,
+                    peer_address=peer_address,
                 ),
                 running=[agent_pb2.RunningSession(session_id=s, state=st) for s, st in running],
             ),

@@ -105,7 +105,7 @@ RETURNING session_id;
 
 -- name: set_offline
 -- The agent said goodbye: the host takes nothing new and is not judged lost later.
-UPDATE hosts SET status = 'offline' WHERE host_id = $1 AND epoch = $2 AND status = 'online' RETURNING host_id;
+UPDATE hosts SET status = 'offline' WHERE host_id = $1 AND epoch = $2 AND status = 'online' RETURNING site_id;
 
 -- name: lock_reported_sessions
 -- The sessions a batch of agents' reports is about, locked in one order (so two batches never deadlock).
@@ -119,3 +119,18 @@ UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2
 
 -- name: host_broker_address
 SELECT broker_address FROM hosts WHERE host_id = $1;
+
+-- name: site_peers
+-- The online hosts of host $1's site, this one among them, with the address each serves chunks on ('' when it does
+-- not): its agent fetches chunks from those with an address and serves them to all (gpu_agent.peers).
+SELECT p.host_id, p.peer_address FROM hosts h JOIN hosts p ON p.site_id = h.site_id
+WHERE h.host_id = $1 AND p.status = 'online'
+ORDER BY p.host_id;
+
+-- name: notify_site_peers
+-- The hosts of sites $1 changed (host $2 registered there, left one of them, or went offline): tell the
+-- replica holding each other online host's link of those sites to send it its site's list anew (channel
+-- cloudseat_hosts; the list is read there, so no payload outgrows NOTIFY's 8000 bytes). Sent at commit.
+SELECT pg_notify('cloudseat_hosts', json_build_object('host_id', host_id, 'site_peers', true)::text)
+FROM hosts
+WHERE site_id = ANY($1::text[]) AND status = 'online' AND host_id <> $2;

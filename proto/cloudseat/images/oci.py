@@ -8,7 +8,7 @@ zstd release the GIL, and the agent need not load an asyncio HTTP stack. Speaks 
     HEAD /v2/<repo>/blobs/<digest>             does the registry hold it
     POST /v2/<repo>/blobs/uploads/  then  PUT <location>?digest=<digest>     upload one blob (monolithic)
     GET  /v2/<repo>/blobs/<digest>             (a redirect to object storage is followed without our credentials)
-    PUT  /v2/<repo>/manifests/<tag>            push a manifest;  GET the same to read it
+    PUT  /v2/<repo>/manifests/<tag>            push a manifest or an index;  GET the same to read it
 
 Credentials are HTTP Basic, or a bearer token from the realm a 401 names (the registry token flow of Harbor and the
 clouds), asked with the same Basic credentials and the scope the challenge names.
@@ -29,6 +29,7 @@ import urllib.parse
 from cloudseat.images.errors import RegistryAuthError, RegistryError, RegistryUnavailable
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _TIMEOUT_S = 30.0
 _MAX_REDIRECTS = 3
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
@@ -128,7 +129,7 @@ class Registry:
     def get_manifest(self, repo: str, reference: str) -> bytes:
         r = self._request(
             "GET", f"/v2/{repo}/manifests/{reference}", scope=f"repository:{repo}:pull",
-            headers={"Accept": OCI_MANIFEST},
+            headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
         )  # fmt: skip
         if r.status != 200:
             raise self._error(r, f"reading the manifest {repo}:{reference}")

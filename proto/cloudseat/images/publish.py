@@ -1,15 +1,17 @@
-"""Publishing a game version: chunk a directory, upload the blobs the registry lacks, push the OCI manifest.
+"""Publishing a game version: chunk a directory, upload the blobs the registry lacks, push the OCI documents.
 
 The registry holds, in repository games/GAME_ID:
 
     blob  each chunk, zstd-compressed (application/vnd.cloudseat.chunk.v1+zstd)
     blob  the image manifest (cloudseat.images.manifest, application/vnd.cloudseat.image.manifest.v1+json)
-    OCI image manifest, tagged VERSION, artifactType application/vnd.cloudseat.image.v1: its first layer is the image
-          manifest, the rest every chunk, so the registry's garbage collector keeps what a version uses.
+    OCI image manifests (the parts, untagged): the image manifest blob, then every chunk, at most 4096 chunks a part
+    OCI image index, tagged VERSION, artifactType application/vnd.cloudseat.image.v1, over the parts
+          (cloudseat.images.layout): every document stays under 1 MiB however big the game, and the registry's
+          garbage collector keeps what a version uses.
 
 Chunks are uploaded as the chunker cuts them, by a few threads, each asked of the registry first (HEAD), so a
-re-run after a failure, or the next version, uploads only what is missing. The OCI manifest is pushed last: a
-version is visible only whole.
+re-run after a failure, or the next version, uploads only what is missing. The parts, then the tagged index, are
+pushed last: a version is visible only whole.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
-import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cloudseat.images import manifest, oci, tree
+from cloudseat.images import chunking, layout, manifest, oci, tree
 from cloudseat.images.errors import ManifestError, RegistryError
 
-ARTIFACT_TYPE = "application/vnd.cloudseat.image.v1"
-INDEX_TYPE = "application/vnd.cloudseat.image.manifest.v1+json"
-CHUNK_TYPE = "application/vnd.cloudseat.chunk.v1+zstd"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
-_EMPTY = b"{}"
+ARTIFACT_TYPE = layout.ARTIFACT_TYPE
+INDEX_TYPE = layout.INDEX_TYPE
+CHUNK_TYPE = layout.CHUNK_TYPE
+EMPTY_TYPE = layout.EMPTY_TYPE
 
 
 def repository(game_id: str) -> str:
@@ -39,7 +39,7 @@ def repository(game_id: str) -> str:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Published:
     image_ref: str  # REPOSITORY@sha256:HEX
-    digest: str  # the OCI manifest's
+    digest: str  # the tagged OCI index's
     size: int  # the tree's bytes
     stored_size: int  # distinct blobs' bytes
     uploaded_bytes: int
@@ -73,6 +73,8 @@ def push(
     workers: int = 4,
     progress: Progress | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    params: chunking.Params = chunking.DEFAULT,
+    chunks_per_part: int = layout.CHUNKS_PER_PART,
 ) -> Published:
     """Publish the tree at root as GAME_ID:VERSION; raises ManifestError or RegistryError (nothing is tagged).
 
@@ -110,28 +112,24 @@ def push(
             _settle(pending)
 
     try:
-        built = tree.build(game_id, version, root, on_chunk)
+        built = tree.build(game_id, version, root, on_chunk, params)
         _settle(pending, everything=True)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     index = manifest.to_json(built)
     index_digest = registry.put_blob(repo, index)
-    empty_digest = hashlib.sha256(_EMPTY).hexdigest()
+    empty_digest = hashlib.sha256(layout.EMPTY).hexdigest()
     if not registry.has_blob(repo, empty_digest):
-        registry.put_blob(repo, _EMPTY, empty_digest)
+        registry.put_blob(repo, layout.EMPTY, empty_digest)
     chunks = manifest.unique_chunks(built.chunks)
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": oci.OCI_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": EMPTY_TYPE, "digest": f"sha256:{empty_digest}", "size": len(_EMPTY)},
-        "layers": [
-            {"mediaType": INDEX_TYPE, "digest": f"sha256:{index_digest}", "size": len(index)},
-            *({"mediaType": CHUNK_TYPE, "digest": f"sha256:{c.blob}", "size": c.stored_size} for c in chunks),
-        ],
-        "annotations": {"org.cloudseat.game": game_id, "org.cloudseat.version": version},
-    }
-    digest = registry.put_manifest(repo, version, json.dumps(doc, separators=(",", ":")).encode())
+    part_refs = []
+    for part in layout.parts((index_digest, len(index)), empty_digest, chunks, chunks_per_part):
+        part_digest = hashlib.sha256(part).hexdigest()
+        registry.put_manifest(repo, f"sha256:{part_digest}", part)
+        part_refs.append((part_digest, len(part)))
+    digest = registry.put_manifest(
+        repo, version, layout.index(game_id, version, part_refs), media_type=layout.OCI_INDEX
+    )
     old = {c.digest for c in previous.chunks} if previous is not None else set()
     return Published(
         image_ref=f"{repo}@sha256:{digest}",
@@ -186,20 +184,21 @@ def _settle(pending: list[concurrent.futures.Future[None]], everything: bool = F
 def read(registry: oci.Registry, image_ref: str) -> manifest.Manifest:
     """The image manifest a published version's reference names, checked (ManifestError, RegistryError)."""
     repo, _, digest = image_ref.partition("@sha256:")
-    oci_doc = registry.get_manifest(repo, f"sha256:{digest}")
-    if hashlib.sha256(oci_doc).hexdigest() != digest:
-        raise RegistryError(f"registry {registry.url}: the manifest of {image_ref} does not match its digest")
-    try:
-        layers = json.loads(oci_doc)["layers"]
-        first = layers[0]
-        if first["mediaType"] != INDEX_TYPE:
-            raise ValueError(first["mediaType"])
-        index_digest = str(first["digest"]).removeprefix("sha256:")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ManifestError("manifest", f"{image_ref} is not a cloudseat image ({exc})") from None
+    top = _manifest(registry, repo, digest, image_ref)
+    first = layout.first_part(top)
+    index_digest = layout.image_manifest_digest(
+        _manifest(registry, repo, first, image_ref) if first is not None else top
+    )
     data = registry.get_blob(repo, index_digest)
     if hashlib.sha256(data).hexdigest() != index_digest:
         raise RegistryError(
             f"registry {registry.url}: the image manifest of {image_ref} does not match its digest"
         )
     return manifest.parse(data)
+
+
+def _manifest(registry: oci.Registry, repo: str, digest: str, image_ref: str) -> bytes:
+    doc = registry.get_manifest(repo, f"sha256:{digest}")
+    if hashlib.sha256(doc).hexdigest() != digest:
+        raise RegistryError(f"registry {registry.url}: a manifest of {image_ref} does not match its digest")
+    return doc

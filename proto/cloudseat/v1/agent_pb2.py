@@ -26,7 +26,7 @@ from cloudseat.v1 import common_pb2 as cloudseat_dot_v1_dot_common__pb2
 from cloudseat.v1 import fleet_pb2 as cloudseat_dot_v1_dot_fleet__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/agent.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x18\x63loudseat/v1/fleet.proto\"\x8a\x02\n\x0c\x41gentMessage\x12*\n\x08register\x18\x01 \x01(\x0b\x32\x16.cloudseat.v1.RegisterH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.cloudseat.v1.HeartbeatH\x00\x12\x33\n\rsession_event\x18\x03 \x01(\x0b\x32\x1a.cloudseat.v1.SessionEventH\x00\x12\x39\n\x10negotiate_result\x18\x04 \x01(\x0b\x32\x1d.cloudseat.v1.NegotiateResultH\x00\x12(\n\x07goodbye\x18\x05 \x01(\x0b\x32\x15.cloudseat.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"\xd0\x02\n\rBrokerMessage\x12.\n\nregistered\x18\x01 \x01(\x0b\x32\x18.cloudseat.v1.RegisteredH\x00\x12:\n\rstart_session\x18\x02 \x01(\x0b\x32!.cloudseat.v1.StartSessionCommandH\x00\x12\x38\n\x0cstop_session\x18\x03 \x01(\x0b\x32 .cloudseat.v1.StopSessionCommandH\x00\x12\x33\n\tnegotiate\x18\x04 \x01(\x0b\x32\x1e.cloudseat.v1.NegotiateCommandH\x00\x12+\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x1a.cloudseat.v1.DrainCommandH\x00\x12/\n\x07prewarm\x18\x06 \x01(\x0b\x32\x1c.cloudseat.v1.PrewarmCommandH\x00\x42\x06\n\x04\x62ody\"\xbb\x01\n\rHostInventory\x12\x11\n\tgpu_class\x18\x01 \x01(\t\x12\x1f\n\x04gpus\x18\x02 \x03(\x0b\x32\x11.cloudseat.v1.Gpu\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x14\n\x0cgames_cached\x18\x04 \x03(\t\x12\x17\n\x0fmedia_addresses\x18\x05 \x03(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x06 \x01(\x03\x12\x14\n\x0cpeer_address\x18\x07 \x01(\t\"O\n\x0eRunningSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cloudseat.v1.SessionState\"\xc6\x01\n\x08Register\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x1b.cloudseat.v1.HostInventory\x12-\n\x07running\x18\x07 \x03(\x0b\x32\x1c.cloudseat.v1.RunningSession\"s\n\nRegistered\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x15\n\rlost_after_ms\x18\x04 \x01(\r\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\"\x7f\n\x0cSessionStats\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ps_sent\x18\x02 \x01(\x02\x12\x14\n\x0c\x62itrate_kbps\x18\x03 \x01(\r\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x02\x12\x10\n\x08loss_pct\x18\x05 \x01(\x02\x12\x11\n\tencode_ms\x18\x06 \x01(\x02\"\x80\x02\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x63pu_load\x18\x02 \x01(\x02\x12\x10\n\x08gpu_load\x18\x03 \x01(\x02\x12,\n\x08sessions\x18\x04 \x03(\x0b\x32\x1a.cloudseat.v1.SessionStats\x12\x1c\n\x14games_cached_changed\x18\x05 \x01(\x08\x12\x14\n\x0cgames_cached\x18\x06 \x03(\t\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x1d\n\x15image_fetches_changed\x18\x08 \x01(\x08\x12/\n\rimage_fetches\x18\t \x03(\x0b\x32\x18.cloudseat.v1.ImageFetch\"\x8a\x01\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cloudseat.v1.SessionState\x12+\n\nend_reason\x18\x03 \x01(\x0e\x32\x17.cloudseat.v1.EndReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\t\n\x07Goodbye\"j\n\x0fNegotiateResult\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x30\n\x06\x61nswer\x18\x02 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xcc\x01\n\x13StartSessionCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07game_id\x18\x02 \x01(\t\x12$\n\x04tier\x18\x03 \x01(\x0b\x32\x16.cloudseat.v1.TierSpec\x12\r\n\x05slots\x18\x04 \x01(\r\x12\x10\n\x08venue_id\x18\x05 \x01(\t\x12\x0f\n\x07seat_id\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x11\n\timage_ref\x18\x08 \x01(\t\x12\x14\n\x0cimage_digest\x18\t \x01(\t\"Q\n\x12StopSessionCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.cloudseat.v1.EndReason\"o\n\x10NegotiateCommand\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12/\n\x05offer\x18\x03 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"\x1f\n\x0c\x44rainCommand\x12\x0f\n\x07\x64rained\x18\x01 \x01(\x08\"\x9c\x01\n\x0ePrewarmCommand\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x11\n\timage_ref\x18\x04 \x01(\t\x12\x14\n\x0cimage_digest\x18\x05 \x01(\t\x12%\n\x05peers\x18\x06 \x03(\x0b\x32\x16.cloudseat.v1.SitePeer\",\n\x08SitePeer\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t2V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x1a.cloudseat.v1.AgentMessage\x1a\x1b.cloudseat.v1.BrokerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/agent.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x18\x63loudseat/v1/fleet.proto\"\x8a\x02\n\x0c\x41gentMessage\x12*\n\x08register\x18\x01 \x01(\x0b\x32\x16.cloudseat.v1.RegisterH\x00\x12,\n\theartbeat\x18\x02 \x01(\x0b\x32\x17.cloudseat.v1.HeartbeatH\x00\x12\x33\n\rsession_event\x18\x03 \x01(\x0b\x32\x1a.cloudseat.v1.SessionEventH\x00\x12\x39\n\x10negotiate_result\x18\x04 \x01(\x0b\x32\x1d.cloudseat.v1.NegotiateResultH\x00\x12(\n\x07goodbye\x18\x05 \x01(\x0b\x32\x15.cloudseat.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"\x86\x03\n\rBrokerMessage\x12.\n\nregistered\x18\x01 \x01(\x0b\x32\x18.cloudseat.v1.RegisteredH\x00\x12:\n\rstart_session\x18\x02 \x01(\x0b\x32!.cloudseat.v1.StartSessionCommandH\x00\x12\x38\n\x0cstop_session\x18\x03 \x01(\x0b\x32 .cloudseat.v1.StopSessionCommandH\x00\x12\x33\n\tnegotiate\x18\x04 \x01(\x0b\x32\x1e.cloudseat.v1.NegotiateCommandH\x00\x12+\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x1a.cloudseat.v1.DrainCommandH\x00\x12/\n\x07prewarm\x18\x06 \x01(\x0b\x32\x1c.cloudseat.v1.PrewarmCommandH\x00\x12\x34\n\nsite_peers\x18\x07 \x01(\x0b\x32\x1e.cloudseat.v1.SitePeersCommandH\x00\x42\x06\n\x04\x62ody\"\xbb\x01\n\rHostInventory\x12\x11\n\tgpu_class\x18\x01 \x01(\t\x12\x1f\n\x04gpus\x18\x02 \x03(\x0b\x32\x11.cloudseat.v1.Gpu\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x14\n\x0cgames_cached\x18\x04 \x03(\t\x12\x17\n\x0fmedia_addresses\x18\x05 \x03(\t\x12\"\n\x1aprice_micros_per_slot_hour\x18\x06 \x01(\x03\x12\x14\n\x0cpeer_address\x18\x07 \x01(\t\"O\n\x0eRunningSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cloudseat.v1.SessionState\"\xc6\x01\n\x08Register\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x15\n\ragent_version\x18\x05 \x01(\t\x12.\n\tinventory\x18\x06 \x01(\x0b\x32\x1b.cloudseat.v1.HostInventory\x12-\n\x07running\x18\x07 \x03(\x0b\x32\x1c.cloudseat.v1.RunningSession\"s\n\nRegistered\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\x12\x15\n\rlost_after_ms\x18\x04 \x01(\r\x12\x0f\n\x07\x64rained\x18\x05 \x01(\x08\"\x7f\n\x0cSessionStats\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ps_sent\x18\x02 \x01(\x02\x12\x14\n\x0c\x62itrate_kbps\x18\x03 \x01(\r\x12\x0e\n\x06rtt_ms\x18\x04 \x01(\x02\x12\x10\n\x08loss_pct\x18\x05 \x01(\x02\x12\x11\n\tencode_ms\x18\x06 \x01(\x02\"\x80\x02\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x63pu_load\x18\x02 \x01(\x02\x12\x10\n\x08gpu_load\x18\x03 \x01(\x02\x12,\n\x08sessions\x18\x04 \x03(\x0b\x32\x1a.cloudseat.v1.SessionStats\x12\x1c\n\x14games_cached_changed\x18\x05 \x01(\x08\x12\x14\n\x0cgames_cached\x18\x06 \x03(\t\x12\x10\n\x08\x64raining\x18\x07 \x01(\x08\x12\x1d\n\x15image_fetches_changed\x18\x08 \x01(\x08\x12/\n\rimage_fetches\x18\t \x03(\x0b\x32\x18.cloudseat.v1.ImageFetch\"\x8a\x01\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cloudseat.v1.SessionState\x12+\n\nend_reason\x18\x03 \x01(\x0e\x32\x17.cloudseat.v1.EndReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\t\n\x07Goodbye\"j\n\x0fNegotiateResult\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x30\n\x06\x61nswer\x18\x02 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xcc\x01\n\x13StartSessionCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07game_id\x18\x02 \x01(\t\x12$\n\x04tier\x18\x03 \x01(\x0b\x32\x16.cloudseat.v1.TierSpec\x12\r\n\x05slots\x18\x04 \x01(\r\x12\x10\n\x08venue_id\x18\x05 \x01(\t\x12\x0f\n\x07seat_id\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x11\n\timage_ref\x18\x08 \x01(\t\x12\x14\n\x0cimage_digest\x18\t \x01(\t\"Q\n\x12StopSessionCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.cloudseat.v1.EndReason\"o\n\x10NegotiateCommand\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12/\n\x05offer\x18\x03 \x01(\x0b\x32 .cloudseat.v1.SessionDescription\"\x1f\n\x0c\x44rainCommand\x12\x0f\n\x07\x64rained\x18\x01 \x01(\x08\"\x9c\x01\n\x0ePrewarmCommand\x12\x0f\n\x07game_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10image_size_bytes\x18\x03 \x01(\x04\x12\x11\n\timage_ref\x18\x04 \x01(\t\x12\x14\n\x0cimage_digest\x18\x05 \x01(\t\x12%\n\x05peers\x18\x06 \x03(\x0b\x32\x16.cloudseat.v1.SitePeer\"9\n\x10SitePeersCommand\x12%\n\x05peers\x18\x01 \x03(\x0b\x32\x16.cloudseat.v1.SitePeer\",\n\x08SitePeer\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t2V\n\x0c\x41gentService\x12\x46\n\x07\x43onnect\x12\x1a.cloudseat.v1.AgentMessage\x1a\x1b.cloudseat.v1.BrokerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,37 +36,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTMESSAGE']._serialized_start=96
   _globals['_AGENTMESSAGE']._serialized_end=362
   _globals['_BROKERMESSAGE']._serialized_start=365
-  _globals['_BROKERMESSAGE']._serialized_end=701
-  _globals['_HOSTINVENTORY']._serialized_start=704
-  _globals['_HOSTINVENTORY']._serialized_end=891
-  _globals['_RUNNINGSESSION']._serialized_start=893
-  _globals['_RUNNINGSESSION']._serialized_end=972
-  _globals['_REGISTER']._serialized_start=975
-  _globals['_REGISTER']._serialized_end=1173
-  _globals['_REGISTERED']._serialized_start=1175
-  _globals['_REGISTERED']._serialized_end=1290
-  _globals['_SESSIONSTATS']._serialized_start=1292
-  _globals['_SESSIONSTATS']._serialized_end=1419
-  _globals['_HEARTBEAT']._serialized_start=1422
-  _globals['_HEARTBEAT']._serialized_end=1678
-  _globals['_SESSIONEVENT']._serialized_start=1681
-  _globals['_SESSIONEVENT']._serialized_end=1819
-  _globals['_GOODBYE']._serialized_start=1821
-  _globals['_GOODBYE']._serialized_end=1830
-  _globals['_NEGOTIATERESULT']._serialized_start=1832
-  _globals['_NEGOTIATERESULT']._serialized_end=1938
-  _globals['_STARTSESSIONCOMMAND']._serialized_start=1941
-  _globals['_STARTSESSIONCOMMAND']._serialized_end=2145
-  _globals['_STOPSESSIONCOMMAND']._serialized_start=2147
-  _globals['_STOPSESSIONCOMMAND']._serialized_end=2228
-  _globals['_NEGOTIATECOMMAND']._serialized_start=2230
-  _globals['_NEGOTIATECOMMAND']._serialized_end=2341
-  _globals['_DRAINCOMMAND']._serialized_start=2343
-  _globals['_DRAINCOMMAND']._serialized_end=2374
-  _globals['_PREWARMCOMMAND']._serialized_start=2377
-  _globals['_PREWARMCOMMAND']._serialized_end=2533
-  _globals['_SITEPEER']._serialized_start=2535
-  _globals['_SITEPEER']._serialized_end=2579
-  _globals['_AGENTSERVICE']._serialized_start=2581
-  _globals['_AGENTSERVICE']._serialized_end=2667
+  _globals['_BROKERMESSAGE']._serialized_end=755
+  _globals['_HOSTINVENTORY']._serialized_start=758
+  _globals['_HOSTINVENTORY']._serialized_end=945
+  _globals['_RUNNINGSESSION']._serialized_start=947
+  _globals['_RUNNINGSESSION']._serialized_end=1026
+  _globals['_REGISTER']._serialized_start=1029
+  _globals['_REGISTER']._serialized_end=1227
+  _globals['_REGISTERED']._serialized_start=1229
+  _globals['_REGISTERED']._serialized_end=1344
+  _globals['_SESSIONSTATS']._serialized_start=1346
+  _globals['_SESSIONSTATS']._serialized_end=1473
+  _globals['_HEARTBEAT']._serialized_start=1476
+  _globals['_HEARTBEAT']._serialized_end=1732
+  _globals['_SESSIONEVENT']._serialized_start=1735
+  _globals['_SESSIONEVENT']._serialized_end=1873
+  _globals['_GOODBYE']._serialized_start=1875
+  _globals['_GOODBYE']._serialized_end=1884
+  _globals['_NEGOTIATERESULT']._serialized_start=1886
+  _globals['_NEGOTIATERESULT']._serialized_end=1992
+  _globals['_STARTSESSIONCOMMAND']._serialized_start=1995
+  _globals['_STARTSESSIONCOMMAND']._serialized_end=2199
+  _globals['_STOPSESSIONCOMMAND']._serialized_start=2201
+  _globals['_STOPSESSIONCOMMAND']._serialized_end=2282
+  _globals['_NEGOTIATECOMMAND']._serialized_start=2284
+  _globals['_NEGOTIATECOMMAND']._serialized_end=2395
+  _globals['_DRAINCOMMAND']._serialized_start=2397
+  _globals['_DRAINCOMMAND']._serialized_end=2428
+  _globals['_PREWARMCOMMAND']._serialized_start=2431
+  _globals['_PREWARMCOMMAND']._serialized_end=2587
+  _globals['_SITEPEERSCOMMAND']._serialized_start=2589
+  _globals['_SITEPEERSCOMMAND']._serialized_end=2646
+  _globals['_SITEPEER']._serialized_start=2648
+  _globals['_SITEPEER']._serialized_end=2692
+  _globals['_AGENTSERVICE']._serialized_start=2694
+  _globals['_AGENTSERVICE']._serialized_end=2780
 # @@protoc_insertion_point(module_scope)

@@ -23,20 +23,22 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_event: _Optional[_Union[SessionEvent, _Mapping]] = ..., negotiate_result: _Optional[_Union[NegotiateResult, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class BrokerMessage(_message.Message):
-    __slots__ = ("registered", "start_session", "stop_session", "negotiate", "drain", "prewarm")
+    __slots__ = ("registered", "start_session", "stop_session", "negotiate", "drain", "prewarm", "site_peers")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     START_SESSION_FIELD_NUMBER: _ClassVar[int]
     STOP_SESSION_FIELD_NUMBER: _ClassVar[int]
     NEGOTIATE_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     PREWARM_FIELD_NUMBER: _ClassVar[int]
+    SITE_PEERS_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     start_session: StartSessionCommand
     stop_session: StopSessionCommand
     negotiate: NegotiateCommand
     drain: DrainCommand
     prewarm: PrewarmCommand
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ..., prewarm: _Optional[_Union[PrewarmCommand, _Mapping]] = ...) -> None: ...
+    site_peers: SitePeersCommand
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., start_session: _Optional[_Union[StartSessionCommand, _Mapping]] = ..., stop_session: _Optional[_Union[StopSessionCommand, _Mapping]] = ..., negotiate: _Optional[_Union[NegotiateCommand, _Mapping]] = ..., drain: _Optional[_Union[DrainCommand, _Mapping]] = ..., prewarm: _Optional[_Union[PrewarmCommand, _Mapping]] = ..., site_peers: _Optional[_Union[SitePeersCommand, _Mapping]] = ...) -> None: ...
 
 class HostInventory(_message.Message):
     __slots__ = ("gpu_class", "gpus", "slots", "games_cached", "media_addresses", "price_micros_per_slot_hour", "peer_address")
@@ -221,6 +223,12 @@ class PrewarmCommand(_message.Message):
     image_digest: str
     peers: _containers.RepeatedCompositeFieldContainer[SitePeer]
     def __init__(self, game_id: _Optional[str] = ..., version: _Optional[str] = ..., image_size_bytes: _Optional[int] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[SitePeer, _Mapping]]] = ...) -> None: ...
+
+class SitePeersCommand(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[SitePeer]
+    def __init__(self, peers: _Optional[_Iterable[_Union[SitePeer, _Mapping]]] = ...) -> None: ...
 
 class SitePeer(_message.Message):
     __slots__ = ("host_id", "address")
