@@ -138,7 +138,15 @@ def _build(cls: type[message.Message], values: dict[str, Any]) -> message.Messag
     msg = cls()
     for name, value in values.items():
         field = msg.DESCRIPTOR.fields_by_name[name]
-        if field.is_repeated:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            # A map: the strategy draws its entries as entry messages (key, value).
+            target = getattr(msg, name)
+            for entry in value:
+                if field.message_type.fields_by_name["value"].type == F.TYPE_MESSAGE:
+                    target[entry.key].CopyFrom(entry.value)
+                else:
+                    target[entry.key] = entry.value
+        elif field.is_repeated:
             getattr(msg, name).extend(value)
         elif field.type == F.TYPE_MESSAGE:
             getattr(msg, name).CopyFrom(value)
