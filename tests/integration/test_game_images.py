@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from cloudseat.client import BrokerClient
@@ -13,6 +14,8 @@ from cloudseat.v1 import common_pb2, fleet_pb2, venue_pb2
 from grpc import aio
 
 from broker.server import Broker
+from broker.store import database
+from broker.store import hosts as host_store
 from tests.integration.conftest import Launch
 from tests.integration.scripted_agent import ScriptedAgent
 
@@ -288,3 +291,34 @@ async def test_each_host_is_told_its_own_sites_serving_hosts_as_they_come_and_go
                 await near2.link.finish()
                 assert await _site_peers(quiet, 3) == one
         assert told(far1) == 1
+
+
+async def test_a_site_of_hundreds_of_serving_hosts_is_prewarmed(world: BrokerClient, db_url: str) -> None:
+    """Each host's pre-warm goes out as one notification; it once carried the site's whole peer list, which passed
+    NOTIFY's 8000 bytes at about 200 serving hosts and failed the call. The agents hold their site's list already."""
+    await _arena(world)
+    pool = await database.create_pool(db_url, 1, 4)
+    heard: list[str] = []
+    listener = await asyncpg.connect(db_url)
+    await listener.add_listener("cloudseat_hosts", lambda *args: heard.append(args[3]))
+    try:
+        for i in range(300):
+            host = f"big-{i:03d}"
+            await host_store.register(
+                pool,
+                host_store.Registration(
+                    host_id=host, provider_id="prov", site_id="site-near", epoch=1, agent_version="test",
+                    gpu_class="cpu", slots=1, price_micros=1_000_000, peer_address=f"127.0.0.1:{20000 + i}",
+                ),
+            )
+        heard.clear()
+        told = await world.prewarm_game("site-near", "arena")
+        assert len(told.host_ids) == 300
+        for _ in range(100):  # bounded: the notifications follow the commit within moments
+            if sum('"prewarm"' in h for h in heard) >= 300:
+                break
+            await asyncio.sleep(0.05)
+        assert sum('"prewarm"' in h for h in heard) == 300
+    finally:
+        await listener.close()
+        await pool.close()

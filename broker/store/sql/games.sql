@@ -30,17 +30,14 @@ SELECT game_id, version, image_size_bytes, image_ref, image_digest FROM games WH
 
 -- name: prewarm_hosts
 -- Tell the replica holding each online host's agent link of the site to have it fetch the image (channel
--- cloudseat_hosts, as drains), skipping hosts that hold the current version already. Sent at commit.
+-- cloudseat_hosts, as drains), skipping hosts that hold the current version already. Sent at commit. The site's
+-- peers are not in it: every agent holds its site's list already (SitePeersCommand), and a list per host made a
+-- site of ~200 serving hosts pass NOTIFY's 8000 bytes and the queue carry the list once per host.
 SELECT host_id,
        pg_notify('cloudseat_hosts', json_build_object(
            'host_id', host_id,
            'prewarm', json_build_object('game_id', $2::text, 'version', $3::text, 'image_size_bytes', $4::bigint,
-                                        'image_ref', $5::text, 'image_digest', $6::text,
-                                        'peers', (SELECT coalesce(json_agg(json_build_array(p.host_id, p.peer_address)
-                                                                           ORDER BY p.host_id), '[]')
-                                                  FROM hosts p
-                                                  WHERE p.site_id = $1 AND p.status = 'online'
-                                                    AND p.peer_address <> ''))
+                                        'image_ref', $5::text, 'image_digest', $6::text)
        )::text)
 FROM hosts
 WHERE site_id = $1 AND status = 'online' AND NOT ($2::text = ANY(games_cached))
