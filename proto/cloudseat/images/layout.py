@@ -98,7 +98,7 @@ def index(game_id: str, version: str, part_refs: Sequence[tuple[str, int]]) -> b
 def first_part(index_doc: bytes) -> str | None:
     """The digest (hex) of part 0 when the document is an index; None when it is an (older) image manifest.
     ManifestError when it is neither."""
-    doc = _load(index_doc)
+    doc = manifest.json_object(index_doc, REGISTRY_LIMIT)
     if doc.get("mediaType") == OCI_MANIFEST:
         return None
     try:
@@ -114,7 +114,7 @@ def first_part(index_doc: bytes) -> str | None:
 
 def image_manifest_digest(part_doc: bytes) -> str:
     """The image manifest blob's digest (hex) from part 0, or from an older version's one manifest."""
-    doc = _load(part_doc)
+    doc = manifest.json_object(part_doc, REGISTRY_LIMIT)
     try:
         first = doc["layers"][0]
         if first["mediaType"] != INDEX_TYPE:
@@ -122,18 +122,6 @@ def image_manifest_digest(part_doc: bytes) -> str:
         return _hex(first["digest"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ManifestError("manifest", f"is not a cloudseat image ({exc})") from None
-
-
-def _load(data: bytes) -> dict[str, Any]:
-    if len(data) > REGISTRY_LIMIT:
-        raise ManifestError("manifest", f"is larger than {REGISTRY_LIMIT} bytes")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError("manifest", f"is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ManifestError("manifest", "must be a JSON object")
-    return doc
 
 
 def _hex(value: Any) -> str:

@@ -128,16 +128,22 @@ def to_json(manifest: Manifest) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def parse(data: bytes) -> Manifest:
-    """Read and check a manifest from untrusted bytes; ManifestError names the first bad field."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ManifestError("manifest", f"is larger than {MAX_MANIFEST_BYTES} bytes")
+def json_object(data: bytes, limit: int) -> dict[str, Any]:
+    """Untrusted bytes read as one JSON object of at most `limit` bytes (ManifestError otherwise)."""
+    if len(data) > limit:
+        raise ManifestError("manifest", f"is larger than {limit} bytes")
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError("manifest", f"is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestError("manifest", "must be a JSON object")
+    return doc
+
+
+def parse(data: bytes) -> Manifest:
+    """Read and check a manifest from untrusted bytes; ManifestError names the first bad field."""
+    doc = json_object(data, MAX_MANIFEST_BYTES)
     if doc.get("format") != FORMAT:
         raise ManifestError("format", f"must be {FORMAT!r}")
     game_id = _ident(doc, "game_id", "game_id")
