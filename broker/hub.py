@@ -64,6 +64,7 @@ class SessionHub:
         self._placement_waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._listeners: list[Listener] = []
         self._host_listeners: list[Listener] = []
+        self._site_listeners: list[Listener] = []
         self._ledger_listeners: list[Listener] = []
         self._resync_listeners: list[Callable[[], None]] = []
         self._conn: asyncpg.Connection | None = None
@@ -84,6 +85,12 @@ class SessionHub:
         self._host_listeners.append(listener)
         if on_resync is not None:
             self._resync_listeners.append(on_resync)
+
+    def add_site_listener(self, listener: Listener) -> None:
+        """Call `listener` when the hosts of sites changed ({"site_peers": [site ids], "except": the host that
+        changed them}, on the hosts' channel without a host_id); after a reconnect the host listeners' resync
+        stands for the missed ones."""
+        self._site_listeners.append(listener)
 
     def add_ledger_listener(self, listener: Listener) -> None:
         """Call `listener` whenever ledger rows commit, with the venues and providers they bill (as above; a resync
@@ -190,6 +197,13 @@ class SessionHub:
 
     def _on_host_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         change: Change = json.loads(payload)
+        if "host_id" not in change:  # a change of sites (their lists of hosts), not of one host
+            for listener in self._site_listeners:
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("site change listener failed", sites=change.get("site_peers"))
+            return
         for listener in self._host_listeners:
             try:
                 listener(change)

@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 # Why a link the broker retired is closed; the agent's stream ends FAILED_PRECONDITION with it, and an agent told so
 # about its epoch starts afresh under a new one.
 LOST = "the host was declared lost; restart the agent with a new epoch"
+# Site-list changes that arrive within this long are answered together (LinkRegistry.on_sites_change).
+_SITE_PEERS_DELAY_S = 0.2
 RETIRED = (
     "the host is no longer online on this link (declared lost, or taken over by a newer connection or epoch); "
     "restart the agent with a new epoch"
@@ -46,9 +48,11 @@ RETIRED = (
 class AgentLink:
     """One connected agent process (host + epoch, on one connection) and what the broker sends it."""
 
-    def __init__(self, host_id: str, epoch: int) -> None:
+    def __init__(self, host_id: str, epoch: int, site_id: str = "") -> None:
         self.host_id = host_id
         self.epoch = epoch
+        # The site it registered at (its site's list of hosts is sent to it as it changes).
+        self.site_id = site_id
         # New for every connection: a host's record names the link holding it, so an old connection's end (or
         # report) never touches a newer one's.
         self.link_id = uuid.uuid4()
@@ -84,6 +88,9 @@ class LinkRegistry:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._links: dict[str, AgentLink] = {}
+        # Sites whose lists of hosts changed, each with the hosts that changed them, to be sent (on_sites_change).
+        self._stale_sites: dict[str, set[str]] = {}
+        self._site_refresh: asyncio.Task[None] | None = None
         # Small writes started from synchronous callbacks (a lost link, re-reading drains).
         self._chores: set[asyncio.Task[None]] = set()
 
@@ -134,7 +141,7 @@ class LinkRegistry:
     async def close(self) -> None:
         for link in list(self._links.values()):
             link.close("the broker is shutting down")
-        for task in list(self._chores):
+        for task in [*self._chores, *([self._site_refresh] if self._site_refresh else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -151,27 +158,51 @@ class LinkRegistry:
             link.send(commands.drain_command(bool(change["drained"])))
         if "prewarm" in change:
             link.send(commands.prewarm_command(change["prewarm"]))
-        if change.get("site_peers"):
-            self._chore(self._send_site_peers(link), f"site-peers-{link.host_id}")
         if "status" in change:
             held = change["status"] == "online" and change.get("link_id") in (None, str(link.link_id))
             if not held:
                 self.retire([link], LOST if change["status"] == "lost" else RETIRED)
 
-    async def _send_site_peers(self, link: AgentLink) -> None:
-        """The site's serving hosts changed: send the agent the list as it stands now (read here, not carried in
-        the notification, which NOTIFY's payload limit would cap)."""
-        try:
-            site = await host_store.site_peers(self._pool, link.host_id)
-        except errors.CloudseatError as exc:
-            log.warning("could not read the site's peers", host_id=link.host_id, error=str(exc))
+    def on_sites_change(self, change: Mapping[str, Any]) -> None:
+        """The hosts of some sites changed (at any process): the agents linked here in those sites get their site's
+        list anew, all but the host that changed it (told at its registration). Coalesced: changes that arrive
+        within _SITE_PEERS_DELAY_S are answered with one read per site, so a site whose hosts all register at once
+        (a broker restart) costs a few reads, not one per host and change."""
+        sites = {s for s in change.get("site_peers") or () if isinstance(s, str)}
+        if not sites:
             return
-        link.send(commands.site_peers_command(site))
+        skip = change.get("except")
+        for site in sites:
+            self._stale_sites.setdefault(site, set()).add(skip if isinstance(skip, str) else "")
+        if self._site_refresh is None:
+            self._site_refresh = asyncio.create_task(self._send_site_peers(), name="site-peers")
+
+    async def _send_site_peers(self) -> None:
+        try:
+            while self._stale_sites:
+                await asyncio.sleep(_SITE_PEERS_DELAY_S)
+                stale, self._stale_sites = self._stale_sites, {}
+                here = [link for link in self._links.values() if link.site_id in stale]
+                if not here:
+                    continue
+                try:
+                    lists = await host_store.site_peer_lists(self._pool, sorted({lk.site_id for lk in here}))
+                except errors.CloudseatError as exc:
+                    log.warning("could not read the sites' peers", sites=sorted(stale), error=str(exc))
+                    continue
+                for link in here:
+                    # The host that changed its site was told at its registration, unless another change came too.
+                    if stale[link.site_id] != {link.host_id}:
+                        link.send(commands.site_peers_command(lists.get(link.site_id, [])))
+        finally:
+            self._site_refresh = None
 
     def resync_hosts(self) -> None:
-        """Host changes may have been missed: tell every agent linked here its host's drain as it stands."""
+        """Host changes may have been missed: tell every agent linked here its host's drain and its site's list as
+        they stand."""
         if self._links:
             self._chore(self._resend_drains(), "links-resync-drains")
+            self.on_sites_change({"site_peers": sorted({link.site_id for link in self._links.values()})})
 
     async def _resend_drains(self) -> None:
         try:

@@ -284,6 +284,7 @@ class Broker:
             self._stats = StatsBatcher(pool, links)
             hub.add_listener(links.on_change)
             hub.add_host_listener(links.on_host_change, on_resync=links.resync_hosts)
+            hub.add_site_listener(links.on_sites_change)
         if Role.LEADER in self.roles:
             self._start_leader(url, pool, hub)
         await hub.start()

@@ -73,7 +73,7 @@ class AgentService(agent_pb2_grpc.AgentServiceServicer):
         caller = auth.caller()
         caller.require_host(reg.host_id, "register.host_id")
         structlog.contextvars.bind_contextvars(host_id=reg.host_id)
-        link = AgentLink(reg.host_id, reg.epoch)
+        link = AgentLink(reg.host_id, reg.epoch, reg.site_id)
         held_by = host_store.Link(link.link_id, self._presence.replica_id, self._presence.address)
         # A certificate proves the host; only then does its enrolment mean something (broker.enrolment).
         result = await host_store.register(self._pool, reg, held_by, enrolment_required=not caller.trusted)

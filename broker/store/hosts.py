@@ -154,7 +154,7 @@ async def _register(
         live = await conn.fetch(Q["host_live_sessions"], reg.host_id)
         # The site's other hosts learn it serves chunks now (or no longer, from the site it left).
         sites = [reg.site_id] if current is None else list({reg.site_id, current["site_id"]})
-        await conn.fetch(Q["notify_site_peers"], sites, reg.host_id)
+        await conn.execute(Q["notify_site_peers"], sites, reg.host_id)
         new_epoch = current is not None and reg.epoch > current["epoch"]
         if outcome is not enrolment.Outcome.SAME or new_epoch:
             await audit.write(
@@ -171,6 +171,16 @@ async def _register(
                 enrolled=enrolment_required,
             )
     return Registered(epoch=row["epoch"], drained=row["drained"], live_sessions=list(live), ended=ended)
+
+
+async def site_peer_lists(pool: asyncpg.Pool, site_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each site's online hosts as (host id, peer address); a site with none is left out."""
+    with translated():
+        rows = await pool.fetch(Q["site_peer_lists"], list(site_ids))
+    lists: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        lists.setdefault(r["site_id"], []).append((r["host_id"], r["peer_address"]))
+    return lists
 
 
 async def site_peers(pool: asyncpg.Pool, host_id: str) -> list[tuple[str, str]]:
@@ -271,7 +281,7 @@ async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]
         if site_id is None:
             return []  # replaced by a newer epoch meanwhile, or already lost
         rows = await conn.fetch(Q["end_host_sessions"], host_id, "HOST_LOST", "the agent went offline")
-        await conn.fetch(Q["notify_site_peers"], [site_id], host_id)
+        await conn.execute(Q["notify_site_peers"], [site_id], host_id)
     return [str(r["session_id"]) for r in rows]
 
 

@@ -120,6 +120,12 @@ UPDATE sessions SET state = $3 WHERE session_id = ANY($1::uuid[]) AND state = $2
 -- name: host_broker_address
 SELECT broker_address FROM hosts WHERE host_id = $1;
 
+-- name: site_peer_lists
+-- The online hosts of each of the sites $1, with the address each serves chunks on ('' when it does not).
+SELECT site_id, host_id, peer_address FROM hosts
+WHERE site_id = ANY($1::text[]) AND status = 'online'
+ORDER BY site_id, host_id;
+
 -- name: site_peers
 -- The online hosts of host $1's site, this one among them, with the address each serves chunks on ('' when it does
 -- not): its agent fetches chunks from those with an address and serves them to all (gpu_agent.peers).
@@ -128,9 +134,8 @@ WHERE h.host_id = $1 AND p.status = 'online'
 ORDER BY p.host_id;
 
 -- name: notify_site_peers
--- The hosts of sites $1 changed (host $2 registered there, left one of them, or went offline): tell the
--- replica holding each other online host's link of those sites to send it its site's list anew (channel
--- cloudseat_hosts; the list is read there, so no payload outgrows NOTIFY's 8000 bytes). Sent at commit.
-SELECT pg_notify('cloudseat_hosts', json_build_object('host_id', host_id, 'site_peers', true)::text)
-FROM hosts
-WHERE site_id = ANY($1::text[]) AND status = 'online' AND host_id <> $2;
+-- The hosts of sites $1 changed (host $2 registered there, left one of them, or went offline): one notification
+-- for the change, not one per host of the site (a site of 250 registering after a restart made 250 × 250 of them).
+-- Each broker process holding links of those sites reads each site's list once and sends it to them, all but $2
+-- (broker.links.LinkRegistry.on_sites_change; channel cloudseat_hosts, without a host_id). Sent at commit.
+SELECT pg_notify('cloudseat_hosts', json_build_object('site_peers', $1::text[], 'except', $2::text)::text);
