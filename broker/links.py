@@ -91,6 +91,7 @@ class LinkRegistry:
         # Sites whose lists of hosts changed, each with the hosts that changed them, to be sent (on_sites_change).
         self._stale_sites: dict[str, set[str]] = {}
         self._site_refresh: asyncio.Task[None] | None = None
+        self._site_read_at = float("-inf")
         # Small writes started from synchronous callbacks (a lost link, re-reading drains).
         self._chores: set[asyncio.Task[None]] = set()
 
@@ -157,17 +158,29 @@ class LinkRegistry:
         if "drained" in change:
             link.send(commands.drain_command(bool(change["drained"])))
         if "prewarm" in change:
-            link.send(commands.prewarm_command(change["prewarm"]))
+            self._chore(self._send_prewarm(link, change["prewarm"]), f"prewarm-{link.host_id}")
         if "status" in change:
             held = change["status"] == "online" and change.get("link_id") in (None, str(link.link_id))
             if not held:
                 self.retire([link], LOST if change["status"] == "lost" else RETIRED)
 
+    async def _send_prewarm(self, link: AgentLink, image: Mapping[str, Any]) -> None:
+        """A pre-warm goes out with the site's list as it stands now (read here: a list per host in the notification
+        passed NOTIFY's 8000 bytes at ~200 serving hosts), so the hosts told of it split the chunks among the same
+        owners even if a site-list change is still on its way to one of them."""
+        try:
+            peers = await host_store.site_peers(self._pool, link.host_id)
+        except errors.CloudseatError as exc:
+            log.warning("could not read the site's peers; pre-warm without them", host_id=link.host_id, error=str(exc))
+            peers = []
+        link.send(commands.prewarm_command({**image, "peers": peers}))
+
     def on_sites_change(self, change: Mapping[str, Any]) -> None:
         """The hosts of some sites changed (at any process): the agents linked here in those sites get their site's
-        list anew, all but the host that changed it (told at its registration). Coalesced: changes that arrive
-        within _SITE_PEERS_DELAY_S are answered with one read per site, so a site whose hosts all register at once
-        (a broker restart) costs a few reads, not one per host and change."""
+        list anew, all but the host that changed it (told at its registration). Coalesced: a change alone goes at
+        once, and those that arrive within _SITE_PEERS_DELAY_S of a read are answered together with one read per
+        site, so a site whose hosts all register at once (a broker restart) costs a few reads, not one per host and
+        change."""
         sites = {s for s in change.get("site_peers") or () if isinstance(s, str)}
         if not sites:
             return
@@ -178,9 +191,14 @@ class LinkRegistry:
             self._site_refresh = asyncio.create_task(self._send_site_peers(), name="site-peers")
 
     async def _send_site_peers(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._stale_sites:
-                await asyncio.sleep(_SITE_PEERS_DELAY_S)
+                # The first change goes at once; those that follow within the delay of a read wait for its end.
+                wait = self._site_read_at + _SITE_PEERS_DELAY_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._site_read_at = loop.time()
                 stale, self._stale_sites = self._stale_sites, {}
                 here = [link for link in self._links.values() if link.site_id in stale]
                 if not here:

@@ -91,15 +91,16 @@ async def test_session_events_for_another_hosts_session_change_nothing(
     ready = await _session(world, "s1", S.SESSION_STATE_READY, victim)
     streaming = await _session(world, "s2", S.SESSION_STATE_STREAMING, victim)
     before = {sid: await _row(broker.pool, sid) for sid in (ready, streaming)}
-    attacker = ScriptedAgent(world, "host-a", site_id="site-far")
-    await attacker.link.open()
-    # A move forward, and an end (both reasons an agent may give), each about host B's sessions.
-    await attacker.link.report(ready, S.SESSION_STATE_STREAMING)
-    await attacker.link.report(streaming, S.SESSION_STATE_ENDED, common_pb2.END_REASON_FAILED, "forged")
-    await attacker.link.report(ready, S.SESSION_STATE_ENDED, common_pb2.END_REASON_ENDED_BY_PATRON)
-    # The goodbye is answered once everything sent before it has been applied.
-    await attacker.link.finish()
-    await attacker.close()
+    # The attacker reads what the broker sends (its site's list comes at registration), as every agent does: a
+    # stream whose messages nobody reads never delivers its status, and the goodbye below waits for that.
+    async with ScriptedAgent(world, "host-a", site_id="site-far") as attacker:
+        attacker.heartbeating = False
+        # A move forward, and an end (both reasons an agent may give), each about host B's sessions.
+        await attacker.link.report(ready, S.SESSION_STATE_STREAMING)
+        await attacker.link.report(streaming, S.SESSION_STATE_ENDED, common_pb2.END_REASON_FAILED, "forged")
+        await attacker.link.report(ready, S.SESSION_STATE_ENDED, common_pb2.END_REASON_ENDED_BY_PATRON)
+        # The goodbye is answered once everything sent before it has been applied.
+        await attacker.link.finish()
     for sid, row in before.items():
         assert await _row(broker.pool, sid) == row, sid
     ends = await broker.pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'session.end'")
