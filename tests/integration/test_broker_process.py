@@ -45,7 +45,10 @@ async def _drain(
     while line := await stream.readline():
         try:
             entry = json.loads(line)
-        except ValueError:
+        except ValueError:  # kept for a failure's message (a traceback, a child's plain output)
+            log.append({"raw": line.decode(errors="replace").rstrip()})
+            continue
+        if not isinstance(entry, dict):
             continue
         log.append(entry)
         if entry.get("event") == "broker serving" and not ready.done():
@@ -107,7 +110,10 @@ async def launch(tmp_path: Path, creds: Path) -> AsyncIterator[object]:
         ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         assert proc.stderr is not None
         reader = asyncio.create_task(_drain(proc.stderr, log, ready))
-        port = await asyncio.wait_for(ready, 60)
+        try:
+            port = await asyncio.wait_for(ready, 60)
+        except TimeoutError:
+            raise AssertionError(f"the broker was not serving within 60 s; its last lines: {log[-12:]}") from None
         return BrokerProcess(proc, port, log, reader)
 
     yield start
