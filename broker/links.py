@@ -92,6 +92,8 @@ class LinkRegistry:
         self._stale_sites: dict[str, set[str]] = {}
         self._site_refresh: asyncio.Task[None] | None = None
         self._site_read_at = float("-inf")
+        # Pre-warms to send, with their site's list (on_host_change).
+        self._prewarms: list[tuple[AgentLink, Mapping[str, Any]]] = []
         # Small writes started from synchronous callbacks (a lost link, re-reading drains).
         self._chores: set[asyncio.Task[None]] = set()
 
@@ -158,22 +160,29 @@ class LinkRegistry:
         if "drained" in change:
             link.send(commands.drain_command(bool(change["drained"])))
         if "prewarm" in change:
-            self._chore(self._send_prewarm(link, change["prewarm"]), f"prewarm-{link.host_id}")
+            self._prewarms.append((link, change["prewarm"]))
+            if len(self._prewarms) == 1:
+                self._chore(self._send_prewarms(), "prewarms")
         if "status" in change:
             held = change["status"] == "online" and change.get("link_id") in (None, str(link.link_id))
             if not held:
                 self.retire([link], LOST if change["status"] == "lost" else RETIRED)
 
-    async def _send_prewarm(self, link: AgentLink, image: Mapping[str, Any]) -> None:
-        """A pre-warm goes out with the site's list as it stands now (read here: a list per host in the notification
-        passed NOTIFY's 8000 bytes at ~200 serving hosts), so the hosts told of it split the chunks among the same
-        owners even if a site-list change is still on its way to one of them."""
+    async def _send_prewarms(self) -> None:
+        """Pre-warms go out with their site's list as it stands now (read here: a list per host in the notification
+        passed NOTIFY's 8000 bytes at ~200 serving hosts), so the hosts told of one split the chunks among the same
+        owners even if a site-list change is still on its way to one of them. A site's pre-warms are notified at one
+        commit: they are answered together, with one read per site."""
+        await asyncio.sleep(0)  # the rest of that commit's notifications, delivered in this turn of the loop
+        todo, self._prewarms = self._prewarms, []
+        sites = sorted({link.site_id for link, _ in todo})
         try:
-            peers = await host_store.site_peers(self._pool, link.host_id)
+            lists = await host_store.site_peer_lists(self._pool, sites)
         except errors.CloudseatError as exc:
-            log.warning("could not read the site's peers; pre-warm without them", host_id=link.host_id, error=str(exc))
-            peers = []
-        link.send(commands.prewarm_command({**image, "peers": peers}))
+            log.warning("could not read the sites' peers; pre-warm without them", sites=sites, error=str(exc))
+            lists = {}
+        for link, image in todo:
+            link.send(commands.prewarm_command({**image, "peers": lists.get(link.site_id, [])}))
 
     def on_sites_change(self, change: Mapping[str, Any]) -> None:
         """The hosts of some sites changed (at any process): the agents linked here in those sites get their site's
