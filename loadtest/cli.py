@@ -1,5 +1,5 @@
 """`cloudseat-loadtest`: benchmarks and load tests, one subcommand each (`placement`, `stream`, `fleet`, `commits`,
-`images`).
+`lifecycle`, `images`).
 
 Each subcommand's flags are the settings of its config dataclass (PlacementConfig here, loadtest.stream's
 StreamRunConfig, loadtest.fleet's FleetConfig), derived by cloudseat.settings: every flag falls back to an
@@ -21,7 +21,7 @@ from typing import Any
 from cloudseat import settings
 from cloudseat.settings import above, at_least, setting
 
-from loadtest import commits, fleet, images, placement, stream, synthetic
+from loadtest import commits, fleet, images, lifecycle, placement, stream, synthetic
 from loadtest import instance as instance_file
 
 PROG = "cloudseat-loadtest"
@@ -217,6 +217,15 @@ _SUBCOMMANDS = {
         "sessions/s of each and their ratio, and write JSON (--json). docs/loadtest-fleet.md#group-commit.",
         commits.CommitsConfig,
         commits.main,
+    ),
+    "lifecycle": _Subcommand(
+        "PostgreSQL's CPU for a session's whole life (start, place, report, end) vs a bare table's",
+        "Run sessions through their whole life on a real PostgreSQL by the broker's store, in rounds of each of "
+        "--sizes sessions, alternating with the same statements on a table with only a primary key (the baseline); "
+        "print the database's CPU per session of each and their ratio, and write JSON (--json). "
+        "docs/loadtest-fleet.md#the-databases-cpu-per-session.",
+        lifecycle.LifecycleConfig,
+        lifecycle.main,
     ),
     "images": _Subcommand(
         "game images: publish, fetch, a 5% update and a site sharing chunks, through the real registry",
