@@ -33,8 +33,14 @@ log = structlog.get_logger(__name__)
 _TICK_S = 0.5
 # A refused commit is re-planned this many times in one round before the round gives up (the next round retries).
 _REPLANS = 3
-# The host cache reads every online host again at least this often (what it is not told about: see HostCache).
-_HOSTS_REFRESH_S = 2.0
+# The host cache reads every online host again this often, a safety net: every change a round acts on is told
+# (see HostCache). Each full read cost the leader ~200 ms of CPU at 10,000 hosts and held up the round it fell in.
+_HOSTS_REFRESH_S = 60.0
+# Every this many full reads, the host table is rebuilt whole, which numbers its names (sites, classes, what hosts
+# hold) afresh, so names no host uses any more do not pile up; the others rewrite only the changed hosts.
+_RENUMBER_EVERY = 10
+# The price cache reads the prices at least this often (it is told of a set price by the store's stamp).
+_PRICES_REFRESH_S = 2.0
 
 Solver = Callable[[placement.Problem], placement.Solution]
 
@@ -101,12 +107,13 @@ class HostCache:
     """The online hosts as the last rounds saw them, read again only where something happened.
 
     It reads every online host once, then only the hosts it is told about: a session placed on or ended from them
-    (every replica's session changes reach this one as hub notifications), a registration, loss or goodbye on this
-    replica, a commit that placed on them. What other replicas change about a host without a session change (a
-    drain, a price, a registration, a new cached game) is picked up by reading everything every
-    `_HOSTS_REFRESH_S`, and sooner where it matters: a commit places only on hosts that are online and not drained
-    at that moment (SchedulerStore.commit), and a refused or partly skipped commit reads everything again. A
-    stale entry can cost a re-plan or a slightly worse choice for a moment, never a wrong placement.
+    (every replica's session changes reach this one as hub notifications), any process's change to what a round
+    reads of a host (registered, lost, offline, a new epoch or link, other cached images, drained or draining:
+    the hosts' notifications), a commit that placed on them; a price through PriceCache. Everything is read again
+    every `_HOSTS_REFRESH_S` as a safety net, and where it matters: a commit places only on hosts that are online
+    and not drained at that moment (SchedulerStore.commit), and a refused or partly skipped commit reads
+    everything again. A stale entry can cost a re-plan or a slightly worse choice for a moment, never a wrong
+    placement. A full read rewrites only the hosts whose rows changed, so it costs the read, not a rebuild.
     """
 
     def __init__(self) -> None:
@@ -114,6 +121,7 @@ class HostCache:
         self._rows: dict[str, HostRow] = {}  # the row each host was built from
         self._dirty: set[str] = set()
         self._read_at: float | None = None  # None: read every host on the next use
+        self._full_reads = 0
         self._prices: dict[tuple[str, str], int] = {}  # the prices in force the table's hosts were built at
 
     def changed(self, host_id: str) -> None:
@@ -141,9 +149,17 @@ class HostCache:
             # Marks that arrive while reading stay for the next round (the read may predate their change).
             self._dirty.clear()
             rows = await store.online_hosts()
-            hosts = [self._host(r) for r in rows]
+            self._full_reads += 1
+            if not self._rows or repriced or self._full_reads % _RENUMBER_EVERY == 0:
+                self._table.replace([self._host(r) for r in rows])
+            else:
+                fresh = {r.host_id: r for r in rows}
+                for host_id in [h for h in self._rows if h not in fresh]:
+                    self._table.remove(host_id)
+                for read in rows:
+                    if self._rows.get(read.host_id) != read:
+                        self._table.put(self._host(read))
             self._rows = {r.host_id: r for r in rows}
-            self._table.replace(hosts)
             self._read_at = now
         else:
             if repriced:
@@ -182,7 +198,7 @@ class HostCache:
 class PriceCache:
     """The sites' prices in force, by (site, GPU class), by the store's clock.
 
-    Reads the prices only when one was set (the store's stamp moved) or every `_HOSTS_REFRESH_S` anyway, and works
+    Reads the prices only when one was set (the store's stamp moved) or every `_PRICES_REFRESH_S` anyway, and works
     the prices in force out again only when the store's clock passes the next band edge. A price was a function
     call per host in the host read before (host_view): 110 of the 128 ms of a full read at 10,000 hosts.
     """
@@ -197,7 +213,7 @@ class PriceCache:
     async def in_force(self, store: SchedulerStore, now: float) -> dict[tuple[str, str], int]:
         """`now`: the scheduler's monotonic clock in seconds, for the periodic read."""
         at, stamp = await store.price_stamp()
-        if stamp != self._stamp or self._read_at is None or now - self._read_at >= _HOSTS_REFRESH_S:
+        if stamp != self._stamp or self._read_at is None or now - self._read_at >= _PRICES_REFRESH_S:
             schedules = {
                 (r.site_id, r.gpu_class): metering.Schedule.from_row(r.base_micros, r.bands, r.utc_offset_minutes)
                 for r in await store.prices()
@@ -235,7 +251,8 @@ class LatencyCache:
 
     Rebuilding the mapping from rows every round cost more than the solve at hundreds of venues. Each round asks
     the database only when the batch's venues' measurements last changed (one small row per venue), and reads the
-    rows of the venues whose stamp moved; the matrix is rebuilt only then. So it is never staler than a fresh read.
+    rows of the venues whose stamp moved, and rewrites only their rows of the matrix (whole when a site is new). So
+    it is never staler than a fresh read.
     """
 
     def __init__(self) -> None:
@@ -252,8 +269,25 @@ class LatencyCache:
                 fresh[r.venue_id][r.site_id] = r.rtt_ms
             self._rows.update(fresh)
             self._stamps.update({v: stamps.get(v) for v in changed})
-            self._matrix = self._build()
+            self._matrix = self._updated(fresh)
         return self._matrix
+
+    def _updated(self, fresh: Mapping[str, dict[str, int]]) -> placement.LatencyMatrix:
+        """The matrix with the rows of `fresh` rewritten (a copy: a round may still be reading the old one); built
+        whole when a site is new to it. A venue's report rewrote all 500 × 100 cells every time before."""
+        old = self._matrix
+        if any(s not in old.site_index for row in fresh.values() for s in row):
+            return self._build()
+        venues = list(old.venues) + [v for v in fresh if v not in old.venue_index]
+        ms = np.full((len(venues), len(old.sites)), placement.UNREACHABLE_MS, dtype=np.int64)
+        ms[: len(old.venues)] = old.ms
+        at = {v: i for i, v in enumerate(venues)}
+        for venue, row in fresh.items():
+            i = at[venue]
+            ms[i] = placement.UNREACHABLE_MS
+            if row:
+                ms[i, [old.site_index[s] for s in row]] = list(row.values())
+        return placement.LatencyMatrix(venues, old.sites, ms)
 
     def _build(self) -> placement.LatencyMatrix:
         venues = list(self._rows)

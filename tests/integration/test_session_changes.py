@@ -146,3 +146,27 @@ async def test_the_lifecycle_benchmark_runs_whole_lives_beside_its_baseline() ->
     for size in ("2", "5"):
         fig = result["sizes"][size]
         assert fig["sessions_per_s"] > 0 and fig["pg_cpu_ms_per_session"] >= 0
+
+
+async def test_an_agents_draining_flag_is_told_on_the_hosts_channel_once_per_change(db_url: str) -> None:
+    pool = await database.create_pool(db_url, 1, 2)
+    heard: list[dict[str, object]] = []
+    conn = await asyncpg.connect(db_url)
+    await conn.add_listener("cloudseat_hosts", lambda _c, _pid, _ch, payload: heard.append(json.loads(payload)))
+    try:
+        await faults.seed_store(pool, seats=1)
+        link = hosts.Link(uuid.uuid4(), "replica-1", None)
+        await hosts.register(pool, faults.registration("h1", epoch=1, slots=2), link)
+        await asyncio.sleep(0.1)
+        heard.clear()
+        for draining in (False, True, True, False):  # only the two changes are told
+            assert await hosts.host_reports(pool, [("h1", link.link_id, 0.5, 0.5, draining)]) == {link.link_id}
+        for _ in range(100):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert heard == [{"host_id": "h1", "draining": True}, {"host_id": "h1", "draining": False}]
+    finally:
+        await conn.close()
+        await pool.close()

@@ -427,6 +427,41 @@ async def test_the_host_cache_reads_everything_again_when_due_and_reuses_unchang
     assert again["h2"].drained and not first["h2"].drained
 
 
+async def test_a_full_read_rewrites_only_what_changed_and_renumbers_names_now_and_then() -> None:
+    store = _store()
+    store.add_host("h1", site_id="site-a")
+    store.add_host("h2", site_id="site-gone")
+    store.add_host("h3", slots=4, site_id="site-a")
+    cache = HostCache()
+    await cache.hosts(store, now=0.0)
+    store.go_offline("h2")  # nobody told: the next full read finds it gone
+    store.hosts["h3"].free_slots = 2
+    hosts, columns = await cache.snapshot(store, 1.0 + scheduler_module._HOSTS_REFRESH_S, {})
+    assert sorted(h.id for h in hosts) == ["h1", "h3"]
+    assert [columns.free[i] for i in range(len(hosts))] == [h.free_slots for h in hosts]
+    assert {h.id: h.free_slots for h in hosts} == {"h1": 1, "h3": 2}
+    assert "site-gone" in columns.sites  # numbered names stay between rebuilds
+    for n in range(2, scheduler_module._RENUMBER_EVERY + 1):
+        hosts, columns = await cache.snapshot(store, n * (1.0 + scheduler_module._HOSTS_REFRESH_S), {})
+    assert "site-gone" not in columns.sites and columns.sites == ["site-a"]
+    assert sorted(h.id for h in hosts) == ["h1", "h3"]
+
+
+async def test_the_latency_cache_rewrites_changed_rows_as_a_whole_build_would() -> None:
+    store = _store()
+    store.report_latency("bar", "site-a", 7)
+    cache = LatencyCache()
+    before = await cache.matrix(store, ["bar", "cafe"])
+    store.report_latency("bar", "site-a", 11)  # a changed row
+    store.report_latency("pub", "site-a", 3)  # a new venue
+    after = await cache.matrix(store, ["bar", "cafe", "pub"])
+    assert dict(after) == dict(cache._build())
+    assert after[("bar", "site-a")] == 11 and after[("pub", "site-a")] == 3 and before[("bar", "site-a")] == 7
+    store.report_latency("pub", "site-new", 4)  # a new site: built whole
+    grown = await cache.matrix(store, ["pub"])
+    assert dict(grown) == dict(cache._build()) and grown[("pub", "site-new")] == 4
+
+
 async def test_the_latency_cache_reads_only_the_venues_whose_measurements_moved() -> None:
     store = _store()
     store.report_latency("bar", "site-a", 7)
