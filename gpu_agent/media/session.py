@@ -86,6 +86,7 @@ class MediaSession:
         config: MediaConfig,
         on_streaming: Callable[[], None],
         on_closed: Callable[[str], None],
+        playout: playout_delay.Mode = playout_delay.Mode.AUTO,
     ) -> None:
         if bitrate_kbps <= 0:
             raise MediaError(f"bitrate must be positive, not {bitrate_kbps} kbps")
@@ -99,7 +100,8 @@ class MediaSession:
             1, thread_name_prefix=f"media-{session_id[:16]}"
         )
         self._bitrate = BitrateController(bitrate_kbps * 1000)
-        self._playout_policy = playout_delay.PlayoutPolicy()
+        self.playout_mode = playout
+        self._playout_policy = playout_delay.for_mode(playout, clean_for_us=round(config.playout_clean_s * 1e6))
         self._lock = asyncio.Lock()
         self._pc: RTCPeerConnection | None = None
         self._track: SourceTrack | None = None
@@ -151,7 +153,10 @@ class MediaSession:
                 self._pc, self._track, self._codec = pc, track, codec
                 await self._close_quietly(old_pc, old_track)
             self._remote_ufrag = offer.ice_ufrag
-            self._log.info("answered", codec=codec, renegotiation=not fresh, encoder=self._encoder_name())
+            self._log.info(
+                "answered", codec=codec, renegotiation=not fresh, encoder=self._encoder_name(),
+                playout=self.playout_mode.value,
+            )  # fmt: skip
             return pc.localDescription.sdp
 
     async def _build_peer_connection(self, codec: str) -> tuple[RTCPeerConnection, SourceTrack]:
@@ -178,7 +183,8 @@ class MediaSession:
         transceiver = pc.addTransceiver(track, direction="sendonly")
         _prefer(transceiver, codec)
         # Render each frame as soon as it is decoded, when the seat offers the playout-delay extension; the seat's
-        # receiver reports move it to the receiver's adaptive delay while the link loses packets.
+        # receiver reports move it to the receiver's adaptive delay while the link loses packets (mode AUTO; the
+        # other modes keep one delay).
         playout = playout_delay.attach(transceiver.sender, self._playout_policy.delay)
         self._hook_rtcp(transceiver.sender, encoder, playout)
         pc.on("connectionstatechange", lambda: self._connection_state_changed(pc))
