@@ -119,6 +119,11 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             assert stats["stampsRead"] > 0 and stats["sessionReadyMs"] > 0
             # Timed from RTP timestamps: more frames than stamps were read from.
             assert stats["framesMeasured"] > stats["stampsRead"] and stats["framesPresented"] >= 20
+            # Every decoded frame reaches the page's worker (decoded.js) with its RTP timestamp, and is timed there.
+            await page.wait_for_function("() => cloudseat.stats.framesProcessedTimed >= 20")
+            window = await page.evaluate("cloudseat.endMeasurements()")
+            assert window["framesTimed"] >= window["framesTimedPresented"] > 0
+            assert window["framesProcessedInWindow"] >= 20 and window["captureToFrameMs"]
             assert (
                 stats["codec"] == "H264"
             )  # the agent's "auto" answers Chromium's offer with H.264, and it decodes
