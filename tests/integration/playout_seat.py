@@ -1,10 +1,10 @@
 """A seat that reads the playout delay the agent writes into its packets: an aiortc receiver in a process of its own.
 
-    python -m tests.integration.playout_seat BROKER SESSION_ID SESSION_TOKEN
+    python -m tests.integration.playout_seat BROKER SESSION_ID SESSION_TOKEN [MODE]
 
 It offers the playout-delay RTP header extension (as Chromium does; aiortc's own receiver does not), negotiates
 through the broker (SessionService.Negotiate), decodes the stream, and every half second prints one JSON line on
-stdout:
+stdout (MODE: the seat's own playout mode over its zone's, in its offer as the kiosk page's ?playout= puts it):
 
     {"packets": N, "delays": {"MIN/MAX": packets, ...}, "rr_loss": F, "frames": N}
 
@@ -54,6 +54,13 @@ def extension_id(answer_sdp: str) -> int | None:
     """The id the answer gives the playout-delay extension in its video section; None when not negotiated."""
     found = re.search(rf"^a=extmap:(\d+)(?:/\w+)? {re.escape(playout_delay.URI)}\s*$", answer_sdp, re.MULTILINE)
     return int(found.group(1)) if found else None
+
+
+def with_mode(offer_sdp: str, mode: str) -> str:
+    """The offer with the seat's own playout mode after its timing line (none when ``mode`` is empty)."""
+    if not mode:
+        return offer_sdp
+    return re.sub(r"^(t=.*\r\n)", rf"\1a=x-cloudseat-playout:{mode}\r\n", offer_sdp, count=1, flags=re.MULTILINE)
 
 
 def media_ssrc(answer_sdp: str) -> int | None:
@@ -145,7 +152,7 @@ def emit(obj: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-async def main(target: str, session_id: str, token: str) -> None:
+async def main(target: str, session_id: str, token: str, mode: str = "") -> None:
     playout_delay.register()  # the offer carries the extension, as a Chromium seat's does
     seat = Seat()
     stop = asyncio.Event()
@@ -181,7 +188,7 @@ async def main(target: str, session_id: str, token: str) -> None:
             session_pb2.NegotiateRequest(
                 session_id=session_id,
                 session_token=token,
-                offer=common_pb2.SessionDescription(type="offer", sdp=pc.localDescription.sdp),
+                offer=common_pb2.SessionDescription(type="offer", sdp=with_mode(pc.localDescription.sdp, mode)),
             )
         )
     seat.watch(pc, transceiver.receiver, response.answer.sdp)
@@ -237,12 +244,13 @@ class SeatProcess:
 
 @contextlib.asynccontextmanager
 async def run(
-    target: str, session_id: str, token: str, log: Path, prefix: Sequence[str] = ()
+    target: str, session_id: str, token: str, log: Path, prefix: Sequence[str] = (), mode: str = ""
 ) -> AsyncIterator[SeatProcess]:
-    """This seat for a session, connected (the extension negotiated); ``prefix``: e.g. nsenter into a namespace."""
+    """This seat for a session, connected (the extension negotiated); ``prefix``: e.g. nsenter into a namespace;
+    ``mode``: the seat's own playout mode (empty: the zone's)."""
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            *prefix, sys.executable, "-m", "tests.integration.playout_seat", target, session_id, token,
+            *prefix, sys.executable, "-m", "tests.integration.playout_seat", target, session_id, token, mode,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -266,4 +274,4 @@ def only(delay: str) -> Callable[[dict[str, Any]], bool]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

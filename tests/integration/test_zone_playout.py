@@ -90,5 +90,17 @@ async def test_a_zones_mode_reaches_the_agents_packets_and_a_running_session_kee
                 assert set(line["delays"]) == {playout_seat.ADAPTIVE}, line
         line = await seat.until(playout_seat.receiving, 10)
         assert set(line["delays"]) == {playout_seat.ZERO}, line
-    for started in (low, smooth):
+
+    for started in (low, smooth):  # the agent has two slots
         await world.end_session(started.session.session_id, started.session_token)
+
+    # A seat's own mode (the kiosk page's ?playout=, in its offer) goes over its zone's, for its connection.
+    own = await world.start_session("cafe", "s3", "demo")
+    await world.wait_for(own.session.session_id, S.SESSION_STATE_READY, timeout_s=30)
+    log = tmp_path / "seat-own.log"
+    async with playout_seat.run(target, *_credentials(own), log, mode="LOW_LATENCY") as seat:
+        await seat.until(playout_seat.receiving, 30)
+        for _ in range(3):
+            line = await seat.until(playout_seat.receiving, 10)
+            assert set(line["delays"]) == {playout_seat.ZERO}, line  # the zone says SMOOTH now
+    await world.end_session(own.session.session_id, own.session_token)

@@ -26,6 +26,11 @@ const JITTER_TARGET_MS = knob("jitter_target_ms", 0, 4000);
 const PLAYOUT_DELAY_S = knob("playout_delay_s", 0, 10);
 const PLAYOUT_DELAY_EXTENSION = (knob("playout_delay_ext", 0, 1) ?? 1) === 1;
 const PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+// This seat's own playout mode over its zone's (?playout=auto|low_latency|smooth; unset: the zone's), told to the
+// agent by a session-level attribute of the offer the page sends (gpu_agent/media/offer.py).
+const PLAYOUT_MODE = ["auto", "low_latency", "smooth"].includes(params.get("playout"))
+  ? params.get("playout").toUpperCase()
+  : null;
 const RTP_TICKS_PER_US = 0.09; // the video RTP clock, 90 kHz; the agent's RTP timestamps are its capture times
 const STAMP_CHECK_EVERY = 30; // frames: a stamp read back this often though nothing waits for one
 const STAMP_AGREES_US = 50; // a stamp whose capture time the RTP timestamp predicts within this: same frame
@@ -566,6 +571,7 @@ function connect(isReconnect) {
       jitterBufferTarget: e.receiver.jitterBufferTarget ?? null,
       playoutDelayHint: e.receiver.playoutDelayHint ?? null,
       playoutDelayExtension: null,
+      playoutMode: PLAYOUT_MODE, // this seat's own (?playout=), told to the agent; null: the zone's
     };
     if (e.track.kind === "video") watchDecodedFrames(gen, e.track);
     const video = $("video");
@@ -583,7 +589,7 @@ async function negotiate(gen, pc, session, isReconnect) {
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
     const { sdp } = await api("POST", `/api/sessions/${session.session_id}/negotiate`, {
-      sdp: pc.localDescription.sdp,
+      sdp: withPlayoutMode(pc.localDescription.sdp),
     });
     if (gen !== generation) return false;
     await pc.setRemoteDescription({ type: "answer", sdp });
@@ -605,6 +611,13 @@ async function negotiate(gen, pc, session, isReconnect) {
     }, FIRST_FRAME_TIMEOUT_MS);
   }
   return true;
+}
+
+/** The offer as sent to the agent: with `a=x-cloudseat-playout:MODE` after its timing line when the URL chose a mode
+ * (the page's own peer connection keeps the offer as Chromium made it). */
+function withPlayoutMode(sdp) {
+  if (PLAYOUT_MODE === null) return sdp;
+  return sdp.replace(/^(t=.*\r\n)/m, `$1a=x-cloudseat-playout:${PLAYOUT_MODE}\r\n`);
 }
 
 function gathered(pc) {
