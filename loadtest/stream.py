@@ -61,6 +61,11 @@ class StreamRunConfig:
         "the seats: cloudseat-client play processes, or the kiosk page in headless Chromium",
         choices=("python", "browser"),
     )
+    playout: str = setting(
+        "auto",
+        "the zone's playout mode (docs/streaming.md#the-stream): how long a browser seat is asked to hold frames",
+        choices=("auto", "low_latency", "smooth"),
+    )
     page_query: str = setting(
         "",
         "query added to the kiosk page's URL (browser seats), e.g. jitter_target_ms=0 (docs/kiosk.md#latency-knobs)",
@@ -166,7 +171,11 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
                 await c.venues.CreateVenue(venue_pb2.CreateVenueRequest(venue_id=VENUE, name="Bench"))
                 await c.venues.PutZone(
                     venue_pb2.PutZoneRequest(
-                        venue_id=VENUE, zone_id="z", tier=TIER_TO_PB[spec.tier], latency_cap_ms=30
+                        venue_id=VENUE,
+                        zone_id="z",
+                        tier=TIER_TO_PB[spec.tier],
+                        latency_cap_ms=30,
+                        playout=f"PLAYOUT_MODE_{cfg.playout.upper()}",
                     )
                 )
                 for seat in [PROBE_SEAT, *(f"s{i}" for i in range(cfg.streams))]:
@@ -245,6 +254,7 @@ async def run(cfg: StreamRunConfig) -> dict[str, Any]:
         "client": cfg.client,
         "streams": cfg.streams,
         "tier": cfg.tier,
+        "playout": cfg.playout,
         "codec": cfg.codec,
         "duration_s": round(wall, 2),
         "session_ready_ms_p50": _percentile(ready, 50),
