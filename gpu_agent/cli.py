@@ -33,6 +33,7 @@ async def run(cfg: config_module.AgentConfig) -> int:
             IceServer(urls=s.urls, username=s.username, credential=s.credential) for s in cfg.ice_servers
         ),
         codec=cfg.codec,
+        playout_clean_s=cfg.playout_clean_s,
     )
     outbox = Outbox()
     sessions = SessionManager(cfg, media, outbox.put)

@@ -25,6 +25,8 @@ password_file = "registry.password" # or password = "..." (the file keeps it out
 ca = ""                             # optional CA bundle for an https registry
 media_addresses = ["127.0.0.1"]     # the only addresses ICE offers as host candidates
 codec = "auto"                      # auto (NVENC when present, else H.264 in software) | h264 | vp8
+playout_clean_s = 30                # a session in playout mode AUTO asks the seat for zero delay again after
+                                    # this long without a receiver report that shows loss (1-3600)
 drain_grace_s = 30                  # the agent's own shutdown (SIGTERM) only: how long running sessions may go on
                                     # before they are handed back for their seats to resume elsewhere. A provider's
                                     # drain (DrainHost) never ends sessions here: the broker moves them at its deadline
@@ -106,6 +108,8 @@ class AgentConfig:
     # On the agent's own shutdown (SIGTERM), how long running sessions may go on before they are handed back
     # HOST_DRAINED; a provider's drain never ends sessions here (the broker moves them at its deadline).
     drain_grace_s: float = 30.0
+    # Playout mode AUTO: a clean spell this long after a lossy receiver report and the seat gets zero delay again.
+    playout_clean_s: float = 30.0
     ice_servers: tuple[IceServerConfig, ...] = ()
     sources: tuple[tuple[str, SourceConfig], ...] = ()
     tls: TlsConfig | None = None
@@ -165,7 +169,8 @@ class _Reader:
 _KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table", float: "a number"}
 _KNOWN = {
     "host_id", "provider_id", "site_id", "broker", "slots", "gpu_class", "price_micros_per_slot_hour",
-    "games_cached", "media_addresses", "codec", "drain_grace_s", "ice_servers", "sources", "tls", "insecure",
+    "games_cached", "media_addresses", "codec", "drain_grace_s", "playout_clean_s", "ice_servers", "sources", "tls",
+    "insecure",
     "image_store", "image_fetch_bytes_per_s", "image_disk_bytes", "image_fetch_workers", "image_fetch_retry_s",
     "registry", "peer_listen", "peer_address",
 }  # fmt: skip
@@ -209,6 +214,9 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
     grace = r.get("drain_grace_s", (int, float), 30.0)
     if not 0 <= grace <= 3600:
         raise r.fail("drain_grace_s", "must be between 0 and 3600")
+    playout_clean = r.get("playout_clean_s", (int, float), 30.0)
+    if not 1 <= playout_clean <= 3600:
+        raise r.fail("playout_clean_s", "must be between 1 and 3600")
     insecure = r.get("insecure", bool, False)
     tls = _tls(r, base or Path.cwd())
     if tls is None and not insecure:
@@ -234,6 +242,7 @@ def parse(text: str, source: str = "config", base: Path | None = None) -> AgentC
         media_addresses=tuple(addresses),
         codec=codec,
         drain_grace_s=float(grace),
+        playout_clean_s=float(playout_clean),
         ice_servers=_ice_servers(r),
         sources=_sources(r),
         tls=tls,

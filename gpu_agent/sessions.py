@@ -21,6 +21,7 @@ from cloudseat.v1 import agent_pb2, common_pb2
 from gpu_agent import workloads
 from gpu_agent.config import AgentConfig
 from gpu_agent.media import InvalidOffer, MediaConfig, MediaError, MediaSession
+from gpu_agent.media.playout_delay import Mode
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +107,7 @@ class SessionManager:
             self._drop(sid)
             self._end(sid, R.END_REASON_FAILED, f"workload failed to start: {exc}")
             return
+        playout = playout_mode(cmd.playout)
         session.media = MediaSession(
             sid,
             source,
@@ -113,6 +115,7 @@ class SessionManager:
             config=self._media_config,
             on_streaming=lambda: self._streaming(sid),
             on_closed=lambda reason: self._seat_left(sid, reason),
+            playout=playout,
         )
         if sid not in self.sessions:  # stopped while starting
             await session.media.close()
@@ -124,6 +127,7 @@ class SessionManager:
             session_id=sid,
             game_id=cmd.game_id,
             tier=f"{cmd.tier.width}x{cmd.tier.height}@{cmd.tier.fps}",
+            playout=playout.value,
         )
 
     def stop(self, session_id: str, reason: common_pb2.EndReason) -> None:
@@ -275,3 +279,15 @@ class SessionManager:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def playout_mode(value: int) -> Mode:
+    """The start command's playout mode; AUTO for UNSPECIFIED (an older broker) and for a value this agent does not
+    know (a newer broker's), which is logged."""
+    if value == common_pb2.PLAYOUT_MODE_UNSPECIFIED:
+        return Mode.AUTO
+    try:
+        return Mode(common_pb2.PlayoutMode.Name(value).removeprefix("PLAYOUT_MODE_"))
+    except ValueError:
+        log.warning("unknown playout mode, AUTO used", playout=value)
+        return Mode.AUTO

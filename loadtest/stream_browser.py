@@ -24,9 +24,23 @@ Per seat (``play``), over the window after the warm-up:
                                 presentationTime): encode, network, jitter buffer, decode, and the wait for the
                                 compositor's next frame (it picks up frames at the display rate); the capture
                                 time from the frame's stamp, or from its RTP timestamp (docs/kiosk.md)
-    frames_presented, frames_measured, measured_pct
+    frames_measured, measured_pct
+                                frames timed of those decoded (getStats framesDecoded, read at the window's
+                                start and end): each by its presentation (rVFC) when a callback came for it,
+                                else by its arrival, decoded, at the page's worker (thin_client/kiosk/static/
+                                decoded.js, a MediaStreamTrackProcessor), both from its RTP timestamp
+    capture_to_frame_ms_p50/_p99
+                                capture → that time, over every frame timed
+    frames_timed_presented      of those, the frames timed by their presentation (the rest by the worker)
+    capture_to_processed_ms_p50/_p99
+                                capture → arrival at the worker, every decoded frame
+    presented_minus_processed_ms_p50
+                                for frames timed both ways: presentation - arrival at the worker
+    frames_processed            frames the worker got (all decoded frames, unless its queue overflowed)
+    frames_presented, presented_measured_pct
                                 frames the page presented (rVFC presentedFrames, less those the video element
-                                replaced before the compositor drew them: frames_superseded) and those it timed
+                                replaced before the compositor drew them: frames_superseded), and the share of
+                                them that a callback timed (the figure before the worker)
     capture_to_received_ms_p50  → its last packet received (rVFC receiveTime): encode and network
     capture_to_display_ms_p50   → its expected display time
     input_to_photon_ms_p50/_p99 key sent → presentation of the first frame whose stamp shows it applied
@@ -239,7 +253,8 @@ class BrowserSeats:
         async with self._seats(seats) as pages:
             ready = await asyncio.gather(*(self._start(p) for p in pages))
             await asyncio.sleep(cfg.warmup_s)
-            bases = [await p.evaluate("cloudseat.resetMeasurements(), ({...cloudseat.stats})") for p in pages]
+            # getStats read at the window's start and end, so its frame counters cover the frames timed.
+            bases = [await p.evaluate(_RESET) for p in pages]
             cpu0 = chromium_cpu_seconds(self.executable)
             every = cfg.input_every_s
             keys = [
@@ -253,16 +268,17 @@ class BrowserSeats:
                     task.cancel()
                 await asyncio.gather(*keys, return_exceptions=True)
             cpu = chromium_cpu_seconds(self.executable) - cpu0
-            await asyncio.sleep(
-                1.2
-            )  # one more getStats round on every page, so its counters cover the window
+            ends = await asyncio.gather(*(p.evaluate(_END) for p in pages))
             results = []
-            for page, base, ready_ms in zip(pages, bases, ready, strict=True):
-                got = await page.evaluate("({...cloudseat.measurements(), receiver: cloudseat.receiver})")
+            for got, base, ready_ms in zip(ends, bases, ready, strict=True):
                 results.append(_figures(got, base, ready_ms, cfg.duration_s))
                 results[-1]["chromium"] = self.chromium_version
             await asyncio.gather(*(self._end(p) for p in pages))
         return results, cpu
+
+
+_RESET: Final = "cloudseat.pollStats().then(() => (cloudseat.resetMeasurements(), {...cloudseat.stats}))"
+_END: Final = "cloudseat.endMeasurements().then((m) => ({...m, receiver: cloudseat.receiver}))"
 
 
 async def _press_keys(page: Page, offset_s: float, every_s: float) -> None:
@@ -293,6 +309,9 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float, window_
 
     # Presented and on screen: those the video element did not replace before the compositor drew them.
     presented, measured = delta("framesPresented") - delta("framesSuperseded"), delta("framesMeasured")
+    # Every frame decoded, timed by its presentation when a callback came, else by its arrival at the page's worker.
+    decoded, timed = delta("framesDecoded"), int(got.get("framesTimed", 0))
+    every: list[float] = got.get("captureToFrameMs", [])
     return {
         "session_ready_ms": [round(ready_ms, 1)],
         "fps_p50": round(statistics.median(fps), 2) if fps else float("nan"),
@@ -306,8 +325,16 @@ def _figures(got: dict[str, Any], base: dict[str, Any], ready_ms: float, window_
         "input_to_photon_ms_p99": _pct(i2p, 99),
         "frames_presented": presented,
         "frames_superseded": delta("framesSuperseded"),
-        "frames_measured": measured,
-        "measured_pct": round(100 * measured / presented, 2) if presented else float("nan"),
+        "frames_measured": timed,
+        "measured_pct": round(100 * timed / decoded, 2) if decoded else float("nan"),
+        "frames_timed_presented": int(got.get("framesTimedPresented", 0)),
+        "frames_processed": int(got.get("framesProcessedInWindow", 0)),
+        "presented_measured_pct": round(100 * measured / presented, 2) if presented else float("nan"),
+        "capture_to_frame_ms_p50": _pct(every, 50),
+        "capture_to_frame_ms_p99": _pct(every, 99),
+        "capture_to_processed_ms_p50": _pct(got.get("captureToProcessedMs", []), 50),
+        "capture_to_processed_ms_p99": _pct(got.get("captureToProcessedMs", []), 99),
+        "presented_minus_processed_ms_p50": _pct(got.get("presentedMinusProcessedMs", []), 50),
         "freezes": delta("freezes"),
         "freezes_per_min": round(delta("freezes") * 60 / window_s, 2) if window_s > 0 else float("nan"),
         "jitter_ms": round(float(stats["jitterMs"]), 2),

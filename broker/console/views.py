@@ -96,6 +96,7 @@ def zone_service(row: Mapping[str, Any]) -> dict[str, Any]:
         "zone_id": row["zone_id"],
         "tier": row["tier"],
         "latency_cap_ms": row["latency_cap_ms"],
+        "playout": row["playout"],
         "sessions": row["sessions"],
         "sessions_within": row["sessions_within"],
         "sessions_share": _share(row["sessions_within"], row["sessions"]),

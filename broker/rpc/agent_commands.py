@@ -28,6 +28,8 @@ def start_command(session: Mapping[str, Any]) -> agent_pb2.BrokerMessage:
             version=session.get("version") or "",
             image_ref=session.get("image_ref") or "",
             image_digest=session.get("image_digest") or "",
+            # A change or row from before the column existed has none: AUTO, the column's default.
+            playout=convert.PLAYOUT_TO_PB[session.get("playout") or "AUTO"],
         )
     )
 

@@ -46,6 +46,13 @@ TIER_TO_PB: dict[tiers.Tier, common_pb2.Tier] = {
     tiers.Tier.T1080P120: common_pb2.TIER_1080P120,
 }
 TIER_FROM_PB: dict[int, tiers.Tier] = {value: tier for tier, value in TIER_TO_PB.items()}
+# A zone's playout mode as the store names it (zones.playout, sessions.playout): AUTO, LOW_LATENCY, SMOOTH.
+PLAYOUT_TO_PB: dict[str, common_pb2.PlayoutMode] = {
+    name[len("PLAYOUT_MODE_") :]: cast(common_pb2.PlayoutMode, value)
+    for name, value in common_pb2.PlayoutMode.items()
+    if value != common_pb2.PLAYOUT_MODE_UNSPECIFIED
+}
+PLAYOUT_FROM_PB: dict[int, str] = {value: name for name, value in PLAYOUT_TO_PB.items()}
 HOST_STATUS_TO_PB = {
     "online": fleet_pb2.HOST_STATUS_ONLINE,
     "lost": fleet_pb2.HOST_STATUS_LOST,
@@ -143,6 +150,7 @@ def zone(row: Row) -> venue_pb2.Zone:
         tier=TIER_TO_PB[tier],
         latency_cap_ms=row["latency_cap_ms"],
         tier_spec=tier_spec(tiers.SPECS[tier]),
+        playout=PLAYOUT_TO_PB[row["playout"]],
     )
 
 
@@ -335,6 +343,19 @@ def tier(value: int, field: str) -> tiers.Tier:
             field, "must be one of " + ", ".join(common_pb2.Tier.Name(t) for t in TIER_FROM_PB)
         )
     return TIER_FROM_PB[value]
+
+
+def playout(value: int, field: str) -> str | None:
+    """A requested playout mode by the store's name; None for UNSPECIFIED (keep what is there)."""
+    if value == common_pb2.PLAYOUT_MODE_UNSPECIFIED:
+        return None
+    if value not in PLAYOUT_FROM_PB:
+        raise InvalidArgument(
+            field,
+            "must be one of " + ", ".join(common_pb2.PlayoutMode.Name(p) for p in PLAYOUT_FROM_PB)
+            + f" (or unset to keep the zone's), not {value}",
+        )
+    return PLAYOUT_FROM_PB[value]
 
 
 def price_micros(value: int, field: str) -> int:

@@ -46,7 +46,8 @@ class VenueService(venue_pb2_grpc.VenueServiceServicer):
         zone_id = v.ident(request.zone_id, "zone_id")
         tier = convert.tier(request.tier, "tier")
         cap = v.int_range(request.latency_cap_ms, "latency_cap_ms", 1, 500)
-        row = await venue_store.put_zone(self._pool, venue_id, zone_id, tier.value, cap)
+        playout = convert.playout(request.playout, "playout")
+        row = await venue_store.put_zone(self._pool, venue_id, zone_id, tier.value, cap, playout)
         return convert.zone(row)
 
     async def PutSeat(

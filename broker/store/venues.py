@@ -43,18 +43,29 @@ async def get_venue(
 
 
 async def put_zone(
-    pool: asyncpg.Pool, venue_id: str, zone_id: str, tier: str, latency_cap_ms: int
+    pool: asyncpg.Pool,
+    venue_id: str,
+    zone_id: str,
+    tier: str,
+    latency_cap_ms: int,
+    playout: str | None = None,
 ) -> asyncpg.Record:
-    """Create or update a zone of an existing venue."""
+    """Create or update a zone of an existing venue. `playout` ("AUTO", "LOW_LATENCY" or "SMOOTH", checked by the
+    caller and by the table) None keeps the zone's mode, AUTO for a new zone."""
     async with transaction(pool) as conn:
-        return await put_zone_in(conn, venue_id, zone_id, tier, latency_cap_ms)
+        return await put_zone_in(conn, venue_id, zone_id, tier, latency_cap_ms, playout)
 
 
 async def put_zone_in(
-    conn: asyncpg.Connection, venue_id: str, zone_id: str, tier: str, latency_cap_ms: int
+    conn: asyncpg.Connection,
+    venue_id: str,
+    zone_id: str,
+    tier: str,
+    latency_cap_ms: int,
+    playout: str | None = None,
 ) -> asyncpg.Record:
     """`put_zone` in the caller's transaction."""
-    row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms)
+    row: asyncpg.Record = await conn.fetchrow(Q["put_zone"], venue_id, zone_id, tier, latency_cap_ms, playout)
     await audit.write(
         conn,
         "zone.put",
@@ -62,6 +73,7 @@ async def put_zone_in(
         tenant=f"venue:{venue_id}",
         tier=tier,
         latency_cap_ms=latency_cap_ms,
+        playout=row["playout"],
     )
     return row
 

@@ -3,17 +3,24 @@
 aiortc's parser raises whatever the malformed text provokes (ValueError, KeyError, IndexError, ...), and a
 description that parses can still lack what an answer needs; checking first turns all of that into `InvalidOffer`
 and leaves the running peer connection untouched.
+
+A seat may choose its own playout mode over its zone's with one session-level attribute of ours in its offer,
+``a=x-cloudseat-playout:AUTO|LOW_LATENCY|SMOOTH`` (the kiosk page's ``?playout=``, docs/kiosk.md#latency-knobs).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from aiortc import sdp
 
 from gpu_agent.media.errors import InvalidOffer, NoCommonCodec
+from gpu_agent.media.playout_delay import Mode
 
 MAX_OFFER_BYTES = 64 * 1024
+PLAYOUT_ATTRIBUTE = "x-cloudseat-playout"
+_PLAYOUT_LINE = re.compile(rf"^a={PLAYOUT_ATTRIBUTE}:(.*?)\r?$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +28,7 @@ class Offer:
     ice_ufrag: str  # a new one means an ICE restart: the seat started over
     video_codecs: frozenset[str]  # lower-case names: "h264", "vp8", ...
     has_data_channel: bool
+    playout: Mode | None = None  # the seat's own playout mode; None: the zone's
 
 
 def parse_offer(text: str) -> Offer:
@@ -51,7 +59,23 @@ def parse_offer(text: str) -> Offer:
         ice_ufrag=str(media.ice.usernameFragment),
         video_codecs=codecs,
         has_data_channel=any(m.kind == "application" for m in description.media),
+        playout=_playout(text),
     )
+
+
+def _playout(text: str) -> Mode | None:
+    """The offer's ``a=x-cloudseat-playout:MODE``, before the first media section; None when it has none."""
+    session_level = text.split("\nm=", 1)[0]
+    found = _PLAYOUT_LINE.findall(session_level)
+    if not found:
+        return None
+    if len(found) > 1:
+        raise InvalidOffer(f"the offer has {len(found)} {PLAYOUT_ATTRIBUTE} lines; at most one")
+    try:
+        return Mode(found[0].strip())
+    except ValueError:
+        choices = ", ".join(m.value for m in Mode)
+        raise InvalidOffer(f"the offer's {PLAYOUT_ATTRIBUTE} must be one of {choices}, not {found[0][:40]!r}") from None
 
 
 def choose_codec(configured: str, offer: Offer) -> str:

@@ -12,8 +12,9 @@ picture shows the network's unevenness instead of hiding it behind a delay (docs
 
 The seat decides whether: Chromium offers the extension by default (the kiosk page can withhold it, see
 docs/kiosk.md), and the agent answers it whenever it is offered and then writes it into every video packet. The
-agent decides what: zero while the link delivers, the receiver's own adaptive delay while it loses packets
-(`PlayoutPolicy`). aiortc negotiates only the
+seat's zone decides what (`Mode`, the broker's PlayoutMode): AUTO, zero while the link delivers and the receiver's
+own adaptive delay while it loses packets (`PlayoutPolicy`); LOW_LATENCY, always zero; SMOOTH, always the
+adaptive delay (`FixedPlayout`). aiortc negotiates only the
 header extensions in its `HEADER_EXTENSIONS` table and writes only those its `HeaderExtensionsMap` knows, so this
 module adds the URI to the table (`register`, idempotent) and gives a sender a map that writes one more element
 (`attach`). The codec (`pack` / `unpack`) is pure.
@@ -21,8 +22,9 @@ module adds the URI to the table (`register`, idempotent) and gives a sender a m
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from aiortc import RTCRtpSender, rtp
 from aiortc.codecs import HEADER_EXTENSIONS
@@ -52,6 +54,33 @@ ZERO: Final = PlayoutDelay(0, 0)
 # The receiver's own adaptive jitter buffer, within Chromium's default bounds (0 to 10 s): what it does without
 # the extension, asked for while the link loses packets.
 ADAPTIVE: Final = PlayoutDelay(0, 10_000)
+
+
+class Mode(enum.StrEnum):
+    """A zone's playout mode (the contract's PlayoutMode, by the names the broker stores)."""
+
+    AUTO = "AUTO"
+    LOW_LATENCY = "LOW_LATENCY"
+    SMOOTH = "SMOOTH"
+
+
+class Playout(Protocol):
+    """What a media session asks of its playout choice: the delay now, and a new one after a receiver report."""
+
+    @property
+    def delay(self) -> PlayoutDelay: ...
+
+    def on_report(self, loss_fraction: float, now_us: int) -> PlayoutDelay | None: ...
+
+
+class FixedPlayout:
+    """One delay whatever the link does (LOW_LATENCY: `ZERO`, SMOOTH: `ADAPTIVE`)."""
+
+    def __init__(self, delay: PlayoutDelay) -> None:
+        self.delay = delay
+
+    def on_report(self, loss_fraction: float, now_us: int) -> PlayoutDelay | None:
+        return None
 
 
 class PlayoutPolicy:
@@ -88,6 +117,15 @@ class PlayoutPolicy:
             return None
         self.delay = wanted
         return wanted
+
+
+def for_mode(mode: Mode, *, clean_for_us: int = 30_000_000) -> Playout:
+    """The playout choice of a session of ``mode``; ``clean_for_us``: AUTO's wait on a clean link before zero."""
+    if mode is Mode.LOW_LATENCY:
+        return FixedPlayout(ZERO)
+    if mode is Mode.SMOOTH:
+        return FixedPlayout(ADAPTIVE)
+    return PlayoutPolicy(clean_for_us=clean_for_us)
 
 
 def pack(delay: PlayoutDelay) -> bytes:

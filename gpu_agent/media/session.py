@@ -86,6 +86,7 @@ class MediaSession:
         config: MediaConfig,
         on_streaming: Callable[[], None],
         on_closed: Callable[[str], None],
+        playout: playout_delay.Mode = playout_delay.Mode.AUTO,
     ) -> None:
         if bitrate_kbps <= 0:
             raise MediaError(f"bitrate must be positive, not {bitrate_kbps} kbps")
@@ -99,7 +100,10 @@ class MediaSession:
             1, thread_name_prefix=f"media-{session_id[:16]}"
         )
         self._bitrate = BitrateController(bitrate_kbps * 1000)
-        self._playout_policy = playout_delay.PlayoutPolicy()
+        self._zone_playout = playout
+        self.playout_mode = playout  # the zone's, or the seat's own from its latest offer (offer.py)
+        self._playout_policy = playout_delay.for_mode(playout, clean_for_us=self._clean_for_us())
+        self._playout_map: playout_delay.ExtensionsMap | None = None  # the current peer connection's
         self._lock = asyncio.Lock()
         self._pc: RTCPeerConnection | None = None
         self._track: SourceTrack | None = None
@@ -126,6 +130,7 @@ class MediaSession:
                 raise SessionClosed("the media session is closed")
             offer = parse_offer(offer_sdp)
             codec = choose_codec(self._config.codec, offer)
+            self._choose_playout(offer.playout or self._zone_playout)
             current = self._pc
             fresh = (
                 current is None
@@ -133,8 +138,9 @@ class MediaSession:
                 or offer.ice_ufrag != self._remote_ufrag
                 or codec != self._codec
             )
+            playout_map = None
             if fresh:
-                pc, track = await self._build_peer_connection(codec)
+                pc, track, playout_map = await self._build_peer_connection(codec)
             else:
                 assert current is not None
                 pc, track = current, None
@@ -149,12 +155,31 @@ class MediaSession:
             if track is not None:
                 old_pc, old_track = self._pc, self._track
                 self._pc, self._track, self._codec = pc, track, codec
+                self._playout_map = playout_map
                 await self._close_quietly(old_pc, old_track)
             self._remote_ufrag = offer.ice_ufrag
-            self._log.info("answered", codec=codec, renegotiation=not fresh, encoder=self._encoder_name())
+            self._log.info(
+                "answered", codec=codec, renegotiation=not fresh, encoder=self._encoder_name(),
+                playout=self.playout_mode.value,
+            )  # fmt: skip
             return pc.localDescription.sdp
 
-    async def _build_peer_connection(self, codec: str) -> tuple[RTCPeerConnection, SourceTrack]:
+    def _clean_for_us(self) -> int:
+        return round(self._config.playout_clean_s * 1e6)
+
+    def _choose_playout(self, mode: playout_delay.Mode) -> None:
+        """Play out in ``mode`` from now on: a new policy when it changes, its delay on the running connection's
+        packets at once (a renegotiation keeps the connection)."""
+        if mode is self.playout_mode:
+            return
+        self.playout_mode = mode
+        self._playout_policy = playout_delay.for_mode(mode, clean_for_us=self._clean_for_us())
+        if self._playout_map is not None:
+            self._playout_map.set_delay(self._playout_policy.delay)
+
+    async def _build_peer_connection(
+        self, codec: str
+    ) -> tuple[RTCPeerConnection, SourceTrack, playout_delay.ExtensionsMap]:
         servers = [
             RTCIceServer(
                 urls=[s.urls] if isinstance(s.urls, str) else list(s.urls),
@@ -178,12 +203,13 @@ class MediaSession:
         transceiver = pc.addTransceiver(track, direction="sendonly")
         _prefer(transceiver, codec)
         # Render each frame as soon as it is decoded, when the seat offers the playout-delay extension; the seat's
-        # receiver reports move it to the receiver's adaptive delay while the link loses packets.
+        # receiver reports move it to the receiver's adaptive delay while the link loses packets (mode AUTO; the
+        # other modes keep one delay).
         playout = playout_delay.attach(transceiver.sender, self._playout_policy.delay)
         self._hook_rtcp(transceiver.sender, encoder, playout)
         pc.on("connectionstatechange", lambda: self._connection_state_changed(pc))
         pc.on("datachannel", self._data_channel)
-        return pc, track
+        return pc, track, playout
 
     async def _close_quietly(self, pc: RTCPeerConnection | None, track: SourceTrack | None) -> None:
         """Close a peer connection without reporting it: it is replaced, refused, or the session closes."""

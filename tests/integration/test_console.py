@@ -231,7 +231,7 @@ async def test_api_needs_a_token_and_keeps_tenants_apart(region: Region, token: 
             assert status == 200 and body["available"] is True, (path, body)
         status, body = await _get(http, f"{api}/venues/cafe/service-level", cafe)
         assert status == 200 and body["zones"][0]["zone_id"] == "std" and body["zones"][0]["sessions"] == 1
-        assert body["zones"][0]["sessions_share"] == 1.0
+        assert body["zones"][0]["sessions_share"] == 1.0 and body["zones"][0]["playout"] == "AUTO"
 
         # A provider sees its hosts only, drains its own host, not another's; a venue drains nothing.
         status, body = await _get(http, f"{api}/providers/prov/fleet", prov)

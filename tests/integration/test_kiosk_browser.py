@@ -119,6 +119,11 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             assert stats["stampsRead"] > 0 and stats["sessionReadyMs"] > 0
             # Timed from RTP timestamps: more frames than stamps were read from.
             assert stats["framesMeasured"] > stats["stampsRead"] and stats["framesPresented"] >= 20
+            # Every decoded frame reaches the page's worker (decoded.js) with its RTP timestamp, and is timed there.
+            await page.wait_for_function("() => cloudseat.stats.framesProcessedTimed >= 20")
+            window = await page.evaluate("cloudseat.endMeasurements()")
+            assert window["framesTimed"] >= window["framesTimedPresented"] > 0
+            assert window["framesProcessedInWindow"] >= 20 and window["captureToFrameMs"]
             assert (
                 stats["codec"] == "H264"
             )  # the agent's "auto" answers Chromium's offer with H.264, and it decodes
@@ -190,6 +195,15 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
             assert (await page.evaluate("cloudseat.receiver"))["playoutDelayExtension"] is False
             await _grows(page, "framesDecoded", by=10)
 
+            # 5b. Reloaded choosing its own playout mode: the offer says so, and the agent answers in that mode.
+            await page.goto(f"{kiosk.url}?playout=smooth")
+            await b.wait_state(page, ["playing"], 30)
+            receiver = await page.evaluate("cloudseat.receiver")
+            assert receiver["playoutMode"] == "SMOOTH" and receiver["playoutDelayExtension"] is True
+            await _grows(page, "framesDecoded", by=10)
+            answers = _agent_answers(tmp_path)
+            assert answers and answers[-1].get("playout") == "SMOOTH", answers[-3:]
+
             # 6. The End button.
             await page.click("#end")
             await b.wait_state(page, ["ended"], 15)
@@ -200,6 +214,17 @@ async def test_the_page_plays_takes_keys_recovers_resumes_and_ends(
         await b.stop(agent)
         if successor is not None:
             await b.stop(successor)
+
+
+def _agent_answers(folder: Path) -> list[dict[str, Any]]:
+    """The agents' "answered" log entries (browser.start_agent logs to FOLDER/<host>.log), oldest first."""
+    entries = [
+        json.loads(line)
+        for log in folder.glob("*.log")
+        for line in log.read_text().splitlines()
+        if '"event": "answered"' in line
+    ]
+    return sorted(entries, key=lambda e: str(e.get("timestamp", "")))
 
 
 # -- one protocol, two codecs: the page's JavaScript against cloudseat.seat_protocol --------------------------------

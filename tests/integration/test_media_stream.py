@@ -25,7 +25,9 @@ from cloudseat import seat_protocol as sp
 from gpu_agent import workloads
 from gpu_agent.media import InvalidOffer, MediaConfig, MediaSession, NoCommonCodec
 from gpu_agent.media.feedback import BitrateController, reception_report
+from gpu_agent.media.offer import parse_offer
 from gpu_agent.media.pacing import Pacer
+from gpu_agent.media.playout_delay import Mode
 
 ROOT = Path(__file__).resolve().parents[2]
 W, H, FPS, KBPS = 320, 240, 30, 1000
@@ -273,6 +275,18 @@ async def _offer(codec: str | None = None) -> str:
         await pc.close()
 
 
+def _with_playout(sdp: str, mode: str) -> str:
+    """The seat's own playout mode, as the kiosk page's ?playout= adds it (gpu_agent/media/offer.py)."""
+    return re.sub(r"^(t=.*\r\n)", rf"\1a=x-cloudseat-playout:{mode}\r\n", sdp, count=1, flags=re.M)
+
+
+async def test_the_seats_playout_mode_is_read_from_its_offer_and_an_offer_without_one_has_none() -> None:
+    offer = await _offer()
+    assert parse_offer(offer).playout is None
+    assert parse_offer(_with_playout(offer, "SMOOTH")).playout is Mode.SMOOTH
+    assert parse_offer(_with_playout(offer, "LOW_LATENCY")).playout is Mode.LOW_LATENCY
+
+
 def _without_video(sdp: str) -> str:
     sections = re.split(r"(?=^m=)", sdp, flags=re.M)
     return "".join(s for s in sections if not s.startswith("m=video"))
@@ -290,6 +304,8 @@ def _without_video(sdp: str) -> str:
         (lambda offer: re.sub(r"a=ice-ufrag:.*\r\n", "", offer), "auto", InvalidOffer),
         (lambda offer: re.sub(r"a=fingerprint:.*\r\n", "", offer), "auto", InvalidOffer),
         (lambda offer: offer + "x" * 70_000, "auto", InvalidOffer),
+        (lambda offer: _with_playout(offer, "FAST"), "auto", InvalidOffer),  # not a playout mode
+        (lambda offer: _with_playout(_with_playout(offer, "AUTO"), "SMOOTH"), "auto", InvalidOffer),
         (lambda offer: offer, "h264", NoCommonCodec),  # the offer has VP8 only
     ],
 )

@@ -32,6 +32,8 @@ options = { stream_loop = "-1" }
 def test_a_full_config_parses() -> None:
     c = config.parse(GOOD)
     assert (c.host_id, c.slots, c.gpu_class, c.drain_grace_s) == ("host-a1", 2, "rtx4080", 5.0)
+    assert c.playout_clean_s == 30.0
+    assert config.parse(GOOD.replace("drain_grace_s = 5", "playout_clean_s = 2")).playout_clean_s == 2.0
     assert c.games_cached == ("demo", "trailer")
     assert c.ice_servers[0].urls == ("stun:127.0.0.1:3478",)
     assert dict(c.sources)["trailer"].options == (("stream_loop", "-1"),)
@@ -59,6 +61,7 @@ def _without(key: str) -> str:
             "price_micros_per_slot_hour: must be between",
         ),
         ("host_id = ", "(file): is not valid TOML"),
+        (GOOD.replace("drain_grace_s = 5", "drain_grace_s = 5\nplayout_clean_s = 0"), "playout_clean_s: must be"),
     ],
 )
 def test_each_bad_field_is_named(text: str, field: str) -> None:

@@ -46,10 +46,11 @@ def test_time_left_before_streaming_is_all_of_it_and_never_below_zero() -> None:
 
 
 def test_service_level_shares_and_an_empty_zone() -> None:
-    row = {"zone_id": "z", "tier": "720P60", "latency_cap_ms": 30, "sessions": 4, "sessions_within": 3,
-           "seconds": 600.0, "seconds_within": 300.0}  # fmt: skip
+    row = {"zone_id": "z", "tier": "720P60", "latency_cap_ms": 30, "playout": "SMOOTH", "sessions": 4,
+           "sessions_within": 3, "seconds": 600.0, "seconds_within": 300.0}  # fmt: skip
     zone = views.zone_service(row)
     assert zone["sessions_share"] == 0.75 and zone["minutes_share"] == 0.5 and zone["minutes"] == 10.0
+    assert zone["playout"] == "SMOOTH"
     empty = views.zone_service(
         {**row, "sessions": 0, "sessions_within": 0, "seconds": 0.0, "seconds_within": 0.0}
     )

@@ -138,3 +138,15 @@ def test_a_delay_set_on_the_map_is_written_from_the_next_packet_on() -> None:
     assert pd.unpack(_extensions(packet.serialize(mapping))[5]) == pd.ADAPTIVE
     with pytest.raises(ValueError, match="lossy"):
         pd.PlayoutPolicy(lossy=0)
+
+
+def test_each_mode_keeps_its_own_delay_whatever_the_reports_say() -> None:
+    low, smooth = pd.for_mode(pd.Mode.LOW_LATENCY), pd.for_mode(pd.Mode.SMOOTH)
+    assert low.delay == pd.ZERO and smooth.delay == pd.ADAPTIVE
+    for now_us, loss in ((1_000_000, 0.0), (2_000_000, 0.5), (90_000_000, 0.0)):
+        assert low.on_report(loss, now_us) is None and smooth.on_report(loss, now_us) is None
+    assert low.delay == pd.ZERO and smooth.delay == pd.ADAPTIVE
+    auto = pd.for_mode(pd.Mode.AUTO, clean_for_us=2_000_000)
+    assert isinstance(auto, pd.PlayoutPolicy) and auto.clean_for_us == 2_000_000
+    assert auto.delay == pd.ZERO and auto.on_report(0.1, 1_000_000) == pd.ADAPTIVE
+    assert auto.on_report(0.0, 3_000_000) == pd.ZERO

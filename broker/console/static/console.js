@@ -243,7 +243,8 @@ async function showVenue(venueId, signal) {
     for (const z of service.zones) {
       const tr = tbody.insertRow();
       tr.dataset.zone = z.zone_id;
-      cell(tr, z.zone_id); cell(tr, z.tier); cell(tr, `${z.latency_cap_ms} ms`); cell(tr, z.sessions);
+      cell(tr, z.zone_id); cell(tr, z.tier); cell(tr, `${z.latency_cap_ms} ms`);
+      cell(tr, z.playout.toLowerCase().replace('_', ' ')); cell(tr, z.sessions);
       cell(tr, pct(z.sessions_share)); cell(tr, num(z.minutes, 1)); cell(tr, pct(z.minutes_share));
     }
   };

@@ -29,7 +29,7 @@ served AS (
     FROM sessions s, today t
     WHERE s.venue_id = $1 AND s.ready_at IS NOT NULL AND coalesce(s.ended_at, now()) >= t.since
 )
-SELECT z.zone_id, z.tier, z.latency_cap_ms,
+SELECT z.zone_id, z.tier, z.latency_cap_ms, z.playout,
        count(sv.zone_id)::bigint AS sessions,
        count(sv.zone_id) FILTER (WHERE sv.within)::bigint AS sessions_within,
        coalesce(sum(sv.seconds), 0)::float8 AS seconds,
@@ -37,7 +37,7 @@ SELECT z.zone_id, z.tier, z.latency_cap_ms,
 FROM zones z
 LEFT JOIN served sv ON sv.zone_id = z.zone_id
 WHERE z.venue_id = $1
-GROUP BY z.zone_id, z.tier, z.latency_cap_ms
+GROUP BY z.zone_id, z.tier, z.latency_cap_ms, z.playout
 ORDER BY z.zone_id;
 
 -- name: console_provider_sites

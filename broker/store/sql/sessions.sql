@@ -5,9 +5,9 @@
 -- the caller has checked in the same transaction; $11, $12: who asks, from where (for the audit trigger); $13: the
 -- patron's paid seconds (0 = unlimited).
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token, resumes, started_by, by_peer, paid_time_s)
+                      latency_cap_ms, state, token, resumes, started_by, by_peer, paid_time_s, playout)
 SELECT $1, st.venue_id, st.seat_id, st.zone_id, $4, $5, $6, $7, z.tier, z.latency_cap_ms, 'PENDING', $8, $10,
-       $11, $12, $13
+       $11, $12, $13, z.playout
 FROM seats st JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
 WHERE st.venue_id = $2 AND st.seat_id = $3 AND ($9 = '' OR st.zone_id = $9)
 ON CONFLICT (venue_id, request_id) DO NOTHING
@@ -19,9 +19,9 @@ RETURNING *;
 -- unknown game fails the whole statement. Either way the start is then inserted alone, which tells why
 -- (broker.store.session_batches). Of two starts for one seat, the one that arrived first gets it.
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token, started_by, by_peer, paid_time_s)
+                      latency_cap_ms, state, token, started_by, by_peer, paid_time_s, playout)
 SELECT r.session_id, st.venue_id, st.seat_id, st.zone_id, r.request_id, r.game_id, r.patron_id, r.slots, z.tier,
-       z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer, r.paid_time_s
+       z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer, r.paid_time_s, z.playout
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[],
             $9::text[], $10::text[], $11::text[], $12::int[]) WITH ORDINALITY
      AS r(session_id, venue_id, seat_id, request_id, game_id, patron_id, slots, token, zone_id, started_by,
@@ -132,6 +132,6 @@ RETURNING session_id, host_id, end_reason;
 -- name: held_or_claimed
 -- For a reconnecting agent: the sessions its host holds live ($1) and the sessions the agent says it runs ($2),
 -- whatever their state or host, read together.
-SELECT session_id, state, host_id, end_reason, game_id, tier, slots, venue_id, seat_id FROM sessions
+SELECT session_id, state, host_id, end_reason, game_id, tier, slots, venue_id, seat_id, playout FROM sessions
 WHERE (host_id = $1 AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')) OR session_id = ANY($2::uuid[])
 ORDER BY updated_at, session_id;

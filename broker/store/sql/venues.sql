@@ -11,9 +11,12 @@ SELECT * FROM zones WHERE venue_id = $1 ORDER BY zone_id;
 SELECT site_id, rtt_ms, measured_at FROM venue_site_latency WHERE venue_id = $1 ORDER BY site_id;
 
 -- name: put_zone
-INSERT INTO zones (venue_id, zone_id, tier, latency_cap_ms) VALUES ($1, $2, $3, $4)
+-- $5: the playout mode, NULL to keep the zone's (the column's default for a new zone).
+INSERT INTO zones (venue_id, zone_id, tier, latency_cap_ms, playout)
+VALUES ($1, $2, $3, $4, coalesce($5, 'AUTO'))
 ON CONFLICT (venue_id, zone_id) DO UPDATE
-    SET tier = excluded.tier, latency_cap_ms = excluded.latency_cap_ms, updated_at = now()
+    SET tier = excluded.tier, latency_cap_ms = excluded.latency_cap_ms,
+        playout = coalesce($5, zones.playout), updated_at = now()
 RETURNING *;
 
 -- name: put_seat

@@ -163,7 +163,7 @@ class NegotiateResult(_message.Message):
     def __init__(self, correlation_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.SessionDescription, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StartSessionCommand(_message.Message):
-    __slots__ = ("session_id", "game_id", "tier", "slots", "venue_id", "seat_id", "version", "image_ref", "image_digest")
+    __slots__ = ("session_id", "game_id", "tier", "slots", "venue_id", "seat_id", "version", "image_ref", "image_digest", "playout")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GAME_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,7 @@ class StartSessionCommand(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     IMAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PLAYOUT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     game_id: str
     tier: _common_pb2.TierSpec
@@ -182,7 +183,8 @@ class StartSessionCommand(_message.Message):
     version: str
     image_ref: str
     image_digest: str
-    def __init__(self, session_id: _Optional[str] = ..., game_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ..., slots: _Optional[int] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ...) -> None: ...
+    playout: _common_pb2.PlayoutMode
+    def __init__(self, session_id: _Optional[str] = ..., game_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ..., slots: _Optional[int] = ..., venue_id: _Optional[str] = ..., seat_id: _Optional[str] = ..., version: _Optional[str] = ..., image_ref: _Optional[str] = ..., image_digest: _Optional[str] = ..., playout: _Optional[_Union[_common_pb2.PlayoutMode, str]] = ...) -> None: ...
 
 class StopSessionCommand(_message.Message):
     __slots__ = ("session_id", "reason")

@@ -49,6 +49,13 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIER_720P60: _ClassVar[Tier]
     TIER_1080P60: _ClassVar[Tier]
     TIER_1080P120: _ClassVar[Tier]
+
+class PlayoutMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLAYOUT_MODE_UNSPECIFIED: _ClassVar[PlayoutMode]
+    PLAYOUT_MODE_AUTO: _ClassVar[PlayoutMode]
+    PLAYOUT_MODE_LOW_LATENCY: _ClassVar[PlayoutMode]
+    PLAYOUT_MODE_SMOOTH: _ClassVar[PlayoutMode]
 SESSION_STATE_UNSPECIFIED: SessionState
 SESSION_STATE_PENDING: SessionState
 SESSION_STATE_PLACED: SessionState
@@ -78,6 +85,10 @@ TIER_720P30: Tier
 TIER_720P60: Tier
 TIER_1080P60: Tier
 TIER_1080P120: Tier
+PLAYOUT_MODE_UNSPECIFIED: PlayoutMode
+PLAYOUT_MODE_AUTO: PlayoutMode
+PLAYOUT_MODE_LOW_LATENCY: PlayoutMode
+PLAYOUT_MODE_SMOOTH: PlayoutMode
 
 class TierSpec(_message.Message):
     __slots__ = ("tier", "width", "height", "fps", "bitrate_kbps")

@@ -26,7 +26,7 @@ from cloudseat.v1 import common_pb2 as cloudseat_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/venue.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x01\n\x05Venue\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x05zones\x18\x03 \x03(\x0b\x32\x12.cloudseat.v1.Zone\x12,\n\tlatencies\x18\x04 \x03(\x0b\x32\x19.cloudseat.v1.SiteLatency\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x06 \x01(\t\"\x8e\x01\n\x04Zone\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07zone_id\x18\x02 \x01(\t\x12 \n\x04tier\x18\x03 \x01(\x0e\x32\x12.cloudseat.v1.Tier\x12\x16\n\x0elatency_cap_ms\x18\x04 \x01(\r\x12)\n\ttier_spec\x18\x05 \x01(\x0b\x32\x16.cloudseat.v1.TierSpec\":\n\x04Seat\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07seat_id\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\"_\n\x0bSiteLatency\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\r\x12/\n\x0bmeasured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x12\x43reateVenueRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\"#\n\x0fGetVenueRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\"m\n\x0ePutZoneRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07zone_id\x18\x02 \x01(\t\x12 \n\x04tier\x18\x03 \x01(\x0e\x32\x12.cloudseat.v1.Tier\x12\x16\n\x0elatency_cap_ms\x18\x04 \x01(\r\"D\n\x0ePutSeatRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07seat_id\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\"0\n\rLatencySample\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\r\"V\n\x14ReportLatencyRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12,\n\x07samples\x18\x02 \x03(\x0b\x32\x1b.cloudseat.v1.LatencySample\")\n\x15ReportLatencyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"$\n\x10ListSeatsRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\"V\n\nSeatStatus\x12 \n\x04seat\x18\x01 \x01(\x0b\x32\x12.cloudseat.v1.Seat\x12&\n\x07session\x18\x02 \x01(\x0b\x32\x15.cloudseat.v1.Session\"<\n\x11ListSeatsResponse\x12\'\n\x05seats\x18\x01 \x03(\x0b\x32\x18.cloudseat.v1.SeatStatus\"I\n\x13ListSessionsRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x11\n\tlive_only\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"?\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.cloudseat.v1.Session\"G\n\x0e\x41\x64\x64TimeRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"c\n\x0f\x41\x64\x64TimeResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x18\n\x0btime_left_s\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_time_left_s2\xd5\x04\n\x0cVenueService\x12\x44\n\x0b\x43reateVenue\x12 .cloudseat.v1.CreateVenueRequest\x1a\x13.cloudseat.v1.Venue\x12>\n\x08GetVenue\x12\x1d.cloudseat.v1.GetVenueRequest\x1a\x13.cloudseat.v1.Venue\x12;\n\x07PutZone\x12\x1c.cloudseat.v1.PutZoneRequest\x1a\x12.cloudseat.v1.Zone\x12;\n\x07PutSeat\x12\x1c.cloudseat.v1.PutSeatRequest\x1a\x12.cloudseat.v1.Seat\x12X\n\rReportLatency\x12\".cloudseat.v1.ReportLatencyRequest\x1a#.cloudseat.v1.ReportLatencyResponse\x12L\n\tListSeats\x12\x1e.cloudseat.v1.ListSeatsRequest\x1a\x1f.cloudseat.v1.ListSeatsResponse\x12U\n\x0cListSessions\x12!.cloudseat.v1.ListSessionsRequest\x1a\".cloudseat.v1.ListSessionsResponse\x12\x46\n\x07\x41\x64\x64Time\x12\x1c.cloudseat.v1.AddTimeRequest\x1a\x1d.cloudseat.v1.AddTimeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63loudseat/v1/venue.proto\x12\x0c\x63loudseat.v1\x1a\x19\x63loudseat/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x01\n\x05Venue\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x05zones\x18\x03 \x03(\x0b\x32\x12.cloudseat.v1.Zone\x12,\n\tlatencies\x18\x04 \x03(\x0b\x32\x19.cloudseat.v1.SiteLatency\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x06 \x01(\t\"\xba\x01\n\x04Zone\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07zone_id\x18\x02 \x01(\t\x12 \n\x04tier\x18\x03 \x01(\x0e\x32\x12.cloudseat.v1.Tier\x12\x16\n\x0elatency_cap_ms\x18\x04 \x01(\r\x12)\n\ttier_spec\x18\x05 \x01(\x0b\x32\x16.cloudseat.v1.TierSpec\x12*\n\x07playout\x18\x06 \x01(\x0e\x32\x19.cloudseat.v1.PlayoutMode\":\n\x04Seat\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07seat_id\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\"_\n\x0bSiteLatency\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\r\x12/\n\x0bmeasured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x12\x43reateVenueRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\"#\n\x0fGetVenueRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\"\x99\x01\n\x0ePutZoneRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07zone_id\x18\x02 \x01(\t\x12 \n\x04tier\x18\x03 \x01(\x0e\x32\x12.cloudseat.v1.Tier\x12\x16\n\x0elatency_cap_ms\x18\x04 \x01(\r\x12*\n\x07playout\x18\x05 \x01(\x0e\x32\x19.cloudseat.v1.PlayoutMode\"D\n\x0ePutSeatRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x0f\n\x07seat_id\x18\x02 \x01(\t\x12\x0f\n\x07zone_id\x18\x03 \x01(\t\"0\n\rLatencySample\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x02 \x01(\r\"V\n\x14ReportLatencyRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12,\n\x07samples\x18\x02 \x03(\x0b\x32\x1b.cloudseat.v1.LatencySample\")\n\x15ReportLatencyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"$\n\x10ListSeatsRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\"V\n\nSeatStatus\x12 \n\x04seat\x18\x01 \x01(\x0b\x32\x12.cloudseat.v1.Seat\x12&\n\x07session\x18\x02 \x01(\x0b\x32\x15.cloudseat.v1.Session\"<\n\x11ListSeatsResponse\x12\'\n\x05seats\x18\x01 \x03(\x0b\x32\x18.cloudseat.v1.SeatStatus\"I\n\x13ListSessionsRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x11\n\tlive_only\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"?\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.cloudseat.v1.Session\"G\n\x0e\x41\x64\x64TimeRequest\x12\x10\n\x08venue_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\r\"c\n\x0f\x41\x64\x64TimeResponse\x12&\n\x07session\x18\x01 \x01(\x0b\x32\x15.cloudseat.v1.Session\x12\x18\n\x0btime_left_s\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_time_left_s2\xd5\x04\n\x0cVenueService\x12\x44\n\x0b\x43reateVenue\x12 .cloudseat.v1.CreateVenueRequest\x1a\x13.cloudseat.v1.Venue\x12>\n\x08GetVenue\x12\x1d.cloudseat.v1.GetVenueRequest\x1a\x13.cloudseat.v1.Venue\x12;\n\x07PutZone\x12\x1c.cloudseat.v1.PutZoneRequest\x1a\x12.cloudseat.v1.Zone\x12;\n\x07PutSeat\x12\x1c.cloudseat.v1.PutSeatRequest\x1a\x12.cloudseat.v1.Seat\x12X\n\rReportLatency\x12\".cloudseat.v1.ReportLatencyRequest\x1a#.cloudseat.v1.ReportLatencyResponse\x12L\n\tListSeats\x12\x1e.cloudseat.v1.ListSeatsRequest\x1a\x1f.cloudseat.v1.ListSeatsResponse\x12U\n\x0cListSessions\x12!.cloudseat.v1.ListSessionsRequest\x1a\".cloudseat.v1.ListSessionsResponse\x12\x46\n\x07\x41\x64\x64Time\x12\x1c.cloudseat.v1.AddTimeRequest\x1a\x1d.cloudseat.v1.AddTimeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,39 +36,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VENUE']._serialized_start=103
   _globals['_VENUE']._serialized_end=290
   _globals['_ZONE']._serialized_start=293
-  _globals['_ZONE']._serialized_end=435
-  _globals['_SEAT']._serialized_start=437
-  _globals['_SEAT']._serialized_end=495
-  _globals['_SITELATENCY']._serialized_start=497
-  _globals['_SITELATENCY']._serialized_end=592
-  _globals['_CREATEVENUEREQUEST']._serialized_start=594
-  _globals['_CREATEVENUEREQUEST']._serialized_end=665
-  _globals['_GETVENUEREQUEST']._serialized_start=667
-  _globals['_GETVENUEREQUEST']._serialized_end=702
-  _globals['_PUTZONEREQUEST']._serialized_start=704
-  _globals['_PUTZONEREQUEST']._serialized_end=813
-  _globals['_PUTSEATREQUEST']._serialized_start=815
-  _globals['_PUTSEATREQUEST']._serialized_end=883
-  _globals['_LATENCYSAMPLE']._serialized_start=885
-  _globals['_LATENCYSAMPLE']._serialized_end=933
-  _globals['_REPORTLATENCYREQUEST']._serialized_start=935
-  _globals['_REPORTLATENCYREQUEST']._serialized_end=1021
-  _globals['_REPORTLATENCYRESPONSE']._serialized_start=1023
-  _globals['_REPORTLATENCYRESPONSE']._serialized_end=1064
-  _globals['_LISTSEATSREQUEST']._serialized_start=1066
-  _globals['_LISTSEATSREQUEST']._serialized_end=1102
-  _globals['_SEATSTATUS']._serialized_start=1104
-  _globals['_SEATSTATUS']._serialized_end=1190
-  _globals['_LISTSEATSRESPONSE']._serialized_start=1192
-  _globals['_LISTSEATSRESPONSE']._serialized_end=1252
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1254
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1327
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1329
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1392
-  _globals['_ADDTIMEREQUEST']._serialized_start=1394
-  _globals['_ADDTIMEREQUEST']._serialized_end=1465
-  _globals['_ADDTIMERESPONSE']._serialized_start=1467
-  _globals['_ADDTIMERESPONSE']._serialized_end=1566
-  _globals['_VENUESERVICE']._serialized_start=1569
-  _globals['_VENUESERVICE']._serialized_end=2166
+  _globals['_ZONE']._serialized_end=479
+  _globals['_SEAT']._serialized_start=481
+  _globals['_SEAT']._serialized_end=539
+  _globals['_SITELATENCY']._serialized_start=541
+  _globals['_SITELATENCY']._serialized_end=636
+  _globals['_CREATEVENUEREQUEST']._serialized_start=638
+  _globals['_CREATEVENUEREQUEST']._serialized_end=709
+  _globals['_GETVENUEREQUEST']._serialized_start=711
+  _globals['_GETVENUEREQUEST']._serialized_end=746
+  _globals['_PUTZONEREQUEST']._serialized_start=749
+  _globals['_PUTZONEREQUEST']._serialized_end=902
+  _globals['_PUTSEATREQUEST']._serialized_start=904
+  _globals['_PUTSEATREQUEST']._serialized_end=972
+  _globals['_LATENCYSAMPLE']._serialized_start=974
+  _globals['_LATENCYSAMPLE']._serialized_end=1022
+  _globals['_REPORTLATENCYREQUEST']._serialized_start=1024
+  _globals['_REPORTLATENCYREQUEST']._serialized_end=1110
+  _globals['_REPORTLATENCYRESPONSE']._serialized_start=1112
+  _globals['_REPORTLATENCYRESPONSE']._serialized_end=1153
+  _globals['_LISTSEATSREQUEST']._serialized_start=1155
+  _globals['_LISTSEATSREQUEST']._serialized_end=1191
+  _globals['_SEATSTATUS']._serialized_start=1193
+  _globals['_SEATSTATUS']._serialized_end=1279
+  _globals['_LISTSEATSRESPONSE']._serialized_start=1281
+  _globals['_LISTSEATSRESPONSE']._serialized_end=1341
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1343
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1416
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1418
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1481
+  _globals['_ADDTIMEREQUEST']._serialized_start=1483
+  _globals['_ADDTIMEREQUEST']._serialized_end=1554
+  _globals['_ADDTIMERESPONSE']._serialized_start=1556
+  _globals['_ADDTIMERESPONSE']._serialized_end=1655
+  _globals['_VENUESERVICE']._serialized_start=1658
+  _globals['_VENUESERVICE']._serialized_end=2255
 # @@protoc_insertion_point(module_scope)

@@ -27,18 +27,20 @@ class Venue(_message.Message):
     def __init__(self, venue_id: _Optional[str] = ..., name: _Optional[str] = ..., zones: _Optional[_Iterable[_Union[Zone, _Mapping]]] = ..., latencies: _Optional[_Iterable[_Union[SiteLatency, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class Zone(_message.Message):
-    __slots__ = ("venue_id", "zone_id", "tier", "latency_cap_ms", "tier_spec")
+    __slots__ = ("venue_id", "zone_id", "tier", "latency_cap_ms", "tier_spec", "playout")
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     ZONE_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_CAP_MS_FIELD_NUMBER: _ClassVar[int]
     TIER_SPEC_FIELD_NUMBER: _ClassVar[int]
+    PLAYOUT_FIELD_NUMBER: _ClassVar[int]
     venue_id: str
     zone_id: str
     tier: _common_pb2.Tier
     latency_cap_ms: int
     tier_spec: _common_pb2.TierSpec
-    def __init__(self, venue_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., latency_cap_ms: _Optional[int] = ..., tier_spec: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ...) -> None: ...
+    playout: _common_pb2.PlayoutMode
+    def __init__(self, venue_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., latency_cap_ms: _Optional[int] = ..., tier_spec: _Optional[_Union[_common_pb2.TierSpec, _Mapping]] = ..., playout: _Optional[_Union[_common_pb2.PlayoutMode, str]] = ...) -> None: ...
 
 class Seat(_message.Message):
     __slots__ = ("venue_id", "seat_id", "zone_id")
@@ -77,16 +79,18 @@ class GetVenueRequest(_message.Message):
     def __init__(self, venue_id: _Optional[str] = ...) -> None: ...
 
 class PutZoneRequest(_message.Message):
-    __slots__ = ("venue_id", "zone_id", "tier", "latency_cap_ms")
+    __slots__ = ("venue_id", "zone_id", "tier", "latency_cap_ms", "playout")
     VENUE_ID_FIELD_NUMBER: _ClassVar[int]
     ZONE_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     LATENCY_CAP_MS_FIELD_NUMBER: _ClassVar[int]
+    PLAYOUT_FIELD_NUMBER: _ClassVar[int]
     venue_id: str
     zone_id: str
     tier: _common_pb2.Tier
     latency_cap_ms: int
-    def __init__(self, venue_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., latency_cap_ms: _Optional[int] = ...) -> None: ...
+    playout: _common_pb2.PlayoutMode
+    def __init__(self, venue_id: _Optional[str] = ..., zone_id: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.Tier, str]] = ..., latency_cap_ms: _Optional[int] = ..., playout: _Optional[_Union[_common_pb2.PlayoutMode, str]] = ...) -> None: ...
 
 class PutSeatRequest(_message.Message):
     __slots__ = ("venue_id", "seat_id", "zone_id")

@@ -93,7 +93,8 @@ class VenueServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def PutZone(self, request, context):
-        """Create or update a zone: its tier and hard latency cap. Sessions already running keep the values they started with.
+        """Create or update a zone: its tier, hard latency cap and playout mode. Sessions already running keep the values
+        they started with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -26,6 +26,11 @@ const JITTER_TARGET_MS = knob("jitter_target_ms", 0, 4000);
 const PLAYOUT_DELAY_S = knob("playout_delay_s", 0, 10);
 const PLAYOUT_DELAY_EXTENSION = (knob("playout_delay_ext", 0, 1) ?? 1) === 1;
 const PLAYOUT_DELAY_URI = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+// This seat's own playout mode over its zone's (?playout=auto|low_latency|smooth; unset: the zone's), told to the
+// agent by a session-level attribute of the offer the page sends (gpu_agent/media/offer.py).
+const PLAYOUT_MODE = ["auto", "low_latency", "smooth"].includes(params.get("playout"))
+  ? params.get("playout").toUpperCase()
+  : null;
 const RTP_TICKS_PER_US = 0.09; // the video RTP clock, 90 kHz; the agent's RTP timestamps are its capture times
 const STAMP_CHECK_EVERY = 30; // frames: a stamp read back this often though nothing waits for one
 const STAMP_AGREES_US = 50; // a stamp whose capture time the RTP timestamp predicts within this: same frame
@@ -38,6 +43,9 @@ function knob(name, low, high) {
 }
 const MAX_REPORT = 60; // samples per report, as the broker takes them
 const CLOCK_SYNC_EVERY_MS = 20000;
+const DECODED_FLUSH_MS = 100; // decoded.js sends its frames this often
+// The worker's queue: frames it has not read yet (the oldest would be dropped past it, untimed); a second's worth.
+const DECODED_BUFFER_FRAMES = 60;
 const MAX_SAMPLES = 20000; // per series; the oldest go first
 const MAX_PENDING_INPUTS = 4096;
 const LIVE_WINDOW = 300; // the overlay's percentiles: over this many recent samples
@@ -71,10 +79,13 @@ const emptyStats = () => ({
   framesPresented: 0,
   framesSuperseded: 0,
   framesMeasured: 0,
+  framesProcessed: 0,
+  framesProcessedTimed: 0,
   lastFrameNumber: null,
   lastInputApplied: 0,
   captureToReceivedMsP50: null,
   captureToDecodedMsP50: null,
+  captureToProcessedMsP50: null,
   captureToDisplayMsP50: null,
   inputsSent: 0,
   inputsShown: 0,
@@ -104,6 +115,8 @@ const cloudseat = {
   retry: () => boot(),
   measurements: () => measurements(),
   resetMeasurements: () => resetMeasurements(),
+  pollStats: () => pollStats(),
+  endMeasurements: () => endMeasurements(),
 };
 window.cloudseat = cloudseat;
 
@@ -172,10 +185,16 @@ async function syncClock(rounds = 5) {
 const series = {
   captureToReceivedMs: [],
   captureToDecodedMs: [],
+  captureToProcessedMs: [],
   captureToDisplayMs: [],
   inputToPhotonMs: [],
   fps: [],
 };
+// Every frame of the window by its RTP timestamp: {captureMs, presentedMs (rVFC presentationTime, when a callback
+// came), processedMs (when the decoded frame reached the worker, decoded.js)}, page time. The current connection's
+// in link.frameTimes, earlier connections' here. At most MAX_SAMPLES frames, the oldest go first.
+let closedFrameTimes = [];
+let windowStart = 0;
 const inputs = { nextId: 1, pending: [], sent: 0, shown: 0 }; // pending: [{id, at}] in id order
 
 function push(name, value) {
@@ -193,20 +212,94 @@ function percentile(values, q) {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
-function measurements() {
-  // Copies of the raw series since the last resetMeasurements(), plus the counters they go with.
+function measurements(until = Infinity, stats = cloudseat.stats) {
+  // Copies of the raw series since the last resetMeasurements(), plus the counters they go with. Every frame, timed
+  // by its presentation when a callback came for it, else by its arrival at the worker (decoded.js): capture→frame.
+  const all = [...closedFrameTimes, ...(link ? link.frameTimes.values() : [])];
+  const frames = all.filter(
+    (f) => f.captureMs !== null && Math.min(f.presentedMs ?? Infinity, f.processedMs ?? Infinity) <= until,
+  );
+  const presented = frames.filter((f) => f.presentedMs !== null);
+  const both = presented.filter((f) => f.processedMs !== null);
   return {
     captureToReceivedMs: [...series.captureToReceivedMs],
     captureToDecodedMs: [...series.captureToDecodedMs],
+    captureToProcessedMs: [...series.captureToProcessedMs],
+    captureToFrameMs: frames.map((f) => (f.presentedMs ?? f.processedMs) - f.captureMs),
+    // For the frames timed both ways: presentation - arrival at the worker (how the two clocks of a frame compare).
+    presentedMinusProcessedMs: both.map((f) => f.presentedMs - f.processedMs),
+    framesTimed: frames.length,
+    framesTimedPresented: presented.length,
+    framesProcessedInWindow: all.filter((f) => f.processedMs !== null && f.processedMs <= until).length,
     captureToDisplayMs: [...series.captureToDisplayMs],
     inputToPhotonMs: [...series.inputToPhotonMs],
     fps: [...series.fps],
-    stats: { ...cloudseat.stats },
+    stats: { ...stats },
   };
 }
 
 function resetMeasurements() {
   for (const s of Object.values(series)) s.length = 0;
+  closedFrameTimes = [];
+  if (link) link.frameTimes.clear();
+  windowStart = performance.now();
+}
+
+/** The window's measurements up to now, with getStats read now (its frame counters then match the frames timed),
+ * once the worker has sent what it timed before now. */
+async function endMeasurements() {
+  await pollStats().catch(() => {});
+  const [until, stats] = [performance.now(), { ...cloudseat.stats }];
+  await sleep(3 * DECODED_FLUSH_MS);
+  return measurements(until, stats);
+}
+
+/** The record of the current connection's frame with RTP timestamp `rtp` (made when new). */
+function frameTime(rtp) {
+  const times = link.frameTimes;
+  let f = times.get(rtp);
+  if (f === undefined) {
+    f = { captureMs: null, presentedMs: null, processedMs: null };
+    times.set(rtp, f);
+    if (times.size + closedFrameTimes.length > MAX_SAMPLES) {
+      if (closedFrameTimes.length) closedFrameTimes.shift();
+      else times.delete(times.keys().next().value);
+    }
+  }
+  return f;
+}
+
+/** The worker's batch: [rtp, atMs, ...] (decoded.js). */
+function framesDecoded(gen, batch) {
+  if (!link || link.generation !== gen) return;
+  const s = cloudseat.stats;
+  for (let i = 0; i < batch.length; i += 2) {
+    const [rtp, at] = [batch[i], batch[i + 1] - performance.timeOrigin];
+    if (at < windowStart) continue; // decoded before the window, told after it began
+    s.framesProcessed++;
+    if (rtp === null) continue;
+    const captureUs = captureTime(null, rtp);
+    const f = frameTime(rtp);
+    f.processedMs = at;
+    if (captureUs === null || clock.offsetMs === null) continue;
+    f.captureMs = captureUs / 1000 - clock.offsetMs;
+    s.framesProcessedTimed++;
+    push("captureToProcessedMs", at - f.captureMs);
+  }
+}
+
+/** Time every decoded frame off the main thread (decoded.js), where this Chromium can. */
+function watchDecodedFrames(gen, track) {
+  if (typeof MediaStreamTrackProcessor === "undefined") return;
+  try {
+    const processor = new MediaStreamTrackProcessor({ track, maxBufferSize: DECODED_BUFFER_FRAMES });
+    const worker = new Worker("/static/decoded.js");
+    worker.onmessage = (e) => framesDecoded(gen, e.data);
+    worker.postMessage({ readable: processor.readable }, [processor.readable]);
+    link.decodedWorker = worker;
+  } catch (err) {
+    console.warn("decoded frames are not timed", err);
+  }
 }
 
 // -- boot: who is this seat, what can it play -----------------------------------------------------------------
@@ -451,6 +544,8 @@ function connect(isReconnect) {
     presentedFrames: null, // rVFC presentedFrames at the last callback
     rtpBase: null, // {rtp, captureUs}: a frame whose stamp was read, to time frames by their RTP timestamp
     rtpCandidate: null, // the last stamp that rtpBase did not predict
+    frameTimes: new Map(), // the window's frames of this connection by RTP timestamp (frameTime)
+    decodedWorker: null, // decoded.js, timing every decoded frame
   };
   inputs.pending.length = 0; // inputs of an earlier connection were shown or are lost
   if (!isReconnect) setState("connecting", session.text);
@@ -476,7 +571,9 @@ function connect(isReconnect) {
       jitterBufferTarget: e.receiver.jitterBufferTarget ?? null,
       playoutDelayHint: e.receiver.playoutDelayHint ?? null,
       playoutDelayExtension: null,
+      playoutMode: PLAYOUT_MODE, // this seat's own (?playout=), told to the agent; null: the zone's
     };
+    if (e.track.kind === "video") watchDecodedFrames(gen, e.track);
     const video = $("video");
     video.srcObject = e.streams[0] || new MediaStream([e.track]);
     video.play().catch(() => {}); // muted autoplay is allowed (and the flags in docs/kiosk.md make sure)
@@ -492,7 +589,7 @@ async function negotiate(gen, pc, session, isReconnect) {
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
     const { sdp } = await api("POST", `/api/sessions/${session.session_id}/negotiate`, {
-      sdp: pc.localDescription.sdp,
+      sdp: withPlayoutMode(pc.localDescription.sdp),
     });
     if (gen !== generation) return false;
     await pc.setRemoteDescription({ type: "answer", sdp });
@@ -514,6 +611,13 @@ async function negotiate(gen, pc, session, isReconnect) {
     }, FIRST_FRAME_TIMEOUT_MS);
   }
   return true;
+}
+
+/** The offer as sent to the agent: with `a=x-cloudseat-playout:MODE` after its timing line when the URL chose a mode
+ * (the page's own peer connection keeps the offer as Chromium made it). */
+function withPlayoutMode(sdp) {
+  if (PLAYOUT_MODE === null) return sdp;
+  return sdp.replace(/^(t=.*\r\n)/m, `$1a=x-cloudseat-playout:${PLAYOUT_MODE}\r\n`);
 }
 
 function gathered(pc) {
@@ -598,6 +702,8 @@ function teardown(gen) {
   if (link) {
     for (const channel of Object.values(link.channels)) channel.close();
     link.pc.close();
+    link.decodedWorker?.terminate();
+    closedFrameTimes.push(...link.frameTimes.values());
     rollStats(); // keep this connection's counters in the session's totals
   }
   link = null;
@@ -649,6 +755,11 @@ function frame(ctx, video, now, meta) {
     s.framesMeasured++;
     const captureMs = captureUs / 1000 - clock.offsetMs;
     push("captureToDecodedMs", meta.presentationTime - captureMs);
+    if (meta.rtpTimestamp !== undefined && meta.presentationTime >= windowStart) {
+      const f = frameTime(meta.rtpTimestamp);
+      f.captureMs = captureMs;
+      f.presentedMs = meta.presentationTime;
+    }
     push("captureToDisplayMs", meta.expectedDisplayTime - captureMs);
     if (meta.receiveTime !== undefined) push("captureToReceivedMs", meta.receiveTime - captureMs);
   }
@@ -803,6 +914,7 @@ setInterval(async () => {
   st.lastInputId = inputs.nextId - 1;
   st.captureToReceivedMsP50 = percentile(series.captureToReceivedMs.slice(-LIVE_WINDOW), 50);
   st.captureToDecodedMsP50 = percentile(series.captureToDecodedMs.slice(-LIVE_WINDOW), 50);
+  st.captureToProcessedMsP50 = percentile(series.captureToProcessedMs.slice(-LIVE_WINDOW), 50);
   st.captureToDisplayMsP50 = percentile(series.captureToDisplayMs.slice(-LIVE_WINDOW), 50);
   st.inputToPhotonMsP50 = percentile(series.inputToPhotonMs, 50);
   st.inputToPhotonMsP99 = percentile(series.inputToPhotonMs, 99);
