@@ -183,13 +183,14 @@ COLUMNS: dict[str, tuple[list[str], Callable[[dict[str, Any]], list[Any]]]] = {
         lambda r: [r["venue_id"], r["name"], r["time_zone"], r["zones"], r["seats"], r["live_sessions"]],
     ),
     "seats": (
-        ["VENUE", "SEAT", "ZONE", "TIER", "CAP MS", "SESSION", "HOST", "GAME"],
+        ["VENUE", "SEAT", "ZONE", "TIER", "CAP MS", "PLAYOUT", "SESSION", "HOST", "GAME"],
         lambda r: [
             r["venue_id"],
             r["seat_id"],
             r["zone_id"],
             r["tier"],
             r["latency_cap_ms"],
+            r["playout"],
             r["state"] or "-",
             r["host_id"],
             r["game_id"],

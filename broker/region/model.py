@@ -12,7 +12,7 @@ The file's shape (docs/examples/region.yaml is a commented example):
     providers: [{id, name, sites: [{id, place, region, hosts, host_prefix, prices: [{gpu_class, currency,
                  per_slot_hour, utc_offset, bands: [{from, to, per_slot_hour}]}]}]}]
     games:     [{id, name, version, image_size_bytes, image_ref}]
-    venues:    [{id, name, time_zone, zones: [{id, tier, cap_ms, seats}], latency_ms: {SITE: MS},
+    venues:    [{id, name, time_zone, zones: [{id, tier, cap_ms, playout, seats}], latency_ms: {SITE: MS},
                  leases: [{id, site, gpu_class, slots, starts_at, ends_at | days, daily: {from, to}, time_zone,
                            per_slot_hour, note}]}]
 
@@ -38,6 +38,9 @@ from broker import leasing, metering, tiers
 CAP_MS = (1, 500)
 RTT_MS = (0, 10_000)
 LEASE_SLOTS = (1, 100_000)
+# A zone's playout mode by the API's names (PlayoutMode less PLAYOUT_MODE_; zones.playout's check, migration 0020).
+# Written out here because this module imports no protobuf; tests/unit/test_region_model.py holds it to the proto's.
+PLAYOUT_MODES = ("AUTO", "LOW_LATENCY", "SMOOTH")
 # A region file is written by hand: these keep a mistake (a range of a million seats) from becoming a huge write.
 MAX_SEATS_PER_VENUE = 10_000
 MAX_ITEMS = 10_000
@@ -103,6 +106,7 @@ class Zone:
     zone_id: str
     tier: tiers.Tier
     cap_ms: int
+    playout: str | None = None  # one of PLAYOUT_MODES; None (the key left out): keep the zone's (AUTO for a new one)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -367,7 +371,7 @@ _PRICE_KEYS = ("gpu_class", "currency", "per_slot_hour", "utc_offset", "bands")
 _BAND_KEYS = ("from", "to", "per_slot_hour")
 _GAME_KEYS = ("id", "name", "version", "image_size_bytes", "image_ref")
 _VENUE_KEYS = ("id", "name", "time_zone", "zones", "latency_ms", "leases")
-_ZONE_KEYS = ("id", "tier", "cap_ms", "seats")
+_ZONE_KEYS = ("id", "tier", "cap_ms", "playout", "seats")
 _LEASE_KEYS = (
     "id",
     "site",
@@ -480,7 +484,12 @@ def _venue(node: _Node) -> Venue:
                 zone_node.at("tier"), "must be one of " + ", ".join(t.value for t in tiers.Tier)
             )
         cap = zone_node.integer("cap_ms", *CAP_MS)
-        zones.append(Zone(path, zone_id, tiers.Tier(tier_text), cap))
+        playout = None
+        if zone_node.has("playout"):
+            playout = zone_node.value["playout"]
+            if not isinstance(playout, str) or playout not in PLAYOUT_MODES:
+                raise InvalidArgument(zone_node.at("playout"), "must be one of " + ", ".join(PLAYOUT_MODES))
+        zones.append(Zone(path, zone_id, tiers.Tier(tier_text), cap, playout))
         if zone_node.has("seats"):
             seats += [
                 Seat(p, s, zone_id) for p, s in seat_ids(zone_node.value["seats"], zone_node.at("seats"))

@@ -10,7 +10,8 @@ what) or left as it is. What "changed" means per kind:
 * price: the base, the bands, the UTC offset or the currency (a change meters the running sessions at the old price
   first, as SetPrice does);
 * game: the name, the image size, the version (left out: the catalogue's current one is kept), the image;
-* venue: the name and the time zone; zone: tier and latency cap; seat: its zone (a move);
+* venue: the name and the time zone; zone: tier, latency cap and playout mode (a zone whose playout is left out of
+  the file keeps its mode: no change); seat: its zone (a move);
 * latency: the round trip (a seat's later report overwrites it, and the next apply writes the file's back);
 * lease: a lease is an agreement and never changes: one that differs from the file is refused (cancel it and
   declare a new id), one that matches is left. A lease the site's hosts cannot hold yet (they have not joined) is
@@ -98,9 +99,9 @@ class Held:
     bound_hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     games: Mapping[str, GameRow] = dataclasses.field(default_factory=dict)
     venues: Mapping[str, VenueRow] = dataclasses.field(default_factory=dict)
-    zones: Mapping[tuple[str, str], tuple[str, int]] = dataclasses.field(
+    zones: Mapping[tuple[str, str], tuple[str, int, str]] = dataclasses.field(
         default_factory=dict
-    )  # -> (tier, cap)
+    )  # -> (tier, cap, playout)
     seats: Mapping[tuple[str, str], str] = dataclasses.field(default_factory=dict)  # (venue, seat) -> zone
     latencies: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (venue, site) -> ms
     leases: Mapping[str, LeaseRow] = dataclasses.field(default_factory=dict)
@@ -256,7 +257,13 @@ def plan(region: model.Region, held: Held) -> list[Step]:
         for z in x.zones:
             old_zone = held.zones.get((x.venue_id, z.zone_id))
             changes = (
-                _compare([("tier", old_zone[0], z.tier.value), ("cap_ms", old_zone[1], z.cap_ms)])
+                _compare(
+                    [
+                        ("tier", old_zone[0], z.tier.value),
+                        ("cap_ms", old_zone[1], z.cap_ms),
+                        ("playout", old_zone[2], z.playout or old_zone[2]),
+                    ]
+                )
                 if old_zone
                 else ()
             )

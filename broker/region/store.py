@@ -10,8 +10,8 @@ refusals included.
 No one else needs telling: every broker replica reads these tables when it needs them. The scheduler reads the
 prices again when one is set (broker.scheduler.PriceCache, by the prices' updated_at, which the store's set_price
 stamps), the latency matrix whenever a venue's measurements change (LatencyCache, by measured_at), the leases in
-force every round; a session takes its zone's tier and cap when it starts; an agent's enrolment is read when it
-registers; the consoles read venues and prices per request.
+force every round; a session takes its zone's tier, cap and playout mode when it starts; an agent's enrolment is
+read when it registers; the consoles read venues and prices per request.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ async def read_held(conn: asyncpg.Connection, region: model.Region) -> Held:
         },
         venues={r["venue_id"]: _venue_row(r) for r in await fetch(Q["region_venues"], venue_ids)},
         zones={
-            (r["venue_id"], r["zone_id"]): (r["tier"], r["latency_cap_ms"])
+            (r["venue_id"], r["zone_id"]): (r["tier"], r["latency_cap_ms"], r["playout"])
             for r in await fetch(Q["region_zones"], venue_ids)
         },
         seats={
@@ -252,7 +252,8 @@ async def _venue(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> Non
 
 async def _zone(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> None:
     z: model.Zone = step.item
-    await venues.put_zone_in(conn, step.extra["venue_id"], z.zone_id, z.tier.value, z.cap_ms)
+    # playout None (left out of the file) keeps the zone's mode, AUTO for a new zone.
+    await venues.put_zone_in(conn, step.extra["venue_id"], z.zone_id, z.tier.value, z.cap_ms, z.playout)
 
 
 async def _seat(conn: asyncpg.Connection, step: Step, _: dict[str, str]) -> None:

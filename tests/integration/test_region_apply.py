@@ -23,7 +23,7 @@ from cloudseat.v1 import common_pb2, fleet_pb2
 from broker import cli, issuing
 from broker.config import BrokerConfig, SecurityConfig
 from broker.server import Broker
-from broker.store import database, fleet
+from broker.store import database, fleet, venues
 from tests.integration.conftest import FAST
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -56,6 +56,20 @@ def counts(db_url: str) -> dict[str, int]:
                     "venue_site_latency", "leases", "audit_log",
                 )
             }  # fmt: skip
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def zone_modes(db_url: str) -> dict[str, str]:
+    """The pilot venue's zones' playout modes as the database holds them."""
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            rows = await conn.fetch("SELECT zone_id, playout FROM zones WHERE venue_id = 'pilot-cafe'")
+            return {r["zone_id"]: r["playout"] for r in rows}
         finally:
             await conn.close()
 
@@ -99,7 +113,12 @@ def test_the_example_region_applies_once_and_then_changes_nothing(
     assert out.splitlines()[0].split() == ["VENUE", "NAME", "TIME", "ZONE", "ZONES", "SEATS", "LIVE"]
     assert re.search(r"^pilot-cafe\s+Pilot Internet Cafe, Xuhui\s+Asia/Shanghai\s+2\s+8\s+0$", out, re.M)
     code, out, _ = run_cli(capsys, "get", "seats", "--venue", "pilot-cafe", "--database-url", db_url)
-    assert re.search(r"^pilot-cafe\s+e-02\s+esports\s+1080P120\s+10\s+-$", out, re.M)
+    assert out.splitlines()[0].split()[:6] == ["VENUE", "SEAT", "ZONE", "TIER", "CAP", "MS"]
+    assert out.splitlines()[0].split()[6] == "PLAYOUT"
+    assert re.search(r"^pilot-cafe\s+e-02\s+esports\s+1080P120\s+10\s+LOW_LATENCY\s+-$", out, re.M)
+    assert re.search(r"^pilot-cafe\s+a-01\s+standard\s+720P60\s+30\s+AUTO\s+-$", out, re.M)
+    # The file's mode written; the zone that names none made with the column's default.
+    assert zone_modes(db_url) == {"standard": "AUTO", "esports": "LOW_LATENCY"}
     assert len(out.splitlines()) == 1 + 8
     code, out, _ = run_cli(capsys, "get", "sites", "--database-url", db_url)
     assert re.search(
@@ -143,15 +162,49 @@ def test_a_change_in_the_file_is_applied_and_reported(
     text = (
         REGION.read_text()
         .replace("cap_ms: 10", "cap_ms: 12")
+        .replace("playout: LOW_LATENCY ", "playout: SMOOTH ")
         .replace("name: Hangzhou Cloud Gaming", "name: HZ")
     )
     edited.write_text(text.replace("seats: [e-01, e-02]", "seats: [e-01, e-02, e-03]"))
     code, out, _ = run_cli(capsys, "apply", "-f", str(edited), "--database-url", db_url)
     assert code == 0
-    assert re.search(r"^zone\s+pilot-cafe/esports\s+changed\s+cap_ms: 10 -> 12$", out, re.M)
+    assert re.search(
+        r"^zone\s+pilot-cafe/esports\s+changed\s+cap_ms: 10 -> 12; playout: 'LOW_LATENCY' -> 'SMOOTH'$", out, re.M
+    )
     assert re.search(r"^provider\s+hz-cloud\s+changed\s+name: 'Hangzhou Cloud Gaming' -> 'HZ'$", out, re.M)
     assert re.search(r"^seat\s+pilot-cafe/e-03\s+created$", out, re.M)
     assert out.rstrip().endswith("1 created, 2 changed, 25 unchanged, 1 deferred")
+    assert zone_modes(db_url) == {"standard": "AUTO", "esports": "SMOOTH"}
+
+
+def test_a_zone_without_playout_in_the_file_keeps_its_mode(
+    db_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run_cli(capsys, "apply", "-f", str(REGION), "--database-url", db_url)[0] == 0
+
+    # The venue sets its standard zone's mode through the API (PutZone's store function, as the servicer calls it).
+    async def put_smooth() -> None:
+        pool = await database.create_pool(db_url, 1, 1)
+        try:
+            await venues.put_zone(pool, "pilot-cafe", "standard", "720P60", 30, "SMOOTH")
+        finally:
+            await pool.close()
+
+    asyncio.run(put_smooth())
+    # The file names no mode for the standard zone: applying it again is no change and leaves SMOOTH.
+    code, out, _ = run_cli(capsys, "apply", "-f", str(REGION), "--database-url", db_url)
+    assert code == 0
+    assert re.search(r"^zone\s+pilot-cafe/standard\s+unchanged$", out, re.M)
+    assert out.rstrip().endswith("0 created, 0 changed, 27 unchanged, 1 deferred")
+    assert zone_modes(db_url) == {"standard": "SMOOTH", "esports": "LOW_LATENCY"}
+
+    # Nor does a change of another field of that zone touch its mode.
+    edited = tmp_path / "region.yaml"
+    edited.write_text(REGION.read_text().replace("cap_ms: 30 ", "cap_ms: 25 "))
+    code, out, _ = run_cli(capsys, "apply", "-f", str(edited), "--database-url", db_url)
+    assert code == 0
+    assert re.search(r"^zone\s+pilot-cafe/standard\s+changed\s+cap_ms: 30 -> 25$", out, re.M)
+    assert zone_modes(db_url) == {"standard": "SMOOTH", "esports": "LOW_LATENCY"}
 
 
 def test_a_bad_file_fails_whole_naming_the_path_and_writes_nothing(
@@ -164,6 +217,16 @@ def test_a_bad_file_fails_whole_naming_the_path_and_writes_nothing(
     assert (code, out) == (1, "")
     assert err.strip() == (
         "cloudseat-broker apply: venues[0].zones[1].cap_ms: must be at least 1 (nothing was written)"
+    )
+    assert counts(db_url) == before
+
+    # A playout mode that is not one of the API's names: refused naming its place, and nothing written.
+    bad.write_text(REGION.read_text().replace("playout: LOW_LATENCY ", "playout: low_latency "))
+    code, out, err = run_cli(capsys, "apply", "-f", str(bad), "--database-url", db_url)
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        "cloudseat-broker apply: venues[0].zones[1].playout: must be one of AUTO, LOW_LATENCY, SMOOTH "
+        "(nothing was written)"
     )
     assert counts(db_url) == before
 
@@ -286,7 +349,7 @@ async def test_the_example_agent_joins_the_applied_region_and_its_lease_is_made_
             )
             code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "seats", "--database-url", url)
             assert re.search(
-                r"^pilot-cafe\s+a-01\s+standard\s+720P60\s+30\s+READY\s+pilot-sh-01\s+demo$", out, re.M
+                r"^pilot-cafe\s+a-01\s+standard\s+720P60\s+30\s+AUTO\s+READY\s+pilot-sh-01\s+demo$", out, re.M
             )
             await seat.end_session(sid, started.session_token)
         code, out, _ = await asyncio.to_thread(run_cli, capsys, "get", "sessions", "--database-url", url)

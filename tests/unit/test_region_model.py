@@ -57,6 +57,8 @@ def test_the_example_region_reads_whole() -> None:
         "sh-jiading": 9,
         "hz-xihu": 18,
     }
+    # The esports zone names its playout mode; the standard zone leaves it out (keeps the zone's).
+    assert [(z.zone_id, z.playout) for z in venue.zones] == [("standard", None), ("esports", "LOW_LATENCY")]
     lease = venue.leases[0]
     assert lease.daily == leasing.Daily(18 * 60, 8 * 60)
     assert (lease.days, lease.starts_at, lease.time_zone, lease.price_micros) == (
@@ -137,6 +139,12 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("venues[0].zones[1].cap_ms", 501, "venues[0].zones[1].cap_ms", "must be at most 500"),
     ("venues[0].zones[0].cap_ms", "30", "venues[0].zones[0].cap_ms", "whole number"),
     ("venues[0].zones[0].tier", "4K", "venues[0].zones[0].tier", "must be one of 720P30"),
+    ("venues[0].zones[1].playout", "FAST", "venues[0].zones[1].playout", "must be one of AUTO, LOW_LATENCY, SMOOTH"),
+    ("venues[0].zones[1].playout", "smooth", "venues[0].zones[1].playout", "must be one of AUTO"),  # case as tier
+    ("venues[0].zones[1].playout", "PLAYOUT_MODE_SMOOTH", "venues[0].zones[1].playout", "must be one of AUTO"),
+    ("venues[0].zones[0].playout", 2, "venues[0].zones[0].playout", "must be one of AUTO"),
+    ("venues[0].zones[0].playout", "SMOOTH", "", ""),  # a zone that had none may name one
+    ("venues[0].zones[1].playout", None, "", ""),  # `playout:` with nothing after it is left out
     ("venues[0].zones[1].id", "standard", "venues[0].zones[1].id", "declared twice"),
     ("venues[0].zones[0].seats", "a-01", "venues[0].zones[0].seats", "must be a list"),
     ("venues[0].zones[0].seats[0]", "a-06..a-01", "venues[0].zones[0].seats[0]", "run upwards"),
@@ -177,6 +185,20 @@ def test_a_bad_value_is_refused_naming_its_path(path: str, value: Any, where: st
         model.parse(doc)
     assert refused.value.field == where, refused.value.message
     assert words in refused.value.message
+
+
+def test_the_playout_modes_are_the_apis_names() -> None:
+    # The model imports no protobuf: its list is held to PlayoutMode's here (the names PutZone stores).
+    from broker.rpc import convert
+
+    assert set(model.PLAYOUT_MODES) == set(convert.PLAYOUT_TO_PB)
+
+
+def test_a_zone_without_playout_keeps_its_mode_and_one_with_it_names_it() -> None:
+    doc = _set(example(), "venues[0].zones[0].playout", "SMOOTH")
+    doc = _set(doc, "venues[0].zones[1].playout", DELETE)
+    zones = model.parse(doc).venues[0].zones
+    assert [z.playout for z in zones] == ["SMOOTH", None]
 
 
 def test_a_lease_term_given_by_dates_is_checked() -> None:

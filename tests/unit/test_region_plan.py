@@ -37,7 +37,7 @@ def held_as(region: model.Region) -> Held:
         enrolled_prefixes={h: (s.provider_id, s.site_id) for s in region.sites for h in s.host_prefixes},
         games={g.game_id: GameRow(g.name, g.version or "1", g.image_size_bytes, g.image_ref) for g in region.games},
         venues={venue.venue_id: VenueRow(venue.name, venue.time_zone)},
-        zones={(venue.venue_id, z.zone_id): (z.tier.value, z.cap_ms) for z in venue.zones},
+        zones={(venue.venue_id, z.zone_id): (z.tier.value, z.cap_ms, z.playout or "AUTO") for z in venue.zones},
         seats={(venue.venue_id, s.seat_id): s.zone_id for s in venue.seats},
         latencies={(venue.venue_id, lat.site_id): lat.rtt_ms for lat in venue.latencies},
         leases={
@@ -77,7 +77,7 @@ def test_what_changes_is_said_field_by_field(region: model.Region) -> None:
         enrolled_hosts={"pilot-sh-01": ("sh-edge", "sh-jiading")},
         games={**held.games, "arena": GameRow("Arena Tactics", "2", 42_000_000_000, "")},
         venues={"pilot-cafe": VenueRow("Pilot Internet Cafe, Xuhui", "UTC")},
-        zones={**held.zones, ("pilot-cafe", "esports"): ("1080P60", 15)},
+        zones={**held.zones, ("pilot-cafe", "esports"): ("1080P60", 15, "SMOOTH")},
         seats={**held.seats, ("pilot-cafe", "e-02"): "standard"},
         latencies={**held.latencies, ("pilot-cafe", "hz-xihu"): 25},
     )
@@ -95,10 +95,24 @@ def test_what_changes_is_said_field_by_field(region: model.Region) -> None:
         ),
         ("game", "arena"): ("version: '2' -> '3'",),
         ("venue", "pilot-cafe"): ("time_zone: 'UTC' -> 'Asia/Shanghai'",),
-        ("zone", "pilot-cafe/esports"): ("tier: '1080P60' -> '1080P120'", "cap_ms: 15 -> 10"),
+        ("zone", "pilot-cafe/esports"): (
+            "tier: '1080P60' -> '1080P120'",
+            "cap_ms: 15 -> 10",
+            "playout: 'SMOOTH' -> 'LOW_LATENCY'",
+        ),
         ("seat", "pilot-cafe/e-02"): ("zone: 'standard' -> 'esports'",),
         ("latency", "pilot-cafe->hz-xihu"): ("rtt_ms: 25 -> 18",),
     }
+
+
+def test_a_zone_without_playout_keeps_its_mode(region: model.Region) -> None:
+    # The standard zone's file entry has no playout: whatever the zone holds (set by PutZone) is no change.
+    held = held_as(region)
+    for mode in ("AUTO", "LOW_LATENCY", "SMOOTH"):
+        zones = {**held.zones, ("pilot-cafe", "standard"): ("720P60", 30, mode)}
+        steps = plan(region, dataclasses.replace(held, zones=zones))
+        (standard,) = [s for s in steps if s.key == "pilot-cafe/standard"]
+        assert (standard.verdict, standard.changes, standard.item.playout) == (Verdict.SAME, (), None)
 
 
 def test_a_game_without_a_version_keeps_the_catalogues(region: model.Region) -> None:

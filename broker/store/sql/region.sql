@@ -31,7 +31,7 @@ SELECT game_id, name, version, image_size_bytes, image_ref FROM games WHERE game
 SELECT venue_id, name, time_zone FROM venues WHERE venue_id = ANY($1::text[]);
 
 -- name: region_zones
-SELECT venue_id, zone_id, tier, latency_cap_ms FROM zones WHERE venue_id = ANY($1::text[]);
+SELECT venue_id, zone_id, tier, latency_cap_ms, playout FROM zones WHERE venue_id = ANY($1::text[]);
 
 -- name: region_seats
 SELECT venue_id, seat_id, zone_id FROM seats WHERE venue_id = ANY($1::text[]);
@@ -61,7 +61,7 @@ SELECT v.venue_id, v.name, v.time_zone,
 FROM venues v ORDER BY v.venue_id;
 
 -- name: region_get_seats
-SELECT st.venue_id, st.seat_id, st.zone_id, z.tier, z.latency_cap_ms, se.state, se.host_id, se.game_id
+SELECT st.venue_id, st.seat_id, st.zone_id, z.tier, z.latency_cap_ms, z.playout, se.state, se.host_id, se.game_id
 FROM seats st
 JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
 LEFT JOIN sessions se ON se.venue_id = st.venue_id AND se.seat_id = st.seat_id AND se.state <> 'ENDED'
