@@ -1,4 +1,4 @@
-"""What the database tells listeners of session changes (channel cloudseat_sessions, migration 0020): each statement's
+"""What the database tells listeners of session changes (channel cloudseat_sessions, migration 0021): each statement's
 changes, in JSON arrays that fit a notification, each change once; nothing from a statement that failed, and nothing
 for an update that changed nothing a listener acts on. And the `lifecycle` benchmark runs sessions through their
 whole life on it."""

@@ -1,4 +1,4 @@
--- cloudseat schema, version 20: a session's move costs the database one row trigger, not three row triggers and a
+-- cloudseat schema, version 21: a session's move costs the database one row trigger, not three row triggers and a
 -- statement trigger over transition tables.
 --   Measured (loadtest commits --lifecycle, batches of 4 as the broker's group commit makes them below capacity): of
 --   the ~1.9 ms of PostgreSQL CPU a whole session took (start, place, the agent's report, end), ~0.5 ms went to the
@@ -23,8 +23,9 @@ DROP FUNCTION sessions_audit();
 DROP TRIGGER sessions_metering ON sessions;
 DROP FUNCTION sessions_metering();
 
--- What a session change says, as before (migration 0013), now in PL/pgSQL: called from a row trigger, a SQL
--- function is planned again on every call; PL/pgSQL keeps its plans for the connection.
+-- What a session change says, as before (migration 0020: 0013's and the playout mode on PLACED), now in PL/pgSQL:
+-- called from a row trigger, a SQL function is planned again on every call; PL/pgSQL keeps its plans for the
+-- connection.
 CREATE OR REPLACE FUNCTION session_change(s sessions) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
 DECLARE
     change jsonb := jsonb_build_object(
@@ -36,6 +37,7 @@ DECLARE
     image jsonb;
 BEGIN
     IF s.state = 'PLACED' THEN
+        change := change || jsonb_build_object('playout', s.playout);
         SELECT jsonb_build_object('version', g.version, 'image_ref', g.image_ref, 'image_digest', g.image_digest)
         INTO image FROM games g WHERE g.game_id = s.game_id AND g.image_ref <> '';
         IF image IS NOT NULL THEN

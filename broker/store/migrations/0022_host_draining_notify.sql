@@ -1,4 +1,4 @@
--- cloudseat schema, version 21: an agent's own draining flag (it shuts down: its heartbeat says so) is told on
+-- cloudseat schema, version 22: an agent's own draining flag (it shuts down: its heartbeat says so) is told on
 -- cloudseat_hosts like every other change placement reads of a host, so the placement leader no longer needs to
 -- read every host every two seconds to see it (broker.scheduler.HostCache: a full read cost ~200 ms of the
 -- leader's CPU at 10,000 hosts and held up the round it fell in).
