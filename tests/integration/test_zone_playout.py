@@ -3,7 +3,7 @@
 PutZone sets it (validated, the field named, nothing written on a refusal) and GetVenue shows it; a session takes its
 zone's mode when it starts and keeps it; the start command carries it to the real agent program, whose media session
 writes it into the playout-delay header extension of every video packet, read by a real aiortc seat in a process of
-its own (tests.integration.playout_seat). Mode AUTO on a lossy link: test_playout_link.py.
+its own (tests.integration.playout_seat). Mode AUTO on a lossy link: seat_link/test_playout_link.py.
 """
 
 from __future__ import annotations

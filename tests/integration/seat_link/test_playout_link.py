@@ -12,16 +12,13 @@ namespaces) and nft, which scripts/system-deps installs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, venue_pb2
 
-from broker.config import BrokerConfig
 from loadtest import stream_link
 from tests.integration import faults, playout_seat
 from tests.integration.conftest import CONFIG
@@ -30,32 +27,6 @@ pytestmark = pytest.mark.slow
 S = common_pb2.SessionState
 LOSS_PCT = 5.0  # the video stream's receiver reports then say ~5%, ten times PlayoutPolicy's lossy threshold
 LOSSY = 0.005  # PlayoutPolicy's default threshold
-
-
-@pytest.fixture
-def socket_path(tmp_path: Path) -> Path:
-    return tmp_path / "broker.sock"
-
-
-@pytest.fixture
-def broker_config(db_url: str, socket_path: Path) -> BrokerConfig:
-    from tests.integration.conftest import FAST
-
-    return dataclasses.replace(FAST, database_url=db_url, listen=f"unix:{socket_path}")
-
-
-@pytest.fixture
-async def client(broker: object, socket_path: Path) -> AsyncIterator[BrokerClient]:
-    async with BrokerClient(f"unix:{socket_path}") as c:
-        yield c
-
-
-@pytest.fixture
-def ns() -> Iterator[faults.NetNS]:
-    """The seat's network: the agent and the seat run in it, the broker outside."""
-    netns = faults.NetNS().open()
-    yield netns
-    netns.close()
 
 
 async def test_auto_asks_for_the_adaptive_delay_while_the_link_loses_packets_and_zero_when_clean(

@@ -11,51 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shlex
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from cloudseat.client import BrokerClient
 from cloudseat.v1 import common_pb2, session_pb2, venue_pb2
 
-from broker.config import BrokerConfig
 from tests.integration import faults
 from tests.integration.conftest import CONFIG
 
 pytestmark = pytest.mark.slow
 DROP_S = 4.0
-
-
-@pytest.fixture
-def socket_path(tmp_path: Path) -> Path:
-    return tmp_path / "broker.sock"
-
-
-@pytest.fixture
-def broker_config(db_url: str, socket_path: Path) -> BrokerConfig:
-    from tests.integration.conftest import FAST
-
-    return dataclasses.replace(FAST, database_url=db_url, listen=f"unix:{socket_path}")
-
-
-@pytest.fixture
-async def client(broker: object, socket_path: Path) -> AsyncIterator[BrokerClient]:
-    async with BrokerClient(f"unix:{socket_path}") as c:
-        yield c
-
-
-@pytest.fixture
-def ns() -> Iterator[faults.NetNS]:
-    """The seat's network: the agent and the client run in it, the broker outside."""
-    netns = faults.NetNS().open()
-    yield netns
-    netns.close()
 
 
 async def test_media_path_loss_recovers_on_the_same_session(
