@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from broker.placement import exact, flow, greedy, reasons
+from broker.placement import exact, flow, greedy, patterns, reasons
 from broker.placement.frame import I64, Frame, build_frame
 from broker.placement.greedy import arrival_order
 from broker.placement.model import PendingReason, Problem, Solution
@@ -235,6 +235,23 @@ def solve(
             return to_solution(frame, base, "engine:greedy", proven_optimal=False)
         return to_solution(frame, out, "engine:cp-sat", proven_optimal=status.proven_optimal)
 
+    out, path, proven = _split(frame, single, multi, time_limit_s, workers)
+    if proven:
+        return to_solution(frame, out, path, proven_optimal=True)
+    # The whole batch on the pattern model (patterns.py), from the split's answer: proves it optimal by the
+    # model's LP bound, or finds a cheaper one by its MIP (and proves that), within the time limit.
+    best, result = patterns.solve(frame, out, time_limit_s=time_limit_s)
+    return to_solution(
+        frame, best, "engine:patterns" if result.improved else path, proven_optimal=result.proven_optimal
+    )
+
+
+def _split(
+    frame: Frame, single: I64, multi: I64, time_limit_s: float, workers: int
+) -> tuple[Outcome, str, bool]:
+    """The fast answer of a big mixed batch: the one-slot requests by flow, then the multi-slot ones on what is
+    left (the other order too when that looks far from the bound); the answer, its path, whether it is proven
+    optimal."""
     # One-slot requests first, by flow on the whole capacity; then the multi-slot ones on what is left.
     cap = Capacity.initial(frame)
     out = Outcome.empty(frame.n_requests)
@@ -245,15 +262,14 @@ def solve(
     if _within(frame, out, bound, 0):
         # The one-slot part is optimal on the whole capacity and every multi-slot request got the cost it would
         # have had alone: no joint answer can beat either part, so this one is optimal.
-        return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=True)
+        return out, "engine:flow+cp-sat", True
     waiting = multi[out.host[multi] < 0]
     if PendingReason.QUEUED not in reasons.pending_reasons(frame, waiting) and _within(
         frame, out, bound, TRY_OTHER_ORDER_PCT
     ):
-        # Everyone with room got a place, and the answer is within the gap target of the lower bound: only
-        # prices interact (a multi-slot request may pay more than alone because a one-slot request took its
-        # host), and not by much (~2% multi-slot sessions with plenty of capacity left to choose from).
-        return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=False)
+        # Everyone with room got a place, and the answer is within a few tenths of a percent of the lower bound:
+        # the pattern model starts from it.
+        return out, "engine:flow+cp-sat", False
     # A multi-slot request that had room was left pending (one-slot requests filled its hosts), or the multi-slot
     # requests paid much more than alone (8% of a batch on busy hosts: +3-4% by the bound): try the other order,
     # multi-slot first, and keep the cheaper answer.
@@ -264,8 +280,8 @@ def solve(
     if outcome_cost(frame, out2) <= outcome_cost(frame, out):
         # Multi-slot part optimal on the whole capacity, and the flow never ran out of a pool it used: optimal.
         proven = multi_proven and _left_slack(frame, cap2, out2, multi)
-        return to_solution(frame, out2, "engine:cp-sat+flow", proven_optimal=proven)
-    return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=False)
+        return out2, "engine:cp-sat+flow", proven
+    return out, "engine:flow+cp-sat", False
 
 
 def _multi_bound(frame: Frame, multi: I64) -> tuple[int, int]:
