@@ -503,9 +503,10 @@ def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}%"
 
 
-def engine_solver(time_limit_s: float) -> Solver:
-    """The engine as a one-argument solver."""
-    return lambda problem: engine.solve(problem, time_limit_s=time_limit_s)
+def engine_solver(time_limit_s: float, *, prove: bool = False) -> Solver:
+    """The engine as a one-argument solver (`prove`: every mixed batch the split does not prove goes to the
+    pattern model, not only those far above the split's bound)."""
+    return lambda problem: engine.solve(problem, time_limit_s=time_limit_s, prove=prove)
 
 
 def exact_solver(time_limit_s: float, workers: int) -> Solver:

@@ -45,6 +45,9 @@ GAP_TARGET_PCT = 0.5
 #: multi-slot) and took the engine from 16,173 to 10,132 placements/s (greedy 12,518 in that run) for a mean gap of
 #: 0.12% instead of 0.21%; the batches it is for (8% multi-slot on busy hosts) sit 3-4% above it.
 TRY_OTHER_ORDER_PCT = 1.5
+#: A big mixed batch goes to the whole-batch pattern model (patterns.py: ~1-4 s on 1,000 requests over 10,000 hosts,
+#: proven optimal) when the split's answer is this much (percent) above the split bound, or always with `prove`.
+PATTERN_TRIGGER_PCT = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,26 +59,33 @@ class Bound:
     pending: int
 
 
-def lower_bound(problem: Problem) -> Bound:
-    """A lower bound on the batch's optimum, the larger of two:
+def lower_bound(problem: Problem, *, patterns_time_limit_s: float = 60.0) -> Bound:
+    """A lower bound on the batch's optimum, the largest of three:
 
     - the one-slot requests placed optimally on the whole capacity (the flow, exact), plus each multi-slot request
       on its cheapest host as if alone. Every answer's one-slot part costs at least the first and leaves at least
       as many pending; each multi-slot request costs at least the second, or has no host in any answer;
     - every request placed by a min-cost flow in which a k-slot request is k one-slot units that may spread over
-      hosts (`_spread_bound`): capacity is shared, so this one sees the requests compete.
+      hosts (`_spread_bound`): capacity is shared, so this one sees the requests compete;
+    - the whole-batch pattern model's LP (`patterns.lp_bound`, column generation to the end): it keeps "k slots
+      on one host", so it is tight (the MIP's optimum was at most 0.001% above it on the default region).
 
     An answer that leaves `pending` requests pending is within (its placement cost − placement_micros) /
-    placement_micros of the optimum: a proven gap where CP-SAT proves nothing (a 1,000-request batch with 8%
-    multi-slot). Untimed work for the benchmark: the second bound's flow is larger than the engine's."""
+    placement_micros of the optimum. Untimed work for the benchmark (the third takes a second or two per
+    1,000-request batch)."""
     frame = build_frame(problem)
     everyone = np.arange(frame.n_requests, dtype=np.int64)
     single = everyone[frame.req_slots == 1]
     out = Outcome.empty(frame.n_requests)
     flow.place(frame, single, Capacity.initial(frame), out)
     split = _bound(frame, single, everyone[frame.req_slots > 1], out)
-    spread = _spread_bound(frame) - split.pending * problem.params.stay_pending_cost_micros
-    return Bound(max(split.placement_micros, spread), split.pending)
+    pending_cost = split.pending * problem.params.stay_pending_cost_micros
+    best = max(split.placement_micros, _spread_bound(frame) - pending_cost)
+    if frame.req_slots.max(initial=1) > 1:
+        lp = patterns.lp_bound(frame, patterns_time_limit_s)
+        if lp is not None:
+            best = max(best, lp - pending_cost)
+    return Bound(best, split.pending)
 
 
 def _spread_bound(frame: Frame) -> int:
@@ -206,8 +216,12 @@ def solve(
     *,
     exact_max_requests: int = EXACT_MAX_REQUESTS,
     workers: int = 1,
+    prove: bool = False,
 ) -> Solution:
-    """Place a batch (see the module docstring); `time_limit_s` bounds each CP-SAT solve."""
+    """Place a batch (see the module docstring); `time_limit_s` bounds each CP-SAT solve and the pattern model's.
+
+    A big mixed batch goes to the pattern model when the split's answer may be more than `PATTERN_TRIGGER_PCT`
+    above the optimum (by the split's bound), or with `prove`, whenever the split did not prove its answer."""
     frame = build_frame(problem)
     everyone = np.arange(frame.n_requests, dtype=np.int64)
     multi = everyone[frame.req_slots > 1]
@@ -235,9 +249,13 @@ def solve(
             return to_solution(frame, base, "engine:greedy", proven_optimal=False)
         return to_solution(frame, out, "engine:cp-sat", proven_optimal=status.proven_optimal)
 
-    out, path, proven = _split(frame, single, multi, time_limit_s, workers)
+    out, path, proven, bound = _split(frame, single, multi, time_limit_s, workers)
     if proven:
         return to_solution(frame, out, path, proven_optimal=True)
+    if not prove and _within(frame, out, bound, PATTERN_TRIGGER_PCT):
+        # Within a percent and a half of a loose bound (2% multi-slot sessions on the default trace: 0.05-1.1%
+        # above it, 0.1-0.3% above the optimum): not worth a second or two of the pattern model per batch.
+        return to_solution(frame, out, path, proven_optimal=False)
     # The whole batch on the pattern model (patterns.py), from the split's answer: proves it optimal by the
     # model's LP bound, or finds a cheaper one by its MIP (and proves that), within the time limit.
     best, result = patterns.solve(frame, out, time_limit_s=time_limit_s)
@@ -248,10 +266,10 @@ def solve(
 
 def _split(
     frame: Frame, single: I64, multi: I64, time_limit_s: float, workers: int
-) -> tuple[Outcome, str, bool]:
+) -> tuple[Outcome, str, bool, Bound]:
     """The fast answer of a big mixed batch: the one-slot requests by flow, then the multi-slot ones on what is
     left (the other order too when that looks far from the bound); the answer, its path, whether it is proven
-    optimal."""
+    optimal, and the split's lower bound."""
     # One-slot requests first, by flow on the whole capacity; then the multi-slot ones on what is left.
     cap = Capacity.initial(frame)
     out = Outcome.empty(frame.n_requests)
@@ -262,14 +280,14 @@ def _split(
     if _within(frame, out, bound, 0):
         # The one-slot part is optimal on the whole capacity and every multi-slot request got the cost it would
         # have had alone: no joint answer can beat either part, so this one is optimal.
-        return out, "engine:flow+cp-sat", True
+        return out, "engine:flow+cp-sat", True, bound
     waiting = multi[out.host[multi] < 0]
     if PendingReason.QUEUED not in reasons.pending_reasons(frame, waiting) and _within(
         frame, out, bound, TRY_OTHER_ORDER_PCT
     ):
         # Everyone with room got a place, and the answer is within a few tenths of a percent of the lower bound:
         # the pattern model starts from it.
-        return out, "engine:flow+cp-sat", False
+        return out, "engine:flow+cp-sat", False, bound
     # A multi-slot request that had room was left pending (one-slot requests filled its hosts), or the multi-slot
     # requests paid much more than alone (8% of a batch on busy hosts: +3-4% by the bound): try the other order,
     # multi-slot first, and keep the cheaper answer.
@@ -280,8 +298,8 @@ def _split(
     if outcome_cost(frame, out2) <= outcome_cost(frame, out):
         # Multi-slot part optimal on the whole capacity, and the flow never ran out of a pool it used: optimal.
         proven = multi_proven and _left_slack(frame, cap2, out2, multi)
-        return out2, "engine:cp-sat+flow", proven
-    return out, "engine:flow+cp-sat", False
+        return out2, "engine:cp-sat+flow", proven, bound
+    return out, "engine:flow+cp-sat", False, bound
 
 
 def _multi_bound(frame: Frame, multi: I64) -> tuple[int, int]:

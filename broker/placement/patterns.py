@@ -55,9 +55,9 @@ from broker.placement.outcome import Capacity, Outcome, outcome_cost
 #: Column kinds.
 _Z_POOL, _Z_PART, _X, _N, _Y, _PEND = 0, 1, 2, 3, 4, 5
 #: Columns each row's cheapest ones enter the first LP with (besides the engine's answer's).
-_SEED_PER_ROW = 3
+_SEED_PER_ROW = 6
 #: Negative-reduced-cost columns entering per owner row and round (the most negative first).
-_ENTER_PER_ROW = 4
+_ENTER_PER_ROW = 10
 #: Most column-generation rounds before giving up on the bound.
 MAX_ROUNDS = 40
 #: Most columns in the MIP; beyond it the MIP keeps those of least reduced cost and proves nothing by itself.
@@ -120,6 +120,7 @@ class _Catalogue:
     part_keys: I64
     n_pools: int
     n_eq: int  # the first n_eq rows (groups, classes) are equalities: placed + pending = size
+    wide: I64  # the columns that enter more than two rows
 
 
 def _key_ranks(*cols: I64) -> I64:
@@ -360,7 +361,7 @@ def _catalogue(frame: Frame, cap: Capacity) -> _Catalogue:
         class_members=members, class_k=[int(k) for k in c_k.tolist()],
         class_venue=[int(v) for v in c_venue.tolist()], sub_hosts=sub_hosts, n_requests=n_req,
         pool_of=pool_of, sub_of=sub_of, host_slot=host_slot, part_keys=part_keys, n_pools=n_pools,
-        n_eq=n_groups + n_classes,
+        n_eq=n_groups + n_classes, wide=np.nonzero((rows[:, 2:] >= 0).any(axis=1))[0],
     )
 
 
@@ -491,14 +492,68 @@ def _solve_model(
     )
 
 
+class _Lp:
+    """The restricted LP of column generation, kept in one GLOP solver: columns are added between rounds and
+    GLOP re-solves from its last basis (pywraplp keeps GLOP's state when only columns and rows are added)."""
+
+    def __init__(self, cat: _Catalogue, cost: I64) -> None:
+        solver = pywraplp.Solver.CreateSolver("GLOP")
+        if solver is None:
+            raise RuntimeError("OR-Tools lacks GLOP")
+        solver.SuppressOutput()
+        self.solver = solver
+        self.cat = cat
+        self.cost = cost
+        self.objective = solver.Objective()
+        self.objective.SetMinimization()
+        self.rows: dict[int, pywraplp.Constraint] = {}
+        self.vars: list[pywraplp.Variable] = []
+        self.cols: list[int] = []
+
+    def add(self, cols: I64) -> None:
+        """Add columns `cols` (and the rows they enter that the LP lacks)."""
+        cat, solver, rows = self.cat, self.solver, self.rows
+        inf = solver.infinity()
+        new_var, set_obj = solver.NumVar, self.objective.SetCoefficient
+        for col, upper, c in zip(cols.tolist(), cat.upper[cols].tolist(), self.cost[cols].tolist(), strict=True):
+            var = new_var(0.0, upper, "")
+            if c:
+                set_obj(var, c)
+            self.vars.append(var)
+            self.cols.append(col)
+            for row, coef in zip(cat.rows[col].tolist(), cat.coefs[col].tolist(), strict=True):
+                if row < 0:
+                    continue
+                ct = rows.get(row)
+                if ct is None:
+                    b = float(cat.rhs[row])
+                    ct = rows[row] = solver.RowConstraint(b if row < cat.n_eq else -inf, b, "")
+                ct.SetCoefficient(var, coef)
+
+    def solve(self, time_limit_s: float) -> _Solved:
+        solver = self.solver
+        solver.SetTimeLimit(max(int(time_limit_s * 1000), 1))
+        status = solver.Solve()
+        ok = status == pywraplp.Solver.OPTIMAL
+        duals = np.zeros(self.cat.n_rows)
+        if ok:
+            rows = np.fromiter(self.rows.keys(), dtype=np.int64, count=len(self.rows))
+            duals[rows] = [ct.dual_value() for ct in self.rows.values()]
+        return _Solved(ok, self.objective.Value() if ok else math.inf, -math.inf, np.zeros(0), duals,
+                       "OPTIMAL" if ok else f"status {status}")
+
+
 def _reduced_costs(cat: _Catalogue, cost: I64, duals: npt.NDArray[np.float64], sub_in: npt.NDArray[np.bool_]) -> (
     npt.NDArray[np.float64]
 ):
     """Every column's reduced cost under `duals`; an x column of a sub-pool not in the model is priced with the
     dual extension (its count row 0, its k-sized place k · its pool's dual)."""
-    rows = cat.rows
-    d = np.where(rows >= 0, duals[np.maximum(rows, 0)], 0.0)
-    rc: npt.NDArray[np.float64] = cost - (cat.coefs * d).sum(axis=1)
+    # most columns (one-slot ones) enter two rows: price those two for all, the rest only where there are more
+    d = np.append(duals, 0.0)  # row -1 reads the 0 at the end
+    rows, coefs = cat.rows, cat.coefs
+    rc: npt.NDArray[np.float64] = cost - coefs[:, 0] * d[rows[:, 0]] - coefs[:, 1] * d[rows[:, 1]]
+    wide = cat.wide
+    rc[wide] -= (coefs[wide, 2:] * d[rows[wide, 2:]]).sum(axis=1)
     out_x = np.nonzero(cat.x_sub >= 0)[0]
     out_x = out_x[~sub_in[cat.x_sub[out_x]]]
     rc[out_x] -= cat.x_k[out_x] * duals[cat.x_pool_row[out_x]]
@@ -590,10 +645,14 @@ def _generate(
     rounds = 0
     lp: _Solved | None = None
     rc = np.zeros(cost.size)
+    model = _Lp(cat, cost)
+    in_lp = np.zeros(cost.size, dtype=np.bool_)
     while rounds < MAX_ROUNDS and time.perf_counter() < deadline:
         rounds += 1
-        cols = np.nonzero(mask)[0]
-        lp = _solve_model(cat, cols, cost, integral=False, time_limit_s=deadline - time.perf_counter())
+        fresh = np.nonzero(mask & ~in_lp)[0]
+        model.add(fresh)
+        in_lp[fresh] = True
+        lp = model.solve(deadline - time.perf_counter())
         if not lp.ok:
             return lp, rc, rounds, False
         rc = _reduced_costs(cat, cost, lp.duals, sub_in)

@@ -87,7 +87,7 @@ def test_column_generation_reaches_the_whole_models_lp(problem: Problem) -> None
 @given(problems(multi=True, max_requests=10, max_hosts=8))
 def test_engine_big_batch_path_is_proven_optimal(problem: Problem) -> None:
     """The big-batch path (split, then the pattern model) proves its answers optimal, and they are."""
-    split = engine.solve(problem, exact_max_requests=0, time_limit_s=30)
+    split = engine.solve(problem, exact_max_requests=0, time_limit_s=30, prove=True)
     _check_hard_constraints(problem, split)
     _check_reasons(problem, split)
     reference = exact.solve(problem, per_host=True, time_limit_s=30)
