@@ -55,14 +55,20 @@ from broker.placement.outcome import Capacity, Outcome, outcome_cost
 #: Column kinds.
 _Z_POOL, _Z_PART, _X, _N, _Y, _PEND = 0, 1, 2, 3, 4, 5
 #: Columns each row's cheapest ones enter the first LP with (besides the engine's answer's).
-_SEED_PER_ROW = 6
+_SEED_PER_ROW = 3
 #: Negative-reduced-cost columns entering per owner row and round (the most negative first).
-_ENTER_PER_ROW = 10
+_ENTER_PER_ROW = 4
 #: Most column-generation rounds before giving up on the bound.
 MAX_ROUNDS = 40
 #: Most columns in the MIP; beyond it the MIP keeps those of least reduced cost and proves nothing by itself.
-MAX_MIP_COLUMNS = 12_000
-#: Reduced costs above -TOL (in the model's scaled units) count as non-negative (LP tolerances).
+MAX_MIP_COLUMNS = 20_000
+#: The first MIP's reduced-cost threshold θ, in the model's cost units: the larger of these two.
+THETA_MIN = 8.0
+#: MIPs tried, θ growing fourfold while the best answer is further than θ from the bound (the last: θ = the gap).
+MAX_MIP_STAGES = 4
+THETA_REL = 1e-5
+#: Reduced costs above -TOL (in the model's scaled units, where every cost is a whole number) count as
+#: non-negative (LP tolerances); what such columns could still gain is taken off the bound (`_Generated.bound`).
 _TOL = 1e-6
 
 
@@ -656,8 +662,12 @@ def _generate(
         if not lp.ok:
             return lp, rc, rounds, False
         rc = _reduced_costs(cat, cost, lp.duals, sub_in)
-        enter = np.nonzero(priced & ~mask & (rc < -_TOL * max(1.0, abs(lp.objective))))[0]
+        enter = np.nonzero(priced & ~mask & (rc < -_TOL))[0]
         if enter.size == 0:
+            # The LP's value less what the columns left out could still gain (reduced cost below 0 but within
+            # the tolerance, times their upper bound): a bound that holds with these duals whatever the noise.
+            out = priced & ~mask & (rc < 0)
+            lp.objective += float((rc[out] * cat.upper[out]).sum())
             return lp, rc, rounds, True
         enter = enter[np.lexsort((rc[enter], owner_row[enter]))]
         run_start = np.searchsorted(owner_row[enter], owner_row[enter], side="left")
@@ -710,29 +720,33 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
         return incumbent, PatternResult(bound, True, False, rounds, lp_columns, 0, "lp-bound",
                                         time.perf_counter() - t0)
 
-    # -- the MIP: first on the columns column generation kept (a good answer fast, which narrows the gap), then
-    # on every column that could take part in an answer cheaper than the best so far ------------------------------
+    # -- the MIP on every column whose reduced cost is at most θ: an answer with any other column costs more
+    # than bound + θ (its cost ≥ bound + its columns' reduced costs), so the optimum is at least min(that MIP's
+    # bound, bound + θ). First a small θ (the gap between the configuration LP and the optimum was 0-10 units of
+    # 1,000 µ on the default region: ~6,000-8,000 columns), then, while the best answer is further from the bound
+    # than θ, four times θ (at most the gap: exact for anything cheaper than the best answer) --------------------
     best, best_cost, improved = incumbent, ub_micros, False
     floor = lb
     status = "lp-only"
     mip_columns = 0
-    for stage in (0, 1):
+    theta = max(THETA_MIN, THETA_REL * abs(lb))
+    for stage in range(MAX_MIP_STAGES):
         ub = best_cost / divisor
         if ub <= floor + 0.5:
             break
+        if stage:
+            if ub - lb + 0.5 <= theta:
+                break  # the last MIP held every column that could beat the best answer
+            theta = ub - lb + 0.5 if stage == MAX_MIP_STAGES - 1 else min(ub - lb + 0.5, 4 * theta)
         left = deadline - time.perf_counter()
         if left <= 0.01:
             status = "no-time"
             break
-        if stage == 0:
-            mip_mask, exact = mask.copy(), False
-        else:
-            mip_mask = mask | (priced & (rc <= ub - lb + 0.5))
-            exact = int(mip_mask.sum()) <= MAX_MIP_COLUMNS
-            if not exact:
-                status = "too-many-columns"
-                break
-        _with_subs(cat, mip_mask, sub_in)
+        mip_mask = (priced & (rc <= theta)) | (cat.kind == _PEND)
+        if int(mip_mask.sum()) > MAX_MIP_COLUMNS:
+            status = "too-many-columns"
+            break
+        _with_subs(cat, mip_mask, np.zeros(len(cat.sub_hosts), dtype=np.bool_))  # every pattern of its sub-pools
         cols = np.nonzero(mip_mask)[0]
         mip_columns = int(cols.size)
         # No solution hint: HiGHS through OR-Tools crashed on one (model builder, OR-Tools 9.15); the incumbent
@@ -744,10 +758,7 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
             trial_cost = outcome_cost(frame, trial)
             if trial_cost < best_cost:
                 best, best_cost, improved = trial, trial_cost, True
-            if exact:
-                # This MIP is exact for answers cheaper than the best before it: the optimum is at least
-                # min(that, its bound).
-                floor = max(floor, min(ub, mip.bound))
+            floor = max(floor, min(mip.bound, lb + theta))
     bound = max(bound, math.ceil(floor - 1e-6) * divisor)
     proven = best_cost / divisor <= floor + 0.5
     return best, PatternResult(bound, proven, improved, rounds, lp_columns, mip_columns, status,
