@@ -3,14 +3,15 @@
 - Every request single-slot: the min-cost flow. It is exact, and fast enough for big batches.
 - Multi-slot requests in a small batch (at most `exact_max_requests`): CP-SAT on the whole batch with the
   greedy answer as hint; whichever of the two is cheaper comes back, so it is never worse than greedy.
-- Multi-slot requests in a big batch: the flow for the one-slot requests on the whole capacity, then the
-  multi-slot ones on what is left: each on its cheapest host when they don't compete, else CP-SAT on them alone
-  (a few hundred booleans after pruning). A whole-batch CP-SAT would be exact but takes tens of seconds at 1,000
-  requests and proves nothing within a minute. The answer is measured against the batch's lower bound
-  (`lower_bound`: the one-slot part alone, optimal, plus each multi-slot request alone): it is proven optimal when
-  it meets it. When a multi-slot request that had room is left pending, or the answer is more than
-  `TRY_OTHER_ORDER_PCT` above the bound, the other order (multi-slot first) is tried too and the cheaper answer kept.
-  Otherwise this path is a heuristic; the benchmark reports every batch's gap to the bound.
+- Multi-slot requests in a big batch: first the split, the flow for the one-slot requests on the whole capacity,
+  then the multi-slot ones on what is left: each on its cheapest host when they don't compete, else CP-SAT on them
+  alone (a few hundred booleans after pruning); the other order (multi-slot first) too when that answer is more
+  than `TRY_OTHER_ORDER_PCT` above the split bound (`_bound`: the one-slot part alone, optimal, plus each multi-slot
+  request alone) or a multi-slot request with room was left pending. It is proven optimal when it meets that bound.
+  Then, when the split's answer is more than `PATTERN_TRIGGER_PCT` above the split bound (or always with
+  `prove=True`), the whole-batch pattern model (patterns.py) starts from it: it proves it optimal by its LP bound,
+  or finds a cheaper answer by its MIP and proves that, within the time limit; else the split's answer stands,
+  unproven. The benchmark reports every batch's gap to `lower_bound`, which includes the pattern model's LP bound.
 """
 
 from __future__ import annotations
