@@ -266,12 +266,20 @@ def _catalogue(frame: Frame, cap: Capacity) -> _Catalogue:
             rows[:, i], coefs[:, i] = r, c
         blocks.append((np.full(n, kind, dtype=np.int64), owner, target, leased, cost, upper, rows, coefs))
 
-    # z: group -> pool, every pool within the group's target with open slots
+    # z: group -> pool within the group's target with open slots, each group's cheapest until they hold every slot
+    # of the batch (the flow's exchange argument: the batch's other sessions fill fewer slots than that, so a
+    # session past them could move to a free slot among them, no dearer)
     if n_groups and n_pools:
         g_venue, g_target, g_game = frame.req_venue[g_first], frame.req_target[g_first], frame.req_game[g_first]
         lat = frame.lat[g_venue][:, p_site]
-        gi, pi = np.nonzero((lat <= g_target[:, None]) & (pool_open > 0)[None, :])
-        cost = p_price[pi] + lam * lat[gi, pi] + frame.cold[p_gs[pi], g_game[gi]]
+        ok = (lat <= g_target[:, None]) & (pool_open > 0)[None, :]
+        every = np.where(ok, p_price[None, :] + lam * lat + frame.cold[p_gs][:, g_game].T, np.iinfo(np.int64).max)
+        ranked = np.argsort(every, axis=1, kind="stable")
+        room = np.where(np.take_along_axis(ok, ranked, axis=1), pool_open[ranked], 0)
+        before = np.cumsum(room, axis=1) - room
+        gi, at = np.nonzero(np.take_along_axis(ok, ranked, axis=1) & (before < int(k_all.sum())))
+        pi = ranked[gi, at]
+        cost = every[gi, pi]
         block(_Z_POOL, gi, pi, np.zeros_like(gi), cost, np.minimum(demand[gi], pool_open[pi]),
               [(gi, np.ones_like(gi)), (o_pool + pi, np.ones_like(gi))])
         # z: group -> lease part of its venue within its target
@@ -289,13 +297,25 @@ def _catalogue(frame: Frame, cap: Capacity) -> _Catalogue:
     n_x = 0
     if n_classes:
         c_size = np.array([len(m) for m in members], dtype=np.int64)
-        # x: class -> sub-pool within its target with room for one session
+        # x: class -> sub-pool within its target with room for one session, each class's cheapest until they hold
+        # as many hosts as the batch has requests (each other request touches one host, so one of them stays
+        # whole: a session past them could move there, no dearer)
         if n_subs:
             lat = frame.lat[c_venue][:, frame.host_site[sub_rep]]
-            ci, si = np.nonzero((lat <= c_target[:, None]) & (sub_open[None, :] >= c_k[:, None]))
+            ok = (lat <= c_target[:, None]) & (sub_open[None, :] >= c_k[:, None])
+            every = np.where(
+                ok,
+                frame.host_price[sub_rep][None, :] * c_k[:, None] + lam * lat
+                + frame.cold[frame.host_gs[sub_rep]][:, c_game].T,
+                np.iinfo(np.int64).max,
+            )
+            ranked = np.argsort(every, axis=1, kind="stable")
+            ok_ranked = np.take_along_axis(ok, ranked, axis=1)
+            hosts = np.where(ok_ranked, sub_n[ranked], 0)
+            ci, at = np.nonzero(ok_ranked & (np.cumsum(hosts, axis=1) - hosts < n_req))
+            si = ranked[ci, at]
             ck = c_k[ci]
-            cost = frame.host_price[sub_rep[si]] * ck + lam * lat[ci, si] + frame.cold[frame.host_gs[sub_rep[si]],
-                                                                                         c_game[ci]]
+            cost = every[ci, si]
             sk = o_sk + si * len(sizes) + np.array([size_index[int(v)] for v in ck.tolist()], dtype=np.int64)
             block(_X, ci, si, np.zeros_like(ci), cost, np.minimum(c_size[ci], sub_n[si] * (sub_open[si] // ck)),
                   [(o_class + ci, np.ones_like(ci)), (sk, np.ones_like(ci))])
