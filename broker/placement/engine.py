@@ -8,10 +8,11 @@
   alone (a few hundred booleans after pruning); the other order (multi-slot first) too when that answer is more
   than `TRY_OTHER_ORDER_PCT` above the split bound (`_bound`: the one-slot part alone, optimal, plus each multi-slot
   request alone) or a multi-slot request with room was left pending. It is proven optimal when it meets that bound.
-  Then, when the split's answer is more than `PATTERN_TRIGGER_PCT` above the split bound (or always with
-  `prove=True`), the whole-batch pattern model (patterns.py) starts from it: it proves it optimal by its LP bound,
-  or finds a cheaper answer by its MIP and proves that, within the time limit; else the split's answer stands,
-  unproven. The benchmark reports every batch's gap to `lower_bound`, which includes the pattern model's LP bound.
+  Then, when the split's answer is more than `PATTERN_TRIGGER_PCT` above the split bound and the time limit is at
+  least `PATTERN_MIN_BUDGET_S` (or always with `prove=True`), the whole-batch pattern model (patterns.py) starts
+  from it: it proves it optimal by its LP bound, or finds a cheaper answer by its MIP and proves that, within the
+  time limit; else the split's answer stands, unproven. The benchmark reports every batch's gap to `lower_bound`,
+  which includes the pattern model's LP bound.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ TRY_OTHER_ORDER_PCT = 1.5
 #: A big mixed batch goes to the whole-batch pattern model (patterns.py: ~1-4 s on 1,000 requests over 10,000 hosts,
 #: proven optimal) when the split's answer is this much (percent) above the split bound, or always with `prove`.
 PATTERN_TRIGGER_PCT = 1.5
+#: ... and only with at least this budget (`time_limit_s`), unless `prove`: on the shared 2-core machine it took
+#: 0.5-10 s per batch, so within the default 1 s it mostly spent the budget for nothing (p99 1.4-1.9 s per batch on
+#: the default trace); the scheduler's default keeps the split.
+PATTERN_MIN_BUDGET_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +227,8 @@ def solve(
     """Place a batch (see the module docstring); `time_limit_s` bounds each CP-SAT solve and the pattern model's.
 
     A big mixed batch goes to the pattern model when the split's answer may be more than `PATTERN_TRIGGER_PCT`
-    above the optimum (by the split's bound), or with `prove`, whenever the split did not prove its answer."""
+    above the optimum (by the split's bound) and `time_limit_s` is at least `PATTERN_MIN_BUDGET_S`, or with
+    `prove`, whenever the split did not prove its answer."""
     frame = build_frame(problem)
     everyone = np.arange(frame.n_requests, dtype=np.int64)
     multi = everyone[frame.req_slots > 1]
@@ -253,9 +259,10 @@ def solve(
     out, path, proven, bound = _split(frame, single, multi, time_limit_s, workers)
     if proven:
         return to_solution(frame, out, path, proven_optimal=True)
-    if not prove and _within(frame, out, bound, PATTERN_TRIGGER_PCT):
+    if not prove and (time_limit_s < PATTERN_MIN_BUDGET_S or _within(frame, out, bound, PATTERN_TRIGGER_PCT)):
         # Within a percent and a half of a loose bound (2% multi-slot sessions on the default trace: 0.05-1.1%
-        # above it, 0.1-0.3% above the optimum): not worth a second or two of the pattern model per batch.
+        # above it, 0.1-0.3% above the optimum): not worth a second or two of the pattern model per batch. And
+        # with less time than it needs, it would only spend the budget and return the split's answer.
         return to_solution(frame, out, path, proven_optimal=False)
     # The whole batch on the pattern model (patterns.py), from the split's answer: proves it optimal by the
     # model's LP bound, or finds a cheaper one by its MIP (and proves that), within the time limit.
