@@ -69,7 +69,12 @@ class PlacementConfig:
         60.0, "CP-SAT time limit per batch in the exact replay, seconds", check=above(0)
     )
     exact_workers: int = setting(2, "CP-SAT search workers in the exact replay", check=at_least(1))
-    time_limit: float = setting(1.0, "the engine's CP-SAT time limit per batch, seconds", check=above(0))
+    time_limit: float = setting(
+        1.0, "the engine's CP-SAT and pattern-model time limit per batch, seconds", check=above(0)
+    )
+    prove: bool = setting(
+        False, "send every mixed batch the split does not prove to the pattern model (engine.solve(prove=True))"
+    )
     headline_batches: int = setting(
         5,
         "batches of --batch fresh requests against the initial hosts for the headline throughput",
@@ -103,7 +108,7 @@ def run_placement(cfg: PlacementConfig) -> int:
     if cfg.write_instance is not None:
         instance_file.write(inst, cfg.write_instance)
     replay_cfg = placement.ReplayConfig(batch=cfg.batch, window_ms=cfg.window_ms, abandon_ms=cfg.abandon_ms)
-    engine = placement.engine_solver(cfg.time_limit)
+    engine = placement.engine_solver(cfg.time_limit, prove=cfg.prove)
     engine_run = placement.replay(
         inst,
         "engine",

@@ -7,7 +7,8 @@ waited, solves, and starts the placed sessions; sessions end after their duratio
 placed and leaves at once; any other leaves after `abandon_ms` of waiting.
 
 Only the solve call is timed (time.perf_counter around it, graph building included); building the Problem
-from the replay's state, validating the answer and applying it are not.
+from the replay's state (the hosts' columns kept between batches, as the broker's HostTable keeps them), validating
+the answer and applying it are not.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from broker.placement import (
     greedy,
     validate_solution,
 )
+from broker.placement.host_table import HostTable, host_columns
 from loadtest.instance import Instance, TraceRequest
 
 Solver = Callable[[Problem], Solution]
@@ -138,6 +140,10 @@ class _State:
     def __init__(self, instance: Instance) -> None:
         self.hosts: list[Host] = list(instance.hosts)
         self.position = {h.id: i for i, h in enumerate(self.hosts)}
+        # The hosts as placement columns, kept between batches as the broker's HostTable keeps them (only the
+        # hosts a batch changed are rewritten); each problem gets a snapshot.
+        self.table = HostTable()
+        self.table.replace(self.hosts)
         self.free = [h.free_slots for h in self.hosts]
         self.lease_base = {lease.id: lease for lease in instance.leases}
         self.unused = {lease.id: lease.unused_slots for lease in instance.leases}
@@ -153,6 +159,7 @@ class _State:
     def _set_free(self, host: int, free: int) -> None:
         self.free[host] = free
         self.hosts[host] = dataclasses.replace(self.hosts[host], free_slots=free)
+        self.table.put(self.hosts[host])
 
     def release(self, now_ms: int) -> None:
         """End every session due by now."""
@@ -237,8 +244,15 @@ def replay(
                 )
                 for r in batch
             ]
+            hosts, columns = state.table.snapshot()
             problem = Problem(
-                requests, list(state.hosts), instance.latency, state.leases(), instance.params, images=instance.images
+                requests,
+                hosts,
+                instance.latency,
+                state.leases(),
+                instance.params,
+                host_columns=columns,
+                images=instance.images,
             )
             t0 = time.perf_counter()
             solution = solve(problem)
@@ -304,6 +318,7 @@ def headline(instance: Instance, solve: Solver, batch: int, batches: int) -> dic
     placed = 0
     requests = 0
     times: list[float] = []
+    columns = host_columns(instance.hosts)  # made once, as the broker's HostTable keeps them
     for b in range(batches):
         chunk = trace[b * batch : (b + 1) * batch]
         if not chunk:
@@ -315,7 +330,13 @@ def headline(instance: Instance, solve: Solver, batch: int, batches: int) -> dic
             for r in chunk
         ]
         problem = Problem(
-            reqs, instance.hosts, instance.latency, instance.leases, instance.params, images=instance.images
+            reqs,
+            instance.hosts,
+            instance.latency,
+            instance.leases,
+            instance.params,
+            host_columns=columns,
+            images=instance.images,
         )
         t0 = time.perf_counter()
         solution = solve(problem)
@@ -503,9 +524,10 @@ def _fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}%"
 
 
-def engine_solver(time_limit_s: float) -> Solver:
-    """The engine as a one-argument solver."""
-    return lambda problem: engine.solve(problem, time_limit_s=time_limit_s)
+def engine_solver(time_limit_s: float, *, prove: bool = False) -> Solver:
+    """The engine as a one-argument solver (`prove`: every mixed batch the split does not prove goes to the
+    pattern model, not only those far above the split's bound)."""
+    return lambda problem: engine.solve(problem, time_limit_s=time_limit_s, prove=prove)
 
 
 def exact_solver(time_limit_s: float, workers: int) -> Solver:

@@ -3,14 +3,16 @@
 - Every request single-slot: the min-cost flow. It is exact, and fast enough for big batches.
 - Multi-slot requests in a small batch (at most `exact_max_requests`): CP-SAT on the whole batch with the
   greedy answer as hint; whichever of the two is cheaper comes back, so it is never worse than greedy.
-- Multi-slot requests in a big batch: the flow for the one-slot requests on the whole capacity, then the
-  multi-slot ones on what is left: each on its cheapest host when they don't compete, else CP-SAT on them alone
-  (a few hundred booleans after pruning). A whole-batch CP-SAT would be exact but takes tens of seconds at 1,000
-  requests and proves nothing within a minute. The answer is measured against the batch's lower bound
-  (`lower_bound`: the one-slot part alone, optimal, plus each multi-slot request alone): it is proven optimal when
-  it meets it. When a multi-slot request that had room is left pending, or the answer is more than
-  `TRY_OTHER_ORDER_PCT` above the bound, the other order (multi-slot first) is tried too and the cheaper answer kept.
-  Otherwise this path is a heuristic; the benchmark reports every batch's gap to the bound.
+- Multi-slot requests in a big batch: first the split, the flow for the one-slot requests on the whole capacity,
+  then the multi-slot ones on what is left: each on its cheapest host when they don't compete, else CP-SAT on them
+  alone (a few hundred booleans after pruning); the other order (multi-slot first) too when that answer is more
+  than `TRY_OTHER_ORDER_PCT` above the split bound (`_bound`: the one-slot part alone, optimal, plus each multi-slot
+  request alone) or a multi-slot request with room was left pending. It is proven optimal when it meets that bound.
+  Then, when the split's answer is more than `PATTERN_TRIGGER_PCT` above the split bound and the time limit is at
+  least `PATTERN_MIN_BUDGET_S` (or always with `prove=True`), the whole-batch pattern model (patterns.py) starts
+  from it: it proves it optimal by its LP bound, or finds a cheaper answer by its MIP and proves that, within the
+  time limit; else the split's answer stands, unproven. The benchmark reports every batch's gap to `lower_bound`,
+  which includes the pattern model's LP bound.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from broker.placement import exact, flow, greedy, reasons
+from broker.placement import exact, flow, greedy, patterns, reasons
 from broker.placement.frame import I64, Frame, build_frame
 from broker.placement.greedy import arrival_order
 from broker.placement.model import PendingReason, Problem, Solution
@@ -45,6 +47,13 @@ GAP_TARGET_PCT = 0.5
 #: multi-slot) and took the engine from 16,173 to 10,132 placements/s (greedy 12,518 in that run) for a mean gap of
 #: 0.12% instead of 0.21%; the batches it is for (8% multi-slot on busy hosts) sit 3-4% above it.
 TRY_OTHER_ORDER_PCT = 1.5
+#: A big mixed batch goes to the whole-batch pattern model (patterns.py: ~1-4 s on 1,000 requests over 10,000 hosts,
+#: proven optimal) when the split's answer is this much (percent) above the split bound, or always with `prove`.
+PATTERN_TRIGGER_PCT = 1.5
+#: ... and only with at least this budget (`time_limit_s`), unless `prove`: on the shared 2-core machine it took
+#: 0.5-10 s per batch, so within the default 1 s it mostly spent the budget for nothing (p99 1.4-1.9 s per batch on
+#: the default trace); the scheduler's default keeps the split.
+PATTERN_MIN_BUDGET_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,26 +65,33 @@ class Bound:
     pending: int
 
 
-def lower_bound(problem: Problem) -> Bound:
-    """A lower bound on the batch's optimum, the larger of two:
+def lower_bound(problem: Problem, *, patterns_time_limit_s: float = 60.0) -> Bound:
+    """A lower bound on the batch's optimum, the largest of three:
 
     - the one-slot requests placed optimally on the whole capacity (the flow, exact), plus each multi-slot request
       on its cheapest host as if alone. Every answer's one-slot part costs at least the first and leaves at least
       as many pending; each multi-slot request costs at least the second, or has no host in any answer;
     - every request placed by a min-cost flow in which a k-slot request is k one-slot units that may spread over
-      hosts (`_spread_bound`): capacity is shared, so this one sees the requests compete.
+      hosts (`_spread_bound`): capacity is shared, so this one sees the requests compete;
+    - the whole-batch pattern model's LP (`patterns.lp_bound`, column generation to the end): it keeps "k slots
+      on one host", so it is tight (the MIP's optimum was at most 0.001% above it on the default region).
 
     An answer that leaves `pending` requests pending is within (its placement cost − placement_micros) /
-    placement_micros of the optimum: a proven gap where CP-SAT proves nothing (a 1,000-request batch with 8%
-    multi-slot). Untimed work for the benchmark: the second bound's flow is larger than the engine's."""
+    placement_micros of the optimum. Untimed work for the benchmark (the third takes a second or two per
+    1,000-request batch)."""
     frame = build_frame(problem)
     everyone = np.arange(frame.n_requests, dtype=np.int64)
     single = everyone[frame.req_slots == 1]
     out = Outcome.empty(frame.n_requests)
     flow.place(frame, single, Capacity.initial(frame), out)
     split = _bound(frame, single, everyone[frame.req_slots > 1], out)
-    spread = _spread_bound(frame) - split.pending * problem.params.stay_pending_cost_micros
-    return Bound(max(split.placement_micros, spread), split.pending)
+    pending_cost = split.pending * problem.params.stay_pending_cost_micros
+    best = max(split.placement_micros, _spread_bound(frame) - pending_cost)
+    if frame.req_slots.max(initial=1) > 1:
+        lp = patterns.lp_bound(frame, patterns_time_limit_s)
+        if lp is not None:
+            best = max(best, lp - pending_cost)
+    return Bound(best, split.pending)
 
 
 def _spread_bound(frame: Frame) -> int:
@@ -206,8 +222,13 @@ def solve(
     *,
     exact_max_requests: int = EXACT_MAX_REQUESTS,
     workers: int = 1,
+    prove: bool = False,
 ) -> Solution:
-    """Place a batch (see the module docstring); `time_limit_s` bounds each CP-SAT solve."""
+    """Place a batch (see the module docstring); `time_limit_s` bounds each CP-SAT solve and the pattern model's.
+
+    A big mixed batch goes to the pattern model when the split's answer may be more than `PATTERN_TRIGGER_PCT`
+    above the optimum (by the split's bound) and `time_limit_s` is at least `PATTERN_MIN_BUDGET_S`, or with
+    `prove`, whenever the split did not prove its answer."""
     frame = build_frame(problem)
     everyone = np.arange(frame.n_requests, dtype=np.int64)
     multi = everyone[frame.req_slots > 1]
@@ -235,6 +256,28 @@ def solve(
             return to_solution(frame, base, "engine:greedy", proven_optimal=False)
         return to_solution(frame, out, "engine:cp-sat", proven_optimal=status.proven_optimal)
 
+    out, path, proven, bound = _split(frame, single, multi, time_limit_s, workers)
+    if proven:
+        return to_solution(frame, out, path, proven_optimal=True)
+    if not prove and (time_limit_s < PATTERN_MIN_BUDGET_S or _within(frame, out, bound, PATTERN_TRIGGER_PCT)):
+        # Within a percent and a half of a loose bound (2% multi-slot sessions on the default trace: 0.05-1.1%
+        # above it, 0.1-0.3% above the optimum): not worth a second or two of the pattern model per batch. And
+        # with less time than it needs, it would only spend the budget and return the split's answer.
+        return to_solution(frame, out, path, proven_optimal=False)
+    # The whole batch on the pattern model (patterns.py), from the split's answer: proves it optimal by the
+    # model's LP bound, or finds a cheaper one by its MIP (and proves that), within the time limit.
+    best, result = patterns.solve(frame, out, time_limit_s=time_limit_s)
+    return to_solution(
+        frame, best, "engine:patterns" if result.improved else path, proven_optimal=result.proven_optimal
+    )
+
+
+def _split(
+    frame: Frame, single: I64, multi: I64, time_limit_s: float, workers: int
+) -> tuple[Outcome, str, bool, Bound]:
+    """The fast answer of a big mixed batch: the one-slot requests by flow, then the multi-slot ones on what is
+    left (the other order too when that looks far from the bound); the answer, its path, whether it is proven
+    optimal, and the split's lower bound."""
     # One-slot requests first, by flow on the whole capacity; then the multi-slot ones on what is left.
     cap = Capacity.initial(frame)
     out = Outcome.empty(frame.n_requests)
@@ -245,15 +288,14 @@ def solve(
     if _within(frame, out, bound, 0):
         # The one-slot part is optimal on the whole capacity and every multi-slot request got the cost it would
         # have had alone: no joint answer can beat either part, so this one is optimal.
-        return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=True)
+        return out, "engine:flow+cp-sat", True, bound
     waiting = multi[out.host[multi] < 0]
     if PendingReason.QUEUED not in reasons.pending_reasons(frame, waiting) and _within(
         frame, out, bound, TRY_OTHER_ORDER_PCT
     ):
-        # Everyone with room got a place, and the answer is within the gap target of the lower bound: only
-        # prices interact (a multi-slot request may pay more than alone because a one-slot request took its
-        # host), and not by much (~2% multi-slot sessions with plenty of capacity left to choose from).
-        return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=False)
+        # Everyone with room got a place, and the answer is within a few tenths of a percent of the lower bound:
+        # the pattern model starts from it.
+        return out, "engine:flow+cp-sat", False, bound
     # A multi-slot request that had room was left pending (one-slot requests filled its hosts), or the multi-slot
     # requests paid much more than alone (8% of a batch on busy hosts: +3-4% by the bound): try the other order,
     # multi-slot first, and keep the cheaper answer.
@@ -264,8 +306,8 @@ def solve(
     if outcome_cost(frame, out2) <= outcome_cost(frame, out):
         # Multi-slot part optimal on the whole capacity, and the flow never ran out of a pool it used: optimal.
         proven = multi_proven and _left_slack(frame, cap2, out2, multi)
-        return to_solution(frame, out2, "engine:cp-sat+flow", proven_optimal=proven)
-    return to_solution(frame, out, "engine:flow+cp-sat", proven_optimal=False)
+        return out2, "engine:cp-sat+flow", proven, bound
+    return out, "engine:flow+cp-sat", False, bound
 
 
 def _multi_bound(frame: Frame, multi: I64) -> tuple[int, int]:
