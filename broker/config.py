@@ -183,6 +183,15 @@ class BrokerConfig:
         flag="--max-streams-per-connection",
         check=at_least(0),
     )
+    # New calls the tenant port asks gRPC's core for at once, beside grpc.aio's own one (broker.intake): grpc.aio
+    # alone takes one new call per two turns of the event loop, so past capacity they wait in the core, in arrival
+    # order, behind a flood's, before any tenant is known. 0: as grpc.aio alone.
+    accept_ahead: int = setting(
+        64,
+        "new calls the tenant port takes from gRPC at once (beside grpc.aio's one), so a flood's queue of new calls "
+        "reaches the per-tenant admission; 0: one at a time",
+        check=at_least(0),
+    )
     # Which placement solver the leader runs: the engine (min-cost flow, CP-SAT for multi-slot sessions) or the
     # greedy baseline the benchmarks compare against.
     solver: str = setting(

@@ -69,6 +69,7 @@ async def _broker(
     limits = [
         "--max-inflight", str(admission["max_inflight"]), "--shed-lag-ms", str(admission["shed_lag_ms"]),
         "--max-streams-per-connection", str(admission["max_streams"]),
+        "--accept-ahead", str(admission["accept_ahead"]),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
     parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
+    parser.add_argument(
+        "--accept-ahead", type=int, default=64, help="the broker's --accept-ahead, admission on (off: 0)"
+    )
     parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
     parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
     parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
@@ -298,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.broker_cpus:
         os.sched_setaffinity(0, _cpus(args.broker_cpus))  # the broker, started from here, inherits them
-    on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
-    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
+    on = {
+        "max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams,
+        "accept_ahead": args.accept_ahead,
+    }  # fmt: skip
+    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0, "accept_ahead": 0}
 
     async def both() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
