@@ -25,8 +25,8 @@ The broker is started twice: admission on (the defaults: the fair share of the c
 and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
 connection, new calls taken `--accept-ahead` at a time) and admission off (`--max-inflight 0 --shed-lag-ms 0
 --max-streams-per-connection 0 --accept-ahead 0`), so the result shows what they buy; `--admission all` also runs
-admission on with new calls taken one at a time (`--accept-ahead 0`, as grpc.aio alone), between the two. Timings are this machine's, now: the report is the comparison within a run, not the absolute
-figures.
+admission on with new calls taken one at a time (`--accept-ahead 0`, as grpc.aio alone), between the two. Timings
+are this machine's, now: the report is the comparison within a run, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     """GetVenue at QUIET_RATE/s, each call on its own task (open loop): latencies of the answered, and refusals."""
     latencies: list[float] = []
     refused: Counter[str] = Counter()
+    why: list[str] = []  # the first few refusals' details
     tasks: list[asyncio.Task[None]] = []
 
     async def one() -> None:
@@ -116,6 +117,8 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
             latencies.append((time.perf_counter() - t0) * 1000)
         except aio.AioRpcError as exc:
             refused[exc.code().name] += 1
+            if len(why) < 3 and exc.details() not in why:
+                why.append(exc.details() or "")
 
     start = time.perf_counter()
     n = 0
@@ -124,7 +127,7 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
         n += 1
         await asyncio.sleep(max(0.0, start + n / QUIET_RATE - now))
     await asyncio.gather(*tasks)
-    return _summary(latencies, refused)
+    return {**_summary(latencies, refused), "refused_why": why}
 
 
 async def _flood_here(
