@@ -155,6 +155,16 @@ class Guard:
             return 0.0
         return hold_s
 
+    def others_held(self, tenant: str) -> bool:
+        """Whether another tenant has refusals held now (hold_refusal): it is over its share of the calls in
+        progress, beside others, whatever its rate of calls looks like (held, its calls arrive no faster than its
+        holds end)."""
+        return self._slots is not None and any(t != tenant for t in self._slots.holding)
+
+    def holding(self, tenant: str) -> bool:
+        """Whether `tenant` has refusals held now."""
+        return self._slots is not None and tenant in self._slots.holding
+
     def sharing(self, tenant: str) -> bool:
         """Whether `tenant` shares this process with other active tenants: then a refusal of its calls in progress
         is for being over its share, and held (hold_refusal); alone, it is past the capacity, answered at once."""

@@ -126,3 +126,15 @@ def test_the_door_knows_a_tenant_only_from_a_token_checked_before() -> None:
     assert guard.known_tenant(START, ()) is None
     assert guard.known_tenant("/cloudseat.v1.AgentService/Link", metadata) is None  # agents: their certificate
     assert Guard(None).known_tenant(START, ()) == auth.TRUSTED.tenant  # authentication off: one tenant
+
+
+def test_a_tenant_with_refusals_held_is_known_to_the_others() -> None:
+    """Guard.others_held / holding: the door spares a tenant holding no refusals while another holds some (it is
+    over its share of the calls in progress, however slowly its calls now arrive)."""
+    guard = Guard(None, max_inflight=4)
+    assert not guard.others_held("venue:quiet") and not guard.holding("venue:flood")
+    assert guard.hold_refusal("venue:flood", 100, time_left_s=None) > 0
+    assert guard.others_held("venue:quiet") and guard.holding("venue:flood")
+    assert not guard.others_held("venue:flood") and not guard.holding("venue:quiet")
+    guard.release_refusal("venue:flood")
+    assert not guard.others_held("venue:quiet")
