@@ -159,7 +159,12 @@ class _Fair:
         self.guard = guard
 
     def light(self, tenant: str) -> bool:
-        return self.shares.light(tenant, time.monotonic())
+        """Well under its share of the recent calls, or holding no refusals while another tenant has some held (by
+        rate, a held flood looks no heavier than the others; measured: the quiet venue refused for holding "11
+        calls in progress here, its share" beside one)."""
+        if self.shares.light(tenant, time.monotonic()):
+            return True
+        return self.guard.others_held(tenant) and not self.guard.holding(tenant)
 
     def refusal(self, method: str, tenant: str, *, noted: bool = False) -> tuple[int, bool] | None:
         """None: let the call in. Else refuse it before anything is done (no log line: the refusal must cost less
