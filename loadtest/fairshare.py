@@ -2,7 +2,7 @@
 
     python -m loadtest.fairshare [--seconds 8] [--times 10] [--processes 4] [--connections 4] [--flood 64]
                                  [--workers 0] [--max-inflight 256] [--max-streams 100] [--shed-lag-ms 20]
-                                 [--accept-ahead 64] [--admission both|all|on|on-one|off] [--out DIR]
+                                 [--accept-ahead 0] [--admission both|all|on|on-ahead|off] [--out DIR]
 
 A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
 tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
@@ -23,10 +23,11 @@ machines; `--flood-cpus` pins them, `--broker-cpus` this process, the broker and
 
 The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
 and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
-connection, new calls taken `--accept-ahead` at a time) and admission off (`--max-inflight 0 --shed-lag-ms 0
---max-streams-per-connection 0 --accept-ahead 0`), so the result shows what they buy; `--admission all` also runs
-admission on with new calls taken one at a time (`--accept-ahead 0`, as grpc.aio alone), between the two. Timings
-are this machine's, now: the report is the comparison within a run, not the absolute figures.
+connection, new calls taken `--accept-ahead` at a time, 0: one at a time as grpc.aio alone, the broker's default)
+and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0 --accept-ahead 0`), so the
+result shows what they buy; `--admission all` also runs admission on with new calls taken 64 at a time
+(`on-ahead`, broker.intake), between the two. Timings are this machine's, now: the report is the comparison within
+a run, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -296,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
     parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
     parser.add_argument(
-        "--accept-ahead", type=int, default=64, help="the broker's --accept-ahead, admission on (off: 0)"
+        "--accept-ahead", type=int, default=0, help="the broker's --accept-ahead, admission on (off: 0)"
     )
     parser.add_argument(
         "--admission",
-        choices=("both", "all", "on", "on-one", "off"),
+        choices=("both", "all", "on", "on-ahead", "off"),
         default="both",
-        help="which brokers to run: on and off (both), or also on-one (admission on, new calls taken one at a time, "
-        "--accept-ahead 0: grpc.aio alone) (all)",
+        help="which brokers to run: on and off (both), or also on-ahead (admission on, new calls taken 64 at a time, "
+        "--accept-ahead 64) (all)",
     )
     parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
     parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
@@ -320,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def both() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
-            chosen = {"both": ("on", "off"), "all": ("on", "on-one", "off")}.get(args.admission, (args.admission,))
-            brokers = {"on": on, "on-one": {**on, "accept_ahead": 0}, "off": off}
+            chosen = {"both": ("on", "off"), "all": ("on", "on-ahead", "off")}.get(args.admission, (args.admission,))
+            brokers = {"on": on, "on-ahead": {**on, "accept_ahead": 64}, "off": off}
             runs = [(label, brokers[label]) for label in chosen]
             return [await _run(args, label, settings, Path(tmp)) for label, settings in runs]
 
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         u, f, fl = r["quiet_unloaded"], r["quiet_flooded"], r["flood"]
         print(
-            f"admission {r['admission']:6}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
+            f"admission {r['admission']:8}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
             f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
             f"refused {f['refused_by']}); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
             f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
