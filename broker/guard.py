@@ -155,6 +155,16 @@ class Guard:
             return 0.0
         return hold_s
 
+    def others_held(self, tenant: str) -> bool:
+        """Whether another tenant has refusals held now (hold_refusal): it is over its share of the calls in
+        progress, beside others, whatever its rate of calls looks like (held, its calls arrive no faster than its
+        holds end)."""
+        return self._slots is not None and any(t != tenant for t in self._slots.holding)
+
+    def holding(self, tenant: str) -> bool:
+        """Whether `tenant` has refusals held now."""
+        return self._slots is not None and tenant in self._slots.holding
+
     def sharing(self, tenant: str) -> bool:
         """Whether `tenant` shares this process with other active tenants: then a refusal of its calls in progress
         is for being over its share, and held (hold_refusal); alone, it is past the capacity, answered at once."""
@@ -207,6 +217,23 @@ class Guard:
             self._verified.clear()
         self._verified[token] = principal
         return principal
+
+    def known_tenant(self, method: str, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+        """The tenant of a call whose caller is already known, from its metadata alone (a token verified before and
+        not expired, or everyone's when authentication is off); None when it would take a check (a new token, an
+        agent's certificate). A dictionary lookup: the door (broker.rpc.interceptor) asks it for every new call."""
+        if self.verifier is None:
+            return auth.TRUSTED.tenant
+        if method.startswith(AGENT_METHOD_PREFIX):
+            return None
+        for key, value in metadata or ():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                known = self._verified.get(token.strip()) if scheme.lower() == "bearer" else None
+                if known is not None and known.expires_at > time.time():
+                    return known.tenant
+                return None
+        return None
 
     def spend(self, principal: auth.Principal, now: float | None = None) -> None:
         """One call's worth of the caller's tenant rate; ResourceExhausted when there is none left."""

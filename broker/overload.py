@@ -12,12 +12,14 @@ the broker is.
 
 Two more layers make it hold (docs/loadtest-fleet.md#admission measures them):
 
-- Below Python. grpc.aio takes a new call out of gRPC's core one per turn of the loop, so past capacity calls queue
-  in the core, where this code cannot see them, up to gRPC's default of 30 s: every call the probe then judged had
-  already spent its deadline. The tenant servers bound that wait (`BrokerConfig.accept_wait_s`, gRPC's
-  `grpc.server_max_unrequested_time_in_server`): a call not taken up within it is refused there, CANCELLED, which
-  costs no Python at all and which the clients treat as busy (cloudseat.retry). gRPC's count-based limit on that
-  queue (`grpc.server.max_pending_requests`) did not refuse anything on this server in our measurement.
+- Below Python. grpc.aio alone takes a new call out of gRPC's core one per turn or two of the loop, so past
+  capacity calls queue in the core, where this code cannot see them, up to gRPC's default of 30 s: every call the
+  probe then judged had already spent its deadline. The tenant port keeps many requests for new calls outstanding
+  (broker.intake, `BrokerConfig.accept_ahead`), so new calls reach the door in batches and that queue stays short;
+  and it bounds the wait (`BrokerConfig.accept_wait_s`, gRPC's `grpc.server_max_unrequested_time_in_server`): a
+  call not taken up within it is refused there, CANCELLED, which costs no Python at all and which the clients
+  treat as busy (cloudseat.retry). gRPC's count-based limit on that queue (`grpc.server.max_pending_requests`) did
+  not refuse anything on this server in our measurement.
 - What is counted. `Guard.enter`'s in-flight bound counts work started, not answers held: a StartSession waiting
   for its placement gives its slot back (broker.guard.waiting), or the bound would refuse at rate × wait.
 
@@ -43,6 +45,10 @@ them. So the fair share has three more parts, per tenant, whatever the connectio
   how far over its share the tenant is, so more connections buy it longer waits, not more refusals a second.
 - At the transport (broker.server): at most `--max-streams-per-connection` calls at once per connection, so what a
   flood has in flight past it waits in its own client, not in the broker's gRPC.
+- At the door (broker.rpc.interceptor): every call whose tenant is known from its token alone counts against its
+  share before any handler runs, whatever becomes of it; and while a tenant has refusals held (over its share of
+  the calls in progress, its calls arriving only as fast as its holds end), the tenants holding none are not shed
+  for the loop's lateness.
 
 Pure: `Admission`, `Shares` and `Slots` take the lag measurements, the clock and the random draws; `LoopProbe` is
 the asyncio edge that measures, broker.guard and broker.rpc.interceptor the edges that count and answer.

@@ -49,7 +49,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker import auth, placement
+from broker import auth, intake, placement
 from broker.agent_reports import ReportBatcher
 from broker.agent_stats import StatsBatcher
 from broker.alarms import Alarms
@@ -310,7 +310,7 @@ class Broker:
                 if shared
                 else tenant_server_options(cfg.accept_wait_s, cfg.max_streams_per_connection)
             )
-            tenant = self._server(interceptor, options)
+            tenant = self._server(interceptor, options, ahead=0 if shared else cfg.accept_ahead)
             session_pb2_grpc.add_SessionServiceServicer_to_server(session_service, tenant)
             venue_pb2_grpc.add_VenueServiceServicer_to_server(VenueService(pool), tenant)
             fleet_pb2_grpc.add_FleetServiceServicer_to_server(FleetService(pool), tenant)
@@ -431,8 +431,13 @@ class Broker:
             agents,
         )
 
-    def _server(self, interceptor: Interceptor, options: list[tuple[str, Any]]) -> aio.Server:
-        server = aio.server(interceptors=[interceptor], options=options)
+    def _server(self, interceptor: Interceptor, options: list[tuple[str, Any]], ahead: int = 0) -> aio.Server:
+        # The tenant port takes new calls with `ahead` requests outstanding (broker.intake); the others as grpc.aio.
+        server: aio.Server = (
+            intake.Server(interceptors=[interceptor], options=options, ahead=ahead)
+            if ahead > 0
+            else aio.server(interceptors=[interceptor], options=options)
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (

@@ -2,7 +2,7 @@
 
     python -m loadtest.fairshare [--seconds 8] [--times 10] [--processes 4] [--connections 4] [--flood 64]
                                  [--workers 0] [--max-inflight 256] [--max-streams 100] [--shed-lag-ms 20]
-                                 [--admission both|on|off] [--out DIR]
+                                 [--accept-ahead 0] [--admission both|all|on|on-ahead|off] [--out DIR]
 
 A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
 tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
@@ -23,9 +23,11 @@ machines; `--flood-cpus` pins them, `--broker-cpus` this process, the broker and
 
 The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
 and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
-connection) and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0`), so the result
-shows what they buy. Timings are this machine's, now: the report is the comparison within a run, not the absolute
-figures.
+connection, new calls taken `--accept-ahead` at a time, 0: one at a time as grpc.aio alone, the broker's default)
+and admission off (`--max-inflight 0 --shed-lag-ms 0 --max-streams-per-connection 0 --accept-ahead 0`), so the
+result shows what they buy; `--admission all` also runs admission on with new calls taken 64 at a time
+(`on-ahead`, broker.intake), between the two. Timings are this machine's, now: the report is the comparison within
+a run, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ async def _broker(
     limits = [
         "--max-inflight", str(admission["max_inflight"]), "--shed-lag-ms", str(admission["shed_lag_ms"]),
         "--max-streams-per-connection", str(admission["max_streams"]),
+        "--accept-ahead", str(admission["accept_ahead"]),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "serve", "--workers", str(workers), "--listen", f"127.0.0.1:{port}",
@@ -105,6 +108,7 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
     """GetVenue at QUIET_RATE/s, each call on its own task (open loop): latencies of the answered, and refusals."""
     latencies: list[float] = []
     refused: Counter[str] = Counter()
+    why: list[str] = []  # the first few refusals' details
     tasks: list[asyncio.Task[None]] = []
 
     async def one() -> None:
@@ -114,6 +118,8 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
             latencies.append((time.perf_counter() - t0) * 1000)
         except aio.AioRpcError as exc:
             refused[exc.code().name] += 1
+            if len(why) < 3 and exc.details() not in why:
+                why.append(exc.details() or "")
 
     start = time.perf_counter()
     n = 0
@@ -122,7 +128,7 @@ async def _quiet(client: BrokerClient, seconds: float) -> dict[str, Any]:
         n += 1
         await asyncio.sleep(max(0.0, start + n / QUIET_RATE - now))
     await asyncio.gather(*tasks)
-    return _summary(latencies, refused)
+    return {**_summary(latencies, refused), "refused_why": why}
 
 
 async def _flood_here(
@@ -290,7 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-inflight", type=int, default=256, help="the broker's --max-inflight, admission on")
     parser.add_argument("--max-streams", type=int, default=100, help="--max-streams-per-connection, admission on")
     parser.add_argument("--shed-lag-ms", type=int, default=20, help="the broker's --shed-lag-ms, admission on")
-    parser.add_argument("--admission", choices=("both", "on", "off"), default="both", help="which brokers to run")
+    parser.add_argument(
+        "--accept-ahead", type=int, default=0, help="the broker's --accept-ahead, admission on (off: 0)"
+    )
+    parser.add_argument(
+        "--admission",
+        choices=("both", "all", "on", "on-ahead", "off"),
+        default="both",
+        help="which brokers to run: on and off (both), or also on-ahead (admission on, new calls taken 64 at a time, "
+        "--accept-ahead 64) (all)",
+    )
     parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
     parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
@@ -298,19 +313,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.broker_cpus:
         os.sched_setaffinity(0, _cpus(args.broker_cpus))  # the broker, started from here, inherits them
-    on = {"max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams}
-    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0}
+    on = {
+        "max_inflight": args.max_inflight, "shed_lag_ms": args.shed_lag_ms, "max_streams": args.max_streams,
+        "accept_ahead": args.accept_ahead,
+    }  # fmt: skip
+    off = {"max_inflight": 0, "shed_lag_ms": 0, "max_streams": 0, "accept_ahead": 0}
 
     async def both() -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="fairshare-") as tmp:
-            runs = [(label, x) for label, x in (("on", on), ("off", off)) if args.admission in (label, "both")]
+            chosen = {"both": ("on", "off"), "all": ("on", "on-ahead", "off")}.get(args.admission, (args.admission,))
+            brokers = {"on": on, "on-ahead": {**on, "accept_ahead": 64}, "off": off}
+            runs = [(label, brokers[label]) for label in chosen]
             return [await _run(args, label, settings, Path(tmp)) for label, settings in runs]
 
     results = asyncio.run(both())
     for r in results:
         u, f, fl = r["quiet_unloaded"], r["quiet_flooded"], r["flood"]
         print(
-            f"admission {r['admission']:3}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
+            f"admission {r['admission']:8}: quiet venue p50/p99 {u.get('p50_ms')}/{u.get('p99_ms')} ms unloaded -> "
             f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
             f"refused {f['refused_by']}); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
             f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "

@@ -108,3 +108,33 @@ def test_a_tenant_alone_is_refused_at_once_and_one_sharing_is_held() -> None:
     assert guard.enter(START, "venue:b")
     assert guard.sharing("venue:a") and guard.sharing("venue:b")
     assert guard.hold_refusal("venue:a", 100, time_left_s=0.01) == 0.0  # never past the caller's deadline
+
+
+def test_the_door_knows_a_tenant_only_from_a_token_checked_before() -> None:
+    """Guard.known_tenant, which the door (broker.rpc.interceptor) asks for every new call to count it against its
+    tenant's share: a lookup, never a signature check."""
+    from broker import auth
+
+    key = auth.new_signing_key()
+    guard = Guard(auth.TokenVerifier([key.public_key()]), max_inflight=4)
+    token = auth.TokenIssuer(key).issue(auth.Role.VENUE, ttl_s=60, venue_id="cafe")
+    metadata = (("user-agent", "x"), ("authorization", f"Bearer {token}"))
+    assert guard.known_tenant(START, metadata) is None  # not checked yet
+    guard.authenticate(START, metadata, {})
+    assert guard.known_tenant(START, metadata) == "venue:cafe"
+    assert guard.known_tenant(START, (("authorization", "Bearer another"),)) is None
+    assert guard.known_tenant(START, ()) is None
+    assert guard.known_tenant("/cloudseat.v1.AgentService/Link", metadata) is None  # agents: their certificate
+    assert Guard(None).known_tenant(START, ()) == auth.TRUSTED.tenant  # authentication off: one tenant
+
+
+def test_a_tenant_with_refusals_held_is_known_to_the_others() -> None:
+    """Guard.others_held / holding: the door spares a tenant holding no refusals while another holds some (it is
+    over its share of the calls in progress, however slowly its calls now arrive)."""
+    guard = Guard(None, max_inflight=4)
+    assert not guard.others_held("venue:quiet") and not guard.holding("venue:flood")
+    assert guard.hold_refusal("venue:flood", 100, time_left_s=None) > 0
+    assert guard.others_held("venue:quiet") and guard.holding("venue:flood")
+    assert not guard.others_held("venue:flood") and not guard.holding("venue:quiet")
+    guard.release_refusal("venue:flood")
+    assert not guard.others_held("venue:quiet")
