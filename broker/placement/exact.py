@@ -137,7 +137,7 @@ class _PatternModel:
                 sizes[sub].add(k)
         for sub, ks in sizes.items():
             n, f = int(self.sub_hosts[sub].size), self.sub_open[sub]
-            pats = _fillings(sorted(ks, reverse=True), f)
+            pats = fillings(sorted(ks, reverse=True), f)
             self.patterns[sub] = pats
             y = [vs.add(sub, _PATTERN, i, 0, n) for i in range(len(pats))]
             self.pattern_vars[sub] = y
@@ -196,7 +196,7 @@ class _PatternModel:
                 cap.open[h] -= k
 
 
-def _fillings(sizes: list[int], room: int) -> list[tuple[int, ...]]:
+def fillings(sizes: list[int], room: int) -> list[tuple[int, ...]]:
     """Every multiset of `sizes` (largest first) whose sum is at most `room`, the empty one included."""
     out: list[tuple[int, ...]] = []
 

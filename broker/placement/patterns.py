@@ -53,6 +53,7 @@ import numpy.typing as npt
 from ortools.linear_solver import pywraplp
 
 from broker.placement import flow
+from broker.placement.exact import fillings
 from broker.placement.frame import I64, Frame
 from broker.placement.outcome import Capacity, Outcome, outcome_cost
 
@@ -144,17 +145,7 @@ def _key_ranks(*cols: I64) -> I64:
 
 def _fillings(sizes: list[int], room: int) -> list[tuple[int, ...]]:
     """Every non-empty multiset of `sizes` (largest first) whose sum is at most `room`."""
-    out: list[tuple[int, ...]] = []
-
-    def grow(prefix: tuple[int, ...], start: int, left: int) -> None:
-        if prefix:
-            out.append(prefix)
-        for i in range(start, len(sizes)):
-            if sizes[i] <= left:
-                grow((*prefix, sizes[i]), i, left - sizes[i])
-
-    grow((), 0, room)
-    return out
+    return [f for f in fillings(sizes, room) if f]
 
 
 def _catalogue(frame: Frame, cap: Capacity) -> _Catalogue:
