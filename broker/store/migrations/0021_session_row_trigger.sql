@@ -1,6 +1,6 @@
 -- cloudseat schema, version 21: a session's move costs the database one row trigger, not three row triggers and a
 -- statement trigger over transition tables.
---   Measured (loadtest commits --lifecycle, batches of 4 as the broker's group commit makes them below capacity): of
+--   Measured (cloudseat-loadtest lifecycle, rounds of 4 as the broker's group commit makes them below capacity): of
 --   the ~1.9 ms of PostgreSQL CPU a whole session took (start, place, the agent's report, end), ~0.5 ms went to the
 --   statement triggers that told the changes (PostgreSQL building the old and new transition tables for every
 --   UPDATE of sessions, joining them and building the JSON), and each row trigger call has a cost of its own.
