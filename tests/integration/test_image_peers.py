@@ -20,7 +20,7 @@ from gpu_agent import peers
 from gpu_agent.config import TlsConfig
 from gpu_agent.images import ImageCache
 from tests.integration.faults import free_port
-from tests.integration.test_image_registry import make_tree, same_tree
+from tests.integration.test_image_registry import published, same_tree
 
 
 async def _site(
@@ -46,6 +46,15 @@ async def _site(
     return caches, clients, site, servers, ca_pem
 
 
+def _manifest_bytes(done: publish.Published) -> int:
+    return len(publish.manifest.to_json(done.manifest))
+
+
+def _site_bytes(clients: list[oci.Registry], done: publish.Published) -> int:
+    """What crossed the site's link from the registry beyond each host's read of the manifest."""
+    return sum(c.bytes_received for c in clients) - len(clients) * _manifest_bytes(done)
+
+
 async def _held(cache: ImageCache, image: str) -> None:
     async with asyncio.timeout(60):
         while image not in cache.held():
@@ -56,10 +65,7 @@ async def _held(cache: ImageCache, image: str) -> None:
 async def test_a_site_pulls_each_chunk_from_the_registry_once(
     registry: RegistryProcesses, tmp_path: Path
 ) -> None:
-    reg = registry.registry
-    assert reg is not None
-    make_tree(tmp_path / "src", seed=31, size=2_000_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=31, size=2_000_000)
     hosts = ["h1", "h2", "h3", "h4"]
     caches, clients, site, servers, _ = await _site(registry, tmp_path, hosts)
     try:
@@ -68,9 +74,7 @@ async def test_a_site_pulls_each_chunk_from_the_registry_once(
         for cache, host in zip(caches, hosts, strict=True):
             await _held(cache, "arena@1")
             same_tree(tmp_path / "src", tmp_path / host / "trees" / "arena@1")
-        index = len(publish.manifest.to_json(done.manifest))
-        served = sum(c.bytes_received for c in clients) - len(hosts) * index  # each host reads the manifest
-        assert served == done.stored_size  # every chunk crossed the site's link once
+        assert _site_bytes(clients, done) == done.stored_size  # every chunk crossed the site's link once
         assert sum(c.peer_bytes for c in caches) > 0
     finally:
         for cache, server in zip(caches, servers, strict=True):
@@ -81,10 +85,7 @@ async def test_a_site_pulls_each_chunk_from_the_registry_once(
 async def test_a_peer_that_is_down_is_skipped_for_the_registry(
     registry: RegistryProcesses, tmp_path: Path
 ) -> None:
-    reg = registry.registry
-    assert reg is not None
-    make_tree(tmp_path / "src", seed=32, size=1_000_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=32, size=1_000_000)
     caches, _, site, servers, _ = await _site(registry, tmp_path, ["h1"])
     gone = peers.Peer("h2", f"127.0.0.1:{free_port()}")  # listed by the broker, but not listening
     try:
@@ -130,10 +131,7 @@ async def test_only_an_agent_certificate_gets_chunks(registry: RegistryProcesses
 async def test_hosts_cold_starting_the_same_version_pull_each_chunk_into_the_site_once(
     registry: RegistryProcesses, tmp_path: Path
 ) -> None:
-    reg = registry.registry
-    assert reg is not None
-    make_tree(tmp_path / "src", seed=33, size=2_000_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "2", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=33, size=2_000_000, version="2")
     hosts = ["h1", "h2", "h3"]
     caches, clients, _, servers, _ = await _site(registry, tmp_path, hosts)
     try:
@@ -142,9 +140,7 @@ async def test_hosts_cold_starting_the_same_version_pull_each_chunk_into_the_sit
             await asyncio.gather(*(c.ensure("arena", "2", done.image_ref, done.digest) for c in caches))
         for host in hosts:
             same_tree(tmp_path / "src", tmp_path / host / "trees" / "arena@2")
-        index = len(publish.manifest.to_json(done.manifest))
-        served = sum(c.bytes_received for c in clients) - len(hosts) * index
-        assert served == done.stored_size  # every chunk crossed the site's link once
+        assert _site_bytes(clients, done) == done.stored_size  # every chunk crossed the site's link once
         assert sum(c.peer_bytes for c in caches) > 0
     finally:
         for cache, server in zip(caches, servers, strict=True):
@@ -153,10 +149,7 @@ async def test_hosts_cold_starting_the_same_version_pull_each_chunk_into_the_sit
 
 
 async def test_a_host_of_another_site_is_refused(registry: RegistryProcesses, tmp_path: Path) -> None:
-    reg = registry.registry
-    assert reg is not None
-    make_tree(tmp_path / "src", seed=34, size=300_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=34, size=300_000)
     chunk = done.manifest.chunks[0]
     request = peer_pb2.GetChunkRequest(
         repository="games/arena", digest=chunk.digest, size=chunk.size, blob=chunk.blob,
@@ -191,10 +184,7 @@ async def test_a_host_of_another_site_is_refused(registry: RegistryProcesses, tm
 async def test_a_host_that_serves_no_chunks_asks_the_owners_and_owns_nothing(
     registry: RegistryProcesses, tmp_path: Path
 ) -> None:
-    reg = registry.registry
-    assert reg is not None
-    make_tree(tmp_path / "src", seed=35, size=1_000_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=35, size=1_000_000)
     caches, clients, site, servers, _ = await _site(registry, tmp_path, ["h1", "h2", "h3"])
     # h3 has no peer port: the broker lists it without an address.
     listed = [*site[:2], peers.Peer("h3", "")]
@@ -204,10 +194,8 @@ async def test_a_host_that_serves_no_chunks_asks_the_owners_and_owns_nothing(
     try:
         async with asyncio.timeout(60):
             await asyncio.gather(*(c.ensure("arena", "1", done.image_ref, done.digest) for c in caches))
-        index = len(publish.manifest.to_json(done.manifest))
-        served = sum(c.bytes_received for c in clients) - len(caches) * index
-        assert served == done.stored_size
-        assert clients[2].bytes_received == index  # h3 took every chunk from its owner in the site
+        assert _site_bytes(clients, done) == done.stored_size
+        assert clients[2].bytes_received == _manifest_bytes(done)  # h3 took every chunk from its owner in the site
         same_tree(tmp_path / "src", tmp_path / "h3" / "trees" / "arena@1")
     finally:
         for cache, server in zip(caches, servers, strict=True):

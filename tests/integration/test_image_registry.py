@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 from cloudseat.client import BrokerClient
+from cloudseat.images import oci, publish
 from cloudseat.images.local_registry import RegistryProcesses
 from cloudseat.v1 import common_pb2, fleet_pb2, session_pb2
 from grpc import aio
@@ -68,6 +69,16 @@ def make_tree(root: Path, seed: int, size: int = 2_000_000) -> None:
     os.symlink("assets/palette.bin", root / "palette")
     (root / "run.sh").write_text("#!/bin/sh\n")
     (root / "run.sh").chmod(0o755)
+
+
+def published(
+    registry: RegistryProcesses, src: Path, *, seed: int, size: int, game: str = "arena", version: str = "1"
+) -> publish.Published:
+    """make_tree(src) pushed to the embedded registry as GAME@VERSION."""
+    reg = registry.registry
+    assert reg is not None
+    make_tree(src, seed=seed, size=size)
+    return publish.push(oci.Registry(reg.writer_url, reg.writer), game, version, src)
 
 
 def edit(src: Path, dst: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import grpc
 import pytest
 from cloudseat import tls
-from cloudseat.images import oci, publish
 from cloudseat.images.local_registry import RegistryProcesses
 from cloudseat.v1 import agent_pb2, agent_pb2_grpc, peer_pb2, peer_pb2_grpc
 from grpc import aio
@@ -24,7 +23,7 @@ from gpu_agent.config import AgentConfig, RegistryConfig, TlsConfig
 from gpu_agent.link import BrokerLink, Outbox
 from gpu_agent.media import MediaConfig
 from gpu_agent.sessions import SessionManager
-from tests.integration.test_image_registry import make_tree
+from tests.integration.test_image_registry import published
 
 
 class SiteBroker(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
@@ -63,8 +62,7 @@ async def test_the_agents_peer_port_answers_its_site_as_the_broker_lists_it(
 ) -> None:
     reg = registry.registry
     assert reg is not None
-    make_tree(tmp_path / "src", seed=41, size=300_000)
-    done = publish.push(oci.Registry(reg.writer_url, reg.writer), "arena", "1", tmp_path / "src")
+    done = published(registry, tmp_path / "src", seed=41, size=300_000)
     chunk = done.manifest.chunks[0]
     creds = issuing.make(tmp_path / "creds", ["near-1", "near-2", "near-3", "far-1"])
 
