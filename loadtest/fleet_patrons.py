@@ -129,6 +129,8 @@ RECORD_FIELDS = (
     "cap_ms",
     "price_micros",
     "slots",
+    "to_created_ms",  # first send -> created_at (the database clock; same machine): the way in, refusals included
+    "from_placed_ms",  # placed_at (the placing transaction's start) -> PLACED seen: the commit and the way out
 )
 # EndSession is tried this many times before a patron gives up on it.
 _END_ATTEMPTS = 3
@@ -183,7 +185,7 @@ class _Patrons:
         self.jitter = random.Random(spec.seed + 7919)  # its own stream: the seats chosen stay the same
         self.errors: Counter[str] = Counter()
         self.error_samples: list[str] = []
-        self.records: list[tuple[float, float, float, int, int, int, int]] = []
+        self.records: list[tuple[float, float, float, int, int, int, int, float, float]] = []
         self.hosts: list[str] = []
         self.games: list[int] = []
         self.ended_at: list[float] = []
@@ -339,6 +341,7 @@ class _Patrons:
             wait_for_placement_ms=self.spec.wait_for_placement_ms,
         )
         t_start = self._now()
+        t_start_wall = time.time()
         self.issued += 1
         self.waiting += 1
         try:
@@ -375,6 +378,8 @@ class _Patrons:
                 placed.latency_cap_ms,
                 placed.price_micros_per_slot_hour,
                 placed.slots,
+                placed.created_at.ToMicroseconds() / 1000 - t_start_wall * 1000,
+                (t_start_wall + asked.seen_at - t_start) * 1000 - placed.placed_at.ToMicroseconds() / 1000,
             )
         )
         self.hosts.append(placed.host_id)

@@ -213,7 +213,7 @@ def summarise(
     d = cfg.duration_s
     n = len(fleet_patrons.RECORD_FIELDS)
     rec = np.array([r for p in win.patrons for r in p["records"]], dtype=np.float64).reshape(-1, n)
-    t_start, placed_ms, queue_ms, lat, cap, price, slots = (rec[:, i] for i in range(n))
+    t_start, placed_ms, queue_ms, lat, cap, price, slots, to_created, from_placed = (rec[:, i] for i in range(n))
     placed_at = t_start + placed_ms / 1000
     start_ok = np.array([t for p in win.patrons for t in p["start_ok_at"]], dtype=np.float64)
     ended_at = np.array([t for p in win.patrons for t in p["ended_at"]], dtype=np.float64)
@@ -294,6 +294,11 @@ def summarise(
         "placed_ms_p90": _q(placed_ms, 90),
         "placed_ms_p999": _q(placed_ms, 99.9),
         "placed_ms_max": _q(placed_ms, 100),
+        # request→placed in three parts (each percentile on its own): the way in, the queue, the way out.
+        "to_created_ms_p50": _q(to_created, 50),
+        "to_created_ms_p99": _q(to_created, 99),
+        "from_placed_ms_p50": _q(from_placed, 50),
+        "from_placed_ms_p99": _q(from_placed, 99),
         "utilisation_fleet": fleet_utilisation,
         "sessions": {
             "scheduled": win.scheduled,
