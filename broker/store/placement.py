@@ -75,8 +75,10 @@ async def commit(
     leased = leased or {}
     lease_ids = [leased[p[0]][0] if p[0] in leased else None for p in placements]
     lease_slots = [leased[p[0]][1] if p[0] in leased else 0 for p in placements]
-    async with transaction(pool) as conn:
-        rows = await conn.fetch(Q["commit_placements"], *[list(c) for c in cols], lease_ids, lease_slots)
+    # One statement, so no BEGIN and COMMIT of its own: it commits as it returns, one round trip instead of three
+    # (each waits for a core on a busy machine, and the round's placements are told only once it commits).
+    with translated():
+        rows = await pool.fetch(Q["commit_placements"], *[list(c) for c in cols], lease_ids, lease_slots)
     return [r["session_id"] for r in rows]
 
 
