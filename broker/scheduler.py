@@ -124,9 +124,32 @@ class HostCache:
         self._read_at: float | None = None  # None: read every host on the next use
         self._full_reads = 0
         self._prices: dict[tuple[str, str], int] = {}  # the prices in force the table's hosts were built at
+        # Slots a commit still in flight takes on each host (claim): the table shows them taken until it lands.
+        self._claims: dict[str, int] = {}
 
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
+
+    def claim(self, host_id: str, slots: int) -> None:
+        """A commit on its way places `slots` on `host_id`: the next rounds see them taken, whatever the database
+        says before the commit lands (a row read meanwhile has them taken off too)."""
+        self._claims[host_id] = self._claims.get(host_id, 0) + slots
+        self._rebuild(host_id)
+
+    def release(self, host_id: str, slots: int) -> None:
+        """The commit that claimed them landed (or failed): the host is read again, as the database has it now."""
+        left = self._claims.get(host_id, 0) - slots
+        if left > 0:
+            self._claims[host_id] = left
+        else:
+            self._claims.pop(host_id, None)
+        self._rebuild(host_id)
+        self._dirty.add(host_id)
+
+    def _rebuild(self, host_id: str) -> None:
+        row = self._rows.get(host_id)
+        if row is not None:
+            self._table.put(self._host(row))
 
     def invalidate(self) -> None:
         """Read every host on the next use."""
@@ -186,14 +209,16 @@ class HostCache:
     def _host(self, row: HostRow) -> placement.Host:
         """The host of `row` at the prices in force; the one built before when neither changed (most rows, most
         reads)."""
+        free = max(0, row.free_slots - self._claims.get(row.host_id, 0))
         known = self._table.get(row.host_id)
         if (
             known is not None
+            and known.free_slots == free
             and self._rows.get(row.host_id) == row
             and known.price_micros == self._prices.get((row.site_id, row.gpu_class), row.declared_price_micros)
         ):
             return known
-        return host_from_row(row, self._prices)
+        return host_from_row(row if free == row.free_slots else row._replace(free_slots=free), self._prices)
 
 
 class PriceCache:
@@ -332,6 +357,10 @@ class Scheduler:
         self._latency = LatencyCache()
         self._images = ImageCache()
         self._last_solve_s = 0.0
+        # The placement commit still on its way (run's rounds overlap: the next batch is read and solved while the
+        # last one commits), and the sessions it places, which the next batch leaves out until it lands.
+        self._committing: asyncio.Task[None] | None = None
+        self._inflight: set[str] = set()
         self.rounds = 0
         self.replans = 0
 
@@ -377,8 +406,12 @@ class Scheduler:
                 pass
             self._wake.clear()
             try:
-                while await self.round() >= self._batch_max:
+                while await self.round(overlap=True) >= self._batch_max:
                     pass
+            except asyncio.CancelledError:
+                if self._committing is not None:
+                    self._committing.cancel()
+                raise
             except errors.CloudseatError as exc:
                 log.warning("placement round failed", error=str(exc))
                 await asyncio.sleep(_TICK_S)
@@ -387,13 +420,24 @@ class Scheduler:
                 log.exception("placement round failed unexpectedly")
                 await asyncio.sleep(_TICK_S)
 
-    async def round(self) -> int:
+    async def round(self, *, overlap: bool = False) -> int:
         """One batch: returns how many pending requests it considered.
 
         Resumes (sessions a lost host took from their seats) are placed first, on their own: a joint solve would
-        weigh them against the rest by cost alone, and they must win any scarce slot."""
+        weigh them against the rest by cost alone, and they must win any scarce slot.
+
+        With `overlap` the round returns once its commit is on its way, and the next round reads and solves while
+        it lands: a round's commit was about as long as its read and solve together (docs/loadtest-fleet.md), and
+        every request waiting meanwhile waited for both. One commit is in flight at a time, in order; the slots it
+        takes are claimed in the host cache and its sessions are left out of the next batch until it lands. A
+        refused commit leaves its sessions pending and wakes the next round, which reads every host again."""
         asked = time.perf_counter()
-        pending = await self._store.pending_batch(self._batch_max)
+        if not overlap:
+            await self._settle()
+        inflight = set(self._inflight)
+        pending = await self._store.pending_batch(self._batch_max + len(inflight))
+        if inflight:
+            pending = [r for r in pending if r.session_id not in inflight][: self._batch_max]
         if not pending:
             return 0
         self.rounds += 1
@@ -402,15 +446,24 @@ class Scheduler:
         others = [r for r in pending if not r.resumed]
         for part in (resumes, others):
             if part:
-                await self._place(part, batch_read_s)
+                await self._place(part, batch_read_s, overlap=overlap)
                 batch_read_s = 0.0
         return len(pending)
 
-    async def _place(self, pending: Sequence[PendingRequest], batch_read_s: float = 0.0) -> None:
-        """Solve and commit `pending`; `batch_read_s` is what reading the batch took (counted as this part's read)."""
+    async def _settle(self) -> None:
+        """Wait for the commit on its way, if any, to land."""
+        if self._committing is not None:
+            task, self._committing = self._committing, None
+            await task
+
+    async def _place(
+        self, pending: Sequence[PendingRequest], batch_read_s: float = 0.0, *, overlap: bool = False
+    ) -> None:
+        """Solve and commit `pending`; `batch_read_s` is what reading the batch took (counted as this part's read).
+        With `overlap`, returns once the commit is on its way (round)."""
         read_at = time.perf_counter()
         venues = sorted({r.venue_id for r in pending})
-        for attempt in range(_REPLANS):
+        for attempt in range(1 if overlap else _REPLANS):
             began = time.perf_counter() - (batch_read_s if attempt == 0 else 0.0)
             prices = await self._prices.in_force(self._store, self._clock())
             hosts, columns = await self._cache.snapshot(self._store, self._clock(), prices)
@@ -421,51 +474,96 @@ class Scheduler:
             started = time.perf_counter()
             solution = await asyncio.to_thread(self._solver, problem)
             self._last_solve_s = time.perf_counter() - started
-            solve_ms = self._last_solve_s * 1000
             planned = self._placements(problem, solution, self._cache.host)
-            committing = time.perf_counter()
-            try:
-                placed = await self._store.commit(planned, self._leased(solution))
-            except errors.FailedPrecondition:
-                self._counters.round_phases(
-                    {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
+            phases = {"read": started - began, "solve": self._last_solve_s}
+            if overlap:
+                await self._settle()  # commits land one at a time, in order
+                slots = {r.id: r.slots for r in problem.requests}
+                for p in planned:
+                    self._cache.claim(p.host_id, slots[p.session_id])
+                self._inflight.update(p.session_id for p in planned)
+                self._committing = asyncio.create_task(
+                    self._landed(pending, solution, planned, slots, read_at, phases), name="placement-commit"
                 )
-                self.replans += 1
-                self._cache.invalidate()
-                log.info("batch refused by the database; re-planning", attempt=attempt + 1)
-                continue
-            for p in planned:
-                self._cache.changed(p.host_id)
-            # What the placed requests waited, by the database clock: as read, plus this round since.
-            since_read_ms = (time.perf_counter() - read_at) * 1000
-            waited = {r.session_id: r.waited_ms for r in pending}
-            for sid in placed:
-                self._counters.placed((waited.get(sid, 0) + since_read_ms) / 1000)
-            if len(placed) < len(planned):
-                # Some sessions ended meanwhile, or their host went offline or was drained since it was read:
-                # those stay pending for the next round, which reads their hosts again (marked above; a host no
-                # longer online drops out), not every host: sessions ending while the leader placed them are
-                # common past capacity, and a full read costs ~40 ms of the leader's CPU at 10,000 hosts.
-                self._wake.set()
-            # Only the reasons that changed: past capacity most of the queue waits for the same reason round after
-            # round, and writing (and locking) each of those every round made a round's commit grow with the queue.
-            recorded = {r.session_id: r.pending_reason for r in pending}
-            changed = {rid: why for rid, why in solution.unplaced.items() if recorded.get(rid) != why}
-            if changed:
-                await self._store.set_pending_reasons(changed)
-            self._counters.round_phases(
-                {"read": started - began, "solve": self._last_solve_s, "commit": time.perf_counter() - committing}
-            )
-            log.debug(
-                "placement round",
-                pending=len(pending),
-                placed=len(placed),
-                read_ms=round((started - began) * 1000, 2),
-                solve_ms=round(solve_ms, 2),
-                commit_ms=round((time.perf_counter() - committing) * 1000, 2),
-            )
-            return
+                return
+            if await self._commit(pending, solution, planned, read_at, phases):
+                return
+            log.info("batch refused by the database; re-planning", attempt=attempt + 1)
         log.warning("batch refused repeatedly; leaving it for the next round", pending=len(pending))
+
+    async def _landed(
+        self,
+        pending: Sequence[PendingRequest],
+        solution: placement.Solution,
+        planned: Sequence[Placement],
+        slots: Mapping[placement.RequestId, int],
+        read_at: float,
+        phases: dict[str, float],
+    ) -> None:
+        """An overlapping round's commit, on its own task: its claims go back once it lands or fails."""
+        try:
+            if not await self._commit(pending, solution, planned, read_at, phases):
+                log.info("batch refused by the database; the next round re-plans it")
+                self._wake.set()
+        except errors.CloudseatError as exc:
+            log.warning("placement commit failed", error=str(exc))
+            self._cache.invalidate()
+            self._wake.set()
+        except Exception:
+            log.exception("placement commit failed unexpectedly")
+            self._cache.invalidate()
+            self._wake.set()
+        finally:
+            for p in planned:
+                self._cache.release(p.host_id, slots[p.session_id])
+            self._inflight.difference_update(p.session_id for p in planned)
+
+    async def _commit(
+        self,
+        pending: Sequence[PendingRequest],
+        solution: placement.Solution,
+        planned: Sequence[Placement],
+        read_at: float,
+        phases: dict[str, float],
+    ) -> bool:
+        """Commit a solved batch; False when the database refused it whole (re-plan from every host read again)."""
+        committing = time.perf_counter()
+        try:
+            placed = await self._store.commit(planned, self._leased(solution))
+        except errors.FailedPrecondition:
+            self._counters.round_phases({**phases, "commit": time.perf_counter() - committing})
+            self.replans += 1
+            self._cache.invalidate()
+            return False
+        for p in planned:
+            self._cache.changed(p.host_id)
+        # What the placed requests waited, by the database clock: as read, plus this round since.
+        since_read_ms = (time.perf_counter() - read_at) * 1000
+        waited = {r.session_id: r.waited_ms for r in pending}
+        for sid in placed:
+            self._counters.placed((waited.get(sid, 0) + since_read_ms) / 1000)
+        if len(placed) < len(planned):
+            # Some sessions ended meanwhile, or their host went offline or was drained since it was read:
+            # those stay pending for the next round, which reads their hosts again (marked above; a host no
+            # longer online drops out), not every host: sessions ending while the leader placed them are
+            # common past capacity, and a full read costs ~40 ms of the leader's CPU at 10,000 hosts.
+            self._wake.set()
+        # Only the reasons that changed: past capacity most of the queue waits for the same reason round after
+        # round, and writing (and locking) each of those every round made a round's commit grow with the queue.
+        recorded = {r.session_id: r.pending_reason for r in pending}
+        changed = {rid: why for rid, why in solution.unplaced.items() if recorded.get(rid) != why}
+        if changed:
+            await self._store.set_pending_reasons(changed)
+        self._counters.round_phases({**phases, "commit": time.perf_counter() - committing})
+        log.debug(
+            "placement round",
+            pending=len(pending),
+            placed=len(placed),
+            read_ms=round(phases["read"] * 1000, 2),
+            solve_ms=round(phases["solve"] * 1000, 2),
+            commit_ms=round((time.perf_counter() - committing) * 1000, 2),
+        )
+        return True
 
     @staticmethod
     def _leased(solution: placement.Solution) -> dict[placement.RequestId, tuple[str, int]]:

@@ -95,6 +95,8 @@ class MemoryStore:
         #: Commits to refuse before looking at them, as when other writers keep taking the slots a plan counted
         #: on (and let go of them before the next read).
         self.refuse_next = 0
+        #: While an unset Event, each commit waits for it before looking at anything: a commit on its way.
+        self.gate: asyncio.Event | None = None
 
     # -- set-up and other writers ----------------------------------------------------------------------------
 
@@ -205,6 +207,8 @@ class MemoryStore:
         self, placements: Sequence[Placement], leased: Mapping[placement.RequestId, tuple[str, int]]
     ) -> list[placement.RequestId]:
         self.calls.append(("commit", [p.session_id for p in placements]))
+        if self.gate is not None:
+            await self.gate.wait()
         self.committed.extend(placements)
         if self.refuse_next:
             self.refuse_next -= 1
@@ -340,6 +344,57 @@ async def test_a_partly_skipped_commit_reads_the_hosts_it_planned_on_again_and_w
     assert store.called("online_hosts") == [None]  # not every host: only the one it had planned on
     assert ["cheap"] in store.called("hosts_by_id")
     assert store.state(mine) == ("PLACED", "dear")
+
+
+# -- overlapping rounds ---------------------------------------------------------------------------------------
+
+
+async def test_an_overlapping_round_sees_the_slots_a_commit_on_its_way_takes() -> None:
+    """run()'s rounds overlap: the next batch is read and solved while the last one commits. The sessions on their
+    way are left out of it, and their hosts' slots count as taken though the database does not show it yet."""
+    store = _store()
+    store.add_host("cheap", price=1_000_000)
+    store.add_host("dear", price=2_000_000)
+    store.gate = asyncio.Event()
+    solved: list[list[str]] = []
+
+    def solver(problem: placement.Problem) -> placement.Solution:
+        solved.append([r.id for r in problem.requests])
+        return placement.solve(problem)
+
+    scheduler = _scheduler(store, solver)
+    a = store.add_request("a")
+    assert await scheduler.round(overlap=True) == 1  # returns with its commit on its way
+    await asyncio.sleep(0)
+    assert store.called("commit") == [["a"]] and store.state(a) == ("PENDING", None)
+    b = store.add_request("b")
+    second = asyncio.create_task(scheduler.round(overlap=True))
+    async with asyncio.timeout(5):
+        while len(solved) < 2:  # solved while "a" is still on its way
+            await asyncio.sleep(0.001)
+    assert solved == [["a"], ["b"]]
+    store.gate.set()
+    assert await second == 1
+    await scheduler._settle()
+    assert store.called("commit") == [["a"], ["b"]]
+    assert store.state(a) == ("PLACED", "cheap") and store.state(b) == ("PLACED", "dear")
+    assert scheduler.replans == 0
+
+
+async def test_an_overlapping_commit_refused_leaves_its_sessions_pending_and_gives_its_slots_back() -> None:
+    store = _store()
+    store.add_host("h1", slots=1)
+    scheduler = _scheduler(store)
+    a = store.add_request("a")
+    store.refuse_next = 1
+    await scheduler.round(overlap=True)
+    await scheduler._settle()
+    assert scheduler.replans == 1 and _woken(scheduler)
+    assert store.state(a) == ("PENDING", None)
+    await scheduler.round(overlap=True)  # from every host read again, the slot no longer claimed
+    await scheduler._settle()
+    assert store.state(a) == ("PLACED", "h1")
+    assert len(store.called("online_hosts")) == 2
 
 
 # -- pending reasons ------------------------------------------------------------------------------------------
@@ -569,7 +624,10 @@ async def test_run_takes_batches_while_they_are_full(monkeypatch: pytest.MonkeyP
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-    assert store.called("pending_batch") == [2, 2, 1]
+    # Three rounds of at most two; each read asks for the batch and for the sessions still on their way, which it
+    # leaves out (round(overlap=True)).
+    asked = store.called("pending_batch")
+    assert asked[0] == 2 and all(n >= 2 for n in asked)
     assert scheduler.rounds == 3
 
 
