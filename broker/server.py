@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import enum
 import socket
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -54,6 +55,7 @@ from broker.agent_reports import ReportBatcher
 from broker.agent_stats import StatsBatcher
 from broker.alarms import Alarms
 from broker.audit_duty import AuditSealDuty
+from broker.backlog import Backlog
 from broker.config import BrokerConfig
 from broker.console.server import Console
 from broker.counters import Counters
@@ -228,6 +230,8 @@ class Broker:
         # Security alerts (broker.alarms): repeated refusals from one peer, counted, logged and audited.
         self.alarms: Alarms | None = None
         self.scheduler: Scheduler | None = None
+        # The placement queue's backlog as this process hears it (broker.backlog; None: not a tenant worker, or off).
+        self.backlog: Backlog | None = None
         self.leadership: Leadership | None = None
         self.database_url = ""
         self.credentials: tls.ServerCredentials | None = None
@@ -289,6 +293,9 @@ class Broker:
             self._start_leader(url, pool, hub)
         await hub.start()
 
+        if Role.TENANT in self.roles and cfg.start_backlog_ms > 0:
+            self.backlog = heard = Backlog(cfg.start_backlog_ms)
+            hub.add_listener(lambda change: heard.on_change(change, time.monotonic()), on_resync=heard.resync)
         session_service = SessionService(
             pool,
             hub,
@@ -299,6 +306,7 @@ class Broker:
             cfg.patron_time,
             drain_config=cfg.drain,
             start_db_wait_s=cfg.start_db_wait_ms / 1000 if cfg.start_db_wait_ms > 0 else None,
+            backlog=self.backlog,
         )
         tenant: aio.Server | None = None
         if Role.TENANT in self.roles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,6 +15,7 @@ from cloudseat.v1 import session_pb2, session_pb2_grpc
 from grpc import aio
 
 from broker import auth, drain, guard, hub, patron_time
+from broker.backlog import Backlog
 from broker.lifecycle import ON_HOST, EndReason, State
 from broker.links import LinkRegistry
 from broker.rpc import convert, forward
@@ -46,8 +48,11 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         patron_time_config: patron_time.PatronTimeConfig | None = None,
         drain_config: drain.DrainConfig | None = None,
         start_db_wait_s: float | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         self._pool = pool
+        # The placement queue's backlog (None: new starts are never refused for it).
+        self._backlog = backlog
         # How long a new start may wait for a database connection before it is refused (None: no limit).
         self._start_db_wait_s = start_db_wait_s
         # This process's starts and ends, each kind one statement at a time for all callers of the moment.
@@ -67,6 +72,12 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         req = convert.start_request(request)
         wait_s = v.int_range(request.wait_for_placement_ms, "wait_for_placement_ms", 0, MAX_WAIT_MS) / 1000
         auth.caller().require_seat(req.venue_id, req.seat_id)
+        if self._backlog is not None and req.resume is None:
+            retry_ms = self._backlog.refusal(time.monotonic())
+            if retry_ms is not None:
+                raise errors.ResourceExhausted(
+                    f"the placement queue is behind; retry in {retry_ms} ms", retry_after_ms=retry_ms
+                )
         remaining = context.time_remaining()
         if (
             remaining is not None

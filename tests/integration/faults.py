@@ -281,6 +281,7 @@ async def start_broker(
         # The fault tests count the answers seats get; refusals for a busy loop are test_overload.py's subject.
         "--shed-lag-ms", "0",
         "--start-db-wait-ms", "0",
+        "--start-backlog-ms", "0",
         "--shutdown-grace", "2",
         "--log-format", "json",
         "--insecure",

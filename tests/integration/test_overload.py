@@ -95,3 +95,35 @@ async def test_a_start_that_waits_too_long_for_the_database_is_refused_and_write
         assert created and row["state"] == "PENDING"
     finally:
         await pool.close()
+
+
+async def test_a_start_is_refused_while_the_placement_queue_is_behind_and_writes_nothing(db_url: str) -> None:
+    """--start-backlog-ms through the real servicer, gRPC and database: while the leader places but the oldest
+    request no round has looked at is older than the limit, a new start is refused with the backlog's age as the
+    hint and nothing is written. The backlog is what the tenant worker heard (broker.backlog); a leader that falls
+    seconds behind cannot be made to on cue here, so the stale request and the leader's last placement are told to
+    it as the hub would, and everything after is real."""
+    config = dataclasses.replace(FAST, database_url=db_url, start_backlog_ms=300)
+    async with faults.running_broker(config) as broker, BrokerClient(f"127.0.0.1:{broker.port}") as client:
+        await faults.seed(client, seats=2)
+        assert broker.backlog is not None
+        now = time.monotonic()
+        broker.backlog.on_change(
+            {"session_id": "stale", "state": "PENDING", "pending_reason": None, "resumed": False}, now - 3
+        )
+        broker.backlog.on_change({"session_id": "other", "state": "PLACED", "pending_reason": None}, now)
+        request = session_pb2.StartSessionRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
+        with pytest.raises(aio.AioRpcError) as refused:
+            await client.sessions.StartSession(request, timeout=10)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (refused.value.details() or "").startswith("the placement queue is behind; retry in")
+        hint = int(dict(refused.value.trailing_metadata() or ())["grpc-retry-pushback-ms"])
+        assert 3000 <= hint <= 5_000
+        written = await broker.pool.fetchval("SELECT count(*) FROM sessions WHERE request_id = 'r1'")  # type: ignore[union-attr]
+        assert written == 0
+        # The stale request is looked at (it got a reason): the same start is let in.
+        broker.backlog.on_change(
+            {"session_id": "stale", "state": "PENDING", "pending_reason": "NO_CAPACITY_WITHIN_CAP"}, time.monotonic()
+        )
+        started = await client.sessions.StartSession(request, timeout=10)
+        assert started.created
