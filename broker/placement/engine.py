@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.graph.python import min_cost_flow
 
-from broker.placement import exact, flow, greedy, patterns, reasons
+from broker.placement import exact, flow, greedy, kslot, patterns, reasons
 from broker.placement.frame import I64, Frame, build_frame
 from broker.placement.greedy import arrival_order
 from broker.placement.model import PendingReason, Problem, Solution
@@ -258,10 +258,11 @@ def solve(
             return to_solution(frame, base, "engine:greedy", proven_optimal=False)
         return to_solution(frame, out, "engine:cp-sat", proven_optimal=status.proven_optimal)
 
-    out, path, proven, _ = _split(frame, single, multi, time_limit_s, workers)
+    modelled = prove or time_limit_s >= PATTERN_MIN_BUDGET_S
+    out, path, proven, _ = _split(frame, single, multi, time_limit_s, workers, quick=modelled)
     if proven:
         return to_solution(frame, out, path, proven_optimal=True)
-    if not prove and time_limit_s < PATTERN_MIN_BUDGET_S:
+    if not modelled:
         # With less time than the pattern model needs (0.5-6 s per 1,000-request batch here), it would only spend
         # the budget and return the split's answer (2% multi-slot sessions on the default trace: 0.06% above
         # the optimum on average).
@@ -276,22 +277,29 @@ def solve(
 
 
 def _split(
-    frame: Frame, single: I64, multi: I64, time_limit_s: float, workers: int
+    frame: Frame, single: I64, multi: I64, time_limit_s: float, workers: int, *, quick: bool = False
 ) -> tuple[Outcome, str, bool, Bound]:
     """The fast answer of a big mixed batch: the one-slot requests by flow, then the multi-slot ones on what is
     left (the other order too when that looks far from the bound); the answer, its path, whether it is proven
-    optimal, and the split's lower bound."""
+    optimal, and the split's lower bound.
+
+    `quick` (the pattern model follows, and only needs an answer to start from): no CP-SAT and no second order;
+    multi-slot requests that `kslot` and `_each_at_its_best` cannot place optimally go by greedy. At 8%
+    multi-slot sessions CP-SAT in both orders was a quarter of a batch's time, and the model's MIP improved on
+    its answer anyway."""
     # One-slot requests first, by flow on the whole capacity; then the multi-slot ones on what is left.
     cap = Capacity.initial(frame)
     out = Outcome.empty(frame.n_requests)
     flow.place(frame, single, cap, out)
     # No answer beats the one-slot part placed optimally on the whole capacity plus each multi-slot request alone.
     bound = _bound(frame, single, multi, out)
-    _place_multi(frame, multi, cap, out, time_limit_s, workers)
+    _place_multi(frame, multi, cap, out, time_limit_s, workers, cp_sat=not quick)
     if _within(frame, out, bound, 0):
         # The one-slot part is optimal on the whole capacity and every multi-slot request got the cost it would
         # have had alone: no joint answer can beat either part, so this one is optimal.
         return out, "engine:flow+cp-sat", True, bound
+    if quick:
+        return out, "engine:flow+cp-sat", False, bound
     waiting = multi[out.host[multi] < 0]
     if PendingReason.QUEUED not in reasons.pending_reasons(frame, waiting) and _within(
         frame, out, bound, TRY_OTHER_ORDER_PCT
@@ -366,14 +374,19 @@ def _left_slack(frame: Frame, cap: Capacity, out: Outcome, multi: I64) -> bool:
 
 
 def _place_multi(
-    frame: Frame, multi: I64, cap: Capacity, out: Outcome, time_limit_s: float, workers: int
+    frame: Frame, multi: I64, cap: Capacity, out: Outcome, time_limit_s: float, workers: int, *, cp_sat: bool = True
 ) -> bool:
-    """Multi-slot requests alone: CP-SAT with greedy's answer as hint, falling back to that answer.
+    """Multi-slot requests alone: by `kslot` (a min-cost flow, when its answer holds) or `_each_at_its_best`
+    (exact, both), else CP-SAT with greedy's answer as hint, falling back to that answer (without `cp_sat`:
+    greedy's answer).
 
     Returns whether the part placed was proven optimal (for these requests on this capacity).
     """
-    if _each_at_its_best(frame, multi, cap, out):
+    if kslot.place(frame, multi, cap, out) or _each_at_its_best(frame, multi, cap, out):
         return True
+    if not cp_sat:
+        greedy.place(frame, multi, cap, out)
+        return False
     # A real trade-off between a few requests: CP-SAT on them alone (a few hundred booleans after pruning),
     # hinted with greedy's answer and kept to a few ms: these are ~2% of a batch, and hosts of one pool are
     # interchangeable, so proving the optimum takes CP-SAT far longer than finding it.
