@@ -67,18 +67,23 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     lessee_rows = live_rows[np.isin(frame.lease_venue[frame.res_lease[live_rows]], venues)]
     reserved = np.zeros(frame.n_hosts, dtype=np.bool_)
     reserved[frame.res_host[lessee_rows]] = True
-    reserved &= frame.host_usable
+    # only hosts at sites some class may use (within its target) matter
+    near = np.asarray((frame.lat[c_venue] <= c_target[:, None]).any(axis=0), dtype=np.bool_)[frame.host_site]
+    near &= frame.host_usable
+    reserved &= near
     r_hosts = np.nonzero(reserved)[0]
     r_all = np.bincount(frame.res_host[live_rows], weights=cap.res_left[live_rows], minlength=frame.n_hosts)
     r_all = r_all.astype(np.int64)[r_hosts]  # every reserved slot left on it, whoever's
 
     # -- sub-pools: the other usable hosts with room for the smallest session -----------------------------------
-    plain = np.nonzero(frame.host_usable & ~reserved & (cap.open >= k_min))[0]
+    plain = np.nonzero(near & ~reserved & (cap.open >= k_min))[0]
     if plain.size:
-        sub_of, s_first = _dense(
-            frame.host_site[plain], frame.host_class[plain], frame.host_price[plain], frame.host_gs[plain],
-            cap.open[plain],
-        )
+        _, price_rank = np.unique(frame.host_price[plain], return_inverse=True)
+        key = (
+            (frame.host_site[plain] * len(frame.classes) + frame.host_class[plain]) * (int(price_rank.max()) + 1)
+            + price_rank.reshape(-1)
+        ) * len(frame.gamesets) + frame.host_gs[plain]
+        sub_of, s_first = _dense(key, cap.open[plain])
     else:
         sub_of, s_first = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     n_subs = s_first.size
