@@ -4,8 +4,9 @@
 - Multi-slot requests in a small batch (at most `exact_max_requests`): CP-SAT on the whole batch with the
   greedy answer as hint; whichever of the two is cheaper comes back, so it is never worse than greedy.
 - Multi-slot requests in a big batch: first the split, the flow for the one-slot requests on the whole capacity,
-  then the multi-slot ones on what is left: each on its cheapest host when they don't compete, else CP-SAT on them
-  alone (a few hundred booleans after pruning); the other order (multi-slot first) too when that answer is more
+  then the multi-slot ones on what is left: by a min-cost flow over a relaxation when its answer holds (kslot.py,
+  exact), or each on its cheapest host when they don't compete, else CP-SAT on them alone (a few hundred booleans
+  after pruning); the other order (multi-slot first) too when that answer is more
   than `TRY_OTHER_ORDER_PCT` above the split bound (`_bound`: the one-slot part alone, optimal, plus each multi-slot
   request alone) or a multi-slot request with room was left pending. It is proven optimal when it meets that bound.
   Then, when the split did not prove its answer and the time limit is at least `PATTERN_MIN_BUDGET_S` (or always
