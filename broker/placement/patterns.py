@@ -72,6 +72,11 @@ THETA_MIN = 8.0
 #: MIPs tried, θ growing fourfold while the best answer is further than θ from the bound (the last: θ = the gap).
 MAX_MIP_STAGES = 4
 THETA_REL = 1e-5
+#: Seconds of the budget kept for decoding the MIP's answer (at most a quarter of the budget): the one-slot flow
+#: and the costing take ~30-60 ms on 1,000 requests over 10,000 hosts, more on a loaded machine.
+DECODE_RESERVE_S = 0.15
+#: An answer within this many units of the cost quantum of a lower bound is proven optimal (costs are whole units).
+_PROOF_SLACK = 0.5
 #: Reduced costs above -TOL (in the model's scaled units, where every cost is a whole number) count as
 #: non-negative (LP tolerances); what such columns could still gain is taken off the bound (`_Generated.bound`).
 _TOL = 1e-6
@@ -454,9 +459,16 @@ def _solve_model(
     cost: I64,
     *,
     integral: bool,
-    time_limit_s: float,
+    deadline: float,
+    cutoff: float | None = None,
 ) -> _Solved:
-    """The model restricted to columns `cols`: its LP (GLOP, with duals) or its MIP (HiGHS).
+    """The model restricted to columns `cols`: its LP (GLOP, with duals) or its MIP (HiGHS), with the time left
+    until `deadline` (a `time.perf_counter()` value) once the model is built; none left: not solved.
+
+    `cutoff` (MIP only): HiGHS looks only for answers cheaper than it (its `objective_bound`), pruning every node
+    whose bound reaches it, as a known answer of that cost would. Status "CUTOFF" (no answer found, and none
+    can be cheaper than `cutoff`): its `bound` is `cutoff`. (The pending columns make every restriction
+    feasible, so HiGHS's "infeasible" can only mean that.)
 
     Built through pywraplp, OR-Tools' plain linear-solver wrapper, one coefficient per call (~0.5 µs each): its
     model builder takes NumPy arrays but imports protobuf and pandas, which this package keeps out."""
@@ -487,14 +499,27 @@ def _solve_model(
     ci, wi = np.nonzero(rows >= 0)
     for r, v, c in zip(compact[rows[ci, wi]].tolist(), ci.tolist(), coefs[ci, wi].tolist(), strict=True):
         cts[r].SetCoefficient(x[v], c)
-    solver.SetTimeLimit(max(int(time_limit_s * 1000), 1))
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        return _Solved(False, math.inf, -math.inf, np.zeros(cols.size), np.zeros(cat.n_rows), "no-time")
+    solver.SetTimeLimit(max(int(left * 1000), 1))
     solver.SuppressOutput()
     solver.SetNumThreads(1)
     params = pywraplp.MPSolverParameters()
     if integral:
-        # HiGHS stops at a 0.01% gap by default; a proof needs none
+        # HiGHS stops at a 0.01% gap by default, and this parameter did not seem to reach it (mip_rel_gap=0 as an
+        # option string made the first MIPs 1-3x slower): no proof rests on it, since a MIP's bound is HiGHS's own
+        # (a MIP stopped early proves less, and the next, larger θ runs). mip_abs_gap: every answer's cost is a
+        # whole number of units, so half a unit is no gap. output_flag=false silences the banner HiGHS prints on
+        # stdout.
         params.SetDoubleParam(params.RELATIVE_MIP_GAP, 0.0)
+        options = ["output_flag=false", f"mip_abs_gap={_PROOF_SLACK!r}"]
+        if cutoff is not None:
+            options.append(f"objective_bound={cutoff!r}")
+        solver.SetSolverSpecificParametersAsString("\n".join(options))
     status = solver.Solve(params)
+    if integral and cutoff is not None and status == pywraplp.Solver.INFEASIBLE:
+        return _Solved(False, math.inf, cutoff, np.zeros(cols.size), np.zeros(cat.n_rows), "CUTOFF")
     ok = status in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE)
     duals = np.zeros(cat.n_rows)
     values = np.zeros(cols.size)
@@ -714,10 +739,13 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
     then (unless that bound proves `incumbent` optimal) the MIP on the columns that could beat it. Returns the
     cheaper answer and how it went."""
     t0 = time.perf_counter()
-    deadline = t0 + time_limit_s
+    # Decoding the MIP's answer (the flow on what its k-slot sessions left) must fit in the budget too.
+    deadline = t0 + time_limit_s - min(DECODE_RESERVE_S, time_limit_s / 4)
     cat = _catalogue(frame, Capacity.initial(frame))
     cost, divisor = _scaled(cat)
     ub_micros = outcome_cost(frame, incumbent)
+    if time.perf_counter() >= deadline:
+        return incumbent, PatternResult(None, False, False, 0, 0, 0, "no-time", time.perf_counter() - t0)
     ub = ub_micros / divisor
     try:
         start: I64 | None = _incumbent(frame, cat, incumbent)
@@ -734,7 +762,7 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
                                         time.perf_counter() - t0)
     lb = lp.objective
     bound = math.ceil(lb - 1e-6) * divisor
-    if ub <= lb + 0.5:
+    if ub <= lb + _PROOF_SLACK:
         return incumbent, PatternResult(bound, True, False, rounds, lp_columns, 0, "lp-bound",
                                         time.perf_counter() - t0)
 
@@ -750,12 +778,16 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
     theta = max(THETA_MIN, THETA_REL * abs(lb))
     for stage in range(MAX_MIP_STAGES):
         ub = best_cost / divisor
-        if ub <= floor + 0.5:
+        if ub <= floor + _PROOF_SLACK:
             break
         if stage:
-            if ub - lb + 0.5 <= theta:
+            exact_theta = ub - lb + 0.5  # every column that could be in an answer cheaper than the best one
+            if exact_theta <= theta:
                 break  # the last MIP held every column that could beat the best answer
-            theta = ub - lb + 0.5 if stage == MAX_MIP_STAGES - 1 else min(ub - lb + 0.5, 4 * theta)
+            # Straight to the whole gap when that MIP is not too big (the cutoff lets HiGHS fix most of it by its
+            # own reduced costs): one MIP that proves, instead of a fourfold θ that may only move the bound.
+            fits = int(np.count_nonzero(priced & (rc <= exact_theta))) <= MAX_MIP_COLUMNS
+            theta = exact_theta if fits or stage == MAX_MIP_STAGES - 1 else min(exact_theta, 4 * theta)
         left = deadline - time.perf_counter()
         if left <= 0.01:
             status = "no-time"
@@ -767,17 +799,19 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
         _with_subs(cat, mip_mask, np.zeros(len(cat.sub_hosts), dtype=np.bool_))  # every pattern of its sub-pools
         cols = np.nonzero(mip_mask)[0]
         mip_columns = int(cols.size)
-        # No solution hint: HiGHS through OR-Tools crashed on one (model builder, OR-Tools 9.15); the incumbent
-        # stays the answer unless the MIP's is cheaper.
-        mip = _solve_model(cat, cols, cost, integral=True, time_limit_s=left)
+        # No solution hint (HiGHS through OR-Tools crashed on one: model builder, OR-Tools 9.15), but only answers
+        # cheaper than the best one matter: its cost is HiGHS's cutoff (objective_bound), which prunes as an
+        # incumbent of its own would; a MIP that finds nothing below it proves the best answer (with θ = the gap).
+        mip = _solve_model(cat, cols, cost, integral=True, deadline=deadline, cutoff=ub - _PROOF_SLACK)
         status = f"mip{stage}:{mip.status}"
         if mip.ok:
             trial = _decode(frame, cat, cols, mip.values)
             trial_cost = outcome_cost(frame, trial)
             if trial_cost < best_cost:
                 best, best_cost, improved = trial, trial_cost, True
+        if mip.ok or mip.status == "CUTOFF":
             floor = max(floor, min(mip.bound, lb + theta))
     bound = max(bound, math.ceil(floor - 1e-6) * divisor)
-    proven = best_cost / divisor <= floor + 0.5
+    proven = best_cost / divisor <= floor + _PROOF_SLACK
     return best, PatternResult(bound, proven, improved, rounds, lp_columns, mip_columns, status,
                                time.perf_counter() - t0)

@@ -58,20 +58,22 @@ class OptionRanking:
         if shift:
             keys >>= shift
         # an option with no slots (for this group's signature) or out of reach does not exist
-        row_slots = slots[sig]
-        absent = (col_lat > target[:, None]) | (row_slots <= 0)
+        # per signature, not per group: a groups x columns int64 copy of the slots costs more than the ranking
+        absent = col_lat > target[:, None]
+        absent |= (slots <= 0)[sig]
         np.putmask(keys, absent, levels)
         keys <<= bits
         keys |= np.arange(n_cols, dtype=dtype)
         self.keys = keys
-        self.row_slots = row_slots
+        self.slots = slots
+        self.sig = sig
         self.n_options = n_cols - absent.sum(axis=1)
         self._none = np.asarray((levels << bits) - 1, dtype=dtype)  # below every absent key
         width = min(_TOP, n_cols)
         top = np.partition(keys, width - 1, axis=1)[:, :width] if width < n_cols else keys.copy()
         top.sort(axis=1)
         self._top = top
-        self._top_cum = np.cumsum(np.take_along_axis(row_slots, top & ((1 << bits) - 1), axis=1), axis=1)
+        self._top_cum = np.cumsum(slots[sig[:, None], top & ((1 << bits) - 1)], axis=1)
 
     def _cut_keys(self, sorted_keys: npt.NDArray[np.integer], cum: I64, need: I64) -> npt.NDArray[np.integer]:
         """Per row, the largest packed key to keep: the whole quantum of the option where `cum` reaches need."""
@@ -93,7 +95,7 @@ class OptionRanking:
             # the cheapest few options of these groups don't hold enough: rank their whole rows
             rows = np.sort(self.keys[short], axis=1)
             cols = rows & ((1 << self.bits) - 1)
-            cum = np.cumsum(np.take_along_axis(self.row_slots[short], cols, axis=1), axis=1)
+            cum = np.cumsum(self.slots[self.sig[short][:, None], cols], axis=1)
             limit[short] = self._cut_keys(rows, cum, need[short])
         kept = self.keys <= limit[:, None]
         group, pos = np.nonzero(kept)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +35,7 @@ def _full_lp(problem: Problem) -> int:
     cat = patterns._catalogue(frame, Capacity.initial(frame))
     cost, divisor = patterns._scaled(cat)
     cols = np.arange(cat.kind.size, dtype=np.int64)
-    lp = patterns._solve_model(cat, cols, cost, integral=False, time_limit_s=30)
+    lp = patterns._solve_model(cat, cols, cost, integral=False, deadline=time.perf_counter() + 30)
     assert lp.ok
     return math.ceil(lp.objective - 1e-6) * divisor
 
