@@ -32,8 +32,8 @@ FAST = BrokerConfig(
     # Agents share the tenant port (one process, no security), as the tests' agents expect.
     agent_listen=None,
     # No refusals for a busy loop: a shared test machine's loop runs late for reasons of its own, and the tests
-    # count the answers they get; nor for a database connection slow to come, nor for a placement queue behind. Admission past capacity has its own
-    # tests (test_overload.py).
+    # count the answers they get; nor for a database connection slow to come, nor for a placement queue behind.
+    # Admission past capacity has its own tests (test_overload.py).
     shed_lag_ms=0,
     start_db_wait_ms=0,
     start_backlog_ms=0,
