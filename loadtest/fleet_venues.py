@@ -225,9 +225,12 @@ async def _each(limit: int, method: Callable[..., Awaitable[Any]], requests: Ite
                 except aio.AioRpcError as exc:
                     if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
                         return
-                    if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                    busy = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+                    if exc.code() not in busy:
                         raise SeedError(f"seeding failed: {exc.code().name}: {exc.details()}") from exc
                     # The broker is busy (this seeding, most likely), or asks for a retry: come back when it says.
+                    # CANCELLED: its gRPC refused the call before it was taken up (--accept-wait; seen on a busy
+                    # machine, one PutSeat of 41,728); every seeding call is a put or a create, safe to ask again.
                     hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "200")
                     await asyncio.sleep(int(hint) / 1000)
             raise SeedError(f"seeding failed: the broker refused a call {_SEED_ATTEMPTS} times (overloaded)")
