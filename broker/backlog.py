@@ -29,7 +29,7 @@ ACTIVE_S = 2.0
 # An entry older than this is dropped: no round left a request unread this long without something being wrong that
 # refusing starts would not mend (and a lost notification must not close the door for good).
 FORGET_S = 60.0
-# The hint: the backlog's age, within these bounds.
+# The hint: how far past the limit the backlog is, within these bounds.
 MIN_RETRY_MS = 250
 MAX_RETRY_MS = 5_000
 
@@ -64,14 +64,17 @@ class Backlog:
         return 0.0
 
     def refusal(self, now: float) -> int | None:
-        """None: let a new start in. Else the milliseconds to tell its caller to wait."""
+        """None: let a new start in. Else the milliseconds to tell its caller to wait: how far past the limit the
+        backlog is, within MIN_RETRY_MS and MAX_RETRY_MS (the door opens again once the rounds catch up, and a
+        hint as long as the whole backlog kept patrons away longer than the queue would have: measured at
+        --rate 500 with a 2-s limit and the age as the hint, request→placed p99 went from 0.9 to 3.9 s)."""
         if self.limit_ms <= 0 or now - self._active_at > ACTIVE_S:
             return None
         age = self.age_ms(now)
         if age <= self.limit_ms:
             return None
         self.refused += 1
-        return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, age)))
+        return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, age - self.limit_ms)))
 
     def __len__(self) -> int:
         return len(self._waiting)

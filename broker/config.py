@@ -162,9 +162,10 @@ class BrokerConfig:
     # Past capacity the placement queue grows: a new StartSession is refused before it writes anything while the
     # oldest request no placement round has looked at yet has waited longer than this and the leader is placing
     # (broker.backlog; measured at --rate 3000: 6,067 admitted starts never placed within their patrons' 30 s).
-    # Below capacity that wait is one or two rounds (p99 0.3-0.6 s at 80% on the 2-core machine). 0: never.
+    # Below capacity that wait is one or two rounds (p99 0.3-0.6 s at 80% on the 2-core machine), at capacity a few
+    # seconds at times (3.2-3.5 s p99 at 500/s): 2 s refused starts there and made request→placed worse. 0: never.
     start_backlog_ms: float = setting(
-        2000.0,
+        5000.0,
         "ms the oldest request no placement round has looked at may wait before new starts are refused with a "
         "retry hint; 0: never",
         check=at_least(0),

@@ -99,10 +99,10 @@ async def test_a_start_that_waits_too_long_for_the_database_is_refused_and_write
 
 async def test_a_start_is_refused_while_the_placement_queue_is_behind_and_writes_nothing(db_url: str) -> None:
     """--start-backlog-ms through the real servicer, gRPC and database: while the leader places but the oldest
-    request no round has looked at is older than the limit, a new start is refused with the backlog's age as the
-    hint and nothing is written. The backlog is what the tenant worker heard (broker.backlog); a leader that falls
-    seconds behind cannot be made to on cue here, so the stale request and the leader's last placement are told to
-    it as the hub would, and everything after is real."""
+    request no round has looked at is older than the limit, a new start is refused with how far past the limit the
+    backlog is as the hint, and nothing is written. The backlog is what the tenant worker heard (broker.backlog);
+    a leader that falls seconds behind cannot be made to on cue here, so the stale request and the leader's last
+    placement are told to it as the hub would, and everything after is real."""
     config = dataclasses.replace(FAST, database_url=db_url, start_backlog_ms=300)
     async with faults.running_broker(config) as broker, BrokerClient(f"127.0.0.1:{broker.port}") as client:
         await faults.seed(client, seats=2)
@@ -118,7 +118,7 @@ async def test_a_start_is_refused_while_the_placement_queue_is_behind_and_writes
         assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert (refused.value.details() or "").startswith("the placement queue is behind; retry in")
         hint = int(dict(refused.value.trailing_metadata() or ())["grpc-retry-pushback-ms"])
-        assert 3000 <= hint <= 5_000
+        assert 2_500 <= hint <= 5_000  # 3 s old, 0.3 s the limit
         written = await broker.pool.fetchval("SELECT count(*) FROM sessions WHERE request_id = 'r1'")  # type: ignore[union-attr]
         assert written == 0
         # The stale request is looked at (it got a reason): the same start is let in.

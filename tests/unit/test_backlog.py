@@ -24,16 +24,16 @@ def test_nothing_is_refused_while_every_request_is_looked_at_in_time() -> None:
     assert b.refused == 0
 
 
-def test_starts_are_refused_while_the_placing_leader_is_behind_with_the_age_as_the_hint() -> None:
+def test_starts_are_refused_while_the_placing_leader_is_behind_the_hint_how_far() -> None:
     b = Backlog(limit_ms=2000)
     b.on_change(_new("old"), 0.0)
     b.on_change(_new("newer"), 1.0)
     b.on_change(_placed("x"), 2.5)  # the leader is placing, but has not reached "old"
-    assert b.refusal(3.0) == 3000
+    assert b.refusal(3.0) == 1000  # 3 s old, 1 s past the limit
     assert b.refused == 1
     # A reason means a round looked at it: it waits for capacity, not for the broker.
     b.on_change({"session_id": "old", "state": "PENDING", "pending_reason": "NO_CAPACITY_WITHIN_CAP"}, 3.1)
-    assert b.age_ms(3.2) == 2200.0 and b.refusal(3.2) == 2200
+    assert b.age_ms(3.2) == 2200.0 and b.refusal(3.2) == MIN_RETRY_MS
     b.on_change({"session_id": "newer", "state": "ENDED", "pending_reason": None}, 3.3)
     assert len(b) == 0 and b.refusal(3.4) is None
 
