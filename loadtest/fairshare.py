@@ -3,6 +3,7 @@
     python -m loadtest.fairshare [--seconds 8] [--times 10] [--processes 4] [--connections 4] [--flood 64]
                                  [--workers 0] [--max-inflight 256] [--max-streams 100] [--shed-lag-ms 20]
                                  [--accept-ahead 0] [--admission both|all|on|on-ahead|off] [--out DIR]
+                                 [--flood-priority idle|nice] [--broker-cpus CPUS] [--flood-cpus CPUS]
 
 A real broker (`cloudseat-broker serve`, security on, an embedded PostgreSQL in a temporary folder; `--workers N`
 tenant worker processes sharing the port, 0: one process) with two venues. Phases, each `--seconds` long, all in
@@ -17,9 +18,18 @@ one run so the figures compare:
    flood's own client behind the broker's bound per connection or in the broker).
 
 The flood comes from `--processes` generator processes with `--connections` connections each (a separate HTTP/2
-connection per client), ignoring every retry hint (the worst-behaved client). The generators run at a lower CPU
-priority (nice 10): on a 2-core machine they share the broker's cores, where a real flood would come from other
-machines; `--flood-cpus` pins them, `--broker-cpus` this process, the broker and its embedded PostgreSQL.
+connection per client), ignoring every retry hint (the worst-behaved client). A real flood comes from other
+machines; here the generators share the broker's cores, so by default they run at idle CPU priority
+(`--flood-priority idle`, SCHED_IDLE: a core only when nothing of normal priority wants it), using only the CPU the
+broker and the quiet venue leave; `--flood-priority nice` is the old mode (niceness 10: they take a share of the
+cores). That holds only if this process (and so the broker and the quiet venue) runs at normal priority: started
+under `chrt -i 0` everything is SCHED_IDLE alike and the run says so. `--flood-cpus` pins the generators,
+`--broker-cpus` this process, the broker and its embedded PostgreSQL.
+
+Each phase also reports, per second, the CPU the broker (with its PostgreSQL), the generators and the quiet venue's
+client used, and how long their threads were runnable but waiting for a core (/proc/.../schedstat): the machine's
+part of the delays, beside the broker's. The flood's achieved rate is given in fair shares (`times_fair_share`,
+`at_least_10x`), the share from the capacity measured in the same run.
 
 The broker is started twice: admission on (the defaults: the fair share of the calls in progress, `--max-inflight`,
 and of the recent calls while the loop runs late, `--shed-lag-ms`, refusals held, at most `--max-streams` calls per
@@ -55,7 +65,7 @@ from grpc import aio
 from broker import issuing
 
 QUIET_RATE = 50.0
-# The generators' niceness: below the broker and the quiet venue's client (see the module's docstring).
+# The generators' niceness with `--flood-priority nice` (the old mode): below the broker and the quiet venue's client.
 FLOOD_NICE = 10
 
 
@@ -63,6 +73,76 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _tasks_of(pids: set[int]) -> set[int]:
+    """`pids` and every process below them (the broker's embedded PostgreSQL and its backends), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(entry.path, "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = set(pids) & set(parents)
+    grew = True
+    while grew:
+        below = {p for p, parent in parents.items() if parent in found} - found
+        found |= below
+        grew = bool(below)
+    return found
+
+
+def _postmasters(folder: Path) -> set[int]:
+    """The PostgreSQL server of the broker whose data is in `folder` (pgserver starts it apart from the broker)."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(folder).encode() in Path(entry.path, "cmdline").read_bytes():
+                    out.add(int(entry.name))
+    return out
+
+
+def sched_totals(pids: set[int]) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) summed over every thread of `pids`, from
+    /proc/PID/task/TID/schedstat (its first two fields). The second is the machine's part of any delay: time the
+    process could have run and was not given a core."""
+    cpu = wait = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+                    cpu += int(fields[0])
+                    wait += int(fields[1])
+    return cpu / 1e9, wait / 1e9
+
+
+class _Meter:
+    """CPU used and time waiting for a CPU, per second of a phase, by the broker (with its PostgreSQL) and by this
+    process (the quiet venue's client)."""
+
+    def __init__(self, broker: int, folder: Path) -> None:
+        self._broker = broker
+        self._folder = folder
+
+    def _now(self) -> tuple[float, tuple[float, float], tuple[float, float]]:
+        pids = _tasks_of({self._broker, *_postmasters(self._folder)})
+        return time.perf_counter(), sched_totals(pids), sched_totals({os.getpid()})
+
+    def start(self) -> tuple[float, tuple[float, float], tuple[float, float]]:
+        return self._now()
+
+    def per_s(self, since: tuple[float, tuple[float, float], tuple[float, float]]) -> dict[str, float]:
+        t1, (bc1, bw1), (qc1, qw1) = self._now()
+        t0, (bc0, bw0), (qc0, qw0) = since
+        span = max(1e-9, t1 - t0)
+        return {
+            "broker_cpu_s_per_s": round((bc1 - bc0) / span, 3),
+            "broker_wait_s_per_s": round((bw1 - bw0) / span, 3),
+            "quiet_client_cpu_s_per_s": round((qc1 - qc0) / span, 3),
+            "quiet_client_wait_s_per_s": round((qw1 - qw0) / span, 3),
+        }
 
 
 async def _broker(
@@ -140,6 +220,7 @@ async def _flood_here(
     process, behind the broker's bound on calls per connection, expires here). Counts of the answered, refused,
     expired and failed, the calls sent, and the hints seen (the shortest and longest, ms)."""
     counts = {"sent": 0, "ok": 0, "refused": 0, "expired": 0, "failed": 0}
+    cpu0, wait0 = sched_totals({os.getpid()})
     hints: list[int] = []
     failures: list[str] = []
     clients = [_client(ca, port, token) for _ in range(connections)]
@@ -189,7 +270,11 @@ async def _flood_here(
     finally:
         for c in clients:
             await c.close()
-    return {**counts, "hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0), "failures": failures}
+    cpu1, wait1 = sched_totals({os.getpid()})
+    return {
+        **counts, "hint_min_ms": min(hints, default=0), "hint_max_ms": max(hints, default=0), "failures": failures,
+        "cpu_s": cpu1 - cpu0, "wait_s": wait1 - wait0,
+    }  # fmt: skip
 
 
 async def _flood(
@@ -200,6 +285,7 @@ async def _flood(
         sys.executable, "-m", "loadtest.fairshare", "generate", "--ca", str(ca), "--port", str(port),
         "--token-file", str(token_file), "--connections", str(args.connections), "--flood", str(args.flood),
         "--seconds", str(seconds), "--rate", str(rate / args.processes), "--cpus", args.flood_cpus,
+        "--priority", args.flood_priority,
     ]  # fmt: skip
     procs = [
         await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE) for _ in range(args.processes)
@@ -209,7 +295,11 @@ async def _flood(
     hint_range = [min((o["hint_min_ms"] for o in hints), default=0), max((o["hint_max_ms"] for o in hints), default=0)]
     per_s = {f"{k}_per_s": round(sum(o[k] for o in outs) / seconds) for k in ("sent", "ok", "refused", "expired")}
     failures = sorted({f for o in outs for f in o["failures"]})[:3]
-    return {**per_s, "failed": sum(o["failed"] for o in outs), "failures": failures, "hint_ms": hint_range}
+    used = {k: round(sum(o[k] for o in outs) / seconds, 3) for k in ("cpu_s", "wait_s")}
+    return {
+        **per_s, "failed": sum(o["failed"] for o in outs), "failures": failures, "hint_ms": hint_range,
+        "generators_cpu_s_per_s": used["cpu_s"], "generators_wait_s_per_s": used["wait_s"],
+    }  # fmt: skip
 
 
 def _summary(latencies: list[float], refused: Counter[str]) -> dict[str, Any]:
@@ -234,19 +324,30 @@ async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], 
         clients += [op, quiet]
         await _ready(op)
         await _quiet(quiet, 1.0)  # warm the connection and the broker
+        meter = _Meter(proc.pid, folder / label)
         seconds = args.seconds
-        unloaded = await _quiet(quiet, seconds)
+        since = meter.start()
+        unloaded = {**await _quiet(quiet, seconds), **meter.per_s(since)}
+        since = meter.start()
         capacity = await _flood(args, creds.ca, port, token_file, seconds)
+        capacity_use = meter.per_s(since)
         fair = max(1.0, capacity["ok_per_s"] / 2)
+        since = meter.start()
         flooded, flood_got = await asyncio.gather(
             _quiet(quiet, seconds), _flood(args, creds.ca, port, token_file, seconds, rate=args.times * fair)
         )
+        flooded |= meter.per_s(since)
+        times = round(flood_got["sent_per_s"] / fair, 1)
         return {
             "admission": label,
             "settings": admission,
+            "flood_priority": args.flood_priority,
+            "broker_policy": _policy(os.sched_getscheduler(0)),
             "quiet_unloaded": unloaded,
             "capacity_ok_per_s": capacity["ok_per_s"],
-            "flood": {**flood_got, "times_fair_share": round(flood_got["sent_per_s"] / fair, 1)},
+            "capacity_phase": {**capacity_use, "generators_cpu_s_per_s": capacity["generators_cpu_s_per_s"]},
+            "fair_share_per_s": fair,
+            "flood": {**flood_got, "times_fair_share": times, "at_least_10x": times >= 10.0},
             "quiet_flooded": flooded,
         }
     finally:
@@ -256,6 +357,23 @@ async def _run(args: argparse.Namespace, label: str, admission: dict[str, int], 
         await proc.wait()
         if log is not None:
             log.close()
+
+
+def _policy(policy: int) -> str:
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_BATCH: "SCHED_BATCH", os.SCHED_IDLE: "SCHED_IDLE"}
+    return names.get(policy, str(policy))
+
+
+def lower_priority(how: str) -> None:
+    """This process at the flood's CPU priority: `idle`, SCHED_IDLE (a core only when nothing else of normal
+    priority wants it: the flood then uses only what the broker and the quiet venue leave, as a flood from other
+    machines would), or `nice`, niceness FLOOD_NICE (the old mode: it still takes a share of the cores)."""
+    if how == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif how == "nice":
+        os.nice(FLOOD_NICE)
+    else:
+        raise ValueError(f"priority: 'idle' or 'nice', not {how!r}")
 
 
 def _cpus(text: str) -> set[int]:
@@ -272,8 +390,9 @@ def _generate(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--cpus", default="")
+    parser.add_argument("--priority", choices=("idle", "nice"), default="idle")
     args = parser.parse_args(argv)
-    os.nice(FLOOD_NICE)
+    lower_priority(args.priority)
     if args.cpus:
         os.sched_setaffinity(0, _cpus(args.cpus))
     token = args.token_file.read_text().strip()
@@ -306,6 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         help="which brokers to run: on and off (both), or also on-ahead (admission on, new calls taken 64 at a time, "
         "--accept-ahead 64) (all)",
     )
+    parser.add_argument(
+        "--flood-priority",
+        choices=("idle", "nice"),
+        default="idle",
+        help="the generators' CPU priority: idle (SCHED_IDLE, only the CPU the broker and the quiet venue leave, as "
+        "a flood from other machines) or nice (niceness 10, the old mode: they share the cores)",
+    )
     parser.add_argument("--broker-cpus", default="", help="CPUs (e.g. 0) for the broker and the quiet venue")
     parser.add_argument("--flood-cpus", default="", help="CPUs (e.g. 1) for the flood's generators")
     parser.add_argument("--out", type=Path, default=None, help="also write fairshare.json here")
@@ -326,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
             runs = [(label, brokers[label]) for label in chosen]
             return [await _run(args, label, settings, Path(tmp)) for label, settings in runs]
 
+    if args.flood_priority == "idle" and os.sched_getscheduler(0) == os.SCHED_IDLE:
+        print(
+            "note: this run is itself at SCHED_IDLE (e.g. under chrt -i 0), and so are the broker and the quiet "
+            "venue: the flood's idle priority is then no lower than theirs",
+            file=sys.stderr,
+        )
     results = asyncio.run(both())
     for r in results:
         u, f, fl = r["quiet_unloaded"], r["quiet_flooded"], r["flood"]
@@ -334,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.get('p50_ms')}/{f.get('p99_ms')} ms flooded ({f['refused']} of {f['calls'] + f['refused']} "
             f"refused {f['refused_by']}); capacity {r['capacity_ok_per_s']}/s; flood sent {fl['sent_per_s']}/s "
             f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
-            f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}"
+            f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}; "
+            f"flood at {r['flood_priority']} priority (broker {r['broker_policy']}), CPU s/s flooded: broker "
+            f"{f['broker_cpu_s_per_s']} (waiting for a core {f['broker_wait_s_per_s']}), generators "
+            f"{fl['generators_cpu_s_per_s']} (waiting {fl['generators_wait_s_per_s']}), quiet client "
+            f"{f['quiet_client_cpu_s_per_s']} (waiting {f['quiet_client_wait_s_per_s']})"
         )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
