@@ -344,11 +344,13 @@ class LoopProbe:
     Only the broker's own lateness counts: the time the loop's thread was runnable but not given a core (the
     kernel's run_delay, `waited`) is taken off. A loop late because the machine ran something else — another
     process, a load generator, a noisy neighbour — is not a broker behind its work, and shedding for it refused
-    even a lone quiet tenant (measured: loadtest.fairshare, unloaded, on a shared 2-core machine). Likewise the
-    busyness is the share of the time the thread *had* a core that it spent working: a loop that never rests is
-    busy however seldom it gets a core. What stays: work in the loop (callbacks queued behind each other), which is
-    what a flood of calls adds. (With `serve --workers N` on fewer cores than workers, one worker waiting for
-    another's core is discounted too; the busyness still sees it, for the tenants over their share.)
+    even a lone quiet tenant (measured: loadtest.fairshare, unloaded, on a shared 2-core machine). What stays: work
+    in the loop (callbacks queued behind each other), which is what a flood of calls adds. The busyness stays the
+    share of the wall time the thread worked: not of the time it had a core, because a thread kept off its core
+    finds the work that arrived meanwhile waiting and never rests while it has one — that read ~1 under any load on
+    a starved machine and shed the quiet venue as soon as a starved flood's calls came in bursts (measured, the
+    first build of this). (With `serve --workers N` on fewer cores than workers, one worker waiting for another's
+    core is discounted too; the busyness still sees that, for the tenants over their share.)
 
     The clocks are arguments so that the rule can be tested with fake ones: `clock` the wall (perf_counter),
     `cpu` the thread's CPU time, `waited` its run_delay (thread_waited_s)."""
@@ -380,13 +382,12 @@ class LoopProbe:
 
     def observe(self, since: tuple[float, float, float], expected_s: float) -> None:
         """One probe that asked to be woken `expected_s` after `since` (mark()) and runs now: its lateness less the
-        time the thread waited for a core, and the share of the time it had a core that it worked."""
+        time the thread waited for a core, and the share of the wall time it worked."""
         now, worked, waited = self.mark()
         elapsed = max(0.0, now - since[0])
         without_core = min(elapsed, max(0.0, waited - since[2]))
-        had_core = elapsed - without_core
         lag_ms = (elapsed - expected_s - without_core) * 1000
-        busy = (worked - since[1]) / had_core if had_core > 0 else None
+        busy = (worked - since[1]) / elapsed if elapsed > 0 else None
         self.admission.observe(lag_ms, busy)
         self.admission.note_waited(without_core * 1000)
 

@@ -61,12 +61,19 @@ def test_only_the_part_of_the_lateness_without_a_core_is_taken_off() -> None:
     assert 0.45 < admission.shed_share < 0.55
 
 
-def test_busyness_is_the_share_of_the_time_with_a_core_spent_working() -> None:
-    # The loop never rests when it has a core, though it has one only a fifth of the time: busy, not idle.
+def test_a_loop_starved_of_its_core_is_not_busy_though_it_never_rests_while_it_has_one() -> None:
+    # Off its core 40 ms of every 50, working through what arrived meanwhile the other 10: its own work fills a fifth
+    # of the time, not all of it, and nobody is shed for busyness, not even a tenant over its share.
     clocks, admission = Clocks(), Admission(Policy(target_ms=20, busy_target=0.8))
     _probes(_probe(clocks, admission), clocks, late_s=0.040, without_core_s=0.040, worked_s=0.010, n=200)
-    assert admission.busy > 0.95 and admission.busy_share > 0.75
-    # ... which sheds only a tenant over its share (10x), never one at it, and no one while nobody is over.
+    assert admission.busy < 0.25 and admission.busy_share == 0.0 and not admission.pressed
+    assert admission.admit_tenant(0.0, 10.0, 10.0)
+
+
+def test_a_loop_that_works_all_the_time_sheds_only_the_tenants_over_their_share() -> None:
+    clocks, admission = Clocks(), Admission(Policy(target_ms=20, busy_target=0.8))
+    _probes(_probe(clocks, admission), clocks, late_s=0.001, without_core_s=0.0, worked_s=PROBE_S + 0.001, n=200)
+    assert admission.busy > 0.95 and admission.busy_share > 0.75 and admission.shed_share == 0.0
     assert not admission.admit_tenant(0.5, 10.0, 10.0)
     assert all(admission.admit_tenant(d / 100, 1.0, 10.0) for d in range(100))
     assert all(admission.admit_tenant(d / 100, 1.0, 1.0) for d in range(100))
