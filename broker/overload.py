@@ -8,7 +8,8 @@ probe measures how late the loop runs a timer; when that lateness stays above th
 with a probability that grows with the overshoot, so admission settles where the loop keeps up rather than swinging
 between all and nothing — before any of its work is done, with RESOURCE_EXHAUSTED and a retry hint that grows with
 the overload too (`grpc-retry-pushback-ms`, gRPC's own trailer for it), so seats come back more slowly the busier
-the broker is.
+the broker is. The lateness counted is the broker's own: the time the loop's thread was runnable but not given a
+core (the kernel's run_delay) is taken off (`LoopProbe`), so a machine busy with something else sheds nobody.
 
 Two more layers make it hold (docs/loadtest-fleet.md#admission measures them):
 
