@@ -119,30 +119,42 @@ def sched_totals(pids: set[int]) -> tuple[float, float]:
 
 
 class _Meter:
-    """CPU used and time waiting for a CPU, per second of a phase, by the broker (with its PostgreSQL) and by this
-    process (the quiet venue's client)."""
+    """CPU used and time waiting for a CPU, per second of a phase, by the broker (with its PostgreSQL; and its event
+    loop's thread alone) and by this process (the quiet venue's client)."""
 
     def __init__(self, broker: int, folder: Path) -> None:
         self._broker = broker
         self._folder = folder
 
-    def _now(self) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    def _now(self) -> tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]:
         pids = _tasks_of({self._broker, *_postmasters(self._folder)})
-        return time.perf_counter(), sched_totals(pids), sched_totals({os.getpid()})
+        return time.perf_counter(), sched_totals(pids), sched_totals({os.getpid()}), _thread(self._broker)
 
-    def start(self) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    def start(self) -> tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]:
         return self._now()
 
-    def per_s(self, since: tuple[float, tuple[float, float], tuple[float, float]]) -> dict[str, float]:
-        t1, (bc1, bw1), (qc1, qw1) = self._now()
-        t0, (bc0, bw0), (qc0, qw0) = since
+    def per_s(
+        self, since: tuple[float, tuple[float, float], tuple[float, float], tuple[float, float]]
+    ) -> dict[str, float]:
+        t1, (bc1, bw1), (qc1, qw1), (lc1, lw1) = self._now()
+        t0, (bc0, bw0), (qc0, qw0), (lc0, lw0) = since
         span = max(1e-9, t1 - t0)
         return {
             "broker_cpu_s_per_s": round((bc1 - bc0) / span, 3),
             "broker_wait_s_per_s": round((bw1 - bw0) / span, 3),
+            "broker_loop_cpu_s_per_s": round((lc1 - lc0) / span, 3),
+            "broker_loop_wait_s_per_s": round((lw1 - lw0) / span, 3),
             "quiet_client_cpu_s_per_s": round((qc1 - qc0) / span, 3),
             "quiet_client_wait_s_per_s": round((qw1 - qw0) / span, 3),
         }
+
+
+def _thread(pid: int) -> tuple[float, float]:
+    """(CPU, waiting for a CPU) of process `pid`'s main thread: the broker's event loop."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    return 0.0, 0.0
 
 
 async def _broker(
@@ -472,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({fl['times_fair_share']}x its share): {fl['ok_per_s']}/s answered, {fl['refused_per_s']}/s refused "
             f"(hints {fl['hint_ms']} ms), {fl['expired_per_s']}/s expired, {fl['failed']} failed {fl['failures']}; "
             f"flood at {r['flood_priority']} priority (broker {r['broker_policy']}), CPU s/s flooded: broker "
-            f"{f['broker_cpu_s_per_s']} (waiting for a core {f['broker_wait_s_per_s']}), generators "
+            f"{f['broker_cpu_s_per_s']} (waiting for a core {f['broker_wait_s_per_s']}; its loop's thread "
+            f"{f['broker_loop_cpu_s_per_s']}, waiting {f['broker_loop_wait_s_per_s']}), generators "
             f"{fl['generators_cpu_s_per_s']} (waiting {fl['generators_wait_s_per_s']}), quiet client "
             f"{f['quiet_client_cpu_s_per_s']} (waiting {f['quiet_client_wait_s_per_s']}); quiet p99 within 2x of "
             f"unloaded: {r['p99_within_2x_unloaded']}"
