@@ -8,7 +8,8 @@ probe measures how late the loop runs a timer; when that lateness stays above th
 with a probability that grows with the overshoot, so admission settles where the loop keeps up rather than swinging
 between all and nothing — before any of its work is done, with RESOURCE_EXHAUSTED and a retry hint that grows with
 the overload too (`grpc-retry-pushback-ms`, gRPC's own trailer for it), so seats come back more slowly the busier
-the broker is.
+the broker is. The lateness counted is the broker's own: the time the loop's thread was runnable but not given a
+core (the kernel's run_delay) is taken off (`LoopProbe`), so a machine busy with something else sheds nobody.
 
 Two more layers make it hold (docs/loadtest-fleet.md#admission measures them):
 
@@ -61,6 +62,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 # How often the probe looks at the loop.
 PROBE_S = 0.01
@@ -93,6 +95,9 @@ class Admission:
         self.policy = policy or Policy()
         self.lag_ms = 0.0
         self.busy = 0.0
+        # How long the loop's thread waited for a core per probe (smoothed as lag_ms): the machine's lateness, left
+        # out of lag_ms (LoopProbe) and kept for the record.
+        self.waited_ms = 0.0
 
     def observe(self, lag_ms: float, busy: float | None = None) -> None:
         """One probe's measure of how late the loop ran it, and of the share of the time since the last probe the
@@ -101,6 +106,10 @@ class Admission:
         self.lag_ms += alpha * (max(0.0, lag_ms) - self.lag_ms)
         if busy is not None:
             self.busy += (2.0 / 21) * (min(1.0, max(0.0, busy)) - self.busy)
+
+    def note_waited(self, waited_ms: float) -> None:
+        """One probe's time without a core (LoopProbe): recorded, never a reason to refuse."""
+        self.waited_ms += (2.0 / (self.policy.smoothing + 1)) * (max(0.0, waited_ms) - self.waited_ms)
 
     @property
     def busy_share(self) -> float:
@@ -320,11 +329,43 @@ class Slots:
 _HOLD_MAXOVER = 100.0
 
 
-class LoopProbe:
-    """Measures the event loop's lateness and its thread's busyness every PROBE_S and feeds `admission`."""
+def thread_waited_s() -> float:
+    """Seconds the calling thread has been runnable but not on a CPU since it started (the kernel's run_delay,
+    /proc/thread-self/schedstat's second field); 0.0 where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
-    def __init__(self, admission: Admission) -> None:
+
+class LoopProbe:
+    """Measures the event loop's lateness and its thread's busyness every PROBE_S and feeds `admission`.
+
+    Only the broker's own lateness counts: the time the loop's thread was runnable but not given a core (the
+    kernel's run_delay, `waited`) is taken off. A loop late because the machine ran something else — another
+    process, a load generator, a noisy neighbour — is not a broker behind its work, and shedding for it refused
+    even a lone quiet tenant (measured: loadtest.fairshare, unloaded, on a shared 2-core machine). What stays: work
+    in the loop (callbacks queued behind each other), which is what a flood of calls adds. The busyness stays the
+    share of the wall time the thread worked: not of the time it had a core, because a thread kept off its core
+    finds the work that arrived meanwhile waiting and never rests while it has one — that read ~1 under any load on
+    a starved machine and shed the quiet venue as soon as a starved flood's calls came in bursts (measured, the
+    first build of this). (With `serve --workers N` on fewer cores than workers, one worker waiting for another's
+    core is discounted too; the busyness still sees that, for the tenants over their share.)
+
+    The clocks are arguments so that the rule can be tested with fake ones: `clock` the wall (perf_counter),
+    `cpu` the thread's CPU time, `waited` its run_delay (thread_waited_s)."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu: Callable[[], float] = time.thread_time,
+        waited: Callable[[], float] = thread_waited_s,
+    ) -> None:
         self.admission = admission
+        self._clock, self._cpu, self._waited = clock, cpu, waited
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -336,9 +377,23 @@ class LoopProbe:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def mark(self) -> tuple[float, float, float]:
+        """Now, by the three clocks: a probe's start, for `observe`."""
+        return self._clock(), self._cpu(), self._waited()
+
+    def observe(self, since: tuple[float, float, float], expected_s: float) -> None:
+        """One probe that asked to be woken `expected_s` after `since` (mark()) and runs now: its lateness less the
+        time the thread waited for a core, and the share of the wall time it worked."""
+        now, worked, waited = self.mark()
+        elapsed = max(0.0, now - since[0])
+        without_core = min(elapsed, max(0.0, waited - since[2]))
+        lag_ms = (elapsed - expected_s - without_core) * 1000
+        busy = (worked - since[1]) / elapsed if elapsed > 0 else None
+        self.admission.observe(lag_ms, busy)
+        self.admission.note_waited(without_core * 1000)
+
     async def _run(self) -> None:
         while True:
-            asked, worked = time.perf_counter(), time.thread_time()
+            since = self.mark()
             await asyncio.sleep(PROBE_S)
-            elapsed = time.perf_counter() - asked
-            self.admission.observe((elapsed - PROBE_S) * 1000, (time.thread_time() - worked) / elapsed)
+            self.observe(since, PROBE_S)
