@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 from cloudseat import errors, logs
 
+from broker import collector
 from broker.config import BrokerConfig
 from broker.counters import Counters
 from broker.server import ALL_ROLES, Broker, Role
@@ -121,8 +122,11 @@ def _child(
         loop.add_signal_handler(
             signal.SIGINT, lambda: None
         )  # the supervisor decides; a terminal's ^C reaches all
+        keeper: asyncio.Task[None] | None = None
         try:
             await broker.start()
+            # Full garbage collections walk only what was made since the last one (broker.collector).
+            keeper = asyncio.create_task(collector.keep(), name="gc-keeper")
             ready.send(
                 {
                     "port": broker.port,
@@ -133,6 +137,8 @@ def _child(
             )
             await stop.wait()
         finally:
+            if keeper is not None:
+                keeper.cancel()
             await broker.stop()
 
     try:
