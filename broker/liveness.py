@@ -59,6 +59,10 @@ class Liveness:
                     if lost:
                         log.warning("hosts lost", hosts=lost, sessions_ended=len(ended))
                         self._on_lost(lost)
+                    # A placement that raced a host's loss lands on it after its sessions were ended: end it too.
+                    orphans = await host_store.end_sessions_on_gone_hosts(self._pool)
+                    if orphans:
+                        log.warning("sessions ended on hosts already gone", sessions=len(orphans))
                 timed_out = await session_store.end_timed_out(self._pool, self._timeouts)
                 if timed_out:
                     log.info("sessions timed out", count=len(timed_out))

@@ -274,6 +274,18 @@ async def mark_lost(
     return lost, ended
 
 
+async def end_sessions_on_gone_hosts(pool: asyncpg.Pool) -> list[str]:
+    """End (HOST_LOST) the live sessions of hosts that are no longer online: a placement that raced the host's
+    loss (gone_hosts_holding_sessions). Returns the ended session ids; usually none, in one read."""
+    with translated():
+        found = [r["host_id"] for r in await pool.fetch(Q["gone_hosts_holding_sessions"])]
+    if not found:
+        return []
+    async with transaction(pool) as conn:
+        await conn.execute(Q["lock_sessions_on_hosts"], found)
+        return [str(r["session_id"]) for r in await conn.fetch(Q["end_sessions_on_hosts"], found)]
+
+
 async def set_offline(pool: asyncpg.Pool, host_id: str, epoch: int) -> list[str]:
     """The agent of `epoch` left cleanly: mark the host offline and end what it still held (HOST_LOST)."""
     async with transaction(pool) as conn:

@@ -387,3 +387,42 @@ async def test_a_batch_planned_before_the_host_was_lost_does_not_place_there(db_
         assert placed == [] and state == "PENDING", f"placed on a lost host: {state}"
     finally:
         await pool.close()
+
+
+async def test_a_placement_that_raced_the_host_loss_is_ended_by_the_next_check(db_url: str) -> None:
+    """The race the test above does not cover: the placement commit reads its host online while the liveness duty's
+    transaction is declaring it lost; the commit's slot update waits for the host's row, then goes on once the loss
+    committed, after that transaction had ended the host's sessions. The session is left PLACED on a lost host (its
+    seat would wait for an end that never comes) until the next check ends it. Played with two connections on the
+    real store, the commit's wait for the row lock read from pg_stat_activity."""
+    pool = await database.create_pool(db_url, 1, 3)
+    try:
+        await faults.seed_store(pool, seats=1)
+        await host_store.register(pool, faults.registration("host-1", epoch=1, slots=2))
+        row, _ = await session_store.start(
+            pool, session_store.StartRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
+        )
+        sid = row["session_id"]
+        async with pool.acquire() as losing:
+            tx = losing.transaction()
+            await tx.start()
+            await losing.execute("UPDATE hosts SET status = 'lost' WHERE host_id = 'host-1'")
+            commit = asyncio.ensure_future(
+                placement_store.commit(pool, [(sid, "host-1", "site-near", 5, 1_000_000)])
+            )
+            async with asyncio.timeout(30):
+                while not await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ):
+                    await asyncio.sleep(0.02)
+            await tx.commit()
+            placed = await commit
+        state = await pool.fetchval("SELECT state FROM sessions WHERE session_id = $1", sid)
+        assert placed == [sid] and state == "PLACED"  # on a host already lost
+        assert await host_store.end_sessions_on_gone_hosts(pool) == [str(sid)]
+        ended = await pool.fetchrow("SELECT state, end_reason FROM sessions WHERE session_id = $1", sid)
+        assert (ended["state"], ended["end_reason"]) == ("ENDED", "HOST_LOST")
+        assert await host_store.end_sessions_on_gone_hosts(pool) == []
+    finally:
+        await pool.close()

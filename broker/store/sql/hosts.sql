@@ -103,6 +103,16 @@ UPDATE sessions SET state = 'ENDED', end_reason = 'HOST_LOST', end_detail = 'the
 WHERE host_id = ANY($1::text[]) AND state IN ('PLACED', 'STARTING', 'READY', 'STREAMING')
 RETURNING session_id;
 
+-- name: gone_hosts_holding_sessions
+-- Hosts no longer online that still hold live sessions: a placement commit that read its host online just before
+-- mark_lost (or set_offline) committed places on it after their sessions were ended (the commit's slot update waits
+-- for the host's row, then goes on). Few hosts are not online at a time, so this reads from them.
+SELECT h.host_id FROM hosts h
+WHERE h.status <> 'online'
+  AND EXISTS (SELECT 1 FROM sessions s
+              WHERE s.host_id = h.host_id AND s.state IN ('PLACED', 'STARTING', 'READY', 'STREAMING'))
+ORDER BY h.host_id;
+
 -- name: set_offline
 -- The agent said goodbye: the host takes nothing new and is not judged lost later.
 UPDATE hosts SET status = 'offline' WHERE host_id = $1 AND epoch = $2 AND status = 'online' RETURNING site_id;
