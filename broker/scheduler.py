@@ -390,7 +390,15 @@ class Scheduler:
             self._wake.set()
 
     async def run(self) -> None:
-        """Place until cancelled (the caller cancels when this replica loses the lease)."""
+        """Place until cancelled (the caller cancels when this replica loses the lease); a commit still on its way
+        is cancelled with it."""
+        try:
+            await self._rounds()
+        finally:
+            if self._committing is not None:
+                self._committing.cancel()
+
+    async def _rounds(self) -> None:
         while True:
             try:
                 async with asyncio.timeout(_TICK_S):
@@ -408,10 +416,6 @@ class Scheduler:
             try:
                 while await self.round(overlap=True) >= self._batch_max:
                     pass
-            except asyncio.CancelledError:
-                if self._committing is not None:
-                    self._committing.cancel()
-                raise
             except errors.CloudseatError as exc:
                 log.warning("placement round failed", error=str(exc))
                 await asyncio.sleep(_TICK_S)
