@@ -363,17 +363,23 @@ async def test_agent_cut_off_is_lost_and_its_old_epoch_refused_on_return(db_url:
 # -- a batch planned before the host was lost ----------------------------------------------------------------------
 
 
+async def _one_host_one_request(pool: asyncpg.Pool) -> asyncpg.Record:
+    """The seeded world with one host (host-1, two slots) and one pending request (r1 from seat s001)."""
+    await faults.seed_store(pool, seats=1)
+    await host_store.register(pool, faults.registration("host-1", epoch=1, slots=2))
+    row, _ = await session_store.start(
+        pool, session_store.StartRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
+    )
+    return row
+
+
 async def test_a_batch_planned_before_the_host_was_lost_does_not_place_there(db_url: str) -> None:
     """Nothing new goes to a lost host even when the batch was planned before the loss: the leader's scheduler reads
     the hosts, solves off the event loop, then commits, and its liveness duty may declare a host lost in between.
     Played here step by step on the real store."""
     pool = await database.create_pool(db_url, 1, 2)
     try:
-        await faults.seed_store(pool, seats=1)
-        await host_store.register(pool, faults.registration("host-1", epoch=1, slots=2))
-        row, _ = await session_store.start(
-            pool, session_store.StartRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
-        )
+        row = await _one_host_one_request(pool)
         hosts = await placement_store.candidate_hosts(pool)
         assert [h["host_id"] for h in hosts] == ["host-1"]
         # The scheduler is solving; meanwhile the host falls silent and the liveness duty declares it lost.
@@ -397,11 +403,7 @@ async def test_a_placement_that_raced_the_host_loss_is_ended_by_the_next_check(d
     real store, the commit's wait for the row lock read from pg_stat_activity."""
     pool = await database.create_pool(db_url, 1, 3)
     try:
-        await faults.seed_store(pool, seats=1)
-        await host_store.register(pool, faults.registration("host-1", epoch=1, slots=2))
-        row, _ = await session_store.start(
-            pool, session_store.StartRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
-        )
+        row = await _one_host_one_request(pool)
         sid = row["session_id"]
         async with pool.acquire() as losing:
             tx = losing.transaction()
