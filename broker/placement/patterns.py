@@ -810,7 +810,10 @@ def solve(frame: Frame, incumbent: Outcome, *, time_limit_s: float) -> tuple[Out
             if trial_cost < best_cost:
                 best, best_cost, improved = trial, trial_cost, True
         if mip.ok or mip.status == "CUTOFF":
-            floor = max(floor, min(mip.bound, lb + theta))
+            # No bound exceeds an answer's cost: one HiGHS reports at or past its cutoff means only that nothing
+            # is cheaper than the cutoff, i.e. (whole units) than the best answer — Hypothesis found HiGHS answering
+            # OPTIMAL with a bound half a unit above the proven optimum, which was the best answer already.
+            floor = max(floor, min(mip.bound, ub, lb + theta))
     bound = max(bound, math.ceil(floor - 1e-6) * divisor)
     proven = best_cost / divisor <= floor + _PROOF_SLACK
     return best, PatternResult(bound, proven, improved, rounds, lp_columns, mip_columns, status,
