@@ -395,8 +395,11 @@ class Scheduler:
         try:
             await self._rounds()
         finally:
-            if self._committing is not None:
-                self._committing.cancel()
+            # Cleared too: this scheduler runs again if the lease comes back, and its next round must not wait on
+            # (and be cancelled by) a commit cancelled here.
+            task, self._committing = self._committing, None
+            if task is not None:
+                task.cancel()
 
     async def _rounds(self) -> None:
         while True:
@@ -455,10 +458,11 @@ class Scheduler:
         return len(pending)
 
     async def _settle(self) -> None:
-        """Wait for the commit on its way, if any, to land."""
+        """Wait for the commit on its way, if any, to land (or fail: it reports for itself, see _landed). A commit
+        task that was cancelled does not cancel the round that waits for it."""
         if self._committing is not None:
             task, self._committing = self._committing, None
-            await task
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _place(
         self, pending: Sequence[PendingRequest], batch_read_s: float = 0.0, *, overlap: bool = False

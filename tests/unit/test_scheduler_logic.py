@@ -397,6 +397,38 @@ async def test_an_overlapping_commit_refused_leaves_its_sessions_pending_and_giv
     assert len(store.called("online_hosts")) == 2
 
 
+async def test_a_scheduler_run_again_after_losing_the_lease_mid_commit_places_as_before() -> None:
+    """The leader cancels run() when it loses the lease, with a commit on its way, and runs the same scheduler
+    again when the lease comes back: the cancelled commit must not cancel that run's rounds."""
+    store = _store()
+    store.add_host("h1")
+    store.gate = asyncio.Event()  # the commit hangs, as on a connection that died
+    scheduler = _scheduler(store)
+    a = store.add_request("a")
+    scheduler.wake()
+    first = asyncio.create_task(scheduler.run())
+    async with asyncio.timeout(10):
+        while store.called("commit") != [["a"]]:
+            await asyncio.sleep(0.01)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert store.state(a) == ("PENDING", None)
+    store.gate = None
+    scheduler.wake()
+    second = asyncio.create_task(scheduler.run())
+    try:
+        async with asyncio.timeout(10):
+            while store.state(a)[0] == "PENDING":
+                assert not second.done(), second
+                await asyncio.sleep(0.01)
+    finally:
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    assert store.state(a) == ("PLACED", "h1")
+
+
 # -- pending reasons ------------------------------------------------------------------------------------------
 
 
