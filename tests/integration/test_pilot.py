@@ -1,4 +1,4 @@
-"""The README's "your own pilot" (docs/pilot.md), step by step, on the local system `scripts/up` starts:
+"""docs/pilot.md's walkthrough ("your own pilot"), step by step, on the local system `scripts/up` starts:
 
 the example region applied (dry run first, then for real, then again: nothing changes), a token file per seat of its
 venue, a certificate for its GPU host and the agent started from the example config, the lease that waited for the
