@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cloudseat import retry
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -225,12 +226,11 @@ async def _each(limit: int, method: Callable[..., Awaitable[Any]], requests: Ite
                 except aio.AioRpcError as exc:
                     if exc.code() is grpc.StatusCode.ALREADY_EXISTS:
                         return
-                    busy = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-                    if exc.code() not in busy:
+                    if exc.code().name not in retry.BUSY_CODES and exc.code() is not grpc.StatusCode.UNAVAILABLE:
                         raise SeedError(f"seeding failed: {exc.code().name}: {exc.details()}") from exc
-                    # The broker is busy (this seeding, most likely), or asks for a retry: come back when it says.
-                    # CANCELLED: its gRPC refused the call before it was taken up (--accept-wait; seen on a busy
-                    # machine, one PutSeat of 41,728); every seeding call is a put or a create, safe to ask again.
+                    # The broker is busy (this seeding, most likely: RESOURCE_EXHAUSTED, or CANCELLED by its gRPC
+                    # before the call was taken up, seen once in 41,728 PutSeats on a busy machine), or is not
+                    # there for a moment: come back when it says. Every seeding call is a put or a create.
                     hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms", "200")
                     await asyncio.sleep(int(hint) / 1000)
             raise SeedError(f"seeding failed: the broker refused a call {_SEED_ATTEMPTS} times (overloaded)")
