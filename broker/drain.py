@@ -5,7 +5,7 @@ The rule (one behaviour, the contract's FleetService.DrainHost): a drained host 
 one. The database keeps the deadline (hosts.drain_deadline, by its own clock, migration 0017); at the deadline the
 placement leader's liveness duty ends the sessions still on the host HOST_DRAINED (a broker restart changes nothing),
 the agent is told to stop them, and each seat resumes its session on another host at the front of the queue with
-the paid time it had left (cloudseat.resume, broker.patron_time.carried_over). Watchers of a session on such a host
+the paid time it had left (cloudseat.resume; resume_paid_time, migration 0023). Watchers of a session on such a host
 are warned when the time before the deadline crosses each threshold (5 and 1 minutes by default), as paid time
 warns them (broker.patron_time, whose countdown this reuses).
 

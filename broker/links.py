@@ -31,6 +31,7 @@ from broker import lifecycle
 from broker.rpc import agent_commands as commands
 from broker.store import fleet as fleet_store
 from broker.store import hosts as host_store
+from broker.store.group_commit import GroupCommit
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +97,10 @@ class LinkRegistry:
         self._prewarms: list[tuple[AgentLink, Mapping[str, Any]]] = []
         # Small writes started from synchronous callbacks (a lost link, re-reading drains).
         self._chores: set[asyncio.Task[None]] = set()
+        # Links seen dead, recorded together: a site that loses power drops hundreds within a keepalive interval.
+        self._links_lost: GroupCommit[tuple[str, uuid.UUID], None] = GroupCommit(
+            self._write_links_lost, name="links-lost"
+        )
 
     def __len__(self) -> int:
         return len(self._links)
@@ -125,10 +130,14 @@ class LinkRegistry:
 
     async def _record_lost(self, link: AgentLink) -> None:
         try:
-            await host_store.link_lost(self._pool, link.host_id, link.link_id)
+            await self._links_lost((link.host_id, link.link_id))
         except errors.CloudseatError as exc:
             # The broker process's own silence then tells: its presence stops when the database is out of reach.
             log.warning("could not record the lost link", host_id=link.host_id, error=str(exc))
+
+    async def _write_links_lost(self, lost: list[tuple[str, uuid.UUID]]) -> list[None]:
+        await host_store.links_lost(self._pool, lost)
+        return [None] * len(lost)
 
     def retire(self, links: list[AgentLink], reason: str) -> None:
         for link in links:

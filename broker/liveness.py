@@ -8,6 +8,7 @@ process holding its link has been silent for host_lost_after (broker.links, brok
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 
 import asyncpg
@@ -65,7 +66,12 @@ class Liveness:
                         log.warning("sessions ended on hosts already gone", sessions=len(orphans))
                 timed_out = await session_store.end_timed_out(self._pool, self._timeouts)
                 if timed_out:
-                    log.info("sessions timed out", count=len(timed_out))
+                    # By the state each waited in (its end detail says which).
+                    log.info(
+                        "sessions timed out",
+                        count=len(timed_out),
+                        by_detail=dict(Counter(str(r["end_detail"]) for r in timed_out)),
+                    )
                 time_up = await patron_time_store.end_time_up(self._pool, self._time_up_grace_s)
                 if time_up:
                     log.info("sessions ended: paid time up", count=len(time_up))

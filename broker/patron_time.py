@@ -13,7 +13,6 @@ No I/O, no clock: callers pass the seconds left (negative once the deadline has 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 
 # The most paid time a session can have in all (the database's check paid_time_in_range says the same).
@@ -99,14 +98,3 @@ def warning_text(threshold_s: float) -> str:
 
 def time_up_text(grace_left_s: int) -> str:
     return f"paid time is up: the session ends in {grace_left_s} s"
-
-
-def carried_over(paid_time_s: int, paid_until: dt.datetime | None, ended_at: dt.datetime | None) -> int:
-    """The paid seconds a session resumed after its host was lost keeps: what the lost one had left when it ended
-    (all of it if it never streamed), at least 1 s, so that a limited session never resumes unlimited; 0 for an
-    unlimited one."""
-    if paid_time_s <= 0:
-        return 0
-    if paid_until is None or ended_at is None:
-        return paid_time_s
-    return max(1, math.ceil((paid_until - ended_at).total_seconds()))

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from broker import metering, placement
 from broker.counters import Counters
 from broker.placement.host_table import HostColumns, HostTable
 from broker.scheduler_store import HostRow, PendingRequest, Placement, SchedulerStore
+from broker.site_watch import SiteWatch
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +47,10 @@ _PRICES_REFRESH_S = 2.0
 Solver = Callable[[placement.Problem], placement.Solution]
 
 
-def host_from_row(h: HostRow, prices: Mapping[tuple[str, str], int]) -> placement.Host:
+def host_from_row(h: HostRow, prices: Mapping[tuple[str, str], int], *, usable: bool = True) -> placement.Host:
     """A host row as the placement problem sees it, at its site's price in force for its class (`prices`, by
-    (site, class)), else at the price it declared."""
+    (site, class)), else at the price it declared. Not `usable` (its site is failing, broker.site_watch) or with its
+    agent's link seen dead, it is not online to placement: nothing new goes there."""
     return placement.Host(
         id=h.host_id,
         site_id=h.site_id,
@@ -57,7 +60,7 @@ def host_from_row(h: HostRow, prices: Mapping[tuple[str, str], int]) -> placemen
         price_micros=prices.get((h.site_id, h.gpu_class), h.declared_price_micros),
         games=frozenset(h.games_cached),
         drained=h.drained,
-        online=True,
+        online=usable and not h.link_lost,
         images=frozenset(h.images_cached),
     )
 
@@ -115,9 +118,12 @@ class HostCache:
     skipped one the hosts it planned on. A stale entry can cost a re-plan or a slightly worse choice for a
     moment, never a wrong placement. A full read rewrites only the hosts whose rows changed, so it costs the
     read, not a rebuild.
+
+    A host whose agent's link was seen dead is kept but not online to placement until its link is back (or it is
+    declared lost and leaves), and with `site_watch` so is every host of a site failing whole (broker.site_watch).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, site_watch: SiteWatch | None = None) -> None:
         self._table = HostTable()  # the hosts and their placement columns (broker.placement.host_table)
         self._rows: dict[str, HostRow] = {}  # the row each host was built from
         self._dirty: set[str] = set()
@@ -126,6 +132,12 @@ class HostCache:
         self._prices: dict[tuple[str, str], int] = {}  # the prices in force the table's hosts were built at
         # Slots a commit still in flight takes on each host (claim): the table shows them taken until it lands.
         self._claims: dict[str, int] = {}
+        self._site_watch = site_watch
+        self._failing: frozenset[str] = frozenset()  # the sites failing as of the last snapshot
+
+    @property
+    def failing_sites(self) -> frozenset[str]:
+        return self._failing
 
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
@@ -185,6 +197,7 @@ class HostCache:
                         self._table.put(self._host(read))
             self._rows = {r.host_id: r for r in rows}
             self._read_at = now
+            self._watch(rows, now)
         else:
             if repriced:
                 # A price was set or a band edge passed: every host again from the rows it was read from.
@@ -192,6 +205,7 @@ class HostCache:
             if self._dirty:
                 dirty, self._dirty = sorted(self._dirty), set()
                 fresh = {r.host_id: r for r in await store.hosts_by_id(dirty)}
+                self._watch(fresh.values(), now)
                 for host_id in dirty:
                     row = fresh.get(host_id)
                     if row is not None:
@@ -200,7 +214,31 @@ class HostCache:
                     else:  # no longer online
                         self._table.remove(host_id)
                         self._rows.pop(host_id, None)
+        self._judge_sites(now)
         return self._table.snapshot()
+
+    def _watch(self, rows: Iterable[HostRow], now: float) -> None:
+        """Tell the site watch which of the hosts just read have their links seen dead, and which are back."""
+        if self._site_watch is None:
+            return
+        for row in rows:
+            if row.link_lost:
+                self._site_watch.link_lost(row.site_id, row.host_id, now)
+            else:
+                self._site_watch.link_back(row.site_id, row.host_id)
+
+    def _judge_sites(self, now: float) -> None:
+        """The failing sites as of `now`; the hosts of a site that started or stopped failing are rebuilt."""
+        if self._site_watch is None:
+            return
+        sizes = Counter(r.site_id for r in self._rows.values()) if self._site_watch.watching else {}
+        failing = self._site_watch.failing(now, sizes)
+        changed, self._failing = failing ^ self._failing, failing
+        if changed:
+            log.warning("placement avoids sites failing whole", failing=sorted(failing), changed=sorted(changed))
+            for row in self._rows.values():
+                if row.site_id in changed:
+                    self._table.put(self._host(row))
 
     def host(self, host_id: str) -> placement.Host | None:
         """The host of `host_id` as the last snapshot had it (until the next snapshot)."""
@@ -210,15 +248,19 @@ class HostCache:
         """The host of `row` at the prices in force; the one built before when neither changed (most rows, most
         reads)."""
         free = max(0, row.free_slots - self._claims.get(row.host_id, 0))
+        usable = row.site_id not in self._failing
         known = self._table.get(row.host_id)
         if (
             known is not None
             and known.free_slots == free
+            and known.online == (usable and not row.link_lost)
             and self._rows.get(row.host_id) == row
             and known.price_micros == self._prices.get((row.site_id, row.gpu_class), row.declared_price_micros)
         ):
             return known
-        return host_from_row(row if free == row.free_slots else row._replace(free_slots=free), self._prices)
+        return host_from_row(
+            row if free == row.free_slots else row._replace(free_slots=free), self._prices, usable=usable
+        )
 
 
 class PriceCache:
@@ -341,7 +383,10 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         counters: Counters | None = None,
         shares_loop: bool = True,
+        site_watch_s: float | None = None,
     ) -> None:
+        """`site_watch_s`: place nothing on a site failing whole, for this long after its last link seen dead
+        (broker.site_watch; the broker's --host-lost-after); None: judge each host alone."""
         self._store = store
         # Whether RPCs are served on this process's loop too (a broker in one process) or not (the leader's own).
         self._shares_loop = shares_loop
@@ -352,7 +397,7 @@ class Scheduler:
         self._batch_max = batch_max
         self._params = params or placement.Params()
         self._wake = asyncio.Event()
-        self._cache = HostCache()
+        self._cache = HostCache(None if site_watch_s is None else SiteWatch(site_watch_s))
         self._prices = PriceCache()
         self._latency = LatencyCache()
         self._images = ImageCache()

@@ -53,6 +53,9 @@ class HostRow(NamedTuple):
     drained: bool
     #: Every image the host holds, GAME_ID@VERSION (older versions too): what a cold start there still lacks.
     images_cached: Sequence[str] = ()
+    #: Its agent's link was seen dead and has not come back (the host is declared lost after the grace): nothing
+    #: new goes there meanwhile.
+    link_lost: bool = False
 
 
 class PriceRow(NamedTuple):

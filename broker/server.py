@@ -372,6 +372,7 @@ class Broker:
             batch_max=cfg.batch_max,
             counters=self.counters,
             shares_loop=bool(self.roles - {Role.LEADER}),
+            site_watch_s=cfg.host_lost_after_s,
         )
         hub.add_listener(scheduler.on_change, on_resync=scheduler.resync)
         # Hosts that came online, went away or cache other games are read again before the next round.

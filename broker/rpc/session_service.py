@@ -86,7 +86,12 @@ class SessionService(session_pb2_grpc.SessionServiceServicer):
         # Listening before the session exists: its placement cannot fall between the insert and the wait.
         with self._hub.placement_of(req.session_id) as placed:
             row, created = await session_store.start(
-                self._pool, req, self._tokens.check, busy_after_s=self._start_db_wait_s, batches=self._batches
+                self._pool,
+                req,
+                self._tokens.check,
+                busy_after_s=self._start_db_wait_s,
+                batches=self._batches,
+                token_stored=self._tokens.verifier is None,
             )
             if wait_s > 0 and row["state"] == "PENDING":
                 if row["session_id"] == req.session_id:

@@ -207,11 +207,14 @@ async def host_reports(
     return {r["link_id"] for r in rows}
 
 
-async def link_lost(pool: asyncpg.Pool, host_id: str, link_id: uuid.UUID) -> None:
-    """The link ended without a goodbye: record when (database clock), unless the host has moved on to another link.
-    The placement leader declares the host lost once the grace for a reconnect has passed (mark_lost)."""
+async def links_lost(pool: asyncpg.Pool, links: Sequence[tuple[str, uuid.UUID]]) -> None:
+    """The links (host, link id) ended without a goodbye: record when (database clock), each unless its host has moved
+    on to another link. Placement stops using such a host at once; the leader declares it lost once the grace for a
+    reconnect has passed (mark_lost)."""
+    if not links:
+        return
     with translated():
-        await pool.execute(Q["link_lost"], host_id, link_id)
+        await pool.execute(Q["links_lost"], [h for h, _ in links], [link for _, link in links])
 
 
 async def links_stale(pool: asyncpg.Pool, link_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

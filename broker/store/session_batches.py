@@ -1,4 +1,4 @@
-"""The two writes every session makes from a tenant's call — its start and its end — grouped per process
+"""The two writes every session makes from a tenant's call — its start (or resume) and its end — grouped per process
 (broker.store.group_commit): one statement, one commit and one notification for all the starts (or ends) that
 arrived while the previous batch was in the database.
 
@@ -16,7 +16,7 @@ import uuid
 from typing import TypeAlias
 
 import asyncpg
-from cloudseat import errors
+from cloudseat import errors, resume
 
 from broker.store import audit
 from broker.store.database import notifying, transaction, translated
@@ -48,6 +48,10 @@ class NewSession:
     paid_time_s: int
     # Refused unheard if it has not reached the database by then (time.monotonic(); None: never).
     refuse_after: float | None
+    # The lost session it resumes (None: a new start), and that session's stored capability as the seat presented
+    # it, compared in the statement (None: the seat's signed token was checked before).
+    resumes: uuid.UUID | None = None
+    lost_token: str | None = None
     started_by: str = dataclasses.field(default_factory=lambda: audit.actor().subject)
     by_peer: str = dataclasses.field(default_factory=lambda: audit.actor().peer)
     token: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -109,6 +113,10 @@ class SessionBatches:
                                 [s.started_by for s in todo],
                                 [s.by_peer for s in todo],
                                 [s.paid_time_s for s in todo],
+                                [s.resumes for s in todo],
+                                [s.lost_token for s in todo],
+                                sorted(resume.RESUMABLE_REASONS),
+                                resume.RESUME_WINDOW_S,
                             )
                     except (asyncpg.ForeignKeyViolationError, asyncpg.DeadlockDetectedError):
                         # An unknown game fails the whole statement, as do writers that crossed: nothing was

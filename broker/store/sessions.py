@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 import asyncpg
 from cloudseat import errors
 
-from broker import lifecycle, patron_time
+from broker import lifecycle
 from broker.lifecycle import EndReason, State
 from broker.store import audit
 from broker.store.database import required_row, required_value, transaction, translated
@@ -87,10 +87,10 @@ async def _insert(
 
 
 async def _insert_grouped(
-    batches: SessionBatches, req: StartRequest, busy_after_s: float | None
+    batches: SessionBatches, req: StartRequest, busy_after_s: float | None, lost_token: str | None = None
 ) -> asyncpg.Record | None:
-    """The new session's row, inserted with the other starts of the moment; None: it must be inserted alone to learn
-    why not."""
+    """The new session's row, inserted with the other starts (and resumes) of the moment; None: it must be inserted
+    alone to learn why not. A resume is never refused for a busy database (it goes ahead of the queue)."""
     result = await batches.starts(
         NewSession(
             session_id=req.session_id,
@@ -102,7 +102,11 @@ async def _insert_grouped(
             slots=req.slots,
             zone_id=req.zone_id,
             paid_time_s=req.paid_time_s,
-            refuse_after=None if busy_after_s is None else time.monotonic() + busy_after_s,
+            refuse_after=(
+                None if busy_after_s is None or req.resume is not None else time.monotonic() + busy_after_s
+            ),
+            resumes=req.resume.session_id if req.resume else None,
+            lost_token=lost_token,
         )
     )
     if isinstance(result, errors.ResourceExhausted):
@@ -133,25 +137,35 @@ async def start(
     *,
     busy_after_s: float | None = None,
     batches: SessionBatches | None = None,
+    token_stored: bool = True,
 ) -> tuple[asyncpg.Record, bool]:
     """Create a PENDING session for a seat, or return the one an earlier call with the same request id created.
 
     Returns (session row, created). Raises NotFound for an unknown venue, seat or game, FailedPrecondition when the
     seat already has a live session, AlreadyExists when the request id was used for a different request. With
     `busy_after_s`, a new start (not a resume) that waits longer than that for a database connection is refused
-    with ResourceExhausted before it writes anything (see BUSY_RETRY_MS).
+    with ResourceExhausted before it writes anything (see BUSY_RETRY_MS). `token_stored`: a session's capability
+    is the random one its row keeps (`check` compares it); else a signed token `check` verifies from the session id.
     """
     seat_taken: errors.FailedPrecondition | None = None
     try:
-        if req.resume is None:
-            # One statement, atomic by itself: no transaction round trips on the common path; with `batches`,
-            # one statement for every start that arrives meanwhile in this process.
-            row = await _insert_grouped(batches, req, busy_after_s) if batches is not None else None
-            if row is None:
-                with translated():
-                    async with _connection(pool, busy_after_s) as conn:
-                        row = await _insert(conn, req, 0)
-        else:
+        # One statement, atomic by itself: no transaction round trips on the common path; with `batches`, one
+        # statement for every start and resume that arrives meanwhile in this process. A site lost at peak sends
+        # hundreds of resumes at once: one transaction each (four round trips and a lock) held up every start
+        # behind them (docs/loadtest-fleet.md, a site lost).
+        row = None
+        if batches is not None:
+            grouped, lost_token = True, None
+            if req.resume is not None:
+                grouped, lost_token = _resume_token(req.resume, check, token_stored)
+            if grouped:
+                row = await _insert_grouped(batches, req, busy_after_s, lost_token)
+        if row is None and req.resume is None:
+            with translated():
+                async with _connection(pool, busy_after_s) as conn:
+                    row = await _insert(conn, req, 0)
+        elif row is None and req.resume is not None:
+            # Alone, the lost session locked: a retry of the call that resumed it, or the reason it cannot be.
             async with transaction(pool, notifies=True) as conn:
                 retry, carried = await _check_resume(conn, req, req.resume, check)
                 row = None if retry else await _insert(conn, req, carried)
@@ -218,12 +232,25 @@ async def start(
             raise errors.StoreError(f"session for request {req.request_id!r} neither created nor found")
 
 
+def _resume_token(resume: ResumeRef, check: TokenCheck, token_stored: bool) -> tuple[bool, str | None]:
+    """Whether a resume may go into the grouped insert, and the stored capability the statement compares (None: the
+    signed token was verified here). A token that fails here goes alone, which reads the lost session and answers
+    as it always has (an unknown session NOT_FOUND before a wrong token PERMISSION_DENIED)."""
+    if token_stored:
+        return True, resume.token
+    try:
+        check({"session_id": str(resume.session_id)}, resume.token, "resume.session_token")
+    except errors.PermissionDenied:
+        return False, None
+    return True, None
+
+
 async def _check_resume(
     conn: asyncpg.Connection, req: StartRequest, resume: ResumeRef, check: TokenCheck
 ) -> tuple[bool, int]:
     """Check (with the lost session locked) that `req` may resume it. (True, 0) when `req` is a retry of the call
     that did resume it (the caller then returns that session); else (False, the paid seconds the lost session had
-    left, which the new one keeps unless the request names its own: broker.patron_time.carried_over)."""
+    left, which the new one keeps unless the request names its own: resume_paid_time, migration 0023)."""
     lost = await required_row(
         conn,
         "lock_session",
@@ -243,7 +270,8 @@ async def _check_resume(
     ended_s_ago = float(await conn.fetchval(Q["seconds_since"], lost["ended_at"]) or 0.0)
     reason = EndReason(lost["end_reason"]) if lost["end_reason"] else None
     lifecycle.check_resumable(State(lost["state"]), reason, ended_s_ago)
-    return False, patron_time.carried_over(lost["paid_time_s"], lost["paid_until"], lost["ended_at"])
+    carried = await conn.fetchval(Q["resume_paid_time"], lost["paid_time_s"], lost["paid_until"], lost["ended_at"])
+    return False, int(carried)
 
 
 async def list_games(pool: asyncpg.Pool) -> list[asyncpg.Record]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 
@@ -206,3 +207,44 @@ async def test_the_scheduler_store_reads_prices_as_set_and_stamps_each_set(pool:
     await fleet_store.set_price(pool, "site-a", h1.gpu_class, 1_600_000)
     _, second = await store.price_stamp()
     assert len({empty, first, second}) == 3  # every set moves the stamp
+
+
+async def test_a_host_whose_link_was_seen_dead_is_told_read_so_and_skipped_by_a_commit(pool: asyncpg.Pool) -> None:
+    """Migration 0023: a link seen dead (hosts.links_lost, many in one statement) is told on cloudseat_hosts, the
+    scheduler's reads say so, and a commit planned before skips the host; a reconnect clears it."""
+    link = hosts.Link(uuid.uuid4(), "replica-1", None)
+    await hosts.register(
+        pool, hosts.Registration("h1", "prov", "site-a", 1, "t", "rtx", 2, 1_000_000, ("demo",)), link
+    )
+    await _host(pool, "h2", 2)
+    sids = await _pending(pool, 2)
+    told: asyncio.Queue[str] = asyncio.Queue()
+    listener = await pool.acquire()
+    def hear(*args: object) -> None:
+        told.put_nowait(str(args[3]))
+
+    await listener.add_listener("cloudseat_hosts", hear)
+    try:
+        # h2's entry names a link that is not its own: a stale report of an old connection changes nothing.
+        await hosts.links_lost(pool, [("h1", link.link_id), ("h2", uuid.uuid4())])
+        assert json.loads(await asyncio.wait_for(told.get(), 5)) == {"host_id": "h1", "link_lost": True}
+        store = placement_store.PostgresSchedulerStore(pool)
+        assert {r.host_id: r.link_lost for r in await store.online_hosts()} == {"h1": True, "h2": False}
+        assert [r.link_lost for r in await store.hosts_by_id(["h1"])] == [True]
+        planned = [
+            Placement(str(sids[0]), "h1", "site-a", 5, 1_000_000),
+            Placement(str(sids[1]), "h2", "site-a", 5, 1_000_000),
+        ]
+        assert await store.commit(planned, {}) == [str(sids[1])]
+        assert (await sessions.get(pool, sids[0]))["state"] == "PENDING"
+        # The agent comes back on a new connection: the host is usable again.
+        await hosts.register(
+            pool,
+            hosts.Registration("h1", "prov", "site-a", 1, "t", "rtx", 2, 1_000_000, ("demo",)),
+            hosts.Link(uuid.uuid4(), "replica-1", None),
+        )
+        assert [r.link_lost for r in await store.hosts_by_id(["h1"])] == [False]
+        assert await store.commit(planned[:1], {}) == [str(sids[0])]
+    finally:
+        await listener.remove_listener("cloudseat_hosts", hear)
+        await pool.release(listener)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 
@@ -83,11 +82,3 @@ def test_pure() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
-
-def test_a_resume_carries_over_what_the_lost_session_had_left() -> None:
-    ended = dt.datetime(2026, 12, 1, 20, 0, tzinfo=dt.UTC)
-    # Unlimited stays unlimited; never streamed keeps all of it; else the remainder, rounded up, at least 1 s.
-    assert pt.carried_over(0, None, ended) == 0
-    assert pt.carried_over(3600, None, ended) == 3600
-    assert pt.carried_over(3600, ended + dt.timedelta(seconds=90.2), ended) == 91
-    assert pt.carried_over(3600, ended - dt.timedelta(seconds=5), ended) == 1

@@ -48,11 +48,12 @@ class _Host:
     online: bool = True
     drained: bool = False
     images: tuple[str, ...] = ()  # GAME@VERSION held, older versions too
+    link_lost: bool = False  # its agent's link seen dead, not yet declared lost
 
     def row(self) -> HostRow:
         return HostRow(
             self.id, self.site_id, self.gpu_class, self.free_slots, self.slots, self.price_micros,
-            list(self.games), self.drained, list(self.images),
+            list(self.games), self.drained, list(self.images), self.link_lost,
         )  # fmt: skip
 
 
@@ -70,12 +71,13 @@ class MemoryStore:
     queries, its triggers and constraints), which tests/integration/test_scheduler.py covers on a real database.
 
     The queue is resumes first, then oldest first, then by id; `now_ms` is its clock. A commit skips sessions no
-    longer PENDING and hosts not online or drained, takes a session's slots from its host, and refuses the whole
-    batch (FailedPrecondition, nothing placed) when a host would go below zero free slots, as the slot trigger and
-    free_slots_in_range do. Placing clears a pending reason; a reason is written only for a session still PENDING
-    whose reason changed (what the database would notify). `calls` records every call, `reason_writes` every reason
-    written. Other writers (another replica, an agent, an operator) act through `place`, `end`, `drain`, `go_offline`
-    and `report_latency`, which tell the scheduler nothing: that is the hub's job, played by the tests.
+    longer PENDING and hosts not online, drained or with their links seen dead, takes a session's slots from its
+    host, and refuses the whole batch (FailedPrecondition, nothing placed) when a host would go below zero free
+    slots, as the slot trigger and free_slots_in_range do. Placing clears a pending reason; a reason is written
+    only for a session still PENDING whose reason changed (what the database would notify). `calls` records every
+    call, `reason_writes` every reason written. Other writers (another replica, an agent, an operator) act through
+    `place`, `end`, `drain`, `go_offline`, `lose_link` and `report_latency`, which tell the scheduler nothing: that
+    is the hub's job, played by the tests.
     """
 
     def __init__(self) -> None:
@@ -140,6 +142,10 @@ class MemoryStore:
 
     def go_offline(self, host_id: str) -> None:
         self.hosts[host_id].online = False
+
+    def lose_link(self, host_id: str, lost: bool = True) -> None:
+        """The host's agent link is seen dead (or back, with `lost` false)."""
+        self.hosts[host_id].link_lost = lost
 
     def state(self, rid: placement.RequestId) -> tuple[str, str | None]:
         return self.sessions[rid].state, self.sessions[rid].host_id
@@ -220,6 +226,7 @@ class MemoryStore:
             and p.host_id in self.hosts
             and self.hosts[p.host_id].online
             and not self.hosts[p.host_id].drained
+            and not self.hosts[p.host_id].link_lost
         ]
         taken = Counter[str]()
         for p in eligible:
@@ -289,6 +296,88 @@ async def test_among_ordinary_requests_greedy_gives_the_slot_to_the_older() -> N
     newer = store.add_request("newer")
     await _scheduler(store, placement.greedy.solve).round()
     assert store.state(older) == ("PLACED", "h1") and store.state(newer) == ("PENDING", None)
+
+
+# -- links seen dead, sites failing whole -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["engine", "greedy"])
+async def test_a_host_whose_link_was_seen_dead_takes_nothing_until_it_is_back(
+    solver: scheduler_module.Solver,
+) -> None:
+    store = _store()
+    store.report_latency("cafe", "site-b", 20)
+    store.add_host("near", site_id="site-a")
+    store.add_host("far", site_id="site-b")
+    scheduler = _scheduler(store, solver)
+    store.lose_link("near")
+    scheduler.host_changed("near")  # the hosts' notification (migration 0023)
+    first = store.add_request("first", resumed=True)
+    await scheduler.round()
+    assert store.state(first) == ("PLACED", "far")
+    store.lose_link("near", lost=False)  # the agent reconnected
+    scheduler.host_changed("near")
+    second = store.add_request("second")
+    await scheduler.round()
+    assert store.state(second) == ("PLACED", "near")
+
+
+async def test_a_commit_skips_a_host_whose_link_was_seen_dead_since_the_round_read_it() -> None:
+    store = _store()
+    store.add_host("h0", price=1_000_000)
+    store.add_host("h1", price=2_000_000)
+    scheduler = _scheduler(store)
+    store.add_request("r0")
+    await scheduler.round()  # reads the hosts, places r0 on the cheaper
+    assert store.state("r0") == ("PLACED", "h0")
+    store.calls.clear()
+    store.lose_link("h1")  # not told yet: the round plans on it, the commit skips it
+    r = store.add_request("r")
+    await scheduler.round()
+    assert store.state(r) == ("PENDING", None) and store.called("commit") == [["r"]]
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=["engine", "greedy"])
+async def test_a_site_failing_whole_takes_nothing_until_its_links_were_quiet_for_the_window(
+    solver: scheduler_module.Solver,
+) -> None:
+    """A site that lost power: its hosts' links are seen dead one by one. Once three of its four have gone, the
+    fourth (not yet seen dead) takes nothing either; a lone host's loss at another site stops nothing there."""
+    store = _store()
+    store.report_latency("cafe", "site-b", 20)
+    for h in ("a1", "a2", "a3", "a4"):
+        store.add_host(h, site_id="site-a", slots=2)
+    for h in ("b1", "b2", "b3", "b4"):
+        store.add_host(h, site_id="site-b", slots=2)
+    now = [0.0]
+    scheduler = Scheduler(
+        store, solver=solver, window_s=0, batch_max=100, clock=lambda: now[0], site_watch_s=10.0
+    )
+    for h in ("a1", "a2", "b1"):
+        store.lose_link(h)
+        scheduler.host_changed(h)
+    early = store.add_request("early", resumed=True)
+    await scheduler.round()
+    assert store.state(early)[1] in ("a3", "a4")  # two of four: not yet failing whole
+    now[0] = 2.0
+    store.lose_link("a3")
+    scheduler.host_changed("a3")
+    resumes = [store.add_request(f"resume-{i}", resumed=True) for i in range(3)]
+    await scheduler.round()
+    assert {store.state(r)[1] for r in resumes} <= {"b2", "b3", "b4"}
+    assert all(store.state(r)[0] == "PLACED" for r in resumes)
+    # The grace passes and the dead hosts are declared lost; the site's last link seen dead was at 2 s.
+    for h in ("a1", "a2", "a3"):
+        store.go_offline(h)
+        scheduler.hosts_lost([h])
+    now[0] = 11.0
+    late = store.add_request("late")
+    await scheduler.round()
+    assert store.state(late) == ("PENDING", None)  # b's have 1 slot left in all, and a4 is still avoided
+    now[0] = 12.5
+    scheduler.host_changed("a4")
+    await scheduler.round()
+    assert store.state(late) == ("PLACED", "a4")
 
 
 # -- refused and partly skipped commits -------------------------------------------------------------------------

@@ -11,12 +11,12 @@ LIMIT $1;
 -- declared one: the scheduler works out the site's price in force from `prices` itself, once per price; through
 -- host_view (once per host) it was 110 of a full read's 128 ms at 10,000 hosts.
 SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
-       drained OR draining AS drained, images_cached
+       drained OR draining AS drained, images_cached, link_lost_at IS NOT NULL AS link_lost
 FROM hosts WHERE status = 'online';
 
 -- name: hosts_by_id
 SELECT host_id, site_id, gpu_class, free_slots, slots, declared_price_micros, games_cached,
-       drained OR draining AS drained, images_cached
+       drained OR draining AS drained, images_cached, link_lost_at IS NOT NULL AS link_lost
 FROM hosts WHERE status = 'online' AND host_id = ANY($1::text[]);
 
 -- name: games_stamp
@@ -55,7 +55,8 @@ GROUP BY venue_id;
 
 -- name: commit_placements
 -- The slot trigger refuses the whole statement if any host would go below zero free slots. A session whose host is
--- not online, or is drained or draining, by now is skipped (the scheduler's view of the host was older).
+-- not online, is drained or draining, or whose agent's link was seen dead, by now is skipped (the scheduler's view
+-- of the host was older).
 -- A session placed under a lease names it, with how many of its slots the lease pays ($6, $7: NULL and 0 for none).
 UPDATE sessions s
 SET state = 'PLACED', host_id = u.host_id, site_id = u.site_id, latency_ms = u.latency_ms, price_micros = u.price,
@@ -64,7 +65,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6:
     AS u(session_id, host_id, site_id, latency_ms, price, lease_id, lease_slots)
 JOIN hosts h ON h.host_id = u.host_id
 WHERE s.session_id = u.session_id AND s.state = 'PENDING'
-  AND h.status = 'online' AND NOT h.drained AND NOT h.draining
+  AND h.status = 'online' AND NOT h.drained AND NOT h.draining AND h.link_lost_at IS NULL
 RETURNING s.session_id;
 
 -- name: set_pending_reasons

@@ -14,21 +14,32 @@ ON CONFLICT (venue_id, request_id) DO NOTHING
 RETURNING *;
 
 -- name: insert_sessions
--- Many new starts (none a resume) in one statement: insert_session's rows, one per array index. A start that
--- conflicts (its request id used before, its seat busy) or whose seat or zone does not match gets no row back; an
--- unknown game fails the whole statement. Either way the start is then inserted alone, which tells why
--- (broker.store.session_batches). Of two starts for one seat, the one that arrived first gets it.
+-- Many new starts and resumes in one statement: insert_session's rows, one per array index. A start that conflicts
+-- (its request id used before, its seat busy, its lost session resumed already) or whose seat or zone does not match
+-- gets no row back, as does a resume whose lost session ($13) is not this seat's, not ended by one of the
+-- resumable reasons $15 within $16 seconds, or not the one its token ($14; NULL: checked by signature before) opens;
+-- an unknown game fails the whole statement. Either way the start is then inserted alone, which tells why
+-- (broker.store.session_batches). Of two starts for one seat, the one that arrived first gets it. A resume that names
+-- no paid time carries the lost session's over (resume_paid_time, migration 0023).
 INSERT INTO sessions (session_id, venue_id, seat_id, zone_id, request_id, game_id, patron_id, slots, tier,
-                      latency_cap_ms, state, token, started_by, by_peer, paid_time_s, playout)
+                      latency_cap_ms, state, token, started_by, by_peer, paid_time_s, playout, resumes)
 SELECT r.session_id, st.venue_id, st.seat_id, st.zone_id, r.request_id, r.game_id, r.patron_id, r.slots, z.tier,
-       z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer, r.paid_time_s, z.playout
+       z.latency_cap_ms, 'PENDING', r.token, r.started_by, r.by_peer,
+       CASE WHEN r.resumes IS NULL OR r.paid_time_s > 0 THEN r.paid_time_s
+            ELSE resume_paid_time(l.paid_time_s, l.paid_until, l.ended_at) END,
+       z.playout, r.resumes
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[],
-            $9::text[], $10::text[], $11::text[], $12::int[]) WITH ORDINALITY
+            $9::text[], $10::text[], $11::text[], $12::int[], $13::uuid[], $14::text[]) WITH ORDINALITY
      AS r(session_id, venue_id, seat_id, request_id, game_id, patron_id, slots, token, zone_id, started_by,
-          by_peer, paid_time_s, arrived)
+          by_peer, paid_time_s, resumes, lost_token, arrived)
 JOIN seats st ON st.venue_id = r.venue_id AND st.seat_id = r.seat_id
 JOIN zones z ON z.venue_id = st.venue_id AND z.zone_id = st.zone_id
-WHERE r.zone_id = '' OR st.zone_id = r.zone_id
+LEFT JOIN sessions l ON l.session_id = r.resumes
+WHERE (r.zone_id = '' OR st.zone_id = r.zone_id)
+  AND (r.resumes IS NULL
+       OR (l.venue_id = st.venue_id AND l.seat_id = st.seat_id AND l.state = 'ENDED'
+           AND l.end_reason = ANY($15::text[]) AND l.ended_at >= now() - make_interval(secs => $16::float8)
+           AND (r.lost_token IS NULL OR l.token = r.lost_token)))
 ORDER BY r.venue_id, r.seat_id, r.arrived
 ON CONFLICT DO NOTHING
 RETURNING *;
@@ -58,6 +69,9 @@ SELECT * FROM sessions WHERE session_id = $1 FOR UPDATE;
 -- name: seconds_since
 -- By the database clock, which stamped the time.
 SELECT extract(epoch FROM now() - $1::timestamptz)::float8;
+
+-- name: resume_paid_time
+SELECT resume_paid_time($1, $2, $3);
 
 -- name: resumed_by
 SELECT * FROM sessions WHERE resumes = $1;
@@ -127,7 +141,7 @@ WHERE state IN ('PENDING', 'PLACED', 'STARTING', 'READY')
   AND updated_at < now() - make_interval(secs => CASE state
         WHEN 'PENDING' THEN $1::float8 WHEN 'PLACED' THEN $2::float8 WHEN 'STARTING' THEN $3::float8
         ELSE $4::float8 END)
-RETURNING session_id, host_id, end_reason;
+RETURNING session_id, host_id, end_reason, end_detail;
 
 -- name: held_or_claimed
 -- For a reconnecting agent: the sessions its host holds live ($1) and the sessions the agent says it runs ($2),
