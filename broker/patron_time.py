@@ -5,7 +5,8 @@ from the moment it is STREAMING — waiting in the queue and starting up are not
 the deadline (sessions.paid_until = streaming_at + paid_time_s, by its own clock); the placement leader's liveness
 duty ends the session TIME_UP once the deadline is `grace_s` behind, so a broker restart changes nothing. Watchers
 of the session are warned when the time left crosses each threshold (5 and 1 minutes by default), and told when the
-time is up (the grace runs, and the venue can still add time).
+time is up (the grace runs, and the venue can still add time). A session resumed after its host was lost keeps
+what the lost one had left (resume_paid_time, migration 0023: worked out where the resume is inserted).
 
 No I/O, no clock: callers pass the seconds left (negative once the deadline has passed) and what was announced.
 """
