@@ -215,17 +215,30 @@ def broker_config(db_url: str) -> BrokerConfig:
 
 
 async def test_reconnect_stops_ended_sessions_before_starting_new_ones(
-    world: BrokerClient, broker: Broker
+    world: BrokerClient, broker: Broker, db_url: str
 ) -> None:
-    """A full host's link breaks (a broker restart, a blip); meanwhile its seats end their sessions and new ones are
-    placed in the freed slots. When the agent reconnects, it must be told to stop the old ones before it is asked to
-    start the new ones, as a real agent refuses a start when all its slots are busy."""
+    """A full host's link breaks unrecorded (the broker process holding it was restarted: nobody saw it die, so the
+    host stays a placement candidate until it is judged lost); meanwhile its seats end their sessions and new ones
+    are placed in the freed slots. When the agent reconnects, it must be told to stop the old ones before it is
+    asked to start the new ones, as a real agent refuses a start when all its slots are busy."""
     async with ScriptedAgent(world, "host-1", epoch=3, slots=2) as agent:
         old = [await world.start_session("cafe", f"s{i}", "demo") for i in (1, 2)]
         for o in old:
             await world.wait_for(o.session.session_id, S.SESSION_STATE_READY)
         running = tuple((o.session.session_id, S.SESSION_STATE_READY) for o in old)
         del agent
+    # This broker saw the link end and recorded it (nothing new goes to such a host); a restarted process would not
+    # have: take the record back, as if it never was.
+    conn = await asyncpg.connect(db_url)
+    try:
+        await faults.wait_until(
+            lambda: conn.fetchval("SELECT link_lost_at IS NOT NULL FROM hosts WHERE host_id = 'host-1'"),
+            timeout_s=5,
+            what="the link's end recorded",
+        )
+        await conn.execute("UPDATE hosts SET link_lost_at = NULL WHERE host_id = 'host-1'")
+    finally:
+        await conn.close()
     for o in old:
         await world.end_session(o.session.session_id, o.session_token)
     new = [await world.start_session("cafe", f"s{i}", "demo") for i in (3, 4)]
