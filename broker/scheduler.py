@@ -145,6 +145,16 @@ class HostCache:
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
 
+    def lost(self, host_ids: Sequence[str], now: float) -> None:
+        """These hosts were declared lost: read again (they leave), and each counts against its site as a link seen
+        dead — when no round ran between its link's end and its loss (a quiet broker runs no round), this is the
+        first the site watch hears of it."""
+        for host_id in host_ids:
+            self._dirty.add(host_id)
+            row = self._rows.get(host_id)
+            if row is not None and self._site_watch is not None:
+                self._site_watch.link_lost(row.site_id, host_id, now)
+
     def claim(self, host_id: str, slots: int) -> None:
         """A commit on its way places `slots` on `host_id`: the next rounds see them taken, whatever the database
         says before the commit lands (a row read meanwhile has them taken off too)."""
@@ -430,8 +440,8 @@ class Scheduler:
         self._wake.set()
 
     def hosts_lost(self, host_ids: list[str]) -> None:
-        for host_id in host_ids:
-            self._cache.changed(host_id)
+        """The liveness duty declared these hosts lost (on this replica, the leader's)."""
+        self._cache.lost(host_ids, self._clock())
 
     def on_change(self, change: Mapping[str, Any]) -> None:
         """A new request arrived, or a session let go of its host's slots: a round may place something."""

@@ -284,3 +284,28 @@ async def test_a_session_the_agent_no_longer_runs_is_ended_when_it_reconnects(
         ended = await world.wait_for(started.session.session_id, S.SESSION_STATE_ENDED, timeout_s=5)
         assert ended.state == S.SESSION_STATE_ENDED, "a session no host runs is still live"
         assert ended.end_reason == common_pb2.END_REASON_FAILED
+
+
+async def test_a_site_that_loses_most_of_its_hosts_at_once_takes_no_new_session(
+    world: BrokerClient, broker: Broker
+) -> None:
+    """A site's power or uplink fails: three of its four hosts' links die at once. Its fourth host, still linked
+    (as the broker sees it: its link's end may simply not be seen yet), is free and nearer than the far site, but a
+    resume of one of the lost sessions goes to the far site (broker.site_watch; docs/faults.md)."""
+    names = [f"near-{i}" for i in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        near = {n: await stack.enter_async_context(ScriptedAgent(world, n, slots=1)) for n in names}
+        await stack.enter_async_context(ScriptedAgent(world, "far-1", site_id="site-far", slots=1))
+        started = [await world.start_session("cafe", f"s{i}", "demo") for i in (1, 2, 3)]
+        held = [(await world.wait_for(s.session.session_id, S.SESSION_STATE_READY)).host_id for s in started]
+        assert len(set(held)) == 3 and set(held) < set(names)  # near ones, one each
+        # The three near hosts holding the sessions lose their links; the free one stays.
+        for host in held:
+            await near[host].lose_link()
+        gone = await world.wait_for(started[0].session.session_id, S.SESSION_STATE_ENDED, timeout_s=15)
+        assert gone.end_reason == common_pb2.END_REASON_HOST_LOST
+        resumed = await world.start_session(
+            "cafe", "s1", "demo", resume=(started[0].session.session_id, started[0].session_token)
+        )
+        where = await world.wait_for(resumed.session.session_id, S.SESSION_STATE_READY)
+        assert where.host_id == "far-1"

@@ -380,6 +380,30 @@ async def test_a_site_failing_whole_takes_nothing_until_its_links_were_quiet_for
     assert store.state(late) == ("PLACED", "a4")
 
 
+async def test_a_site_whose_hosts_were_declared_lost_before_any_round_read_them_is_failing_too() -> None:
+    """A quiet broker runs no round between a site's links ending and its hosts' loss: the loss itself counts."""
+    store = _store()
+    store.report_latency("cafe", "site-b", 20)
+    for h in ("a1", "a2", "a3", "a4"):
+        store.add_host(h, site_id="site-a", slots=2)
+    store.add_host("b1", site_id="site-b")
+    now = [0.0]
+    scheduler = Scheduler(store, solver=placement.solve, window_s=0, batch_max=100, clock=lambda: now[0],
+                          site_watch_s=10.0)  # fmt: skip
+    store.add_request("first")
+    await scheduler.round()  # the hosts read
+    assert store.state("first")[1] in ("a1", "a2", "a3", "a4")
+    now[0] = 5.0
+    lost = [h for h in ("a1", "a2", "a3", "a4") if h != store.state("first")[1]]
+    for h in lost:
+        store.go_offline(h)
+    scheduler.hosts_lost(lost)
+    second = store.add_request("second", resumed=True)
+    await scheduler.round()
+    # Not on the surviving a-host beside "first" (5 ms, a slot free): its site is failing.
+    assert store.state(second) == ("PLACED", "b1")
+
+
 # -- refused and partly skipped commits -------------------------------------------------------------------------
 
 
