@@ -85,7 +85,11 @@ class _Graph:
         more, and among answers placing as many the pending cost is a constant, so it is optimal for the real
         one too. Only otherwise (capacity ran out) solve again with the real pending cost."""
         option_costs = self.costs[: self.n_opt]
-        trial = min(pending, 4 * int(option_costs.max(initial=0)) + 1)
+        # The trial is a multiple of the options' common divisor, so `_run` can still divide every cost by it
+        # (an odd trial left a divisor of 1: 15 cost-scaling phases instead of 11, ~30% of the solve).
+        positive = option_costs[option_costs > 0]
+        step = max(int(np.gcd.reduce(positive)), 1) if positive.size else 1
+        trial = min(pending, step * (4 * int(option_costs.max(initial=0)) // step + 1))
         flow = self._run(trial)
         if trial < pending:
             has_option = np.zeros(self.n_groups, dtype=np.bool_)
