@@ -89,7 +89,7 @@ class _Graph:
         # (an odd trial left a divisor of 1: 15 cost-scaling phases instead of 11, ~30% of the solve).
         positive = option_costs[option_costs > 0]
         step = max(int(np.gcd.reduce(positive)), 1) if positive.size else 1
-        trial = min(pending, step * (4 * int(option_costs.max(initial=0)) // step + 1))
+        trial = min(pending, step * (int(option_costs.max(initial=0)) // step + 1))
         flow = self._run(trial)
         if trial < pending:
             has_option = np.zeros(self.n_groups, dtype=np.bool_)
