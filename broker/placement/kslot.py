@@ -6,7 +6,8 @@ which makes it optimal (no answer costs less than the relaxation's optimum):
 
 - hosts holding no slots reserved for these requests' venues, alike in site, class, price, what they hold and
   open slots f, form a **sub-pool** of n hosts with n·⌊f/k⌋ places for k-slot sessions, for each size k apart
-  ("k slots on one host" is kept per size, not between sizes);
+  ("k slots on one host" is kept per size, not between sizes), and n·g⌊f/g⌋ slots in all, g the sizes' greatest
+  common divisor (sessions of 2 and 4 slots never use the fifth slot of a host);
 - a host holding reserved slots for one of the venues is a column of its own: a lessee's k-slot session there
   costs as if it alone drew min(k, its reserved slots) from its lease (the cheapest it can), and the host has
   ⌊(open + all reserved)/k⌋ places per size; another venue's session uses its open slots at the full price;
@@ -124,10 +125,17 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     ci, at = np.nonzero(ok_ranked & (np.cumsum(hosts_held, axis=1) - hosts_held < multi.size))
     co = ranked[ci, at]
 
-    # -- the flow, in slots (a k-slot session is k units, each bearing 1/k of its cost; costs times the sizes'
-    # least common multiple stay whole): class -> (column, size) -> column -> sink; class -> sink (pending).
-    # A column holds at most its slots in all, and at most its places per size ----------------------------------
+    # -- the flow, in units of g slots (a k-slot session is k/g units, each bearing g/k of its cost; costs times
+    # the sizes' least common multiple stay whole): class -> (column, size) -> column -> sink; class -> sink
+    # (pending). A column holds at most its slots in all, and at most its places per size --------------------------
     lcm = int(np.lcm.reduce(sizes))
+    # Units of g slots, g the sizes' greatest common divisor: no answer uses more than g*floor(f/g) of a host's f
+    # slots, so a column holds that many units; with sizes 2 and 4 a 2-slot session is one unit and never split
+    # (in slots, a 4-slot session could take 4 of a host's 5 and leave half a 2-slot one there, an answer no
+    # real one has, and CP-SAT then ran)
+    g = int(np.gcd.reduce(sizes))
+    c_u = c_k // g
+    unit_room = node_room // g
     q_key, q_node = np.unique(co * k_top + c_k[ci], return_inverse=True)
     q_node = np.asarray(q_node, dtype=np.int64).reshape(-1)
     q_col, q_k = q_key // k_top, q_key % k_top
@@ -145,10 +153,10 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     )
     caps = np.concatenate(
         [
-            c_k[ci] * np.minimum(c_count[ci], places[ci, co]),
-            q_k * col_n[q_col] * (node_room[q_col] // q_k),
-            col_n[cols_used] * node_room[cols_used],
-            c_k * c_count,
+            c_u[ci] * np.minimum(c_count[ci], places[ci, co]),
+            (q_k // g) * col_n[q_col] * (node_room[q_col] // q_k),
+            col_n[cols_used] * unit_room[cols_used],
+            c_u * c_count,
         ]
     )
     costs = np.concatenate(
@@ -159,22 +167,22 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
         tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64)
     )
     supplies = np.zeros(sink + 1, dtype=np.int64)
-    supplies[:n_classes] = c_k * c_count
+    supplies[:n_classes] = c_u * c_count
     supplies[sink] = -int(supplies[:n_classes].sum())
     solver.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
     if solver.solve() != solver.OPTIMAL:
         raise RuntimeError("min-cost flow failed")  # the pending arcs make it always feasible
     units_sent = np.asarray(solver.flows(np.arange(ci.size, dtype=np.int32)), dtype=np.int64)
-    flow = units_sent // c_k[ci]
-    split = np.nonzero(units_sent % c_k[ci])[0]
+    flow = units_sent // c_u[ci]
+    split = np.nonzero(units_sent % c_u[ci])[0]
     if split.size:
         # Sessions split between columns: between columns of the same cost (ties, the usual case) each whole
         # session goes to the one with the most slots left, at no extra cost; the check below says if it fits
-        room = col_n * node_room
-        np.subtract.at(room, co, flow * c_k[ci])
+        room = col_n * unit_room
+        np.subtract.at(room, co, flow * c_u[ci])
         for c in np.unique(ci[split]).tolist():
             arcs = split[ci[split] == c]
-            k = int(c_k[c])
+            k = int(c_u[c])  # a session's units
             if np.unique(cost[c, co[arcs]]).size > 1:
                 return False  # split between dearer and cheaper places: no answer at this cost, CP-SAT's job
             residue = units_sent[arcs] % k
