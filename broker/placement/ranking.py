@@ -61,7 +61,8 @@ class OptionRanking:
             keys >>= shift
         # an option with no slots (for this group's signature) or out of reach does not exist
         # per signature, not per group: a groups x columns int64 copy of the slots costs more than the ranking
-        absent = col_lat > target[:, None]
+        # in lat's own width (no groups x columns int64 copy); a target above it reaches every clipped latency
+        absent = col_lat > np.minimum(target, np.iinfo(col_lat.dtype).max).astype(col_lat.dtype)[:, None]
         absent |= (slots <= 0)[sig]
         np.putmask(keys, absent, levels)
         keys <<= bits
