@@ -93,12 +93,22 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     # -- sub-pools: the other usable hosts with room for the smallest session -----------------------------------
     plain = np.nonzero(near & ~reserved & (cap.open >= k_min))[0]
     if plain.size:
-        _, price_rank = np.unique(frame.host_price[plain], return_inverse=True)
-        key = (
-            (frame.host_site[plain] * len(frame.classes) + frame.host_class[plain]) * (int(price_rank.max()) + 1)
-            + price_rank.reshape(-1)
-        ) * len(frame.gamesets) + frame.host_gs[plain]
-        sub_of, s_first = _dense(key, cap.open[plain])
+        price, top_open = frame.host_price[plain], int(cap.open[plain].max()) + 1
+        top_price = int(price.max()) + 1
+        n_cls, n_gs = len(frame.classes), len(frame.gamesets)
+        if price.min() >= 0 and len(frame.sites) * n_cls * top_price * n_gs * top_open < 1 << 62:
+            # (site, class, price, holding, open slots) packed: one unique, numbered as `_dense` numbers them
+            key = ((frame.host_site[plain] * n_cls + frame.host_class[plain]) * top_price + price) * n_gs
+            key = (key + frame.host_gs[plain]) * top_open + cap.open[plain]
+            _, s_first, sub_of = np.unique(key, return_index=True, return_inverse=True)
+            sub_of = sub_of.reshape(-1)
+        else:
+            _, price_rank = np.unique(price, return_inverse=True)
+            key = (
+                (frame.host_site[plain] * n_cls + frame.host_class[plain]) * (int(price_rank.max()) + 1)
+                + price_rank.reshape(-1)
+            ) * n_gs + frame.host_gs[plain]
+            sub_of, s_first = _dense(key, cap.open[plain])
     else:
         sub_of, s_first = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     n_subs = s_first.size
