@@ -339,17 +339,22 @@ def _multi_bound(frame: Frame, multi: I64) -> tuple[int, int]:
     h_site, h_open, h_price, h_gs = (
         frame.host_site[hosts], frame.open[hosts], frame.host_price[hosts], frame.host_gs[hosts]
     )
+    lessees = set(frame.lease_venue[frame.res_lease].tolist())
     for r in multi.tolist():
         venue, k = int(frame.req_venue[r]), int(frame.req_slots[r])
-        own = reserved_left(frame.res_count, frame.lessee_rows(venue)[hosts])
         lat = frame.lat[venue][h_site]
-        ok = np.nonzero((lat <= frame.req_target[r]) & (h_open + own >= k))[0]
+        if venue in lessees:
+            own = reserved_left(frame.res_count, frame.lessee_rows(venue)[hosts])
+            ok = np.nonzero((lat <= frame.req_target[r]) & (h_open + own >= k))[0]
+            paid = k - np.minimum(own[ok], k)
+        else:  # most venues hold no lease: open slots only, every slot paid
+            ok = np.nonzero((lat <= frame.req_target[r]) & (h_open >= k))[0]
+            paid = np.full(ok.size, k, dtype=np.int64)
         if ok.size == 0:
             pending += 1
             continue
-        leased = np.minimum(own[ok], k)
         cost = (
-            h_price[ok] * (k - leased)
+            h_price[ok] * paid
             + params.latency_weight_micros_per_ms * lat[ok]
             + frame.cold[h_gs[ok], frame.req_game[r]]
         )
