@@ -212,8 +212,7 @@ def _reserve(frame: Frame, class_index: dict[str, int]) -> None:
     run_end = np.searchsorted(run_key, np.arange(n_runs), side="right").tolist()
     order_list: list[int] = order.tolist()
     open_list: list[int] = frame.open.tolist()
-    price: list[int] = frame.host_price.tolist()
-    used_list: list[int] = used.tolist()
+    host_price, host_used = frame.host_price, used
     site_lookup = {s: i for i, s in enumerate(frame.sites)}
     held_by_venue: dict[int, set[int]] = {}  # a host holds at most one lease per venue
     rows: list[tuple[int, int, int]] = []
@@ -246,7 +245,9 @@ def _reserve(frame: Frame, class_index: dict[str, int]) -> None:
             ]
             # each run is sorted already; merge lazily, since a lease usually stops after a host or two
             cand = (
-                runs[0] if len(runs) == 1 else heapq.merge(*runs, key=lambda h: (price[h], -used_list[h], h))
+                runs[0]
+                if len(runs) == 1
+                else heapq.merge(*runs, key=lambda h: (int(host_price[h]), -int(host_used[h]), h))
             )
             for h in cand:
                 room = open_list[h]
@@ -262,7 +263,9 @@ def _reserve(frame: Frame, class_index: dict[str, int]) -> None:
     if rows:
         table = np.array(rows, dtype=np.int64)
         frame.res_lease, frame.res_host, frame.res_count = table[:, 0], table[:, 1], table[:, 2]
-    frame.open = np.array(open_list, dtype=np.int64)
+        # only the hosts that took a reservation change: no 10,000-element list back to an array
+        frame.open = frame.open.copy()
+        np.subtract.at(frame.open, frame.res_host, frame.res_count)
 
 
 def reserve_leases(problem: Problem) -> dict[str, dict[str, int]]:
