@@ -328,19 +328,35 @@ def _multi_bound(frame: Frame, multi: I64) -> tuple[int, int]:
     params = frame.problem.params
     total = 0
     pending = 0
+    if multi.size == 0:
+        return total, pending
+    # Only hosts with room for the smallest session, or holding reserved slots, can take one: a few thousand of
+    # ten thousand, so each request looks at those alone.
+    k_min = int(frame.req_slots[multi].min())
+    has_res = np.zeros(frame.n_hosts, dtype=np.bool_)
+    has_res[frame.res_host] = True
+    hosts = np.nonzero(frame.host_usable & ((frame.open >= k_min) | has_res))[0]
+    h_site, h_open, h_price, h_gs = (
+        frame.host_site[hosts], frame.open[hosts], frame.host_price[hosts], frame.host_gs[hosts]
+    )
+    lessees = set(frame.lease_venue[frame.res_lease].tolist())
     for r in multi.tolist():
         venue, k = int(frame.req_venue[r]), int(frame.req_slots[r])
-        own = reserved_left(frame.res_count, frame.lessee_rows(venue))
-        lat = frame.lat[venue][frame.host_site]
-        ok = np.nonzero(frame.host_usable & (lat <= frame.req_target[r]) & (frame.open + own >= k))[0]
+        lat = frame.lat[venue][h_site]
+        if venue in lessees:
+            own = reserved_left(frame.res_count, frame.lessee_rows(venue)[hosts])
+            ok = np.nonzero((lat <= frame.req_target[r]) & (h_open + own >= k))[0]
+            paid = k - np.minimum(own[ok], k)
+        else:  # most venues hold no lease: open slots only, every slot paid
+            ok = np.nonzero((lat <= frame.req_target[r]) & (h_open >= k))[0]
+            paid = np.full(ok.size, k, dtype=np.int64)
         if ok.size == 0:
             pending += 1
             continue
-        leased = np.minimum(own[ok], k)
         cost = (
-            frame.host_price[ok] * (k - leased)
+            h_price[ok] * paid
             + params.latency_weight_micros_per_ms * lat[ok]
-            + frame.cold[frame.host_gs[ok], frame.req_game[r]]
+            + frame.cold[h_gs[ok], frame.req_game[r]]
         )
         total += int(cost.min())
     return total, pending

@@ -6,7 +6,8 @@ which makes it optimal (no answer costs less than the relaxation's optimum):
 
 - hosts holding no slots reserved for these requests' venues, alike in site, class, price, what they hold and
   open slots f, form a **sub-pool** of n hosts with n·⌊f/k⌋ places for k-slot sessions, for each size k apart
-  ("k slots on one host" is kept per size, not between sizes);
+  ("k slots on one host" is kept per size, not between sizes), and n·g⌊f/g⌋ slots in all, g the sizes' greatest
+  common divisor (sessions of 2 and 4 slots never use the fifth slot of a host);
 - a host holding reserved slots for one of the venues is a column of its own: a lessee's k-slot session there
   costs as if it alone drew min(k, its reserved slots) from its lease (the cheapest it can), and the host has
   ⌊(open + all reserved)/k⌋ places per size; another venue's session uses its open slots at the full price;
@@ -39,6 +40,20 @@ def _dense(*cols: I64) -> tuple[I64, I64]:
         key = key * (int(rank.max(initial=0)) + 1) + rank.reshape(-1)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return np.asarray(inverse, dtype=np.int64).reshape(-1), np.asarray(first, dtype=np.int64)
+
+
+def _solve(tails: I64, heads: I64, caps: I64, costs: I64, supplies: I64) -> I64:
+    """A min-cost flow's arc flows, every cost divided by their common divisor (no decision changes)."""
+    positive = costs[costs > 0]
+    divisor = max(int(np.gcd.reduce(positive)), 1) if positive.size else 1
+    solver = min_cost_flow.SimpleMinCostFlow()
+    solver.add_arcs_with_capacity_and_unit_cost(
+        tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), (costs // divisor).astype(np.int64)
+    )
+    solver.set_nodes_supplies(np.arange(supplies.size, dtype=np.int32), supplies)
+    if solver.solve() != solver.OPTIMAL:
+        raise RuntimeError("min-cost flow failed")  # the pending arcs make it always feasible
+    return np.asarray(solver.flows(np.arange(tails.size, dtype=np.int32)), dtype=np.int64)
 
 
 def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
@@ -78,12 +93,22 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     # -- sub-pools: the other usable hosts with room for the smallest session -----------------------------------
     plain = np.nonzero(near & ~reserved & (cap.open >= k_min))[0]
     if plain.size:
-        _, price_rank = np.unique(frame.host_price[plain], return_inverse=True)
-        key = (
-            (frame.host_site[plain] * len(frame.classes) + frame.host_class[plain]) * (int(price_rank.max()) + 1)
-            + price_rank.reshape(-1)
-        ) * len(frame.gamesets) + frame.host_gs[plain]
-        sub_of, s_first = _dense(key, cap.open[plain])
+        price, top_open = frame.host_price[plain], int(cap.open[plain].max()) + 1
+        top_price = int(price.max()) + 1
+        n_cls, n_gs = len(frame.classes), len(frame.gamesets)
+        if price.min() >= 0 and len(frame.sites) * n_cls * top_price * n_gs * top_open < 1 << 62:
+            # (site, class, price, holding, open slots) packed: one unique, numbered as `_dense` numbers them
+            key = ((frame.host_site[plain] * n_cls + frame.host_class[plain]) * top_price + price) * n_gs
+            key = (key + frame.host_gs[plain]) * top_open + cap.open[plain]
+            _, s_first, sub_of = np.unique(key, return_index=True, return_inverse=True)
+            sub_of = sub_of.reshape(-1)
+        else:
+            _, price_rank = np.unique(price, return_inverse=True)
+            key = (
+                (frame.host_site[plain] * n_cls + frame.host_class[plain]) * (int(price_rank.max()) + 1)
+                + price_rank.reshape(-1)
+            ) * n_gs + frame.host_gs[plain]
+            sub_of, s_first = _dense(key, cap.open[plain])
     else:
         sub_of, s_first = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     n_subs = s_first.size
@@ -124,10 +149,17 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     ci, at = np.nonzero(ok_ranked & (np.cumsum(hosts_held, axis=1) - hosts_held < multi.size))
     co = ranked[ci, at]
 
-    # -- the flow, in slots (a k-slot session is k units, each bearing 1/k of its cost; costs times the sizes'
-    # least common multiple stay whole): class -> (column, size) -> column -> sink; class -> sink (pending).
-    # A column holds at most its slots in all, and at most its places per size ----------------------------------
+    # -- the flow, in units of g slots (a k-slot session is k/g units, each bearing g/k of its cost; costs times
+    # the sizes' least common multiple stay whole): class -> (column, size) -> column -> sink; class -> sink
+    # (pending). A column holds at most its slots in all, and at most its places per size --------------------------
     lcm = int(np.lcm.reduce(sizes))
+    # Units of g slots, g the sizes' greatest common divisor: no answer uses more than g*floor(f/g) of a host's f
+    # slots, so a column holds that many units; with sizes 2 and 4 a 2-slot session is one unit and never split
+    # (in slots, a 4-slot session could take 4 of a host's 5 and leave half a 2-slot one there, an answer no
+    # real one has, and CP-SAT then ran)
+    g = int(np.gcd.reduce(sizes))
+    c_u = c_k // g
+    unit_room = node_room // g
     q_key, q_node = np.unique(co * k_top + c_k[ci], return_inverse=True)
     q_node = np.asarray(q_node, dtype=np.int64).reshape(-1)
     q_col, q_k = q_key // k_top, q_key % k_top
@@ -145,36 +177,41 @@ def place(frame: Frame, multi: I64, cap: Capacity, out: Outcome) -> bool:
     )
     caps = np.concatenate(
         [
-            c_k[ci] * np.minimum(c_count[ci], places[ci, co]),
-            q_k * col_n[q_col] * (node_room[q_col] // q_k),
-            col_n[cols_used] * node_room[cols_used],
-            c_k * c_count,
+            c_u[ci] * np.minimum(c_count[ci], places[ci, co]),
+            (q_k // g) * col_n[q_col] * (node_room[q_col] // q_k),
+            col_n[cols_used] * unit_room[cols_used],
+            c_u * c_count,
         ]
     )
-    costs = np.concatenate(
-        [cost[ci, co] * per_unit[ci], np.zeros(n_q + n_used, dtype=np.int64), pending * per_unit]
-    )
-    solver = min_cost_flow.SimpleMinCostFlow()
-    solver.add_arcs_with_capacity_and_unit_cost(
-        tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64)
-    )
+    option_costs = cost[ci, co] * per_unit[ci]
     supplies = np.zeros(sink + 1, dtype=np.int64)
-    supplies[:n_classes] = c_k * c_count
+    supplies[:n_classes] = c_u * c_count
     supplies[sink] = -int(supplies[:n_classes].sum())
-    solver.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supplies)
-    if solver.solve() != solver.OPTIMAL:
-        raise RuntimeError("min-cost flow failed")  # the pending arcs make it always feasible
-    units_sent = np.asarray(solver.flows(np.arange(ci.size, dtype=np.int32)), dtype=np.int64)
-    flow = units_sent // c_k[ci]
-    split = np.nonzero(units_sent % c_k[ci])[0]
+    # A pending cost just above the dearest option first, a multiple of the options' common divisor (every cost
+    # is divided by it): cost scaling then runs ~10 phases, not the ~16 the real pending cost takes. If no class
+    # that has an option leaves a unit pending, every session that can be placed is, and among such answers the
+    # pending cost is a constant: the answer is optimal for the real pending cost too. Else solve again with it.
+    positive = option_costs[option_costs > 0]
+    step = int(np.gcd.reduce(positive)) if positive.size else 1
+    trial = step * (int(option_costs.max(initial=0)) // step + 1)
+    real = pending * per_unit
+    inner = np.zeros(n_q + n_used, dtype=np.int64)
+    units_sent = _solve(tails, heads, caps, np.concatenate([option_costs, inner, np.minimum(real, trial)]), supplies)
+    has_option = np.zeros(n_classes, dtype=np.bool_)
+    has_option[ci] = True
+    if (units_sent[-n_classes:][has_option] > 0).any() and (real > trial).any():
+        units_sent = _solve(tails, heads, caps, np.concatenate([option_costs, inner, real]), supplies)
+    units_sent = units_sent[: ci.size]
+    flow = units_sent // c_u[ci]
+    split = np.nonzero(units_sent % c_u[ci])[0]
     if split.size:
         # Sessions split between columns: between columns of the same cost (ties, the usual case) each whole
         # session goes to the one with the most slots left, at no extra cost; the check below says if it fits
-        room = col_n * node_room
-        np.subtract.at(room, co, flow * c_k[ci])
+        room = col_n * unit_room
+        np.subtract.at(room, co, flow * c_u[ci])
         for c in np.unique(ci[split]).tolist():
             arcs = split[ci[split] == c]
-            k = int(c_k[c])
+            k = int(c_u[c])  # a session's units
             if np.unique(cost[c, co[arcs]]).size > 1:
                 return False  # split between dearer and cheaper places: no answer at this cost, CP-SAT's job
             residue = units_sent[arcs] % k

@@ -69,3 +69,14 @@ def test_sizes_that_compete_for_one_host_are_not_all_sent_there() -> None:
     requests = [request("four", slots=4), request("two-a", slots=2), request("two-b", slots=2)]
     problem = Problem(requests, hosts, {("v0", "s0"): 2, ("v0", "s1"): 20})
     assert _check(problem)
+
+
+def test_an_odd_slot_left_beside_even_sessions_is_not_counted() -> None:
+    """A near host with 5 free slots, the only one within a 4-slot session's target, and a 2-slot session that
+    may also go far: in slots, the relaxation put the 4-slot session there and half the 2-slot one in the fifth
+    slot, which no answer can do, and left the batch to CP-SAT. In units of 2 slots (the sizes' greatest common
+    divisor) the host holds 2 units, so the answer is a real one, and optimal."""
+    hosts = [host("near", "s0", free=5, total=8, price=1_000_000), host("far", "s1", free=8, total=8)]
+    requests = [request("four", slots=4, target=5), request("two", slots=2)]
+    problem = Problem(requests, hosts, {("v0", "s0"): 2, ("v0", "s1"): 20})
+    assert _check(problem)
