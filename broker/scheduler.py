@@ -138,10 +138,6 @@ class HostCache:
         self._failing: frozenset[str] = frozenset()  # the sites failing as of the last snapshot
         self._site_sizes: tuple[float, Counter[str]] | None = None  # (when counted, hosts per site)
 
-    @property
-    def failing_sites(self) -> frozenset[str]:
-        return self._failing
-
     def changed(self, host_id: str) -> None:
         self._dirty.add(host_id)
 

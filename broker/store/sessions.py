@@ -235,7 +235,8 @@ async def start(
 def _resume_token(resume: ResumeRef, check: TokenCheck, token_stored: bool) -> tuple[bool, str | None]:
     """Whether a resume may go into the grouped insert, and the stored capability the statement compares (None: the
     signed token was verified here). A token that fails here goes alone, which reads the lost session and answers
-    as it always has (an unknown session NOT_FOUND before a wrong token PERMISSION_DENIED)."""
+    as it always has (an unknown session NOT_FOUND before a wrong token PERMISSION_DENIED). Capabilities are stored
+    only with authentication off; with it on, every token is a signature checked here, in Python."""
     if token_stored:
         return True, resume.token
     try:
