@@ -121,21 +121,21 @@ class OptionRanking:
         # in it: only the other rows are compared whole.
         partial = top.shape[1] < self.n_cols
         inside = top[:, -1] > limit if partial else np.ones(limit.size, dtype=np.bool_)
-        rows_in = np.nonzero(inside)[0]
-        kept_in = top[rows_in] <= limit[rows_in, None]
-        gi, pos = np.nonzero(kept_in)
-        found = [rows_in[gi] * self.n_cols + (top[rows_in[gi], pos] & mask)]
-        count = np.zeros(limit.size, dtype=np.int64)
-        count[rows_in] = kept_in.sum(axis=1)
+        # every row at once (the rows compared whole keep nothing here: their limit is below every key), as
+        # group << bits | column, so the group and the column come back by a shift and a mask
+        kept_in = top <= np.where(inside, limit, -1)[:, None]
+        count = kept_in.sum(axis=1)
+        groups = np.arange(limit.size, dtype=np.int64)
+        found = [np.repeat(groups << self.bits, count) | (top[kept_in] & mask)]
         rows_out = np.nonzero(~inside)[0]
         if rows_out.size:
             out_keys = self.keys[rows_out]
             kept_out = out_keys <= limit[rows_out, None]
-            go = np.nonzero(kept_out)[0]
-            found.append(rows_out[go] * self.n_cols + (out_keys[kept_out] & mask))
-            count[rows_out] = kept_out.sum(axis=1)
+            out_count = kept_out.sum(axis=1)
+            found.append(np.repeat(rows_out << self.bits, out_count) | (out_keys[kept_out] & mask))
+            count[rows_out] = out_count
         # by group, then column: the order the graph's arcs had when every row was compared whole
-        flat = np.sort(np.concatenate(found).astype(np.int64))
-        group, columns = flat // self.n_cols, flat % self.n_cols
+        flat = np.sort(np.concatenate(found))
+        group, columns = flat >> self.bits, flat & mask
         pruned = count < self.n_options
-        return group.astype(np.int64), columns, pruned
+        return group, columns, pruned
