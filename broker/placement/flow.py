@@ -220,10 +220,11 @@ def place(frame: Frame, reqs: I64, cap: Capacity, out: Outcome) -> None:
     lc = lam * l_lat + sig_cost[p_gs[part_pool[lp]], g_sig[lg]]
 
     # -- options: each group's cheapest ones holding N slots ----------------------------------------------------
-    # clipped to 32 bits per (venue, site) first (a few dozen thousand entries), then gathered: ~7x faster than
-    # gathering int64 (venue, bucket) columns and clipping those
-    lat32 = np.minimum(frame.lat, np.iinfo(np.int32).max).astype(np.int32)[g_venue][:, b_site]
-    ranking = OptionRanking(lat32, g_target, b_price, lam, col_bucket, grades[col_grade], sig_slots, g_sig)
+    # clipped to 32 bits per (venue, site) first (a few dozen thousand entries), then gathered straight to the
+    # ranking's columns: ~7x faster than gathering int64 (venue, bucket) columns and clipping those
+    lat32 = np.minimum(frame.lat, np.iinfo(np.int32).max).astype(np.int32)[g_venue]
+    col_lat = np.take(lat32, b_site[col_bucket], axis=1)
+    ranking = OptionRanking(col_lat, g_target, b_price, lam, col_bucket, grades[col_grade], sig_slots, g_sig)
     gi, ci, _ = ranking.cut(np.full(n_groups, n_demand, dtype=np.int64))
     ob, og = col_bucket[ci], col_grade[ci]
     oc = b_price[ob] + lam * frame.lat[g_venue[gi], b_site[ob]] + grades[og]

@@ -32,7 +32,7 @@ class OptionRanking:
 
     def __init__(
         self,
-        lat: npt.NDArray[np.integer],
+        col_lat: npt.NDArray[np.integer],
         target: I64,
         price: I64,
         lam: int,
@@ -41,9 +41,9 @@ class OptionRanking:
         slots: I64,
         sig: I64,
     ) -> None:
-        """`lat[g, b]` (clipped to int32), `target[g]`, `price[b]`; per column its bucket and its cold-start grade
+        """`col_lat[g, c]`: the latency from g's venue to column c's bucket, clipped to int32 (the ranking takes it
+        over: its buffer becomes the keys); `target[g]`, `price[b]`; per column its bucket and its cold-start grade
         `col_extra`; `slots[sig, column]` and `sig[g]`."""
-        n_groups = lat.shape[0]
         self.n_cols = n_cols = int(col_bucket.size)
         self.bits = bits = max(1, (n_cols - 1).bit_length())
         max_cost = int(price.max(initial=0)) + lam * int(target.max(initial=0)) + int(col_extra.max(initial=0))
@@ -52,31 +52,46 @@ class OptionRanking:
         #: rounded costs are below `levels`; the level `levels` itself means "no such option"
         self.levels = levels = (1 << ((63 if wide else 31) - bits)) - 1
         shift = (max_cost // levels).bit_length()
-        keys = np.empty((n_groups, n_cols), dtype=dtype)
-        col_lat = np.take(lat, col_bucket, axis=1)
-        np.minimum(col_lat, target.astype(dtype)[:, None], out=keys, casting="unsafe")
-        keys *= lam
-        keys += (price[col_bucket] + col_extra).astype(dtype)
-        if shift:
+        col_index = np.arange(n_cols, dtype=np.int64)
+        col_cost = price[col_bucket] + col_extra
+        # an option exists where it is within reach and has slots for the group's signature
+        # in col_lat's own width (no groups x columns int64 copy); a target above it reaches every clipped latency
+        present = col_lat <= np.minimum(target, np.iinfo(col_lat.dtype).max).astype(col_lat.dtype)[:, None]
+        present &= (slots > 0)[sig]
+        # Every key is absent's (level `levels`, then the column) plus, where the option exists, its rounded
+        # cost's difference from that: branch-free passes, several times faster than a masked write (copyto,
+        # putmask) on this irregular mask. Latencies are multiplied by 0 or 1 first, so no absent one overflows.
+        absent_key = (levels << bits | col_index).astype(dtype)
+        # in col_lat's buffer where the widths match: a fresh matrix costs more in page faults than the pass
+        keys = np.multiply(col_lat, present, out=col_lat if col_lat.dtype == dtype else None, dtype=dtype)
+        if lam % (1 << shift) == 0:
+            # lam·latency is a whole number of quanta: a key is latency · (lam's quanta, packed) plus the
+            # column's own part, rounded and packed once per column
+            keys *= (lam >> shift) << bits
+            keys -= ((levels - (col_cost >> shift)) << bits).astype(dtype)
+        else:
+            keys *= lam
+            keys += col_cost.astype(dtype)
             keys >>= shift
-        # an option with no slots (for this group's signature) or out of reach does not exist
-        # per signature, not per group: a groups x columns int64 copy of the slots costs more than the ranking
-        # in lat's own width (no groups x columns int64 copy); a target above it reaches every clipped latency
-        absent = col_lat > np.minimum(target, np.iinfo(col_lat.dtype).max).astype(col_lat.dtype)[:, None]
-        absent |= (slots <= 0)[sig]
-        np.putmask(keys, absent, levels)
-        keys <<= bits
-        keys |= np.arange(n_cols, dtype=dtype)
+            keys -= levels
+            keys <<= bits
+        keys *= present
+        keys += absent_key
         self.keys = keys
         self.slots = slots
         self.sig = sig
-        self.n_options = n_cols - absent.sum(axis=1)
+        self.n_options = present.view(np.uint8).sum(axis=1, dtype=np.int32).astype(np.int64)
         self._none = np.asarray((levels << bits) - 1, dtype=dtype)  # below every absent key
         width = min(_TOP, n_cols)
-        top = np.partition(keys, width - 1, axis=1)[:, :width] if width < n_cols else keys.copy()
+        # in place: a key carries its column, so a row's order does not matter to what reads the keys later
+        if width < n_cols:
+            keys.partition(width - 1, axis=1)
+        top = keys[:, :width].copy()
         top.sort(axis=1)
         self._top = top
-        self._top_cum = np.cumsum(slots[sig[:, None], top & ((1 << bits) - 1)], axis=1)
+        # slots of (sig[g], column) by one flat gather
+        flat = (sig * n_cols)[:, None] + (top & ((1 << bits) - 1))
+        self._top_cum = np.cumsum(np.take(slots, flat), axis=1)
 
     def _cut_keys(self, sorted_keys: npt.NDArray[np.integer], cum: I64, need: I64) -> npt.NDArray[np.integer]:
         """Per row, the largest packed key to keep: the whole quantum of the option where `cum` reaches need."""
@@ -106,20 +121,21 @@ class OptionRanking:
         # in it: only the other rows are compared whole.
         partial = top.shape[1] < self.n_cols
         inside = top[:, -1] > limit if partial else np.ones(limit.size, dtype=np.bool_)
-        rows_in = np.nonzero(inside)[0]
-        kept_in = top[rows_in] <= limit[rows_in, None]
-        gi, pos = np.nonzero(kept_in)
-        found = [rows_in[gi] * self.n_cols + (top[rows_in[gi], pos] & mask)]
-        count = np.zeros(limit.size, dtype=np.int64)
-        count[rows_in] = kept_in.sum(axis=1)
+        # every row at once (the rows compared whole keep nothing here: their limit is below every key), as
+        # group << bits | column, so the group and the column come back by a shift and a mask
+        kept_in = top <= np.where(inside, limit, -1)[:, None]
+        count = kept_in.sum(axis=1)
+        groups = np.arange(limit.size, dtype=np.int64)
+        found = [np.repeat(groups << self.bits, count) | (top[kept_in] & mask)]
         rows_out = np.nonzero(~inside)[0]
         if rows_out.size:
-            kept_out = self.keys[rows_out] <= limit[rows_out, None]
-            go, col = np.nonzero(kept_out)
-            found.append(rows_out[go] * self.n_cols + col)
-            count[rows_out] = kept_out.sum(axis=1)
+            out_keys = self.keys[rows_out]
+            kept_out = out_keys <= limit[rows_out, None]
+            out_count = kept_out.sum(axis=1)
+            found.append(np.repeat(rows_out << self.bits, out_count) | (out_keys[kept_out] & mask))
+            count[rows_out] = out_count
         # by group, then column: the order the graph's arcs had when every row was compared whole
-        flat = np.sort(np.concatenate(found).astype(np.int64))
-        group, columns = flat // self.n_cols, flat % self.n_cols
+        flat = np.sort(np.concatenate(found))
+        group, columns = flat >> self.bits, flat & mask
         pruned = count < self.n_options
-        return group.astype(np.int64), columns, pruned
+        return group, columns, pruned
