@@ -44,7 +44,10 @@ async def _busy_loop(block_s: float) -> AsyncIterator[None]:
 async def test_an_overloaded_worker_refuses_new_calls_with_a_hint_and_writes_nothing(db_url: str) -> None:
     config = dataclasses.replace(FAST, database_url=db_url, shed_lag_ms=5)
     async with faults.running_broker(config) as broker, BrokerClient(f"127.0.0.1:{broker.port}") as client:
-        await faults.seed(client, seats=2)
+        # Seeded through the store, not the API: with a 5-ms lag allowed, a busy CI machine shed a seeding call
+        # (RESOURCE_EXHAUSTED "overloaded: retry in 166 ms") before the test had made the loop late on purpose.
+        assert broker.pool is not None
+        await faults.seed_store(broker.pool, seats=2)
         before = await broker.pool.fetchval("SELECT count(*) FROM sessions")  # type: ignore[union-attr]
         request = session_pb2.StartSessionRequest(request_id="r1", venue_id="cafe", seat_id="s001", game_id="demo")
         async with _busy_loop(0.05):
